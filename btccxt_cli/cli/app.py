@@ -1,0 +1,65 @@
+"""The ``btccxt`` Typer app: global options, command registration, errors -> exit codes.
+
+Heavy libraries (ccxt, backtrader, aiohttp) are imported inside the commands, never here,
+so ``btccxt --help`` stays fast (a subprocess test checks ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from btccxt_cli import __version__
+from btccxt_cli.errors import BtccxtError
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="btccxt",
+    help="Live-trading runner for crypto exchanges (backtrader + ccxt + ccxt.pro), "
+    "with an offline exchange simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"btccxt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+    log_level: str = typer.Option("WARNING", "--log-level", envvar="BTCCXT_LOG_LEVEL",
+                                  help="Logging level for library messages."),
+) -> None:
+    """btccxt command line."""
+    from btccxt_cli.log import setup_logging
+
+    setup_logging(log_level)
+
+
+def _register() -> None:
+    from btccxt_cli.cli.sim import sim_command
+
+    app.command("sim", help="Serve the exchange simulator (binance, okx) on 127.0.0.1.")(sim_command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turn our errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except BtccxtError as exc:  # raised outside a command's own handling
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

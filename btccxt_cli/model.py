@@ -1,0 +1,87 @@
+"""Frozen values shared by every layer: candles, bar sources, feed states, status snapshots.
+
+No I/O and no third-party imports.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+__all__ = ["Candle", "BarSource", "FeedState", "FeedEvent", "FeedStatus"]
+
+
+class Candle(NamedTuple):
+    """One OHLCV bar as the exchange reports it; ``ts`` is the bar's open time in ms (UTC)."""
+
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    @classmethod
+    def from_ccxt(cls, row: list | tuple) -> Candle:
+        """Copy a ccxt ``[ts, o, h, l, c, v]`` row (ccxt.pro updates its rows in place)."""
+        return cls(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
+                   float(row[5] or 0.0))
+
+
+class BarSource(str, enum.Enum):
+    """How a closed bar reached us."""
+
+    BACKFILL = "backfill"
+    LIVE = "live"
+    GAPFILL = "gapfill"
+
+
+class FeedState(str, enum.Enum):
+    """Data states; the names match backtrader's data notifications."""
+
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+    CONNBROKEN = "CONNBROKEN"
+    DELAYED = "DELAYED"
+    LIVE = "LIVE"
+    NOTSUBSCRIBED = "NOTSUBSCRIBED"
+    NOTSUPPORTED_TF = "NOTSUPPORTED_TF"
+    UNKNOWN = "UNKNOWN"
+    OVER = "OVER"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """What a source hands to a feed: a closed bar or a state change, in delivery order.
+
+    ``recv_ns`` is the ``perf_ns`` reading when the bar became known closed (for latency).
+    """
+
+    kind: str  # "bar" | "state" | "end"
+    candle: Candle | None = None
+    source: BarSource | None = None
+    state: FeedState | None = None
+    message: str = ""
+    recv_ns: int = 0
+
+
+@dataclass(slots=True)
+class FeedStatus:
+    """A copy of one feed's status for dashboards and metrics (taken under the feed's lock)."""
+
+    symbol: str
+    timeframe: str
+    mode: str
+    state: str = FeedState.UNKNOWN.value
+    transport: str = ""
+    last_bar: Candle | None = None
+    bars: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in BarSource})
+    reconnects: int = 0
+    last_message_age_s: float | None = None
+    last_error: str = ""
+    rest_calls: int = 0
+    gaps_filled: int = 0
+    latency_ms_last: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
