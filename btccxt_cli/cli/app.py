@@ -52,6 +52,12 @@ def _register() -> None:
 
     app.command("sim", help="Serve the exchange simulator (binance, okx) on 127.0.0.1.")(sim_command)
 
+    from btccxt_cli.cli.validate import config_app, validate_command
+
+    app.command("validate", help="Check a config file offline: schema, rules, exchange facts.")(
+        validate_command)
+    app.add_typer(config_app, name="config")
+
 
 _register()
 

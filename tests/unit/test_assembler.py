@@ -124,7 +124,7 @@ def test_random_shuffles_and_duplicates_never_break_order(seed):
     n = 60
     finals = {i: Candle(i * TF, 1.0, 2.0, 0.5, 1.0 + i / 100, 10.0 + i) for i in range(10, 10 + n)}
     msgs = []
-    for i, f in finals.items():
+    for f in finals.values():
         msgs += [(Candle(f.ts, 1.0, 1.5, 0.9, 1.2, f.volume / 2), False), (f, True)]
     # swap some neighbours, duplicate some, drop some finals
     for _ in range(40):

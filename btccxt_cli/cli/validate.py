@@ -1,0 +1,112 @@
+"""``btccxt validate CONFIG`` and ``btccxt config schema``.
+
+Role: load a config and run every offline check (schema, rules, ccxt metadata), then print a short
+summary, or ONE error line on stderr with exit code 2 and no traceback. ``config schema`` prints
+the JSON Schema of the YAML. Nothing here touches the network.
+
+Imports typer only at module level; pydantic, PyYAML and ccxt load inside the commands so that
+``btccxt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from btccxt_cli.errors import BtccxtError
+
+if TYPE_CHECKING:
+    from btccxt_cli.config.schema import Config
+    from btccxt_cli.exchange.describe import ExchangeFacts
+
+__all__ = ["validate_command", "config_schema_command", "config_app", "summarize"]
+
+logger = logging.getLogger(__name__)
+
+config_app = typer.Typer(
+    name="config",
+    help="Inspect the configuration format.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def validate_command(
+    config: Annotated[Path, typer.Argument(help="The YAML config file to check.", metavar="CONFIG")],
+) -> None:
+    """Check a config file offline: schema, rules and what ccxt knows about the exchange."""
+    from btccxt_cli.log import redact
+
+    try:
+        from btccxt_cli.config import load_config
+        from btccxt_cli.exchange.describe import validate_exchange
+
+        loaded = load_config(config)
+        facts = validate_exchange(loaded)
+    except BtccxtError as exc:
+        typer.echo(f"error: {redact(str(exc))}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:  # a bug of ours: still one line, never a traceback with locals
+        logger.debug("validate failed unexpectedly", exc_info=True)
+        typer.echo(f"error: internal error while validating {config}: {type(exc).__name__}: "
+                   f"{redact(str(exc))} (please report this)", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(summarize(loaded, facts, config))
+
+
+def config_schema_command() -> None:
+    """Print the JSON Schema of the config file."""
+    from btccxt_cli.config.schema import Config
+
+    typer.echo(json.dumps(Config.json_schema(), indent=2))
+
+
+config_app.command("schema")(config_schema_command)
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    if not params:
+        return ""
+    inner = ", ".join(f"{k}: {v}" for k, v in params.items())
+    return f" {{{inner}}}"
+
+
+def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str) -> str:
+    """The short OK summary printed by ``btccxt validate``."""
+    ex = config.exchange
+    name = f"{ex.id} ({facts.name})" if facts is not None and facts.name != ex.id else ex.id
+    if ex.sim is True:
+        where = "built-in simulator"
+    elif ex.sim_url:
+        where = f"simulator at {ex.sim_url}"
+    elif ex.sandbox:
+        where = "sandbox (testnet)"
+    else:
+        where = "real exchange"
+    creds = "with API keys" if ex.has_credentials else "no API keys"
+    feed = config.feed
+    backfill = feed.backfill
+    if isinstance(backfill, int):
+        bf = f"backfill {backfill} bars" if backfill else "no backfill"
+    else:
+        bf = f"backfill from {backfill.isoformat()}"
+    symbols = ", ".join(
+        f.symbol if f.timeframe == feed.timeframe else f"{f.symbol} ({f.timeframe})"
+        for f in config.symbol_feeds()
+    )
+    strategy = config.strategy.name or str(config.strategy.path)
+    broker = config.broker
+    lines = [
+        f"OK: {path}",
+        f"  exchange  {name}, {where}, {creds}",
+        f"  feed      {feed.mode}, {feed.timeframe} bars, {bf}",
+        f"  symbols   {symbols}",
+        f"  strategy  {strategy}{_fmt_params(dict(config.strategy.params))}",
+        f"  broker    {broker.mode}, cash {broker.cash:g}, commission {broker.commission:g}",
+    ]
+    return "\n".join(lines)

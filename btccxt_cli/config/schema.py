@@ -1,0 +1,467 @@
+"""Typed, frozen models of the YAML that ``btccxt run config.yaml`` reads.
+
+Role: the *shape* of a configuration and the checks that need one value only (types, ranges,
+enumerations, the backfill and simulator notations). Cross-field checks live in ``rules.py``;
+reading the file, line numbers and ``${ENV}`` expansion live in ``load.py``.
+
+Every model is frozen and forbids unknown keys. Field descriptions end up in the JSON Schema
+(``btccxt config schema``). Credentials are ``SecretStr``: their values never appear in a repr,
+a str or an error message.
+
+Must not import: ccxt, yaml, typer, rich, or anything that does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr
+
+from btccxt_cli.errors import ConfigError
+from btccxt_cli.log import redact
+
+__all__ = [
+    "Config",
+    "ExchangeConfig",
+    "SymbolConfig",
+    "FeedConfig",
+    "StrategyConfig",
+    "BrokerConfig",
+    "DashboardConfig",
+    "LoggingConfig",
+    "EventsConfig",
+    "SymbolFeed",
+    "SourceMap",
+    "KeyPath",
+    "format_path",
+    "FeedMode",
+    "BrokerMode",
+    "MAX_BACKFILL_BARS",
+]
+
+logger = logging.getLogger(__name__)
+
+FeedMode = Literal["rest", "threaded", "websocket"]
+BrokerMode = Literal["paper", "live"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+KeyPath = tuple[str | int, ...]
+"""A location inside the document: ``("symbols", 1, "timeframe")``."""
+
+MAX_BACKFILL_BARS = 10_000_000
+"""Upper bound for a backfill bar count (a typo guard, not a limit of any exchange)."""
+
+_BACKFILL_EXPECTED = (
+    "expected a bar count, a start time in ISO 8601 (2024-01-01 or 2024-01-01T00:00:00Z), or none"
+)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def format_path(path: KeyPath) -> str:
+    """``("symbols", 1, "timeframe")`` -> ``"symbols[1].timeframe"``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(str(part)):
+            out += f"[{str(part)!r}]"  # odd keys (spaces, dots, newlines) stay on one line
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_PLAIN_KEY = re.compile(r"[^\s.\[\]'\"]+")
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Where each key and value of a loaded document sits (1-based line and column).
+
+    ``keys`` maps a path to the position of its key, ``values`` to the position of its value;
+    ``scalars`` holds the paths whose value is a scalar. An empty map (a ``Config`` built in
+    code) still produces errors, just without a position.
+    """
+
+    file: str | None = None
+    keys: Mapping[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    values: Mapping[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    scalars: frozenset[KeyPath] = frozenset()
+
+    def locate(self, path: KeyPath, *, at_key: bool = False) -> tuple[int | None, int | None]:
+        """Position of ``path``: its value for scalars, its key otherwise (or with ``at_key``).
+
+        A path that is not in the document (a missing key) resolves to its nearest ancestor.
+        """
+        path = tuple(path)
+        while True:
+            if path in self.keys and (at_key or path not in self.scalars):
+                return self.keys[path]
+            if path in self.values:
+                return self.values[path]
+            if path in self.keys:
+                return self.keys[path]
+            if not path:
+                return (1, 1) if self.file else (None, None)
+            path = path[:-1]
+            at_key = True
+
+    def error(self, path: KeyPath, message: str, *, hint: str = "", at_key: bool = False,
+              cls: type[ConfigError] = ConfigError) -> ConfigError:
+        """Build (not raise) a located ``ConfigError``; registered secrets are masked."""
+        line, column = self.locate(path, at_key=at_key)
+        return cls(redact(message), file=self.file, line=line, column=column,
+                   key=format_path(path) or None, hint=redact(hint))
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def _parse_backfill(value: Any) -> int | datetime:
+    """A bar count (int >= 0), a start time (aware UTC datetime), or 0 for none."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ValueError(_BACKFILL_EXPECTED)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a bar count cannot be negative; use 0 or none for no backfill")
+        if value > MAX_BACKFILL_BARS:
+            raise ValueError(f"at most {MAX_BACKFILL_BARS} bars; use a start time for long histories")
+        return value
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none", "null", "0"):
+            return 0
+        if text.isdigit():
+            return _parse_backfill(int(text))
+        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not read "Z"
+            text = text[:-1] + "+00:00"
+        try:
+            return _as_utc(datetime.fromisoformat(text))
+        except ValueError:
+            raise ValueError(_BACKFILL_EXPECTED) from None
+    raise ValueError(_BACKFILL_EXPECTED)
+
+
+def _parse_backfill_override(value: Any) -> int | datetime:
+    # Only runs when the key is present: an explicit null means "no backfill for this symbol".
+    return _parse_backfill(value)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # YAML timestamps without an offset are UTC by the YAML spec; so are ours.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _parse_sim(value: Any) -> bool | str:
+    """``true``/``false``/null or an ``http://host:port`` simulator URL (no trailing slash)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    expected = "expected true, false, or a simulator URL like http://127.0.0.1:8765"
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ValueError(expected + " (scheme, host and port are required)")
+    if parts.query or parts.fragment:
+        raise ValueError(expected + " (no query or fragment)")
+    return text.rstrip("/")
+
+
+def _parse_credential(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        # Never echo the value: it may be a real key written as a YAML number.
+        raise ValueError("expected text written as a ${ENV_VAR} reference")
+    return value
+
+
+def _symbol_item(value: Any) -> Any:
+    return {"symbol": value} if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _strategy_name(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    if value.endswith(".py") or "/" in value or "\\" in value:
+        raise ValueError("name is a module in strategies/ (like sma_cross); use path: for a file")
+    if not _MODULE_NAME.match(value):
+        raise ValueError("expected a module name in strategies/, like sma_cross")
+    return value
+
+
+Backfill = Annotated[
+    int | datetime,
+    BeforeValidator(_parse_backfill, json_schema_input_type=int | str | None),
+]
+BackfillOverride = Annotated[
+    int | datetime | None,
+    BeforeValidator(_parse_backfill_override, json_schema_input_type=int | str | None),
+]
+SimSetting = Annotated[
+    bool | str,
+    BeforeValidator(_parse_sim, json_schema_input_type=bool | str | None),
+]
+Credential = Annotated[
+    SecretStr | None,
+    BeforeValidator(_parse_credential, json_schema_input_type=str | None),
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+_TIMEFRAME_DOC = (
+    "Bar length as exchanges write it: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 12h 1d 1w 1M "
+    "(which ones exist depends on the exchange; the simulator adds 1s)."
+)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ExchangeConfig(BaseModel):
+    """Which exchange to talk to, and how."""
+
+    model_config = _FROZEN
+
+    id: str = Field(min_length=1, description="ccxt exchange id, e.g. binance, okx, bybit.")
+    sandbox: bool = Field(False, strict=True, description="Use the exchange's testnet (ccxt sandbox mode).")
+    sim: SimSetting = Field(
+        False,
+        description="true: start the built-in simulator in-process; a URL such as "
+        "http://127.0.0.1:8765: use a simulator started with `btccxt sim`; false: the real exchange.",
+    )
+    api_key: Credential = Field(None, description="API key, written as a ${ENV_VAR} reference.")
+    secret: Credential = Field(None, description="API secret, written as a ${ENV_VAR} reference.")
+    password: Credential = Field(
+        None, description="API passphrase (okx and others that require one), as a ${ENV_VAR} reference."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed through unchanged to the ccxt exchange's `options`."
+    )
+    rate_limit: bool = Field(True, strict=True, description="ccxt enableRateLimit: space REST calls.")
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when bars come from the simulator (built-in or by URL)."""
+        return self.sim is not False
+
+    @property
+    def sim_url(self) -> str | None:
+        """The simulator URL when ``sim`` is a URL, else None."""
+        return self.sim if isinstance(self.sim, str) else None
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when an API key or secret is configured."""
+        return self.api_key is not None or self.secret is not None
+
+
+class SymbolConfig(BaseModel):
+    """One market to trade, optionally overriding feed settings. A bare string is accepted too."""
+
+    model_config = _FROZEN
+
+    symbol: str = Field(min_length=1, description="ccxt unified symbol: BASE/QUOTE or BASE/QUOTE:SETTLE.")
+    timeframe: str | None = Field(None, strict=True, description="Overrides feed.timeframe.")
+    backfill: BackfillOverride = Field(None, description="Overrides feed.backfill.")
+    drop_newest: bool | None = Field(None, strict=True, description="Overrides feed.drop_newest.")
+    ohlcv_limit: int | None = Field(None, strict=True, ge=1, le=1000,
+                                    description="Overrides feed.ohlcv_limit.")
+
+
+SymbolItem = Annotated[
+    SymbolConfig,
+    BeforeValidator(_symbol_item, json_schema_input_type=str | SymbolConfig),
+]
+
+
+class FeedConfig(BaseModel):
+    """How bars are fetched; every symbol inherits these unless it overrides them."""
+
+    model_config = _FROZEN
+
+    mode: FeedMode = Field(
+        "rest",
+        description="rest: poll on the event loop; threaded: poll from a worker thread; "
+        "websocket: ccxt.pro watch_ohlcv with REST confirmation and gap filling.",
+    )
+    timeframe: str = Field("1m", strict=True, description=_TIMEFRAME_DOC)
+    backfill: Backfill = Field(
+        100,
+        description="History loaded before going live: a bar count, a start time "
+        "(ISO 8601, e.g. 2024-01-01), or 0/none.",
+    )
+    drop_newest: bool = Field(
+        False, strict=True, description="Drop the newest REST bar, which may still be forming."
+    )
+    ohlcv_limit: int = Field(100, strict=True, ge=1, le=1000, description="Bars per REST page (1..1000).")
+    settle_delay: float = Field(
+        0.25, strict=True, ge=0, le=3600,
+        description="Seconds after a bar's end before the REST read that confirms it (rest/threaded).",
+    )
+    reconnect_delay: float = Field(
+        5.0, strict=True, gt=0, le=3600, description="First WebSocket reconnect delay in seconds."
+    )
+    max_reconnect_delay: float = Field(
+        60.0, strict=True, gt=0, le=86400,
+        description="Upper bound of the exponential reconnect backoff, in seconds (>= reconnect_delay).",
+    )
+    watchdog_silence: float | None = Field(
+        None, strict=True, gt=0, le=86400,
+        description="Seconds without a message before a socket counts as dead; null: a default "
+        "derived from the timeframe.",
+    )
+
+
+class StrategyConfig(BaseModel):
+    """The backtrader strategy to run: exactly one of ``name`` and ``path``."""
+
+    model_config = _FROZEN
+
+    name: Annotated[str | None, BeforeValidator(_strategy_name)] = Field(
+        None, description="A module in strategies/, e.g. sma_cross."
+    )
+    path: Path | None = Field(
+        None, description="A Python file holding the strategy (relative to the config file)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the strategy.")
+
+
+class BrokerConfig(BaseModel):
+    """Where orders go."""
+
+    model_config = _FROZEN
+
+    mode: BrokerMode = Field(
+        "paper", description="paper: simulated fills in backtrader's broker; live: not available yet."
+    )
+    cash: float = Field(10_000.0, strict=True, gt=0, description="Starting cash of the paper broker.")
+    commission: float = Field(
+        0.001, strict=True, ge=0, lt=1, description="Commission per trade as a fraction (0.001 = 0.1%)."
+    )
+
+
+class DashboardConfig(BaseModel):
+    """The terminal dashboard."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, strict=True, description="Show the live dashboard.")
+    refresh_per_second: float = Field(4.0, strict=True, gt=0, le=60, description="Redraws per second.")
+
+
+class LoggingConfig(BaseModel):
+    """Library logging."""
+
+    model_config = _FROZEN
+
+    level: Annotated[LogLevel, BeforeValidator(_upper)] = Field("INFO", description="Log level.")
+    file: Path | None = Field(None, description="Also log to this file (relative to the config file).")
+
+
+class EventsConfig(BaseModel):
+    """Machine-readable event log."""
+
+    model_config = _FROZEN
+
+    file: Path | None = Field(
+        None, description="Write bars, states and orders as JSON Lines here (relative to the config file)."
+    )
+
+
+@dataclass(frozen=True)
+class SymbolFeed:
+    """Feed settings of one symbol after applying its overrides to ``feed``."""
+
+    symbol: str
+    timeframe: str
+    backfill: int | datetime
+    drop_newest: bool
+    ohlcv_limit: int
+    index: int
+    """Position of the symbol in ``symbols`` (for error locations)."""
+
+
+class Config(BaseModel):
+    """A whole btccxt configuration. Only exchange.id, symbols and strategy are required."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, title="btccxt config")
+
+    exchange: ExchangeConfig = Field(description="The exchange (ccxt id, simulator, credentials).")
+    symbols: tuple[SymbolItem, ...] = Field(
+        min_length=1, description="Markets to trade: strings, or mappings with per-symbol overrides."
+    )
+    feed: FeedConfig = Field(default_factory=FeedConfig, description="How bars are fetched.")
+    strategy: StrategyConfig = Field(description="The strategy to run.")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Paper or live orders.")
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="Terminal dashboard.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Library logging.")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="JSON Lines event log.")
+    lookback: int = Field(
+        1000, strict=True, ge=1, le=10_000_000,
+        description="Bars kept in memory per data feed (bounded buffers for long runs).",
+    )
+
+    _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+
+    @property
+    def source(self) -> SourceMap:
+        """Where each key came from (empty for a Config built in code)."""
+        return self._source
+
+    def with_source(self, source: SourceMap) -> Config:
+        """Attach a ``SourceMap`` (done by the loader) and return self."""
+        self._source = source
+        return self
+
+    def symbol_feeds(self) -> tuple[SymbolFeed, ...]:
+        """Per-symbol feed settings, overrides applied, in the order of ``symbols``."""
+        feed = self.feed
+        out = []
+        for i, s in enumerate(self.symbols):
+            out.append(SymbolFeed(
+                symbol=s.symbol,
+                timeframe=s.timeframe if s.timeframe is not None else feed.timeframe,
+                backfill=s.backfill if s.backfill is not None else feed.backfill,
+                drop_newest=s.drop_newest if s.drop_newest is not None else feed.drop_newest,
+                ohlcv_limit=s.ohlcv_limit if s.ohlcv_limit is not None else feed.ohlcv_limit,
+                index=i,
+            ))
+        return tuple(out)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the YAML file (what ``btccxt config schema`` prints)."""
+        schema = cls.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return schema

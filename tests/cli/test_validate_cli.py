@@ -1,0 +1,174 @@
+"""``btccxt validate`` and ``btccxt config schema`` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from btccxt_cli.cli.validate import config_app, validate_command
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+FIXTURES = ROOT / "tests" / "fixtures" / "configs"
+DUMMY_ENV = {
+    "OKX_API_KEY": "dummy-okx-key-0001", "OKX_SECRET": "dummy-okx-secret-0001",
+    "OKX_PASSPHRASE": "dummy-okx-pass-0001",
+    "BINANCE_API_KEY": "dummy-binance-key-0001", "BINANCE_SECRET": "dummy-binance-secret-0001",
+    "BYBIT_API_KEY": "dummy-bybit-key-0001", "BYBIT_SECRET": "dummy-bybit-secret-0001",
+    "BTCCXT_TEST_API_KEY": "dummy-api-key-0001", "BTCCXT_TEST_SECRET": "dummy-secret-0002",
+}
+runner = CliRunner()
+
+
+def _local_app() -> typer.Typer:
+    # The same registration as cli/app.py's _register(), for when the full app cannot be
+    # imported yet (other commands still being written).
+    app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+    @app.callback()
+    def _root() -> None:
+        """btccxt (test copy)."""
+
+    app.command("validate")(validate_command)
+    app.add_typer(config_app, name="config")
+    return app
+
+
+def _app() -> typer.Typer:
+    try:
+        from btccxt_cli.cli.app import app
+    except ImportError:
+        return _local_app()
+    return app
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[typer.Typer]:
+    yield _app()
+
+
+def test_real_app_registers_validate_and_config() -> None:
+    try:
+        from btccxt_cli.cli.app import app
+    except ImportError as exc:
+        pytest.skip(f"btccxt_cli.cli.app not importable yet: {exc}")
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "validate" in result.stdout and "config" in result.stdout
+    result = runner.invoke(app, ["config", "--help"])
+    assert "schema" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "okx_websocket.yaml", "binance_rest.yaml",
+                                  "bybit_threaded.yaml"])
+def test_shipped_configs_validate(app: typer.Typer, name: str) -> None:
+    result = runner.invoke(app, ["validate", str(CONFIGS / name)], env=DUMMY_ENV)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"OK: {CONFIGS / name}")
+    assert "exchange" in result.stdout and "strategy  sma_cross" in result.stdout
+    for value in DUMMY_ENV.values():
+        assert value not in result.output
+
+
+def test_demo_summary(app: typer.Typer) -> None:
+    result = runner.invoke(app, ["validate", str(CONFIGS / "demo.yaml")])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "binance (Binance), built-in simulator, no API keys" in lines[1]
+    assert "websocket, 1s bars, backfill 60 bars" in lines[2]
+    assert "BTC/USDT, ETH/USDT, SOL/USDT" in lines[3]
+    assert "paper" in lines[5]
+
+
+def test_example_config_without_env_names_the_variable(app: typer.Typer) -> None:
+    env: dict[str, str | None] = {k: None for k in DUMMY_ENV}
+    env["OKX_API_KEY"] = "dummy-okx-key-0001"
+    result = runner.invoke(app, ["validate", str(CONFIGS / "okx_websocket.yaml")], env=env)
+    assert result.exit_code == 2
+    assert "exchange.secret" in result.stderr and "OKX_SECRET" in result.stderr
+
+
+BAD = sorted(FIXTURES.glob("bad_*.yaml"))
+
+
+def _marker_line(path: Path) -> int:
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if "# <-- " in line:
+            return lineno
+    raise AssertionError(path)
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_config_is_one_line_and_exit_2(app: typer.Typer, path: Path) -> None:
+    env = {k: v for k, v in DUMMY_ENV.items() if k.startswith("BTCCXT_TEST")}
+    result = runner.invoke(app, ["validate", str(path)], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}:{_marker_line(path)}:")
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_missing_file(app: typer.Typer, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {tmp_path / 'nope.yaml'}: file not found")
+
+
+def test_config_schema_prints_json_schema(app: typer.Typer) -> None:
+    result = runner.invoke(app, ["config", "schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "btccxt config"
+    assert set(schema["required"]) == {"exchange", "symbols", "strategy"}
+    assert "description" in schema["properties"]["lookback"]
+
+
+WORDS = ["binance", "okx", "btcmarkets", "1s", "1m", "7m", "websocket", "rest", "live", "${NOPE}",
+         "BTC/USDT", "BTCUSDT", "", None, True, -1, 0, 1.5, [], {}]
+leaf = st.sampled_from(WORDS) | st.text(max_size=8) | st.integers()
+fields = st.fixed_dictionaries({}, optional={
+    "exchange": st.fixed_dictionaries({}, optional={"id": leaf, "sim": leaf, "sandbox": leaf,
+                                                    "api_key": leaf, "idd": leaf}) | leaf,
+    "symbols": st.lists(leaf | st.fixed_dictionaries({"symbol": leaf}, optional={"timeframe": leaf}),
+                        max_size=3) | leaf,
+    "feed": st.dictionaries(st.sampled_from(["mode", "timeframe", "backfill", "reconnect_delay",
+                                             "max_reconnect_delay", "modee"]), leaf) | leaf,
+    "strategy": st.fixed_dictionaries({}, optional={"name": leaf, "path": leaf}) | leaf,
+    "broker": st.dictionaries(st.sampled_from(["mode", "cash", "commission"]), leaf),
+    "lookback": leaf,
+})
+
+
+@pytest.fixture(scope="module")
+def _no_secret_registration() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("btccxt_cli.config.load.register_secret", lambda value: None)
+        yield
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(doc=fields)
+def test_cli_never_shows_a_traceback(app: typer.Typer, _no_secret_registration: None,
+                                     doc: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        result = runner.invoke(app, ["validate", str(path)], env={"NOPE": None})
+    assert result.exit_code in (0, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
