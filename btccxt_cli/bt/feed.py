@@ -1,0 +1,196 @@
+"""CCXTFeed: a live backtrader data feed that drains its series' pipe.
+
+``_load`` returns True (a closed bar), None (nothing yet, after waiting at most ``qcheck``
+seconds on the pipe, so an idle run uses no CPU) or False (the feed ended). State changes
+travel through the same pipe as bars, so ``notify_data`` sees them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import backtrader as bt
+
+from btccxt_cli.model import BarSource, FeedState
+from btccxt_cli.sources.base import SeriesParams, to_ms
+from btccxt_cli.timeframes import from_backtrader
+
+__all__ = ["CCXTFeed"]
+
+logger = logging.getLogger(__name__)
+
+_STATUS = {
+    FeedState.CONNECTED: bt.feed.DataBase.CONNECTED,
+    FeedState.DISCONNECTED: bt.feed.DataBase.DISCONNECTED,
+    FeedState.CONNBROKEN: bt.feed.DataBase.CONNBROKEN,
+    FeedState.DELAYED: bt.feed.DataBase.DELAYED,
+    FeedState.LIVE: bt.feed.DataBase.LIVE,
+    FeedState.NOTSUBSCRIBED: bt.feed.DataBase.NOTSUBSCRIBED,
+    FeedState.NOTSUPPORTED_TF: bt.feed.DataBase.NOTSUPPORTED_TF,
+    FeedState.UNKNOWN: bt.feed.DataBase.UNKNOWN,
+}
+
+
+class CCXTFeed(bt.feed.DataBase):
+    """Live OHLCV bars from a ccxt exchange, in rest, threaded or websocket mode.
+
+    Parameters (the seed document's table, plus a few of ours):
+
+    - ``store``: the ``CCXTStore``.
+    - ``dataname``: the ccxt symbol (``BTC/USDT``, ``BTC/USDT:USDT``).
+    - ``timeframe``/``compression``: backtrader's, e.g. ``bt.TimeFrame.Minutes``, 1.
+    - ``fromdate``: load history from this time (naive datetimes are UTC).
+    - ``backfill_bars``: or load this many bars of history (when ``fromdate`` is None).
+    - ``backfill_start`` (True): load history first; False starts with the next live bar.
+    - ``historical`` (False): end the feed after the history instead of going live.
+    - ``use_websocket`` (False): ccxt.pro ``watch_ohlcv``; ``use_threaded_data`` (False):
+      REST polling in the store's background thread; neither: REST polling on the
+      strategy's thread.
+    - ``ohlcv_limit`` (100): bars per REST request (history pages and gap fills).
+    - ``drop_newest`` (False): drop the newest bar of every REST answer.
+    - ``ws_reconnect_delay`` (5.0) / ``ws_max_reconnect_delay`` (60.0): first and largest
+      delay (s) of the exponential, jittered reconnect backoff.
+    - ``settle_delay`` (0.25): seconds after a bar's end before the REST read.
+    - ``watchdog_silence`` (None = one bar + max(5 s, half a bar), at most 120 s): seconds of
+      silence after which a subscription counts as dropped.
+    - ``confirm_grace`` (None = 20 % of a bar, 1-10 s): WebSocket mode reads REST when a
+      bar's final update has not come this long after its end.
+    - ``qcheck`` (0.5): longest wait (s) inside one ``_load`` call.
+    - ``debug`` (False): log every message and decision at DEBUG level.
+    """
+
+    params = (
+        ("store", None),
+        ("use_websocket", False),
+        ("use_threaded_data", False),
+        ("ohlcv_limit", 100),
+        ("drop_newest", False),
+        ("ws_reconnect_delay", 5.0),
+        ("ws_max_reconnect_delay", 60.0),
+        ("debug", False),
+        ("backfill_start", True),
+        ("backfill_bars", None),
+        ("historical", False),
+        ("settle_delay", 0.25),
+        ("watchdog_silence", None),
+        ("confirm_grace", None),
+        ("qcheck", 0.5),
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        if self.p.store is None:
+            raise TypeError("CCXTFeed needs store=CCXTStore(...)")
+        self._handle: Any = None
+        self._ended = False
+        self.symbol = self.p.dataname
+        self.ccxt_timeframe = from_backtrader(self.p.timeframe, self.p.compression)
+        self._validate()
+
+    def _validate(self) -> None:
+        p = self.p
+        if p.use_websocket and p.use_threaded_data:
+            raise ValueError("choose one of use_websocket and use_threaded_data")
+        if not 1 <= int(p.ohlcv_limit) <= 1000:
+            raise ValueError("ohlcv_limit must be between 1 and 1000")
+        if p.ws_reconnect_delay < 0 or p.ws_max_reconnect_delay < p.ws_reconnect_delay:
+            raise ValueError("need 0 <= ws_reconnect_delay <= ws_max_reconnect_delay")
+
+    @property
+    def mode(self) -> str:
+        if self.p.use_websocket:
+            return "websocket"
+        return "threaded" if self.p.use_threaded_data else "rest"
+
+    def series_params(self) -> SeriesParams:
+        p = self.p
+        fromdate = p.fromdate if isinstance(p.fromdate, datetime) else None
+        return SeriesParams(
+            symbol=p.dataname, timeframe=self.ccxt_timeframe, mode=self.mode,
+            fromdate_ms=to_ms(fromdate), backfill_bars=p.backfill_bars,
+            backfill_start=bool(p.backfill_start), historical=bool(p.historical),
+            ohlcv_limit=int(p.ohlcv_limit), drop_newest=bool(p.drop_newest),
+            settle_s=float(p.settle_delay), reconnect_delay=float(p.ws_reconnect_delay),
+            max_reconnect_delay=float(p.ws_max_reconnect_delay),
+            watchdog_silence_s=p.watchdog_silence, confirm_grace_s=p.confirm_grace, debug=bool(p.debug),
+        )
+
+    # ------------------------------------------------------------ backtrader hooks
+    def islive(self) -> bool:
+        return not self.p.historical
+
+    def haslivedata(self) -> bool:
+        return self._handle is not None and len(self._handle.series.pipe) > 0
+
+    def start(self) -> None:
+        super().start()
+        self._ended = False
+        if self.p.debug:
+            logging.getLogger("btccxt_cli").setLevel(logging.DEBUG)
+        self._handle = self.p.store.attach(self.series_params(), name=self._name or self.p.dataname)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._handle is not None:
+            self.p.store.detach(self._handle)
+
+    @property
+    def series(self) -> Any:
+        return self._handle.series if self._handle is not None else None
+
+    def status(self) -> Any:
+        """Thread-safe status snapshot (state, last bar, counts, latency)."""
+        return self._handle.series.status() if self._handle is not None else None
+
+    def _load(self) -> bool | None:
+        if self._ended or self._handle is None:
+            return False
+        h = self._handle
+        pipe = h.series.pipe
+        historical = bool(self.p.historical)
+        while True:
+            ev = pipe.get(0)
+            if ev is None:
+                if h.driver is not None:
+                    h.driver.pump(self._qcheck if not historical else 1.0)
+                    ev = pipe.get(0)
+                else:
+                    ev = pipe.get(self._qcheck if not historical else 1.0)
+                if ev is None:
+                    if pipe.closed and not len(pipe):
+                        self._ended = True
+                        return False
+                    if historical:
+                        continue  # preloading: None would end the preload early
+                    return None
+            if ev.kind == "bar":
+                self._fill(ev)
+                return True
+            if ev.kind == "state":
+                status = _STATUS.get(ev.state)
+                if status is not None:
+                    self.put_notification(status, ev.message)
+                if historical:
+                    continue
+                return None  # let cerebro deliver the notification before the next bar
+            if ev.kind == "end":
+                self._ended = True
+                return False
+
+    def _fill(self, ev: Any) -> None:
+        c = ev.candle
+        dt = datetime.fromtimestamp(c.ts / 1000, tz=timezone.utc).replace(tzinfo=None)
+        lines = self.lines
+        lines.datetime[0] = bt.date2num(dt)
+        lines.open[0] = c.open
+        lines.high[0] = c.high
+        lines.low[0] = c.low
+        lines.close[0] = c.close
+        lines.volume[0] = c.volume
+        lines.openinterest[0] = 0.0
+        if ev.source is BarSource.LIVE:
+            s = self._handle.series
+            s.note_latency(float(s.exchange_now_ms() - (c.ts + s.tf_ms)))
+        self.last_event = ev  # candle, source and recv_ns of the bar just loaded

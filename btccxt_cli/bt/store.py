@@ -1,0 +1,333 @@
+"""CCXTStore: owns the exchange clients, one event-loop thread, and every feed's series.
+
+Not a singleton: two stores are two sets of clients. ``stop()`` of one feed detaches only
+that feed; the store releases its loop thread and sockets when the last feed leaves or
+when ``stop()`` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.errors import DependencyError
+from btccxt_cli.exchange.errors import map_ccxt_error
+from btccxt_cli.model import FeedState, FeedStatus
+from btccxt_cli.sources.base import Backoff, Pipe, RestGate, Series, SeriesParams
+from btccxt_cli.sources.loop import LoopThread
+from btccxt_cli.sources.rest import RestSchedule, SyncRestDriver, rest_keeper
+
+__all__ = ["CCXTStore", "FeedHandle"]
+
+logger = logging.getLogger(__name__)
+
+
+class FeedHandle:
+    """What the store gives a feed: its series (status, pipe) and, in rest mode, the driver."""
+
+    def __init__(self, series: Series, driver: SyncRestDriver | None = None) -> None:
+        self.series = series
+        self.driver = driver
+        self.task: Any = None  # concurrent future of the threaded-mode keeper
+
+
+class CCXTStore:
+    """A ccxt exchange account for backtrader feeds and brokers.
+
+    Args:
+        exchange: ccxt exchange id (``"binance"``, ``"okx"`` ...).
+        currency: the account currency (used by the broker for cash and value).
+        config: passed to the ccxt constructor (``apiKey``, ``secret``, ``password``,
+            ``options`` ...). Secrets are never logged.
+        sandbox: use the exchange's test environment (``set_sandbox_mode``).
+        sim_url: base URL of a btccxt simulator (``btccxt sim``); every exchange URL is
+            rewritten to it, so nothing reaches the internet.
+        retries: attempts for start-up calls (markets, time) before giving up.
+        debug: log every message and decision at DEBUG level.
+        clock: time source (tests inject a manual clock).
+    """
+
+    def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
+                 sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
+                 debug: bool = False, clock: Clock = SYSTEM_CLOCK, **kwargs: Any) -> None:
+        self.exchange_id = exchange
+        self.currency = currency
+        self.config = dict(config or {})
+        self.config.update(kwargs.pop("ccxt_config", {}) or {})
+        if kwargs:
+            raise TypeError(f"CCXTStore got unknown arguments: {', '.join(sorted(kwargs))}")
+        self.sandbox = sandbox
+        self.sim_url = sim_url
+        self.retries = max(1, retries)
+        self.debug = debug
+        self.clock = clock
+        self.gate = RestGate(clock)
+        self._lock = threading.RLock()
+        self._sync_ex: Any = None
+        self._async_ex: Any = None
+        self._async_tapped = False
+        self._hub: Any = None
+        self._loop: LoopThread | None = None
+        self._offset_ms: int | None = None
+        self._handles: list[FeedHandle] = []
+        self._notifs: list[Any] = []
+        self._broker: Any = None
+        self._register_secrets()
+
+    def __repr__(self) -> str:  # never show config (it holds secrets)
+        return f"CCXTStore(exchange={self.exchange_id!r}, sim_url={self.sim_url!r})"
+
+    def _register_secrets(self) -> None:
+        from btccxt_cli.log import register_secret
+
+        for k in ("apiKey", "secret", "password", "uid", "privateKey"):
+            register_secret(self.config.get(k))
+
+    # ------------------------------------------------------------ backtrader store protocol
+    def getdata(self, *args: Any, **kwargs: Any) -> Any:
+        """A ``CCXTFeed`` on this store (same parameters as ``CCXTFeed``)."""
+        from btccxt_cli.bt.feed import CCXTFeed
+
+        return CCXTFeed(*args, store=self, **kwargs)
+
+    def getbroker(self, *args: Any, **kwargs: Any) -> Any:
+        """A paper broker (backtrader's own) until live orders land."""
+        import backtrader as bt
+
+        if self._broker is None:
+            self._broker = bt.brokers.BackBroker(*args, **kwargs)
+        return self._broker
+
+    def start(self, data: Any = None, broker: Any = None) -> None:
+        """Cerebro calls this for stores added with ``addstore``; resources start lazily."""
+
+    def put_notification(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._notifs.append((msg, args, kwargs))
+
+    def get_notifications(self) -> list[Any]:
+        out, self._notifs = self._notifs, []
+        return out
+
+    # ------------------------------------------------------------ exchanges and clock
+    def _make(self, kind: str) -> Any:
+        from btccxt_cli.exchange.factory import make_exchange
+
+        cfg = dict(self.config)
+        if self.debug:
+            cfg.setdefault("verbose", False)
+        return make_exchange(self.exchange_id, kind=kind, config=cfg, sim_url=self.sim_url,
+                             sandbox=self.sandbox)
+
+    def sync_exchange(self) -> Any:
+        """The blocking ccxt client (rest mode), with markets loaded and the clock measured."""
+        with self._lock:
+            if self._sync_ex is None:
+                ex = self._make("sync")
+                self._retry_sync(ex.load_markets, "load markets")
+                self._sync_ex = ex
+            if self._offset_ms is None:
+                self._offset_ms = self._measure_offset_sync(self._sync_ex)
+            return self._sync_ex
+
+    def _retry_sync(self, fn: Any, what: str) -> Any:
+        backoff = Backoff(0.5, 5.0, clock=self.clock)
+        for attempt in range(self.retries):
+            try:
+                return fn()
+            except Exception as exc:
+                from btccxt_cli.exchange.errors import is_temporary
+
+                if not is_temporary(exc) or attempt == self.retries - 1:
+                    raise map_ccxt_error(exc, exchange=self._sync_ex, what=what) from exc
+                delay = backoff.failure()
+                logger.warning("%s: %s failed (%s); retrying in %.1f s", self.exchange_id, what, exc, delay)
+                threading.Event().wait(delay)
+        return None
+
+    def _measure_offset_sync(self, ex: Any) -> int:
+        if not ex.has.get("fetchTime"):
+            return 0
+        t0 = self.clock.time_ms()
+        server = self._retry_sync(ex.fetch_time, "read the exchange clock")
+        t1 = self.clock.time_ms()
+        return self._offset_from(server, t0, t1)
+
+    def _offset_from(self, server: Any, t0: int, t1: int) -> int:
+        if server is None:
+            return 0
+        off = int(server) - (t0 + t1) // 2
+        if abs(off) > 1000:
+            logger.warning("%s: exchange clock differs from ours by %.2f s; bars are scheduled "
+                           "by the exchange clock", self.exchange_id, off / 1000)
+        return off
+
+    async def async_exchange(self) -> Any:
+        """The asyncio client (ccxt.pro where available), markets loaded; loop thread only."""
+        if self._async_ex is None:
+            from btccxt_cli.exchange.taps import has_tap, tapped_class
+
+            try:
+                ex = self._make("pro")
+                if has_tap(self.exchange_id):
+                    ex.__class__ = tapped_class(self.exchange_id, type(ex))
+                    self._async_tapped = True
+            except Exception as exc:  # no ccxt.pro support: plain async REST still works
+                logger.info("%s: no ccxt.pro client (%s); using REST", self.exchange_id, exc)
+                ex = self._make("async")
+            self._async_ex = ex
+        ex = self._async_ex
+        if not ex.markets:
+            await self._retry_async(ex.load_markets, "load markets")
+        if self._offset_ms is None:
+            t0 = self.clock.time_ms()
+            server = await self._retry_async(ex.fetch_time, "read the exchange clock") if ex.has.get("fetchTime") else None
+            self._offset_ms = self._offset_from(server, t0, self.clock.time_ms())
+        return ex
+
+    async def _retry_async(self, fn: Any, what: str) -> Any:
+        import asyncio
+
+        from btccxt_cli.exchange.errors import is_temporary
+
+        backoff = Backoff(0.5, 5.0, clock=self.clock)
+        for attempt in range(self.retries):
+            try:
+                return await fn()
+            except Exception as exc:
+                if not is_temporary(exc) or attempt == self.retries - 1:
+                    raise map_ccxt_error(exc, exchange=self._async_ex, what=what) from exc
+                delay = backoff.failure()
+                logger.warning("%s: %s failed (%s); retrying in %.1f s", self.exchange_id, what, exc, delay)
+                await asyncio.sleep(delay)
+        return None
+
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock as we estimate it (our clock + measured offset)."""
+        return self.clock.time_ms() + (self._offset_ms or 0)
+
+    def _loop_thread(self) -> LoopThread:
+        with self._lock:
+            if self._loop is None or not self._loop.running:
+                self._loop = LoopThread(name=f"btccxt-{self.exchange_id}")
+                self._loop.start()
+            return self._loop
+
+    # ------------------------------------------------------------ feeds
+    def attach(self, params: SeriesParams, *, name: str | None = None) -> FeedHandle:
+        """Create the series for a feed and start its source in the requested mode."""
+        if params.mode == "websocket":
+            _require_pro()
+        flagged = False
+        if params.mode == "websocket":
+            from btccxt_cli.exchange.taps import has_tap
+
+            flagged = has_tap(self.exchange_id)
+        series = Series(params, exchange_now_ms=self.exchange_now_ms, clock=self.clock,
+                        flagged=flagged, pipe=Pipe(), name=name or params.symbol)
+        handle = FeedHandle(series)
+        with self._lock:
+            self._handles.append(handle)
+        if params.mode == "rest":
+            ex = self.sync_exchange()
+            series.begin()
+            handle.driver = SyncRestDriver(series, ex, self.gate, self.clock)
+        else:
+            loop = self._loop_thread()
+            handle.task = loop.submit(self._start_async(handle))
+        return handle
+
+    async def _start_async(self, handle: FeedHandle) -> None:
+        import asyncio
+
+        s = handle.series
+        try:
+            ex = await self.async_exchange()
+        except Exception as exc:
+            s.note(error=str(exc))
+            s.set_state(FeedState.DISCONNECTED, str(exc))
+            s.finish(f"could not start: {exc}")
+            logger.error("%s: %s", s.name, exc)
+            return
+        s.begin()
+        if s.p.mode == "websocket" and hasattr(ex, "watch_ohlcv"):
+            if self._hub is None:
+                from btccxt_cli.sources.ws import WsHub
+
+                self._hub = WsHub(ex, tapped=self._async_tapped, gate=self.gate, clock=self.clock)
+            self._hub.add(s)
+            return
+        if s.p.mode == "websocket":
+            s.log.warning("%s: %s has no WebSocket OHLCV in ccxt.pro; polling REST instead",
+                          s.name, self.exchange_id)
+        sched = RestSchedule(s, self.gate, self.clock, grace_s=s.p.settle_s, polling=True)
+        s.note(transport="rest")
+        await rest_keeper(sched, ex, asyncio.Event())
+
+    def detach(self, handle: FeedHandle) -> None:
+        """Stop one feed's source; the store closes its resources after the last one."""
+        s = handle.series
+        s.phase = s.OVER
+        s.pipe.close()
+        with self._lock:
+            if handle in self._handles:
+                self._handles.remove(handle)
+            last = not self._handles
+        if self._loop is not None and self._loop.running:
+            if self._hub is not None:
+                try:
+                    self._loop.call(self._hub.remove(s), timeout=5)
+                except Exception:
+                    logger.debug("detaching %s", s.name, exc_info=True)
+            if handle.task is not None:
+                handle.task.cancel()
+        if last:
+            self.stop()
+
+    def stop(self) -> None:
+        """Close every socket, client and thread of this store."""
+        with self._lock:
+            handles, self._handles = list(self._handles), []
+            loop, self._loop = self._loop, None
+            aex, self._async_ex, self._hub = self._async_ex, None, None
+        for h in handles:
+            h.series.phase = h.series.OVER
+            h.series.pipe.close()
+        if loop is not None:
+            loop.stop(cleanup=_close_async(aex) if aex is not None else None)
+        if self._sync_ex is not None:
+            try:
+                session = getattr(self._sync_ex, "session", None)
+                if session is not None:
+                    session.close()
+            except Exception:
+                logger.debug("closing the sync session", exc_info=True)
+
+    # ------------------------------------------------------------ observability
+    def status(self) -> list[FeedStatus]:
+        """A thread-safe copy of every attached feed's status."""
+        with self._lock:
+            handles = list(self._handles)
+        return [h.series.status() for h in handles]
+
+    @property
+    def rest_calls(self) -> int:
+        return self.gate.calls
+
+
+async def _close_async(ex: Any) -> None:
+    try:
+        await ex.close()
+    except Exception:
+        logger.debug("closing the async exchange", exc_info=True)
+
+
+def _require_pro() -> None:
+    try:
+        import ccxt.pro  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - ccxt >= 2 always ships ccxt.pro
+        raise DependencyError(
+            "WebSocket mode needs ccxt.pro, which ships inside ccxt since v2",
+            hint="run: pip install -U ccxt (the PyPI package 'ccxtpro' is an old placeholder)",
+        ) from exc

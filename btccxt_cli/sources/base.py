@@ -1,0 +1,409 @@
+"""What every source shares: the feed pipe, backoff, the store's REST gate, and ``Series``.
+
+A ``Series`` is one (symbol, timeframe) subscription. It owns the bar assembler and the
+plan (history pages, the next REST read, state changes) and turns results into
+``FeedEvent``s on its pipe. The rest, threaded and websocket drivers only do I/O and
+waiting around it, so the three modes deliver bars by the same rules.
+
+No backtrader here, and no ccxt (the drivers pass plain rows in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from btccxt_cli.bars.assembler import BarAssembler, Emitted
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState, FeedStatus
+from btccxt_cli.timeframes import bar_open, timeframe_ms
+
+__all__ = ["Pipe", "Backoff", "RestGate", "SeriesParams", "Series", "LatencyWindow"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pipe:
+    """Thread-safe FIFO of ``FeedEvent``s from a source to one feed.
+
+    Unbounded for live data (a producer must never block the socket loop); history is paged
+    in only while the pipe is below ``high_water`` (``wait_room``), which bounds memory
+    without the blocking-put deadlock of earlier implementations.
+    """
+
+    def __init__(self, high_water: int = 5_000) -> None:
+        self._q: deque[FeedEvent] = deque()
+        self._cv = threading.Condition()
+        self.high_water = high_water
+        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, ev: FeedEvent) -> None:
+        with self._cv:
+            self._q.append(ev)
+            self._cv.notify()
+
+    def put_many(self, evs: Iterable[FeedEvent]) -> None:
+        with self._cv:
+            self._q.extend(evs)
+            self._cv.notify()
+
+    def get(self, timeout: float | None) -> FeedEvent | None:
+        """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""
+        with self._cv:
+            if not self._q and timeout and not self.closed:
+                self._cv.wait(timeout)
+            ev = self._q.popleft() if self._q else None
+            if self._room_waiters and len(self._q) < self.high_water // 2:
+                waiters, self._room_waiters = self._room_waiters, []
+            else:
+                waiters = []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_set_done, fut)
+        return ev
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until something arrives or the pipe closes."""
+        with self._cv:
+            if not self._q and not self.closed and timeout > 0:
+                self._cv.wait(timeout)
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+            waiters, self._room_waiters = self._room_waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_set_done, fut)
+
+    async def wait_room(self) -> None:
+        """(async producers) Wait until the consumer has drained below half the high water."""
+        while True:
+            with self._cv:
+                if len(self._q) < self.high_water or self.closed:
+                    return
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[None] = loop.create_future()
+                self._room_waiters.append((loop, fut))
+            await fut
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a healthy period.
+
+    ``failure()`` returns the next delay: ``base * 2**n`` capped at ``cap``, times a random
+    factor in [0.8, 1.2] (never above ``cap``). After ``success()`` has held for
+    ``healthy_after`` seconds, the next failure starts again from ``base``.
+    """
+
+    def __init__(self, base: float, cap: float, *, healthy_after: float = 30.0,
+                 clock: Clock = SYSTEM_CLOCK, rng: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self.healthy_after = max(0.0, base), max(base, cap), healthy_after
+        self.clock, self.rng = clock, rng
+        self.attempts = 0
+        self._up_since: float | None = None
+
+    def failure(self) -> float:
+        now = self.clock.monotonic()
+        if self._up_since is not None and now - self._up_since >= self.healthy_after:
+            self.attempts = 0
+        self._up_since = None
+        raw = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
+        self.attempts += 1
+        return min(self.cap, raw * (0.8 + 0.4 * self.rng()))
+
+    def success(self) -> None:
+        if self._up_since is None:
+            self._up_since = self.clock.monotonic()
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class RestGate:
+    """Store-wide REST discipline on top of ccxt's own limiter: honour ``Retry-After``.
+
+    After a 429/418 every series of the store waits until ``blocked_until`` instead of each
+    retrying on its own, so a reconnect storm does not turn into a REST storm.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._blocked_until = 0.0
+        self.calls = 0
+        self.rate_limited = 0
+
+    def delay(self) -> float:
+        with self._lock:
+            return max(0.0, self._blocked_until - self.clock.monotonic())
+
+    def penalize(self, seconds: float) -> None:
+        with self._lock:
+            self.rate_limited += 1
+            self._blocked_until = max(self._blocked_until, self.clock.monotonic() + seconds)
+
+    def count(self) -> None:
+        with self._lock:
+            self.calls += 1
+
+
+class LatencyWindow:
+    """Last N latencies (ms) with p50/p99, for status snapshots."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._v: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._v.append(ms)
+
+    def summary(self) -> tuple[float | None, float | None, float | None]:
+        if not self._v:
+            return None, None, None
+        s = sorted(self._v)
+        return self._v[-1], s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+@dataclass(frozen=True)
+class SeriesParams:
+    """What a feed asks of its series (the seed's parameters, in our units)."""
+
+    symbol: str
+    timeframe: str  # ccxt unified, e.g. "1m"
+    mode: str = "rest"  # rest | threaded | websocket
+    fromdate_ms: int | None = None
+    backfill_bars: int | None = None
+    backfill_start: bool = True
+    historical: bool = False
+    ohlcv_limit: int = 100
+    drop_newest: bool = False
+    settle_s: float = 0.25
+    retry_s: float = 0.25
+    reconnect_delay: float = 5.0
+    max_reconnect_delay: float = 60.0
+    watchdog_silence_s: float | None = None
+    confirm_grace_s: float | None = None
+    debug: bool = False
+
+    @property
+    def tf_ms(self) -> int:
+        return timeframe_ms(self.timeframe)
+
+    @property
+    def watchdog_s(self) -> float:
+        """Default silence limit: one bar plus max(5 s, half a bar), at most 120 s."""
+        if self.watchdog_silence_s is not None:
+            return self.watchdog_silence_s
+        tf = self.tf_ms / 1000
+        return min(tf + max(5.0, tf / 2), 120.0)
+
+    @property
+    def grace_s(self) -> float:
+        """How long after a bar's end a WebSocket series waits before confirming it by REST."""
+        if self.confirm_grace_s is not None:
+            return self.confirm_grace_s
+        tf = self.tf_ms / 1000
+        return min(max(1.0, tf * 0.2), 10.0)
+
+    def with_(self, **kw: object) -> SeriesParams:
+        return replace(self, **kw)  # type: ignore[arg-type]
+
+
+def to_ms(dt: datetime | None) -> int | None:
+    """A datetime (naive = UTC, as backtrader uses) to epoch milliseconds."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+class Series:
+    """One (symbol, timeframe): plan, assembler, status, and the pipe to its feed.
+
+    Not thread-safe by itself: exactly one driver thread calls the planning methods
+    (``history_request``, ``on_*``); ``status()`` may be called from any thread.
+    """
+
+    HISTORY, LIVE, OVER = "history", "live", "over"
+
+    def __init__(self, params: SeriesParams, *, exchange_now_ms: Callable[[], int],
+                 clock: Clock = SYSTEM_CLOCK, flagged: bool = False, pipe: Pipe | None = None,
+                 name: str | None = None) -> None:
+        self.p = params
+        self.clock = clock
+        self.exchange_now_ms = exchange_now_ms
+        self.pipe = pipe or Pipe()
+        self.name = name or params.symbol
+        self.tf_ms = params.tf_ms
+        self.log = logging.getLogger(f"btccxt_cli.series.{self.name}")
+        if params.debug:
+            self.log.setLevel(logging.DEBUG)
+        self._lock = threading.Lock()
+        self._status = FeedStatus(symbol=params.symbol, timeframe=params.timeframe, mode=params.mode)
+        self._state: FeedState | None = None
+        self._last_msg_mono: float | None = None
+        self.latency = LatencyWindow()
+        self.flagged = flagged
+        self.phase = self.LIVE
+        self.assembler = BarAssembler(self.tf_ms, flagged=flagged)
+        self._begun = False
+
+    # ------------------------------------------------------------ plan
+    def begin(self) -> None:
+        """Decide where history starts (or that there is none) from the exchange clock."""
+        if self._begun:
+            return
+        self._begun = True
+        p, tf = self.p, self.tf_ms
+        now = self.exchange_now_ms()
+        since = None
+        if p.backfill_start and p.fromdate_ms is not None:
+            since = bar_open(p.fromdate_ms + tf - 1, tf)  # first whole bar at or after fromdate
+        elif p.backfill_start and p.backfill_bars:
+            since = bar_open(now, tf) - p.backfill_bars * tf
+        if since is not None and since < bar_open(now, tf):
+            self.assembler.last_ts = since - tf
+            self.phase = self.HISTORY
+            self.set_state(FeedState.DELAYED, "loading history")
+        else:
+            self.assembler.last_ts = bar_open(now, tf) - tf  # first bar: the one forming now
+            self.go_live()
+
+    def go_live(self) -> None:
+        if self.p.historical:
+            self.finish("history loaded (historical=True)")
+            return
+        self.phase = self.LIVE
+        self.set_state(FeedState.LIVE)
+
+    def finish(self, why: str) -> None:
+        if self.phase == self.OVER:
+            return
+        self.phase = self.OVER
+        self.log.info("%s: feed ends: %s", self.name, why)
+        self.pipe.put(FeedEvent("end", message=why))
+
+    def request(self) -> tuple[int, int]:
+        """(since, limit) of the next REST read: from the next bar the strategy needs."""
+        exp = self.assembler.expected
+        assert exp is not None, "begin() first"
+        if self.phase == self.HISTORY:
+            return exp, self.p.ohlcv_limit
+        behind = max(0, (self.exchange_now_ms() - exp) // self.tf_ms) + 1  # bars opened since exp
+        return exp, int(min(self.p.ohlcv_limit, behind))
+
+    def on_rest(self, rows: list[Candle], since: int) -> list[Emitted]:
+        """Apply one REST answer; in history, move to live when caught up."""
+        hist = self.phase == self.HISTORY
+        if hist:
+            source = BarSource.BACKFILL
+        else:
+            source = BarSource.LIVE if self.p.mode in ("rest", "threaded") else BarSource.GAPFILL
+        before = self.assembler.expected
+        now = self.exchange_now_ms()
+        out = self.assembler.on_rest(rows, since=since, now_ms=now, settle_ms=int(self.p.settle_s * 1000),
+                                     drop_newest=self.p.drop_newest, source=source)
+        self.log.debug("%s: REST since=%d rows=%d released=%d", self.name, since, len(rows), len(out))
+        self.deliver(out)
+        if hist:
+            exp = self.assembler.expected
+            caught_up = exp is not None and exp + self.tf_ms + int(self.p.settle_s * 1000) > now
+            if caught_up or not rows or exp == before:
+                self.go_live()
+        return out
+
+    def on_live(self, candles: list[Candle], closed: list[bool] | bool = False) -> list[Emitted]:
+        self.note_message()
+        out = self.assembler.on_live(candles, closed=closed)
+        if self.p.debug:
+            self.log.debug("%s: live %s closed=%s released=%d", self.name, candles, closed, len(out))
+        if out:
+            self.deliver(out)
+        return out
+
+    def rest_due_in(self, grace_s: float) -> float | None:
+        """Seconds until the next REST read is due (<= 0: now); None: not needed."""
+        if self.phase == self.HISTORY:
+            return 0.0
+        if self.phase == self.OVER:
+            return None
+        due = self.assembler.rest_due(int(grace_s * 1000))
+        if due is None:
+            return None
+        if due == 0:
+            return 0.0
+        return (due - self.exchange_now_ms()) / 1000.0
+
+    # ------------------------------------------------------------ delivery and status
+    def deliver(self, emitted: list[Emitted]) -> None:
+        if not emitted:
+            return
+        ns = self.clock.perf_ns()
+        evs = [FeedEvent("bar", e.candle, e.source, recv_ns=ns) for e in emitted]
+        with self._lock:
+            st = self._status
+            for e in emitted:
+                st.bars[e.source.value] += 1
+            st.last_bar = emitted[-1].candle
+            if any(e.source is BarSource.GAPFILL for e in emitted):
+                st.gaps_filled += 1
+        self.pipe.put_many(evs)
+
+    def set_state(self, state: FeedState, message: str = "") -> None:
+        """Queue a state change for the feed (in order with bars); repeats are dropped."""
+        with self._lock:
+            if state is self._state:
+                return
+            self._state = state
+            self._status.state = state.value
+        self.log.info("%s: %s%s", self.name, state.value, f" ({message})" if message else "")
+        self.pipe.put(FeedEvent("state", state=state, message=message))
+
+    @property
+    def state(self) -> FeedState | None:
+        return self._state
+
+    def note_message(self) -> None:
+        self._last_msg_mono = self.clock.monotonic()
+
+    def silence_s(self) -> float | None:
+        last = self._last_msg_mono
+        return None if last is None else self.clock.monotonic() - last
+
+    def note(self, *, rest_call: bool = False, reconnect: bool = False, error: str | None = None,
+             transport: str | None = None) -> None:
+        with self._lock:
+            st = self._status
+            if rest_call:
+                st.rest_calls += 1
+            if reconnect:
+                st.reconnects += 1
+            if error is not None:
+                st.last_error = error
+            if transport is not None:
+                st.transport = transport
+
+    def note_latency(self, ms: float) -> None:
+        self.latency.add(ms)
+
+    def status(self) -> FeedStatus:
+        with self._lock:
+            st = replace(self._status, bars=dict(self._status.bars))
+        st.last_message_age_s = self.silence_s()
+        st.latency_ms_last, st.latency_ms_p50, st.latency_ms_p99 = self.latency.summary()
+        return st

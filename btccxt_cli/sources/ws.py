@@ -1,0 +1,204 @@
+"""WebSocket mode: ccxt.pro ``watch_ohlcv``, one watch loop per series, on the store's loop.
+
+All series of a store share one ccxt.pro exchange (so one connection per exchange stream).
+Each series has its own watch loop because ccxt re-subscribes only the stream that is
+watched again after a drop (field-notes.md), and its own REST keeper that fills gaps,
+confirms bars whose final update never came, and so keeps bars flowing by REST while the
+socket is down (the REST fallback). A watchdog treats a silent series as dropped.
+
+Runs only on the store's event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from btccxt_cli.clock import Clock
+from btccxt_cli.exchange.errors import is_temporary
+from btccxt_cli.model import Candle, FeedState
+from btccxt_cli.sources.base import Backoff, RestGate, Series
+from btccxt_cli.sources.rest import RestSchedule, rest_keeper
+
+__all__ = ["WsHub"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Sub:
+    """A series' tasks and wake-up event inside the hub."""
+
+    def __init__(self, series: Series, schedule: RestSchedule) -> None:
+        self.series = series
+        self.schedule = schedule
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.down = False
+        self.watch_task: asyncio.Task[None] | None = None
+
+
+class WsHub:
+    """The store's WebSocket side: watch loops, keepers, the closed-flag sink and a watchdog.
+
+    Args:
+        exchange: a ccxt.pro exchange (ideally a tapped class, see ``exchange.taps``).
+        tapped: whether ``exchange`` calls ``btccxt_sink`` with every OHLCV message.
+    """
+
+    def __init__(self, exchange: Any, *, tapped: bool, gate: RestGate, clock: Clock) -> None:
+        self.exchange = exchange
+        self.tapped = tapped
+        self.gate = gate
+        self.clock = clock
+        self._subs: dict[tuple[str, str], _Sub] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        if tapped:
+            exchange.btccxt_sink = self._sink
+
+    def _interval(self, timeframe: str) -> str:
+        return str(self.exchange.timeframes.get(timeframe, timeframe))
+
+    # ---------------------------------------------------------------- membership
+    def add(self, series: Series) -> None:
+        key = (series.p.symbol, self._interval(series.p.timeframe))
+        sched = RestSchedule(series, self.gate, self.clock, grace_s=series.p.grace_s, polling=False)
+        sub = _Sub(series, sched)
+        self._subs[key] = sub
+        series.note(transport="websocket")
+        series.note_message()  # the watchdog counts silence from the subscription's start
+        sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {series.name}")
+        sub.tasks.append(asyncio.create_task(rest_keeper(sched, self.exchange, sub.wake),
+                                             name=f"rest {series.name}"))
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watchdog_loop(), name="ws watchdog")
+
+    async def remove(self, series: Series) -> None:
+        key = (series.p.symbol, self._interval(series.p.timeframe))
+        sub = self._subs.pop(key, None)
+        if sub is None:
+            return
+        tasks = [*sub.tasks, *( [sub.watch_task] if sub.watch_task else [])]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:  # tell the exchange too, where ccxt can; the shared connection stays up
+            await asyncio.wait_for(self.exchange.un_watch_ohlcv(series.p.symbol, series.p.timeframe), 2)
+        except Exception:
+            logger.debug("un_watch_ohlcv(%s) not possible", series.name, exc_info=True)
+        if not self._subs and self._watchdog is not None:
+            self._watchdog.cancel()
+
+    # ---------------------------------------------------------------- data path
+    def _sink(self, symbol: str, interval: str, candles: list[Candle], closed: list[bool]) -> None:
+        sub = self._subs.get((symbol, interval))
+        if sub is None:
+            return
+        s = sub.series
+        released = s.on_live(candles, closed)
+        if released or s.assembler.has_gap():
+            sub.wake.set()
+        if released and s.state is FeedState.CONNECTED and not s.assembler.has_gap():
+            s.set_state(FeedState.LIVE)
+
+    async def _watch(self, sub: _Sub) -> None:
+        s, p = sub.series, sub.series.p
+        ex = self.exchange
+        backoff = Backoff(p.reconnect_delay, p.max_reconnect_delay,
+                          healthy_after=max(30.0, 3 * s.tf_ms / 1000), clock=self.clock)
+        while s.phase != s.OVER:
+            try:
+                rows = await ex.watch_ohlcv(p.symbol, p.timeframe)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_temporary(exc):
+                    text = f"{type(exc).__name__}: {exc}"
+                    s.note(error=text)
+                    s.set_state(FeedState.NOTSUBSCRIBED, text)
+                    logger.error("%s: subscription refused: %s", s.name, text)
+                    return
+                delay = backoff.failure()
+                self._went_down(sub, exc)
+                s.log.warning("%s: socket error (%s: %s); reconnecting in %.2f s", s.name,
+                              type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.success()
+            if not self.tapped:
+                s.on_live([Candle.from_ccxt(r) for r in rows])
+                sub.wake.set()
+            if sub.down:
+                self._came_back(sub)
+
+    def _went_down(self, sub: _Sub, exc: BaseException) -> None:
+        s = sub.series
+        s.note(error=f"{type(exc).__name__}: {exc}", transport="rest-fallback")
+        if not sub.down:
+            sub.down = True
+            s.set_state(FeedState.DISCONNECTED, f"{type(exc).__name__}: {exc}")
+            s.log.warning("%s: WebSocket down; closed bars come from REST until it is back", s.name)
+        sub.wake.set()
+
+    def _came_back(self, sub: _Sub) -> None:
+        s = sub.series
+        sub.down = False
+        self.reconnects += 1
+        s.note(reconnect=True, transport="websocket")
+        s.note_message()
+        s.set_state(FeedState.CONNECTED, "WebSocket subscribed again")
+        if not s.assembler.has_gap() and s.phase == s.LIVE:
+            s.set_state(FeedState.LIVE)
+        sub.wake.set()
+
+    # ---------------------------------------------------------------- watchdog
+    async def _watchdog_loop(self) -> None:
+        while self._subs:
+            limits = [sub.series.p.watchdog_s for sub in self._subs.values()]
+            await asyncio.sleep(max(0.05, min(limits) / 4))
+            silent = [sub for sub in self._subs.values()
+                      if not sub.down and (sub.series.silence_s() or 0) > sub.series.p.watchdog_s]
+            if not silent:
+                continue
+            alive = [sub for sub in self._subs.values() if sub not in silent and not sub.down]
+            for sub in silent:
+                s = sub.series
+                s.log.warning("%s: no data for %.1f s (watchdog %.1f s)", s.name, s.silence_s() or 0,
+                              s.p.watchdog_s)
+                s.note_message()
+            if alive:
+                for sub in silent:  # the connection works; only these subscriptions went quiet
+                    await self._resubscribe(sub)
+            else:
+                self._drop_connections("no data for too long (watchdog)")
+
+    async def _resubscribe(self, sub: _Sub) -> None:
+        s = sub.series
+        self._went_down(sub, TimeoutError("subscription silent (watchdog)"))
+        if sub.watch_task is not None:
+            sub.watch_task.cancel()
+            await asyncio.gather(sub.watch_task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.exchange.un_watch_ohlcv(s.p.symbol, s.p.timeframe), 5)
+        except Exception:
+            s.log.debug("un_watch_ohlcv failed", exc_info=True)
+            self._forget_subscription(s)
+        sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {s.name}")
+
+    def _forget_subscription(self, s: Series) -> None:
+        """Where un_watch is unavailable, make ccxt send a fresh subscribe on the next watch."""
+        for client in list(getattr(self.exchange, "clients", {}).values()):
+            subs = getattr(client, "subscriptions", {})
+            for key in [k for k in subs if s.p.symbol.replace("/", "").lower() in str(k).lower()
+                        or s.p.symbol in str(k)]:
+                subs.pop(key, None)
+
+    def _drop_connections(self, why: str) -> None:
+        import ccxt
+
+        for client in list(getattr(self.exchange, "clients", {}).values()):
+            try:
+                client.on_error(ccxt.NetworkError(f"btccxt: {why}"))
+            except Exception:
+                logger.debug("closing a ccxt client failed", exc_info=True)

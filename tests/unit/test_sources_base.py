@@ -1,0 +1,156 @@
+"""Backoff, pipe and series planning with a manual clock (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from btccxt_cli.clock import ManualClock
+from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState
+from btccxt_cli.sources.base import Backoff, Pipe, RestGate, Series, SeriesParams
+from btccxt_cli.sources.rest import RestSchedule
+
+TF = 60_000
+
+
+def test_backoff_doubles_with_jitter_caps_and_resets_after_healthy_period():
+    clock = ManualClock()
+    b = Backoff(5.0, 60.0, healthy_after=30.0, clock=clock, rng=lambda: 0.5)  # jitter factor 1.0
+    assert [b.failure() for _ in range(6)] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    b.success()
+    clock.advance(10)
+    assert b.failure() == 60.0  # not healthy long enough
+    b.success()
+    clock.advance(31)
+    assert b.failure() == 5.0  # reset after a healthy period
+    lo = Backoff(1.0, 8.0, clock=clock, rng=lambda: 0.0).failure()
+    hi = Backoff(1.0, 8.0, clock=clock, rng=lambda: 0.999).failure()
+    assert lo == 0.8 and 1.19 < hi <= 1.2
+
+
+def test_rest_gate_blocks_all_series_until_retry_after():
+    clock = ManualClock()
+    g = RestGate(clock)
+    assert g.delay() == 0
+    g.penalize(3.0)
+    clock.advance(1.0)
+    assert g.delay() == 2.0
+    clock.advance(2.5)
+    assert g.delay() == 0
+
+
+def test_pipe_wait_room_releases_producer_when_consumer_drains():
+    pipe = Pipe(high_water=10)
+    pipe.put_many(FeedEvent("bar") for _ in range(12))
+    released = threading.Event()
+
+    async def producer():
+        await pipe.wait_room()
+        released.set()
+
+    t = threading.Thread(target=lambda: asyncio.run(producer()))
+    t.start()
+    assert not released.wait(0.05)  # above high water: the producer waits
+    for _ in range(8):
+        pipe.get(0)
+    assert released.wait(5)
+    t.join(5)
+
+
+def test_pipe_get_times_out_and_close_wakes_waiter():
+    pipe = Pipe()
+    assert pipe.get(0) is None
+    done = threading.Event()
+
+    def consumer():
+        pipe.wait(30)
+        done.set()
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    pipe.close()
+    assert done.wait(5)
+    t.join(5)
+
+
+def _series(clock: ManualClock, **kw) -> Series:
+    p = SeriesParams(symbol="BTC/USDT", timeframe="1m", **kw)
+    return Series(p, exchange_now_ms=clock.time_ms, clock=clock)
+
+
+def _rows(start: int, n: int) -> list[list[float]]:
+    return [[start + i * TF, 1.0, 2.0, 0.5, 1.5, 10.0] for i in range(n)]
+
+
+def drain(s: Series) -> list[FeedEvent]:
+    out = []
+    while (ev := s.pipe.get(0)) is not None:
+        out.append(ev)
+    return out
+
+
+def test_series_history_then_live_schedule_one_read_per_bar():
+    clock = ManualClock(start_ms=1_700_000_000_000 - 1_700_000_000_000 % TF + 30_000)  # mid-bar
+    now = clock.time_ms()
+    s = _series(clock, backfill_bars=5, ohlcv_limit=3, settle_s=0.25)
+    s.begin()
+    sched = RestSchedule(s, RestGate(clock), clock, grace_s=0.25, polling=True)
+    start = now - now % TF - 5 * TF
+    # history: pages of 3 from 5 bars back
+    since, limit = sched.begin_call()
+    assert (since, limit) == (start, 3)
+    sched.on_rows(_rows(start, 3), since)
+    since, limit = sched.begin_call()
+    assert since == start + 3 * TF
+    sched.on_rows(_rows(since, 3), since)  # 2 closed + the forming bar
+    evs = drain(s)
+    assert [e.state for e in evs if e.kind == "state"] == [FeedState.DELAYED, FeedState.LIVE]
+    bars = [e for e in evs if e.kind == "bar"]
+    assert [b.candle.ts for b in bars] == [start + i * TF for i in range(5)]
+    assert {b.source for b in bars} == {BarSource.BACKFILL}
+    # live: the next read is due at the forming bar's end + settle, not before
+    forming = now - now % TF
+    assert abs(sched.wait_s() - ((forming + TF + 250 - now) / 1000)) < 1e-6
+    clock.set_ms(forming + TF + 250)
+    assert sched.wait_s() <= 0
+    since, limit = sched.begin_call()
+    assert (since, limit) == (forming, 2)
+    sched.on_rows(_rows(forming, 2), since)
+    bars = [e for e in drain(s) if e.kind == "bar"]
+    assert [b.candle.ts for b in bars] == [forming] and bars[0].source is BarSource.LIVE
+    assert sched.wait_s() > 50  # nothing more until the next bar ends
+
+
+def test_series_retries_shortly_when_the_exchange_has_not_closed_the_bar():
+    clock = ManualClock(start_ms=1_700_000_000_000 - 1_700_000_000_000 % TF + 1_000)
+    s = _series(clock, backfill_start=False, settle_s=0.25, retry_s=0.25)
+    s.begin()
+    sched = RestSchedule(s, RestGate(clock), clock, grace_s=0.25, polling=True)
+    forming = clock.time_ms() - clock.time_ms() % TF
+    clock.set_ms(forming + TF + 250)
+    since, _ = sched.begin_call()
+    sched.on_rows(_rows(forming - 2 * TF, 2), since)  # stale answer: the bar is missing
+    assert 0.2 < sched.wait_s() <= 0.25
+    clock.advance(0.25)
+    since, _ = sched.begin_call()
+    sched.on_rows(_rows(forming, 2), since)
+    assert [e.candle.ts for e in drain(s) if e.kind == "bar"] == [forming]
+
+
+def test_historical_feed_ends_after_history():
+    clock = ManualClock(start_ms=1_700_000_000_000 - 1_700_000_000_000 % TF + 1_000)
+    s = _series(clock, backfill_bars=2, historical=True)
+    s.begin()
+    sched = RestSchedule(s, RestGate(clock), clock, grace_s=0.25, polling=True)
+    since, _ = sched.begin_call()
+    sched.on_rows(_rows(since, 3), since)
+    kinds = [e.kind for e in drain(s)]
+    assert kinds == ["state", "bar", "bar", "end"]
+    assert sched.wait_s() is None
+
+
+def test_candle_from_ccxt_copies_values():
+    row = [1, "1.5", 2, 1, 1.25, None]
+    c = Candle.from_ccxt(row)
+    row[4] = 99
+    assert c == Candle(1, 1.5, 2.0, 1.0, 1.25, 0.0)
