@@ -58,6 +58,10 @@ class CCXTFeed(bt.feed.DataBase):
     - ``confirm_grace`` (None = 20 % of a bar, 1-10 s): WebSocket mode reads REST when a
       bar's final update has not come this long after its end.
     - ``qcheck`` (0.5): longest wait (s) inside one ``_load`` call.
+    - ``bar_stamp`` ("close"): backtrader treats a bar's datetime as its end (its resampler,
+      replayer and timers group bars that way), so bars are stamped at their close minus
+      1 ms (a daily bar keeps its own date). ``"open"`` stamps the exchange's open time, as
+      older ccxt feeds did; resampling is then one base bar off.
     - ``debug`` (False): log every message and decision at DEBUG level.
     """
 
@@ -77,6 +81,7 @@ class CCXTFeed(bt.feed.DataBase):
         ("watchdog_silence", None),
         ("confirm_grace", None),
         ("qcheck", 0.5),
+        ("bar_stamp", "close"),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -95,6 +100,8 @@ class CCXTFeed(bt.feed.DataBase):
             raise ValueError("choose one of use_websocket and use_threaded_data")
         if not 1 <= int(p.ohlcv_limit) <= 1000:
             raise ValueError("ohlcv_limit must be between 1 and 1000")
+        if p.bar_stamp not in ("open", "close"):
+            raise ValueError("bar_stamp must be 'open' or 'close'")
         if p.ws_reconnect_delay < 0 or p.ws_max_reconnect_delay < p.ws_reconnect_delay:
             raise ValueError("need 0 <= ws_reconnect_delay <= ws_max_reconnect_delay")
 
@@ -179,9 +186,15 @@ class CCXTFeed(bt.feed.DataBase):
                 self._ended = True
                 return False
 
+    def stamp_ms(self, open_ms: int) -> int:
+        """The backtrader datetime (ms) of the bar that opened at ``open_ms``."""
+        if self.p.bar_stamp == "open":
+            return open_ms
+        return open_ms + self._handle.series.tf_ms - 1
+
     def _fill(self, ev: Any) -> None:
         c = ev.candle
-        dt = datetime.fromtimestamp(c.ts / 1000, tz=timezone.utc).replace(tzinfo=None)
+        dt = datetime.fromtimestamp(self.stamp_ms(c.ts) / 1000, tz=timezone.utc).replace(tzinfo=None)
         lines = self.lines
         lines.datetime[0] = bt.date2num(dt)
         lines.open[0] = c.open

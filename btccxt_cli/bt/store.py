@@ -68,6 +68,7 @@ class CCXTStore:
         self._sync_ex: Any = None
         self._async_ex: Any = None
         self._async_tapped = False
+        self._async_lock: Any = None
         self._hub: Any = None
         self._loop: LoopThread | None = None
         self._offset_ms: int | None = None
@@ -165,6 +166,14 @@ class CCXTStore:
 
     async def async_exchange(self) -> Any:
         """The asyncio client (ccxt.pro where available), markets loaded; loop thread only."""
+        import asyncio
+
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        async with self._async_lock:
+            return await self._async_exchange()
+
+    async def _async_exchange(self) -> Any:
         if self._async_ex is None:
             from btccxt_cli.exchange.taps import has_tap, tapped_class
 
@@ -291,6 +300,7 @@ class CCXTStore:
             handles, self._handles = list(self._handles), []
             loop, self._loop = self._loop, None
             aex, self._async_ex, self._hub = self._async_ex, None, None
+            self._async_lock = None
         for h in handles:
             h.series.phase = h.series.OVER
             h.series.pipe.close()
