@@ -41,19 +41,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str | int = "WARNING", *, file: str | None = None,
-                  handler: logging.Handler | None = None) -> None:
-    """Attach one handler (stderr by default) with redaction to the ``btccxt_cli`` logger."""
-    root = logging.getLogger("btccxt_cli")
+def _level(level: str | int) -> int:
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
-        if not isinstance(level, int):
-            level = logging.WARNING
+    return level if isinstance(level, int) else logging.WARNING
+
+
+def setup_logging(level: str | int = "WARNING", *, file: str | None = None,
+                  handler: logging.Handler | None = None, stream_level: str | int | None = None) -> None:
+    """Attach a stream handler (stderr, or ``handler``) and optionally a file, with redaction.
+
+    ``stream_level`` raises the terminal's threshold above ``level`` (the dashboard shows
+    INFO events itself); the file always gets ``level``.
+    """
+    root = logging.getLogger("btccxt_cli")
+    level = _level(level)
     root.setLevel(level)
     for h in list(root.handlers):
         if getattr(h, "_btccxt", False):
             root.removeHandler(h)
-    handlers: list[logging.Handler] = [handler or logging.StreamHandler()]
+    stream = handler or logging.StreamHandler()
+    stream.setLevel(max(level, _level(stream_level)) if stream_level is not None else level)
+    handlers: list[logging.Handler] = [stream]
     if file:
         handlers.append(logging.FileHandler(file))
     for h in handlers:

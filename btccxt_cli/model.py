@@ -9,7 +9,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["Candle", "BarSource", "FeedState", "FeedEvent", "FeedStatus"]
+__all__ = [
+    "Candle", "BarSource", "FeedState", "FeedEvent", "FeedStatus", "ConnectionStatus",
+    "BrokerStatus", "Snapshot",
+]
 
 
 class Candle(NamedTuple):
@@ -85,3 +88,42 @@ class FeedStatus:
     latency_ms_last: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+
+
+@dataclass(slots=True)
+class ConnectionStatus:
+    """One exchange connection as the dashboard shows it."""
+
+    exchange: str
+    mode: str
+    state: str = "UNKNOWN"
+    reconnects: int = 0
+    rest_calls: int = 0
+    rate_limited: int = 0
+    backoff_s: float | None = None
+
+
+@dataclass(slots=True)
+class BrokerStatus:
+    """Cash, value, positions and open orders (paper or live)."""
+
+    mode: str = "paper"
+    cash: float = 0.0
+    value: float = 0.0
+    positions: dict[str, float] = field(default_factory=dict)
+    open_orders: int = 0
+    trades: int = 0
+    pnl: float = 0.0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything the dashboard renders, copied at one instant (no live references)."""
+
+    title: str
+    elapsed_s: float
+    feeds: list[FeedStatus] = field(default_factory=list)
+    connection: ConnectionStatus | None = None
+    broker: BrokerStatus | None = None
+    events: list[str] = field(default_factory=list)
+    closes: dict[str, list[float]] = field(default_factory=dict)  # recent closes per symbol

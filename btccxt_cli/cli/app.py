@@ -48,7 +48,11 @@ def _root(
 
 
 def _register() -> None:
+    from btccxt_cli.cli.run import run_command
     from btccxt_cli.cli.sim import sim_command
+
+    app.command("run", help="Run a strategy live from a YAML config (paper trading by default).")(
+        run_command)
 
     app.command("sim", help="Serve the exchange simulator (binance, okx) on 127.0.0.1.")(sim_command)
 

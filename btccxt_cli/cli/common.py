@@ -1,0 +1,40 @@
+"""Helpers shared by the commands: one-line errors with exit codes, logging setup."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+from btccxt_cli.errors import BtccxtError
+from btccxt_cli.log import redact
+
+__all__ = ["fail", "setup_run_logging"]
+
+
+def fail(exc: BtccxtError) -> NoReturn:
+    """Print one actionable line (secrets masked) to stderr and exit with the error's code."""
+    sys.stderr.write(f"error: {redact(str(exc))}\n")
+    raise typer.Exit(exc.exit_code)
+
+
+def setup_run_logging(cfg: Any, console: Any = None) -> None:
+    """Library logs go to stderr (and the config's log file), with secrets masked.
+
+    With a dashboard (``console``), the terminal gets warnings only, printed above the live
+    display by Rich; INFO events are in the dashboard's event panel and the log file.
+    """
+    from btccxt_cli.log import setup_logging
+
+    level = cfg.logging.level
+    level = level if isinstance(level, str) else logging.getLevelName(level)
+    file = str(cfg.logging.file) if cfg.logging.file else None
+    if console is None:
+        setup_logging(level, file=file)
+        return
+    from rich.logging import RichHandler
+
+    setup_logging(level, file=file, stream_level="WARNING",
+                  handler=RichHandler(console=console, show_path=False, rich_tracebacks=False))

@@ -1,0 +1,105 @@
+"""``btccxt run config.yaml``: the live run, with a Rich dashboard or plain lines.
+
+Exit codes: 0 stopped normally (duration, max bars, Ctrl-C/SIGTERM, feeds ended); 1 the run
+failed (exchange unreachable ...); 2 bad config/credentials/exchange/symbol/timeframe;
+3 the strategy raised (its traceback is shown); 130 a second Ctrl-C forced the exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["run_command"]
+
+
+def run_command(
+    config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
+    plain: bool = typer.Option(False, "--plain", help="One plain line per bar and event instead of the dashboard."),
+    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after SECONDS."),
+    max_bars: int | None = typer.Option(None, "--max-bars", min=1,
+                                        help="Stop after N live bars on every symbol."),
+    events: Path | None = typer.Option(None, "--events", help="Write bars and events as JSON Lines to FILE."),
+) -> None:
+    """Run a strategy live on the bars of the config's exchange (paper trading by default)."""
+    from btccxt_cli.cli.common import fail, setup_run_logging
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.errors import BtccxtError
+    from btccxt_cli.exchange.describe import validate_exchange
+
+    try:
+        cfg = load_config(config)
+        validate_exchange(cfg)
+    except BtccxtError as exc:
+        fail(exc)
+    from rich.console import Console
+
+    out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    use_dashboard = cfg.dashboard.enabled and not plain and out.is_terminal
+    setup_run_logging(cfg, out if use_dashboard else None)
+    sim = None
+    try:
+        sim_url = cfg.exchange.sim_url
+        if cfg.exchange.sim is True:
+            from btccxt_cli.sim.app import SimThread
+
+            sim = SimThread(exchanges=(cfg.exchange.id,),
+                            symbols={cfg.exchange.id: [s.symbol for s in cfg.symbol_feeds()]}).start()
+            sim_url = sim.url(cfg.exchange.id)
+        code = _run(cfg, config, sim_url, out, use_dashboard, duration=duration, max_bars=max_bars,
+                    events=events)
+    except BtccxtError as exc:
+        fail(exc)
+    finally:
+        if sim is not None:
+            sim.stop()
+    raise typer.Exit(code)
+
+
+def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: bool, *,
+         duration: float | None, max_bars: int | None, events: Path | None) -> int:
+    from btccxt_cli.runtime.runner import Runner, StrategyFailed
+
+    on_line = None if use_dashboard else (lambda line: print(line, flush=True))  # noqa: T201 - CLI output
+    runner = Runner(cfg, sim_url=sim_url, events=events, max_bars=max_bars, duration=duration,
+                    on_line=on_line, config_dir=path.resolve().parent)
+    runner.build()
+    _install_signals(runner)
+    try:
+        if use_dashboard:
+            from rich.live import Live
+
+            from btccxt_cli.dashboard.view import render
+
+            assert runner.monitor is not None
+            mon = runner.monitor
+            with Live(get_renderable=lambda: render(mon.snapshot()), console=out,
+                      refresh_per_second=cfg.dashboard.refresh_per_second, transient=False):
+                summary = runner.run()
+        else:
+            summary = runner.run()
+    except StrategyFailed as exc:
+        sys.stderr.write(exc.user_traceback)
+        sys.stderr.write(f"error: {exc.message}; the run was stopped\n")
+        return exc.exit_code
+    for line in summary.lines():
+        out.print(line, markup=False)
+    return summary.exit_code
+
+
+def _install_signals(runner: Any) -> None:
+    state = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        state["n"] += 1
+        if state["n"] > 1:
+            os._exit(130)  # second Ctrl-C: leave now
+        runner.stop(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

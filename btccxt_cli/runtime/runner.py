@@ -1,0 +1,391 @@
+"""Config -> store, feeds, cerebro and strategy; run; stop in order; summarise.
+
+No rich and no typer here: the CLI passes callbacks for output. Imports backtrader (through
+``bt``) only when a run is built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.config.schema import Config, StrategyConfig
+from btccxt_cli.errors import BtccxtError, ConfigError
+from btccxt_cli.model import BrokerStatus, ConnectionStatus
+from btccxt_cli.runtime.state import RunMonitor
+from btccxt_cli.timeframes import to_backtrader
+
+__all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_CODES = {
+    "ok": 0,  # stopped by --duration, --max-bars, Ctrl-C/SIGTERM, or every feed ended
+    "failed": 1,  # the run could not go on (exchange unreachable, every feed refused)
+    "config": 2,  # bad config, unknown exchange/symbol/timeframe, missing credentials
+    "strategy": 3,  # the user's strategy raised
+}
+
+REPO_STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
+
+
+class StrategyFailed(BtccxtError):
+    """The user's strategy raised; ``user_traceback`` holds its own frames."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, user_traceback: str) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
+@dataclass
+class RunSummary:
+    reason: str
+    bars: dict[str, dict[str, int]] = field(default_factory=dict)
+    reconnects: int = 0
+    gaps_filled: int = 0
+    rest_calls: int = 0
+    trades: int = 0
+    pnl: float = 0.0
+    value: float = 0.0
+    exit_code: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"stopped: {self.reason}"]
+        for sym, counts in self.bars.items():
+            parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+            out.append(f"  {sym}: {parts}")
+        out.append(f"  reconnects {self.reconnects}, gaps filled {self.gaps_filled}, "
+                   f"REST calls {self.rest_calls}")
+        out.append(f"  trades {self.trades}, P&L {self.pnl:+.2f}, value {self.value:.2f}")
+        return out
+
+
+# --------------------------------------------------------------------------- strategies
+def _strategy_file(cfg: StrategyConfig, config_dir: Path | None) -> Path:
+    if cfg.path is not None:
+        return Path(cfg.path)
+    name = str(cfg.name)
+    dirs = [d for d in ((config_dir / "strategies") if config_dir else None,
+                        Path.cwd() / "strategies", REPO_STRATEGIES) if d is not None]
+    for d in dirs:
+        f = d / f"{name}.py"
+        if f.is_file():
+            return f
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.py") if p.stem != "__init__"})
+    raise ConfigError(f"no strategy named {name!r}",
+                      hint=f"looked in {', '.join(str(d) for d in dirs)}; known: {', '.join(known) or 'none'}")
+
+
+def _import_file(path: Path) -> ModuleType:
+    mod_name = "btccxt_user_strategy_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import strategy file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # backtrader's metaclasses look the module up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise StrategyFailed(f"importing strategy {path} failed: {exc}", _user_tb(exc, path)) from exc
+    return module
+
+
+def load_strategy(cfg: StrategyConfig, config_dir: Path | None = None) -> tuple[type, Path]:
+    """The ``bt.Strategy`` subclass a config names (module in strategies/ or a file)."""
+    import backtrader as bt
+
+    path = _strategy_file(cfg, config_dir)
+    module = _import_file(path)
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, bt.Strategy) and v.__module__ == module.__name__]
+    if not found:
+        raise ConfigError(f"{path} defines no backtrader Strategy subclass")
+    if len(found) > 1:
+        want = path.stem.replace("_", "").lower()
+        match = [c for c in found if c.__name__.lower() == want]
+        if len(match) != 1:
+            raise ConfigError(f"{path} defines several strategies ({', '.join(c.__name__ for c in found)})",
+                              hint="keep one Strategy subclass per file, or name it after the file")
+        found = match
+    return found[0], path
+
+
+def _user_tb(exc: BaseException, path: Path | None) -> str:
+    """The traceback with only the user's frames (plus the exception line)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if path is not None:
+        mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+        frames = traceback.StackSummary.from_list(mine or frames)
+    return "".join(["Traceback (most recent call last):\n", *frames.format(),
+                    *traceback.format_exception_only(type(exc), exc)])
+
+
+# --------------------------------------------------------------------------- the runner
+class Runner:
+    """One live run of a config.
+
+    Args:
+        config: a loaded, validated ``Config``.
+        sim_url: the simulator's base URL when ``config.exchange.sim`` is set.
+        events: JSON Lines path (overrides ``config.events.file``).
+        max_bars: stop once every symbol has seen this many live bars.
+        duration: stop after this many seconds.
+        on_line: receives one plain line per bar and event (``--plain``), or None.
+    """
+
+    def __init__(self, config: Config, *, sim_url: str | None = None, events: Path | None = None,
+                 max_bars: int | None = None, duration: float | None = None,
+                 on_line: Any = None, config_dir: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.sim_url = sim_url
+        self.events = events or config.events.file
+        self.max_bars = max_bars
+        self.duration = duration
+        self.on_line = on_line
+        self.config_dir = config_dir
+        self.clock = clock
+        self.reason = "every feed ended"
+        self._stop_lock = threading.Lock()
+        self.cerebro: Any = None
+        self.store: Any = None
+        self.feeds: list[Any] = []
+        self.monitor: RunMonitor | None = None
+        self.strategy_path: Path | None = None
+        self._timer: threading.Timer | None = None
+        self.trades = 0
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> None:
+        import backtrader as bt
+
+        from btccxt_cli.bt.store import CCXTStore
+
+        cfg = self.config
+        ex = cfg.exchange
+        ccxt_cfg: dict[str, Any] = {"enableRateLimit": ex.rate_limit}
+        for key, attr in (("apiKey", "api_key"), ("secret", "secret"), ("password", "password")):
+            val = getattr(ex, attr)
+            if val is not None:
+                ccxt_cfg[key] = val.get_secret_value()
+        if ex.options:
+            ccxt_cfg["options"] = dict(ex.options)
+        strat_cls, self.strategy_path = load_strategy(cfg.strategy, self.config_dir)
+        self._check_params(strat_cls)
+        self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url)
+        self._check_symbols()
+        cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+        cerebro.broker.setcash(cfg.broker.cash)
+        cerebro.broker.setcommission(commission=cfg.broker.commission)
+        f = cfg.feed
+        for sf in cfg.symbol_feeds():
+            tf, comp = to_backtrader(sf.timeframe)
+            kw: dict[str, Any] = {}
+            if isinstance(sf.backfill, int):
+                kw["backfill_bars"] = sf.backfill or None
+                kw["backfill_start"] = bool(sf.backfill)
+            else:
+                kw["fromdate"] = sf.backfill.replace(tzinfo=None) if sf.backfill.tzinfo else sf.backfill
+            data = self.store.getdata(
+                dataname=sf.symbol, name=sf.symbol, timeframe=tf, compression=comp,
+                use_websocket=f.mode == "websocket", use_threaded_data=f.mode == "threaded",
+                ohlcv_limit=sf.ohlcv_limit, drop_newest=sf.drop_newest, settle_delay=f.settle_delay,
+                ws_reconnect_delay=f.reconnect_delay, ws_max_reconnect_delay=f.max_reconnect_delay,
+                watchdog_silence=f.watchdog_silence, **kw)
+            cerebro.adddata(data, name=sf.symbol)
+            self.feeds.append(data)
+        cerebro.addstrategy(_observed(strat_cls, self), **cfg.strategy.params)
+        self.cerebro = cerebro
+        self.monitor = RunMonitor(
+            f"btccxt {ex.id} {f.mode} {', '.join(s.symbol for s in cfg.symbol_feeds())}",
+            statuses=self.store.status, connection=self._connection, events_path=self.events,
+            on_line=self.on_line, clock=self.clock)
+
+    def _check_params(self, cls: type) -> None:
+        import difflib
+
+        known = list(cls.params._getkeys())
+        for key in self.config.strategy.params:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"{cls.__name__} takes: {', '.join(known) or 'no params'}"
+                raise self.config.source.error(("strategy", "params", key),
+                                               f"unknown parameter {key!r} for {cls.__name__}", hint=hint)
+
+    def _check_symbols(self) -> None:
+        from btccxt_cli.exchange.describe import check_symbols
+        from btccxt_cli.exchange.errors import is_temporary
+
+        try:
+            markets = self.store.sync_exchange().markets
+        except BtccxtError as exc:
+            cause = exc.__cause__
+            if cause is not None and is_temporary(cause):
+                raise BtccxtError(f"{self.config.exchange.id} is unreachable: {exc}",
+                                  hint="check the network, or run against the simulator with sim: true") from exc
+            raise
+        check_symbols(self.config, markets)
+
+    def _connection(self) -> ConnectionStatus:
+        st = self.store.status()
+        states = {f.state for f in st}
+        state = "LIVE" if states == {"LIVE"} else ("DISCONNECTED" if "DISCONNECTED" in states
+                                                   else (sorted(states)[0] if states else "UNKNOWN"))
+        return ConnectionStatus(exchange=self.config.exchange.id, mode=self.config.feed.mode, state=state,
+                                reconnects=sum(f.reconnects for f in st), rest_calls=self.store.rest_calls,
+                                rate_limited=self.store.gate.rate_limited)
+
+    # ------------------------------------------------------------------ observe (strategy thread)
+    def observe_next(self, strat: Any) -> None:
+        mon = self.monitor
+        assert mon is not None
+        for d in strat.datas:
+            n = len(d)
+            seen = strat._btccxt_lens.get(d, 0)
+            if n <= seen:
+                continue
+            strat._btccxt_lens[d] = n
+            ev = getattr(d, "last_event", None)
+            if ev is None:
+                continue
+            c = ev.candle
+            lat = None
+            if ev.source.value == "live":
+                s = d.series
+                lat = float(s.exchange_now_ms() - (c.ts + s.tf_ms))
+            mon.on_bar(d._name, d.ccxt_timeframe, c.ts, (c.open, c.high, c.low, c.close, c.volume),
+                       ev.source.value, lat)
+        self._broker_status(strat)
+        if self.max_bars is not None and all(mon.live_bars.get(d._name, 0) >= self.max_bars
+                                             for d in strat.datas):
+            self.stop(f"--max-bars {self.max_bars} reached")
+
+    def observe_status(self, data: Any, status: int, message: str) -> None:
+        if self.monitor is not None:
+            self.monitor.on_state(data._name, data._getstatusname(status), message)
+
+    def _broker_status(self, strat: Any) -> None:
+        br = strat.broker
+        positions = {d._name: br.getposition(d).size for d in strat.datas}
+        value = br.getvalue()
+        self.monitor.set_broker(BrokerStatus(
+            mode="paper", cash=br.getcash(), value=value, positions=positions,
+            open_orders=len([o for o in br.orders if o.alive()]) if hasattr(br, "orders") else 0,
+            trades=self.trades, pnl=value - self.config.broker.cash))
+
+    # ------------------------------------------------------------------ run / stop
+    def stop(self, reason: str) -> None:
+        """Ask the run to end (any thread; signal handlers too)."""
+        with self._stop_lock:
+            if self.reason == "every feed ended":
+                self.reason = reason
+        if self.cerebro is not None:
+            self.cerebro.runstop()
+
+    def run(self) -> RunSummary:
+        """Run until a stop condition; always stops feeds and the store."""
+        if self.cerebro is None:
+            self.build()
+        if self.duration:
+            self._timer = threading.Timer(self.duration, self.stop, args=(f"--duration {self.duration:g}s",))
+            self._timer.daemon = True
+            self._timer.start()
+        code = 0
+        try:
+            self.cerebro.run()
+        except BtccxtError:
+            raise
+        except Exception as exc:
+            raise StrategyFailed(f"the strategy raised {type(exc).__name__}: {exc}",
+                                 _user_tb(exc, self.strategy_path)) from exc
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._shutdown()
+        return self._summary(code)
+
+    def _shutdown(self) -> None:
+        for d in self.feeds:
+            try:
+                if d.series is not None and not d.series.pipe.closed:
+                    d.stop()
+            except Exception:
+                logger.debug("stopping %s", d._name, exc_info=True)
+        if self.store is not None:
+            self.store.stop()
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def _summary(self, code: int) -> RunSummary:
+        mon = self.monitor
+        snap = mon.snapshot() if mon is not None else None
+        bars: dict[str, dict[str, int]] = {}
+        reconnects = gaps = 0
+        for d in self.feeds:
+            st = d.status()
+            if st is None:
+                continue
+            bars[d._name] = dict(st.bars)
+            reconnects += st.reconnects
+            gaps += st.gaps_filled
+        broker = snap.broker if snap is not None else BrokerStatus()
+        return RunSummary(reason=self.reason, bars=bars, reconnects=reconnects, gaps_filled=gaps,
+                          rest_calls=self.store.rest_calls if self.store else 0, trades=self.trades,
+                          pnl=broker.pnl, value=broker.value, exit_code=code)
+
+
+def _observed(cls: type, runner: Runner) -> type:
+    """A subclass of the user's strategy that reports bars, states and trades to the runner."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._btccxt_lens = {}
+        cls.__init__(self, *args, **kwargs)
+
+    def prenext(self: Any) -> None:
+        runner.observe_next(self)
+        cls.prenext(self)
+
+    def nextstart(self: Any) -> None:
+        runner.observe_next(self)
+        cls.nextstart(self)
+
+    def next(self: Any) -> None:
+        runner.observe_next(self)
+        cls.next(self)
+
+    def notify_data(self: Any, data: Any, status: int, *args: Any, **kwargs: Any) -> None:
+        runner.observe_status(data, status, str(args[0]) if args else "")
+        cls.notify_data(self, data, status, *args, **kwargs)
+
+    def notify_trade(self: Any, trade: Any) -> None:
+        if trade.isclosed:
+            runner.trades += 1
+            if runner.monitor is not None:
+                runner.monitor.event(f"trade closed {trade.data._name} P&L {trade.pnlcomm:+.4f}")
+        cls.notify_trade(self, trade)
+
+    def notify_order(self: Any, order: Any) -> None:
+        if runner.monitor is not None and order.status in (order.Completed, order.Rejected, order.Margin):
+            side = "buy" if order.isbuy() else "sell"
+            runner.monitor.event(f"order {order.getstatusname()} {side} {order.data._name} "
+                                 f"{order.executed.size:g} @ {order.executed.price:.8g}",
+                                 record={"type": "order", "event": order.getstatusname(),
+                                         "symbol": order.data._name, "side": side,
+                                         "size": order.executed.size, "price": order.executed.price})
+        cls.notify_order(self, order)
+
+    ns = {"__init__": __init__, "prenext": prenext, "nextstart": nextstart, "next": next,
+          "notify_data": notify_data, "notify_trade": notify_trade, "notify_order": notify_order,
+          "__module__": cls.__module__}
+    return type(cls)(cls.__name__, (cls,), ns)
