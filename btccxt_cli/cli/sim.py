@@ -1,0 +1,110 @@
+"""``btccxt sim``: serve the exchange simulator on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+The first lines on stdout are ``EXCHANGE_ID BASE_URL``, one per exchange, flushed before
+anything else, so scripts and tests can read the ports::
+
+    $ btccxt sim -e binance -e okx
+    binance http://127.0.0.1:43817
+    okx http://127.0.0.1:40121
+
+aiohttp and the simulator are imported inside the command (``btccxt --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["sim_command", "DEFAULT_EXCHANGES"]
+
+DEFAULT_EXCHANGES = ("binance", "okx")
+
+logger = logging.getLogger(__name__)
+
+
+def _symbols_by_exchange(exchanges: list[str], symbols: list[str] | None,
+                         generate: int) -> dict[str, list[str]] | None:
+    """``--symbol BTC/USDT`` goes to every exchange, ``--symbol okx=BTC/USDT:USDT`` to one."""
+    if not symbols and not generate:
+        return None
+    out: dict[str, list[str]] = {ex: [] for ex in exchanges}
+    for item in symbols or []:
+        target, sep, symbol = item.partition("=")
+        if sep:
+            if target not in out:
+                raise typer.BadParameter(f"{target!r} is not one of the served exchanges "
+                                         f"{exchanges}", param_hint="--symbol")
+            out[target].append(symbol)
+        else:
+            for ex in exchanges:
+                out[ex].append(item)
+    if generate:
+        for ex in exchanges:
+            out[ex] += [f"C{i:03d}/USDT" for i in range(1, generate + 1)]
+    return {ex: syms for ex, syms in out.items() if syms}
+
+
+def sim_command(
+    exchange: Annotated[list[str] | None, typer.Option(
+        "--exchange", "-e", help="Exchange to simulate (repeatable; default: binance and okx).",
+        show_default=False)] = None,
+    port: int = typer.Option(
+        0, "--port", "-p", help="Port of the first exchange, the next ones use P+1, P+2 ...; "
+        "0 picks free ports."),
+    symbols: Annotated[list[str] | None, typer.Option(
+        "--symbol", "-s", help="Unified symbol to list (repeatable): BTC/USDT for every "
+        "exchange, okx=BTC/USDT:USDT for one. Default: each venue's standard list.",
+        show_default=False)] = None,
+    generate_symbols: int = typer.Option(
+        0, "--generate-symbols", help="Also list N generated symbols C001/USDT, C002/USDT ..."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the deterministic market model."),
+    clock_offset_ms: int = typer.Option(
+        0, "--clock-offset-ms", help="Exchange clock skew: the exchange's now = local + offset."),
+    push_interval_ms: int | None = typer.Option(
+        None, "--push-interval-ms", help="Push period of forming candles (default min(tf/4, 2000))."),
+    ws_ping_interval: float = typer.Option(
+        20.0, "--ws-ping-interval", help="Seconds between server WebSocket pings (binance)."),
+) -> None:
+    """Serve simulated exchanges (REST + WebSocket) on 127.0.0.1 until interrupted."""
+    exchanges = list(dict.fromkeys(exchange or DEFAULT_EXCHANGES))
+    by_exchange = _symbols_by_exchange(exchanges, symbols, generate_symbols)
+    ports = {ex: port + i for i, ex in enumerate(exchanges)} if port else None
+    try:
+        asyncio.run(_serve(exchanges=exchanges, symbols=by_exchange, seed=seed,
+                           clock_offset_ms=clock_offset_ms, push_interval_ms=push_interval_ms,
+                           ports=ports, ws_ping_interval_s=ws_ping_interval))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # port in use, permission ...
+        typer.echo(f"error: cannot serve the simulator: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # platforms without loop signal handlers
+        pass
+
+
+async def _serve(**kwargs: Any) -> None:
+    from btccxt_cli.sim.app import Simulator
+
+    sim = Simulator(**kwargs)
+    await sim.start()
+    try:
+        for ex in sim.exchanges:
+            typer.echo(f"{ex} {sim.url(ex)}")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                logger.debug("cannot install a handler for %s", sig)
+        await stop.wait()
+        logger.info("stopping the simulator")
+    finally:
+        await sim.stop()

@@ -1,0 +1,111 @@
+"""The simulator's control API: JSON under ``/_sim/`` on each exchange's own port.
+
+=======================================  ==========================================================
+``GET  /_sim``                           index of this API
+``GET  /_sim/stats``                     counters, subscriptions, faults (``Simulator.stats``)
+``POST /_sim/reset_stats``               zero the counters
+``GET  /_sim/truth?symbol=&timeframe=&since=&until=``   closed bars, oldest first
+``GET  /_sim/time``                      the exchange's clock
+``GET  /_sim/faults``                    current fault state
+``POST /_sim/faults/<name>``             apply a fault; JSON body = keyword arguments
+=======================================  ==========================================================
+
+Control requests are never counted in the REST stats and never hit by REST faults. Errors come
+back as HTTP 400 ``{"error": "..."}``. Must not import anything from the client side.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from btccxt_cli.sim.faults import FAULT_NAMES
+from btccxt_cli.sim.venues import json_response, loads
+
+if TYPE_CHECKING:
+    from btccxt_cli.sim.app import ExchangeServer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["control_routes"]
+
+
+def _bad(msg: str) -> web.Response:
+    return json_response({"error": msg}, status=400)
+
+
+def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
+    """Routes of the control API of one exchange server."""
+    sim = server.sim
+    exchange = server.id
+
+    async def index(request: web.Request) -> web.Response:
+        return json_response({
+            "exchange": exchange,
+            "endpoints": ["GET /_sim/stats", "POST /_sim/reset_stats",
+                          "GET /_sim/truth?symbol=&timeframe=&since=&until=", "GET /_sim/time",
+                          "GET /_sim/faults", "POST /_sim/faults/<name>"],
+            "faults": list(FAULT_NAMES),
+            "symbols": sim.symbols(exchange),
+        })
+
+    async def stats(request: web.Request) -> web.Response:
+        return json_response(sim.stats(exchange))
+
+    async def reset_stats(request: web.Request) -> web.Response:
+        sim.reset_stats(exchange)
+        return json_response({"ok": True})
+
+    async def now(request: web.Request) -> web.Response:
+        return json_response({"now_ms": server.now_ms(), "clock_offset_ms": sim.clock_offset_ms})
+
+    async def truth(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            symbol = q["symbol"]
+            timeframe = q.get("timeframe", "1m")
+            since = int(q["since"])
+            until = int(q.get("until") or server.now_ms())
+            candles = sim.truth(exchange, symbol, timeframe, since, until)
+        except KeyError as exc:
+            return _bad(f"missing query parameter {exc}")
+        except ValueError as exc:
+            return _bad(str(exc))
+        return json_response({"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
+                              "candles": [list(c) for c in candles]})
+
+    async def faults(request: web.Request) -> web.Response:
+        return json_response(server.faults.snapshot(server.clock.monotonic()))
+
+    async def apply_fault(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "clear":
+            name = "clear_faults"
+        body: Any = {}
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = loads(raw)
+            except ValueError:
+                return _bad("the body must be a JSON object of keyword arguments")
+        if not isinstance(body, dict):
+            return _bad("the body must be a JSON object of keyword arguments")
+        try:
+            result = sim.fault(exchange, name, **body)
+        except (TypeError, ValueError, KeyError) as exc:
+            return _bad(str(exc))
+        logger.info("simulated %s: fault %s %s", exchange, name, body)
+        return json_response({"ok": True, "fault": name, "args": body, "result": result})
+
+    return [
+        web.get("/_sim", index),
+        web.get("/_sim/", index),
+        web.get("/_sim/stats", stats),
+        web.post("/_sim/reset_stats", reset_stats),
+        web.get("/_sim/time", now),
+        web.get("/_sim/truth", truth),
+        web.get("/_sim/faults", faults),
+        web.post("/_sim/faults/{name}", apply_fault),
+    ]

@@ -1,0 +1,111 @@
+"""Simulated venues: each one speaks one exchange's REST and WebSocket wire protocol.
+
+A venue is a class that declares its facts (id, default symbols, timeframes) and implements:
+
+==========================  ===============================================================
+``routes()``                aiohttp route table: REST endpoints and WebSocket paths
+``error_response(status)``  the venue's own error body for injected 429/418/5xx and outages
+``encode(stream, ...)``     one candle update as the bytes each connection flavour receives
+``heartbeat``               seconds between server protocol pings (``None``: the client pings)
+==========================  ===============================================================
+
+The generic parts (connections, subscriptions, the push scheduler, faults, stats) live in
+``btccxt_cli.sim.app.ExchangeServer``; venues reach them through ``self.server``.
+Must not import ccxt or anything from the client side of btccxt.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from aiohttp import web
+
+from btccxt_cli.sim.market import Candle, MarketSpec, split_symbol
+
+if TYPE_CHECKING:
+    from btccxt_cli.sim.app import Connection, ExchangeServer, Stream
+
+try:  # orjson is ~5x faster; json is the fallback
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes."""
+        return orjson.dumps(obj)
+
+    def loads(data: str | bytes) -> Any:
+        return orjson.loads(data)
+
+except ImportError:  # pragma: no cover - depends on the environment
+    import json
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON as UTF-8 bytes."""
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def loads(data: str | bytes) -> Any:
+        return json.loads(data)
+
+
+__all__ = ["Venue", "VENUES", "dumps", "loads", "json_response", "venue_class"]
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response serialised with :func:`dumps`."""
+    return web.Response(body=dumps(obj), status=status, content_type="application/json",
+                        headers=headers)
+
+
+class Venue:
+    """Base class of a simulated exchange protocol."""
+
+    id: ClassVar[str] = ""
+    default_symbols: ClassVar[tuple[str, ...]] = ()
+    #: unified timeframe -> venue interval string (REST and WS)
+    intervals: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, server: ExchangeServer, symbols: list[str] | None) -> None:
+        self.server = server
+        self.symbols: list[str] = list(symbols) if symbols else list(self.default_symbols)
+        for s in self.symbols:
+            split_symbol(s)  # ValueError on garbage
+            self.check_symbol(s)
+        self.specs: dict[str, MarketSpec] = {s: server.model.spec(s) for s in self.symbols}
+
+    # ------------------------------------------------------------------ overridables
+    def check_symbol(self, symbol: str) -> None:
+        """Raise ``ValueError`` when this venue cannot list ``symbol``."""
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
+        raise NotImplementedError
+
+    def encode(self, stream: Stream, candle: Candle, closed: bool, event_ms: int,
+               flavors: set[str]) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    @property
+    def heartbeat(self) -> float | None:
+        return None
+
+    def conn_id(self, n: int) -> str:
+        return f"{n:08x}"
+
+    async def on_connection_closed(self, conn: Connection) -> None:
+        """Hook for venue bookkeeping (nothing by default)."""
+
+
+def venue_class(exchange_id: str) -> type[Venue]:
+    """The venue class for ``exchange_id``; ``KeyError`` lists the ones simulated."""
+    try:
+        return VENUES[exchange_id]
+    except KeyError:
+        raise KeyError(f"exchange {exchange_id!r} is not simulated (available: {sorted(VENUES)})") from None
+
+
+# The registry is filled after the base class exists (the venue modules import it).
+from btccxt_cli.sim.venues.binance import BinanceVenue  # noqa: E402
+from btccxt_cli.sim.venues.okx import OkxVenue  # noqa: E402
+
+VENUES: dict[str, type[Venue]] = {BinanceVenue.id: BinanceVenue, OkxVenue.id: OkxVenue}

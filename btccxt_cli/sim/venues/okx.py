@@ -1,0 +1,334 @@
+"""OKX v5: public REST and the candle WebSocket channels, as ccxt reads them.
+
+REST (GET; errors as ``{"code": "51001", "msg": "Instrument ID does not exist", "data": []}``)::
+
+    /api/v5/public/time
+    /api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|OPTION|MARGIN   (FUTURES/OPTION empty)
+    /api/v5/market/candles          latest 1440 bars, limit <= 300 (default 100)
+    /api/v5/market/history-candles  any age, limit <= 300 (default 100)
+    /api/v5/asset/currencies        empty (ccxt asks for it when API keys are set)
+
+Candle rows are newest first: ``[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]``, all
+strings, ``confirm`` ``"0"`` for the forming candle. ``after=T`` keeps bars with ``ts < T``,
+``before=T`` bars with ``ts > T``; the newest ``limit`` bars in that window are returned. For
+spot ``vol`` is in base currency and ``volCcy`` in quote; for swaps ``vol`` counts contracts and
+``volCcy`` is base currency (ccxt reads index 5 for spot, 6 for swaps, so both give base volume).
+
+Bars: ``1s 1m 3m 5m 15m 30m 1H 2H 4H 1D 1Dutc`` (and the same as ``candle<bar>`` channels). ``1D``
+opens at 00:00 Hong Kong time (16:00 UTC) like okx; ``1Dutc`` at 00:00 UTC, which is what ccxt
+asks for with ``1d``. Real okx has no 1s bars on REST; the simulator serves them so tests can
+run on 1s bars (``make_exchange`` adds ``1s`` to ccxt's okx timeframes in simulator mode).
+
+WebSocket: ``/ws/v5/business`` carries candle channels, ``/ws/v5/public`` refuses them with
+60018 as okx does since 2023. ``{"op": "subscribe", "args": [{"channel": "candle1m",
+"instId": "BTC-USDT"}]}`` is answered per arg with ``{"event": "subscribe", "arg": {...},
+"connId": "..."}``; text ``ping`` gets ``pong``. A push::
+
+    {"arg": {"channel": "candle1m", "instId": "BTC-USDT"},
+     "data": [["1626690720000", "31334", "31334", "31334", "31334", "0.0077", "241.27", "241.27", "0"]]}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
+from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+
+if TYPE_CHECKING:
+    from btccxt_cli.sim.app import Connection, Stream
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OkxVenue"]
+
+CANDLES_MAX = 300
+HISTORY_MAX = 300  # ccxt 4.5 asks history-candles for 300; okx documents 300 since 2024
+DEFAULT_LIMIT = 100
+RECENT_BARS = 1440  # /market/candles serves only the latest 1440 bars
+HK_OFFSET_MS = 16 * 3_600_000  # 00:00 HKT == 16:00 UTC
+
+#: okx bar -> (bar length ms, alignment offset ms)
+BARS: dict[str, tuple[int, int]] = {
+    "1s": (1_000, 0), "1m": (60_000, 0), "3m": (180_000, 0), "5m": (300_000, 0),
+    "15m": (900_000, 0), "30m": (1_800_000, 0), "1H": (3_600_000, 0), "2H": (7_200_000, 0),
+    "4H": (14_400_000, 0), "1D": (86_400_000, HK_OFFSET_MS), "1Dutc": (86_400_000, 0),
+}
+
+
+def _ok(data: list[Any]) -> web.Response:
+    return json_response({"code": "0", "msg": "", "data": data})
+
+
+def _err(code: str, msg: str, status: int = 200) -> web.Response:
+    return json_response({"code": code, "msg": msg, "data": []}, status=status)
+
+
+def _channel_missing(channel: str, inst_id: str) -> str:
+    return (f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct "
+            "URL, channel and parameters referring to API document.")
+
+
+class OkxVenue(Venue):
+    """OKX v5 (``www.okx.com`` / ``ws.okx.com``): spot and linear swaps."""
+
+    id = "okx"
+    default_symbols = (
+        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
+        "LTC/USDT", "DOT/USDT", "LINK/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT",
+    )
+    intervals = {"1s": "1s", "1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m",
+                 "1h": "1H", "2h": "2H", "4h": "4H", "1d": "1Dutc"}
+
+    def __init__(self, server: Any, symbols: list[str] | None) -> None:
+        super().__init__(server, symbols)
+        self.by_id: dict[str, str] = {self.inst_id(s): s for s in self.symbols}
+        self._instruments = {"SPOT": [], "SWAP": []}
+        for s in self.symbols:
+            info = self._instrument(s)
+            self._instruments[info["instType"]].append(info)
+
+    def check_symbol(self, symbol: str) -> None:
+        _base, quote, settle = split_symbol(symbol)
+        if settle is not None and settle != quote:
+            raise ValueError(f"the okx simulator serves spot and linear swaps only, not {symbol!r}")
+
+    @staticmethod
+    def inst_id(symbol: str) -> str:
+        pair, _, settle = symbol.partition(":")
+        return pair.replace("/", "-") + ("-SWAP" if settle else "")
+
+    # ------------------------------------------------------------------ routes
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v5/public/time", self.time),
+            web.get("/api/v5/public/instruments", self.instruments),
+            web.get("/api/v5/market/candles", self.candles),
+            web.get("/api/v5/market/history-candles", self.history_candles),
+            # private, asked by load_markets() only when API keys are set: no currencies
+            web.get("/api/v5/asset/currencies", self.currencies),
+            web.get("/ws/v5/business", self.ws_business),
+            web.get("/ws/v5/public", self.ws_public),
+        ]
+
+    # ------------------------------------------------------------------ errors
+    def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
+        headers = {}
+        if retry_after is not None and status in (418, 429):
+            headers["Retry-After"] = str(math.ceil(retry_after))
+        if status in (418, 429):
+            return json_response({"msg": "Too Many Requests", "code": "50011"}, status, headers)
+        if status == 500:
+            return json_response({"code": "50026", "msg": "System error, please try again later.",
+                                  "data": []}, status)
+        if status == 503:
+            return json_response({"code": "50001", "msg": "Service temporarily unavailable. Please "
+                                  "try again later.", "data": []}, status)
+        return web.Response(status=status, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                            content_type="text/html")
+
+    # ------------------------------------------------------------------ REST
+    async def time(self, request: web.Request) -> web.Response:
+        return _ok([{"ts": str(self.server.now_ms())}])
+
+    async def currencies(self, request: web.Request) -> web.Response:
+        return _ok([])
+
+    async def instruments(self, request: web.Request) -> web.Response:
+        inst_type = request.query.get("instType")
+        if not inst_type:
+            return _err("50014", "Parameter instType can not be empty.", 400)
+        if inst_type not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
+            return _err("51000", "Parameter instType error", 400)
+        if inst_type == "OPTION" and not (request.query.get("uly") or request.query.get("instFamily")):
+            return _err("50014", "Parameter uly can not be empty.", 400)
+        data = list(self._instruments.get("SPOT" if inst_type == "MARGIN" else inst_type, []))
+        inst_id = request.query.get("instId")
+        if inst_id:
+            data = [d for d in data if d["instId"] == inst_id]
+            if not data:
+                return _err("51001", "Instrument ID does not exist")
+        return _ok(data)
+
+    async def candles(self, request: web.Request) -> web.Response:
+        return self._candles(request, CANDLES_MAX, recent_only=True)
+
+    async def history_candles(self, request: web.Request) -> web.Response:
+        return self._candles(request, HISTORY_MAX, recent_only=False)
+
+    def _candles(self, request: web.Request, max_limit: int, recent_only: bool) -> web.Response:
+        q = request.query
+        inst_id = q.get("instId")
+        if not inst_id:
+            return _err("50014", "Parameter instId can not be empty.", 400)
+        symbol = self.by_id.get(inst_id)
+        if symbol is None:
+            return _err("51001", "Instrument ID does not exist")
+        bar = q.get("bar") or "1m"
+        if bar not in BARS:
+            return _err("51000", "Parameter bar error", 400)
+        tf, align = BARS[bar]
+        ints: dict[str, int | None] = {}
+        for name in ("after", "before", "limit"):
+            raw = q.get(name)
+            if raw is None or raw == "":
+                ints[name] = None
+                continue
+            try:
+                ints[name] = int(raw)
+            except ValueError:
+                return _err("51000", f"Parameter {name} error", 400)
+        limit = DEFAULT_LIMIT if ints["limit"] is None else ints["limit"]
+        if limit < 1:
+            return _err("51000", "Parameter limit error", 400)
+        limit = min(limit, max_limit)
+        after, before = ints["after"], ints["before"]
+        now = self.server.now_ms()
+        floor = LISTING_MS
+        if recent_only:
+            cur = now - (now - align) % tf
+            floor = max(floor, cur - (RECENT_BARS - 1) * tf)
+        spec = self.specs[symbol]
+        bars = self.server.bars(symbol, tf, align, start=None if before is None else before + 1,
+                                end=None if after is None else after - 1, limit=limit,
+                                from_start=False, floor=floor)
+        closed_before = now - (now - align) % tf
+        rows = [self._row(spec, c, c[0] < closed_before) for c in reversed(bars)]
+        return _ok(rows)
+
+    # ------------------------------------------------------------------ formatting
+    def _instrument(self, symbol: str) -> dict[str, Any]:
+        spec = self.specs[symbol]
+        list_time = str(LISTING_MS)
+        common = {
+            "alias": "", "auctionEndTime": "", "category": "1", "contTdSwTime": list_time,
+            "expTime": "", "futureSettlement": False, "instFamily": "", "instId": self.inst_id(symbol),
+            "instIdCode": 1000 + self.symbols.index(symbol), "listTime": list_time,
+            "maxIcebergSz": "999999999.0000000000000000", "maxLmtAmt": "20000000",
+            "maxMktAmt": "1000000", "maxStopSz": "1000000", "maxTriggerSz": "999999999",
+            "maxTwapSz": "999999999", "openType": "", "optType": "", "ruleType": "normal",
+            "state": "live", "stk": "", "tickSz": spec.tick_str(), "tradeQuoteCcyList": [],
+            "uly": "",
+        }
+        if not spec.is_swap:
+            common.update({
+                "instType": "SPOT", "baseCcy": spec.base, "quoteCcy": spec.quote, "settleCcy": "",
+                "ctMult": "", "ctType": "", "ctVal": "", "ctValCcy": "", "lever": "10",
+                "lotSz": spec.lot_str(), "minSz": spec.lot_str(), "maxLmtSz": "9999999999",
+                "maxMktSz": "1000000", "tradeQuoteCcyList": [spec.quote],
+            })
+            return common
+        ct_dec = spec.contract_value_decimals or 0
+        fam = f"{spec.base}-{spec.quote}"
+        common.update({
+            "instType": "SWAP", "baseCcy": "", "quoteCcy": "", "settleCcy": spec.settle,
+            "ctMult": "1", "ctType": "linear", "ctVal": _dec_str(ct_dec), "ctValCcy": spec.base,
+            "lever": "100", "lotSz": _dec_str(spec.contract_lot_decimals),
+            "minSz": _dec_str(spec.contract_lot_decimals), "maxLmtSz": "100000000",
+            "maxMktSz": "12000", "uly": fam, "instFamily": fam,
+        })
+        return common
+
+    @staticmethod
+    def _row(spec: MarketSpec, c: Candle, closed: bool) -> list[str]:
+        ts, o, h, lo, cl, v = c
+        pd = spec.price_decimals
+        quote = f"{v * (o + h + lo + cl) / 4.0:.{max(2, pd)}f}"
+        base = spec.fmt_volume(v)
+        if spec.is_swap:
+            # contracts = base / ctVal, exact in integer lots
+            lots = int(round(v * spec.lot_scale))
+            cd = spec.contract_lot_decimals
+            vol = f"{lots / 10 ** cd:.{cd}f}"
+            return [str(ts), spec.fmt_price(o), spec.fmt_price(h), spec.fmt_price(lo),
+                    spec.fmt_price(cl), vol, base, quote, "1" if closed else "0"]
+        return [str(ts), spec.fmt_price(o), spec.fmt_price(h), spec.fmt_price(lo),
+                spec.fmt_price(cl), base, quote, quote, "1" if closed else "0"]
+
+    def encode(self, stream: Stream, candle: Candle, closed: bool, event_ms: int,
+               flavors: set[str]) -> dict[str, bytes]:
+        arg = stream.ident
+        row = self._row(self.specs[stream.symbol], candle, closed)
+        return {"default": dumps({"arg": arg, "data": [row]})}
+
+    # ------------------------------------------------------------------ WebSocket
+    async def ws_business(self, request: web.Request) -> web.StreamResponse:
+        return await self.server.serve_ws(request, "default", self._handler(business=True))
+
+    async def ws_public(self, request: web.Request) -> web.StreamResponse:
+        return await self.server.serve_ws(request, "default", self._handler(business=False))
+
+    def _handler(self, business: bool) -> Any:
+        async def on_text(conn: Connection, text: str) -> None:
+            await self._on_text(conn, text, business)
+        return on_text
+
+    async def _on_text(self, conn: Connection, text: str, business: bool) -> None:
+        if text == "ping":
+            await self.server.send(conn, b"pong")
+            return
+        try:
+            msg = loads(text)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            await self._event_error(conn, "60012", f"Illegal request: {text}")
+            return
+        op = msg.get("op")
+        args = msg.get("args")
+        if op in ("subscribe", "unsubscribe"):
+            if not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args):
+                await self._event_error(conn, "60012", f"Illegal request: {text}")
+                return
+            if op == "subscribe":
+                self.server.stats.subscribe_requests += 1
+            else:
+                self.server.stats.unsubscribe_requests += 1
+            for arg in args:
+                await self._sub_one(conn, op, arg, business)
+        elif op == "login":
+            await self._event_error(conn, "60009", "Login failed.")
+        else:
+            await self._event_error(conn, "60019", f"Invalid op: op :{op}")
+
+    async def _sub_one(self, conn: Connection, op: str, arg: dict[str, Any], business: bool) -> None:
+        channel = str(arg.get("channel", ""))
+        inst_id = str(arg.get("instId", ""))
+        bar = channel[len("candle"):] if channel.startswith("candle") else None
+        symbol = self.by_id.get(inst_id)
+        if bar is None:
+            if business:
+                await self._event_error(conn, "60018", _channel_missing(channel, inst_id))
+                return
+            logger.warning("okx sim: channel %r is accepted but not simulated (nothing will be "
+                           "pushed)", channel)
+            self.server.stats.ignored_streams += 1
+            await self.server.send(conn, dumps({"event": op, "arg": arg, "connId": conn.id}))
+            return
+        if not business or bar not in BARS or symbol is None:
+            await self._event_error(conn, "60018", _channel_missing(channel, inst_id))
+            return
+        tf, align = BARS[bar]
+        key = (symbol, tf, align)
+        label = f"{channel}:{inst_id}"
+        if op == "subscribe":
+            self.server.subscribe(conn, key, label, ident={"channel": channel, "instId": inst_id})
+        else:
+            self.server.unsubscribe(conn, key)
+        await self.server.send(conn, dumps({"event": op, "arg": {"channel": channel, "instId": inst_id},
+                                            "connId": conn.id}))
+
+    async def _event_error(self, conn: Connection, code: str, msg: str) -> None:
+        await self.server.send(conn, dumps({"event": "error", "code": code, "msg": msg,
+                                            "connId": conn.id}))
+
+
+def _dec_str(decimals: int) -> str:
+    """``2`` -> ``"0.01"``, ``0`` -> ``"1"``, ``-2`` -> ``"100"``."""
+    if decimals <= 0:
+        return str(10 ** -decimals)
+    return "0." + "0" * (decimals - 1) + "1"
