@@ -17,7 +17,7 @@ from btccxt_cli.errors import (
     UnsupportedError,
 )
 
-__all__ = ["map_ccxt_error", "retry_after_s", "is_temporary", "is_rate_limit"]
+__all__ = ["map_ccxt_error", "retry_after_s", "is_temporary", "is_rate_limit", "is_fatal"]
 
 
 def _ccxt() -> Any:
@@ -44,9 +44,20 @@ def is_rate_limit(exc: BaseException) -> bool:
 
 
 def is_temporary(exc: BaseException) -> bool:
-    """Network trouble, outages and rate limits: worth a retry after a pause."""
+    """Network trouble, outages, rate limits, 5xx: worth a retry after a pause.
+
+    ``OperationFailed`` is ccxt's parent of every network error; binance reports HTTP 500
+    as ``-1001`` which ccxt raises as a bare ``OperationFailed``.
+    """
     ccxt = _ccxt()
-    return isinstance(exc, (ccxt.NetworkError, ConnectionError, TimeoutError, OSError))
+    return isinstance(exc, (ccxt.OperationFailed, ConnectionError, TimeoutError, OSError))
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors no retry can cure for this request: bad symbol or request, credentials, support."""
+    ccxt = _ccxt()
+    return isinstance(exc, (ccxt.BadRequest, ccxt.AuthenticationError, ccxt.NotSupported,
+                            ccxt.PermissionDenied, ccxt.AccountSuspended))
 
 
 def map_ccxt_error(exc: BaseException, *, exchange: Any = None, what: str = "") -> BtccxtError:

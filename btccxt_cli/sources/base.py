@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -56,6 +57,9 @@ class Pipe:
         with self._cv:
             self._q.extend(evs)
             self._cv.notify()
+        # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
+        # goes on parsing the next message and the strategy thread waits for it.
+        time.sleep(0)
 
     def get(self, timeout: float | None) -> FeedEvent | None:
         """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""

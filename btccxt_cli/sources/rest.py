@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from btccxt_cli.clock import Clock
-from btccxt_cli.exchange.errors import is_rate_limit, is_temporary, retry_after_s
+from btccxt_cli.exchange.errors import is_fatal, is_rate_limit, retry_after_s
 from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import Backoff, RestGate, Series
 
@@ -90,14 +90,11 @@ class RestSchedule:
             self.gate.penalize(wait)
             s.log.warning("%s: rate limited, waiting %.1f s (Retry-After %s)", s.name, wait, ra)
             return
-        if not is_temporary(exc):
-            import ccxt
-
-            if isinstance(exc, (ccxt.BadSymbol, ccxt.AuthenticationError, ccxt.NotSupported)):
-                self.fatal = exc
-                s.set_state(FeedState.NOTSUBSCRIBED, text)
-                s.finish(text)
-                return
+        if is_fatal(exc):
+            self.fatal = exc
+            s.set_state(FeedState.NOTSUBSCRIBED, text)
+            s.finish(text)
+            return
         wait = self.backoff.failure()
         self._not_before = self.clock.monotonic() + wait
         if not self._down:

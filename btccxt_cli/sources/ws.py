@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from btccxt_cli.clock import Clock
-from btccxt_cli.exchange.errors import is_temporary
+from btccxt_cli.exchange.errors import is_fatal
 from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import Backoff, RestGate, Series
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
@@ -113,7 +113,7 @@ class WsHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_temporary(exc):
+                if is_fatal(exc):
                     text = f"{type(exc).__name__}: {exc}"
                     s.note(error=text)
                     s.set_state(FeedState.NOTSUBSCRIBED, text)

@@ -125,7 +125,7 @@ def test_polling_modes_survive_429_and_5xx(sim, mode, kw):
         if not flags["5xx"] and all(sum(s.source == "live" for s in bars[d._name]) >= 4
                                     for d in strat.datas):
             flags["5xx"] = True
-            sim.rest_errors("binance", status=503, count=3)
+            sim.rest_errors("binance", status=500, count=3)  # binance -1001: ccxt OperationFailed
 
     flags = {"5xx": False}
     hook = after_live(2, inject)
