@@ -1,0 +1,177 @@
+"""Close-to-strategy latency, beside the ccxt.pro floor measured in the same run.
+
+    python bench/latency.py [--bars 20] [--symbols 1 100] [--modes websocket threaded rest]
+
+For every closed 1s bar: from the simulator's ``perf_counter_ns()`` just before it sends the
+bar's final update, to the strategy's ``next()`` seeing that bar (btccxt), or to a raw
+``watch_ohlcv`` return that carries the final values (the ccxt.pro floor). Simulator and
+client share this process, so the clocks agree. Also REST calls per 60 live bars per symbol.
+
+REST modes have no push to time from: their latency runs from the bar's end (wall clock) and
+so includes the 250 ms settle delay by design. They poll once per bar per symbol; binance's rate limit (50 ms between calls) cannot
+serve 100 symbols of 1 s bars, so the 100-symbol REST cases run with the limiter off
+(``[no limiter]``): a simulator-only figure of our own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import backtrader as bt  # noqa: E402
+import ccxt  # noqa: E402
+
+from btccxt_cli.bt.store import CCXTStore  # noqa: E402
+from btccxt_cli.exchange.factory import make_exchange  # noqa: E402
+from btccxt_cli.sim.app import SimThread  # noqa: E402
+
+EX = "binance"
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def row(name: str, nsym: int, xs: list[float], rest60: str = "") -> str:
+    if not xs:
+        return f"{name:<28} {nsym:>4}  {'no samples':>30}"
+    return (f"{name:<28} {nsym:>4} {len(xs):>6} {statistics.median(xs):>9.2f} {pct(xs, 0.99):>9.2f} "
+            f"{max(xs):>9.2f} {rest60:>12}")
+
+
+# ----------------------------------------------------------------------------- the floor
+def measure_floor(sim: SimThread, symbols: list[str], bars: int) -> list[float]:
+    """Raw ccxt.pro: one watch task per symbol; sample when a return carries a bar's final."""
+    samples: list[float] = []
+    truth_cache: dict[tuple[str, int], tuple] = {}
+
+    def final(sym: str, ts: int) -> tuple:
+        key = (sym, ts)
+        if key not in truth_cache:
+            rows = sim.truth(EX, sym, "1s", ts, ts + 1000)
+            truth_cache[key] = tuple(rows[0][1:6]) if rows else ()
+        return truth_cache[key]
+
+    async def watch(ex, sym: str, done: asyncio.Event) -> None:
+        measured: set[int] = set()
+        first: int | None = None
+        while not done.is_set():
+            rows = await ex.watch_ohlcv(sym, "1s")
+            t = time.perf_counter_ns()
+            for r in rows:
+                ts = int(r[0])
+                if first is None:
+                    first = ts + 1000  # skip the bar in progress when we joined
+                if ts < first or ts in measured:
+                    continue
+                sent = sim.close_sent_ns(EX, sym, "1s", ts)
+                if sent is not None and tuple(float(x) for x in r[1:6]) == final(sym, ts):
+                    measured.add(ts)
+                    samples.append((t - sent) / 1e6)
+            if len(measured) >= bars:
+                return
+
+    async def main() -> None:
+        ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
+        await ex.load_markets()
+        done = asyncio.Event()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(watch(ex, s, done) for s in symbols)), bars + 30)
+        except asyncio.TimeoutError:
+            print("  (floor: timed out)", file=sys.stderr)
+        finally:
+            done.set()
+            await ex.close()
+
+    asyncio.run(main())
+    return samples
+
+
+# ----------------------------------------------------------------------------- btccxt
+class Probe(bt.Strategy):
+    params = (("bars", 20), ("sim", None), ("out", None), ("marks", None))
+
+    def __init__(self) -> None:
+        self._lens = {d: 0 for d in self.datas}
+        self._live = {d: 0 for d in self.datas}
+
+    def next(self) -> None:
+        t = time.perf_counter_ns()
+        for d in self.datas:
+            if len(d) == self._lens[d]:
+                continue
+            self._lens[d] = len(d)
+            ev = d.last_event
+            if ev.source.value != "live":
+                continue
+            if not any(self._live.values()) and "reset" not in self.p.marks:
+                self.p.sim.reset_stats(EX)  # count REST calls from the first live bar on
+                self.p.marks["reset"] = time.monotonic()
+            self._live[d] += 1
+            if self.p.marks.get("wall"):
+                # REST modes: nothing is pushed; measure from the bar's end (wall clock)
+                self.p.out.append((time.time_ns() - (ev.candle.ts + 1000) * 1_000_000) / 1e6)
+                continue
+            sent = self.p.sim.close_sent_ns(EX, d._name, "1s", ev.candle.ts)
+            if sent is not None:
+                self.p.out.append((t - sent) / 1e6)
+        if all(v >= self.p.bars for v in self._live.values()):
+            self.env.runstop()
+
+
+def measure_btccxt(sim: SimThread, symbols: list[str], bars: int, mode: str,
+                   limiter: bool = True) -> tuple[list[float], float]:
+    store = CCXTStore(EX, sim_url=sim.url(EX), config={"enableRateLimit": limiter})
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    kw = {"websocket": {"use_websocket": True}, "threaded": {"use_threaded_data": True}, "rest": {}}[mode]
+    for s in symbols:
+        cerebro.adddata(store.getdata(dataname=s, name=s, timeframe=bt.TimeFrame.Seconds, compression=1,
+                                      backfill_start=False, **kw), name=s)
+    out: list[float] = []
+    marks: dict = {"wall": mode != "websocket"}
+    cerebro.addstrategy(Probe, bars=bars, sim=sim, out=out, marks=marks)
+    timer = threading.Timer(bars * 3 + 60, cerebro.runstop)
+    timer.daemon = True
+    timer.start()
+    cerebro.run()
+    timer.cancel()
+    klines = sim.stats(EX)["rest"].get("/api/v3/klines", 0)
+    live_bars = bars * len(symbols)
+    return out, klines / max(1, live_bars) * 60
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bars", type=int, default=20)
+    ap.add_argument("--symbols", type=int, nargs="+", default=[1, 100])
+    ap.add_argument("--modes", nargs="+", default=["websocket", "threaded", "rest"])
+    args = ap.parse_args()
+    names = [f"C{i:03d}/USDT" for i in range(max(args.symbols))]
+    print(f"# close-to-strategy latency (ms), 1s bars, {args.bars} bars per symbol")
+    print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
+          f"ccxt {ccxt.__version__} backtrader {bt.__version__} "
+          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
+    print(f"{'case':<28} {'sym':>4} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9} {'REST/60 bars':>12}")
+    with SimThread(exchanges=(EX,), symbols={EX: names}) as sim:
+        for n in args.symbols:
+            syms = names[:n]
+            print(row("ccxt.pro floor (watch_ohlcv)", n, measure_floor(sim, syms, args.bars)), flush=True)
+            for mode in args.modes:
+                limiter = not (mode != "websocket" and n > 10)
+                xs, rest60 = measure_btccxt(sim, syms, args.bars, mode, limiter=limiter)
+                label = f"btccxt {mode}" + ("" if limiter else " [no limiter]")
+                print(row(label, n, xs, f"{rest60:.1f}"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
