@@ -1,0 +1,1 @@
+"""Runs: config -> store, feeds, cerebro, strategy; run state for dashboards and events."""
