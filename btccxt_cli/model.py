@@ -88,6 +88,7 @@ class FeedStatus:
     latency_ms_last: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+    backoff_s: float | None = None  # seconds until the next reconnect/retry, while waiting
 
 
 @dataclass(slots=True)

@@ -242,9 +242,11 @@ class Runner:
         states = {f.state for f in st}
         state = "LIVE" if states == {"LIVE"} else ("DISCONNECTED" if "DISCONNECTED" in states
                                                    else (sorted(states)[0] if states else "UNKNOWN"))
+        waits = [f.backoff_s for f in st if f.backoff_s is not None]
         return ConnectionStatus(exchange=self.config.exchange.id, mode=self.config.feed.mode, state=state,
                                 reconnects=sum(f.reconnects for f in st), rest_calls=self.store.rest_calls,
-                                rate_limited=self.store.gate.rate_limited)
+                                rate_limited=self.store.gate.rate_limited,
+                                backoff_s=max(waits) if waits else None)
 
     # ------------------------------------------------------------------ observe (strategy thread)
     def observe_next(self, strat: Any) -> None:

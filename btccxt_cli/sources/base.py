@@ -261,6 +261,7 @@ class Series:
         self._status = FeedStatus(symbol=params.symbol, timeframe=params.timeframe, mode=params.mode)
         self._state: FeedState | None = None
         self._last_msg_mono: float | None = None
+        self._backoff_until: float | None = None
         self.latency = LatencyWindow()
         self.flagged = flagged
         self.phase = self.LIVE
@@ -402,6 +403,10 @@ class Series:
             if transport is not None:
                 st.transport = transport
 
+    def note_backoff(self, seconds: float | None) -> None:
+        """A reconnect or retry is due in ``seconds`` (None: not waiting)."""
+        self._backoff_until = None if seconds is None else self.clock.monotonic() + seconds
+
     def note_latency(self, ms: float) -> None:
         self.latency.add(ms)
 
@@ -409,5 +414,9 @@ class Series:
         with self._lock:
             st = replace(self._status, bars=dict(self._status.bars))
         st.last_message_age_s = self.silence_s()
+        until = self._backoff_until
+        if until is not None:
+            left = until - self.clock.monotonic()
+            st.backoff_s = left if left > 0 else None
         st.latency_ms_last, st.latency_ms_p50, st.latency_ms_p99 = self.latency.summary()
         return st

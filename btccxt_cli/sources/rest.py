@@ -63,6 +63,7 @@ class RestSchedule:
     def on_rows(self, rows: list[list[Any]], since: int) -> None:
         s = self.series
         self.backoff.success()
+        s.note_backoff(None)
         if self._down:
             self._down = False
             if self.polling:
@@ -88,6 +89,7 @@ class RestSchedule:
             ra = retry_after_s(exchange)
             wait = ra if ra is not None else self.backoff.failure()
             self.gate.penalize(wait)
+            s.note_backoff(wait)
             s.log.warning("%s: rate limited, waiting %.1f s (Retry-After %s)", s.name, wait, ra)
             return
         if is_fatal(exc):
@@ -97,6 +99,7 @@ class RestSchedule:
             return
         wait = self.backoff.failure()
         self._not_before = self.clock.monotonic() + wait
+        s.note_backoff(wait)
         if not self._down:
             self._down = True
             if self.polling:

@@ -123,9 +123,11 @@ class WsHub:
                 self._went_down(sub, exc)
                 s.log.warning("%s: socket error (%s: %s); reconnecting in %.2f s", s.name,
                               type(exc).__name__, exc, delay)
+                s.note_backoff(delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.success()
+            s.note_backoff(None)
             if not self.tapped:
                 s.on_live([Candle.from_ccxt(r) for r in rows])
                 sub.wake.set()

@@ -154,3 +154,17 @@ def test_candle_from_ccxt_copies_values():
     c = Candle.from_ccxt(row)
     row[4] = 99
     assert c == Candle(1, 1.5, 2.0, 1.0, 1.25, 0.0)
+
+
+def test_status_reports_the_backoff_countdown():
+    clock = ManualClock()
+    s = _series(clock)
+    assert s.status().backoff_s is None
+    s.note_backoff(4.0)
+    clock.advance(1.5)
+    assert s.status().backoff_s == 2.5
+    clock.advance(3.0)
+    assert s.status().backoff_s is None
+    s.note_backoff(1.0)
+    s.note_backoff(None)
+    assert s.status().backoff_s is None

@@ -1,0 +1,47 @@
+"""The runner in-process: config in, a run with a drop, a snapshot mid-run, nothing left behind."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.console import Console
+
+from btccxt_cli.config.load import loads_config
+from btccxt_cli.dashboard.view import render
+from btccxt_cli.runtime.runner import Runner
+
+
+def test_runner_survives_a_drop_renders_and_leaves_no_thread(sim, tmp_path):
+    cfg = loads_config(f"""
+exchange: {{id: binance, sim: "{sim.url('binance')}"}}
+symbols: [BTC/USDT, ETH/USDT]
+feed: {{mode: websocket, timeframe: 1s, backfill: 3, reconnect_delay: 0.2, max_reconnect_delay: 1.0}}
+strategy: {{name: sma_cross, params: {{fast: 2, slow: 4}}}}
+""", file="inline.yaml")
+    lines: list[str] = []
+    frames: list[str] = []
+    state = {"dropped": False}
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        live = sum("[live]" in x for x in lines)
+        if live >= 4 and not state["dropped"]:
+            state["dropped"] = True
+            sim.drop("binance", mode="reset")
+        if "DISCONNECTED" in line or (state["dropped"] and live % 4 == 0):
+            console = Console(width=200, color_system=None, record=True)
+            console.print(render(runner.monitor.snapshot()))
+            frames.append(console.export_text())
+
+    before = {t.ident for t in threading.enumerate()}
+    runner = Runner(cfg, sim_url=sim.url("binance"), max_bars=8, on_line=on_line,
+                    events=tmp_path / "ev.jsonl")
+    summary = runner.run()
+    assert summary.reason == "--max-bars 8 reached"
+    assert all(c["live"] >= 8 for c in summary.bars.values())
+    assert summary.reconnects >= 2  # both symbols came back
+    assert any("DISCONNECTED" in f for f in frames), "the dashboard showed the drop"
+    assert any("BTC/USDT" in f and "ETH/USDT" in f for f in frames)
+    left = [t.name for t in threading.enumerate()
+            if t.ident not in before and t.is_alive() and t.name.startswith("btccxt") and t.name != "btccxt-sim"]
+    assert left == [], f"threads left behind: {left}"
