@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -65,7 +66,8 @@ class BarAssembler:
         self._closed: dict[int, tuple[Candle, BarSource]] = {}  # final, waiting for release
         self._covered: list[tuple[int, int]] = []  # REST-covered [start, end] inclusive, merged
         self._max_seen = -1  # newest timestamp seen from any source
-        self.skipped: list[tuple[int, int]] = []  # ranges the exchange has no bars for
+        # the latest ranges the exchange has no bars for (bounded: a live run lasts for days)
+        self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)
         self.revised = 0  # late updates that disagreed with a released bar
 
     # ------------------------------------------------------------------ inputs

@@ -58,6 +58,9 @@ class CCXTFeed(bt.feed.DataBase):
     - ``confirm_grace`` (None = 20 % of a bar, 1-10 s): WebSocket mode reads REST when a
       bar's final update has not come this long after its end.
     - ``qcheck`` (0.5): longest wait (s) inside one ``_load`` call.
+    - ``lookback`` (None): with ``cerebro.run(exactbars=1)`` (bounded memory, as
+      ``btccxt run`` does), keep at least this many bars of this data in memory; indicators
+      keep their own minimum period. None keeps backtrader's default.
     - ``bar_stamp`` ("close"): backtrader treats a bar's datetime as its end (its resampler,
       replayer and timers group bars that way), so bars are stamped at their close minus
       1 ms (a daily bar keeps its own date). ``"open"`` stamps the exchange's open time, as
@@ -82,6 +85,7 @@ class CCXTFeed(bt.feed.DataBase):
         ("confirm_grace", None),
         ("qcheck", 0.5),
         ("bar_stamp", "close"),
+        ("lookback", None),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -130,6 +134,13 @@ class CCXTFeed(bt.feed.DataBase):
 
     def haslivedata(self) -> bool:
         return self._handle is not None and len(self._handle.series.pipe) > 0
+
+    def qbuffer(self, savemem: int = 0, replaying: bool = False) -> None:
+        """Bounded buffers (``exactbars``), but never fewer than ``lookback`` bars."""
+        super().qbuffer(savemem=savemem, replaying=replaying)
+        if self.p.lookback:
+            for line in self.lines:
+                line.minbuffer(int(self.p.lookback))
 
     def start(self) -> None:
         super().start()

@@ -23,6 +23,10 @@ __all__ = ["CCXTStore", "FeedHandle"]
 
 logger = logging.getLogger(__name__)
 
+# exchanges that report the request weight used in the current minute, and their limits
+_WEIGHT_HEADERS = {"binance": "X-MBX-USED-WEIGHT-1M"}
+_WEIGHT_LIMITS = {"binance": 6000}
+
 
 class FeedHandle:
     """What the store gives a feed: its series (status, pipe) and, in rest mode, the driver."""
@@ -47,11 +51,14 @@ class CCXTStore:
         retries: attempts for start-up calls (markets, time) before giving up.
         debug: log every message and decision at DEBUG level.
         clock: time source (tests inject a manual clock).
+        weight_limit: request weight the exchange allows per minute, where it reports usage
+            (binance: 6000); REST pauses at 90 % of it. None: the exchange's published limit.
     """
 
     def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
                  sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
-                 debug: bool = False, clock: Clock = SYSTEM_CLOCK, **kwargs: Any) -> None:
+                 debug: bool = False, clock: Clock = SYSTEM_CLOCK, weight_limit: int | None = None,
+                 **kwargs: Any) -> None:
         self.exchange_id = exchange
         self.currency = currency
         self.config = dict(config or {})
@@ -63,7 +70,8 @@ class CCXTStore:
         self.retries = max(1, retries)
         self.debug = debug
         self.clock = clock
-        self.gate = RestGate(clock)
+        self.gate = RestGate(clock, weight_limit=weight_limit or _WEIGHT_LIMITS.get(exchange),
+                             weight_header=_WEIGHT_HEADERS.get(exchange))
         self._lock = threading.RLock()
         self._sync_ex: Any = None
         self._async_ex: Any = None

@@ -185,7 +185,9 @@ class Runner:
         self._check_params(strat_cls)
         self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url)
         self._check_symbols()
-        cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+        # bounded memory for runs that last days: every line keeps its minimum period, and
+        # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
+        cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
         cerebro.broker.setcash(cfg.broker.cash)
         cerebro.broker.setcommission(commission=cfg.broker.commission)
         f = cfg.feed
@@ -202,7 +204,7 @@ class Runner:
                 use_websocket=f.mode == "websocket", use_threaded_data=f.mode == "threaded",
                 ohlcv_limit=sf.ohlcv_limit, drop_newest=sf.drop_newest, settle_delay=f.settle_delay,
                 ws_reconnect_delay=f.reconnect_delay, ws_max_reconnect_delay=f.max_reconnect_delay,
-                watchdog_silence=f.watchdog_silence, **kw)
+                watchdog_silence=f.watchdog_silence, lookback=cfg.lookback, **kw)
             cerebro.adddata(data, name=sf.symbol)
             self.feeds.append(data)
         cerebro.addstrategy(_observed(strat_cls, self), **cfg.strategy.params)

@@ -37,6 +37,7 @@ from btccxt_cli.clock import SYSTEM_CLOCK, Clock, SystemClock
 from btccxt_cli.sim.faults import DROP_MODES, FAULT_NAMES, FaultState
 from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketModel
 from btccxt_cli.sim.venues import VENUES, Venue, venue_class
+from btccxt_cli.sim.weights import WeightLimiter, request_weight
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class ExchangeServer:
         self.port = 0
         self.venue: Venue = venue_class(exchange_id)(self, symbols)
         self.faults = FaultState()
+        self.weights = WeightLimiter(sim.weight_limit) if sim.weight_limit else None
         self.stats = Stats()
         self.conns: dict[str, Connection] = {}
         self.streams: dict[StreamKey, Stream] = {}
@@ -248,6 +250,10 @@ class ExchangeServer:
         self.stats.rest[path] += 1
         if self.faults.rest_outage(now):
             return self.venue.error_response(503, None)
+        if self.weights is not None:
+            status, retry_after = self.weights.charge(now, request_weight(self.id, path))
+            if status:
+                return self.venue.error_response(status, retry_after)
         injected = self.faults.take_rest_error()
         if injected is not None:
             self.stats.rest_errors_injected += 1
@@ -255,7 +261,11 @@ class ExchangeServer:
         if self.faults.rest_delay_ms:
             await asyncio.sleep(self.faults.rest_delay_ms / 1000)
         try:
-            return await handler(request)
+            response = await handler(request)
+            if self.weights is not None and self.id == "binance":
+                # binance reports the minute's used weight on every answer
+                response.headers["X-MBX-USED-WEIGHT-1M"] = str(self.weights.used)
+            return response
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 logger.warning("simulated %s: %s %s is not allowed", self.id, request.method, path)
@@ -408,6 +418,7 @@ class ExchangeServer:
             "finals_sent": s.finals_sent,
             "drops": s.drops,
             "faults": self.faults.snapshot(self.clock.monotonic()),
+            "weight": self.weights.snapshot() if self.weights is not None else None,
         }
 
     def close_sent_ns(self, symbol: str, tf_ms: int, open_ms: int) -> int | None:
@@ -559,13 +570,16 @@ class Simulator:
         host: address to bind (loopback only; anything else is refused).
         ports: fixed port per exchange (default 0: a free port).
         ws_ping_interval_s: protocol ping period of venues whose server pings (binance).
+        weight_limit: request weight allowed per rolling minute and exchange (binance-style
+            429 past it, 418 ban for clients that keep sending); None: unlimited.
     """
 
     def __init__(self, exchanges: Iterable[str] = ("binance", "okx"),
                  symbols: dict[str, list[str]] | None = None, seed: int = 1,
                  clock: Clock = SYSTEM_CLOCK, clock_offset_ms: int = 0,
                  push_interval_ms: int | None = None, host: str = "127.0.0.1",
-                 ports: dict[str, int] | None = None, ws_ping_interval_s: float = 20.0) -> None:
+                 ports: dict[str, int] | None = None, ws_ping_interval_s: float = 20.0,
+                 weight_limit: int | None = None) -> None:
         exchanges = tuple(exchanges)
         if not exchanges:
             raise ValueError("simulate at least one exchange")
@@ -585,6 +599,7 @@ class Simulator:
         self.clock_offset_ms = int(clock_offset_ms)
         self.push_interval_ms = push_interval_ms
         self.ws_ping_interval_s = ws_ping_interval_s
+        self.weight_limit = weight_limit
         self.model = MarketModel(seed)
         self._servers: dict[str, ExchangeServer] = {
             ex: ExchangeServer(self, ex, (symbols or {}).get(ex), (ports or {}).get(ex, 0))

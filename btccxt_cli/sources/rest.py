@@ -60,8 +60,9 @@ class RestSchedule:
         self._asked = self.series.assembler.expected
         return self.series.request()
 
-    def on_rows(self, rows: list[list[Any]], since: int) -> None:
+    def on_rows(self, rows: list[list[Any]], since: int, headers: Any = None) -> None:
         s = self.series
+        self.gate.note_headers(headers)
         self.backoff.success()
         s.note_backoff(None)
         if self._down:
@@ -130,7 +131,7 @@ class SyncRestDriver:
         except Exception as exc:  # classified in on_error; never crash the strategy thread
             self.schedule.on_error(exc, self.exchange)
             return
-        self.schedule.on_rows(rows, since)
+        self.schedule.on_rows(rows, since, self.exchange.last_response_headers)
 
 
 async def rest_keeper(schedule: RestSchedule, exchange: Any, wake: asyncio.Event) -> None:
@@ -155,4 +156,4 @@ async def rest_keeper(schedule: RestSchedule, exchange: Any, wake: asyncio.Event
         except Exception as exc:
             schedule.on_error(exc, exchange)
             continue
-        schedule.on_rows(rows, since)
+        schedule.on_rows(rows, since, exchange.last_response_headers)

@@ -88,7 +88,7 @@ def test_exchange_gaps_are_skipped_not_waited_for():
     a = BarAssembler(TF, last_ts=9 * TF)
     out = a.on_rest([c(10), c(13), c(14)], since=10 * TF, now_ms=100 * TF)
     assert ts_of(out) == [10, 13, 14]
-    assert a.skipped == [(11 * TF, 12 * TF)]
+    assert list(a.skipped) == [(11 * TF, 12 * TF)]
     # a symbol listed after the requested start
     b = BarAssembler(TF, last_ts=0)
     assert ts_of(b.on_rest([c(500), c(501)], since=TF, now_ms=1000 * TF)) == [500, 501]
