@@ -25,6 +25,8 @@ def run_command(
     max_bars: int | None = typer.Option(None, "--max-bars", min=1,
                                         help="Stop after N live bars on every symbol."),
     events: Path | None = typer.Option(None, "--events", help="Write bars and events as JSON Lines to FILE."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                            help="Serve Prometheus metrics on 127.0.0.1:PORT."),
 ) -> None:
     """Run a strategy live on the bars of the config's exchange (paper trading by default)."""
     from btccxt_cli.cli.common import fail, setup_run_logging
@@ -52,7 +54,7 @@ def run_command(
                             symbols={cfg.exchange.id: [s.symbol for s in cfg.symbol_feeds()]}).start()
             sim_url = sim.url(cfg.exchange.id)
         code = _run(cfg, config, sim_url, out, use_dashboard, duration=duration, max_bars=max_bars,
-                    events=events)
+                    events=events, metrics_port=metrics_port)
     except BtccxtError as exc:
         fail(exc)
     finally:
@@ -62,12 +64,13 @@ def run_command(
 
 
 def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: bool, *,
-         duration: float | None, max_bars: int | None, events: Path | None) -> int:
+         duration: float | None, max_bars: int | None, events: Path | None,
+         metrics_port: int | None = None) -> int:
     from btccxt_cli.runtime.runner import Runner, StrategyFailed
 
     on_line = None if use_dashboard else (lambda line: print(line, flush=True))  # noqa: T201 - CLI output
     runner = Runner(cfg, sim_url=sim_url, events=events, max_bars=max_bars, duration=duration,
-                    on_line=on_line, config_dir=path.resolve().parent)
+                    on_line=on_line, config_dir=path.resolve().parent, metrics_port=metrics_port)
     runner.build()
     _install_signals(runner)
     try:

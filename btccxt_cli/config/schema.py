@@ -399,6 +399,16 @@ class EventsConfig(BaseModel):
     )
 
 
+class MetricsConfig(BaseModel):
+    """Prometheus metrics over HTTP."""
+
+    model_config = _FROZEN
+
+    port: int | None = Field(None, strict=True, ge=0, le=65535,
+                             description="Serve Prometheus metrics on this port (0: a free port); null: off.")
+    host: str = Field("127.0.0.1", strict=True, description="Address to bind the metrics server to.")
+
+
 @dataclass(frozen=True)
 class SymbolFeed:
     """Feed settings of one symbol after applying its overrides to ``feed``."""
@@ -427,6 +437,7 @@ class Config(BaseModel):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="Terminal dashboard.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Library logging.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="JSON Lines event log.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     lookback: int = Field(
         1000, strict=True, ge=1, le=10_000_000,
         description="Bars kept in memory per data feed (bounded buffers for long runs).",

@@ -141,13 +141,15 @@ class Runner:
         sim_url: the simulator's base URL when ``config.exchange.sim`` is set.
         events: JSON Lines path (overrides ``config.events.file``).
         max_bars: stop once every symbol has seen this many live bars.
+        metrics_port: serve Prometheus metrics on this port (overrides ``config.metrics.port``).
         duration: stop after this many seconds.
         on_line: receives one plain line per bar and event (``--plain``), or None.
     """
 
     def __init__(self, config: Config, *, sim_url: str | None = None, events: Path | None = None,
                  max_bars: int | None = None, duration: float | None = None,
-                 on_line: Any = None, config_dir: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+                 on_line: Any = None, config_dir: Path | None = None, clock: Clock = SYSTEM_CLOCK,
+                 metrics_port: int | None = None) -> None:
         self.config = config
         self.sim_url = sim_url
         self.events = events or config.events.file
@@ -165,6 +167,8 @@ class Runner:
         self.strategy_path: Path | None = None
         self._timer: threading.Timer | None = None
         self.trades = 0
+        self.metrics_port = metrics_port if metrics_port is not None else config.metrics.port
+        self.metrics: Any = None
 
     # ------------------------------------------------------------------ build
     def build(self) -> None:
@@ -213,6 +217,12 @@ class Runner:
             f"btccxt {ex.id} {f.mode} {', '.join(s.symbol for s in cfg.symbol_feeds())}",
             statuses=self.store.status, connection=self._connection, events_path=self.events,
             on_line=self.on_line, clock=self.clock)
+        if self.metrics_port is not None:
+            from btccxt_cli.runtime.metrics import RunMetrics
+
+            self.metrics = RunMetrics(self.store.status, lambda: self.store.rest_calls, ex.id)
+            port = self.metrics.serve(self.metrics_port, cfg.metrics.host)
+            self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics")
 
     def _check_params(self, cls: type) -> None:
         import difflib
@@ -268,6 +278,8 @@ class Runner:
             if ev.source.value == "live":
                 s = d.series
                 lat = float(s.exchange_now_ms() - (c.ts + s.tf_ms))
+                if self.metrics is not None:
+                    self.metrics.observe_latency(d._name, lat)
             mon.on_bar(d._name, d.ccxt_timeframe, c.ts, (c.open, c.high, c.low, c.close, c.volume),
                        ev.source.value, lat)
         self._broker_status(strat)
@@ -330,6 +342,8 @@ class Runner:
             self.store.stop()
         if self.monitor is not None:
             self.monitor.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _summary(self, code: int) -> RunSummary:
         mon = self.monitor

@@ -45,3 +45,31 @@ strategy: {{name: sma_cross, params: {{fast: 2, slow: 4}}}}
     left = [t.name for t in threading.enumerate()
             if t.ident not in before and t.is_alive() and t.name.startswith("btccxt") and t.name != "btccxt-sim"]
     assert left == [], f"threads left behind: {left}"
+
+
+def test_prometheus_metrics_are_served_during_a_run(sim):
+    import urllib.request
+
+    cfg = loads_config(f"""
+exchange: {{id: binance, sim: "{sim.url('binance')}"}}
+symbols: [BTC/USDT]
+feed: {{mode: websocket, timeframe: 1s, backfill: 3}}
+strategy: {{name: print_bars}}
+metrics: {{port: 0}}
+""", file="inline.yaml")
+    scraped: list[str] = []
+
+    def on_line(line: str) -> None:
+        if "[live]" in line and not scraped:
+            url = f"http://127.0.0.1:{runner.metrics.port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
+                scraped.append(r.read().decode())
+
+    runner = Runner(cfg, sim_url=sim.url("binance"), max_bars=3, on_line=on_line)
+    runner.run()
+    text = scraped[0]
+    assert 'btccxt_bars_total{exchange="binance",source="backfill",symbol="BTC/USDT",timeframe="1s"} 3.0' in text
+    assert 'btccxt_feed_state{exchange="binance",state="LIVE",symbol="BTC/USDT"} 1.0' in text
+    assert "btccxt_close_to_strategy_seconds_bucket" in text
+    assert "btccxt_last_message_age_seconds" in text and "btccxt_store_rest_calls_total" in text
+    assert runner.metrics is not None and runner.metrics.server is None, "server closed at the end"
