@@ -293,7 +293,9 @@ class Runner:
 
     def _broker_status(self, strat: Any) -> None:
         br = strat.broker
-        positions = {d._name: br.getposition(d).size for d in strat.datas}
+        # read, never create: backtrader values every position it holds with data.close[0]
+        held = getattr(br, "positions", {})
+        positions = {d._name: held[d].size for d in strat.datas if d in held}
         value = br.getvalue()
         self.monitor.set_broker(BrokerStatus(
             mode="paper", cash=br.getcash(), value=value, positions=positions,

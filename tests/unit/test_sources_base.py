@@ -168,3 +168,25 @@ def test_status_reports_the_backoff_countdown():
     s.note_backoff(1.0)
     s.note_backoff(None)
     assert s.status().backoff_s is None
+
+
+def test_a_put_into_any_pipe_ends_a_wait_on_another():
+    """Cerebro waits in one feed's _load at a time; another feed's bar must end that wait."""
+    a, b = Pipe(), Pipe()
+    got = []
+    started = threading.Event()
+
+    def consumer():
+        started.set()
+        got.append(a.get(30))  # would sleep 30 s without the shared doorbell
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    started.wait(5)
+    for _ in range(100):  # until the consumer is inside its wait
+        b.put(FeedEvent("bar"))
+        t.join(0.05)
+        if not t.is_alive():
+            break
+    assert not t.is_alive() and got == [None]
+    assert len(b) >= 1
