@@ -14,8 +14,9 @@ from typing import Any
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import DependencyError
 from btccxt_cli.exchange.errors import map_ccxt_error
+from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import FeedState, FeedStatus
-from btccxt_cli.sources.base import Backoff, Pipe, RestGate, Series, SeriesParams
+from btccxt_cli.sources.base import Pipe, RestGate, Series, SeriesParams
 from btccxt_cli.sources.loop import LoopThread
 from btccxt_cli.sources.rest import RestSchedule, SyncRestDriver, rest_keeper
 

@@ -62,6 +62,11 @@ def _register() -> None:
         validate_command)
     app.add_typer(config_app, name="config")
 
+    from btccxt_cli.cli.backfill import backfill_command
+
+    app.command("backfill", help="Download closed OHLCV bars into the local SQLite cache "
+                "(resumable: reruns fetch only what is missing).")(backfill_command)
+
 
 _register()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 
 from btccxt_cli.bars.assembler import BarAssembler, Emitted
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState, FeedStatus
 from btccxt_cli.timeframes import bar_open, timeframe_ms
 
@@ -117,38 +117,6 @@ class Pipe:
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-class Backoff:
-    """Exponential backoff with jitter, reset after a healthy period.
-
-    ``failure()`` returns the next delay: ``base * 2**n`` capped at ``cap``, times a random
-    factor in [0.8, 1.2] (never above ``cap``). After ``success()`` has held for
-    ``healthy_after`` seconds, the next failure starts again from ``base``.
-    """
-
-    def __init__(self, base: float, cap: float, *, healthy_after: float = 30.0,
-                 clock: Clock = SYSTEM_CLOCK, rng: Callable[[], float] = random.random) -> None:
-        self.base, self.cap, self.healthy_after = max(0.0, base), max(base, cap), healthy_after
-        self.clock, self.rng = clock, rng
-        self.attempts = 0
-        self._up_since: float | None = None
-
-    def failure(self) -> float:
-        now = self.clock.monotonic()
-        if self._up_since is not None and now - self._up_since >= self.healthy_after:
-            self.attempts = 0
-        self._up_since = None
-        raw = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
-        self.attempts += 1
-        return min(self.cap, raw * (0.8 + 0.4 * self.rng()))
-
-    def success(self) -> None:
-        if self._up_since is None:
-            self._up_since = self.clock.monotonic()
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class RestGate:

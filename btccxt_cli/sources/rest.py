@@ -14,8 +14,9 @@ from typing import Any
 
 from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.errors import is_fatal, is_rate_limit, retry_after_s
+from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import Candle, FeedState
-from btccxt_cli.sources.base import Backoff, RestGate, Series
+from btccxt_cli.sources.base import RestGate, Series
 
 __all__ = ["RestSchedule", "SyncRestDriver", "rest_keeper"]
 

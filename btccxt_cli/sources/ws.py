@@ -17,8 +17,9 @@ from typing import Any
 
 from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.errors import is_fatal
+from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import Candle, FeedState
-from btccxt_cli.sources.base import Backoff, RestGate, Series
+from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
 
 __all__ = ["WsHub"]

@@ -1,0 +1,263 @@
+"""``OrderStore``: the live broker's orders and fills in one SQLite file.
+
+The broker writes an order *before* it is sent (status ``pending``), so a crash at any point
+leaves a row to reconcile: on restart, every order that is not final is looked up at the
+exchange by its client order id and never sent again. Fills are keyed by the exchange's trade
+id, so a fill seen twice is stored once; ``delivered`` says whether the strategy was told.
+
+Schema (created on first open)::
+
+    orders(client_id TEXT PRIMARY KEY, account TEXT, run_id TEXT, seq INTEGER, symbol TEXT,
+           side TEXT, type TEXT, amount REAL, price REAL, stop_price REAL, exchange_id TEXT,
+           status TEXT, filled REAL, cost REAL, fee REAL, fee_currency TEXT, reason TEXT,
+           created_ms INTEGER, updated_ms INTEGER)
+    fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
+          amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
+          PRIMARY KEY(account, trade_id))
+    runs(run_id TEXT PRIMARY KEY, account TEXT, started_ms INTEGER, next_seq INTEGER)
+
+``account`` is ``exchange:<first 16 hex of sha256(api key)>``: never the key itself. Order
+statuses: ``pending`` (written, not yet sent), ``sending``, ``unknown`` (the create call failed
+in a way that does not say whether the exchange got it), ``open``, ``closed`` (filled),
+``canceled``, ``expired``, ``rejected``. The first five are *live*.
+
+One connection shared by threads under a lock (WAL, ``synchronous=NORMAL``). Must not import
+ccxt, backtrader, typer or rich.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OrderStore", "OrderRecord", "FillRecord", "account_id", "default_orders_path",
+           "LIVE_STATUSES", "FINAL_STATUSES"]
+
+logger = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("pending", "sending", "unknown", "open")
+FINAL_STATUSES = ("closed", "canceled", "expired", "rejected")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    client_id TEXT PRIMARY KEY, account TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, type TEXT NOT NULL, amount REAL NOT NULL,
+    price REAL, stop_price REAL, exchange_id TEXT, status TEXT NOT NULL,
+    filled REAL NOT NULL DEFAULT 0, cost REAL NOT NULL DEFAULT 0, fee REAL NOT NULL DEFAULT 0,
+    fee_currency TEXT, reason TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_live ON orders (account, status);
+CREATE TABLE IF NOT EXISTS fills (
+    account TEXT NOT NULL, trade_id TEXT NOT NULL, client_id TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL, fee REAL NOT NULL DEFAULT 0,
+    fee_currency TEXT, time_ms INTEGER NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, trade_id)
+);
+CREATE INDEX IF NOT EXISTS fills_order ON fills (client_id);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, account TEXT NOT NULL, started_ms INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+
+def account_id(exchange: str, api_key: str | None) -> str:
+    """``binance:1a2b...``: the exchange and a hash of the key (the key is never stored)."""
+    digest = hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
+    return f"{exchange}:{digest}"
+
+
+def default_orders_path() -> Path:
+    """``$BTCCXT_ORDERS_DB`` if set, else ``orders.sqlite`` in btccxt's data folder.
+
+    The folder is ``~/Library/Application Support/btccxt`` on macOS, ``%LOCALAPPDATA%\\btccxt``
+    on Windows and ``$XDG_DATA_HOME/btccxt`` (default ``~/.local/share/btccxt``) elsewhere.
+    """
+    env = os.environ.get("BTCCXT_ORDERS_DB")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "btccxt" / "orders.sqlite"
+
+
+@dataclass
+class OrderRecord:
+    """One row of ``orders``."""
+
+    client_id: str
+    account: str
+    run_id: str
+    seq: int
+    symbol: str
+    side: str
+    type: str
+    amount: float
+    price: float | None
+    stop_price: float | None
+    status: str
+    created_ms: int
+    updated_ms: int
+    exchange_id: str | None = None
+    filled: float = 0.0
+    cost: float = 0.0
+    fee: float = 0.0
+    fee_currency: str | None = None
+    reason: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+@dataclass
+class FillRecord:
+    """One row of ``fills``."""
+
+    account: str
+    trade_id: str
+    client_id: str
+    symbol: str
+    side: str
+    price: float
+    amount: float
+    fee: float
+    fee_currency: str | None
+    time_ms: int
+    delivered: bool = False
+
+
+_ORDER_COLS = [f.name for f in fields(OrderRecord)]
+_FILL_COLS = [f.name for f in fields(FillRecord)]
+
+
+class OrderStore:
+    """Orders and fills of the live broker (thread-safe; one connection under a lock).
+
+    Args:
+        path: the SQLite file (created with its folder), or ``":memory:"``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> OrderStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, run_id: str, account: str, now_ms: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO runs (run_id, account, started_ms, next_seq) "
+                             "VALUES (?, ?, ?, 1)", (run_id, account, now_ms))
+
+    def next_seq(self, run_id: str) -> int:
+        """The next sequence number of ``run_id`` (1, 2, ...), persisted before it is used."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT next_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise KeyError(f"unknown run {run_id!r}")
+                self._db.execute("UPDATE runs SET next_seq = next_seq + 1 WHERE run_id = ?", (run_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return int(row[0])
+
+    # ------------------------------------------------------------------ orders
+    def insert_order(self, rec: OrderRecord) -> None:
+        """Store a new order (before it is sent); a client id is never reused."""
+        with self._lock:
+            self._db.execute(f"INSERT INTO orders ({', '.join(_ORDER_COLS)}) VALUES "
+                             f"({', '.join('?' for _ in _ORDER_COLS)})",
+                             [getattr(rec, c) for c in _ORDER_COLS])
+
+    def update_order(self, client_id: str, **values: Any) -> None:
+        bad = set(values) - set(_ORDER_COLS)
+        if bad:
+            raise KeyError(f"unknown order columns: {sorted(bad)}")
+        if not values:
+            return
+        with self._lock:
+            self._db.execute(f"UPDATE orders SET {', '.join(f'{k} = ?' for k in values)} "
+                             "WHERE client_id = ?", [*values.values(), client_id])
+
+    def get_order(self, client_id: str) -> OrderRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE client_id = ?",
+                                   (client_id,)).fetchone()
+        return OrderRecord(*row) if row else None
+
+    def live_orders(self, account: str) -> list[OrderRecord]:
+        """Orders of ``account`` that are not final, oldest first."""
+        return self._orders("account = ? AND status IN (?, ?, ?, ?)", (account, *LIVE_STATUSES))
+
+    def orders(self, account: str | None = None) -> list[OrderRecord]:
+        if account is None:
+            return self._orders("1", ())
+        return self._orders("account = ?", (account,))
+
+    def _orders(self, where: str, args: Iterable[Any]) -> list[OrderRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE {where} "
+                                    "ORDER BY created_ms, seq", tuple(args)).fetchall()
+        return [OrderRecord(*r) for r in rows]
+
+    # ------------------------------------------------------------------ fills
+    def add_fill(self, rec: FillRecord) -> bool:
+        """Store a fill; False if that trade id was already stored."""
+        with self._lock:
+            cur = self._db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(_FILL_COLS)}) VALUES "
+                                   f"({', '.join('?' for _ in _FILL_COLS)})",
+                                   [int(v) if isinstance(v, bool) else v
+                                    for v in (getattr(rec, c) for c in _FILL_COLS)])
+            return cur.rowcount == 1
+
+    def fills(self, client_id: str, *, undelivered_only: bool = False) -> list[FillRecord]:
+        sql = f"SELECT {', '.join(_FILL_COLS)} FROM fills WHERE client_id = ?"
+        if undelivered_only:
+            sql += " AND delivered = 0"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY time_ms, trade_id", (client_id,)).fetchall()
+        return [FillRecord(*r[:-1], delivered=bool(r[-1])) for r in rows]
+
+    def mark_delivered(self, account: str, trade_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE fills SET delivered = 1 WHERE account = ? AND trade_id = ?",
+                                 [(account, t) for t in trade_ids])
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every order and fill (for tests and debugging)."""
+        with self._lock:
+            fills = self._db.execute(f"SELECT {', '.join(_FILL_COLS)} FROM fills").fetchall()
+        return {"orders": [asdict(o) for o in self.orders()],
+                "fills": [dict(zip(_FILL_COLS, r, strict=True)) for r in fills]}

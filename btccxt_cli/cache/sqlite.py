@@ -1,0 +1,315 @@
+"""``OhlcvCache``: closed OHLCV bars in one SQLite file, keyed by (exchange, symbol, tf, ts).
+
+Schema (created on first open; ``docs/backfill.md`` documents it for users)::
+
+    ohlcv(exchange TEXT, symbol TEXT, timeframe TEXT, ts INTEGER,
+          open REAL, high REAL, low REAL, close REAL, volume REAL,
+          PRIMARY KEY(exchange, symbol, timeframe, ts)) WITHOUT ROWID
+    empty_ranges(exchange TEXT, symbol TEXT, timeframe TEXT, start_ms INTEGER, end_ms INTEGER,
+                 PRIMARY KEY(exchange, symbol, timeframe, start_ms)) WITHOUT ROWID
+    meta(key TEXT PRIMARY KEY, value TEXT)
+
+``ts`` is the bar's open time in epoch milliseconds (UTC). ``empty_ranges`` holds bar-open
+ranges (both ends inclusive) the exchange confirmed it has no bars for, merged per series, so
+a rerun does not ask again. The journal is WAL with ``synchronous=NORMAL``: a committed page
+survives a killed process, and readers in other processes never block the writer.
+
+One connection, shared by threads under a lock (``check_same_thread=False``): meant for one
+writer thread plus readers. Every write is its own transaction.
+
+Must not import: ccxt, typer, rich, backtrader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import threading
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from btccxt_cli.bars.gaps import Range, merge_ranges
+from btccxt_cli.model import Candle
+from btccxt_cli.timeframes import timeframe_ms
+
+__all__ = ["OhlcvCache", "default_cache_path", "SCHEMA_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_MAX_TS = (1 << 63) - 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ohlcv (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL, ts INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL,
+    PRIMARY KEY (exchange, symbol, timeframe, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS empty_ranges (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+    PRIMARY KEY (exchange, symbol, timeframe, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+# Rows whose values did not change are not rewritten, so the count says what changed.
+_UPSERT = """
+INSERT INTO ohlcv (exchange, symbol, timeframe, ts, open, high, low, close, volume)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume
+WHERE open IS NOT excluded.open OR high IS NOT excluded.high OR low IS NOT excluded.low
+   OR close IS NOT excluded.close OR volume IS NOT excluded.volume
+"""
+
+_SERIES = "exchange = ? AND symbol = ? AND timeframe = ?"
+
+
+def default_cache_path() -> Path:
+    """Where ``btccxt backfill`` keeps its cache unless told otherwise.
+
+    ``$BTCCXT_CACHE`` if set; else ``~/Library/Application Support/btccxt/ohlcv.sqlite`` on
+    macOS, ``%LOCALAPPDATA%\\btccxt\\ohlcv.sqlite`` on Windows, and
+    ``$XDG_DATA_HOME/btccxt/ohlcv.sqlite`` (default ``~/.local/share``) elsewhere.
+    Nothing is created here.
+    """
+    env = os.environ.get("BTCCXT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        # the XDG spec says relative paths are invalid and must be ignored
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
+    return base / "btccxt" / "ohlcv.sqlite"
+
+
+class OhlcvCache:
+    """SQLite store of closed bars; safe to share between threads (one writer at a time).
+
+    Args:
+        path: the database file (parent directories are created), or ``":memory:"``.
+        timeout: seconds to wait for another process's write lock.
+
+    Timestamps are bar opens in epoch ms; reads take the half-open window ``[since, until)``
+    (``None`` = unbounded) and return bars oldest first.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.path = str(Path(self.path).expanduser())
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        conn = self._conn
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError:
+            conn.close()
+            self._conn = None
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> OhlcvCache:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OhlcvCache({self.path!r})"
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the cache is closed")
+        return self._conn
+
+    @property
+    def journal_mode(self) -> str:
+        with self._lock:
+            return str(self.conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ------------------------------------------------------------ writes
+    def upsert(self, exchange: str, symbol: str, timeframe: str, candles: Iterable[Candle]) -> int:
+        """Insert or update bars in one transaction; returns the rows inserted or changed.
+
+        Bars already stored with identical values are left alone (not counted).
+        """
+        rows = [(exchange, symbol, timeframe, int(c[0]), float(c[1]), float(c[2]), float(c[3]),
+                 float(c[4]), float(c[5])) for c in candles]
+        if not rows:
+            return 0
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.executemany(_UPSERT, rows)
+                n = cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return max(0, n)
+
+    def mark_empty(self, exchange: str, symbol: str, timeframe: str, start_ms: int,
+                   end_ms: int) -> None:
+        """Record that the exchange has no bars opening in ``[start_ms, end_ms]`` (inclusive).
+
+        Overlapping or adjacent ranges of the series are merged into one row.
+        """
+        if end_ms < start_ms:
+            return
+        tf = timeframe_ms(timeframe)
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                near = conn.execute(
+                    f"SELECT start_ms, end_ms FROM empty_ranges WHERE {_SERIES} "
+                    "AND start_ms <= ? AND end_ms >= ?",
+                    (exchange, symbol, timeframe, end_ms + tf, start_ms - tf)).fetchall()
+                merged = merge_ranges([(start_ms, end_ms), *near], tf)
+                conn.executemany(f"DELETE FROM empty_ranges WHERE {_SERIES} AND start_ms = ?",
+                                 [(exchange, symbol, timeframe, a) for a, _ in near])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO empty_ranges (exchange, symbol, timeframe, start_ms, "
+                    "end_ms) VALUES (?, ?, ?, ?, ?)",
+                    [(exchange, symbol, timeframe, a, b) for a, b in merged])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def delete(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+               until_ms: int | None = None) -> int:
+        """Remove bars in ``[since, until)`` (and the series' empty ranges if unbounded)."""
+        lo, hi = _bounds(since_ms, until_ms)
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute(f"DELETE FROM ohlcv WHERE {_SERIES} AND ts >= ? AND ts < ?",
+                                 (exchange, symbol, timeframe, lo, hi)).rowcount
+                if since_ms is None and until_ms is None:
+                    conn.execute(f"DELETE FROM empty_ranges WHERE {_SERIES}",
+                                 (exchange, symbol, timeframe))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return n
+
+    # ------------------------------------------------------------ reads
+    def read(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+             until_ms: int | None = None) -> list[Candle]:
+        """Bars with ``since <= ts < until``, oldest first."""
+        lo, hi = _bounds(since_ms, until_ms)
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ts, open, high, low, close, volume FROM ohlcv "
+                f"WHERE {_SERIES} AND ts >= ? AND ts < ? ORDER BY ts",
+                (exchange, symbol, timeframe, lo, hi)).fetchall()
+        return list(map(Candle._make, rows))
+
+    def iter_read(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+                  until_ms: int | None = None, *, chunk: int = 10_000) -> Iterator[Candle]:
+        """Like :meth:`read`, but lazily: ``chunk`` rows per query, no lock held between them.
+
+        Each chunk is a separate keyset query (``ts > last``), so writes may interleave and
+        memory stays bounded for exports of any size.
+        """
+        lo, hi = _bounds(since_ms, until_ms)
+        sql = ("SELECT ts, open, high, low, close, volume FROM ohlcv "
+               f"WHERE {_SERIES} AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?")
+        while lo < hi:
+            with self._lock:
+                rows = self.conn.execute(sql, (exchange, symbol, timeframe, lo, hi, chunk)).fetchall()
+            if not rows:
+                return
+            yield from map(Candle._make, rows)
+            if len(rows) < chunk:
+                return
+            lo = rows[-1][0] + 1
+
+    def timestamps(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+                   until_ms: int | None = None) -> array:
+        """Bar opens in ``[since, until)``, ascending, as a compact ``array('q')``."""
+        lo, hi = _bounds(since_ms, until_ms)
+        out = array("q")
+        with self._lock:
+            cur = self.conn.execute(
+                f"SELECT ts FROM ohlcv WHERE {_SERIES} AND ts >= ? AND ts < ? ORDER BY ts",
+                (exchange, symbol, timeframe, lo, hi))
+            while True:
+                rows = cur.fetchmany(50_000)
+                if not rows:
+                    break
+                out.extend(r[0] for r in rows)
+        return out
+
+    def bounds(self, exchange: str, symbol: str, timeframe: str) -> tuple[int, int] | None:
+        """``(oldest ts, newest ts)`` of the series, or None when it holds no bar."""
+        with self._lock:
+            row = self.conn.execute(f"SELECT MIN(ts), MAX(ts) FROM ohlcv WHERE {_SERIES}",
+                                    (exchange, symbol, timeframe)).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def count(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+              until_ms: int | None = None) -> int:
+        """Number of bars in ``[since, until)``."""
+        lo, hi = _bounds(since_ms, until_ms)
+        with self._lock:
+            row = self.conn.execute(f"SELECT COUNT(*) FROM ohlcv WHERE {_SERIES} AND ts >= ? AND ts < ?",
+                                    (exchange, symbol, timeframe, lo, hi)).fetchone()
+        return int(row[0])
+
+    def empty_ranges(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
+                     until_ms: int | None = None) -> list[Range]:
+        """Confirmed-empty ranges (inclusive bar opens) that touch ``[since, until)``, ascending."""
+        lo, hi = _bounds(since_ms, until_ms)
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT start_ms, end_ms FROM empty_ranges WHERE {_SERIES} "
+                "AND end_ms >= ? AND start_ms < ? ORDER BY start_ms",
+                (exchange, symbol, timeframe, lo, hi)).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
+    def series(self) -> list[tuple[str, str, str, int, int, int]]:
+        """Every stored series: ``(exchange, symbol, timeframe, bars, oldest ts, newest ts)``."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT exchange, symbol, timeframe, COUNT(*), MIN(ts), MAX(ts) FROM ohlcv "
+                "GROUP BY exchange, symbol, timeframe ORDER BY exchange, symbol, timeframe").fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _bounds(since_ms: int | None, until_ms: int | None) -> tuple[int, int]:
+    lo = -_MAX_TS if since_ms is None else int(since_ms)
+    hi = _MAX_TS if until_ms is None else int(until_ms)
+    return lo, hi

@@ -1,0 +1,505 @@
+"""``btccxt backfill SYMBOL...``: download closed OHLCV bars into the local SQLite cache.
+
+Resumable (what is cached is skipped, the newest cached bar re-read), one committed page at a
+time; see ``docs/backfill.md``. Progress goes to stderr (a Rich bar on a terminal, plain lines
+otherwise), the summary to stdout (``--json`` for machines). ``--export csv|parquet --out FILE``
+writes the requested window from the cache afterwards.
+
+Exit codes: 0 done, or stopped by Ctrl-C (everything committed is kept; rerun to resume);
+1 the exchange kept failing (what was stored is kept); 2 bad exchange, symbol, timeframe,
+time, option, or a missing optional dependency; 130 a second Ctrl-C.
+
+ccxt, the simulator, rich and pyarrow load inside the command only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from btccxt_cli.cache.sqlite import default_cache_path
+from btccxt_cli.errors import BtccxtError, ConfigError, DependencyError, UnsupportedError
+
+if TYPE_CHECKING:
+    from btccxt_cli.cache.backfill import Backfiller, BackfillResult
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+__all__ = ["backfill_command", "parse_when", "export_csv", "export_parquet", "EXPORT_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_COLUMNS = ("exchange", "symbol", "timeframe", "timestamp", "datetime", "open", "high",
+                  "low", "close", "volume")
+"""Columns of ``--export`` files; ``timestamp`` is the bar open in epoch ms, ``datetime`` its
+ISO 8601 form in UTC."""
+
+_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_REL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_when(text: str, now_ms: int) -> int:
+    """A point in time as epoch ms: ISO date/time (naive = UTC), ``30d``/``12h``/``90m``/``2w``
+    ago, ``now``, or epoch milliseconds.
+
+    Raises:
+        ValueError: with a message naming the accepted forms.
+    """
+    t = text.strip()
+    if t.lower() == "now":
+        return now_ms
+    m = _REL.match(t)
+    if m:
+        unit = m.group(2).lower()
+        return now_ms - int(float(m.group(1)) * _REL_MS[unit])
+    if t.isdigit() and len(t) >= 10:
+        return int(t) if len(t) >= 12 else int(t) * 1000
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use an ISO date/time like 2024-01-31 or "
+                         "2024-01-31T12:00, a span back from now like 30d, 12h, 90m, 2w, "
+                         "'now', or epoch milliseconds)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backfill_command(
+    symbols: Annotated[list[str], typer.Argument(
+        help="Unified ccxt symbols, e.g. BTC/USDT ETH/USDT BTC/USDT:USDT.", metavar="SYMBOL...",
+        show_default=False)],
+    exchange: str = typer.Option("binance", "--exchange", "-e", help="ccxt exchange id."),
+    timeframe: str = typer.Option("1m", "--timeframe", "-t", help="Bar timeframe (1s 1m 5m 1h 1d ...)."),
+    since: str = typer.Option("1d", "--since", help="First bar: ISO date/time (UTC unless an "
+                              "offset is given) or a span back from now (30d, 12h, 90m)."),
+    until: str = typer.Option("now", "--until", help="End (exclusive), same forms; never later "
+                              "than the exchange's now (the forming bar is not stored)."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite cache file ($BTCCXT_CACHE overrides "
+                                   "the default).", show_default=str(default_cache_path())),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    sim: bool = typer.Option(False, "--sim", help="Start the built-in exchange simulator in-process "
+                             "and backfill from it."),
+    sim_url: str | None = typer.Option(None, "--sim-url", help="Backfill from a running "
+                                       "`btccxt sim` at this URL (http://127.0.0.1:PORT)."),
+    export: str | None = typer.Option(None, "--export", help="After the backfill, write the window "
+                                      "from the cache as csv or parquet (needs --out).",
+                                      metavar="csv|parquet"),
+    out: Path | None = typer.Option(None, "--out", help="File for --export."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Bars per request (default: "
+                                     "the exchange's maximum, from ccxt)."),
+    max_retries: int = typer.Option(8, "--max-retries", min=1, help="Failed attempts of one page "
+                                    "before giving up (earlier pages stay stored)."),
+) -> None:
+    """Download closed OHLCV bars into the local cache; reruns fetch only what is missing."""
+    from btccxt_cli.cli.common import fail
+    from btccxt_cli.clock import SYSTEM_CLOCK
+
+    now = SYSTEM_CLOCK.time_ms()
+    try:
+        since_ms, until_ms = _parse_window(since, until, now)
+        fmt = _check_export(export, out)
+        _check_timeframe(timeframe)
+        if sim and sim_url:
+            raise ConfigError("use either --sim or --sim-url, not both")
+    except BtccxtError as exc:
+        fail(exc)
+    symbols = list(dict.fromkeys(symbols))
+    db_path = db if db is not None else default_cache_path()
+    simulator = None
+    try:
+        if sim:
+            simulator = _start_sim(exchange, symbols)
+            sim_url = simulator.url(exchange)
+        _Run(exchange=exchange, timeframe=timeframe, symbols=symbols, since_ms=since_ms,
+             until_ms=until_ms, db_path=db_path, json_out=json_out, sim_url=sim_url, fmt=fmt,
+             out=out, limit=limit, max_retries=max_retries).main()
+    except BtccxtError as exc:
+        fail(exc)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+# ---------------------------------------------------------------- argument checks
+def _parse_window(since: str, until: str, now: int) -> tuple[int, int | None]:
+    try:
+        since_ms = parse_when(since, now)
+        until_ms = None if until.strip().lower() == "now" else parse_when(until, now)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="--since/--until") from None
+    if until_ms is not None and until_ms <= since_ms:
+        raise ConfigError(f"--until ({_iso(until_ms)}) must be after --since ({_iso(since_ms)})")
+    return since_ms, until_ms
+
+
+def _check_export(export: str | None, out: Path | None) -> str | None:
+    if export is None:
+        if out is not None:
+            raise ConfigError("--out needs --export csv|parquet")
+        return None
+    fmt = export.strip().lower()
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"--export must be csv or parquet, not {export!r}")
+    if out is None:
+        raise ConfigError(f"--export {fmt} needs --out FILE")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise DependencyError("--export parquet needs pyarrow, which is not installed",
+                                  hint="pip install 'btccxt[parquet]' (or pip install pyarrow), "
+                                       "or use --export csv") from None
+    return fmt
+
+
+def _check_timeframe(timeframe: str) -> None:
+    from btccxt_cli.timeframes import parse_timeframe
+
+    try:
+        parse_timeframe(timeframe)
+    except ValueError as exc:
+        raise UnsupportedError(str(exc)) from None
+
+
+def _start_sim(exchange: str, symbols: list[str]) -> Any:
+    from btccxt_cli.sim.app import SimThread
+    from btccxt_cli.sim.venues import VENUES
+
+    if exchange not in VENUES:
+        raise UnsupportedError(f"--sim: {exchange!r} is not simulated",
+                               hint=f"simulated exchanges: {', '.join(sorted(VENUES))}")
+    return SimThread(exchanges=(exchange,), symbols={exchange: symbols}).start()
+
+
+# ---------------------------------------------------------------- the run
+class _Run:
+    """One invocation: client, cache, one Backfiller per symbol, progress, summary, export."""
+
+    def __init__(self, *, exchange: str, timeframe: str, symbols: list[str], since_ms: int,
+                 until_ms: int | None, db_path: Path, json_out: bool, sim_url: str | None,
+                 fmt: str | None, out: Path | None, limit: int | None, max_retries: int) -> None:
+        self.exchange_id, self.timeframe, self.symbols = exchange, timeframe, symbols
+        self.since_ms, self.until_ms = since_ms, until_ms
+        self.db_path, self.json_out, self.sim_url = db_path, json_out, sim_url
+        self.fmt, self.out, self.limit, self.max_retries = fmt, out, limit, max_retries
+        self.results: list[BackfillResult] = []
+        self.fillers: list[Backfiller] = []
+        self.interrupted = False
+
+    def main(self) -> None:
+        from btccxt_cli.exchange.factory import make_exchange
+
+        client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
+        cache = _open_cache(self.db_path)
+        error: BtccxtError | None = None
+        export_info: dict[str, Any] | None = None
+        try:
+            self.fillers = fillers = [self._filler(client, cache, s) for s in self.symbols]
+            with _sigint_stops(self):
+                try:
+                    for bf in fillers:  # reject every bad symbol before downloading anything
+                        if not bf.prepare():
+                            break
+                except BtccxtError as exc:
+                    if exc.exit_code == 2:  # bad input: one line, no summary
+                        raise
+                    error = exc
+                with _progress_view(self.json_out) as progress:
+                    for bf in fillers:
+                        if self.interrupted or error is not None:
+                            break
+                        bf.on_progress = progress(f"{self.exchange_id} {bf.symbol} {self.timeframe}")
+                        try:
+                            res = bf.run()
+                        except BtccxtError as exc:
+                            if bf.result is not None:
+                                self.results.append(bf.result)
+                            error = exc
+                            break
+                        self.results.append(res)
+                        self.interrupted = self.interrupted or res.interrupted
+            if error is None and self.fmt is not None and self.out is not None:
+                export_info = self._export(cache)
+        finally:
+            cache.close()
+        self._summary(error, export_info)
+        if error is not None:
+            if self.json_out:
+                raise typer.Exit(error.exit_code)
+            raise error
+
+    def _filler(self, client: Any, cache: OhlcvCache, symbol: str) -> Backfiller:
+        from btccxt_cli.cache.backfill import Backfiller
+        from btccxt_cli.exchange.retry import Backoff
+
+        return Backfiller(client, cache, exchange_id=self.exchange_id, symbol=symbol,
+                          timeframe=self.timeframe, since_ms=self.since_ms, until_ms=self.until_ms,
+                          limit=self.limit, max_retries=self.max_retries,
+                          backoff=Backoff(0.5, 30.0))
+
+    def request_stop(self) -> None:
+        self.interrupted = True
+        for bf in self.fillers:
+            bf.request_stop()
+
+    # ------------------------------------------------------------ output
+    def _export(self, cache: OhlcvCache) -> dict[str, Any]:
+        assert self.out is not None
+        windows = [(r.symbol, r.start_ms, r.end_ms) for r in self.results]
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for symbol, a, b in windows:
+                for c in cache.iter_read(self.exchange_id, symbol, self.timeframe, a, b):
+                    yield (self.exchange_id, symbol, self.timeframe, c.ts, _iso(c.ts), c.open,
+                           c.high, c.low, c.close, c.volume)
+
+        writer = export_csv if self.fmt == "csv" else export_parquet
+        n = writer(self.out, rows())
+        return {"format": self.fmt, "path": str(self.out), "rows": n}
+
+    def _summary(self, error: BtccxtError | None, export_info: dict[str, Any] | None) -> None:
+        if self.json_out:
+            doc = {
+                "exchange": self.exchange_id, "timeframe": self.timeframe, "db": str(self.db_path),
+                "since": self.since_ms, "until": self.until_ms, "interrupted": self.interrupted,
+                "symbols": [r.to_dict() for r in self.results], "export": export_info,
+                "error": str(error) if error is not None else None,
+            }
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            sys.stdout.flush()
+            if error is not None:
+                sys.stderr.write(f"error: {error}\n")
+            return
+        for r in self.results:
+            typer.echo(_describe(r))
+        if export_info is not None:
+            typer.echo(f"exported {export_info['rows']} bars to {export_info['path']} "
+                       f"({export_info['format']})")
+        typer.echo(f"cache: {self.db_path}")
+        if self.interrupted:
+            typer.echo("interrupted; rerun to resume")
+
+
+def _describe(r: BackfillResult) -> str:
+    head = f"{r.exchange} {r.symbol} {r.timeframe} [{_iso(r.start_ms)} .. {_iso(r.end_ms)}): "
+    body = (f"fetched {r.bars_fetched} bars, wrote {r.bars_written}, {r.requests} requests "
+            f"({r.retries} retries, {r.rate_limit_waits} rate-limit waits), {r.seconds:.2f} s; "
+            f"cached {r.cached_bars} bars")
+    g = r.gaps
+    if g is None or (not g.exchange and not g.missing):
+        gaps = "no gaps"
+    else:
+        parts = []
+        if g.exchange:
+            parts.append(f"exchange has no bars for {g.exchange_bars} "
+                         f"({_ranges_text(g.exchange)})")
+        if g.missing:
+            parts.append(f"still missing {g.missing_bars} ({_ranges_text(g.missing)}): "
+                         "rerun to resume")
+        gaps = "; ".join(parts)
+    return f"{head}{body}; {gaps}" + ("; interrupted" if r.interrupted else "")
+
+
+def _ranges_text(ranges: tuple[tuple[int, int], ...], most: int = 3) -> str:
+    shown = ", ".join(f"{_iso(a)}..{_iso(b)}" for a, b in ranges[:most])
+    return shown + (f" and {len(ranges) - most} more" if len(ranges) > most else "")
+
+
+def _open_cache(path: Path) -> OhlcvCache:
+    import sqlite3
+
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+    try:
+        return OhlcvCache(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open the cache {str(path)!r}: {exc}",
+                          hint="pass a writable file with --db") from None
+
+
+# ---------------------------------------------------------------- Ctrl-C
+class _sigint_stops:
+    """First SIGINT: stop after the page in flight. Second: leave now (exit 130)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.previous: Any = None
+        self.installed = False
+
+    def __enter__(self) -> _sigint_stops:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+            self.installed = True
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.run.interrupted:
+            sys.stderr.write("second interrupt: leaving now\n")
+            os._exit(130)
+        sys.stderr.write("interrupt: stopping after the current page ...\n")
+        self.run.request_stop()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# ---------------------------------------------------------------- progress
+class _progress_view:
+    """``progress(label)`` gives an ``on_progress(done, expected)`` callback per symbol.
+
+    Rich progress bars on a terminal (stderr), plain lines otherwise: one after the first page,
+    one per 10 %, one at the end.
+    """
+
+    def __init__(self, json_out: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.rich = self.console.is_terminal
+        self.json_out = json_out
+        self.progress: Any = None
+
+    def __enter__(self) -> Callable[[str], Callable[[int, int], None]]:
+        if self.rich:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                     MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
+                                     TimeRemainingColumn(), console=self.console)
+            self._log_through_console()
+            self.progress.start()
+        return self._callback
+
+    def _callback(self, label: str) -> Callable[[int, int], None]:
+        if self.progress is not None:
+            task = self.progress.add_task(label, total=None)
+
+            def rich_cb(done: int, expected: int) -> None:
+                self.progress.update(task, total=max(expected, 1) if expected else 1,
+                                     completed=done if expected else 1)
+
+            return rich_cb
+        state = {"step": -1, "pages": 0}
+
+        def plain_cb(done: int, expected: int) -> None:
+            if expected == 0:
+                sys.stderr.write(f"{label}: nothing to fetch\n")
+                sys.stderr.flush()
+                return
+            step = done * 10 // expected
+            first_page = done > 0 and state["pages"] == 0
+            if done > 0:
+                state["pages"] += 1
+            if step != state["step"] or first_page:
+                state["step"] = step
+                sys.stderr.write(f"{label}: {done}/{expected} bars ({done * 100 // expected}%)\n")
+                sys.stderr.flush()
+
+        return plain_cb
+
+    def _log_through_console(self) -> None:
+        """Library warnings (retries, rate limits) print above the bars, not through them."""
+        from rich.logging import RichHandler
+
+        from btccxt_cli.log import setup_logging
+
+        self._level = logging.getLogger("btccxt_cli").level or logging.WARNING
+        handler = RichHandler(console=self.console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        setup_logging(self._level, handler=handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            from btccxt_cli.log import setup_logging
+
+            setup_logging(self._level)
+
+
+class _RateColumn:
+    """Bars per second (rich ``ProgressColumn``), built lazily so rich loads with the command."""
+
+    def __new__(cls) -> Any:
+        from rich.progress import ProgressColumn
+        from rich.table import Column
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} bars/s" if speed else "-- bars/s")
+
+        return RateColumn(table_column=Column(no_wrap=True, min_width=14, justify="right"))
+
+
+# ---------------------------------------------------------------- export
+def export_csv(path: Path, rows: Iterator[tuple[Any, ...]]) -> int:
+    """Write ``EXPORT_COLUMNS`` rows as CSV (floats in shortest round-trip form)."""
+    import csv
+
+    n = 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(EXPORT_COLUMNS)
+        for row in rows:
+            w.writerow(row)
+            n += 1
+    return n
+
+
+def export_parquet(path: Path, rows: Iterator[tuple[Any, ...]], *, batch: int = 100_000) -> int:
+    """Write ``EXPORT_COLUMNS`` rows as Parquet, ``batch`` rows per row group (needs pyarrow)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DependencyError("--export parquet needs pyarrow",
+                              hint="pip install 'btccxt[parquet]'") from None
+    schema = pa.schema([("exchange", pa.string()), ("symbol", pa.string()),
+                        ("timeframe", pa.string()), ("timestamp", pa.int64()),
+                        ("datetime", pa.timestamp("ms", tz="UTC")), ("open", pa.float64()),
+                        ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()),
+                        ("volume", pa.float64())])
+    n = 0
+    with pq.ParquetWriter(str(path), schema) as writer:
+        buf: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            cols = list(zip(*buf, strict=True))
+            cols[4] = cols[3]  # the datetime column is the epoch ms, typed as a timestamp
+            arrays = [pa.array(cols[i], type=schema.field(i).type) for i in range(len(cols))]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+        for row in rows:
+            buf.append(row)
+            n += 1
+            if len(buf) >= batch:
+                flush()
+                buf = []
+        if buf:
+            flush()
+    return n
