@@ -110,7 +110,7 @@ class Probe(bt.Strategy):
             if len(d) == self._lens[d]:
                 continue
             self._lens[d] = len(d)
-            ev = d.last_event
+            ev = d.current_event()
             if ev.source.value != "live":
                 continue
             if not any(self._live.values()) and "reset" not in self.p.marks:

@@ -16,6 +16,7 @@ Fixtures:
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -123,3 +124,15 @@ def sim_factory() -> Iterator[Callable[..., Any]]:
 def sim(sim_factory: Callable[..., Any]) -> Any:
     """A simulator serving binance and okx with their default symbols."""
     return sim_factory(exchanges=("binance", "okx"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_ohlcv_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs (and their subprocesses) use a cache file of this session, never the user's."""
+    old = os.environ.get("BTCCXT_CACHE")
+    os.environ["BTCCXT_CACHE"] = str(tmp_path_factory.mktemp("cache") / "ohlcv.sqlite")
+    yield
+    if old is None:
+        os.environ.pop("BTCCXT_CACHE", None)
+    else:
+        os.environ["BTCCXT_CACHE"] = old

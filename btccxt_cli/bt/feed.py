@@ -8,6 +8,7 @@ travel through the same pipe as bars, so ``notify_data`` sees them in order.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -94,6 +95,10 @@ class CCXTFeed(bt.feed.DataBase):
             raise TypeError("CCXTFeed needs store=CCXTStore(...)")
         self._handle: Any = None
         self._ended = False
+        # the events of the latest bars by open time: cerebro may load a bar and stash it
+        # (rewind) before the strategy sees the previous one, so "the last loaded" is not
+        # "the current"; current_event() looks the current bar up here
+        self._recent: OrderedDict[int, Any] = OrderedDict()
         self.symbol = self.p.dataname
         self.ccxt_timeframe = from_backtrader(self.p.timeframe, self.p.compression)
         self._validate()
@@ -197,6 +202,17 @@ class CCXTFeed(bt.feed.DataBase):
                 self._ended = True
                 return False
 
+    def current_event(self) -> Any:
+        """The ``FeedEvent`` (candle, source, recv_ns) of the bar in the lines now, if known."""
+        if not len(self):
+            return None
+        dt = bt.num2date(self.lines.datetime[0]).replace(tzinfo=timezone.utc)
+        stamp = int(round(dt.timestamp() * 1000))
+        if self.p.bar_stamp == "open":
+            return self._recent.get(stamp)
+        tf = self._handle.series.tf_ms
+        return self._recent.get(round((stamp + 1 - tf) / tf) * tf)
+
     def stamp_ms(self, open_ms: int) -> int:
         """The backtrader datetime (ms) of the bar that opened at ``open_ms``."""
         if self.p.bar_stamp == "open":
@@ -217,4 +233,8 @@ class CCXTFeed(bt.feed.DataBase):
         if ev.source is BarSource.LIVE:
             s = self._handle.series
             s.note_latency(float(s.exchange_now_ms() - (c.ts + s.tf_ms)))
-        self.last_event = ev  # candle, source and recv_ns of the bar just loaded
+        self.last_event = ev  # the bar just loaded (see current_event for the current one)
+        recent = self._recent
+        recent[c.ts] = ev
+        if len(recent) > 64:
+            recent.popitem(last=False)

@@ -54,12 +54,15 @@ class CCXTStore:
         clock: time source (tests inject a manual clock).
         weight_limit: request weight the exchange allows per minute, where it reports usage
             (binance: 6000); REST pauses at 90 % of it. None: the exchange's published limit.
+        cache: a local OHLCV cache (``OhlcvCache`` or a path to its SQLite file): history is
+            read from it first and only what is missing is fetched; every bar delivered is
+            written back. Simulator bars are kept apart (``binance@sim``). None: no cache.
     """
 
     def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
                  sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
                  debug: bool = False, clock: Clock = SYSTEM_CLOCK, weight_limit: int | None = None,
-                 **kwargs: Any) -> None:
+                 cache: Any = None, **kwargs: Any) -> None:
         self.exchange_id = exchange
         self.currency = currency
         self.config = dict(config or {})
@@ -85,6 +88,12 @@ class CCXTStore:
         self._notifs: list[Any] = []
         self._broker: Any = None
         self._register_secrets()
+        if cache is not None and not hasattr(cache, "upsert"):
+            from btccxt_cli.cache.sqlite import OhlcvCache
+
+            cache = OhlcvCache(cache)
+        self.cache = cache
+        self.cache_key = f"{exchange}@sim" if sim_url else exchange
 
     def __repr__(self) -> str:  # never show config (it holds secrets)
         return f"CCXTStore(exchange={self.exchange_id!r}, sim_url={self.sim_url!r})"
@@ -243,7 +252,8 @@ class CCXTStore:
 
             flagged = has_tap(self.exchange_id)
         series = Series(params, exchange_now_ms=self.exchange_now_ms, clock=self.clock,
-                        flagged=flagged, pipe=Pipe(), name=name or params.symbol)
+                        flagged=flagged, pipe=Pipe(), name=name or params.symbol,
+                        cache=self.cache, cache_key=self.cache_key)
         handle = FeedHandle(series)
         with self._lock:
             self._handles.append(handle)

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StrictBool,
+    StrictStr,
+)
 
 from btccxt_cli.errors import ConfigError
 from btccxt_cli.log import redact
@@ -340,6 +349,11 @@ class FeedConfig(BaseModel):
         None, strict=True, gt=0, le=86400,
         description="Seconds without a message before a socket counts as dead; null: a default "
         "derived from the timeframe.",
+    )
+    cache: StrictBool | StrictStr = Field(
+        True,
+        description="Local OHLCV cache (the file `btccxt backfill` fills): history is read from it "
+        "first, bars are written back. true: the default file; a path; false: off.",
     )
 
 

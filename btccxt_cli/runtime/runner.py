@@ -187,7 +187,16 @@ class Runner:
             ccxt_cfg["options"] = dict(ex.options)
         strat_cls, self.strategy_path = load_strategy(cfg.strategy, self.config_dir)
         self._check_params(strat_cls)
-        self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url)
+        cache: Any = None
+        if cfg.feed.cache:
+            from btccxt_cli.cache.sqlite import default_cache_path
+
+            cache = default_cache_path() if cfg.feed.cache is True else Path(cfg.feed.cache)
+            if self.config_dir is not None and not cache.is_absolute():
+                cache = self.config_dir / cache
+            cache.parent.mkdir(parents=True, exist_ok=True)
+        self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
+                               cache=cache)
         self._check_symbols()
         # bounded memory for runs that last days: every line keeps its minimum period, and
         # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
@@ -270,7 +279,7 @@ class Runner:
             if n <= seen:
                 continue
             strat._btccxt_lens[d] = n
-            ev = getattr(d, "last_event", None)
+            ev = d.current_event()
             if ev is None:
                 continue
             c = ev.candle

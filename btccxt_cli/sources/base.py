@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 from btccxt_cli.bars.assembler import BarAssembler, Emitted
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
@@ -261,7 +262,7 @@ class Series:
 
     def __init__(self, params: SeriesParams, *, exchange_now_ms: Callable[[], int],
                  clock: Clock = SYSTEM_CLOCK, flagged: bool = False, pipe: Pipe | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, cache: Any = None, cache_key: str = "") -> None:
         self.p = params
         self.clock = clock
         self.exchange_now_ms = exchange_now_ms
@@ -281,6 +282,11 @@ class Series:
         self.phase = self.LIVE
         self.assembler = BarAssembler(self.tf_ms, flagged=flagged)
         self._begun = False
+        # local OHLCV cache (cache.sqlite.OhlcvCache): warm-up source and write-through target
+        self.cache = cache
+        self.cache_key = cache_key
+        self._warm_from: int | None = None  # next bar open to read from the cache
+        self.cached_bars = 0
 
     # ------------------------------------------------------------ plan
     def begin(self) -> None:
@@ -299,6 +305,8 @@ class Series:
             self.assembler.last_ts = since - tf
             self.phase = self.HISTORY
             self.set_state(FeedState.DELAYED, "loading history")
+            if self.cache is not None:
+                self._warm_from = since
         else:
             self.assembler.last_ts = bar_open(now, tf) - tf  # first bar: the one forming now
             self.go_live()
@@ -316,6 +324,43 @@ class Series:
         self.phase = self.OVER
         self.log.info("%s: feed ends: %s", self.name, why)
         self.pipe.put(FeedEvent("end", message=why))
+
+    @property
+    def warming(self) -> bool:
+        """History is still being read from the local cache (before any REST page)."""
+        return self._warm_from is not None
+
+    def warm_step(self, max_bars: int = 5_000) -> None:
+        """Release up to ``max_bars`` cached history bars; the rest comes from REST.
+
+        Only the unbroken run of cached bars from the start is used (a hole may be a bar
+        never fetched), and its newest bar is left for REST: the exchange may have changed
+        it since it was cached.
+        """
+        start = self._warm_from
+        if start is None:
+            return
+        tf = self.tf_ms
+        upto = bar_open(self.exchange_now_ms(), tf)
+        try:
+            rows = self.cache.read(self.cache_key, self.p.symbol, self.p.timeframe, start,
+                                   min(upto, start + (max_bars + 1) * tf))
+        except Exception:
+            self.log.warning("%s: cache read failed; loading history from REST", self.name, exc_info=True)
+            rows = []
+        run = 0
+        while run < len(rows) and rows[run].ts == start + run * tf:
+            run += 1
+        more = run == len(rows) and run > max_bars  # the chunk was full and unbroken
+        keep = rows[: max(0, run - 1)]  # the last row is re-read with the next chunk, or by REST
+        if keep:
+            out = self.assembler.on_rest(keep, since=start, now_ms=self.exchange_now_ms(),
+                                         source=BarSource.BACKFILL)
+            self.cached_bars += len(out)
+            self.deliver(out, write_cache=False)
+        self._warm_from = keep[-1].ts + tf if more and keep else None
+        if self._warm_from is None:
+            self.log.info("%s: %d history bars from the local cache", self.name, self.cached_bars)
 
     def request(self) -> tuple[int, int]:
         """(since, limit) of the next REST read: from the next bar the strategy needs."""
@@ -369,7 +414,7 @@ class Series:
         return (due - self.exchange_now_ms()) / 1000.0
 
     # ------------------------------------------------------------ delivery and status
-    def deliver(self, emitted: list[Emitted]) -> None:
+    def deliver(self, emitted: list[Emitted], *, write_cache: bool = True) -> None:
         if not emitted:
             return
         ns = self.clock.perf_ns()
@@ -382,6 +427,12 @@ class Series:
             if any(e.source is BarSource.GAPFILL for e in emitted):
                 st.gaps_filled += 1
         self.pipe.put_many(evs)
+        if write_cache and self.cache is not None:  # after the hand-off: off the latency path
+            try:
+                self.cache.upsert(self.cache_key, self.p.symbol, self.p.timeframe,
+                                  [e.candle for e in emitted])
+            except Exception:
+                self.log.warning("%s: cache write failed", self.name, exc_info=True)
 
     def set_state(self, state: FeedState, message: str = "") -> None:
         """Queue a state change for the feed (in order with bars); repeats are dropped."""

@@ -120,6 +120,9 @@ class SyncRestDriver:
     def pump(self, timeout: float) -> None:
         """Do one due read, or wait up to ``timeout`` seconds for the next one to fall due."""
         s = self.series
+        if s.warming:
+            s.warm_step()
+            return
         wait = self.schedule.wait_s()
         if wait is None:
             s.pipe.wait(timeout)
@@ -139,6 +142,9 @@ class SyncRestDriver:
 async def rest_keeper(schedule: RestSchedule, exchange: Any, wake: asyncio.Event) -> None:
     """Async twin of ``SyncRestDriver.pump`` as a task: reads whenever the schedule says."""
     s = schedule.series
+    while s.warming:  # history from the local cache first, paced by the consumer
+        await s.pipe.wait_room()
+        s.warm_step()
     while s.phase != s.OVER and schedule.fatal is None:
         wake.clear()
         wait = schedule.wait_s()

@@ -54,7 +54,7 @@ class Recorder(bt.Strategy):
             self._lens[d] = n
             dt = d.datetime.datetime(0).replace(tzinfo=timezone.utc)
             stamp = int(round(dt.timestamp() * 1000))
-            ev = getattr(d, "last_event", None)
+            ev = d.current_event()
             tf = d.series.tf_ms
             # open time from the stamp (close - 1 ms); resampled data keeps its stamp
             ts = stamp if d.p.bar_stamp == "open" else round((stamp + 1 - tf) / tf) * tf

@@ -19,7 +19,7 @@ class Probe(bt.Strategy):
         self.sizes.append(len(self.data.close.array))
         if len(self.data) >= self.p.lookback:
             self.checks.append((self.data.datetime.datetime(-(self.p.lookback - 1)),
-                                self.data.close[-(self.p.lookback - 1)], self.data.last_event.candle.ts))
+                                self.data.close[-(self.p.lookback - 1)], self.data.current_event().candle.ts))
 
 
 def test_exactbars_with_lookback_bounds_buffers_and_keeps_lookback(sim):

@@ -24,7 +24,7 @@ class UntilLive(bt.Strategy):
             self.env.runstop()
 
     def next(self):
-        ev = self.data.last_event
+        ev = self.data.current_event()
         self.seen.append(ev)
 
 
@@ -98,7 +98,7 @@ def test_production_configuration_and_multi_symbol(sim):
             for d in self.datas:
                 if len(d) > getattr(d, "_n", 0):
                     d._n = len(d)
-                    self.seen.append((d._name, d.last_event))
+                    self.seen.append((d._name, d.current_event()))
 
     cerebro.addstrategy(AllLive)
     strat = cerebro.run()[0]
