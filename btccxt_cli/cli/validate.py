@@ -2,7 +2,8 @@
 
 Role: load a config and run every offline check (schema, rules, ccxt metadata), then print a short
 summary, or ONE error line on stderr with exit code 2 and no traceback. ``config schema`` prints
-the JSON Schema of the YAML. Nothing here touches the network.
+the JSON Schema of the YAML. The network is touched only with ``--online`` or a ``sim: URL``
+(then the symbols are checked against the exchange's markets).
 
 Imports typer only at module level; pydantic, PyYAML and ccxt load inside the commands so that
 ``btccxt --help`` stays fast.
@@ -38,8 +39,12 @@ config_app = typer.Typer(
 
 def validate_command(
     config: Annotated[Path, typer.Argument(help="The YAML config file to check.", metavar="CONFIG")],
+    online: Annotated[bool, typer.Option(
+        "--online", help="Also check the symbols against the exchange's live markets (network). "
+        "With `sim: URL` the simulator's markets are always checked.")] = False,
 ) -> None:
-    """Check a config file offline: schema, rules and what ccxt knows about the exchange."""
+    """Check a config file: schema, rules, what ccxt knows about the exchange, and the symbols
+    against the exchange's markets when it is reachable (the simulator's URL, or --online)."""
     from btccxt_cli.log import redact
 
     try:
@@ -48,6 +53,8 @@ def validate_command(
 
         loaded = load_config(config)
         facts = validate_exchange(loaded)
+        if online or loaded.exchange.sim_url:
+            _check_symbols_online(loaded)
     except BtccxtError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -57,6 +64,26 @@ def validate_command(
                    f"{redact(str(exc))} (please report this)", err=True)
         raise typer.Exit(1) from None
     typer.echo(summarize(loaded, facts, config))
+
+
+def _check_symbols_online(loaded: Config) -> None:
+    """Load the exchange's markets (the simulator's for ``sim: URL``) and check every symbol."""
+    from btccxt_cli.errors import TemporaryError
+    from btccxt_cli.exchange.describe import check_symbols
+    from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
+    from btccxt_cli.exchange.factory import make_exchange
+
+    ex = make_exchange(loaded.exchange.id, kind="sync", config={"timeout": 10_000},
+                       sim_url=loaded.exchange.sim_url, sandbox=loaded.exchange.sandbox)
+    try:
+        markets = ex.load_markets()
+    except Exception as exc:
+        err = map_ccxt_error(exc, exchange=ex, what="load markets")
+        if is_temporary(exc):
+            raise TemporaryError(f"{loaded.exchange.id} is unreachable, symbols not checked: {err}",
+                                 hint="check the network, or validate offline without --online") from exc
+        raise err from exc
+    check_symbols(loaded, markets)
 
 
 def config_schema_command() -> None:

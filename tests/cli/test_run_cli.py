@@ -143,3 +143,15 @@ def test_unknown_strategy_param_is_a_config_error(sim, tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 2
     assert "fats" in err and "did you mean 'fast'" in err
+
+
+def test_validate_checks_symbols_against_a_running_simulator(sim, tmp_path):
+    cfg = write_config(tmp_path, sim.url("binance"), symbols=("BTC/USDT", "ETH/USDC"))
+    p = btccxt("validate", str(cfg))
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 2, out + err
+    assert "ETH/USDC" in err and "Traceback" not in err
+    ok = write_config(tmp_path, sim.url("binance"), symbols=("BTC/USDT", "ETH/USDT"))
+    p = btccxt("validate", str(ok))
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
