@@ -150,8 +150,6 @@ class CCXTFeed(bt.feed.DataBase):
     def start(self) -> None:
         super().start()
         self._ended = False
-        if self.p.debug:
-            logging.getLogger("btccxt_cli").setLevel(logging.DEBUG)
         self._handle = self.p.store.attach(self.series_params(), name=self._name or self.p.dataname)
 
     def stop(self) -> None:

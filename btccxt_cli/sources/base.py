@@ -242,6 +242,15 @@ class SeriesParams:
         return replace(self, **kw)  # type: ignore[arg-type]
 
 
+def _has_handler(log: logging.Logger) -> bool:
+    cur: logging.Logger | None = log
+    while cur is not None:
+        if cur.handlers:
+            return True
+        cur = cur.parent if cur.propagate else None
+    return False
+
+
 def to_ms(dt: datetime | None) -> int | None:
     """A datetime (naive = UTC, as backtrader uses) to epoch milliseconds."""
     if dt is None:
@@ -272,6 +281,14 @@ class Series:
         self.log = logging.getLogger(f"btccxt_cli.series.{self.name}")
         if params.debug:
             self.log.setLevel(logging.DEBUG)
+            if not logging.getLogger().handlers and not _has_handler(self.log):
+                # debug=True promises output even when the application configured no logging
+                from btccxt_cli.log import RedactingFilter
+
+                h = logging.StreamHandler()
+                h.addFilter(RedactingFilter())
+                h.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+                self.log.addHandler(h)
         self._lock = threading.Lock()
         self._status = FeedStatus(symbol=params.symbol, timeframe=params.timeframe, mode=params.mode)
         self._state: FeedState | None = None
