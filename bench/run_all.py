@@ -23,6 +23,8 @@ BENCHES = [
     ("Close-to-strategy latency vs the ccxt.pro floor (1s bars)",
      ["latency.py", "--bars", "20", "--symbols", "1", "100"],
      ["latency.py", "--bars", "3", "--symbols", "1", "5"]),
+    ("Idle CPU of a live run (simulator in another process)", ["idle.py", "--seconds", "30"],
+     ["idle.py", "--seconds", "3"]),
     ("Backfill: one year of 1m bars vs bare ccxt paging", ["backfill.py", "--rounds", "2"],
      ["backfill.py", "--bars", "20000", "--no-trace"]),
     ("Memory: 1,000,000 bars, bounded vs unbounded buffers",
