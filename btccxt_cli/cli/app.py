@@ -62,6 +62,14 @@ def _register() -> None:
         validate_command)
     app.add_typer(config_app, name="config")
 
+    from btccxt_cli.cli.check_ws import check_ws_command
+    from btccxt_cli.cli.exchanges import exchanges_command
+
+    app.command("check-ws", help="Diagnose an exchange's OHLCV WebSocket step by step "
+                "(REST, clock, symbol, connect, first candle, rate, keepalive).")(check_ws_command)
+    app.command("exchanges", help="List ccxt's exchanges: REST/WebSocket OHLCV, timeframes, "
+                "simulator support (offline).")(exchanges_command)
+
     from btccxt_cli.cli.backfill import backfill_command
 
     app.command("backfill", help="Download closed OHLCV bars into the local SQLite cache "
