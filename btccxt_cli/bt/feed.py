@@ -59,6 +59,9 @@ class CCXTFeed(bt.feed.DataBase):
     - ``confirm_grace`` (None = 20 % of a bar, 1-10 s): WebSocket mode reads REST when a
       bar's final update has not come this long after its end.
     - ``qcheck`` (0.5): longest wait (s) inside one ``_load`` call.
+    - ``align_wait`` (0.05): when another feed's bar arrives while this feed's own next bar
+      is already due, keep waiting this long (s) for it, so that bars closing together reach
+      ``next()`` together; a feed whose next bar is not due yet gives way at once.
     - ``lookback`` (None): with ``cerebro.run(exactbars=1)`` (bounded memory, as
       ``btccxt run`` does), keep at least this many bars of this data in memory; indicators
       keep their own minimum period. None keeps backtrader's default.
@@ -85,6 +88,7 @@ class CCXTFeed(bt.feed.DataBase):
         ("watchdog_silence", None),
         ("confirm_grace", None),
         ("qcheck", 0.5),
+        ("align_wait", 0.05),
         ("bar_stamp", "close"),
         ("lookback", None),
     )
@@ -178,7 +182,7 @@ class CCXTFeed(bt.feed.DataBase):
                     h.driver.pump(self._qcheck if not historical else 1.0)
                     ev = pipe.get(0)
                 else:
-                    ev = pipe.get(self._qcheck if not historical else 1.0)
+                    ev = self._wait(pipe, self._qcheck if not historical else 1.0)
                 if ev is None:
                     if pipe.closed and not len(pipe):
                         self._ended = True
@@ -216,6 +220,27 @@ class CCXTFeed(bt.feed.DataBase):
         if self.p.bar_stamp == "open":
             return open_ms
         return open_ms + self._handle.series.tf_ms - 1
+
+    def _wait(self, pipe: Any, timeout: float) -> Any:
+        """Wait up to ``timeout`` for this feed's next event, giving way as soon as another feed
+        has data (cerebro then serves it); but when this feed's own next bar is due, wait up
+        to ``align_wait`` for it whatever cerebro's ``qcheck`` says, so that bars closing
+        together reach ``next()`` together."""
+        clock = self._handle.series.clock
+        now = clock.monotonic()
+        end = now + timeout
+        align_until = now + float(self.p.align_wait) if self._handle.series.next_bar_due() else now
+        while True:
+            deadline = max(end, align_until)
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                return pipe.get(0)
+            ev = pipe.get(left)  # returns early when any pipe rings
+            if ev is not None:
+                return ev
+            now = clock.monotonic()
+            if now >= deadline or now >= align_until:
+                return None  # timed out, or another feed has data outside the window
 
     def _fill(self, ev: Any) -> None:
         c = ev.candle

@@ -417,6 +417,11 @@ class Series:
             self.deliver(out)
         return out
 
+    def next_bar_due(self) -> bool:
+        """The next bar the strategy needs has ended on the exchange clock (it is coming)."""
+        exp = self.assembler.expected
+        return exp is not None and self.phase == self.LIVE and exp + self.tf_ms <= self.exchange_now_ms()
+
     def rest_due_in(self, grace_s: float) -> float | None:
         """Seconds until the next REST read is due (<= 0: now); None: not needed."""
         if self.phase == self.HISTORY:

@@ -130,3 +130,32 @@ def _wait_for_bar(pipe: Pipe, timeout: float):
         if ev is not None and ev.kind == "bar":
             return ev
     return None
+
+
+def test_bars_closing_together_reach_next_together(sim):
+    """Three symbols close every second: their bars should arrive in one next() call."""
+    store = CCXTStore("binance", sim_url=sim.url("binance"))
+    groups: list[int] = []
+
+    class Grouping(bt.Strategy):
+        def __init__(self):
+            self.lens = {d: 0 for d in self.datas}
+
+        def next(self):
+            moved = [d for d in self.datas if len(d) > self.lens[d]]
+            for d in moved:
+                self.lens[d] = len(d)
+            if all(d.current_event() is not None and d.current_event().source.value == "live"
+                   for d in moved):
+                groups.append(len(moved))
+            if len(groups) >= 8:
+                self.env.runstop()
+
+    cerebro = bt.Cerebro(stdstats=False)
+    for sym in SYMBOLS:
+        cerebro.adddata(store.getdata(dataname=sym, name=sym, timeframe=bt.TimeFrame.Seconds,
+                                      compression=1, backfill_start=False, use_websocket=True))
+    cerebro.addstrategy(Grouping)
+    cerebro.run()
+    together = sum(1 for g in groups if g == len(SYMBOLS))
+    assert together >= len(groups) - 1, groups  # without align_wait: 4-6 of 8
