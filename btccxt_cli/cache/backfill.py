@@ -23,6 +23,9 @@
 * **Stop.** ``request_stop()`` (any thread, e.g. a SIGINT handler) ends the run after the
   page in flight; the result says ``interrupted``.
 
+Modules: ``backfill`` (this one: ``Backfiller``), ``backfill_result`` (``BackfillResult``),
+``limits`` (``request_limit``: bars per request); both names are re-exported here.
+
 No ccxt import here: errors are classified through ``btccxt_cli.exchange.errors``.
 Must not import: typer, rich, backtrader, the simulator.
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from btccxt_cli.bars.gaps import (
@@ -46,6 +48,9 @@ from btccxt_cli.bars.gaps import (
     range_bars,
     subtract_ranges,
 )
+from btccxt_cli.cache.backfill_result import BackfillResult
+from btccxt_cli.cache.limits import DEFAULT_LIMIT as DEFAULT_LIMIT
+from btccxt_cli.cache.limits import KNOWN_LIMITS, request_limit
 from btccxt_cli.cache.sqlite import OhlcvCache
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError, TemporaryError, UnsupportedError
@@ -69,12 +74,6 @@ ProgressCallback = Callable[[int, int], None]
 """``on_progress(done_bars, expected_bars)``: called once before the first page and after
 each committed page."""
 
-KNOWN_LIMITS: dict[str, int] = {"binance": 1000, "okx": 300}
-"""Bars per ``fetch_ohlcv`` request when ccxt's ``features`` do not say (spot markets)."""
-
-DEFAULT_LIMIT = 100
-"""Last resort for exchanges neither ccxt's ``features`` nor ``KNOWN_LIMITS`` describe."""
-
 MAX_WAIT_S = 300.0
 """Longest single wait, whatever ``Retry-After`` says."""
 
@@ -87,82 +86,6 @@ class RetryDelays(Protocol):
 
     def success(self) -> None:
         """The last attempt worked."""
-
-
-def request_limit(exchange: Any, symbol: str | None = None) -> int:
-    """Bars one ``fetch_ohlcv`` call returns at most on ``exchange`` (for ``symbol``'s market).
-
-    Read from ccxt's ``features[type][subtype].fetchOHLCV.limit`` (4.4+), else
-    ``KNOWN_LIMITS``, else ``DEFAULT_LIMIT``.
-    """
-    features = getattr(exchange, "features", None) or {}
-    market: dict[str, Any] = {}
-    if symbol is not None and getattr(exchange, "markets", None):
-        market = exchange.markets.get(symbol) or {}
-    mtype = market.get("type") or "spot"
-    node = features.get(mtype) or features.get("spot") or {}
-    if isinstance(node, dict) and "fetchOHLCV" not in node:  # swap/future: linear | inverse
-        sub = "inverse" if market.get("inverse") else "linear"
-        node = node.get(sub) or {}
-    spec = node.get("fetchOHLCV") if isinstance(node, dict) else None
-    if isinstance(spec, dict) and isinstance(spec.get("limit"), int) and spec["limit"] > 0:
-        return int(spec["limit"])
-    return KNOWN_LIMITS.get(getattr(exchange, "id", ""), DEFAULT_LIMIT)
-
-
-@dataclass
-class BackfillResult:
-    """What one ``Backfiller.run()`` did.
-
-    Attributes:
-        start_ms, end_ms: the window backfilled (first bar open, exclusive end: the bar
-            forming when the run began is never included).
-        expected_bars: bar slots the plan asked the exchange for.
-        bars_fetched: closed bars received in the planned windows.
-        bars_written: rows inserted or changed in the cache (unchanged re-reads not counted).
-        cached_bars: bars of the window in the cache after the run.
-        requests: ``fetch_ohlcv`` calls, failed ones included.
-        retries: failed calls that were retried.
-        rate_limit_waits: of those, 429/418 answers.
-        waited_s: seconds spent waiting before retries.
-        seconds: wall time of the run (by the injected clock).
-        gaps: exchange-confirmed vs still-missing gaps of the window after the run.
-        interrupted: ``request_stop()`` ended the run early.
-    """
-
-    exchange: str
-    symbol: str
-    timeframe: str
-    start_ms: int
-    end_ms: int
-    expected_bars: int = 0
-    bars_fetched: int = 0
-    bars_written: int = 0
-    cached_bars: int = 0
-    requests: int = 0
-    retries: int = 0
-    rate_limit_waits: int = 0
-    waited_s: float = 0.0
-    seconds: float = 0.0
-    gaps: GapReport | None = None
-    interrupted: bool = False
-    limit: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (``btccxt backfill --json``)."""
-        out: dict[str, Any] = {
-            "exchange": self.exchange, "symbol": self.symbol, "timeframe": self.timeframe,
-            "start": self.start_ms, "end": self.end_ms, "expected_bars": self.expected_bars,
-            "bars_fetched": self.bars_fetched, "bars_written": self.bars_written,
-            "cached_bars": self.cached_bars, "requests": self.requests, "retries": self.retries,
-            "rate_limit_waits": self.rate_limit_waits, "waited_s": round(self.waited_s, 3),
-            "seconds": round(self.seconds, 3), "limit": self.limit,
-            "interrupted": self.interrupted,
-        }
-        if self.gaps is not None:
-            out.update(self.gaps.to_dict())
-        return out
 
 
 class Backfiller:

@@ -9,6 +9,10 @@ Exit codes: 0 done, or stopped by Ctrl-C (everything committed is kept; rerun to
 1 the exchange kept failing (what was stored is kept); 2 bad exchange, symbol, timeframe,
 time, option, or a missing optional dependency; 130 a second Ctrl-C.
 
+Modules: ``cli/backfill`` (this one: options, checks, the run, Ctrl-C), ``cli/backfill_view``
+(progress and summary lines), ``cache/export`` (the CSV/Parquet writers; ``export_csv``,
+``export_parquet`` and ``EXPORT_COLUMNS`` are re-exported here).
+
 ccxt, the simulator, rich and pyarrow load inside the command only.
 """
 
@@ -20,14 +24,21 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from btccxt_cli.cache.export import (
+    EXPORT_COLUMNS,
+    export_csv,
+    export_parquet,
+    export_rows,
+    iso_utc,
+)
 from btccxt_cli.cache.sqlite import default_cache_path
+from btccxt_cli.cli.backfill_view import ProgressView, describe
 from btccxt_cli.errors import BtccxtError, ConfigError, DependencyError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -37,11 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["backfill_command", "parse_when", "export_csv", "export_parquet", "EXPORT_COLUMNS"]
 
 logger = logging.getLogger(__name__)
-
-EXPORT_COLUMNS = ("exchange", "symbol", "timeframe", "timestamp", "datetime", "open", "high",
-                  "low", "close", "volume")
-"""Columns of ``--export`` files; ``timestamp`` is the bar open in epoch ms, ``datetime`` its
-ISO 8601 form in UTC."""
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _REL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -72,10 +78,6 @@ def parse_when(text: str, now_ms: int) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def backfill_command(
@@ -142,7 +144,7 @@ def _parse_window(since: str, until: str, now: int) -> tuple[int, int | None]:
     except ValueError as exc:
         raise ConfigError(str(exc), key="--since/--until") from None
     if until_ms is not None and until_ms <= since_ms:
-        raise ConfigError(f"--until ({_iso(until_ms)}) must be after --since ({_iso(since_ms)})")
+        raise ConfigError(f"--until ({iso_utc(until_ms)}) must be after --since ({iso_utc(since_ms)})")
     return since_ms, until_ms
 
 
@@ -218,7 +220,7 @@ class _Run:
                     if exc.exit_code == 2:  # bad input: one line, no summary
                         raise
                     error = exc
-                with _progress_view(self.json_out) as progress:
+                with ProgressView(self.json_out) as progress:
                     for bf in fillers:
                         if self.interrupted or error is not None:
                             break
@@ -260,15 +262,9 @@ class _Run:
     def _export(self, cache: OhlcvCache) -> dict[str, Any]:
         assert self.out is not None
         windows = [(r.symbol, r.start_ms, r.end_ms) for r in self.results]
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for symbol, a, b in windows:
-                for c in cache.iter_read(self.exchange_id, symbol, self.timeframe, a, b):
-                    yield (self.exchange_id, symbol, self.timeframe, c.ts, _iso(c.ts), c.open,
-                           c.high, c.low, c.close, c.volume)
-
+        rows = export_rows(cache, self.exchange_id, self.timeframe, windows)
         writer = export_csv if self.fmt == "csv" else export_parquet
-        n = writer(self.out, rows())
+        n = writer(self.out, rows)
         return {"format": self.fmt, "path": str(self.out), "rows": n}
 
     def _summary(self, error: BtccxtError | None, export_info: dict[str, Any] | None) -> None:
@@ -285,38 +281,13 @@ class _Run:
                 sys.stderr.write(f"error: {error}\n")
             return
         for r in self.results:
-            typer.echo(_describe(r))
+            typer.echo(describe(r))
         if export_info is not None:
             typer.echo(f"exported {export_info['rows']} bars to {export_info['path']} "
                        f"({export_info['format']})")
         typer.echo(f"cache: {self.db_path}")
         if self.interrupted:
             typer.echo("interrupted; rerun to resume")
-
-
-def _describe(r: BackfillResult) -> str:
-    head = f"{r.exchange} {r.symbol} {r.timeframe} [{_iso(r.start_ms)} .. {_iso(r.end_ms)}): "
-    body = (f"fetched {r.bars_fetched} bars, wrote {r.bars_written}, {r.requests} requests "
-            f"({r.retries} retries, {r.rate_limit_waits} rate-limit waits), {r.seconds:.2f} s; "
-            f"cached {r.cached_bars} bars")
-    g = r.gaps
-    if g is None or (not g.exchange and not g.missing):
-        gaps = "no gaps"
-    else:
-        parts = []
-        if g.exchange:
-            parts.append(f"exchange has no bars for {g.exchange_bars} "
-                         f"({_ranges_text(g.exchange)})")
-        if g.missing:
-            parts.append(f"still missing {g.missing_bars} ({_ranges_text(g.missing)}): "
-                         "rerun to resume")
-        gaps = "; ".join(parts)
-    return f"{head}{body}; {gaps}" + ("; interrupted" if r.interrupted else "")
-
-
-def _ranges_text(ranges: tuple[tuple[int, int], ...], most: int = 3) -> str:
-    shown = ", ".join(f"{_iso(a)}..{_iso(b)}" for a, b in ranges[:most])
-    return shown + (f" and {len(ranges) - most} more" if len(ranges) > most else "")
 
 
 def _open_cache(path: Path) -> OhlcvCache:
@@ -360,146 +331,3 @@ class _sigint_stops:
         if self.installed:
             signal.signal(signal.SIGINT, self.previous)
 
-
-# ---------------------------------------------------------------- progress
-class _progress_view:
-    """``progress(label)`` gives an ``on_progress(done, expected)`` callback per symbol.
-
-    Rich progress bars on a terminal (stderr), plain lines otherwise: one after the first page,
-    one per 10 %, one at the end.
-    """
-
-    def __init__(self, json_out: bool) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.rich = self.console.is_terminal
-        self.json_out = json_out
-        self.progress: Any = None
-
-    def __enter__(self) -> Callable[[str], Callable[[int, int], None]]:
-        if self.rich:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
-                                     MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), console=self.console)
-            self._log_through_console()
-            self.progress.start()
-        return self._callback
-
-    def _callback(self, label: str) -> Callable[[int, int], None]:
-        if self.progress is not None:
-            task = self.progress.add_task(label, total=None)
-
-            def rich_cb(done: int, expected: int) -> None:
-                self.progress.update(task, total=max(expected, 1) if expected else 1,
-                                     completed=done if expected else 1)
-
-            return rich_cb
-        state = {"step": -1, "pages": 0}
-
-        def plain_cb(done: int, expected: int) -> None:
-            if expected == 0:
-                sys.stderr.write(f"{label}: nothing to fetch\n")
-                sys.stderr.flush()
-                return
-            step = done * 10 // expected
-            first_page = done > 0 and state["pages"] == 0
-            if done > 0:
-                state["pages"] += 1
-            if step != state["step"] or first_page:
-                state["step"] = step
-                sys.stderr.write(f"{label}: {done}/{expected} bars ({done * 100 // expected}%)\n")
-                sys.stderr.flush()
-
-        return plain_cb
-
-    def _log_through_console(self) -> None:
-        """Library warnings (retries, rate limits) print above the bars, not through them."""
-        from rich.logging import RichHandler
-
-        from btccxt_cli.log import setup_logging
-
-        self._level = logging.getLogger("btccxt_cli").level or logging.WARNING
-        handler = RichHandler(console=self.console, show_path=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        setup_logging(self._level, handler=handler)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            from btccxt_cli.log import setup_logging
-
-            setup_logging(self._level)
-
-
-class _RateColumn:
-    """Bars per second (rich ``ProgressColumn``), built lazily so rich loads with the command."""
-
-    def __new__(cls) -> Any:
-        from rich.progress import ProgressColumn
-        from rich.table import Column
-        from rich.text import Text
-
-        class RateColumn(ProgressColumn):
-            def render(self, task: Any) -> Text:
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:,.0f} bars/s" if speed else "-- bars/s")
-
-        return RateColumn(table_column=Column(no_wrap=True, min_width=14, justify="right"))
-
-
-# ---------------------------------------------------------------- export
-def export_csv(path: Path, rows: Iterator[tuple[Any, ...]]) -> int:
-    """Write ``EXPORT_COLUMNS`` rows as CSV (floats in shortest round-trip form)."""
-    import csv
-
-    n = 0
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(EXPORT_COLUMNS)
-        for row in rows:
-            w.writerow(row)
-            n += 1
-    return n
-
-
-def export_parquet(path: Path, rows: Iterator[tuple[Any, ...]], *, batch: int = 100_000) -> int:
-    """Write ``EXPORT_COLUMNS`` rows as Parquet, ``batch`` rows per row group (needs pyarrow)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DependencyError("--export parquet needs pyarrow",
-                              hint="pip install 'btccxt[parquet]'") from None
-    schema = pa.schema([("exchange", pa.string()), ("symbol", pa.string()),
-                        ("timeframe", pa.string()), ("timestamp", pa.int64()),
-                        ("datetime", pa.timestamp("ms", tz="UTC")), ("open", pa.float64()),
-                        ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()),
-                        ("volume", pa.float64())])
-    n = 0
-    with pq.ParquetWriter(str(path), schema) as writer:
-        buf: list[tuple[Any, ...]] = []
-
-        def flush() -> None:
-            cols = list(zip(*buf, strict=True))
-            cols[4] = cols[3]  # the datetime column is the epoch ms, typed as a timestamp
-            arrays = [pa.array(cols[i], type=schema.field(i).type) for i in range(len(cols))]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-
-        for row in rows:
-            buf.append(row)
-            n += 1
-            if len(buf) >= batch:
-                flush()
-                buf = []
-        if buf:
-            flush()
-    return n
