@@ -176,7 +176,10 @@ class CCXTStore:
     def _offset_from(self, server: Any, t0: int, t1: int) -> int:
         if server is None:
             return 0
-        off = int(server) - (t0 + t1) // 2
+        server = int(server)
+        if server % 1000 == 0:  # a clock in whole seconds (kraken): read it as mid-second
+            server += 500
+        off = server - (t0 + t1) // 2
         if abs(off) > 1000:
             logger.warning("%s: exchange clock differs from ours by %.2f s; bars are scheduled "
                            "by the exchange clock", self.exchange_id, off / 1000)

@@ -296,6 +296,8 @@ class Series:
         self._backoff_until: float | None = None
         self.latency = LatencyWindow()
         self.flagged = flagged
+        # REST answers are this series' live data (rest/threaded mode, or WebSocket fallback)
+        self.polling = params.mode in ("rest", "threaded")
         self.phase = self.LIVE
         self.assembler = BarAssembler(self.tf_ms, flagged=flagged)
         self._begun = False
@@ -394,7 +396,7 @@ class Series:
         if hist:
             source = BarSource.BACKFILL
         else:
-            source = BarSource.LIVE if self.p.mode in ("rest", "threaded") else BarSource.GAPFILL
+            source = BarSource.LIVE if self.polling else BarSource.GAPFILL
         before = self.assembler.expected
         now = self.exchange_now_ms()
         out = self.assembler.on_rest(rows, since=since, now_ms=now, settle_ms=int(self.p.settle_s * 1000),
@@ -410,7 +412,10 @@ class Series:
 
     def on_live(self, candles: list[Candle], closed: list[bool] | bool = False) -> list[Emitted]:
         self.note_message()
-        out = self.assembler.on_live(candles, closed=closed)
+        # a subscription snapshot (bitget, kraken) may close bars while history still loads:
+        # they are history, not live bars
+        source = BarSource.BACKFILL if self.phase == self.HISTORY else BarSource.LIVE
+        out = self.assembler.on_live(candles, closed=closed, source=source)
         if self.p.debug:
             self.log.debug("%s: live %s closed=%s released=%d", self.name, candles, closed, len(out))
         if out:

@@ -16,13 +16,21 @@ import logging
 from typing import Any
 
 from btccxt_cli.clock import Clock
-from btccxt_cli.exchange.errors import is_fatal
+from btccxt_cli.exchange.errors import is_temporary
 from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
 
 __all__ = ["WsHub"]
+
+
+def _refuses_symbol(exc: BaseException) -> bool:
+    """The exchange will never serve this symbol to these credentials."""
+    import ccxt
+
+    return isinstance(exc, (ccxt.BadSymbol, ccxt.AuthenticationError, ccxt.PermissionDenied,
+                            ccxt.AccountSuspended))
 
 logger = logging.getLogger(__name__)
 
@@ -108,18 +116,29 @@ class WsHub:
         ex = self.exchange
         backoff = Backoff(p.reconnect_delay, p.max_reconnect_delay,
                           healthy_after=max(30.0, 3 * s.tf_ms / 1000), clock=self.clock)
+        refusals = 0
         while s.phase != s.OVER:
             try:
                 rows = await ex.watch_ohlcv(p.symbol, p.timeframe)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if is_fatal(exc):
-                    text = f"{type(exc).__name__}: {exc}"
+                text = f"{type(exc).__name__}: {exc}"
+                if _refuses_symbol(exc):
                     s.note(error=text)
                     s.set_state(FeedState.NOTSUBSCRIBED, text)
                     logger.error("%s: subscription refused: %s", s.name, text)
                     return
+                if not is_temporary(exc):
+                    # ccxt.pro lacks this channel (NotSupported, a TypeError inside ccxt) or the
+                    # exchange refuses it. One refusal may be a neighbour's (bitget fails every
+                    # pending watch of a client), so only a second one in a row counts.
+                    refusals += 1
+                    if refusals >= 2:
+                        self._fall_back_to_rest(sub, text)
+                        return
+                else:
+                    refusals = 0
                 delay = backoff.failure()
                 self._went_down(sub, exc)
                 s.log.warning("%s: socket error (%s: %s); reconnecting in %.2f s", s.name,
@@ -128,12 +147,26 @@ class WsHub:
                 await asyncio.sleep(delay)
                 continue
             backoff.success()
+            refusals = 0
             s.note_backoff(None)
             if not self.tapped:
                 s.on_live([Candle.from_ccxt(r) for r in rows])
                 sub.wake.set()
             if sub.down:
                 self._came_back(sub)
+
+    def _fall_back_to_rest(self, sub: _Sub, why: str) -> None:
+        """No WebSocket OHLCV for this series: poll REST instead (one read per bar), and say so."""
+        s = sub.series
+        s.polling = True
+        sub.schedule.polling = True
+        sub.schedule.grace_s = s.p.settle_s
+        sub.down = False
+        s.note(error=why, transport="rest")
+        s.log.warning("%s: no WebSocket OHLCV here (%s); polling REST instead", s.name, why)
+        if s.phase == s.LIVE:
+            s.set_state(FeedState.LIVE)
+        sub.wake.set()
 
     def _went_down(self, sub: _Sub, exc: BaseException) -> None:
         s = sub.series
