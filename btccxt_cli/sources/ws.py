@@ -45,6 +45,25 @@ class _Sub:
         self.tasks: list[asyncio.Task[None]] = []
         self.down = False
         self.watch_task: asyncio.Task[None] | None = None
+        self.group: _Group | None = None
+
+
+class _Group:
+    """Series subscribed together with one ``watch_ohlcv_for_symbols`` loop.
+
+    ccxt.pro paces outgoing socket messages (binance: a cost of 5 in its token bucket, about
+    4 subscribes a second), so one ``watch_ohlcv`` per series takes 25 s to subscribe 100
+    symbols, at start and after every drop. A group subscribes all its series in one
+    message, and ccxt re-subscribes the whole group when the loop watches again.
+    """
+
+    def __init__(self, subs: list[_Sub]) -> None:
+        self.subs = subs
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def pairs(self) -> list[list[str]]:
+        return [[sub.series.p.symbol, sub.series.p.timeframe] for sub in self.subs]
 
 
 class WsHub:
@@ -63,6 +82,11 @@ class WsHub:
         self._subs: dict[tuple[str, str], _Sub] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self.reconnects = 0
+        # tapped exchanges see every message through the sink, so series can share one
+        # batch subscription; the others need each watch_ohlcv's return value
+        self.batch = tapped and bool(exchange.has.get("watchOHLCVForSymbols"))
+        self._pending: list[_Sub] = []
+        self._flush: asyncio.TimerHandle | None = None
         if tapped:
             exchange.btccxt_sink = self._sink
 
@@ -77,17 +101,40 @@ class WsHub:
         self._subs[key] = sub
         series.note(transport="websocket")
         series.note_message()  # the watchdog counts silence from the subscription's start
-        sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {series.name}")
+        if self.batch:  # series added within 20 ms of each other share one subscribe message
+            self._pending.append(sub)
+            if self._flush is None:
+                self._flush = asyncio.get_running_loop().call_later(0.02, self._start_group)
+        else:
+            sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {series.name}")
         sub.tasks.append(asyncio.create_task(rest_keeper(sched, self.exchange, sub.wake),
                                              name=f"rest {series.name}"))
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watchdog_loop(), name="ws watchdog")
+
+    def _start_group(self) -> None:
+        self._flush = None
+        subs = [sub for sub in self._pending if sub.series.phase != sub.series.OVER]
+        self._pending = []
+        if not subs:
+            return
+        group = _Group(subs)
+        for sub in subs:
+            sub.group = group
+        group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(subs)} series")
 
     async def remove(self, series: Series) -> None:
         key = (series.p.symbol, self._interval(series.p.timeframe))
         sub = self._subs.pop(key, None)
         if sub is None:
             return
+        if sub in self._pending:
+            self._pending.remove(sub)
+        group = sub.group
+        if group is not None:
+            group.subs.remove(sub)  # the sink ignores it from now on
+            if not group.subs and group.task is not None:
+                group.task.cancel()
         tasks = [*sub.tasks, *( [sub.watch_task] if sub.watch_task else [])]
         for t in tasks:
             t.cancel()
@@ -155,6 +202,65 @@ class WsHub:
             if sub.down:
                 self._came_back(sub)
 
+    async def _watch_group(self, group: _Group) -> None:
+        """One batch subscription for many series; drops mark them all down, and the next
+        watch re-subscribes them all in one message."""
+        p = group.subs[0].series.p
+        ex = self.exchange
+        backoff = Backoff(p.reconnect_delay, p.max_reconnect_delay,
+                          healthy_after=max(30.0, 3 * group.subs[0].series.tf_ms / 1000), clock=self.clock)
+        refusals = 0
+        while any(sub.series.phase != sub.series.OVER for sub in group.subs):
+            try:
+                await ex.watch_ohlcv_for_symbols(group.pairs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _refuses_symbol(exc) or not is_temporary(exc):
+                    refusals += 1
+                    if _refuses_symbol(exc) or refusals >= 2:
+                        # which series the exchange objects to is unknown: let each find out
+                        logger.warning("batch subscription refused (%s: %s); subscribing one by one",
+                                       type(exc).__name__, exc)
+                        self._dissolve(group)
+                        return
+                else:
+                    refusals = 0
+                delay = backoff.failure()
+                for sub in group.subs:
+                    self._went_down(sub, exc)
+                    sub.series.note_backoff(delay)
+                logger.warning("socket error (%s: %s); %d series reconnect in %.2f s",
+                               type(exc).__name__, exc, len(group.subs), delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.success()
+            refusals = 0
+            for sub in group.subs:
+                if sub.down:
+                    sub.series.note_backoff(None)
+                    self._came_back(sub)
+
+    def _dissolve(self, group: _Group) -> None:
+        for sub in list(group.subs):
+            sub.group = None
+            if sub.series.phase != sub.series.OVER:
+                sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {sub.series.name}")
+        group.subs = []
+
+    async def _renew_group(self, group: _Group) -> None:
+        """Subscribe a group again (a member went silent while the connection works)."""
+        if group.task is not None:
+            group.task.cancel()
+            await asyncio.gather(group.task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.exchange.un_watch_ohlcv_for_symbols(group.pairs), 5)
+        except Exception:
+            logger.debug("un_watch_ohlcv_for_symbols failed", exc_info=True)
+            for sub in group.subs:
+                self._forget_subscription(sub.series)
+        group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(group.subs)} series")
+
     def _fall_back_to_rest(self, sub: _Sub, why: str) -> None:
         """No WebSocket OHLCV for this series: poll REST instead (one read per bar), and say so."""
         s = sub.series
@@ -193,8 +299,12 @@ class WsHub:
         while self._subs:
             limits = [sub.series.p.watchdog_s for sub in self._subs.values()]
             await asyncio.sleep(max(0.05, min(limits) / 4))
+            # before its first message a series may still wait in ccxt's subscribe queue
+            pacing = 0.3 * len(self._subs) if not self.batch else 2.0
             silent = [sub for sub in self._subs.values()
-                      if not sub.down and (sub.series.silence_s() or 0) > sub.series.p.watchdog_s]
+                      if not sub.down and not sub.series.polling
+                      and (sub.series.silence_s() or 0) > sub.series.p.watchdog_s
+                      + (0.0 if sub.series.status().bars["live"] else pacing)]
             if not silent:
                 continue
             alive = [sub for sub in self._subs.values() if sub not in silent and not sub.down]
@@ -204,8 +314,14 @@ class WsHub:
                               s.p.watchdog_s)
                 s.note_message()
             if alive:
+                renew = {id(sub.group): sub.group for sub in silent if sub.group is not None}
                 for sub in silent:  # the connection works; only these subscriptions went quiet
-                    await self._resubscribe(sub)
+                    if sub.group is None:
+                        await self._resubscribe(sub)
+                    else:
+                        self._went_down(sub, TimeoutError("subscription silent (watchdog)"))
+                for group in renew.values():
+                    await self._renew_group(group)
             else:
                 self._drop_connections("no data for too long (watchdog)")
 
