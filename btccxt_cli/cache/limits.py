@@ -13,7 +13,8 @@ from typing import Any
 
 __all__ = ["request_limit", "KNOWN_LIMITS", "DEFAULT_LIMIT"]
 
-KNOWN_LIMITS: dict[str, int] = {"binance": 1000, "okx": 300}
+KNOWN_LIMITS: dict[str, int] = {"binance": 1000, "okx": 300, "bybit": 1000, "kucoin": 1500,
+                                 "bitget": 200, "kraken": 720}
 """Bars per ``fetch_ohlcv`` request when ccxt's ``features`` do not say (spot markets)."""
 
 DEFAULT_LIMIT = 100

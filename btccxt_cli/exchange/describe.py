@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 SIMULATED_EXCHANGES = ("binance", "okx")
 """Exchanges the simulator (``btccxt_cli.sim.venues``) speaks."""
+SIMULATED_EXCHANGES += ("bybit", "kucoin")  # bybit v5 (spot, linear), kucoin (spot)
+SIMULATED_EXCHANGES += ("bitget", "kraken")  # bitget v2 (spot, linear), kraken (spot)
 
 SIMULATOR_EXTRA_TIMEFRAMES = ("1s",)
 """Timeframes the simulator serves for every venue, even where the real exchange lacks them."""

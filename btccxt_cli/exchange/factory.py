@@ -15,6 +15,7 @@ Two venue quirks are handled here:
   (ccxt appends ``/0``, ``/1`` ...), which the simulator serves.
 * okx: the simulator serves 1s bars which ccxt's okx lacks; ``1s`` is added to
   ``exchange.timeframes`` in simulator mode so ccxt.pro files 1s candles under ``"1s"``.
+* bybit and kucoin: likewise ``1s`` (bybit interval ``"1s"``, kucoin type ``"1sec"``).
 
 ccxt is imported inside :func:`make_exchange` only (``import ccxt.pro`` takes ~1 s).
 Must not import: typer, rich, backtrader, the simulator.
@@ -86,6 +87,34 @@ def make_exchange(exchange_id: str, *, kind: str = "sync", config: dict[str, Any
     if sim_url is not None and exchange_id == "okx":
         # deep-merged into ccxt's okx timeframes: 1s is a simulator extra (see docs/simulator.md)
         cfg["timeframes"] = {"1s": "1s", **dict(cfg.get("timeframes") or {})}
+    if sim_url is not None and exchange_id == "bybit":
+        # 1s is a simulator extra (bybit's shortest kline is 1m): REST interval and WS topic
+        # "kline.1s.BTCUSDT"; ccxt.pro files candles by a reverse lookup of this table
+        cfg["timeframes"] = {"1s": "1s", **dict(cfg.get("timeframes") or {})}
+    if sim_url is not None and exchange_id == "kucoin":
+        # 1s is a simulator extra spelled like kucoin's types (1min, 1hour): "1sec"
+        cfg["timeframes"] = {"1s": "1sec", **dict(cfg.get("timeframes") or {})}
+    if sim_url is not None and exchange_id == "bitget":
+        # 1s is a simulator extra (bitget's shortest candle is 1m). ccxt's bitget keeps three
+        # tables besides `timeframes`: REST granularities per market type
+        # (options.fetchOHLCV.timeframes.spot/.swap) and WS channels (options.timeframes, which
+        # ccxt.pro also reverse-looks-up to file candles); all get "1s". ccxt deep-merges them.
+        cfg["timeframes"] = {"1s": "1s", **dict(cfg.get("timeframes") or {})}
+        opts = dict(cfg.get("options") or {})
+        opts["timeframes"] = {"1s": "1s", **dict(opts.get("timeframes") or {})}
+        ohlcv = dict(opts.get("fetchOHLCV") or {})
+        tables = dict(ohlcv.get("timeframes") or {})
+        for market_type in ("spot", "swap"):
+            tables[market_type] = {"1s": "1s", **dict(tables.get(market_type) or {})}
+        ohlcv["timeframes"] = tables
+        opts["fetchOHLCV"] = ohlcv
+        cfg["options"] = opts
+    if sim_url is not None and exchange_id == "kraken":
+        # 1s is a simulator extra. kraken's interval is an integer number of minutes and ccxt
+        # subtracts interval*60 s from `since` (the rows before it are filtered out again), so
+        # 1 s bars need an unused positive integer: 2 (kraken has no 2-minute bars). Keep in
+        # step with SIM_1S_INTERVAL in btccxt_cli/sim/venues/kraken.py (see docs/simulator.md).
+        cfg["timeframes"] = {"1s": 2, **dict(cfg.get("timeframes") or {})}
     exchange = getattr(module, exchange_id)(cfg)
     if sim_url is not None:
         exchange.urls = localize_urls(exchange.urls, sim_url, exchange_id)

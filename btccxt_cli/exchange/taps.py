@@ -57,6 +57,28 @@ def _okx(ex: Any, client: Any, message: dict) -> tuple[str, str, list[Candle], l
 _TAPS: dict[str, Callable[..., Any]] = {"binance": _binance, "okx": _okx}
 
 
+def _bybit(ex: Any, client: Any, message: dict) -> tuple[str, str, list[Candle], list[bool]] | None:
+    """``{"topic":"kline.1.BTCUSDT","data":[{"start":..,"end":..,"interval":"1","open":"..",
+    "close":"..","high":"..","low":"..","volume":"..","turnover":"..","confirm":false,
+    "timestamp":..}],"ts":..,"type":"snapshot"}``; spot and linear share ids, so the socket's
+    URL (``/v5/public/spot``) decides the market type, as ccxt.pro does."""
+    parts = str(message.get("topic") or "").split(".")
+    if len(parts) < 3 or parts[0] != "kline":
+        return None
+    market_type = "spot" if "spot" in str(client.url) else "contract"
+    market = ex.safe_market(parts[-1], None, None, market_type)
+    rows, flags = [], []
+    for item in message.get("data") or []:
+        p = ex.parse_ws_ohlcv(item, market)
+        rows.append(Candle(int(p[0]), float(p[1]), float(p[2]), float(p[3]), float(p[4]),
+                           float(p[5] or 0.0)))
+        flags.append(bool(item.get("confirm")))
+    return market["symbol"], parts[1], rows, flags
+
+
+_TAPS["bybit"] = _bybit  # kucoin has no closed flag: later-candle rule
+
+
 def has_tap(exchange_id: str) -> bool:
     return exchange_id in _TAPS
 

@@ -116,12 +116,19 @@ class WsHub:
         self._flush = None
         subs = [sub for sub in self._pending if sub.series.phase != sub.series.OVER]
         self._pending = []
-        if not subs:
-            return
-        group = _Group(subs)
-        for sub in subs:
-            sub.group = group
-        group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(subs)} series")
+        kinds: dict[tuple[object, ...], list[_Sub]] = {}
+        for sub in subs:  # one batch per market type: ccxt serves spot and swaps on different sockets
+            try:
+                m = self.exchange.market(sub.series.p.symbol)
+                kind: tuple[object, ...] = (m.get("type"), m.get("linear"), m.get("inverse"))
+            except Exception:
+                kind = (sub.series.p.symbol,)
+            kinds.setdefault(kind, []).append(sub)
+        for members in kinds.values():
+            group = _Group(members)
+            for sub in members:
+                sub.group = group
+            group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(members)} series")
 
     async def remove(self, series: Series) -> None:
         key = (series.p.symbol, self._interval(series.p.timeframe))

@@ -24,6 +24,10 @@ DUMMY_ENV = {
     "OKX_PASSPHRASE": "dummy-okx-pass-0001",
     "BINANCE_API_KEY": "dummy-binance-key-0001", "BINANCE_SECRET": "dummy-binance-secret-0001",
     "BYBIT_API_KEY": "dummy-bybit-key-0001", "BYBIT_SECRET": "dummy-bybit-secret-0001",
+    "BITGET_API_KEY": "dummy-bitget-key-01", "BITGET_SECRET": "dummy-bitget-secret-01",
+    "BITGET_PASSPHRASE": "dummy-bitget-pass-01", "KRAKEN_API_KEY": "dummy-kraken-key-01",
+    "KRAKEN_SECRET": "dummy-kraken-secret-01", "KUCOIN_API_KEY": "dummy-kucoin-key-01",
+    "KUCOIN_SECRET": "dummy-kucoin-secret-01", "KUCOIN_PASSPHRASE": "dummy-kucoin-pass-01",
     "BTCCXT_TEST_API_KEY": "dummy-api-key-0001", "BTCCXT_TEST_SECRET": "dummy-secret-0002",
 }
 runner = CliRunner()
@@ -68,8 +72,7 @@ def test_real_app_registers_validate_and_config() -> None:
     assert "schema" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "okx_websocket.yaml", "binance_rest.yaml",
-                                  "bybit_threaded.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_validate(app: typer.Typer, name: str) -> None:
     result = runner.invoke(app, ["validate", str(CONFIGS / name)], env=DUMMY_ENV)
     assert result.exit_code == 0, result.stderr

@@ -66,7 +66,7 @@ def test_simulator_rejects_bad_arguments() -> None:
     from btccxt_cli.sim.app import Simulator
 
     with pytest.raises(ValueError, match="not simulated"):
-        Simulator(exchanges=("kraken",))
+        Simulator(exchanges=("gemini",))
     with pytest.raises(ValueError, match="spot"):
         Simulator(exchanges=("binance",), symbols={"binance": ["BTC/USDT:USDT"]})
     with pytest.raises(ValueError, match="loopback"):

@@ -119,8 +119,8 @@ def test_exchange_without_fetch_ohlcv() -> None:
 
 
 def test_simulator_only_speaks_its_venues() -> None:
-    with pytest.raises(ConfigError, match="the simulator does not speak kraken"):
-        validate_exchange(make({"id": "kraken", "sim": True}, symbols=["BTC/USD"]))
+    with pytest.raises(ConfigError, match="the simulator does not speak gemini"):
+        validate_exchange(make({"id": "gemini", "sim": True}, symbols=["BTC/USD"]))
 
 
 MARKETS = {

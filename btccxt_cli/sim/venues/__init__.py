@@ -109,3 +109,15 @@ from btccxt_cli.sim.venues.binance import BinanceVenue  # noqa: E402
 from btccxt_cli.sim.venues.okx import OkxVenue  # noqa: E402
 
 VENUES: dict[str, type[Venue]] = {BinanceVenue.id: BinanceVenue, OkxVenue.id: OkxVenue}
+
+# bybit (v5) and kucoin (spot)
+from btccxt_cli.sim.venues.bybit import BybitVenue  # noqa: E402
+from btccxt_cli.sim.venues.kucoin import KucoinVenue  # noqa: E402
+
+VENUES.update({BybitVenue.id: BybitVenue, KucoinVenue.id: KucoinVenue})
+
+# bitget (v2: spot, linear perpetuals) and kraken (spot, WebSocket v2)
+from btccxt_cli.sim.venues.bitget import BitgetVenue  # noqa: E402
+from btccxt_cli.sim.venues.kraken import KrakenVenue  # noqa: E402
+
+VENUES.update({BitgetVenue.id: BitgetVenue, KrakenVenue.id: KrakenVenue})
