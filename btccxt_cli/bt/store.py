@@ -111,13 +111,27 @@ class CCXTStore:
 
         return CCXTFeed(*args, store=self, **kwargs)
 
-    def getbroker(self, *args: Any, **kwargs: Any) -> Any:
-        """A paper broker (backtrader's own) until live orders land."""
-        import backtrader as bt
+    def getbroker(self, *args: Any, live: bool = False, **kwargs: Any) -> Any:
+        """The broker for this account: paper (backtrader's ``BackBroker``) by default.
 
-        if self._broker is None:
-            self._broker = bt.brokers.BackBroker(*args, **kwargs)
+        ``live=True`` returns a ``CCXTBroker`` placing real orders with this store's keys
+        (keyword arguments are its params: ``db_path``, ``limits``, ``poll_interval`` ...).
+        """
+        is_live = type(self._broker).__name__ == "CCXTBroker"
+        if self._broker is None or is_live != live:
+            if live:
+                from btccxt_cli.bt.broker import CCXTBroker
+
+                self._broker = CCXTBroker(store=self, **kwargs)
+            else:
+                import backtrader as bt
+
+                self._broker = bt.brokers.BackBroker(*args, **kwargs)
         return self._broker
+
+    def run_async(self, coro: Any) -> Any:
+        """Run a coroutine on this store's loop thread; returns a ``concurrent.futures.Future``."""
+        return self._loop_thread().submit(coro)
 
     def start(self, data: Any = None, broker: Any = None) -> None:
         """Cerebro calls this for stores added with ``addstore``; resources start lazily."""

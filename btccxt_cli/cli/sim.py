@@ -69,15 +69,33 @@ def sim_command(
         None, "--push-interval-ms", help="Push period of forming candles (default min(tf/4, 2000))."),
     ws_ping_interval: float = typer.Option(
         20.0, "--ws-ping-interval", help="Seconds between server WebSocket pings (binance)."),
+    api_keys: Annotated[list[str] | None, typer.Option(
+        "--api-key", help="API key the private endpoints accept, KEY:SECRET or "
+        "KEY:SECRET:PASSPHRASE (repeatable; default: the test key "
+        "btccxt-sim-key:btccxt-sim-secret:btccxt-sim-passphrase).", show_default=False)] = None,
+    balances: Annotated[list[str] | None, typer.Option(
+        "--balance", help="Starting balance of every account, ASSET=AMOUNT (repeatable; default "
+        "USDT=100000 BTC=1 ETH=10).", show_default=False)] = None,
+    liquidity: float = typer.Option(
+        1.0, "--liquidity", min=0.000001, help="Resting orders fill at most this multiple of each "
+        "second's 1s-candle volume per second (larger orders fill in parts)."),
 ) -> None:
     """Serve simulated exchanges (REST + WebSocket) on 127.0.0.1 until interrupted."""
     exchanges = list(dict.fromkeys(exchange or DEFAULT_EXCHANGES))
     by_exchange = _symbols_by_exchange(exchanges, symbols, generate_symbols)
     ports = {ex: port + i for i, ex in enumerate(exchanges)} if port else None
+    from btccxt_cli.sim.accounts import parse_balance_spec, parse_key_spec
+
+    try:
+        keys = [parse_key_spec(k) for k in api_keys] if api_keys else None
+        start = dict(parse_balance_spec(b) for b in balances) if balances else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         asyncio.run(_serve(exchanges=exchanges, symbols=by_exchange, seed=seed,
                            clock_offset_ms=clock_offset_ms, push_interval_ms=push_interval_ms,
-                           ports=ports, ws_ping_interval_s=ws_ping_interval))
+                           ports=ports, ws_ping_interval_s=ws_ping_interval, api_keys=keys,
+                           balances=start, liquidity=liquidity))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

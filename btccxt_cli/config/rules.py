@@ -28,6 +28,7 @@ __all__ = [
     "check_reconnect_delays",
     "check_strategy_source",
     "check_broker_mode",
+    "check_broker_limits",
     "suggest_timeframe",
     "suggest_symbol",
     "EXCHANGE_UNITS",
@@ -171,10 +172,22 @@ def check_strategy_source(config: Config) -> None:
 
 
 def check_broker_mode(config: Config) -> None:
-    """Live orders are refused for now."""
-    if config.broker.mode == "live":
-        raise config.source.error(("broker", "mode"),
-                                  "live orders are not available yet; use mode: paper")
+    """Live orders need credentials (``--live`` on the command line is checked by ``run``)."""
+    if config.broker.mode == "live" and not (config.exchange.api_key and config.exchange.secret):
+        raise config.source.error(
+            ("broker", "mode"), "mode: live needs exchange.api_key and exchange.secret",
+            hint="add them as ${ENV_VAR} references, or use mode: paper", cls=CredentialsError)
+
+
+def check_broker_limits(config: Config) -> None:
+    """Every symbol named in ``broker.limits`` is one of ``symbols``."""
+    listed = {s.symbol for s in config.symbols}
+    for key in ("max_position", "max_notional"):
+        for symbol in getattr(config.broker.limits, key):
+            if symbol not in listed:
+                raise config.source.error(
+                    ("broker", "limits", key, symbol), f"{symbol} is not one of the symbols",
+                    hint=f"symbols: {', '.join(sorted(listed))}", at_key=True)
 
 
 RULES: tuple[Callable[[Config], None], ...] = (
@@ -186,6 +199,7 @@ RULES: tuple[Callable[[Config], None], ...] = (
     check_reconnect_delays,
     check_strategy_source,
     check_broker_mode,
+    check_broker_limits,
 )
 """Every rule, in order; ``check_config`` stops at the first that fails."""
 

@@ -43,6 +43,7 @@ __all__ = [
     "FeedConfig",
     "StrategyConfig",
     "BrokerConfig",
+    "BrokerLimitsConfig",
     "DashboardConfig",
     "LoggingConfig",
     "EventsConfig",
@@ -371,18 +372,44 @@ class StrategyConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the strategy.")
 
 
+class BrokerLimitsConfig(BaseModel):
+    """Local limits of the live broker: an order that would breach one is Rejected unsent."""
+
+    model_config = _FROZEN
+
+    max_position: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Per symbol, the largest absolute position (base units) open orders may reach.")
+    max_notional: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Per symbol, the largest absolute position value (quote units) open orders may reach.")
+    max_orders_per_minute: int | None = Field(
+        None, strict=True, ge=1, description="Orders sent in any 60 s window; null: no limit.")
+
+
 class BrokerConfig(BaseModel):
     """Where orders go."""
 
     model_config = _FROZEN
 
     mode: BrokerMode = Field(
-        "paper", description="paper: simulated fills in backtrader's broker; live: not available yet."
+        "paper", description="paper: simulated fills in backtrader's broker; live: real orders on "
+        "the exchange (also needs --live on the command line)."
     )
     cash: float = Field(10_000.0, strict=True, gt=0, description="Starting cash of the paper broker.")
     commission: float = Field(
         0.001, strict=True, ge=0, lt=1, description="Commission per trade as a fraction (0.001 = 0.1%)."
     )
+    limits: BrokerLimitsConfig = Field(default_factory=BrokerLimitsConfig,
+                                       description="Live broker: per-symbol and rate limits.")
+    kill_switch_file: Path | None = Field(
+        None, description="Live broker: when this file exists, open orders are cancelled and the run "
+        "stops (relative to the config file). SIGUSR1 does the same.")
+    orders_db: Path | None = Field(
+        None, description="Live broker: SQLite file of orders and fills (relative to the config "
+        "file; default: orders.sqlite in btccxt's data folder).")
+    poll_interval: float = Field(1.0, strict=True, ge=0.05, le=60,
+                                 description="Live broker: seconds between polls of open orders.")
 
 
 class DashboardConfig(BaseModel):

@@ -144,13 +144,20 @@ class Runner:
         metrics_port: serve Prometheus metrics on this port (overrides ``config.metrics.port``).
         duration: stop after this many seconds.
         on_line: receives one plain line per bar and event (``--plain``), or None.
+        live: place real orders with ``CCXTBroker`` (the CLI's ``--live`` and
+            ``broker.mode: live`` together); default: paper trading.
     """
 
     def __init__(self, config: Config, *, sim_url: str | None = None, events: Path | None = None,
                  max_bars: int | None = None, duration: float | None = None,
                  on_line: Any = None, config_dir: Path | None = None, clock: Clock = SYSTEM_CLOCK,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, live: bool = False) -> None:
         self.config = config
+        self.live = live
+        self.broker: Any = None  # the CCXTBroker of a live run
+        self._run_over = threading.Event()
+        self._kill_lock = threading.Lock()
+        self.killed: str | None = None
         self.sim_url = sim_url
         self.events = events or config.events.file
         self.max_bars = max_bars
@@ -201,8 +208,11 @@ class Runner:
         # bounded memory for runs that last days: every line keeps its minimum period, and
         # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
         cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
-        cerebro.broker.setcash(cfg.broker.cash)
-        cerebro.broker.setcommission(commission=cfg.broker.commission)
+        if self.live:
+            self.broker = cerebro.broker = self._live_broker()
+        else:
+            cerebro.broker.setcash(cfg.broker.cash)
+            cerebro.broker.setcommission(commission=cfg.broker.commission)
         f = cfg.feed
         for sf in cfg.symbol_feeds():
             tf, comp = to_backtrader(sf.timeframe)
@@ -232,6 +242,97 @@ class Runner:
             self.metrics = RunMetrics(self.store.status, lambda: self.store.rest_calls, ex.id)
             port = self.metrics.serve(self.metrics_port, cfg.metrics.host)
             self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics")
+
+    def _path(self, p: Path | None) -> Path | None:
+        if p is None or p.is_absolute() or self.config_dir is None:
+            return p
+        return self.config_dir / p
+
+    def _live_broker(self) -> Any:
+        from btccxt_cli.bt.broker import CCXTBroker, OrderLimits
+
+        b = self.config.broker
+        kill_file = self._path(b.kill_switch_file)
+        if kill_file is not None and kill_file.exists():
+            raise ConfigError(f"the kill switch file {kill_file} exists",
+                              hint="delete it to start a live run")
+        limits = OrderLimits(max_position=dict(b.limits.max_position),
+                             max_notional=dict(b.limits.max_notional),
+                             max_orders_per_minute=b.limits.max_orders_per_minute)
+        return CCXTBroker(store=self.store, db_path=self._path(b.orders_db), limits=limits,
+                          poll_interval=b.poll_interval, clock=self.clock)
+
+    def preflight(self) -> list[str]:
+        """What a live run will trade with: exchange, account balances, symbols, limits.
+
+        Reads the balances over REST (the store's blocking client); credentials the exchange
+        refuses raise ``CredentialsError``. Secrets are never part of the lines.
+        """
+        from btccxt_cli.cache.orders import account_id, default_orders_path
+        from btccxt_cli.exchange.errors import map_ccxt_error
+
+        cfg = self.config
+        ex = self.store.sync_exchange()
+        try:
+            bal = ex.fetch_balance()
+        except Exception as exc:
+            raise map_ccxt_error(exc, exchange=ex, what="read the account balances") from exc
+        where = (f"simulator {self.sim_url}" if self.sim_url else
+                 "sandbox (testnet)" if cfg.exchange.sandbox else "the real exchange")
+        held = {a: v for a, v in sorted((bal.get("total") or {}).items()) if v}
+        lines = [f"LIVE TRADING on {cfg.exchange.id} ({where})",
+                 f"  account   {account_id(cfg.exchange.id, ex.apiKey)}",
+                 "  balances  " + (", ".join(f"{a} {v:g}" for a, v in held.items()) or "none"),
+                 f"  symbols   {', '.join(s.symbol for s in cfg.symbol_feeds())}"]
+        lim = cfg.broker.limits
+        parts = [f"max_position {k} {v:g}" for k, v in lim.max_position.items()]
+        parts += [f"max_notional {k} {v:g}" for k, v in lim.max_notional.items()]
+        if lim.max_orders_per_minute:
+            parts.append(f"max_orders_per_minute {lim.max_orders_per_minute}")
+        lines.append("  limits    " + (", ".join(parts) or "none"))
+        kill = self._path(cfg.broker.kill_switch_file)
+        lines.append(f"  kill      SIGUSR1{f' or the file {kill}' if kill else ''}")
+        lines.append(f"  orders db {self._path(cfg.broker.orders_db) or default_orders_path()}")
+        return lines
+
+    def kill(self, reason: str) -> None:
+        """The kill switch (any thread, signal handlers too): cancel open orders, then stop."""
+        with self._kill_lock:
+            if self.killed is not None:
+                return
+            self.killed = reason
+
+        def work() -> None:
+            if self.monitor is not None:
+                self.monitor.event(f"KILL SWITCH ({reason}): cancelling open orders and stopping",
+                                   record={"type": "kill", "reason": reason})
+            ok = True
+            try:
+                if self.broker is not None:
+                    ok = self.broker.kill(reason)
+                elif self.cerebro is not None:  # paper: cancel backtrader's open orders
+                    br = self.cerebro.broker
+                    for o in [o for o in getattr(br, "orders", []) if o.alive()]:
+                        br.cancel(o)
+            except Exception:
+                ok = False
+                logger.exception("kill switch: cancelling open orders failed")
+            if not ok:
+                logger.error("kill switch: some orders may still be open; check the exchange")
+            if self.broker is not None:
+                # stop once the cancellations reached the strategy (next cerebro cycle)
+                drained = threading.Event()
+                self.broker.after_drain(drained.set)
+                drained.wait(5.0)
+            self.stop(f"kill switch: {reason}")
+
+        threading.Thread(target=work, name="btccxt-kill", daemon=True).start()
+
+    def _watch_kill_file(self, path: Path) -> None:
+        while not self._run_over.wait(0.5):
+            if path.exists():
+                self.kill(f"file {path}")
+                return
 
     def _check_params(self, cls: type) -> None:
         import difflib
@@ -302,6 +403,9 @@ class Runner:
 
     def _broker_status(self, strat: Any) -> None:
         br = strat.broker
+        if self.broker is not None and br is self.broker:  # live: the exchange's own numbers
+            self.monitor.set_broker(br.status(trades=self.trades))
+            return
         # read, never create: backtrader values every position it holds with data.close[0]
         held = getattr(br, "positions", {})
         positions = {d._name: held[d].size for d in strat.datas if d in held}
@@ -329,6 +433,10 @@ class Runner:
             self._timer.daemon = True
             self._timer.start()
         code = 0
+        kill_file = self._path(self.config.broker.kill_switch_file)
+        if kill_file is not None:
+            threading.Thread(target=self._watch_kill_file, args=(kill_file,), name="btccxt-killfile",
+                             daemon=True).start()
         try:
             self.cerebro.run()
         except BtccxtError:
@@ -337,6 +445,7 @@ class Runner:
             raise StrategyFailed(f"the strategy raised {type(exc).__name__}: {exc}",
                                  _user_tb(exc, self.strategy_path)) from exc
         finally:
+            self._run_over.set()
             if self._timer is not None:
                 self._timer.cancel()
             self._shutdown()
@@ -405,13 +514,20 @@ def _observed(cls: type, runner: Runner) -> type:
         cls.notify_trade(self, trade)
 
     def notify_order(self: Any, order: Any) -> None:
-        if runner.monitor is not None and order.status in (order.Completed, order.Rejected, order.Margin):
+        if runner.monitor is not None and order.status in (
+                order.Completed, order.Rejected, order.Margin, order.Canceled, order.Expired,
+                order.Partial):
             side = "buy" if order.isbuy() else "sell"
+            reason = order.info.get("reason")
+            record = {"type": "order", "event": order.getstatusname(), "symbol": order.data._name,
+                      "side": side, "size": order.executed.size, "price": order.executed.price}
+            if order.info.get("client_id"):
+                record["client_id"] = order.info["client_id"]
+            if reason:
+                record["reason"] = reason
             runner.monitor.event(f"order {order.getstatusname()} {side} {order.data._name} "
-                                 f"{order.executed.size:g} @ {order.executed.price:.8g}",
-                                 record={"type": "order", "event": order.getstatusname(),
-                                         "symbol": order.data._name, "side": side,
-                                         "size": order.executed.size, "price": order.executed.price})
+                                 f"{order.executed.size:g} @ {order.executed.price:.8g}"
+                                 + (f": {reason}" if reason else ""), record=record)
         cls.notify_order(self, order)
 
     ns = {"__init__": __init__, "prenext": prenext, "nextstart": nextstart, "next": next,

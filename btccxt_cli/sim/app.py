@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock, SystemClock
+from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine, SimKey
 from btccxt_cli.sim.faults import DROP_MODES, FAULT_NAMES, FaultState
 from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketModel
 from btccxt_cli.sim.venues import VENUES, Venue, venue_class
@@ -123,6 +124,12 @@ class ExchangeServer:
         self.wanted_port = port
         self.port = 0
         self.venue: Venue = venue_class(exchange_id)(self, symbols)
+        # accounts and the matching engine behind the venue's private API (if it has one)
+        self.engine = Engine(self.model, self.venue.specs, sim.api_keys, balances=sim.start_balances,
+                             maker_fee=getattr(self.venue, "maker_fee", 0.001),
+                             taker_fee=getattr(self.venue, "taker_fee", 0.001),
+                             liquidity=sim.liquidity,
+                             first_order_id=getattr(self.venue, "first_order_id", 1000))
         self.faults = FaultState()
         self.weights = WeightLimiter(sim.weight_limit) if sim.weight_limit else None
         self.stats = Stats()
@@ -271,6 +278,23 @@ class ExchangeServer:
                 logger.warning("simulated %s: %s %s is not allowed", self.id, request.method, path)
                 raise
             return self._not_found(request)
+
+    async def order_ack(self, request: web.Request, response: web.Response) -> web.StreamResponse:
+        """Answer an order placement the engine has already executed, unless ``order_ack_fault``
+        says to delay the answer, reset the connection or send an HTTP 500 instead."""
+        fault = self.faults.take_ack_fault()
+        if fault is None:
+            return response
+        mode, ms = fault
+        logger.info("simulated %s: order accepted, answer faulted (%s)", self.id, mode)
+        if mode == "delay":
+            await asyncio.sleep(ms / 1000)
+            return response
+        if mode == "reset":
+            if request.transport is not None:
+                request.transport.abort()  # the client sees a dropped connection, no answer
+            return response
+        return self.venue.error_response(500, None)
 
     def _not_found(self, request: web.Request) -> web.Response:
         self.stats.unknown_paths[request.path] += 1
@@ -572,6 +596,12 @@ class Simulator:
         ws_ping_interval_s: protocol ping period of venues whose server pings (binance).
         weight_limit: request weight allowed per rolling minute and exchange (binance-style
             429 past it, 418 ban for clients that keep sending); None: unlimited.
+        api_keys: the API keys the private endpoints accept (default: ``accounts.DEFAULT_KEY``);
+            each key has its own account on every exchange.
+        balances: starting balances of every account (default ``accounts.DEFAULT_BALANCES``).
+        liquidity: multiple of each second's 1s-candle volume resting orders can fill per second.
+        check_timestamps: refuse signed requests whose timestamp is off the exchange clock
+            (binance ``recvWindow``, okx 30 s), as the exchanges do.
     """
 
     def __init__(self, exchanges: Iterable[str] = ("binance", "okx"),
@@ -579,7 +609,9 @@ class Simulator:
                  clock: Clock = SYSTEM_CLOCK, clock_offset_ms: int = 0,
                  push_interval_ms: int | None = None, host: str = "127.0.0.1",
                  ports: dict[str, int] | None = None, ws_ping_interval_s: float = 20.0,
-                 weight_limit: int | None = None) -> None:
+                 weight_limit: int | None = None, api_keys: Iterable[SimKey] | None = None,
+                 balances: dict[str, float] | None = None, liquidity: float = 1.0,
+                 check_timestamps: bool = True) -> None:
         exchanges = tuple(exchanges)
         if not exchanges:
             raise ValueError("simulate at least one exchange")
@@ -600,6 +632,10 @@ class Simulator:
         self.push_interval_ms = push_interval_ms
         self.ws_ping_interval_s = ws_ping_interval_s
         self.weight_limit = weight_limit
+        self.api_keys: tuple[SimKey, ...] = tuple(api_keys) if api_keys is not None else (DEFAULT_KEY,)
+        self.start_balances = dict(balances) if balances is not None else None
+        self.liquidity = float(liquidity)
+        self.check_timestamps = bool(check_timestamps)
         self.model = MarketModel(seed)
         self._servers: dict[str, ExchangeServer] = {
             ex: ExchangeServer(self, ex, (symbols or {}).get(ex), (ports or {}).get(ex, 0))
@@ -724,6 +760,23 @@ class Simulator:
     def clear_faults(self, exchange: str) -> None:
         """Back to normal (open sockets stay open)."""
         self.server(exchange).faults.clear()
+
+    def order_ack_fault(self, exchange: str, mode: str = "delay", count: int = 1,
+                        ms: float = 30_000) -> None:
+        """Execute the next ``count`` orders, then delay the answer ``ms`` (``delay``), reset
+        the connection (``reset``) or answer HTTP 500 (``500``)."""
+        self.server(exchange).faults.set_ack_fault(mode, count, ms)
+
+    def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]:
+        """Every order the exchange holds (of one API key, or all), oldest first."""
+        server = self.server(exchange)
+        rows = server.engine.state(server.now_ms())["orders"]
+        return [r for r in rows if key is None or r["key"] == key]
+
+    def balances(self, exchange: str, key: str = DEFAULT_KEY.key) -> dict[str, dict[str, float]]:
+        """``{asset: {"free": x, "locked": y}}`` of one account."""
+        server = self.server(exchange)
+        return server.engine.state(server.now_ms())["balances"][key]
 
     def fault(self, exchange: str, name: str, **kwargs: Any) -> Any:
         """Apply fault ``name`` with keyword arguments (what the control API calls)."""
@@ -895,3 +948,12 @@ class SimThread:
     def fault(self, exchange: str, name: str, **kwargs: Any) -> Any:
         return self._call("fault", exchange, name, **kwargs)
 
+    def order_ack_fault(self, exchange: str, mode: str = "delay", count: int = 1,
+                        ms: float = 30_000) -> None:
+        self._call("order_ack_fault", exchange, mode, count, ms)
+
+    def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]:
+        return self._call("orders", exchange, key)
+
+    def balances(self, exchange: str, key: str = DEFAULT_KEY.key) -> dict[str, dict[str, float]]:
+        return self._call("balances", exchange, key)

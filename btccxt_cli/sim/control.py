@@ -7,6 +7,8 @@
 ``GET  /_sim/truth?symbol=&timeframe=&since=&until=``   closed bars, oldest first
 ``GET  /_sim/time``                      the exchange's clock
 ``GET  /_sim/faults``                    current fault state
+``GET  /_sim/orders?key=``               every order of the private API (one API key, or all)
+``GET  /_sim/balances?key=``             balances of one API key (default: the test key)
 ``POST /_sim/faults/<name>``             apply a fault; JSON body = keyword arguments
 =======================================  ==========================================================
 
@@ -46,7 +48,8 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
             "exchange": exchange,
             "endpoints": ["GET /_sim/stats", "POST /_sim/reset_stats",
                           "GET /_sim/truth?symbol=&timeframe=&since=&until=", "GET /_sim/time",
-                          "GET /_sim/faults", "POST /_sim/faults/<name>"],
+                          "GET /_sim/faults", "POST /_sim/faults/<name>", "GET /_sim/orders?key=",
+                          "GET /_sim/balances?key="],
             "faults": list(FAULT_NAMES),
             "symbols": sim.symbols(exchange),
         })
@@ -75,6 +78,18 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
             return _bad(str(exc))
         return json_response({"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
                               "candles": [list(c) for c in candles]})
+
+    async def orders(request: web.Request) -> web.Response:
+        return json_response({"exchange": exchange,
+                              "orders": sim.orders(exchange, request.query.get("key") or None)})
+
+    async def balances(request: web.Request) -> web.Response:
+        try:
+            if "key" in request.query:
+                return json_response(sim.balances(exchange, request.query["key"]))
+            return json_response(sim.balances(exchange))
+        except KeyError:
+            return _bad("no account has that API key")
 
     async def faults(request: web.Request) -> web.Response:
         return json_response(server.faults.snapshot(server.clock.monotonic()))
@@ -107,5 +122,7 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
         web.get("/_sim/time", now),
         web.get("/_sim/truth", truth),
         web.get("/_sim/faults", faults),
+        web.get("/_sim/orders", orders),
+        web.get("/_sim/balances", balances),
         web.post("/_sim/faults/{name}", apply_fault),
     ]

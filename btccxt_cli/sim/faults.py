@@ -16,6 +16,9 @@ Faults (one method each on ``Simulator``/``SimThread``, and ``POST /_sim/faults/
 ``rest_errors``     answer the next N REST requests with 429/418/5xx (venue error body)
 ``rest_delay``      answer REST N ms late
 ``drop_subscription``  forget one symbol's streams server-side, without telling the client
+``order_ack_fault`` the next N order placements are executed, then the answer is delayed past
+                    the client's timeout (``delay``), the connection reset (``reset``) or an
+                    HTTP 500 sent (``500``): the ambiguous case a client must resolve by lookup
 ``clear_faults``    back to normal
 =================== ====================================================================
 """
@@ -25,14 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["FaultState", "FAULT_NAMES", "REST_ERROR_STATUSES", "DROP_MODES"]
+__all__ = ["FaultState", "FAULT_NAMES", "REST_ERROR_STATUSES", "DROP_MODES", "ACK_FAULT_MODES"]
 
 FAULT_NAMES = (
     "drop", "outage", "stall", "duplicate", "reorder", "delay_pushes", "rest_errors",
-    "rest_delay", "drop_subscription", "clear_faults",
+    "rest_delay", "drop_subscription", "clear_faults", "order_ack_fault",
 )
 REST_ERROR_STATUSES = (418, 429, 500, 502, 503)
 DROP_MODES = ("close", "reset")
+ACK_FAULT_MODES = ("delay", "reset", "500")
 
 
 @dataclass
@@ -49,6 +53,9 @@ class FaultState:
     rest_error_count: int = 0
     rest_error_retry_after: float | None = None
     rest_delay_ms: int = 0
+    ack_fault_mode: str = ""
+    ack_fault_count: int = 0
+    ack_fault_ms: int = 0
 
     def clear(self) -> None:
         for f in fields(self):
@@ -73,6 +80,20 @@ class FaultState:
         self.rest_error_count = int(_non_negative("count", count))
         self.rest_error_retry_after = None if retry_after is None else _non_negative(
             "retry_after", retry_after)
+
+    def set_ack_fault(self, mode: str, count: int, ms: float) -> None:
+        if mode not in ACK_FAULT_MODES:
+            raise ValueError(f"mode must be one of {ACK_FAULT_MODES}, not {mode!r}")
+        self.ack_fault_mode = mode
+        self.ack_fault_count = int(_non_negative("count", count))
+        self.ack_fault_ms = int(_non_negative("ms", ms))
+
+    def take_ack_fault(self) -> tuple[str, int] | None:
+        """Consume one order-answer fault: ``(mode, ms)`` or ``None``."""
+        if self.ack_fault_count <= 0:
+            return None
+        self.ack_fault_count -= 1
+        return self.ack_fault_mode, self.ack_fault_ms
 
     def set_push_delay(self, ms: float) -> None:
         self.push_delay_ms = int(_non_negative("ms", ms))
@@ -112,6 +133,8 @@ class FaultState:
                 "retry_after": self.rest_error_retry_after,
             },
             "rest_delay_ms": self.rest_delay_ms,
+            "order_ack_fault": {"mode": self.ack_fault_mode, "remaining": self.ack_fault_count,
+                                "ms": self.ack_fault_ms},
         }
 
 

@@ -40,7 +40,9 @@ def test_every_rule_passes_a_good_config() -> None:
      "not both"),
     (rules.check_strategy_source, {"strategy": {}}, "strategy", "missing name or path"),
     (rules.check_broker_mode, {"broker": {"mode": "live"}}, "broker.mode",
-     "live orders are not available yet; use mode: paper"),
+     "mode: live needs exchange.api_key and exchange.secret"),
+    (rules.check_broker_limits, {"broker": {"limits": {"max_position": {"ETH/USDT": 1.0}}}},
+     "broker.limits.max_position.ETH/USDT", "ETH/USDT is not one of the symbols"),
 ])
 def test_rule_raises_located_error(rule: Any, sections: dict[str, Any], key: str, fragment: str) -> None:
     config = make(**sections)

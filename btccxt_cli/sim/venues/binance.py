@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.market import TIMEFRAMES_MS, Candle, MarketSpec
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import Venue, binance_private, dumps, json_response, loads
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -78,6 +78,10 @@ class BinanceVenue(Venue):
         "LTC/USDT", "DOT/USDT", "LINK/USDT",
     )
     intervals = {tf: tf for tf in TIMEFRAMES_MS}  # binance spells them like ccxt
+    # private API (venues/binance_private.py): fee rates and the first order id
+    maker_fee = binance_private.MAKER_FEE
+    taker_fee = binance_private.TAKER_FEE
+    first_order_id = binance_private.FIRST_ORDER_ID
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -122,6 +126,7 @@ class BinanceVenue(Venue):
             web.get("/stream/ws", self.ws_raw),
             web.get("/stream/ws/{name}", self.ws_raw),
             web.get("/stream", self.ws_combined),
+            *binance_private.private_routes(self),  # signed: account, orders, trades
         ]
 
     # ------------------------------------------------------------------ errors

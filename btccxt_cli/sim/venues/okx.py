@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import Venue, dumps, json_response, loads, okx_private
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -83,6 +83,10 @@ class OkxVenue(Venue):
     )
     intervals = {"1s": "1s", "1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m",
                  "1h": "1H", "2h": "2H", "4h": "4H", "1d": "1Dutc"}
+    # private API (venues/okx_private.py): fee rates and the first order id
+    maker_fee = okx_private.MAKER_FEE
+    taker_fee = okx_private.TAKER_FEE
+    first_order_id = okx_private.FIRST_ORDER_ID
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -113,6 +117,7 @@ class OkxVenue(Venue):
             web.get("/api/v5/asset/currencies", self.currencies),
             web.get("/ws/v5/business", self.ws_business),
             web.get("/ws/v5/public", self.ws_public),
+            *okx_private.private_routes(self),  # signed: balance, orders, fills
         ]
 
     # ------------------------------------------------------------------ errors

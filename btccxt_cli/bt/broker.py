@@ -1,0 +1,615 @@
+"""CCXTBroker: a backtrader broker that places real orders through ccxt (``docs/orders.md``).
+
+The strategy thread never waits on HTTP: ``buy``/``sell``/``cancel`` write the order to SQLite
+and queue it for :class:`~btccxt_cli.bt.ordersync.OrderSync`, which runs on the store's
+event-loop thread and sends back event batches. ``next()`` (called by cerebro on every loop)
+applies them and queues backtrader notifications: ``Submitted`` at once, then ``Accepted``,
+``Partial`` (one per batch of new fills), ``Completed``, ``Canceled``, ``Expired`` or
+``Rejected`` (with ``order.info.reason``) as the exchange reports them.
+
+* Every order carries a client order id ``bx<run id><sequence>`` (letters and digits, which
+  both binance and okx accept), stored before it is sent; a failed create is looked up by
+  that id, never resent.
+* On start, orders left live by an earlier run (same database, same account) are adopted:
+  the strategy gets ``Accepted`` for each, then the fills that happened while it was down.
+* Cash is the free balance of the quote currency, positions are the exchange's balances of
+  each data's base currency (spot), value is cash in use plus positions at the last close.
+* Local limits (:class:`OrderLimits`) reject an order before it leaves, with a reason.
+* Spot markets only; stop orders where the exchange takes them as plain orders (binance).
+
+Only ``bt/`` imports backtrader; ccxt is reached through the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import math
+import queue
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+from backtrader.order import BuyOrder, Order, SellOrder
+from backtrader.position import Position
+from backtrader.utils import date2num
+
+from btccxt_cli.bt.ordersync import Event, OrderSync
+from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.errors import BtccxtError
+from btccxt_cli.model import BrokerStatus
+
+__all__ = ["CCXTBroker", "OrderLimits", "STOP_ORDER_EXCHANGES"]
+
+logger = logging.getLogger(__name__)
+
+#: exchanges whose spot stop orders are plain orders ccxt sends with ``stopLossPrice``
+STOP_ORDER_EXCHANGES = ("binance",)
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class OrderLimits:
+    """Local limits; an order that would breach one is Rejected before it is sent.
+
+    Args:
+        max_position: per symbol, the largest absolute position (base units) that open orders
+            plus this one may reach.
+        max_notional: per symbol, the largest absolute position value (quote units, at the
+            order's price) that open orders plus this one may reach.
+        max_orders_per_minute: orders sent in any 60 s window.
+    """
+
+    max_position: dict[str, float] = field(default_factory=dict)
+    max_notional: dict[str, float] = field(default_factory=dict)
+    max_orders_per_minute: int | None = None
+
+
+class _Live:
+    """Strategy-thread view of one order."""
+
+    __slots__ = ("rec", "order", "data", "accepted", "final", "pre_filled", "pending_trades")
+
+    def __init__(self, rec: OrderRecord, order: Order | None, data: Any) -> None:
+        self.rec = rec
+        self.order = order
+        self.data = data
+        self.accepted = False
+        self.final = False
+        self.pre_filled = 0.0  # filled before this process (delivered by an earlier run)
+        self.pending_trades: list[str] = []
+
+
+class CCXTBroker(bt.BrokerBase):
+    """Live orders on the store's exchange account.
+
+    Params:
+        store: the ``CCXTStore`` (required); its client carries the API keys.
+        currency: quote currency of cash and value (default: the store's, else the first
+            data's quote currency).
+        db_path: SQLite file of orders and fills (default ``cache.orders.default_orders_path``).
+        run_id: id of this run in client order ids (default: 8 random hex digits).
+        poll_interval: seconds between polls of live orders (default 1.0).
+        balance_interval: seconds between balance reads when nothing traded (default 5.0).
+        ambiguous_timeout: seconds to keep looking up an order whose create failed ambiguously
+            before rejecting it (default 35, longer than the exchanges' receive windows).
+        start_timeout: seconds ``start()`` waits for markets, balances and reconciliation.
+        limits: an :class:`OrderLimits`.
+        cancel_on_stop: cancel open orders when the run stops (default False: they stay open
+            and are adopted by the next run).
+        clock: time source.
+    """
+
+    params = (
+        ("store", None),
+        ("currency", None),
+        ("db_path", None),
+        ("run_id", None),
+        ("poll_interval", 1.0),
+        ("balance_interval", 5.0),
+        ("ambiguous_timeout", 35.0),
+        ("start_timeout", 30.0),
+        ("limits", None),
+        ("cancel_on_stop", False),
+        ("clock", SYSTEM_CLOCK),
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        if self.p.store is None:
+            raise TypeError("CCXTBroker needs store=CCXTStore(...)")
+        self.store = self.p.store
+        self.clock: Clock = self.p.clock
+        self.limits: OrderLimits = self.p.limits or OrderLimits()
+        self.run_id = self.p.run_id or secrets.token_hex(4)
+        if not self.run_id.isalnum():
+            raise ValueError("run_id must be letters and digits (client order ids allow no more)")
+        self.account = account_id(self.store.exchange_id, self.store.config.get("apiKey"))
+        self.notifs: collections.deque[tuple[Order, list[str]]] = collections.deque()
+        self._events: queue.SimpleQueue[list[Event]] = queue.SimpleQueue()
+        self._held: list[list[Event]] = []
+        self._after_drain: list[Any] = []
+        self._live: dict[str, _Live] = {}
+        self._by_ref: dict[int, str] = {}
+        self._adopt: list[OrderRecord] = []
+        self._balances: dict[str, tuple[float, float, float]] = {}
+        self._markets: dict[str, Any] = {}
+        self._shadow: dict[Any, Position] = collections.defaultdict(Position)
+        self._sent: collections.deque[float] = collections.deque()
+        self._open_count = 0
+        self.db: OrderStore | None = None
+        self.sync: OrderSync | None = None
+        self.started = False
+        self.killed = False
+        self.startingcash = 0.0
+        self.startingvalue = 0.0
+        self._value0: float | None = None
+
+    def __repr__(self) -> str:
+        return f"CCXTBroker(exchange={self.store.exchange_id!r}, run_id={self.run_id!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Open the order database, load markets and balances, adopt live orders (blocking)."""
+        super().start()
+        if self.started:
+            return
+        path = self.p.db_path or default_orders_path()
+        self.db = OrderStore(path if str(path) == ":memory:" else Path(path))
+        self.db.start_run(self.run_id, self.account, self.clock.time_ms())
+        self.sync = OrderSync(self.store, self.db, self.account, on_events=self._events.put,
+                              poll_interval=self.p.poll_interval,
+                              balance_interval=self.p.balance_interval,
+                              ambiguous_timeout=self.p.ambiguous_timeout, clock=self.clock)
+        fut = self.store.run_async(self.sync.start())
+        try:
+            events = fut.result(self.p.start_timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            self.db.close()
+            raise BtccxtError(f"{self.store.exchange_id}: the live broker did not start within "
+                              f"{self.p.start_timeout:g} s (markets, balances, reconciliation)",
+                              hint="check the network and the exchange status") from None
+        except BaseException:
+            self.db.close()
+            raise
+        ready = [ev for ev in events if ev.kind == "ready"]
+        self._apply(ready)  # markets and balances now; the rest once datas have bars
+        self._events.put([ev for ev in events if ev.kind != "ready"])
+        self._apply_pending()
+        self.started = True
+        # backtrader's writers and analyzers read these
+        self.startingcash = self.getcash()
+        self.startingvalue = self.getvalue()
+        adopted = sum(1 for ev in events if ev.kind == "adopt")
+        logger.info("live broker on %s started: run %s, %d live order(s) of earlier runs adopted",
+                    self.store.exchange_id, self.run_id, adopted)
+
+    def stop(self) -> None:
+        """Stop polling (open orders stay open unless ``cancel_on_stop``); close the database."""
+        if not self.started:
+            return
+        if self.p.cancel_on_stop and not self.killed:
+            self.cancel_all(timeout=15.0)
+        if self.sync is not None:
+            try:
+                self.store.run_async(self.sync.stop()).result(5.0)
+            except Exception:
+                logger.debug("stopping the order worker", exc_info=True)
+        self._apply_pending()
+        if self.db is not None:
+            self.db.close()
+        self.started = False
+
+    # ------------------------------------------------------------------ backtrader API
+    def getcash(self) -> float:
+        return self._balances.get(self._currency(), (0.0, 0.0, 0.0))[0]
+
+    @property
+    def cash(self) -> float:
+        """The free quote balance (``BackBroker`` has ``cash`` too)."""
+        return self.getcash()
+
+    def getvalue(self, datas: Any = None) -> float:
+        value = 0.0
+        if datas is None:
+            value = self._balances.get(self._currency(), (0.0, 0.0, 0.0))[2]
+        seen: set[str] = set()
+        for d in (datas if datas is not None else self._datas()):
+            base = self._base(d)
+            if base is None or base in seen or len(d) == 0:
+                continue
+            seen.add(base)
+            value += self._balances.get(base, (0.0, 0.0, 0.0))[2] * float(d.close[0])
+        return value
+
+    def getposition(self, data: Any, clone: bool = True) -> Position:
+        base = self._base(data)
+        size = self._balances.get(base, (0.0, 0.0, 0.0))[2] if base else 0.0
+        return Position(size=size, price=self._shadow[data].price if size else 0.0)
+
+    def orderstatus(self, order: Order) -> int:
+        cid = self._by_ref.get(order.ref)
+        lv = self._live.get(cid) if cid else None
+        return lv.order.status if lv is not None and lv.order is not None else order.status
+
+    def buy(self, owner: Any, data: Any, size: float, price: float | None = None,
+            plimit: float | None = None, exectype: int | None = None, valid: Any = None,
+            tradeid: int = 0, oco: Any = None, trailamount: float | None = None,
+            trailpercent: float | None = None, parent: Any = None, transmit: bool = True,
+            **kwargs: Any) -> Order:
+        order = BuyOrder(owner=owner, data=data, size=size, price=price, pricelimit=plimit,
+                         exectype=exectype, valid=valid, tradeid=tradeid, trailamount=trailamount,
+                         trailpercent=trailpercent, parent=parent, transmit=transmit)
+        return self._submit(order, oco, kwargs)
+
+    def sell(self, owner: Any, data: Any, size: float, price: float | None = None,
+             plimit: float | None = None, exectype: int | None = None, valid: Any = None,
+             tradeid: int = 0, oco: Any = None, trailamount: float | None = None,
+             trailpercent: float | None = None, parent: Any = None, transmit: bool = True,
+             **kwargs: Any) -> Order:
+        order = SellOrder(owner=owner, data=data, size=size, price=price, pricelimit=plimit,
+                          exectype=exectype, valid=valid, tradeid=tradeid, trailamount=trailamount,
+                          trailpercent=trailpercent, parent=parent, transmit=transmit)
+        return self._submit(order, oco, kwargs)
+
+    def cancel(self, order: Order) -> bool:
+        """Ask the exchange to cancel; ``Canceled`` is notified once it confirms."""
+        cid = self._by_ref.get(order.ref)
+        lv = self._live.get(cid) if cid else None
+        if lv is None or lv.final or self.sync is None:
+            return False
+        self.sync.send("cancel", cid)
+        return True
+
+    def next(self) -> None:
+        """Apply what the exchange said since the last call (strategy thread)."""
+        self._apply_pending()
+        if self._after_drain and not self._held:
+            calls, self._after_drain = self._after_drain, []
+            for fn in calls:
+                fn()
+
+    def after_drain(self, fn: Any) -> None:
+        """Call ``fn`` on the strategy thread once every event received so far is applied
+        (their notifications go out in the same cerebro cycle). Used to stop after a kill."""
+        self._after_drain.append(fn)
+
+    def get_notification(self) -> Order | None:
+        try:
+            order, trades = self.notifs.popleft()
+        except IndexError:
+            return None
+        if trades and self.db is not None:
+            self.db.mark_delivered(self.account, trades)
+        return order
+
+    # ------------------------------------------------------------------ extras
+    def cancel_all(self, timeout: float = 15.0) -> bool:
+        """Cancel every live order of this account and wait for the answers (any thread).
+
+        Returns False if the exchange did not answer in time.
+        """
+        if self.sync is None or not self.started:
+            return True
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.sync.send("cancel_all", done)
+        try:
+            done.result(timeout)
+            return True
+        except concurrent.futures.TimeoutError:
+            logger.error("cancelling open orders did not finish within %.0f s", timeout)
+            return False
+
+    def kill(self, reason: str, timeout: float = 15.0) -> bool:
+        """The kill switch: cancel every open order; no new order is accepted afterwards."""
+        logger.warning("kill switch (%s): cancelling all open orders", reason)
+        self.killed = True
+        return self.cancel_all(timeout)
+
+    def status(self, trades: int = 0) -> BrokerStatus:
+        """Balances, positions and open orders for the dashboard (strategy thread).
+
+        P&L is the value now minus the value once every data had its first bar (positions
+        cannot be valued before).
+        """
+        datas = self._datas()
+        positions = {getattr(d, "_name", "") or self._symbol(d): self.getposition(d).size
+                     for d in datas}
+        value = self.getvalue()
+        if self._value0 is None and all(len(d) for d in datas):
+            self._value0 = self.startingvalue = value
+        return BrokerStatus(mode="live", cash=self.getcash(), value=value, positions=positions,
+                            open_orders=self._open_count, trades=trades,
+                            pnl=value - self._value0 if self._value0 is not None else 0.0)
+
+    def balances(self) -> dict[str, tuple[float, float, float]]:
+        """``{asset: (free, used, total)}`` as last read from the exchange."""
+        return dict(self._balances)
+
+    def open_orders(self) -> list[OrderRecord]:
+        """Orders this broker still tracks as live."""
+        return [lv.rec for lv in self._live.values() if not lv.final]
+
+    # ------------------------------------------------------------------ submit
+    def _submit(self, order: Order, oco: Any, info: dict[str, Any]) -> Order:
+        order.addinfo(**info)
+        order.addcomminfo(self.getcommissioninfo(order.data))
+        order.submit(self)
+        self._notify(order)
+        reason = self._refuse(order, oco)
+        if reason is not None:
+            logger.warning("order rejected locally: %s", reason)
+            order.addinfo(reason=reason)
+            order.reject(self)
+            self._notify(order)
+            return order
+        assert self.db is not None and self.sync is not None
+        symbol = self._symbol(order.data)
+        seq = self.db.next_seq(self.run_id)
+        cid = f"bx{self.run_id}{seq:05d}"
+        kind, price, stop = self._kind(order)
+        now = self.clock.time_ms()
+        rec = OrderRecord(client_id=cid, account=self.account, run_id=self.run_id, seq=seq,
+                          symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
+                          amount=abs(float(order.created.size)), price=price, stop_price=stop,
+                          status="pending", created_ms=now, updated_ms=now)
+        self.db.insert_order(rec)  # stored before it is sent: a crash leaves a row to reconcile
+        order.addinfo(client_id=cid)
+        self._live[cid] = _Live(rec, order, order.data)
+        self._by_ref[order.ref] = cid
+        self._sent.append(self.clock.monotonic())
+        self._open_count += 1
+        self.sync.send("create", replace(rec))  # the worker owns its copy
+        return order
+
+    def _kind(self, order: Order) -> tuple[str, float | None, float | None]:
+        et = order.exectype
+        if et in (Order.Market, Order.Close, None):
+            return "market", None, None
+        if et == Order.Limit:
+            return "limit", float(order.created.price), None
+        if et == Order.Stop:
+            return "stop_market", None, float(order.created.price)
+        return "stop_limit", float(order.created.pricelimit), float(order.created.price)
+
+    def _refuse(self, order: Order, oco: Any) -> str | None:
+        """Why an order may not be sent (None: it may)."""
+        if not self.started:
+            return "the live broker is not started"
+        if self.killed:
+            return "the kill switch was triggered; no new orders"
+        symbol = self._symbol(order.data)
+        market = self._markets.get(symbol)
+        if market is None:
+            return f"{symbol} is not a market of {self.store.exchange_id}"
+        if not market.get("spot"):
+            return f"{symbol}: live orders are for spot markets only"
+        if oco is not None or order.parent is not None or not order.transmit:
+            return "OCO and bracket orders are not supported by the live broker"
+        et = order.exectype
+        if et in (Order.StopTrail, Order.StopTrailLimit, Order.Historical):
+            return f"{order.getordername()} orders are not supported by the live broker"
+        if et in (Order.Stop, Order.StopLimit) and self.store.exchange_id not in STOP_ORDER_EXCHANGES:
+            return (f"{order.getordername()} orders are not supported on {self.store.exchange_id} "
+                    "by the live broker (use a limit order, or watch the stop in the strategy)")
+        if order.valid is not None:
+            return "order expiry (valid=) is not supported: live orders are good till cancelled"
+        size = abs(float(order.created.size))
+        if not size or math.isnan(size):
+            return "the order size must be > 0"
+        lim = self.limits
+        now = self.clock.monotonic()
+        while self._sent and now - self._sent[0] >= 60.0:
+            self._sent.popleft()
+        if lim.max_orders_per_minute is not None and len(self._sent) >= lim.max_orders_per_minute:
+            return (f"order rate limit reached: {len(self._sent)} orders in the last minute "
+                    f"(broker.limits.max_orders_per_minute = {lim.max_orders_per_minute})")
+        signed = size if order.isbuy() else -size
+        projected = self.getposition(order.data).size + signed + sum(
+            (lv.rec.amount - lv.rec.filled) * (1 if lv.rec.side == "buy" else -1)
+            for lv in self._live.values() if not lv.final and lv.rec.symbol == symbol)
+        cap = lim.max_position.get(symbol)
+        if cap is not None and abs(projected) > cap + _EPS:
+            return (f"{symbol}: the position would reach {abs(projected):g}, above "
+                    f"broker.limits.max_position[{symbol}] = {cap:g}")
+        cap = lim.max_notional.get(symbol)
+        if cap is not None:
+            px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
+            if abs(projected) * px > cap + _EPS:
+                return (f"{symbol}: the position would be worth {abs(projected) * px:,.2f} "
+                        f"{market.get('quote', '')}, above broker.limits.max_notional[{symbol}] "
+                        f"= {cap:g}")
+        return None
+
+    # ------------------------------------------------------------------ events (strategy thread)
+    def _apply_pending(self) -> None:
+        while True:
+            try:
+                self._held.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        while self._held:
+            if self._blocked(self._held[0]):
+                break  # later batches wait too: notifications keep the exchange's order
+            self._apply(self._held.pop(0))
+        if self._adopt:
+            self._materialize()
+
+    def _blocked(self, batch: list[Event]) -> bool:
+        """A fill cannot reach backtrader before its data has a bar (trades read its datetime)."""
+        for ev in batch:
+            if ev.kind == "fill" and ev.fill is not None:
+                data = next((d for d in self._datas() if self._symbol(d) == ev.fill.symbol), None)
+                if data is not None and len(data) == 0:
+                    return True
+        return False
+
+    def _apply(self, events: list[Event]) -> None:
+        touched: dict[str, list[str]] = {}
+        for ev in events:
+            if ev.kind == "ready":
+                self._markets = dict(ev.data.get("markets") or {})
+                if ev.data.get("balances") is not None:
+                    self._balances = dict(ev.data["balances"])
+            elif ev.kind == "balance":
+                self._balances = dict(ev.data)
+            elif ev.kind == "orders":
+                self._open_count = int(ev.data.get("open", 0))
+            elif ev.kind == "adopt" and ev.rec is not None:
+                self._adopt.append(ev.rec)
+                self._materialize()
+            elif ev.kind == "fill" and ev.fill is not None:
+                self._on_fill(ev, touched)
+            elif ev.kind == "order" and ev.rec is not None:
+                self._on_order(ev.rec, touched)
+        for cid, trades in touched.items():
+            self._settle(cid, trades)
+
+    def _materialize(self) -> None:
+        """Backtrader orders for orders an earlier run left live (once datas exist)."""
+        datas = self._datas()
+        if not datas:
+            return
+        for rec in self._adopt:
+            data = next((d for d in datas if self._symbol(d) == rec.symbol), None)
+            if data is None:
+                logger.warning("adopted order %s on %s: no data feed for that symbol; it is "
+                               "tracked but the strategy is not told", rec.client_id, rec.symbol)
+                self._live[rec.client_id] = _Live(rec, None, None)
+                continue
+            cls = BuyOrder if rec.side == "buy" else SellOrder
+            et = {"market": Order.Market, "limit": Order.Limit, "stop_market": Order.Stop,
+                  "stop_limit": Order.StopLimit}[rec.type]
+            # simulated=True builds the order without reading the data's current bar
+            order = cls(owner=None, data=data, size=rec.amount, price=rec.stop_price or rec.price,
+                        pricelimit=rec.price if rec.type == "stop_limit" else None, exectype=et,
+                        simulated=True)
+            order.p.simulated = False  # but the strategy must be notified like any order
+            order.addcomminfo(self.getcommissioninfo(data))
+            order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)
+            order.submit(self)
+            lv = _Live(rec, order, data)
+            delivered = [f for f in (self.db.fills(rec.client_id) if self.db else []) if f.delivered]
+            lv.pre_filled = sum(f.amount for f in delivered)
+            self._live[rec.client_id] = lv
+            self._by_ref[order.ref] = rec.client_id
+            logger.info("adopted %s order %s %s %g %s from run %s", rec.status, rec.client_id,
+                        rec.side, rec.amount, rec.symbol, rec.run_id)
+            if rec.status not in ("pending", "sending", "unknown"):
+                lv.accepted = True
+                order.accept(self)
+                self._notify(order)
+        self._adopt = []
+
+    def _on_fill(self, ev: Event, touched: dict[str, list[str]]) -> None:
+        f = ev.fill
+        assert f is not None
+        lv = self._live.get(f.client_id)
+        if lv is None or lv.order is None:
+            return
+        order, data = lv.order, lv.data
+        if not lv.accepted:
+            lv.accepted = True
+            order.accept(self)
+            self._notify(order)
+        size = f.amount if f.side == "buy" else -f.amount
+        market = self._markets.get(f.symbol) or {}
+        comm = f.fee if f.fee_currency == market.get("quote") else (
+            f.fee * f.price if f.fee_currency == market.get("base") else 0.0)
+        pos = self._shadow[data]
+        pprice_orig = pos.price
+        psize, pprice, opened, closed = pos.update(size, f.price)
+        comminfo = order.comminfo
+        closedcomm = comm * closed / size if size else 0.0
+        openedcomm = comm - closedcomm
+        closedvalue = comminfo.getoperationcost(closed, pprice_orig)
+        openedvalue = comminfo.getoperationcost(opened, f.price)
+        pnl = comminfo.profitandloss(-closed, pprice_orig, f.price) if closed else 0.0
+        dt = date2num(datetime.fromtimestamp(f.time_ms / 1000, tz=timezone.utc).replace(tzinfo=None))
+        order.execute(dt, size, f.price, closed, closedvalue, closedcomm, opened, openedvalue,
+                      openedcomm, None, pnl, psize, pprice)
+        touched.setdefault(f.client_id, []).append(f.trade_id)
+
+    def _on_order(self, rec: OrderRecord, touched: dict[str, list[str]]) -> None:
+        lv = self._live.get(rec.client_id)
+        if lv is None:
+            return
+        lv.rec = rec
+        touched.setdefault(rec.client_id, [])
+
+    def _settle(self, cid: str, trades: list[str]) -> None:
+        """One notification per order and batch, from the exchange's status and our fills."""
+        lv = self._live.get(cid)
+        if lv is None or lv.final:
+            return
+        order, rec = lv.order, lv.rec
+        if order is None:
+            if rec.status not in ("pending", "sending", "unknown", "open"):
+                lv.final = True
+            return
+        executed = lv.pre_filled + abs(order.executed.size)
+        all_fills_in = executed + _EPS >= rec.filled
+        if rec.status == "rejected":
+            lv.final = True
+            order.addinfo(reason=rec.reason or "rejected by the exchange")
+            if order.reject(self):
+                self._notify(order, trades)
+            return
+        if rec.status in ("pending", "sending", "unknown"):
+            if trades:
+                order.partial()
+                self._notify(order, trades)
+            return
+        if not lv.accepted:
+            lv.accepted = True
+            order.accept(self)
+            self._notify(order)
+        if rec.status == "closed" and all_fills_in:
+            lv.final = True
+            order.completed()
+            self._notify(order, trades)
+        elif rec.status in ("canceled", "expired") and all_fills_in:
+            lv.final = True
+            if rec.status == "canceled":
+                order.cancel()
+            else:
+                order.status = Order.Expired
+            if rec.reason:
+                order.addinfo(reason=rec.reason)
+            self._notify(order, trades)
+        elif trades:
+            order.partial()
+            self._notify(order, trades)
+
+    def _notify(self, order: Order, trades: list[str] | None = None) -> None:
+        self.notifs.append((order.clone(), list(trades or [])))
+
+    # ------------------------------------------------------------------ helpers
+    def _datas(self) -> list[Any]:
+        cerebro = getattr(self, "cerebro", None)  # set by cerebro.setbroker / cerebro.broker =
+        return list(cerebro.datas) if cerebro is not None else []
+
+    @staticmethod
+    def _symbol(data: Any) -> str:
+        return str(getattr(data, "symbol", None) or data.p.dataname)
+
+    def _base(self, data: Any) -> str | None:
+        m = self._markets.get(self._symbol(data))
+        return m.get("base") if m else None
+
+    def _currency(self) -> str:
+        if self.p.currency:
+            return str(self.p.currency)
+        if self.store.currency:
+            return str(self.store.currency)
+        for d in self._datas():
+            m = self._markets.get(self._symbol(d))
+            if m:
+                return str(m.get("quote"))
+        return "USDT"

@@ -1,0 +1,614 @@
+"""Simulated accounts: API keys, balances and a matching engine on the market model's price path.
+
+Pure: no sockets, no asyncio, no wire formats. The venues (``venues/binance_private.py``,
+``venues/okx_private.py``) turn requests into calls of :class:`Engine` and its answers into
+each exchange's JSON; the engine only knows orders, fills and balances.
+
+Matching rules (``docs/simulator.md`` states them for users):
+
+* The price is ``MarketModel.price(symbol, t)`` rounded to the market's tick, the same rounding
+  that makes candle opens and closes, so fills at a second boundary equal the 1s bars.
+* **Market orders** fill at once, in full, at the current price (taker).
+* **Limit orders** fill at once, as far as liquidity allows, when marketable (taker, at the
+  current price); the rest rests and fills at its limit price (maker) when the path crosses it.
+* **Liquidity**: per symbol and second, at most ``liquidity`` times the volume of that second's
+  1s candle trades against resting orders (time priority). A large limit order therefore fills
+  in several parts over several seconds (``partially_filled``).
+* **Stops** (binance ``STOP_LOSS`` / ``STOP_LOSS_LIMIT``): a sell triggers when the price falls
+  to the stop, a buy when it rises to it; then it behaves as a market or limit order.
+* The path is sampled at every second boundary since the last look, and at "now". The engine
+  catches up lazily, before every request (:meth:`Engine.advance`), so a ``ManualClock`` jump
+  fills orders exactly as if time had passed, and every fill carries the time it happened.
+* **Fees** are charged in the asset received (binance and okx spot without fee tokens): base
+  currency on buys, quote currency on sells; maker and taker rates per venue.
+* **Funds**: a limit buy locks ``amount * price`` quote, a sell locks ``amount`` base; a market
+  buy needs ``amount * price`` free quote. Short of funds: :class:`Reject` ``insufficient_funds``.
+
+Must not import ccxt, aiohttp or anything from the client side of btccxt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from btccxt_cli.sim.market import MarketModel, MarketSpec
+
+__all__ = [
+    "SimKey", "DEFAULT_KEY", "DEFAULT_BALANCES", "parse_key_spec", "parse_balance_spec",
+    "hmac_sha256_hex", "hmac_sha256_b64", "same_signature", "Reject", "Fill", "SimOrder",
+    "Account", "Engine", "ORDER_TYPES", "OPEN_STATES",
+]
+
+#: Starting balances of every simulated account unless the key or the simulator says otherwise.
+DEFAULT_BALANCES: dict[str, float] = {"USDT": 100_000.0, "BTC": 1.0, "ETH": 10.0}
+
+ORDER_TYPES = ("market", "limit", "stop_market", "stop_limit")
+OPEN_STATES = ("new", "partially_filled")
+MAX_CATCH_UP_S = 7 * 86_400  # at most a week of seconds is replayed after a long silence
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SimKey:
+    """One API key the simulator accepts (on every simulated exchange).
+
+    ``passphrase`` is what okx calls the API password (required there). ``balances`` are the
+    account's starting balances (default: the simulator's ``balances`` or
+    :data:`DEFAULT_BALANCES`). The secret never appears in a ``repr``.
+    """
+
+    key: str
+    secret: str
+    passphrase: str | None = None
+    balances: Mapping[str, float] | None = None
+
+    def __repr__(self) -> str:
+        return f"SimKey(key={self.key!r}, secret='***', passphrase={'***' if self.passphrase else None})"
+
+
+#: The test key every simulator accepts unless ``api_keys`` replaces it.
+DEFAULT_KEY = SimKey("btccxt-sim-key", "btccxt-sim-secret", "btccxt-sim-passphrase")
+
+
+def parse_key_spec(text: str) -> SimKey:
+    """``KEY:SECRET`` or ``KEY:SECRET:PASSPHRASE`` (the ``btccxt sim --api-key`` notation)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError("an API key is written KEY:SECRET or KEY:SECRET:PASSPHRASE")
+    return SimKey(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def parse_balance_spec(text: str) -> tuple[str, float]:
+    """``USDT=10000`` -> ``("USDT", 10000.0)`` (``btccxt sim --balance``)."""
+    asset, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not sep or not asset or not math.isfinite(value) or value < 0:
+        raise ValueError(f"a balance is written ASSET=AMOUNT with AMOUNT >= 0, not {text!r}")
+    return asset.strip().upper(), value
+
+
+# --------------------------------------------------------------------------- signatures
+def hmac_sha256_hex(secret: str, payload: str) -> str:
+    """binance: lower-case hex HMAC-SHA256 of ``payload``."""
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def hmac_sha256_b64(secret: str, payload: str) -> str:
+    """okx: base64 HMAC-SHA256 of ``payload``."""
+    return base64.b64encode(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()).decode()
+
+
+def same_signature(expected: str, given: str) -> bool:
+    """Constant-time comparison."""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+# --------------------------------------------------------------------------- values
+class Reject(Exception):
+    """The engine refuses a request; ``kind`` is what the venue maps to its own error code.
+
+    Kinds: ``insufficient_funds``, ``duplicate_client_id``, ``unknown_order``, ``bad_quantity``,
+    ``bad_price``, ``min_notional``, ``unknown_symbol``, ``unsupported``.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class Fill:
+    """One execution of one order."""
+
+    id: int
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str
+    price: float
+    qty: float
+    quote_qty: float
+    fee: float
+    fee_asset: str
+    fee_rate: float
+    maker: bool
+    time_ms: int
+
+
+@dataclass
+class SimOrder:
+    """One order as the exchange keeps it. ``status``: new, partially_filled, filled, canceled,
+    rejected, expired."""
+
+    id: int
+    key: str
+    client_id: str
+    symbol: str
+    side: str  # buy | sell
+    type: str  # market | limit | stop_market | stop_limit
+    amount: float
+    price: float | None
+    stop_price: float | None
+    created_ms: int
+    updated_ms: int
+    status: str = "new"
+    filled: float = 0.0
+    cost: float = 0.0
+    quote_amount: float | None = None  # market buy by quote amount (binance quoteOrderQty)
+    locked: float = 0.0  # still locked for this order (quote for buys, base for sells)
+    triggered: bool = False
+    fills: list[Fill] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, _r(self.amount - self.filled))
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATES
+
+    @property
+    def average(self) -> float | None:
+        return self.cost / self.filled if self.filled > 0 else None
+
+    @property
+    def fee_total(self) -> float:
+        return _r(sum(f.fee for f in self.fills))
+
+    @property
+    def fee_asset(self) -> str | None:
+        return self.fills[-1].fee_asset if self.fills else None
+
+    @property
+    def limit_price(self) -> float | None:
+        """The price a resting order waits for (limit orders, triggered stop-limits)."""
+        return self.price if self.type in ("limit", "stop_limit") else None
+
+
+class Account:
+    """Balances of one API key on one exchange: ``{asset: [free, locked]}``."""
+
+    def __init__(self, key: SimKey, balances: Mapping[str, float]) -> None:
+        self.key = key
+        self.balances: dict[str, list[float]] = {a.upper(): [float(v), 0.0] for a, v in balances.items()}
+
+    def free(self, asset: str) -> float:
+        return self.balances.get(asset, [0.0, 0.0])[0]
+
+    def locked(self, asset: str) -> float:
+        return self.balances.get(asset, [0.0, 0.0])[1]
+
+    def _row(self, asset: str) -> list[float]:
+        return self.balances.setdefault(asset, [0.0, 0.0])
+
+    def add_free(self, asset: str, amount: float) -> None:
+        row = self._row(asset)
+        row[0] = _r(row[0] + amount)
+
+    def lock(self, asset: str, amount: float) -> None:
+        row = self._row(asset)
+        row[0] = _r(row[0] - amount)
+        row[1] = _r(row[1] + amount)
+
+    def unlock(self, asset: str, amount: float) -> None:
+        self.lock(asset, -amount)
+
+    def spend_locked(self, asset: str, amount: float) -> None:
+        row = self._row(asset)
+        row[1] = _r(row[1] - amount)
+
+    def snapshot(self) -> dict[str, tuple[float, float]]:
+        return {a: (v[0], v[1]) for a, v in sorted(self.balances.items())}
+
+
+def _r(x: float) -> float:
+    """Round away float noise (12 decimals is far below any lot or tick)."""
+    return round(x, 12)
+
+
+# --------------------------------------------------------------------------- the engine
+class Engine:
+    """Orders, fills and balances of every account on one simulated exchange.
+
+    Args:
+        model: the simulator's market model (prices and 1s volumes).
+        specs: the listed markets (unified symbol -> spec); swaps are refused (spot only).
+        keys: API keys whose accounts exist; each gets its own balances.
+        balances: default starting balances (a key's own ``balances`` win).
+        maker_fee, taker_fee: fee rates (fractions).
+        liquidity: multiple of each second's 1s-candle volume that can trade against resting
+            orders in that second (``inf``: resting orders fill in full when crossed).
+        first_order_id: the first order id handed out (venues format it their way).
+        unique_client_ids: ``"open"``: a client id may not repeat among open orders (binance,
+            okx); ``"all"``: never.
+
+    Every public method takes ``now_ms`` (the exchange's clock) and first catches up with the
+    price path. Methods are thread-safe (one lock), but meant to run on the simulator's loop.
+    """
+
+    def __init__(self, model: MarketModel, specs: Mapping[str, MarketSpec], keys: Iterable[SimKey],
+                 *, balances: Mapping[str, float] | None = None, maker_fee: float = 0.001,
+                 taker_fee: float = 0.001, liquidity: float = 1.0, first_order_id: int = 1000,
+                 unique_client_ids: str = "open") -> None:
+        if liquidity <= 0:
+            raise ValueError(f"liquidity must be > 0, not {liquidity}")
+        self.model = model
+        self.specs = dict(specs)
+        self.maker_fee = float(maker_fee)
+        self.taker_fee = float(taker_fee)
+        self.liquidity = float(liquidity)
+        self.unique_client_ids = unique_client_ids
+        default = dict(balances if balances is not None else DEFAULT_BALANCES)
+        self.keys: dict[str, SimKey] = {}
+        self.accounts: dict[str, Account] = {}
+        for k in keys:
+            self.keys[k.key] = k
+            self.accounts[k.key] = Account(k, k.balances if k.balances is not None else default)
+        self.orders: dict[int, SimOrder] = {}
+        self.fills: list[Fill] = []
+        self._order_ids = itertools.count(first_order_id)
+        self._fill_ids = itertools.count(first_order_id * 10)
+        self._client_ids = itertools.count(1)
+        self._resting: dict[str, list[SimOrder]] = {}  # symbol -> open orders, time priority
+        self._last_ms: dict[str, int] = {}  # symbol -> last sampled time
+        self._used: dict[str, tuple[int, float]] = {}  # symbol -> (second, qty used)
+        self._lock = threading.RLock()
+        self.on_fill: Callable[[Fill], None] | None = None
+
+    # ------------------------------------------------------------------ prices
+    def price(self, symbol: str, t_ms: int) -> float:
+        """The traded price at ``t_ms``: the model price on the market's tick grid."""
+        spec = self._spec(symbol)
+        scale = spec.price_scale
+        return max(1, int(self.model.price(symbol, t_ms) * scale + 0.5)) / scale
+
+    def _available(self, symbol: str, t_ms: int) -> float:
+        if math.isinf(self.liquidity):
+            return math.inf
+        sec = t_ms - t_ms % 1000
+        used_sec, used = self._used.get(symbol, (sec, 0.0))
+        if used_sec != sec:
+            used = 0.0
+        vol = self.model.candle(symbol, 1000, sec)[5] * self.liquidity
+        return max(0.0, vol - used)
+
+    def _use(self, symbol: str, t_ms: int, qty: float) -> None:
+        sec = t_ms - t_ms % 1000
+        used_sec, used = self._used.get(symbol, (sec, 0.0))
+        self._used[symbol] = (sec, (used if used_sec == sec else 0.0) + qty)
+
+    def _spec(self, symbol: str) -> MarketSpec:
+        spec = self.specs.get(symbol)
+        if spec is None:
+            raise Reject("unknown_symbol", f"unknown symbol {symbol}")
+        return spec
+
+    # ------------------------------------------------------------------ queries
+    def account(self, key: str) -> Account:
+        return self.accounts[key]
+
+    def find(self, key: str, *, symbol: str | None = None, order_id: int | None = None,
+             client_id: str | None = None, now_ms: int | None = None) -> SimOrder | None:
+        """An order of ``key`` by exchange id or client id (the newest with that client id)."""
+        with self._lock:
+            if now_ms is not None:
+                self.advance(now_ms)
+            if order_id is not None:
+                o = self.orders.get(order_id)
+                if o is None or o.key != key or (symbol is not None and o.symbol != symbol):
+                    return None
+                if client_id is not None and o.client_id != client_id:
+                    return None
+                return o
+            if client_id is not None:
+                for o in reversed(list(self.orders.values())):
+                    if o.key == key and o.client_id == client_id and (symbol is None or o.symbol == symbol):
+                        return o
+            return None
+
+    def open_orders(self, key: str, symbol: str | None = None, now_ms: int | None = None) -> list[SimOrder]:
+        with self._lock:
+            if now_ms is not None:
+                self.advance(now_ms)
+            return [o for o in self.orders.values()
+                    if o.key == key and o.is_open and (symbol is None or o.symbol == symbol)]
+
+    def account_fills(self, key: str, *, symbol: str | None = None, order_id: int | None = None,
+                      now_ms: int | None = None) -> list[Fill]:
+        with self._lock:
+            if now_ms is not None:
+                self.advance(now_ms)
+            ids = {o.id for o in self.orders.values() if o.key == key}
+            return [f for f in self.fills if f.order_id in ids
+                    and (symbol is None or f.symbol == symbol)
+                    and (order_id is None or f.order_id == order_id)]
+
+    # ------------------------------------------------------------------ placing
+    def place(self, key: str, symbol: str, side: str, type: str, *, now_ms: int,
+              amount: float | None = None, price: float | None = None,
+              stop_price: float | None = None, quote_amount: float | None = None,
+              client_id: str | None = None) -> SimOrder:
+        """Accept (and maybe fill) an order, or raise :class:`Reject`.
+
+        ``amount`` is in base currency; a market buy may give ``quote_amount`` instead.
+        """
+        with self._lock:
+            self.advance(now_ms)
+            spec = self._spec(symbol)
+            if spec.is_swap:
+                raise Reject("unsupported", f"{symbol}: the simulator trades spot markets only")
+            if side not in ("buy", "sell"):
+                raise Reject("bad_quantity", f"invalid side {side!r}")
+            if type not in ORDER_TYPES:
+                raise Reject("unsupported", f"order type {type!r} is not simulated")
+            acct = self.accounts[key]
+            if client_id and self._client_id_taken(key, client_id):
+                raise Reject("duplicate_client_id", "duplicate client order id")
+            now_px = self.price(symbol, now_ms)
+            if type in ("limit", "stop_limit"):
+                if price is None or price <= 0:
+                    raise Reject("bad_price", "a limit order needs a price > 0")
+                if not _is_on_grid(price, spec.price_decimals):
+                    raise Reject("bad_price", f"the price {price} is not a multiple of the tick "
+                                              f"size {spec.tick_str()}")
+                price = round(float(price), spec.price_decimals)
+            if type in ("stop_market", "stop_limit"):
+                if stop_price is None or stop_price <= 0:
+                    raise Reject("bad_price", "a stop order needs a stop price > 0")
+            if quote_amount is not None:
+                if type != "market" or side != "buy":
+                    raise Reject("unsupported", "a quote amount is only for market buys")
+                amount = math.floor(quote_amount / now_px * spec.lot_scale + 1e-9) / spec.lot_scale
+            if amount is None or amount <= 0:
+                raise Reject("bad_quantity", "the quantity must be > 0")
+            if abs(amount * spec.lot_scale - round(amount * spec.lot_scale)) > 1e-6:
+                raise Reject("bad_quantity", f"the quantity {amount} is not a multiple of the lot "
+                                             f"size {spec.lot_str()}")
+            amount = round(amount, spec.lot_decimals)
+            ref = price if price is not None else (stop_price or now_px)
+            if amount * ref < self.min_notional(symbol):
+                raise Reject("min_notional", f"the order value {amount * ref:.8g} is below the "
+                                             f"minimum of {self.min_notional(symbol):g}")
+            o = SimOrder(id=next(self._order_ids), key=key,
+                         client_id=client_id or f"sim{next(self._client_ids):010d}",
+                         symbol=symbol, side=side, type=type, amount=amount, price=price,
+                         stop_price=stop_price, created_ms=now_ms, updated_ms=now_ms,
+                         quote_amount=quote_amount)
+            self._reserve(acct, spec, o, now_px)
+            self.orders[o.id] = o
+            if type == "market":
+                self._fill(acct, spec, o, o.remaining, now_px, maker=False, t_ms=now_ms)
+                return o
+            self._last_ms.setdefault(symbol, now_ms)
+            self._resting.setdefault(symbol, []).append(o)
+            self._step_order(acct, spec, o, now_ms, now_px, placing=True)
+            self._prune(symbol)
+            return o
+
+    def min_notional(self, symbol: str) -> float:
+        """Smallest order value in quote currency (binance's NOTIONAL filter: 5 USDT)."""
+        return 5.0 if self._spec(symbol).quote in ("USDT", "USDC", "FDUSD", "USD") else 0.0
+
+    def _client_id_taken(self, key: str, client_id: str) -> bool:
+        for o in self.orders.values():
+            if o.key == key and o.client_id == client_id and (
+                    self.unique_client_ids == "all" or o.is_open):
+                return True
+        return False
+
+    def _reserve(self, acct: Account, spec: MarketSpec, o: SimOrder, now_px: float) -> None:
+        if o.side == "sell":
+            if acct.free(spec.base) + _EPS < o.amount:
+                raise Reject("insufficient_funds", f"insufficient {spec.base} balance")
+            acct.lock(spec.base, o.amount)
+            o.locked = o.amount
+            return
+        if o.type == "market":
+            need = o.quote_amount if o.quote_amount is not None else o.amount * now_px
+            if acct.free(spec.quote) + _EPS < need:
+                raise Reject("insufficient_funds", f"insufficient {spec.quote} balance")
+            return  # spent at once, nothing stays locked
+        unit = o.price if o.type in ("limit", "stop_limit") else (o.stop_price or now_px)
+        need = _r(o.amount * float(unit))
+        if acct.free(spec.quote) + _EPS < need:
+            raise Reject("insufficient_funds", f"insufficient {spec.quote} balance")
+        acct.lock(spec.quote, need)
+        o.locked = need
+
+    # ------------------------------------------------------------------ cancelling
+    def cancel(self, key: str, *, now_ms: int, symbol: str | None = None, order_id: int | None = None,
+               client_id: str | None = None) -> SimOrder:
+        """Cancel an open order; :class:`Reject` ``unknown_order`` if none is open by that id."""
+        with self._lock:
+            self.advance(now_ms)
+            o = self.find(key, symbol=symbol, order_id=order_id, client_id=client_id)
+            if o is None or not o.is_open:
+                raise Reject("unknown_order", "unknown order")
+            self._close(o, "canceled", now_ms)
+            return o
+
+    def _close(self, o: SimOrder, status: str, now_ms: int) -> None:
+        acct = self.accounts[o.key]
+        spec = self.specs[o.symbol]
+        if o.locked > 0:
+            acct.unlock(spec.base if o.side == "sell" else spec.quote, o.locked)
+            o.locked = 0.0
+        o.status = status
+        o.updated_ms = now_ms
+        self._prune(o.symbol)
+
+    def _prune(self, symbol: str) -> None:
+        rest = [o for o in self._resting.get(symbol, []) if o.is_open]
+        if rest:
+            self._resting[symbol] = rest
+        else:
+            self._resting.pop(symbol, None)
+            self._last_ms.pop(symbol, None)
+
+    # ------------------------------------------------------------------ matching
+    def advance(self, now_ms: int) -> int:
+        """Walk every symbol with resting orders along the price path up to ``now_ms``.
+
+        Samples each second boundary after the last look, then ``now_ms``. Returns the number
+        of fills made.
+        """
+        n = 0
+        with self._lock:
+            for symbol in list(self._resting):
+                last = self._last_ms.get(symbol, now_ms)
+                if now_ms <= last:
+                    continue
+                start = max(last, now_ms - MAX_CATCH_UP_S * 1000)
+                t = start - start % 1000 + 1000
+                while t <= now_ms and symbol in self._resting:
+                    n += self._sample(symbol, t)
+                    t += 1000
+                if symbol in self._resting and now_ms % 1000:
+                    n += self._sample(symbol, now_ms)
+                if symbol in self._last_ms:
+                    self._last_ms[symbol] = now_ms
+        return n
+
+    def _sample(self, symbol: str, t_ms: int) -> int:
+        spec = self.specs[symbol]
+        px = self.price(symbol, t_ms)
+        n = 0
+        for o in list(self._resting.get(symbol, [])):
+            if not o.is_open:
+                continue
+            n += self._step_order(self.accounts[o.key], spec, o, t_ms, px, placing=False)
+        self._prune(symbol)
+        return n
+
+    def _step_order(self, acct: Account, spec: MarketSpec, o: SimOrder, t_ms: int, px: float,
+                    *, placing: bool) -> int:
+        """Trigger / fill one resting order at price ``px``; returns fills made."""
+        if o.type in ("stop_market", "stop_limit") and not o.triggered:
+            stop = float(o.stop_price or 0.0)
+            if (o.side == "sell" and px <= stop) or (o.side == "buy" and px >= stop):
+                o.triggered = True
+                o.updated_ms = t_ms
+            else:
+                return 0
+            if o.type == "stop_market":
+                if o.side == "buy":  # re-reserve at the trigger price: the stop price was a guess
+                    acct.unlock(spec.quote, o.locked)
+                    o.locked = 0.0
+                    if acct.free(spec.quote) + _EPS < o.remaining * px:
+                        self._close(o, "expired", t_ms)
+                        return 0
+                self._fill(acct, spec, o, o.remaining, px, maker=False, t_ms=t_ms)
+                return 1
+            placing = True  # a triggered stop-limit meets the book as a taker first
+        limit = o.limit_price
+        if limit is None:
+            return 0
+        crossed = px <= limit if o.side == "buy" else px >= limit
+        if not crossed:
+            return 0
+        avail = self._available(o.symbol, t_ms)
+        qty = min(o.remaining, math.floor(avail * spec.lot_scale + 1e-9) / spec.lot_scale)
+        if qty <= 0:
+            return 0
+        self._use(o.symbol, t_ms, qty)
+        # a marketable order takes the current price; a resting one gets its limit (maker)
+        self._fill(acct, spec, o, qty, px if placing else limit, maker=not placing, t_ms=t_ms)
+        return 1
+
+    def _fill(self, acct: Account, spec: MarketSpec, o: SimOrder, qty: float, px: float, *,
+              maker: bool, t_ms: int) -> None:
+        qty = round(qty, spec.lot_decimals)
+        if qty <= 0:
+            return
+        rate = self.maker_fee if maker else self.taker_fee
+        quote_qty = _r(qty * px)
+        if o.side == "buy":
+            fee, fee_asset = _r(qty * rate), spec.base
+            if o.type == "market" or (o.type == "stop_market"):
+                acct.add_free(spec.quote, -quote_qty)
+            else:
+                reserved = _r(qty * float(o.price))
+                acct.spend_locked(spec.quote, reserved)
+                acct.add_free(spec.quote, reserved - quote_qty)
+                o.locked = _r(o.locked - reserved)
+            acct.add_free(spec.base, qty - fee)
+        else:
+            fee, fee_asset = _r(quote_qty * rate), spec.quote
+            acct.spend_locked(spec.base, qty)
+            o.locked = _r(o.locked - qty)
+            acct.add_free(spec.quote, quote_qty - fee)
+        f = Fill(id=next(self._fill_ids), order_id=o.id, client_id=o.client_id, symbol=o.symbol,
+                 side=o.side, price=px, qty=qty, quote_qty=quote_qty, fee=fee, fee_asset=fee_asset,
+                 fee_rate=rate, maker=maker, time_ms=t_ms)
+        o.fills.append(f)
+        self.fills.append(f)
+        o.filled = round(o.filled + qty, spec.lot_decimals)
+        o.cost = _r(o.cost + quote_qty)
+        o.updated_ms = t_ms
+        if o.remaining <= 0:
+            if o.locked > 0:  # rounding leftovers go back
+                acct.unlock(spec.base if o.side == "sell" else spec.quote, o.locked)
+                o.locked = 0.0
+            o.status = "filled"
+        else:
+            o.status = "partially_filled"
+        if self.on_fill is not None:
+            self.on_fill(f)
+
+    # ------------------------------------------------------------------ state for tests
+    def state(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Every order and balance, JSON-ready (what ``Simulator.orders`` and the control API show)."""
+        with self._lock:
+            if now_ms is not None:
+                self.advance(now_ms)
+            return {
+                "orders": [order_dict(o) for o in self.orders.values()],
+                "balances": {k: {a: {"free": f, "locked": lk} for a, (f, lk) in acct.snapshot().items()}
+                             for k, acct in self.accounts.items()},
+            }
+
+
+def order_dict(o: SimOrder) -> dict[str, Any]:
+    """A JSON-ready copy of one order (the secret-free account key included)."""
+    return {"id": o.id, "key": o.key, "client_id": o.client_id, "symbol": o.symbol, "side": o.side,
+            "type": o.type, "amount": o.amount, "price": o.price, "stop_price": o.stop_price,
+            "status": o.status, "filled": o.filled, "cost": o.cost, "fee": o.fee_total,
+            "fee_asset": o.fee_asset, "created_ms": o.created_ms, "updated_ms": o.updated_ms,
+            "fills": len(o.fills)}
+
+
+def _is_on_grid(value: float, decimals: int) -> bool:
+    scaled = float(value) * 10 ** decimals
+    return abs(scaled - round(scaled)) <= 1e-6 * max(1.0, abs(scaled)) ** 0.5

@@ -1,0 +1,187 @@
+"""``btccxt run --live`` as a user runs it: the double opt-in, the pre-flight summary, the kill
+switch (file and SIGUSR1), and no secret in any output. A subprocess, the simulator by URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from btccxt_cli.sim.accounts import SimKey
+
+pytestmark = pytest.mark.live
+
+KEY = "lk-3f9c27aa41e0"
+SECRET = "ls-9d0b6e12c7f4-5a"
+PASS = "lp-71c2e8"
+ENV = {"BTCCXT_LIVE_KEY": KEY, "BTCCXT_LIVE_SECRET": SECRET, "BTCCXT_LIVE_PASS": PASS,
+       "NO_COLOR": "1"}
+
+PROBE = """import backtrader as bt
+
+
+class LiveProbe(bt.Strategy):
+    params = (("sell_too_much", True),)
+
+    def __init__(self):
+        self.sent = False
+
+    def next(self):
+        if self.sent or self.data._laststatus != self.data.LIVE:
+            return
+        self.sent = True
+        self.buy(size=0.001)
+        self.buy(size=0.001, price=round(self.data.close[0] * 0.8, 1), exectype=bt.Order.Limit)
+        if self.p.sell_too_much:
+            self.sell(size=0.4)  # holds ~0.001 BTC: the exchange refuses
+"""
+
+
+def write_config(tmp_path: Path, sim_url: str, *, mode: str = "live", broker_extra: str = "") -> Path:
+    (tmp_path / "probe.py").write_text(PROBE)
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(f"""exchange:
+  id: binance
+  sim: {sim_url}
+  api_key: ${{BTCCXT_LIVE_KEY}}
+  secret: ${{BTCCXT_LIVE_SECRET}}
+symbols: [BTC/USDT]
+feed:
+  mode: websocket
+  timeframe: 1s
+  backfill: 2
+strategy:
+  path: probe.py
+broker:
+  mode: {mode}
+  orders_db: orders.sqlite
+  poll_interval: 0.2
+  kill_switch_file: STOP
+  limits:
+    max_position: {{BTC/USDT: 0.5}}
+    max_orders_per_minute: 10
+{broker_extra}logging:
+  level: INFO
+  file: run.log
+events:
+  file: events.jsonl
+""")
+    return cfg
+
+
+def btccxt(*args: str, **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "btccxt_cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **ENV}, **kw)
+
+
+def wait_for(cond: Callable[[], bool], p: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait on a condition of the simulator's state (checked every 0.1 s), failing if the run ends."""
+    tick = threading.Event()
+    for _ in range(int(timeout * 10)):
+        if cond():
+            return
+        if p.poll() is not None:
+            out, err = p.communicate()
+            raise AssertionError(f"the run ended early ({p.returncode}): {out[-1500:]} {err[-1500:]}")
+        tick.wait(0.1)
+    p.kill()
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def live_sim(sim_factory: Any) -> Any:
+    return sim_factory(exchanges=("binance",), api_keys=[SimKey(KEY, SECRET, PASS)],
+                       balances={"USDT": 5_000.0})
+
+
+def test_live_orders_need_the_config_and_the_flag(live_sim: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    p = btccxt("run", str(cfg), "--plain", "--max-bars", "1")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--live was not given" in err
+    paper = write_config(tmp_path, live_sim.url("binance"), mode="paper")
+    p = btccxt("run", str(paper), "--plain", "--live", "--yes")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--live needs broker.mode: live" in err
+    assert live_sim.orders("binance") == []
+
+
+def test_non_interactive_live_run_without_yes_is_refused_after_the_summary(
+        live_sim: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    p = btccxt("run", str(cfg), "--plain", "--live")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert "LIVE TRADING on binance (simulator http://127.0.0.1:" in out
+    assert "balances  USDT 5000" in out and "symbols   BTC/USDT" in out
+    assert "max_position BTC/USDT 0.5" in out
+    assert "pass --yes" in err
+    assert live_sim.orders("binance") == []
+
+
+def test_kill_file_cancels_open_orders_and_stops_and_no_secret_leaks(
+        live_sim: Any, tmp_path: Path) -> None:
+    # the first create is executed but answered with HTTP 500: the broker must look it up
+    live_sim.order_ack_fault("binance", mode="500")
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    p = btccxt("run", str(cfg), "--plain", "--live", "--yes")
+
+    def resting() -> bool:
+        return any(o["type"] == "limit" and o["status"] == "new" for o in live_sim.orders("binance"))
+
+    wait_for(resting, p)
+    (tmp_path / "STOP").write_text("")
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err[-3000:]
+    assert "stopped: kill switch: file" in out
+    orders = live_sim.orders("binance")
+    assert sorted((o["type"], o["status"]) for o in orders) == [("limit", "canceled"),
+                                                               ("market", "filled")]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    kinds = [(e["type"], e.get("event")) for e in events if e["type"] in ("order", "kill")]
+    assert ("kill", None) in kinds
+    assert ("order", "Completed") in kinds and ("order", "Canceled") in kinds
+    rejected = [e for e in events if e.get("event") == "Rejected"]
+    assert len(rejected) == 1 and "insufficient balance" in rejected[0]["reason"]
+    texts = {"stdout": out, "stderr": err, "log": (tmp_path / "run.log").read_text(),
+             "events": (tmp_path / "events.jsonl").read_text()}
+    db_bytes = b"".join(f.read_bytes() for f in tmp_path.glob("orders.sqlite*"))
+    assert "found at the exchange by client order id" in texts["log"]
+    for name, text in texts.items():
+        for secret in (KEY, SECRET):
+            assert secret not in text, f"{secret!r} in {name}"
+    for secret in (KEY, SECRET):
+        assert secret.encode() not in db_bytes
+
+
+def test_sigusr1_is_the_kill_switch(live_sim: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    p = btccxt("run", str(cfg), "--plain", "--live", "--yes")
+    wait_for(lambda: any(o["status"] == "new" for o in live_sim.orders("binance")), p)
+    p.send_signal(signal.SIGUSR1)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err[-3000:]
+    assert "stopped: kill switch: SIGUSR1" in out
+    assert {o["status"] for o in live_sim.orders("binance") if o["type"] == "limit"} == {"canceled"}
+
+
+def test_rejected_credentials_stop_before_trading(live_sim: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    p = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "run", str(cfg), "--plain", "--live",
+                          "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL,
+                         env={**os.environ, **ENV, "BTCCXT_LIVE_SECRET": "wrong-" + SECRET})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert "credentials rejected" in err
+    assert SECRET not in out + err and KEY not in out + err
+    assert live_sim.orders("binance") == []

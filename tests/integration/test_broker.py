@@ -1,0 +1,408 @@
+"""CCXTBroker through cerebro against the simulator: real ccxt signing, real sockets.
+
+Every test runs a backtrader strategy on 1 s bars; the strategy acts on live bars and the test
+checks what it was told against what the simulated exchange holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pytest
+
+from btccxt_cli.bt.broker import CCXTBroker, OrderLimits
+from btccxt_cli.bt.store import CCXTStore
+from btccxt_cli.cache.orders import OrderStore
+from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine
+from btccxt_cli.sim.market import MarketModel
+
+pytestmark = pytest.mark.live
+
+KEYS = {"apiKey": DEFAULT_KEY.key, "secret": DEFAULT_KEY.secret, "password": DEFAULT_KEY.passphrase}
+SYMBOL = "BTC/USDT"
+
+
+@dataclass
+class Note:
+    ref: int
+    status: str
+    size: float
+    price: float
+    comm: float
+    reason: str | None
+    client_id: str | None
+
+
+@dataclass
+class Outcome:
+    notes: list[Note] = field(default_factory=list)
+    timed_out: bool = False
+    strategy: Any = None
+    broker: Any = None
+
+    def statuses(self, ref: int) -> list[str]:
+        return [n.status for n in self.notes if n.ref == ref]
+
+    def last(self, ref: int) -> Note:
+        return [n for n in self.notes if n.ref == ref][-1]
+
+
+class Scripted(bt.Strategy):
+    """Calls ``act(strategy, n)`` on the n-th live bar; stops when ``done(strategy)``."""
+
+    params = (("act", None), ("done", None), ("outcome", None))
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.orders: dict[str, Any] = {}
+        self.p.outcome.strategy = self
+
+    def notify_order(self, order: Any) -> None:
+        self.p.outcome.notes.append(Note(order.ref, order.getstatusname(), order.executed.size,
+                                         order.executed.price, order.executed.comm,
+                                         order.info.get("reason"), order.info.get("client_id")))
+
+    def next(self) -> None:
+        if self.data._laststatus != self.data.LIVE:
+            return
+        self.n += 1
+        if self.p.act is not None:
+            self.p.act(self, self.n)
+        if self.p.done is not None and self.p.done(self):
+            self.env.runstop()
+
+
+def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable[[Any], bool], *,
+        db: Path, timeout: float = 25.0, store_cfg: dict[str, Any] | None = None,
+        broker_kw: dict[str, Any] | None = None, out: Outcome | None = None) -> Outcome:
+    out = out if out is not None else Outcome()
+    store = CCXTStore(exchange, sim_url=sim.url(exchange), config={**KEYS, **(store_cfg or {})})
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
+                         compression=1, backfill_bars=1, use_websocket=True)
+    cerebro.adddata(data)
+    broker = store.getbroker(live=True, db_path=db, poll_interval=0.2, **(broker_kw or {}))
+    out.broker = broker
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(Scripted, act=act, done=done, outcome=out)
+
+    def expire() -> None:
+        out.timed_out = True
+        cerebro.runstop()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        cerebro.run()
+    finally:
+        timer.cancel()
+        store.stop()
+    return out
+
+
+def has(out: Outcome, ref_of: Callable[[Any], Any], status: str) -> bool:
+    s = out.strategy
+    o = ref_of(s) if s is not None else None
+    return o is not None and status in out.statuses(o.ref)
+
+
+# --------------------------------------------------------------------------- lifecycle
+@pytest.mark.parametrize("exchange", ["binance", "okx"])
+def test_market_limit_cancel_and_insufficient_funds(sim_factory: Any, tmp_path: Path,
+                                                    exchange: str) -> None:
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0})
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["market"] = s.buy(size=0.01)
+            s.orders["far"] = s.buy(size=0.01, price=round(s.data.close[0] * 0.9, 1),
+                                    exectype=bt.Order.Limit)
+        far = s.orders.get("far")
+        if far is not None and "Accepted" in out.statuses(far.ref) and "broke" not in s.orders:
+            s.cancel(far)
+            s.orders["broke"] = s.sell(size=5.0)  # 5 BTC: the account has ~0.01
+
+    def done(s: Any) -> bool:
+        o = s.orders
+        return "broke" in o and "Completed" in out.statuses(o["market"].ref) and \
+            "Canceled" in out.statuses(o["far"].ref) and "Rejected" in out.statuses(o["broke"].ref)
+
+    result = _run_with(out, sim, exchange, act, done, tmp_path / "o.sqlite")
+    assert not result.timed_out, result.notes
+    s = result.strategy
+    m, far, broke = s.orders["market"], s.orders["far"], s.orders["broke"]
+    assert result.statuses(m.ref) == ["Submitted", "Accepted", "Completed"]
+    assert result.statuses(far.ref) == ["Submitted", "Accepted", "Canceled"]
+    assert result.statuses(broke.ref) == ["Submitted", "Rejected"]
+    reason = result.last(broke.ref).reason
+    assert reason and "insufficient" in reason.lower(), reason
+    # what the strategy saw is what the exchange did
+    orders = {o["client_id"]: o for o in sim.orders(exchange)}
+    assert len(orders) == 2  # the refused order never reached the book
+    done_m = result.last(m.ref)
+    ex_m = orders[done_m.client_id]
+    assert ex_m["status"] == "filled" and done_m.size == ex_m["filled"] == 0.01
+    assert done_m.price == pytest.approx(ex_m["cost"] / ex_m["filled"])
+    assert done_m.comm == pytest.approx(ex_m["fee"] * done_m.price)  # fee in BTC, valued in USDT
+    assert orders[result.last(far.ref).client_id]["status"] == "canceled"
+    bal = sim.balances(exchange)
+    br = result.broker
+    assert br.getcash() == pytest.approx(bal["USDT"]["free"])
+    assert br.getposition(s.data).size == pytest.approx(bal["BTC"]["free"] + bal["BTC"]["locked"])
+    assert br.getposition(s.data).size == pytest.approx(0.01 - ex_m["fee"])
+    # what the dashboard's broker panel shows (model.BrokerStatus)
+    st = br.status(trades=0)
+    assert st.mode == "live" and st.cash == br.getcash() and st.open_orders == 0
+    assert st.positions == {SYMBOL: br.getposition(s.data).size}
+    assert st.value == pytest.approx(bal["USDT"]["free"] + st.positions[SYMBOL] * s.data.close[0])
+
+
+def _run_with(out: Outcome, sim: Any, exchange: str, act: Any, done: Any, db: Path, **kw: Any) -> Outcome:
+    return run(sim, exchange, act, done, db=db, out=out, **kw)
+
+
+def test_large_limit_order_fills_in_parts(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 50_000.0}, liquidity=0.25)
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["big"] = s.buy(size=0.15, price=round(s.data.close[0] * 1.01, 1),
+                                    exectype=bt.Order.Limit)
+
+    def done(s: Any) -> bool:
+        o = s.orders.get("big")
+        return o is not None and any(n.ref == o.ref and n.status == "Completed" for n in notes)
+
+    _run_with(out, sim, "binance", act, done, tmp_path / "o.sqlite", timeout=30)
+    assert not out.timed_out
+    o = out.strategy.orders["big"]
+    st = out.statuses(o.ref)
+    assert st[:2] == ["Submitted", "Accepted"] and st[-1] == "Completed" and "Partial" in st
+    assert out.last(o.ref).size == pytest.approx(0.15)
+    ex = sim.orders("binance")
+    assert len(ex) == 1 and ex[0]["fills"] > 1 and ex[0]["status"] == "filled"
+
+
+# --------------------------------------------------------------------------- idempotency
+@pytest.mark.parametrize(("exchange", "mode", "path"), [
+    ("binance", "delay", None),  # binance's GET/POST/DELETE share /api/v3/order
+    ("okx", "reset", "/api/v5/trade/batch-orders"),
+    ("binance", "500", None),
+    ("okx", "delay", "/api/v5/trade/batch-orders"),
+])
+def test_create_failing_after_acceptance_is_looked_up_never_resent(
+        sim_factory: Any, tmp_path: Path, exchange: str, mode: str, path: str | None) -> None:
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0})
+    sim.order_ack_fault(exchange, mode=mode, ms=2500)  # the order exists; the answer never comes
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["m"] = s.buy(size=0.01)
+
+    def done(s: Any) -> bool:
+        o = s.orders.get("m")
+        return o is not None and any(n.ref == o.ref and n.status in ("Completed", "Rejected")
+                                     for n in notes)
+
+    _run_with(out, sim, exchange, act, done, tmp_path / "o.sqlite",
+              store_cfg={"timeout": 1000})  # ccxt gives up after 1 s
+    assert not out.timed_out
+    o = out.strategy.orders["m"]
+    assert out.statuses(o.ref) == ["Submitted", "Accepted", "Completed"]  # each exactly once
+    ex = sim.orders(exchange)
+    assert len(ex) == 1 and ex[0]["status"] == "filled"
+    assert ex[0]["client_id"] == out.last(o.ref).client_id
+    # a resend would have made a second order: the first is closed, so its client id is free
+    if path is not None:
+        assert sim.stats(exchange)["rest"].get(path) == 1, "create_order was sent again"
+    db = OrderStore(tmp_path / "o.sqlite")
+    rows = db.orders()
+    db.close()
+    assert [(r.client_id, r.status) for r in rows] == [(ex[0]["client_id"], "closed")]
+
+
+# --------------------------------------------------------------------------- restart
+def _cross_plan(now_ms: int, up_s: float = 4.0, horizon_s: int = 900) -> tuple[str, float, int]:
+    """A limit the simulated price path does not touch for ``up_s`` seconds, then crosses.
+
+    Buys below the lowest price of the next ``up_s`` seconds (50 ms grid), or sells above the
+    highest, whichever the path reaches first (checked at whole seconds, as the engine does).
+    Returns (side, price, time of the crossing).
+    """
+    model = MarketModel(1)
+    spec = model.spec(SYMBOL)
+    eng = Engine(model, {SYMBOL: spec}, [])
+    window = [eng.price(SYMBOL, now_ms + i * 50) for i in range(int(up_s * 20) + 1)]
+    lo, hi = min(window) - spec.tick, max(window) + spec.tick
+    start = (now_ms + int(up_s * 1000)) // 1000 * 1000 + 1000
+    for t in range(start, start + horizon_s * 1000, 1000):
+        p = eng.price(SYMBOL, t)
+        if p <= lo:
+            return "buy", round(lo, spec.price_decimals), t
+        if p >= hi:
+            return "sell", round(hi, spec.price_decimals), t
+    raise AssertionError(f"the price path stays in range for {horizon_s} s")
+
+
+def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
+        sim_factory: Any, tmp_path: Path) -> None:
+    # time jumps forward on the exchange while the broker is down, so the signed timestamps of
+    # the second run lag the exchange clock: this test alone turns that check off
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0, "BTC": 0.1},
+                      check_timestamps=False)
+    db = tmp_path / "o.sqlite"
+    plan: dict[str, Any] = {}
+    notes1: list[Note] = []
+    out1 = Outcome(notes=notes1)
+
+    def act1(s: Any, n: int) -> None:
+        if n == 1:
+            side, price, when = _cross_plan(sim.now_ms())
+            plan.update(side=side, price=price, when=when)
+            s.orders["far"] = s.buy(size=0.01, price=round(s.data.close[0] * 0.8, 1),
+                                    exectype=bt.Order.Limit)
+            fn = s.buy if side == "buy" else s.sell
+            s.orders["cross"] = fn(size=0.01, price=price, exectype=bt.Order.Limit)
+
+    def done1(s: Any) -> bool:
+        return len(s.orders) == 2 and all(
+            any(n.ref == o.ref and n.status == "Accepted" for n in notes1) for o in s.orders.values())
+
+    _run_with(out1, sim, "binance", act1, done1, db)
+    assert not out1.timed_out
+    cid_far = out1.last(out1.strategy.orders["far"].ref).client_id
+    cid_cross = out1.last(out1.strategy.orders["cross"].ref).client_id
+    assert {o["status"] for o in sim.orders("binance")} == {"new"}, "filled while the broker was up"
+
+    # the broker is down: move the exchange's clock past the crossing; the engine replays the
+    # path second by second, so the order fills at the time it would have
+    gap = plan["when"] + 2000 - sim.now_ms()
+    if gap > 0:
+        sim.sim.clock_offset_ms += gap
+    status = {o["client_id"]: o for o in sim.orders("binance")}
+    assert status[cid_cross]["status"] == "filled" and status[cid_far]["status"] == "new"
+
+    notes2: list[Note] = []
+    out2 = Outcome(notes=notes2)
+
+    def done2(s: Any) -> bool:
+        by_cid: dict[str | None, list[str]] = {}
+        for n in notes2:
+            by_cid.setdefault(n.client_id, []).append(n.status)
+        return "Completed" in by_cid.get(cid_cross, []) and "Accepted" in by_cid.get(cid_far, [])
+
+    _run_with(out2, sim, "binance", lambda s, n: None, done2, db)
+    assert not out2.timed_out, notes2
+    by_cid: dict[str | None, list[Note]] = {}
+    for n in notes2:
+        by_cid.setdefault(n.client_id, []).append(n)
+    assert [n.status for n in by_cid[cid_far]] == ["Accepted"]
+    assert [n.status for n in by_cid[cid_cross]] == ["Accepted", "Completed"]
+    fill = by_cid[cid_cross][-1]
+    assert abs(fill.size) == pytest.approx(0.01) and fill.price == pytest.approx(plan["price"])
+    assert [r.client_id for r in out2.broker.open_orders()] == [cid_far]
+    assert len(sim.orders("binance")) == 2  # nothing was sent again
+    store = OrderStore(db)
+    dump = store.dump()
+    store.close()
+    assert {o["client_id"]: o["status"] for o in dump["orders"]} == {cid_far: "open", cid_cross: "closed"}
+    assert [f["delivered"] for f in dump["fills"]] == [1]
+
+
+# --------------------------------------------------------------------------- safety
+def test_limits_and_order_rate_reject_locally(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+    limits = OrderLimits(max_position={SYMBOL: 0.02}, max_notional={SYMBOL: 1000.0},
+                         max_orders_per_minute=3)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            px = s.data.close[0]
+            s.orders["pos"] = s.buy(size=0.03)
+            s.orders["notional"] = s.buy(size=0.018)  # ~1100 USDT at ~61000
+            low = round(px * 0.5, 1)
+            for i in range(4):
+                s.orders[f"r{i}"] = s.buy(size=0.001, price=low, exectype=bt.Order.Limit)
+
+    def done(s: Any) -> bool:
+        return len(s.orders) == 6 and all(
+            any(n.ref == s.orders[k].ref and n.status in ("Accepted", "Rejected") and n.status != "Submitted"
+                for n in notes) for k in s.orders)
+
+    _run_with(out, sim, "binance", act, done, tmp_path / "o.sqlite", broker_kw={"limits": limits})
+    assert not out.timed_out
+    o = out.strategy.orders
+    assert out.statuses(o["pos"].ref) == ["Submitted", "Rejected"]
+    assert "max_position[BTC/USDT] = 0.02" in out.last(o["pos"].ref).reason
+    assert out.statuses(o["notional"].ref) == ["Submitted", "Rejected"]
+    assert "max_notional[BTC/USDT] = 1000" in out.last(o["notional"].ref).reason
+    assert [out.statuses(o[f"r{i}"].ref)[-1] for i in range(4)] == ["Accepted"] * 3 + ["Rejected"]
+    assert "max_orders_per_minute = 3" in out.last(o["r3"].ref).reason
+    assert len(sim.orders("binance")) == 3
+
+
+def test_kill_switch_cancels_every_open_order(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(exchanges=("okx",), balances={"USDT": 10_000.0})
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+    state: dict[str, Any] = {}
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            low = round(s.data.close[0] * 0.7, 1)
+            s.orders["a"] = s.buy(size=0.01, price=low, exectype=bt.Order.Limit)
+            s.orders["b"] = s.buy(size=0.02, price=low, exectype=bt.Order.Limit)
+        accepted = [k for k in ("a", "b") if k in s.orders and "Accepted" in out.statuses(s.orders[k].ref)]
+        if len(accepted) == 2 and "killed" not in state:
+            # from another thread, as SIGUSR1 / the kill file do
+            t = threading.Thread(target=lambda: state.update(killed=s.broker.kill("test")))
+            t.start()
+            state["thread"] = t
+        if state.get("killed") and "after" not in s.orders:
+            s.orders["after"] = s.buy(size=0.01)
+
+    def done(s: Any) -> bool:
+        return "after" in s.orders and "Rejected" in out.statuses(s.orders["after"].ref) and all(
+            "Canceled" in out.statuses(s.orders[k].ref) for k in ("a", "b"))
+
+    _run_with(out, sim, "okx", act, done, tmp_path / "o.sqlite")
+    assert not out.timed_out, notes
+    assert state["killed"] is True
+    assert {o["status"] for o in sim.orders("okx")} == {"canceled"}
+    assert out.statuses(out.strategy.orders["after"].ref) == ["Submitted", "Rejected"]
+    assert "kill switch" in out.last(out.strategy.orders["after"].ref).reason
+
+
+def test_store_getbroker_is_paper_by_default() -> None:
+    store = CCXTStore("binance")
+    assert isinstance(store.getbroker(), bt.brokers.BackBroker)
+    live = CCXTStore("binance", config={"apiKey": "key-xyz", "secret": "sec-xyz"}).getbroker(live=True)
+    assert isinstance(live, CCXTBroker) and "xyz" not in repr(live)
+
+
+def test_rejected_keys_stop_the_broker_at_start(sim_factory: Any, tmp_path: Path) -> None:
+    from btccxt_cli.errors import CredentialsError
+
+    sim = sim_factory(exchanges=("okx",))
+    store = CCXTStore("okx", sim_url=sim.url("okx"), config={**KEYS, "password": "wrong-pass"})
+    broker = store.getbroker(live=True, db_path=tmp_path / "o.sqlite")
+    try:
+        with pytest.raises(CredentialsError) as info:
+            broker.start()
+    finally:
+        store.stop()
+    assert "credentials rejected" in str(info.value) and "wrong-pass" not in str(info.value)
