@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 
+@pytest.mark.timeout(300)
 def test_sixty_second_soak_loses_nothing():
     p = subprocess.run([sys.executable, str(SOAK), "--duration", "60", "--every", "5", "8", "--seed", "5"],
                        capture_output=True, text=True, timeout=240)
