@@ -115,6 +115,8 @@ class BrokerStatus:
     open_orders: int = 0
     trades: int = 0
     pnl: float = 0.0
+    balances: dict[str, float] = field(default_factory=dict)  # asset -> total (live only)
+    orders: list[str] = field(default_factory=list)  # one line per open order (live only)
 
 
 @dataclass(slots=True)

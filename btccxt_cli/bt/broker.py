@@ -324,9 +324,14 @@ class CCXTBroker(bt.BrokerBase):
         value = self.getvalue()
         if self._value0 is None and all(len(d) for d in datas):
             self._value0 = self.startingvalue = value
+        orders = [f"{o.side} {o.symbol} {o.amount:g} {o.type}"
+                  + (f" @ {o.price:.8g}" if o.price else "") + f" filled {o.filled:g} [{o.status}]"
+                  for o in self.open_orders()[:8]]
         return BrokerStatus(mode="live", cash=self.getcash(), value=value, positions=positions,
                             open_orders=self._open_count, trades=trades,
-                            pnl=value - self._value0 if self._value0 is not None else 0.0)
+                            pnl=value - self._value0 if self._value0 is not None else 0.0,
+                            balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
+                            orders=orders)
 
     def balances(self) -> dict[str, tuple[float, float, float]]:
         """``{asset: (free, used, total)}`` as last read from the exchange."""

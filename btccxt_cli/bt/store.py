@@ -148,8 +148,6 @@ class CCXTStore:
         from btccxt_cli.exchange.factory import make_exchange
 
         cfg = dict(self.config)
-        if self.debug:
-            cfg.setdefault("verbose", False)
         return make_exchange(self.exchange_id, kind=kind, config=cfg, sim_url=self.sim_url,
                              sandbox=self.sandbox)
 

@@ -83,6 +83,12 @@ def _broker_panel(snap: Snapshot) -> RenderableType:
         f"{b.value:,.2f}", ("  P&L ", "dim"), f"{b.pnl:+,.2f}", ("  trades ", "dim"), str(b.trades),
         ("  open orders ", "dim"), str(b.open_orders), ("  positions ", "dim"), pos,
     )
+    if b.balances:
+        body.append("\nbalances  ", style="dim")
+        body.append(", ".join(f"{a} {v:,.8g}" for a, v in sorted(b.balances.items())))
+    for line in b.orders:
+        body.append("\norder     ", style="dim")
+        body.append(line)
     return Panel(body, title="Broker", title_align="left")
 
 

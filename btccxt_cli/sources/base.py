@@ -1,4 +1,5 @@
-"""What every source shares: the feed pipe, backoff, the store's REST gate, and ``Series``.
+"""What every source shares: ``Series`` and its parameters (the pipe is in ``pipe.py``, the
+store's REST gate in ``gate.py``, backoff in ``exchange/retry.py``; all re-exported here).
 
 A ``Series`` is one (symbol, timeframe) subscription. It owns the bar assembler and the
 plan (history pages, the next REST read, state changes) and turns results into
@@ -10,12 +11,9 @@ No backtrader here, and no ccxt (the drivers pass plain rows in).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -24,177 +22,13 @@ from btccxt_cli.bars.assembler import BarAssembler, Emitted
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState, FeedStatus
+from btccxt_cli.sources.gate import LatencyWindow, RestGate
+from btccxt_cli.sources.pipe import Pipe
 from btccxt_cli.timeframes import bar_open, timeframe_ms
 
 __all__ = ["Pipe", "Backoff", "RestGate", "SeriesParams", "Series", "LatencyWindow"]
 
 logger = logging.getLogger(__name__)
-
-
-# One doorbell for every pipe in the process. Cerebro waits inside one feed's ``_load`` at a
-# time; if another feed's bar arrives meanwhile, the waiting feed must give the turn back at
-# once (return None) instead of sleeping out its ``qcheck``.
-_BELL = threading.Condition()
-_RINGS = [0]
-
-
-class Pipe:
-    """Thread-safe FIFO of ``FeedEvent``s from a source to one feed.
-
-    Unbounded for live data (a producer must never block the socket loop); history is paged
-    in only while the pipe is below ``high_water`` (``wait_room``), which bounds memory
-    without the blocking-put deadlock of earlier implementations. A wait on any pipe ends as
-    soon as something is put into *any* pipe (the shared doorbell).
-    """
-
-    def __init__(self, high_water: int = 5_000) -> None:
-        self._q: deque[FeedEvent] = deque()
-        self._cv = _BELL
-        self.high_water = high_water
-        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    def put(self, ev: FeedEvent) -> None:
-        with self._cv:
-            self._q.append(ev)
-            _RINGS[0] += 1
-            self._cv.notify_all()
-
-    def put_many(self, evs: Iterable[FeedEvent]) -> None:
-        with self._cv:
-            self._q.extend(evs)
-            _RINGS[0] += 1
-            self._cv.notify_all()
-        # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
-        # goes on parsing the next message and the strategy thread waits for it.
-        time.sleep(0)
-
-    def get(self, timeout: float | None) -> FeedEvent | None:
-        """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""
-        with self._cv:
-            if not self._q and timeout and not self.closed:
-                rang = _RINGS[0]
-                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
-            ev = self._q.popleft() if self._q else None
-            if self._room_waiters and len(self._q) < self.high_water // 2:
-                waiters, self._room_waiters = self._room_waiters, []
-            else:
-                waiters = []
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_set_done, fut)
-        return ev
-
-    def wait(self, timeout: float) -> None:
-        """Block up to ``timeout`` seconds or until something arrives or the pipe closes."""
-        with self._cv:
-            if not self._q and not self.closed and timeout > 0:
-                rang = _RINGS[0]
-                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
-
-    def close(self) -> None:
-        with self._cv:
-            self.closed = True
-            _RINGS[0] += 1
-            self._cv.notify_all()
-            waiters, self._room_waiters = self._room_waiters, []
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_set_done, fut)
-
-    async def wait_room(self) -> None:
-        """(async producers) Wait until the consumer has drained below half the high water."""
-        while True:
-            with self._cv:
-                if len(self._q) < self.high_water or self.closed:
-                    return
-                loop = asyncio.get_running_loop()
-                fut: asyncio.Future[None] = loop.create_future()
-                self._room_waiters.append((loop, fut))
-            await fut
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class RestGate:
-    """Store-wide REST discipline on top of ccxt's own limiter.
-
-    After a 429/418 every series of the store waits until ``blocked_until`` instead of each
-    retrying on its own, so a reconnect storm does not turn into a REST storm. Where the
-    exchange reports the request weight used in the current minute (binance's
-    ``X-MBX-USED-WEIGHT-1M``), the gate pauses all REST once usage reaches 90 % of
-    ``weight_limit``, so the limit is never hit in the first place.
-    """
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK, *, weight_limit: int | None = None,
-                 weight_header: str | None = None) -> None:
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._blocked_until = 0.0
-        self.calls = 0
-        self.rate_limited = 0
-        self.weight_limit = weight_limit
-        self.weight_header = weight_header.lower() if weight_header else None
-        self.weight_used: int | None = None
-        self.weight_pauses = 0
-
-    def note_headers(self, headers: object) -> None:
-        """Read the used-weight header of a REST answer and pause before the limit."""
-        if not self.weight_header or not self.weight_limit or not headers:
-            return
-        try:
-            items = dict(headers).items()  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            return
-        for k, v in items:
-            if str(k).lower() == self.weight_header:
-                try:
-                    used = int(v)
-                except (TypeError, ValueError):
-                    return
-                self.weight_used = used
-                if used >= 0.9 * self.weight_limit:
-                    # the window drains as old requests age out: wait for a share of the minute
-                    pause = max(1.0, 60.0 * (used - 0.75 * self.weight_limit) / self.weight_limit)
-                    with self._lock:
-                        self.weight_pauses += 1
-                        self._blocked_until = max(self._blocked_until, self.clock.monotonic() + pause)
-                    logger.warning("request weight %d of %d used this minute; pausing REST %.1f s",
-                                   used, self.weight_limit, pause)
-                return
-
-    def delay(self) -> float:
-        with self._lock:
-            return max(0.0, self._blocked_until - self.clock.monotonic())
-
-    def penalize(self, seconds: float) -> None:
-        with self._lock:
-            self.rate_limited += 1
-            self._blocked_until = max(self._blocked_until, self.clock.monotonic() + seconds)
-
-    def count(self) -> None:
-        with self._lock:
-            self.calls += 1
-
-
-class LatencyWindow:
-    """Last N latencies (ms) with p50/p99, for status snapshots."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._v: deque[float] = deque(maxlen=size)
-
-    def add(self, ms: float) -> None:
-        self._v.append(ms)
-
-    def summary(self) -> tuple[float | None, float | None, float | None]:
-        if not self._v:
-            return None, None, None
-        s = sorted(self._v)
-        return self._v[-1], s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))]
 
 
 @dataclass(frozen=True)

@@ -142,3 +142,61 @@ def test_rest_mode_outage_notifies_and_recovers(sim):
     check_bars(sim, res)
     for sym in SYMBOLS:
         check_recovered(res, sym)
+
+
+def test_okx_socket_drop_loses_nothing(sim):
+    store = CCXTStore("okx", sim_url=sim.url("okx"))
+    res = run_feeds(store, ["BTC/USDT", "BTC/USDT:USDT"], live_bars=6, backfill_bars=3,
+                    use_websocket=True, on_next=after_live(2, lambda: sim.drop("okx", mode="reset")),
+                    **FAST)
+    check_bars(sim, res, exchange="okx")
+    for sym in ("BTC/USDT", "BTC/USDT:USDT"):
+        check_recovered(res, sym)
+
+
+def test_a_channel_ccxt_pro_lacks_falls_back_to_rest(sim_factory):
+    """bitget has no 2h WebSocket channel in ccxt.pro: the feed polls REST and says so."""
+    import logging
+    import threading
+
+    import backtrader as bt
+
+    from .harness import Recorder, RunResult
+
+    sim = sim_factory(exchanges=("bitget",))
+    store = CCXTStore("bitget", sim_url=sim.url("bitget"))
+    said = threading.Event()
+    messages: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "polling REST instead" in record.getMessage():
+                messages.append(record.getMessage())
+                said.set()
+                cerebro.runstop()
+
+    handler = Catch(level=logging.WARNING)
+    log = logging.getLogger("btccxt_cli")
+    log.addHandler(handler)
+    result = RunResult()
+    cerebro = bt.Cerebro(stdstats=False)
+    data = store.getdata(dataname="BTC/USDT:USDT", name="BTC/USDT:USDT", timeframe=bt.TimeFrame.Minutes,
+                         compression=120, backfill_bars=5, use_websocket=True,
+                         ws_reconnect_delay=0.1, ws_max_reconnect_delay=0.2)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Recorder, live_bars=10**9, result=result)
+    timer = threading.Timer(30, cerebro.runstop)
+    timer.start()
+    try:
+        status = None
+        cerebro.run()
+        status = data.status()
+    finally:
+        timer.cancel()
+        log.removeHandler(handler)
+    assert said.is_set(), "no fallback message"
+    assert "no WebSocket OHLCV here" in messages[0]
+    assert status is None or status.transport == "rest"
+    from .harness import assert_matches_truth
+
+    assert_matches_truth(sim, "bitget", "BTC/USDT:USDT", "2h", result.bars["BTC/USDT:USDT"], tf_ms=7_200_000)

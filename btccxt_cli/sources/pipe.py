@@ -1,0 +1,104 @@
+"""The pipe between a source and one feed, and the doorbell every pipe shares.
+
+Thread-safe; no backtrader, no ccxt, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from btccxt_cli.model import FeedEvent
+
+__all__ = ["Pipe"]
+
+# One doorbell for every pipe in the process. Cerebro waits inside one feed's ``_load`` at a
+# time; if another feed's bar arrives meanwhile, the waiting feed must give the turn back at
+# once (return None) instead of sleeping out its ``qcheck``.
+_BELL = threading.Condition()
+_RINGS = [0]
+
+
+class Pipe:
+    """Thread-safe FIFO of ``FeedEvent``s from a source to one feed.
+
+    Unbounded for live data (a producer must never block the socket loop); history is paged
+    in only while the pipe is below ``high_water`` (``wait_room``), which bounds memory
+    without the blocking-put deadlock of earlier implementations. A wait on any pipe ends as
+    soon as something is put into *any* pipe (the shared doorbell).
+    """
+
+    def __init__(self, high_water: int = 5_000) -> None:
+        self._q: deque[FeedEvent] = deque()
+        self._cv = _BELL
+        self.high_water = high_water
+        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, ev: FeedEvent) -> None:
+        with self._cv:
+            self._q.append(ev)
+            _RINGS[0] += 1
+            self._cv.notify_all()
+
+    def put_many(self, evs: Iterable[FeedEvent]) -> None:
+        with self._cv:
+            self._q.extend(evs)
+            _RINGS[0] += 1
+            self._cv.notify_all()
+        # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
+        # goes on parsing the next message and the strategy thread waits for it.
+        time.sleep(0)
+
+    def get(self, timeout: float | None) -> FeedEvent | None:
+        """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""
+        with self._cv:
+            if not self._q and timeout and not self.closed:
+                rang = _RINGS[0]
+                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+            ev = self._q.popleft() if self._q else None
+            if self._room_waiters and len(self._q) < self.high_water // 2:
+                waiters, self._room_waiters = self._room_waiters, []
+            else:
+                waiters = []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_set_done, fut)
+        return ev
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until something arrives or the pipe closes."""
+        with self._cv:
+            if not self._q and not self.closed and timeout > 0:
+                rang = _RINGS[0]
+                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            _RINGS[0] += 1
+            self._cv.notify_all()
+            waiters, self._room_waiters = self._room_waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_set_done, fut)
+
+    async def wait_room(self) -> None:
+        """(async producers) Wait until the consumer has drained below half the high water."""
+        while True:
+            with self._cv:
+                if len(self._q) < self.high_water or self.closed:
+                    return
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[None] = loop.create_future()
+                self._room_waiters.append((loop, fut))
+            await fut
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
