@@ -16,32 +16,13 @@ import pytest
 from btccxt_cli.bt.store import CCXTStore
 
 from .harness import assert_matches_truth, run_feeds
+from .simtools import FAST, after_live, states
 
 pytestmark = pytest.mark.live
 
 EXCHANGES = ["bybit", "kucoin"]
 SYMBOLS = {"bybit": ["BTC/USDT", "ETH/USDT:USDT"], "kucoin": ["BTC/USDT", "ETH/USDT"]}
 SOCKETS = {"bybit": 2, "kucoin": 1}  # bybit: one socket for spot, one for linear
-FAST = {"ws_reconnect_delay": 0.2, "ws_max_reconnect_delay": 1.0}
-
-
-def after_live(n: int, action: Any) -> Any:
-    """An on_next hook that runs ``action()`` once, when every data has ``n`` live bars."""
-    state = {"done": False}
-
-    def hook(strat: Any) -> None:
-        if state["done"]:
-            return
-        bars = strat.p.result.bars
-        if all(sum(s.source == "live" for s in bars[d._name]) >= n for d in strat.datas):
-            state["done"] = True
-            action()
-
-    return hook
-
-
-def states(res: Any, sym: str) -> list[str]:
-    return [st for d, st, _ in res.notes if d == sym]
 
 
 @pytest.mark.parametrize("exchange", EXCHANGES)

@@ -11,28 +11,9 @@ import pytest
 from btccxt_cli.bt.store import CCXTStore
 
 from .harness import assert_matches_truth, run_feeds
+from .simtools import FAST, after_live, states
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-FAST = {"ws_reconnect_delay": 0.2, "ws_max_reconnect_delay": 1.0}
-
-
-def after_live(n: int, action):
-    """An on_next hook that runs ``action()`` once, when every data has ``n`` live bars."""
-    state = {"done": False}
-
-    def hook(strat):
-        if state["done"]:
-            return
-        bars = strat.p.result.bars
-        if all(sum(s.source == "live" for s in bars[d._name]) >= n for d in strat.datas):
-            state["done"] = True
-            action()
-
-    return hook
-
-
-def states(res, sym):
-    return [st for d, st, _ in res.notes if d == sym]
 
 
 def check_bars(sim, res, exchange="binance"):

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -19,55 +14,20 @@ from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
 from btccxt_cli.errors import UnsupportedError
 from btccxt_cli.exchange.factory import make_exchange
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    assert_all_local,
+    fetch_pages,
+    fixture,
+    get_json,
+    reply,
+    watch_finals,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "binance"
-MIN = 60_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
-
-
-def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _strings(v)
-    elif isinstance(node, str):
-        yield node
-
-
-def _assert_all_local(urls: Any, base: str) -> None:
-    port = base.rsplit(":", 1)[1]
-    found = [u for u in _strings(urls) if _URL.match(u)]
-    assert found
-    for u in found:
-        assert re.match(rf"^(http|ws)://127\.0\.0\.1:{port}(/|$)", u), u
-
-
-async def watch_finals(ex: Any, symbol: str, timeframe: str, closed: int,
-                       timeout: float = 10.0) -> tuple[dict[int, tuple], Counter]:
-    """Watch until ``closed`` bars are known closed (a later bar arrived).
-
-    Returns the last state seen of each closed bar (its final update) and how many updates
-    each bar got. ccxt.pro updates its cache rows in place, so rows are copied as they come.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: dict[int, tuple] = {}
-    updates: Counter = Counter()
-    done: list[int] = []
-    while len(done) < closed:
-        rows = await asyncio.wait_for(ex.watch_ohlcv(symbol, timeframe),
-                                      timeout=max(0.01, deadline - loop.time()))
-        for r in rows:
-            last[r[0]] = tuple(r)
-            updates[r[0]] += 1
-        newest = max(last)
-        done = sorted(t for t in last if t < newest)
-    return {t: last[t] for t in done}, updates
 
 
 # --------------------------------------------------------------------------- factory
@@ -77,7 +37,7 @@ def test_factory_moves_every_url_to_the_simulator(sim: Any) -> None:
     for kind in ("sync", "async", "pro"):
         ex = make_exchange(EX, kind=kind, sim_url=base)
         try:
-            _assert_all_local(ex.urls, base)
+            assert_all_local(ex.urls, base)
             api = ex.urls["api"]
             assert api["public"] == api["private"] == base + "/api/v3"
             assert api["v1"] == base + "/api/v1"
@@ -98,7 +58,7 @@ def test_sandbox_mode_stays_local(sim: Any) -> None:
     base = sim.url(EX)
     ex = make_exchange(EX, sim_url=base, sandbox=True)
     assert ex.urls["api"]["public"] == base + "/api/v3"
-    _assert_all_local(ex.urls, base)
+    assert_all_local(ex.urls, base)
     ex.load_markets()
     assert "BTC/USDT" in ex.markets
 
@@ -126,9 +86,7 @@ def test_rest_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> No
         ("klines_BTCUSDT_1m_limit3.json", "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=3"),
         ("exchangeInfo_BTCUSDT.json", "/api/v3/exchangeInfo?symbol=BTCUSDT"),
     ]:
-        with urllib.request.urlopen(sim.url(EX) + path, timeout=5) as resp:
-            got = json.loads(resp.read())
-        assert got == json.loads((WIRE / name).read_text(encoding="utf-8")), name
+        assert get_json(sim.url(EX) + path) == fixture(EX, name), name
 
 
 def test_load_markets_and_time(sim: Any) -> None:
@@ -167,14 +125,7 @@ def test_fetch_ohlcv_since_limit_loop_is_contiguous_and_true(sim: Any) -> None:
     ex = make_exchange(EX, sim_url=sim.url(EX))
     now = sim.now_ms()
     since = now - now % MIN - 3_200 * MIN
-    rows: list[list] = []
-    cursor = since
-    while len(rows) < 3_000:
-        batch = ex.fetch_ohlcv("BTC/USDT", "1m", since=cursor, limit=1_000)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:3_000]
+    rows = fetch_pages(ex, "BTC/USDT", "1m", since=since, count=3_000, limit=1_000)
     assert all(b[0] - a[0] == MIN for a, b in zip(rows, rows[1:], strict=False))
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USDT", "1m", since, since + 3_000 * MIN)
     assert sim.stats(EX)["rest"]["/api/v3/klines"] == 3
@@ -280,12 +231,6 @@ def test_raw_wire_protocol(sim: Any) -> None:
 
     ws_base = sim.url(EX).replace("http://", "ws://")
     keys = set("tTsifLochlvnxqVQB")
-
-    async def reply(ws: Any, req_id: int) -> dict:
-        while True:
-            msg = await ws.receive_json(timeout=5)
-            if msg.get("id") == req_id:
-                return msg
 
     async def main() -> None:
         async with aiohttp.ClientSession() as session:

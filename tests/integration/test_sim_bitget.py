@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -15,14 +11,21 @@ import pytest
 from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    fetch_pages,
+    fixture,
+    get_json,
+    local_pattern,
+    urls_in,
+    watch_live_finals,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "bitget"
-MIN = 60_000
 DAY = 86_400_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
 REST_FIXTURES = [
     ("candles_BTCUSDT_1min_limit3.json",
      "/api/v2/spot/market/candles?symbol=BTCUSDT&granularity=1min&limit=3"),
@@ -34,43 +37,6 @@ REST_FIXTURES = [
 ]
 SPOT_ARG = {"instType": "SPOT", "channel": "candle1s", "instId": "BTCUSDT"}
 
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-async def watch_finals(ex: Any, symbol: str, timeframe: str, closed: int,
-                       timeout: float = 10.0) -> dict[int, tuple]:
-    """Watch until ``closed`` bars are known closed (a later one arrived); their last state.
-
-    The first answer is the subscription snapshot: only bars opening after it count, so every
-    bar returned was followed live from its first update to its last.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    first = await asyncio.wait_for(ex.watch_ohlcv(symbol, timeframe), timeout)
-    start = max(r[0] for r in first) + 1
-    last: dict[int, tuple] = {}
-    done: list[int] = []
-    while len(done) < closed:
-        rows = await asyncio.wait_for(ex.watch_ohlcv(symbol, timeframe),
-                                      timeout=max(0.01, deadline - loop.time()))
-        for r in rows:
-            if r[0] >= start:
-                last[r[0]] = tuple(r)
-        if last:
-            newest = max(last)
-            done = sorted(t for t in last if t < newest)
-    return {t: last[t] for t in done}
 
 
 async def capture_ws(url: str, clock: ManualClock) -> dict[str, Any]:
@@ -97,12 +63,11 @@ async def capture_ws(url: str, clock: ManualClock) -> dict[str, Any]:
 def test_factory_moves_every_url_and_adds_1s_everywhere(sim_factory: Any) -> None:
     sim = sim_factory(exchanges=(EX,))
     base = sim.url(EX)
-    port = base.rsplit(":", 1)[1]
     for kind, sandbox in (("sync", False), ("pro", False), ("pro", True)):
         ex = make_exchange(EX, kind=kind, sim_url=base, sandbox=sandbox)
         try:
-            found = [u for u in _strings(ex.urls) if _URL.match(u)]
-            local = re.compile(rf"^(http|ws)://127\.0\.0\.1:{port}(/|$)")
+            found = urls_in(ex.urls)
+            local = local_pattern(base)
             assert found and all(local.match(u) for u in found)
             assert ex.urls["api"]["spot"] == base
             if kind == "pro":
@@ -123,9 +88,9 @@ def test_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> None:
     clock = ManualClock(start_ms=FIXTURE_MS)
     sim = sim_factory(exchanges=(EX,), clock=clock, seed=1)
     for name, path in REST_FIXTURES:
-        assert _get(sim.url(EX) + path) == json.loads((WIRE / name).read_text("utf-8")), name
+        assert get_json(sim.url(EX) + path) == fixture(EX, name), name
     for name, msg in asyncio.run(capture_ws(sim.url(EX), clock)).items():
-        assert msg == json.loads((WIRE / name).read_text("utf-8")), name
+        assert msg == fixture(EX, name), name
 
 
 def test_load_markets_spot_and_swap(sim_factory: Any) -> None:
@@ -182,14 +147,7 @@ def test_fetch_ohlcv_since_limit_loop_is_contiguous_and_true(sim_factory: Any) -
     ex = make_exchange(EX, sim_url=sim.url(EX))
     now = sim.now_ms()
     since = now - now % MIN - 2_600 * MIN
-    rows: list[list] = []
-    cursor = since
-    while len(rows) < 2_500:
-        batch = ex.fetch_ohlcv("BTC/USDT", "1m", since=cursor, limit=1000)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:2_500]
+    rows = fetch_pages(ex, "BTC/USDT", "1m", since=since, count=2_500, limit=1000)
     assert all(b[0] - a[0] == MIN for a, b in zip(rows, rows[1:], strict=False))
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USDT", "1m", since, since + 2_500 * MIN)
     assert sim.stats(EX)["rest"]["/api/v2/spot/market/candles"] == 3
@@ -261,7 +219,7 @@ def test_watch_ohlcv_finals_equal_rest_and_truth(sim_factory: Any) -> None:
     async def main() -> list[dict[int, tuple]]:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
         try:
-            return await asyncio.gather(*(watch_finals(ex, s, "1s", closed=2) for s in symbols))
+            return await asyncio.gather(*(watch_live_finals(ex, s, "1s", closed=2) for s in symbols))
         finally:
             await ex.close()
 

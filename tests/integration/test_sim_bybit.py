@@ -7,92 +7,46 @@ arrives" is deterministic.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
 from collections import Counter
-from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
 
-from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
+from btccxt_cli.clock import ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.exchange.taps import has_tap, tapped_class
 from btccxt_cli.sim.market import MarketModel
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    drive,
+    drive_finals,
+    fetch_pages,
+    fixture,
+    get_json,
+    local_pattern,
+    manual_sim,
+    quiet_watch,
+    reply,
+    urls_in,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "bybit"
-MIN = 60_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def _fixture(name: str) -> Any:
-    return json.loads((WIRE / name).read_text(encoding="utf-8"))
-
-
-def manual_sim(sim_factory: Any) -> tuple[Any, ManualClock]:
-    clock = ManualClock(start_ms=SYSTEM_CLOCK.time_ms())
-    return sim_factory(exchanges=(EX,), clock=clock), clock
-
-
-async def drive(clock: ManualClock, awaitable: Awaitable[Any], step_s: float = 0.25,
-                timeout: float = 10.0) -> Any:
-    """Await ``awaitable`` while moving the simulator's manual clock forward."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(awaitable)
-    deadline = loop.time() + timeout
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.02)
-        if done:
-            return task.result()
-        if loop.time() > deadline:
-            task.cancel()
-            raise TimeoutError("nothing arrived while the clock moved")
-        clock.advance(step_s)
-
-
-async def watch_finals(ex: Any, clock: ManualClock, symbol: str, closed: int
-                       ) -> tuple[dict[int, tuple], Counter]:
-    """Watch 1s bars until ``closed`` are known closed; their last state and update counts."""
-    last: dict[int, tuple] = {}
-    updates: Counter = Counter()
-    done: list[int] = []
-    while len(done) < closed:
-        for r in await drive(clock, ex.watch_ohlcv(symbol, "1s")):
-            last[r[0]] = tuple(r)
-            updates[r[0]] += 1
-        done = sorted(t for t in last if t < max(last))
-    return {t: last[t] for t in done}, updates
 
 
 # --------------------------------------------------------------------------- factory
 def test_factory_moves_every_url_to_the_simulator(sim_factory: Any) -> None:
     sim = sim_factory(exchanges=(EX,))
     base = sim.url(EX)
-    local = re.compile(rf"^(http|ws)://127\.0\.0\.1:{base.rsplit(':', 1)[1]}(/|$)")
+    local = local_pattern(base)
     for kind, sandbox in (("sync", False), ("pro", False), ("pro", True)):
         ex = make_exchange(EX, kind=kind, sim_url=base, sandbox=sandbox)
         try:
-            found = [u for u in _strings(ex.urls) if _URL.match(u)]
+            found = urls_in(ex.urls)
             assert found and all(local.match(u) for u in found), found
             assert ex.urls["api"]["public"] == base
             if kind == "pro" and not sandbox:
@@ -119,14 +73,14 @@ def test_rest_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> No
          "/v5/market/instruments-info?category=linear&symbol=BTCUSDT"),
         ("time.json", "/v5/market/time"),
     ]:
-        assert _get(sim.url(EX) + path) == json.loads((WIRE / name).read_text(encoding="utf-8")), name
+        assert get_json(sim.url(EX) + path) == fixture(EX, name), name
 
 
 def test_ws_wire_fixtures_match_the_model() -> None:
     model = MarketModel(1)
     spec = model.spec("BTC/USDT")
     for name, closed in (("ws_kline_1s_partial.json", False), ("ws_kline_1s_final.json", True)):
-        msg = json.loads((WIRE / name).read_text(encoding="utf-8"))
+        msg = fixture(EX, name)
         assert msg["topic"] == "kline.1s.BTCUSDT" and msg["type"] == "snapshot"
         (k,) = msg["data"]
         assert k["confirm"] is closed and k["end"] == k["start"] + 999
@@ -170,7 +124,7 @@ def test_kline_windows(sim_factory: Any) -> None:
     cur = FIXTURE_MS - FIXTURE_MS % MIN
 
     def opens(query: str) -> list[int]:
-        body = _get(url + query)
+        body = get_json(url + query)
         assert body["retCode"] == 0 and body["result"]["category"] == "spot"
         return [int(r[0]) for r in body["result"]["list"]]
 
@@ -181,7 +135,7 @@ def test_kline_windows(sim_factory: Any) -> None:
     latest = opens("")
     assert len(latest) == 200 and latest[0] == cur  # default 200, the forming bar first
     assert len(opens("&limit=5000")) == 1_000  # clamped to 1000
-    assert _get(url + f"&start={t0}&end={t0 - MIN}")["retCode"] == 10001
+    assert get_json(url + f"&start={t0}&end={t0 - MIN}")["retCode"] == 10001
 
 
 def test_fetch_ohlcv_since_limit_loop_and_paginate(sim_factory: Any) -> None:
@@ -189,14 +143,8 @@ def test_fetch_ohlcv_since_limit_loop_and_paginate(sim_factory: Any) -> None:
     ex = make_exchange(EX, sim_url=sim.url(EX))
     now = sim.now_ms()
     since = now - now % MIN - 3_200 * MIN
-    rows: list[list] = []
-    cursor = since + 17  # mid-bar: ccxt aligns start up to the next bar
-    while len(rows) < 3_000:
-        batch = ex.fetch_ohlcv("BTC/USDT", "1m", since=cursor, limit=1_000)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:3_000]
+    # mid-bar: ccxt aligns start up to the next bar
+    rows = fetch_pages(ex, "BTC/USDT", "1m", since=since + 17, count=3_000, limit=1_000)
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USDT", "1m", since + MIN,
                                                  since + 3_001 * MIN)
     assert sim.stats(EX)["rest"]["/v5/market/kline"] == 3
@@ -236,7 +184,7 @@ def test_errors_are_bybit_errors(sim_factory: Any) -> None:
 @pytest.mark.parametrize("symbol", ["BTC/USDT", "ETH/USDT:USDT"])
 def test_watch_ohlcv_finals_equal_rest_and_truth_and_the_tap_sees_confirm(
         sim_factory: Any, symbol: str) -> None:
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
     seen: list[tuple[str, str, list, list[bool]]] = []
 
     async def main() -> tuple[dict[int, tuple], Counter]:
@@ -244,7 +192,7 @@ def test_watch_ohlcv_finals_equal_rest_and_truth_and_the_tap_sees_confirm(
         ex.__class__ = tapped_class(EX, type(ex))
         ex.btccxt_sink = lambda *got: seen.append(got)
         try:
-            return await watch_finals(ex, clock, symbol, closed=3)
+            return await drive_finals(ex, clock, symbol, closed=3)
         finally:
             await ex.close()
 
@@ -266,17 +214,13 @@ def test_watch_ohlcv_finals_equal_rest_and_truth_and_the_tap_sees_confirm(
 
 @pytest.mark.parametrize("mode", ["close", "reset"])
 def test_drop_fails_the_pending_watch_and_rewatch_resubscribes(sim_factory: Any, mode: str) -> None:
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
 
     async def main() -> dict[str, Any]:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
         try:
             await drive(clock, ex.watch_ohlcv("BTC/USDT", "1s"))
-            for _ in range(10):  # a watch no update already on the wire can resolve
-                pending = asyncio.ensure_future(ex.watch_ohlcv("BTC/USDT", "1s"))
-                done, _ = await asyncio.wait({pending}, timeout=0.2)
-                if not done:
-                    break
+            pending = await quiet_watch(ex, "BTC/USDT")  # no update on the wire can resolve it
             assert not pending.done()
             assert await asyncio.to_thread(sim.drop, EX, mode) == 1
             with pytest.raises(ccxt.NetworkError):
@@ -295,22 +239,16 @@ def test_drop_fails_the_pending_watch_and_rewatch_resubscribes(sim_factory: Any,
 def test_raw_wire_protocol(sim_factory: Any) -> None:
     import aiohttp
 
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
     ws_base = sim.url(EX).replace("http://", "ws://") + "/v5/public"
-
-    async def reply(ws: Any, req_id: int) -> dict:
-        while True:
-            msg = await ws.receive_json(timeout=5)
-            if msg.get("req_id") == req_id:
-                return msg
 
     async def main() -> None:
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(ws_base + "/spot") as ws:
                 await ws.send_json({"op": "subscribe", "req_id": 1, "args": ["kline.1s.BTCUSDT"]})
-                ack = await reply(ws, 1)
+                ack = await reply(ws, 1, "req_id")
                 assert ack["success"] is True and ack["op"] == "subscribe" and ack["conn_id"]
-                assert ack == {**_fixture("ws_subscribe_ack.json"), "conn_id": ack["conn_id"]}
+                assert ack == {**fixture(EX, "ws_subscribe_ack.json"), "conn_id": ack["conn_id"]}
                 push = await drive(clock, ws.receive_json())
                 assert push["topic"] == "kline.1s.BTCUSDT" and push["type"] == "snapshot"
                 (k,) = push["data"]
@@ -318,24 +256,24 @@ def test_raw_wire_protocol(sim_factory: Any) -> None:
                                   "volume", "turnover", "confirm", "timestamp"}
                 assert k["interval"] == "1s" and isinstance(k["confirm"], bool)
                 await ws.send_json({"op": "ping", "req_id": 2})
-                pong = await reply(ws, 2)
-                assert pong == {**_fixture("ws_pong.json"), "conn_id": pong["conn_id"]}
+                pong = await reply(ws, 2, "req_id")
+                assert pong == {**fixture(EX, "ws_pong.json"), "conn_id": pong["conn_id"]}
                 await ws.send_json({"op": "subscribe", "req_id": 3, "args": ["kline.1s.BTCUSDT"]})
-                assert "already subscribed" in (await reply(ws, 3))["ret_msg"]
+                assert "already subscribed" in (await reply(ws, 3, "req_id"))["ret_msg"]
                 await ws.send_json({"op": "subscribe", "req_id": 4, "args": ["kline.1.NOPEUSDT"]})
-                err = await reply(ws, 4)
+                err = await reply(ws, 4, "req_id")
                 assert err["success"] is False and "Invalid symbol" in err["ret_msg"]
-                assert set(err) == set(_fixture("ws_error_invalid_symbol.json"))
+                assert set(err) == set(fixture(EX, "ws_error_invalid_symbol.json"))
                 await ws.send_json({"op": "subscribe", "req_id": 5,
                                     "args": [f"publicTrade.C{i:03d}USDT" for i in range(11)]})
-                assert (await reply(ws, 5))["ret_msg"] == "args size >10"
+                assert (await reply(ws, 5, "req_id"))["ret_msg"] == "args size >10"
                 await ws.send_json({"op": "subscribe", "req_id": 6, "args": ["orderbook.50.BTCUSDT"]})
-                assert (await reply(ws, 6))["success"] is True  # accepted, silent
+                assert (await reply(ws, 6, "req_id"))["success"] is True  # accepted, silent
                 await ws.send_json({"op": "unsubscribe", "req_id": 7, "args": ["kline.1s.BTCUSDT"]})
-                assert (await reply(ws, 7))["success"] is True
+                assert (await reply(ws, 7, "req_id"))["success"] is True
             async with session.ws_connect(ws_base + "/linear") as ws:
                 await ws.send_json({"op": "subscribe", "req_id": 1, "args": ["kline.1.SOLUSDT"]})
-                err = await reply(ws, 1)  # SOL is listed as spot only
+                err = await reply(ws, 1, "req_id")  # SOL is listed as spot only
                 assert err["success"] is False and "handler not found" in err["ret_msg"]
         stats = await asyncio.to_thread(sim.stats, EX)
         assert stats["ignored_streams"] == 1 and stats["ws_connections_total"] == 2

@@ -11,54 +11,24 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import ccxt
 import pytest
 
-from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
+from btccxt_cli.clock import SYSTEM_CLOCK
 from btccxt_cli.exchange.factory import make_exchange
+
+from . import simtools
+from .simtools import manual_sim, quiet_watch
 
 pytestmark = pytest.mark.live
 
 EXCHANGES = ["binance", "okx"]
 LABEL = {"binance": "btcusdt@kline_1s", "okx": "candle1s:BTC-USDT"}
-
-
-async def drive(clock: ManualClock, awaitable: Awaitable[Any], step_s: float = 0.25,
-                timeout: float = 10.0) -> Any:
-    """Await ``awaitable`` while moving the simulator's manual clock forward."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(awaitable)
-    deadline = loop.time() + timeout
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.03)
-        if done:
-            return task.result()
-        if loop.time() > deadline:
-            task.cancel()
-            raise TimeoutError("nothing arrived while the clock moved")
-        clock.advance(step_s)
-
-
-async def quiet_watch(ex: Any, symbol: str, timeframe: str = "1s") -> asyncio.Future:
-    """A pending ``watch_ohlcv`` that no update already on the wire can resolve.
-
-    With the manual clock frozen nothing new is pushed, but ``drive()`` may have moved the clock
-    a step further than needed: let those few in-flight updates resolve earlier watches first.
-    """
-    for _ in range(10):
-        fut = asyncio.ensure_future(ex.watch_ohlcv(symbol, timeframe))
-        done, _ = await asyncio.wait({fut}, timeout=0.2)
-        if not done:
-            return fut
-    raise AssertionError("updates keep arriving although the clock stands still")
-
-
-def manual_sim(sim_factory: Any, exchange: str, **kwargs: Any) -> tuple[Any, ManualClock]:
-    clock = ManualClock(start_ms=SYSTEM_CLOCK.time_ms())
-    return sim_factory(exchanges=(exchange,), clock=clock, **kwargs), clock
+# simtools.drive, polling every 30 ms of real time (as this module always has; others poll 20 ms)
+drive = partial(simtools.drive, poll_s=0.03)
 
 
 # --------------------------------------------------------------------------- construction

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -16,13 +12,20 @@ from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.sim.venues.kraken import SIM_1S_INTERVAL
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    fetch_pages,
+    fixture,
+    get_json,
+    local_pattern,
+    urls_in,
+    watch_live_finals,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "kraken"
-MIN = 60_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
 REST_FIXTURES = [
     ("ohlc_XXBTZUSD_1_since1699999860.json",
      "/0/public/OHLC?pair=XXBTZUSD&interval=1&since=1699999860"),
@@ -32,22 +35,9 @@ REST_FIXTURES = [
 ]
 
 
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
 def _rest(sim: Any) -> Any:
     """A sync client without ccxt's limiter: kraken's rateLimit is 1 s per public call."""
     return make_exchange(EX, sim_url=sim.url(EX), config={"enableRateLimit": False})
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 async def _recv(ws: Any) -> dict[str, Any]:
@@ -83,12 +73,11 @@ async def capture_ws(url: str, clock: ManualClock) -> dict[str, Any]:
 def test_factory_moves_every_url_and_maps_1s(sim_factory: Any) -> None:
     sim = sim_factory(exchanges=(EX,))
     base = sim.url(EX)
-    port = base.rsplit(":", 1)[1]
     for kind in ("sync", "pro"):
         ex = make_exchange(EX, kind=kind, sim_url=base)
         try:
-            found = [u for u in _strings(ex.urls) if _URL.match(u)]
-            local = re.compile(rf"^(http|ws)://127\.0\.0\.1:{port}(/|$)")
+            found = urls_in(ex.urls)
+            local = local_pattern(base)
             assert found and all(local.match(u) for u in found)
             assert ex.urls["api"]["public"] == base
             if kind == "pro":
@@ -104,9 +93,9 @@ def test_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> None:
     clock = ManualClock(start_ms=FIXTURE_MS)
     sim = sim_factory(exchanges=(EX,), clock=clock, seed=1)
     for name, path in REST_FIXTURES:
-        assert _get(sim.url(EX) + path) == json.loads((WIRE / name).read_text("utf-8")), name
+        assert get_json(sim.url(EX) + path) == fixture(EX, name), name
     for name, msg in asyncio.run(capture_ws(sim.url(EX), clock)).items():
-        assert msg == json.loads((WIRE / name).read_text("utf-8")), name
+        assert msg == fixture(EX, name), name
 
 
 def test_load_markets_and_kraken_names(sim_factory: Any) -> None:
@@ -153,14 +142,7 @@ def test_since_limit_loop_within_the_720_bars_is_contiguous_and_true(sim_factory
     now = sim.now_ms()
     cut = now - now % MIN
     since = cut - 700 * MIN
-    rows: list[list] = []
-    cursor = since
-    while len(rows) < 690:
-        batch = ex.fetch_ohlcv("BTC/USD", "1m", since=cursor, limit=200)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:690]
+    rows = fetch_pages(ex, "BTC/USD", "1m", since=since, count=690, limit=200)
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USD", "1m", since, since + 690 * MIN)
 
 
@@ -200,14 +182,12 @@ def test_errors_are_kraken_errors(sim_factory: Any) -> None:
 
 # --------------------------------------------------------------------------- WebSocket
 def test_watch_ohlcv_finals_equal_rest_and_truth(sim_factory: Any) -> None:
-    from .test_sim_bitget import watch_finals
-
     sim = sim_factory(exchanges=(EX,))
 
     async def main() -> dict[int, tuple]:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
         try:
-            return await watch_finals(ex, "ETH/USDT", "1s", closed=2)
+            return await watch_live_finals(ex, "ETH/USDT", "1s", closed=2)
         finally:
             await ex.close()
 

@@ -7,80 +7,48 @@ arrives" is deterministic. KuCoin has no closed flag: a bar is closed once a lat
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
 from collections import Counter
-from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
 
-from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
+from btccxt_cli.clock import ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.exchange.taps import has_tap
 from btccxt_cli.sim.market import MarketModel
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    drive,
+    drive_finals,
+    fetch_pages,
+    fixture,
+    get_json,
+    local_pattern,
+    manual_sim,
+    quiet_watch,
+    reply,
+    urls_in,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "kucoin"
-MIN = 60_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
 LOAD_MARKETS = {"/api/v2/symbols": 1, "/api/v1/market/allTickers": 1, "/api/v3/currencies": 1,
                 "/api/v1/contracts/active": 1}
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
-def _get(url: str, method: str = "GET") -> dict[str, Any]:
-    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def _fixture(name: str) -> Any:
-    return json.loads((WIRE / name).read_text(encoding="utf-8"))
-
-
-def manual_sim(sim_factory: Any) -> tuple[Any, ManualClock]:
-    clock = ManualClock(start_ms=SYSTEM_CLOCK.time_ms())
-    return sim_factory(exchanges=(EX,), clock=clock), clock
-
-
-async def drive(clock: ManualClock, awaitable: Awaitable[Any], step_s: float = 0.25,
-                timeout: float = 10.0) -> Any:
-    """Await ``awaitable`` while moving the simulator's manual clock forward."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(awaitable)
-    deadline = loop.time() + timeout
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.02)
-        if done:
-            return task.result()
-        if loop.time() > deadline:
-            task.cancel()
-            raise TimeoutError("nothing arrived while the clock moved")
-        clock.advance(step_s)
 
 
 # --------------------------------------------------------------------------- factory
 def test_factory_moves_every_url_to_the_simulator(sim_factory: Any) -> None:
     sim = sim_factory(exchanges=(EX,))
     base = sim.url(EX)
-    local = re.compile(rf"^(http|ws)://127\.0\.0\.1:{base.rsplit(':', 1)[1]}(/|$)")
+    local = local_pattern(base)
     for kind in ("sync", "pro"):
         ex = make_exchange(EX, kind=kind, sim_url=base)
         try:
-            found = [u for u in _strings(ex.urls) if _URL.match(u)]
+            found = urls_in(ex.urls)
             assert found and all(local.match(u) for u in found), found
             assert ex.urls["api"]["public"] == base and ex.urls["api"]["futuresPublic"] == base
             assert ex.timeframes["1s"] == "1sec" and ex.timeframes["1m"] == "1min"
@@ -100,21 +68,21 @@ def test_rest_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> No
          "/api/v1/market/candles?symbol=BTC-USDT&type=1min&startAt=1699999860&endAt=1700000030"),
         ("timestamp.json", "/api/v1/timestamp"),
     ]:
-        assert _get(base + path) == json.loads((WIRE / name).read_text(encoding="utf-8")), name
-    symbols = _get(base + "/api/v2/symbols")
-    want = json.loads((WIRE / "symbols_BTC-USDT.json").read_text(encoding="utf-8"))
+        assert get_json(base + path) == fixture(EX, name), name
+    symbols = get_json(base + "/api/v2/symbols")
+    want = fixture(EX, "symbols_BTC-USDT.json")
     assert [s for s in symbols["data"] if s["symbol"] == "BTC-USDT"] == want["data"]
-    bullet = _get(base + "/api/v1/bullet-public", "POST")
+    bullet = get_json(base + "/api/v1/bullet-public", "POST")
     server = bullet["data"]["instanceServers"][0]
     assert server["endpoint"] == base.replace("http://", "ws://") + "/endpoint"
     server["endpoint"] = "ws://127.0.0.1:PORT/endpoint"
-    assert bullet == json.loads((WIRE / "bullet_public.json").read_text(encoding="utf-8"))
+    assert bullet == fixture(EX, "bullet_public.json")
 
 
 def test_ws_wire_fixtures_match_the_model() -> None:
     model = MarketModel(1)
     for name, final in (("ws_candles_1sec_update.json", False), ("ws_candles_1sec_last.json", True)):
-        msg = json.loads((WIRE / name).read_text(encoding="utf-8"))
+        msg = fixture(EX, name)
         assert msg["topic"] == "/market/candles:BTC-USDT_1sec" and msg["type"] == "message"
         assert msg["subject"] == "trade.candles.update"
         t, o, c, h, lo, v, _turnover = msg["data"]["candles"]  # open, CLOSE, high, low
@@ -159,7 +127,7 @@ def test_candle_windows(sim_factory: Any) -> None:
     cur = FIXTURE_MS - FIXTURE_MS % MIN
 
     def opens(query: str) -> list[int]:
-        body = _get(url + query)
+        body = get_json(url + query)
         assert body["code"] == "200000"
         return [int(r[0]) * 1000 for r in body["data"]]
 
@@ -171,7 +139,7 @@ def test_candle_windows(sim_factory: Any) -> None:
     latest = opens("")
     assert len(latest) == 1_500 and latest[0] == cur and latest[-1] == cur - 1_499 * MIN
     assert opens(f"&startAt={(cur - 5_000 * MIN) // 1000}")[-1] == cur - 1_499 * MIN  # newest 1500
-    assert _get(url + f"&startAt={t0 // 1000}&endAt={t0 // 1000 - 60}")["code"] == "400100"
+    assert get_json(url + f"&startAt={t0 // 1000}&endAt={t0 // 1000 - 60}")["code"] == "400100"
 
 
 def test_fetch_ohlcv_since_limit_loop_and_paginate(sim_factory: Any) -> None:
@@ -180,14 +148,7 @@ def test_fetch_ohlcv_since_limit_loop_and_paginate(sim_factory: Any) -> None:
     now = sim.now_ms()
     cut = now - now % MIN
     since = cut - 3_200 * MIN
-    rows: list[list] = []
-    cursor = since
-    while len(rows) < 3_000:
-        batch = ex.fetch_ohlcv("BTC/USDT", "1m", since=cursor, limit=1_500)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:3_000]
+    rows = fetch_pages(ex, "BTC/USDT", "1m", since=since, count=3_000, limit=1_500)
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USDT", "1m", since, since + 3_000 * MIN)
     assert sim.stats(EX)["rest"]["/api/v1/market/candles"] == 2
     recent = ex.fetch_ohlcv("ETH/USDT", "1m", limit=20)  # no since: the newest bars
@@ -228,22 +189,14 @@ def test_errors_are_kucoin_errors(sim_factory: Any) -> None:
 
 # --------------------------------------------------------------------------- WebSocket
 def test_watch_ohlcv_last_updates_equal_rest_and_truth(sim_factory: Any) -> None:
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
 
     async def main() -> tuple[dict[int, tuple], Counter]:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
-        last: dict[int, tuple] = {}
-        updates: Counter = Counter()
-        done: list[int] = []
-        try:
-            while len(done) < 3:  # closed = a later candle has arrived
-                for r in await drive(clock, ex.watch_ohlcv("ETH/USDT", "1s")):
-                    last[r[0]] = tuple(r)
-                    updates[r[0]] += 1
-                done = sorted(t for t in last if t < max(last))
+        try:  # closed = a later candle has arrived
+            return await drive_finals(ex, clock, "ETH/USDT", closed=3)
         finally:
             await ex.close()
-        return {t: last[t] for t in done}, updates
 
     finals, updates = asyncio.run(main())
     first, last = min(finals), max(finals)
@@ -260,17 +213,13 @@ def test_watch_ohlcv_last_updates_equal_rest_and_truth(sim_factory: Any) -> None
 @pytest.mark.parametrize("mode", ["close", "reset"])
 def test_drop_fails_the_pending_watch_and_rewatch_reuses_the_token(sim_factory: Any,
                                                                    mode: str) -> None:
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
 
     async def main() -> dict[str, Any]:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
         try:
             await drive(clock, ex.watch_ohlcv("BTC/USDT", "1s"))
-            for _ in range(10):  # a watch no update already on the wire can resolve
-                pending = asyncio.ensure_future(ex.watch_ohlcv("BTC/USDT", "1s"))
-                done, _ = await asyncio.wait({pending}, timeout=0.2)
-                if not done:
-                    break
+            pending = await quiet_watch(ex, "BTC/USDT")  # no update on the wire can resolve it
             assert not pending.done()
             assert await asyncio.to_thread(sim.drop, EX, mode) == 1
             with pytest.raises(ccxt.NetworkError):
@@ -291,17 +240,11 @@ def test_drop_fails_the_pending_watch_and_rewatch_reuses_the_token(sim_factory: 
 def test_raw_wire_protocol(sim_factory: Any) -> None:
     import aiohttp
 
-    sim, clock = manual_sim(sim_factory)
+    sim, clock = manual_sim(sim_factory, EX)
     base = sim.url(EX)
 
-    async def reply(ws: Any, req_id: str) -> dict:
-        while True:
-            msg = await ws.receive_json(timeout=5)
-            if msg.get("id") == req_id:
-                return msg
-
     async def main() -> None:
-        bullet = await asyncio.to_thread(_get, base + "/api/v1/bullet-public", "POST")
+        bullet = await asyncio.to_thread(get_json, base + "/api/v1/bullet-public", "POST")
         server = bullet["data"]["instanceServers"][0]
         assert server["pingInterval"] == 18_000 and server["pingTimeout"] == 10_000
         endpoint, token = server["endpoint"], bullet["data"]["token"]
@@ -311,20 +254,20 @@ def test_raw_wire_protocol(sim_factory: Any) -> None:
                 assert msg["type"] == "error" and msg["data"] == "token is expired"
                 assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
             async with session.ws_connect(endpoint, params={"token": token, "connectId": "abc"}) as ws:
-                assert await ws.receive_json(timeout=5) == {**_fixture("ws_welcome.json"), "id": "abc"}
+                assert await ws.receive_json(timeout=5) == {**fixture(EX, "ws_welcome.json"), "id": "abc"}
                 topic = "/market/candles:BTC-USDT_1sec"
                 await ws.send_json({"id": "1", "type": "subscribe", "topic": topic, "response": True})
-                assert await reply(ws, "1") == _fixture("ws_ack.json")
+                assert await reply(ws, "1") == fixture(EX, "ws_ack.json")
                 push = await drive(clock, ws.receive_json())
                 assert push["topic"] == topic and push["subject"] == "trade.candles.update"
                 assert push["data"]["symbol"] == "BTC-USDT" and len(push["data"]["candles"]) == 7
                 await ws.send_json({"id": "2", "type": "ping"})
                 pong = await reply(ws, "2")
-                assert pong["type"] == "pong" and set(pong) == set(_fixture("ws_pong.json"))
+                assert pong["type"] == "pong" and set(pong) == set(fixture(EX, "ws_pong.json"))
                 await ws.send_json({"id": "3", "type": "subscribe",
                                     "topic": "/market/candles:NOPE-USDT_1min", "response": True})
                 err = await reply(ws, "3")
-                assert err == _fixture("ws_error_404.json")
+                assert err == fixture(EX, "ws_error_404.json")
                 await ws.send_json({"id": "4", "type": "subscribe", "topic": "/market/ticker:BTC-USDT",
                                     "response": True})
                 assert (await reply(ws, "4"))["type"] == "ack"  # accepted, silent

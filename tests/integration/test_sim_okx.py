@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -16,54 +12,33 @@ import pytest
 from btccxt_cli.clock import ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 
+from .simtools import (
+    FIXTURE_MS,
+    MIN,
+    fetch_pages,
+    fixture,
+    get_json,
+    local_pattern,
+    urls_in,
+    watch_finals,
+)
+
 pytestmark = pytest.mark.live
 
 EX = "okx"
-MIN = 60_000
-_URL = re.compile(r"^(https?|wss?)://")
-WIRE = Path(__file__).resolve().parents[1] / "fixtures" / "wire" / EX
-FIXTURE_MS = 1_700_000_030_500  # the ManualClock the wire fixtures were recorded at
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
-async def watch_finals(ex: Any, symbol: str, timeframe: str, closed: int,
-                       timeout: float = 10.0) -> tuple[dict[int, tuple], Counter]:
-    """Watch until ``closed`` bars are known closed; their last seen state and update counts."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: dict[int, tuple] = {}
-    updates: Counter = Counter()
-    done: list[int] = []
-    while len(done) < closed:
-        rows = await asyncio.wait_for(ex.watch_ohlcv(symbol, timeframe),
-                                      timeout=max(0.01, deadline - loop.time()))
-        for r in rows:
-            last[r[0]] = tuple(r)
-            updates[r[0]] += 1
-        newest = max(last)
-        done = sorted(t for t in last if t < newest)
-    return {t: last[t] for t in done}, updates
 
 
 # --------------------------------------------------------------------------- factory
 def test_factory_moves_every_url_to_the_simulator(sim: Any) -> None:
     base = sim.url(EX)
-    port = base.rsplit(":", 1)[1]
     for kind, sandbox in (("sync", False), ("pro", False), ("pro", True)):
         ex = make_exchange(EX, kind=kind, sim_url=base, sandbox=sandbox)
         try:
             assert ex.urls["api"]["rest"] == base
             if kind == "pro":
                 assert ex.urls["api"]["ws"] == base.replace("http://", "ws://") + "/ws/v5"
-            found = [u for u in _strings(ex.urls) if _URL.match(u)]
-            local = re.compile(rf"^(http|ws)://127\.0\.0\.1:{port}(/|$)")
+            found = urls_in(ex.urls)
+            local = local_pattern(base)
             assert found and all(local.match(u) for u in found)
             assert ex.timeframes["1s"] == "1s"  # a simulator extra, see docs/simulator.md
         finally:
@@ -84,9 +59,7 @@ def test_rest_wire_fixtures_are_what_the_simulator_sends(sim_factory: Any) -> No
         ("instruments_SWAP_BTC-USDT-SWAP.json",
          "/api/v5/public/instruments?instType=SWAP&instId=BTC-USDT-SWAP"),
     ]:
-        with urllib.request.urlopen(sim.url(EX) + path, timeout=5) as resp:
-            got = json.loads(resp.read())
-        assert got == json.loads((WIRE / name).read_text(encoding="utf-8")), name
+        assert get_json(sim.url(EX) + path) == fixture(EX, name), name
 
 
 def test_load_markets_spot_and_swap(sim: Any) -> None:
@@ -132,14 +105,7 @@ def test_fetch_ohlcv_since_limit_loop_is_contiguous_and_true(sim: Any) -> None:
     ex = make_exchange(EX, sim_url=sim.url(EX))
     now = sim.now_ms()
     since = now - now % MIN - 3_200 * MIN
-    rows: list[list] = []
-    cursor = since
-    while len(rows) < 3_000:
-        batch = ex.fetch_ohlcv("BTC/USDT", "1m", since=cursor, limit=300)
-        assert batch
-        rows += batch
-        cursor = batch[-1][0] + MIN
-    rows = rows[:3_000]
+    rows = fetch_pages(ex, "BTC/USDT", "1m", since=since, count=3_000, limit=300)
     assert all(b[0] - a[0] == MIN for a, b in zip(rows, rows[1:], strict=False))
     assert [tuple(r) for r in rows] == sim.truth(EX, "BTC/USDT", "1m", since, since + 3_000 * MIN)
 
