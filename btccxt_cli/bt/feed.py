@@ -221,6 +221,30 @@ class CCXTFeed(bt.feed.DataBase):
             return open_ms
         return open_ms + self._handle.series.tf_ms - 1
 
+    def _check(self, forcedata: Any = None) -> None:
+        """Cerebro's nudge to filters (the resampler closes bars by the clock here).
+
+        A base bar is delivered a moment after its close; if the clock check ran in that
+        moment, the resampler would close its bar without the last base bar, which would then
+        land in the next one. So while this feed's next bar is due but not yet 2 s late, the
+        clock check waits for it (a stalled feed still gets its resampled bar closed).
+        """
+        s = self.series
+        if s is not None and s.phase == s.LIVE and s.next_bar_due():
+            overdue = s.exchange_now_ms() - (s.assembler.expected + s.tf_ms)
+            if overdue < 2_000:
+                return
+        super()._check(forcedata)
+
+    def _timeoffset(self) -> Any:
+        """The exchange clock's offset from ours (backtrader's resampler reads the clock)."""
+        from datetime import timedelta
+
+        s = self.series
+        if s is None:
+            return timedelta()
+        return timedelta(milliseconds=s.exchange_now_ms() - s.clock.time_ms())
+
     def _wait(self, pipe: Any, timeout: float) -> Any:
         """Wait up to ``timeout`` for this feed's next event, giving way as soon as another feed
         has data (cerebro then serves it); but when this feed's own next bar is due, wait up
