@@ -16,6 +16,7 @@ Must not import ccxt or anything from the client side of btccxt.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
@@ -46,7 +47,21 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.loads(data)
 
 
-__all__ = ["Venue", "VENUES", "dumps", "loads", "json_response", "venue_class"]
+__all__ = ["Venue", "VENUES", "MAJORS", "SWAPS", "dumps", "loads", "json_response",
+           "retry_after_headers", "venue_class"]
+
+
+#: the spot symbols every venue lists by default, and the swaps of the venues that have them
+MAJORS: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT",
+                           "DOGE/USDT", "LTC/USDT", "DOT/USDT", "LINK/USDT")
+SWAPS: tuple[str, ...] = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+
+
+def retry_after_headers(status: int, retry_after: float | None) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (rounded up) on a 418/429, as the exchanges send it."""
+    if retry_after is None or status not in (418, 429):
+        return {}
+    return {"Retry-After": str(math.ceil(retry_after))}
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.market import TIMEFRAMES_MS, Candle, MarketSpec
-from btccxt_cli.sim.venues import Venue, binance_private, dumps, json_response, loads
+from btccxt_cli.sim.venues import (
+    MAJORS,
+    Venue,
+    binance_private,
+    dumps,
+    json_response,
+    loads,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -73,10 +81,7 @@ class BinanceVenue(Venue):
     """Binance spot (``api.binance.com`` / ``stream.binance.com``)."""
 
     id = "binance"
-    default_symbols = (
-        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
-        "LTC/USDT", "DOT/USDT", "LINK/USDT",
-    )
+    default_symbols = MAJORS
     intervals = {tf: tf for tf in TIMEFRAMES_MS}  # binance spells them like ccxt
     # private API (venues/binance_private.py): fee rates and the first order id
     maker_fee = binance_private.MAKER_FEE
@@ -131,9 +136,7 @@ class BinanceVenue(Venue):
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
-        headers = {}
-        if retry_after is not None and status in (418, 429):
-            headers["Retry-After"] = str(math.ceil(retry_after))
+        headers = retry_after_headers(status, retry_after)
         if status == 429:
             body = {"code": -1003, "msg": "Too many requests; current limit of IP(127.0.0.1) is 6000 "
                     "requests per minute. Please use the websocket for live updates to avoid polling "

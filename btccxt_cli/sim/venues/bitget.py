@@ -42,13 +42,20 @@ Must not import ccxt or anything from the client side of btccxt.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import (
+    MAJORS,
+    SWAPS,
+    Venue,
+    dumps,
+    json_response,
+    loads,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -99,10 +106,7 @@ class BitgetVenue(Venue):
     """Bitget v2 (``api.bitget.com`` / ``ws.bitget.com``): spot and linear perpetuals."""
 
     id = "bitget"
-    default_symbols = (
-        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
-        "LTC/USDT", "DOT/USDT", "LINK/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT",
-    )
+    default_symbols = MAJORS + SWAPS
     intervals = {"1s": "1s", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
                  "30m": "30min", "1h": "1h", "4h": "4h", "1d": "1Dutc"}  # spot REST
 
@@ -155,7 +159,7 @@ class BitgetVenue(Venue):
 
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
         if status in (418, 429):
-            headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after is not None else None
+            headers = retry_after_headers(status, retry_after) or None
             return self._err("429", "Too Many Requests", status, headers)  # ccxt: DDoSProtection
         if status == 500:
             return self._err("40015", "System is abnormal, please try again later", 500)

@@ -41,14 +41,21 @@ Must not import ccxt or anything from the client side of btccxt.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketSpec, split_symbol
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import (
+    MAJORS,
+    SWAPS,
+    Venue,
+    dumps,
+    json_response,
+    loads,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -73,10 +80,7 @@ class BybitVenue(Venue):
     """Bybit v5 (``api.bybit.com`` / ``stream.bybit.com``): spot and linear perpetuals."""
 
     id = "bybit"
-    default_symbols = (
-        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
-        "LTC/USDT", "DOT/USDT", "LINK/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT",
-    )
+    default_symbols = MAJORS + SWAPS
     intervals = {"1s": "1s", "1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30",
                  "1h": "60", "2h": "120", "4h": "240", "1d": "D"}
 
@@ -129,8 +133,7 @@ class BybitVenue(Venue):
             wait_ms = int((retry_after or 1.0) * 1000)
             headers = {"X-Bapi-Limit": "600", "X-Bapi-Limit-Status": "0",
                        "X-Bapi-Limit-Reset-Timestamp": str(now + wait_ms)}
-            if retry_after is not None:
-                headers["Retry-After"] = str(math.ceil(retry_after))
+            headers.update(retry_after_headers(status, retry_after))
             if status == 429:
                 body = _envelope({}, now, 10006, "Too many visits. Exceeded the API Rate Limit.")
             else:

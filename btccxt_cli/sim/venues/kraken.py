@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import (
+    Venue,
+    dumps,
+    json_response,
+    loads,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -147,7 +153,7 @@ class KrakenVenue(Venue):
 
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
         if status in (418, 429):
-            headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after is not None else None
+            headers = retry_after_headers(status, retry_after) or None
             return self._err("EGeneral:Too many requests", status, headers)  # ccxt: DDoSProtection
         if status == 500:
             return self._err("EGeneral:Internal error", 500)  # ExchangeNotAvailable

@@ -52,14 +52,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketSpec
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads
+from btccxt_cli.sim.venues import (
+    MAJORS,
+    Venue,
+    dumps,
+    json_response,
+    loads,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -89,10 +95,7 @@ class KucoinVenue(Venue):
     """KuCoin spot (``api.kucoin.com`` and its bullet-public sockets)."""
 
     id = "kucoin"
-    default_symbols = (
-        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
-        "LTC/USDT", "DOT/USDT", "LINK/USDT",
-    )
+    default_symbols = MAJORS
     intervals = {"1s": "1sec", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
                  "30m": "30min", "1h": "1hour", "2h": "2hour", "4h": "4hour", "1d": "1day"}
 
@@ -141,8 +144,7 @@ class KucoinVenue(Venue):
             wait_ms = int((retry_after or 1.0) * 1000)
             headers = {"gw-ratelimit-limit": "4000", "gw-ratelimit-remaining": "0",
                        "gw-ratelimit-reset": str(wait_ms)}
-            if retry_after is not None:
-                headers["Retry-After"] = str(math.ceil(retry_after))
+            headers.update(retry_after_headers(status, retry_after))
             return json_response({"code": "429000", "msg": "Too Many Requests"}, status, headers)
         if status == 500:
             return _err("500000", "Internal Server Error", 500)

@@ -31,13 +31,21 @@ WebSocket: ``/ws/v5/business`` carries candle channels, ``/ws/v5/public`` refuse
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
-from btccxt_cli.sim.venues import Venue, dumps, json_response, loads, okx_private
+from btccxt_cli.sim.venues import (
+    MAJORS,
+    SWAPS,
+    Venue,
+    dumps,
+    json_response,
+    loads,
+    okx_private,
+    retry_after_headers,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -77,10 +85,7 @@ class OkxVenue(Venue):
     """OKX v5 (``www.okx.com`` / ``ws.okx.com``): spot and linear swaps."""
 
     id = "okx"
-    default_symbols = (
-        "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT", "DOGE/USDT",
-        "LTC/USDT", "DOT/USDT", "LINK/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT",
-    )
+    default_symbols = MAJORS + SWAPS
     intervals = {"1s": "1s", "1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m",
                  "1h": "1H", "2h": "2H", "4h": "4H", "1d": "1Dutc"}
     # private API (venues/okx_private.py): fee rates and the first order id
@@ -122,9 +127,7 @@ class OkxVenue(Venue):
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
-        headers = {}
-        if retry_after is not None and status in (418, 429):
-            headers["Retry-After"] = str(math.ceil(retry_after))
+        headers = retry_after_headers(status, retry_after)
         if status in (418, 429):
             return json_response({"msg": "Too Many Requests", "code": "50011"}, status, headers)
         if status == 500:
