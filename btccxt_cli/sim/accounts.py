@@ -23,6 +23,9 @@ Matching rules (``docs/simulator.md`` states them for users):
   currency on buys, quote currency on sells; maker and taker rates per venue.
 * **Funds**: a limit buy locks ``amount * price`` quote, a sell locks ``amount`` base; a market
   buy needs ``amount * price`` free quote. Short of funds: :class:`Reject` ``insufficient_funds``.
+* **Order events**: every change of an order (accepted, stop triggered, each fill, cancelled,
+  expired) is reported, in the order it happened, to the listeners added with
+  :meth:`Engine.add_listener` as an :class:`OrderEvent` (the private WebSocket streams push them).
 
 Must not import ccxt, aiohttp or anything from the client side of btccxt.
 """
@@ -30,9 +33,11 @@ Must not import ccxt, aiohttp or anything from the client side of btccxt.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import itertools
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -41,10 +46,13 @@ from typing import Any
 
 from btccxt_cli.sim.market import MarketModel, MarketSpec
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "SimKey", "DEFAULT_KEY", "DEFAULT_BALANCES", "parse_key_spec", "parse_balance_spec",
     "hmac_sha256_hex", "hmac_sha256_b64", "same_signature", "Reject", "Fill", "SimOrder",
-    "Account", "Engine", "ORDER_TYPES", "OPEN_STATES",
+    "Account", "Engine", "OrderEvent", "OrderListener", "ORDER_TYPES", "OPEN_STATES",
+    "EVENT_KINDS",
 ]
 
 #: Starting balances of every simulated account unless the key or the simulator says otherwise.
@@ -52,6 +60,8 @@ DEFAULT_BALANCES: dict[str, float] = {"USDT": 100_000.0, "BTC": 1.0, "ETH": 10.0
 
 ORDER_TYPES = ("market", "limit", "stop_market", "stop_limit")
 OPEN_STATES = ("new", "partially_filled")
+#: what an :class:`OrderEvent` reports: accepted, a stop reached its price, one fill, closed
+EVENT_KINDS = ("new", "triggered", "trade", "canceled", "expired")
 MAX_CATCH_UP_S = 7 * 86_400  # at most a week of seconds is replayed after a long silence
 _EPS = 1e-12
 
@@ -197,6 +207,35 @@ class SimOrder:
         return self.price if self.type in ("limit", "stop_limit") else None
 
 
+@dataclass(frozen=True)
+class OrderEvent:
+    """One change of one order, as the engine made it (what the private streams push).
+
+    Attributes:
+        kind: one of :data:`EVENT_KINDS`: ``new`` (accepted; a market order's fills follow as
+            ``trade`` events), ``triggered`` (a stop reached its stop price), ``trade`` (one
+            fill), ``canceled``, ``expired``.
+        key: the API key whose order it is (accounts are per key).
+        order: a snapshot of the order right after the change (status, filled, cost and
+            ``fills`` as they were then; later changes do not show in it).
+        fill: the fill of a ``trade`` event, else None.
+        balances: ``{asset: (free, locked)}`` of the order's base and quote currency right after
+            the change.
+        time_ms: when it happened on the exchange's clock (a fill's own time).
+    """
+
+    kind: str
+    key: str
+    order: SimOrder
+    fill: Fill | None
+    balances: dict[str, tuple[float, float]]
+    time_ms: int
+
+
+#: a callable the engine calls with every :class:`OrderEvent`
+OrderListener = Callable[[OrderEvent], None]
+
+
 class Account:
     """Balances of one API key on one exchange: ``{asset: [free, locked]}``."""
 
@@ -256,6 +295,11 @@ class Engine:
 
     Every public method takes ``now_ms`` (the exchange's clock) and first catches up with the
     price path. Methods are thread-safe (one lock), but meant to run on the simulator's loop.
+
+    Listeners (:meth:`add_listener`) are called synchronously, in the thread that called the
+    engine, while the engine's lock is held, once per :class:`OrderEvent` and in the order the
+    changes happened. They must be quick, must not block and must not call back into the engine
+    from another thread; an exception in a listener is logged and never fails the request.
     """
 
     def __init__(self, model: MarketModel, specs: Mapping[str, MarketSpec], keys: Iterable[SimKey],
@@ -286,6 +330,35 @@ class Engine:
         self._used: dict[str, tuple[int, float]] = {}  # symbol -> (second, qty used)
         self._lock = threading.RLock()
         self.on_fill: Callable[[Fill], None] | None = None
+        self._listeners: list[OrderListener] = []
+
+    # ------------------------------------------------------------------ order events
+    def add_listener(self, listener: OrderListener) -> None:
+        """Call ``listener(event)`` for every :class:`OrderEvent` from now on (idempotent)."""
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
+
+    def remove_listener(self, listener: OrderListener) -> None:
+        """Stop calling ``listener`` (no error if it was not added)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _emit(self, kind: str, o: SimOrder, t_ms: int, fill: Fill | None = None) -> None:
+        if not self._listeners:
+            return
+        spec = self.specs[o.symbol]
+        acct = self.accounts[o.key]
+        balances = {a: (acct.free(a), acct.locked(a)) for a in (spec.base, spec.quote)}
+        event = OrderEvent(kind=kind, key=o.key, order=dataclasses.replace(o, fills=list(o.fills)),
+                           fill=fill, balances=balances, time_ms=t_ms)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a push must never fail the order
+                logger.exception("order event listener %r failed on %s of order %d", listener,
+                                 kind, o.id)
 
     # ------------------------------------------------------------------ prices
     def price(self, symbol: str, t_ms: int) -> float:
@@ -408,6 +481,7 @@ class Engine:
                          quote_amount=quote_amount)
             self._reserve(acct, spec, o, now_px)
             self.orders[o.id] = o
+            self._emit("new", o, now_ms)
             if type == "market":
                 self._fill(acct, spec, o, o.remaining, now_px, maker=False, t_ms=now_ms)
                 return o
@@ -468,6 +542,7 @@ class Engine:
         o.status = status
         o.updated_ms = now_ms
         self._prune(o.symbol)
+        self._emit(status, o, now_ms)
 
     def _prune(self, symbol: str) -> None:
         rest = [o for o in self._resting.get(symbol, []) if o.is_open]
@@ -520,6 +595,7 @@ class Engine:
             if (o.side == "sell" and px <= stop) or (o.side == "buy" and px >= stop):
                 o.triggered = True
                 o.updated_ms = t_ms
+                self._emit("triggered", o, t_ms)
             else:
                 return 0
             if o.type == "stop_market":
@@ -586,6 +662,7 @@ class Engine:
             o.status = "partially_filled"
         if self.on_fill is not None:
             self.on_fill(f)
+        self._emit("trade", o, t_ms, f)
 
     # ------------------------------------------------------------------ state for tests
     def state(self, now_ms: int | None = None) -> dict[str, Any]:

@@ -14,6 +14,13 @@ task. For every subscribed stream the forming candle is pushed every ``min(tf/4,
 ``push_interval_ms``); at a bar boundary the final state of the closed bar goes out first (for
 all streams closing at that instant, back to back), then the next bar's first update.
 
+Private streams (order, trade and balance updates of one API key): a venue that has them binds
+an authenticated socket to its key with ``open_private``; the engine's order events reach the
+venue's ``on_order_event(event, sessions)`` with the sessions of that key, which queue encoded
+messages with ``push_private`` (one writer task per socket keeps them in order). While any
+private session is open a matcher task advances the engine every 100 ms (20 ms on a manual
+clock), so resting orders fill and are pushed without a REST request.
+
 Must not import ccxt or anything from the client side of btccxt.
 """
 
@@ -34,7 +41,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock, SystemClock
-from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine, SimKey
+from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine, OrderEvent, SimKey
 from btccxt_cli.sim.faults import DROP_MODES, FAULT_NAMES, FaultState
 from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketModel
 from btccxt_cli.sim.venues import VENUES, Venue, venue_class
@@ -42,13 +49,16 @@ from btccxt_cli.sim.weights import WeightLimiter, request_weight
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Simulator", "SimThread", "ExchangeServer", "Connection", "Stream", "StreamKey"]
+__all__ = ["Simulator", "SimThread", "ExchangeServer", "Connection", "Stream", "StreamKey",
+           "PrivateSession"]
 
 #: (unified symbol, bar length ms, alignment offset ms)
 StreamKey = tuple[str, int, int]
 
 CLOSE_SENT_MAX = 200_000
 MAX_CATCH_UP_BARS = 3  # after a long pause (or a ManualClock jump) skip older finals
+MATCH_PERIOD_S = 0.1  # how often the engine is advanced while private sessions are open
+MATCH_PERIOD_MANUAL_S = 0.02  # the same on a manual clock (follows clock.advance() quickly)
 
 
 @dataclass(eq=False)
@@ -62,6 +72,21 @@ class Connection:
     path: str
     subs: dict[StreamKey, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class PrivateSession:
+    """An authenticated socket bound to one API key: it receives that account's order events.
+
+    ``channels`` is venue data (binance: user data subscription ids; okx: the subscribed args);
+    ``outbox`` keeps the encoded messages in order for the socket's writer task.
+    """
+
+    conn: Connection
+    key: str
+    channels: dict[str, Any] = field(default_factory=dict)
+    outbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task | None = None
 
 
 @dataclass(eq=False)
@@ -106,6 +131,10 @@ class Stats:
     messages_sent: int = 0
     finals_sent: int = 0
     drops: int = 0
+    private_logins: int = 0
+    private_refused: int = 0
+    private_events: int = 0
+    private_pushes: int = 0
 
     def reset(self) -> None:
         fresh = Stats()
@@ -144,6 +173,13 @@ class ExchangeServer:
         self._scheduler: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
+        # private streams: sessions by socket, the matcher task, the loop they live on
+        self.private: dict[Connection, PrivateSession] = {}
+        self._matcher: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        if callable(getattr(self.venue, "on_order_event", None)):
+            self.engine.add_listener(self._on_order_event)
 
     # ------------------------------------------------------------------ lifecycle
     def make_app(self) -> web.Application:
@@ -156,6 +192,8 @@ class ExchangeServer:
 
     async def start(self, host: str) -> None:
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
@@ -171,6 +209,8 @@ class ExchangeServer:
             self._scheduler.cancel()
             await asyncio.gather(self._scheduler, return_exceptions=True)
             self._scheduler = None
+        for conn in list(self.private):
+            self.close_private(conn)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -362,6 +402,7 @@ class ExchangeServer:
         return st is not None and st.subscribers.pop(conn, None) is not None
 
     def _forget(self, conn: Connection) -> None:
+        self.close_private(conn)
         for key in list(conn.subs):
             self.unsubscribe(conn, key)
         if self.conns.get(conn.id) is conn:
@@ -397,6 +438,7 @@ class ExchangeServer:
             raise ValueError(f"no open connection {conn!r} on {self.id} (open: {sorted(self.conns)})")
         for c in targets:
             # no pushes after the drop, even before the close frame is on the wire
+            self.close_private(c)
             for key in list(c.subs):
                 self.unsubscribe(c, key)
             if mode == "reset":
@@ -418,6 +460,82 @@ class ExchangeServer:
             st.subscribers.clear()
         logger.info("simulated %s: silently dropped %d subscription(s) of %s", self.id, n, symbol)
         return n
+
+    # ------------------------------------------------------------------ private streams
+    def open_private(self, conn: Connection, key: str) -> PrivateSession:
+        """Bind ``conn`` (authenticated by the venue) to the account of ``key``.
+
+        Returns the socket's session (the same one again for the same key; a different key
+        replaces it). Starts the socket's writer and, if needed, the matcher task.
+        """
+        session = self.private.get(conn)
+        if session is not None and session.key == key:
+            return session
+        if self.conns.get(conn.id) is not conn:  # closed (or dropped) meanwhile: never pushed to
+            return PrivateSession(conn, key)
+        if session is not None:
+            logger.warning("simulated %s: socket %s switches accounts; its old subscriptions end",
+                           self.id, conn.id)
+            self.close_private(conn)
+        session = PrivateSession(conn, key)
+        session.writer = self.spawn(self._write_private(session))
+        self.private[conn] = session
+        if self._matcher is None or self._matcher.done():
+            self._matcher = self.spawn(self._run_matcher())
+        return session
+
+    def close_private(self, conn: Connection) -> None:
+        """Forget ``conn``'s private session: nothing more is pushed to it (idempotent)."""
+        session = self.private.pop(conn, None)
+        if session is None:
+            return
+        if session.writer is not None and session.writer is not asyncio.current_task():
+            session.writer.cancel()
+
+    def push_private(self, session: PrivateSession, data: bytes) -> None:
+        """Queue one message for a private socket; it is sent after everything queued before.
+
+        Thread-safe: from another thread the message is handed to the simulator's loop.
+        """
+        if self.private.get(session.conn) is not session:
+            return
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(session.outbox.put_nowait, data)
+        else:
+            session.outbox.put_nowait(data)
+
+    def _on_order_event(self, event: OrderEvent) -> None:
+        """Engine listener: hand the event to the venue with the sessions of its key."""
+        self.stats.private_events += 1
+        if not self.private:
+            return
+        sessions = [s for s in self.private.values() if s.key == event.key]
+        if sessions:
+            self.venue.on_order_event(event, sessions)  # type: ignore[attr-defined]
+
+    async def _write_private(self, session: PrivateSession) -> None:
+        """Send a private socket's queued messages in order; a stall holds them back."""
+        while True:
+            data = await session.outbox.get()
+            while self.faults.stalled(self.clock.monotonic()):
+                await asyncio.sleep(0.05)
+            if await self.send(session.conn, data):
+                self.stats.private_pushes += 1
+
+    async def _run_matcher(self) -> None:
+        """While private sessions are open, advance the engine so resting orders fill (and get
+        pushed) without waiting for a REST request."""
+        period = MATCH_PERIOD_S if isinstance(self.clock, SystemClock) else MATCH_PERIOD_MANUAL_S
+        try:
+            while self.private:
+                try:
+                    self.engine.advance(self.now_ms())
+                except Exception:  # keep matching whatever one step did
+                    logger.exception("simulated %s: matching step failed", self.id)
+                await asyncio.sleep(period)
+        finally:
+            if self._matcher is asyncio.current_task():
+                self._matcher = None
 
     # ------------------------------------------------------------------ stats
     def stats_dict(self) -> dict[str, Any]:
@@ -441,6 +559,11 @@ class ExchangeServer:
             "messages_sent": s.messages_sent,
             "finals_sent": s.finals_sent,
             "drops": s.drops,
+            "private_sessions": {c.id: sorted(p.channels) for c, p in self.private.items()},
+            "private_logins": s.private_logins,
+            "private_refused": s.private_refused,
+            "private_events": s.private_events,
+            "private_pushes": s.private_pushes,
             "faults": self.faults.snapshot(self.clock.monotonic()),
             "weight": self.weights.snapshot() if self.weights is not None else None,
         }

@@ -14,6 +14,9 @@ A kline row (strings as binance sends them, the forming candle included)::
     [1591478520000, "0.02501300", "0.02501800", "0.02500000", "0.02500000", "22.19000000",
      1591478579999, "0.55490906", 40, "10.92900000", "0.27336462", "0"]
 
+Private: the signed REST API is in ``binance_private.py``, the user data stream (WebSocket API
+``/ws-api/v3``) in ``binance_userdata.py``.
+
 WebSocket paths: ``/ws``, ``/ws/<stream>``, ``/stream/ws``, ``/stream/ws/<n>`` send raw events;
 ``/stream?streams=a/b`` sends ``{"stream": name, "data": event}``. ccxt decides spot vs futures
 by looking for ``/stream`` in the URL (field notes), hence the ``/stream/ws`` alias. Methods
@@ -48,9 +51,11 @@ from btccxt_cli.sim.venues import (
     loads,
     retry_after_headers,
 )
+from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, Stream
+    from btccxt_cli.sim.accounts import OrderEvent
+    from btccxt_cli.sim.app import Connection, PrivateSession, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ class BinanceVenue(Venue):
         super().__init__(server, symbols)
         self.by_id: dict[str, str] = {self.market_id(s): s for s in self.symbols}
         self._markets = [self._market_info(s) for s in self.symbols]
+        self.user_data = BinanceUserData(self)  # private stream on the WebSocket API
 
     def check_symbol(self, symbol: str) -> None:
         if ":" in symbol:
@@ -132,7 +138,12 @@ class BinanceVenue(Venue):
             web.get("/stream/ws/{name}", self.ws_raw),
             web.get("/stream", self.ws_combined),
             *binance_private.private_routes(self),  # signed: account, orders, trades
+            *self.user_data.routes(),  # WebSocket API /ws-api/v3: user data stream
         ]
+
+    def on_order_event(self, event: OrderEvent, sessions: list[PrivateSession]) -> None:
+        """Order events of the sessions' account go out on the user data stream."""
+        self.user_data.on_order_event(event, sessions)
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:

@@ -19,6 +19,9 @@ opens at 00:00 Hong Kong time (16:00 UTC) like okx; ``1Dutc`` at 00:00 UTC, whic
 asks for with ``1d``. Real okx has no 1s bars on REST; the simulator serves them so tests can
 run on 1s bars (``make_exchange`` adds ``1s`` to ccxt's okx timeframes in simulator mode).
 
+Private: signed REST in ``okx_private.py``; ``/ws/v5/private`` (login, ``orders``, ``account``)
+in ``okx_private_ws.py``.
+
 WebSocket: ``/ws/v5/business`` carries candle channels, ``/ws/v5/public`` refuses them with
 60018 as okx does since 2023. ``{"op": "subscribe", "args": [{"channel": "candle1m",
 "instId": "BTC-USDT"}]}`` is answered per arg with ``{"event": "subscribe", "arg": {...},
@@ -46,9 +49,11 @@ from btccxt_cli.sim.venues import (
     okx_private,
     retry_after_headers,
 )
+from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, Stream
+    from btccxt_cli.sim.accounts import OrderEvent
+    from btccxt_cli.sim.app import Connection, PrivateSession, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +105,7 @@ class OkxVenue(Venue):
         for s in self.symbols:
             info = self._instrument(s)
             self._instruments[info["instType"]].append(info)
+        self.private_ws = OkxPrivateWs(self)  # /ws/v5/private: login, orders, account
 
     def check_symbol(self, symbol: str) -> None:
         _base, quote, settle = split_symbol(symbol)
@@ -123,7 +129,12 @@ class OkxVenue(Venue):
             web.get("/ws/v5/business", self.ws_business),
             web.get("/ws/v5/public", self.ws_public),
             *okx_private.private_routes(self),  # signed: balance, orders, fills
+            *self.private_ws.routes(),  # /ws/v5/private: login, orders, account
         ]
+
+    def on_order_event(self, event: OrderEvent, sessions: list[PrivateSession]) -> None:
+        """Order events of the sessions' account go out on the private socket's channels."""
+        self.private_ws.on_order_event(event, sessions)
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
