@@ -117,6 +117,7 @@ class BrokerStatus:
     pnl: float = 0.0
     balances: dict[str, float] = field(default_factory=dict)  # asset -> total (live only)
     orders: list[str] = field(default_factory=list)  # one line per open order (live only)
+    updates: str = ""  # live: how order changes arrive ("websocket", "reconnecting", "polling")
 
 
 @dataclass(slots=True)

@@ -15,7 +15,8 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
 * Cash is the free balance of the quote currency, positions are the exchange's balances of
   each data's base currency (spot), value is cash in use plus positions at the last close.
 * Local limits (:class:`OrderLimits`) reject an order before it leaves, with a reason.
-* Spot markets only; stop orders where the exchange takes them as plain orders (binance).
+* Spot markets only; stop and stop-limit orders on binance (plain orders) and okx (algo
+  orders, followed to the order they place when they trigger).
 
 Only ``bt/`` imports backtrader; ccxt is reached through the store.
 """
@@ -43,13 +44,15 @@ from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
 from btccxt_cli.model import BrokerStatus
+from btccxt_cli.sources.pipe import ring
 
 __all__ = ["CCXTBroker", "OrderLimits", "STOP_ORDER_EXCHANGES"]
 
 logger = logging.getLogger(__name__)
 
-#: exchanges whose spot stop orders are plain orders ccxt sends with ``stopLossPrice``
-STOP_ORDER_EXCHANGES = ("binance",)
+#: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
+#: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
+STOP_ORDER_EXCHANGES = ("binance", "okx")
 _EPS = 1e-9
 
 
@@ -102,6 +105,11 @@ class CCXTBroker(bt.BrokerBase):
         limits: an :class:`OrderLimits`.
         cancel_on_stop: cancel open orders when the run stops (default False: they stay open
             and are adopted by the next run).
+        updates: how order changes are learnt: ``"auto"`` (default: pushed by WebSocket on
+            exchanges whose order stream is tested, binance and okx; REST polling elsewhere),
+            ``"websocket"`` (wherever ccxt.pro has ``watchOrders``) or ``"poll"``.
+        reconcile_interval: seconds between REST polls of live orders while the WebSocket
+            order stream is up (default 10; while it is down, ``poll_interval`` applies).
         clock: time source.
     """
 
@@ -116,6 +124,8 @@ class CCXTBroker(bt.BrokerBase):
         ("start_timeout", 30.0),
         ("limits", None),
         ("cancel_on_stop", False),
+        ("updates", "auto"),
+        ("reconcile_interval", 10.0),
         ("clock", SYSTEM_CLOCK),
     )
 
@@ -149,6 +159,9 @@ class CCXTBroker(bt.BrokerBase):
         self.startingcash = 0.0
         self.startingvalue = 0.0
         self._value0: float | None = None
+        #: how order changes arrive: "websocket", "reconnecting" (stream down, polling) or "polling"
+        self.updates_via = "polling"
+        self.updates_reason = ""
 
     def __repr__(self) -> str:
         return f"CCXTBroker(exchange={self.store.exchange_id!r}, run_id={self.run_id!r})"
@@ -162,10 +175,12 @@ class CCXTBroker(bt.BrokerBase):
         path = self.p.db_path or default_orders_path()
         self.db = OrderStore(path if str(path) == ":memory:" else Path(path))
         self.db.start_run(self.run_id, self.account, self.clock.time_ms())
-        self.sync = OrderSync(self.store, self.db, self.account, on_events=self._events.put,
+        self.sync = OrderSync(self.store, self.db, self.account, on_events=self._on_sync_events,
                               poll_interval=self.p.poll_interval,
                               balance_interval=self.p.balance_interval,
-                              ambiguous_timeout=self.p.ambiguous_timeout, clock=self.clock)
+                              ambiguous_timeout=self.p.ambiguous_timeout,
+                              updates=self.p.updates, reconcile_interval=self.p.reconcile_interval,
+                              clock=self.clock)
         fut = self.store.run_async(self.sync.start())
         try:
             events = fut.result(self.p.start_timeout)
@@ -189,6 +204,11 @@ class CCXTBroker(bt.BrokerBase):
         adopted = sum(1 for ev in events if ev.kind == "adopt")
         logger.info("live broker on %s started: run %s, %d live order(s) of earlier runs adopted",
                     self.store.exchange_id, self.run_id, adopted)
+
+    def _on_sync_events(self, events: list[Event]) -> None:
+        """(loop thread) Hand a batch to the strategy thread and wake cerebro for it."""
+        self._events.put(events)
+        ring()
 
     def stop(self) -> None:
         """Stop polling (open orders stay open unless ``cancel_on_stop``); close the database."""
@@ -331,7 +351,7 @@ class CCXTBroker(bt.BrokerBase):
                             open_orders=self._open_count, trades=trades,
                             pnl=value - self._value0 if self._value0 is not None else 0.0,
                             balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
-                            orders=orders)
+                            orders=orders, updates=self.updates_via)
 
     def balances(self) -> dict[str, tuple[float, float, float]]:
         """``{asset: (free, used, total)}`` as last read from the exchange."""
@@ -466,6 +486,9 @@ class CCXTBroker(bt.BrokerBase):
                 self._balances = dict(ev.data)
             elif ev.kind == "orders":
                 self._open_count = int(ev.data.get("open", 0))
+            elif ev.kind == "updates":
+                self.updates_via = str(ev.data.get("via", ""))
+                self.updates_reason = str(ev.data.get("reason", ""))
             elif ev.kind == "adopt" and ev.rec is not None:
                 self._adopt.append(ev.rec)
                 self._materialize()

@@ -17,6 +17,15 @@ Idempotency (style habit 4, ``docs/orders.md``):
 * Cancels are idempotent; a cancel that fails is sent again on the next poll while the order
   is still open.
 
+Updates (``docs/orders.md``, "Order updates"): where ccxt.pro streams the account's orders
+(``watch_orders``; binance's WebSocket-API user data stream, okx's private ``orders`` channel),
+a second task follows the stream and queues each pushed order as a command, so it is applied
+in order with creates and cancels. While the stream is up, REST polls of live orders only
+reconcile (every ``reconcile_interval``); while it is down (not yet connected, dropped,
+refused) they run every ``poll_interval`` as before, and one poll runs at once on every change
+of the stream's state, so a push lost in a gap is read by REST. Fills are always read by REST
+(ids, prices and fees of each trade), once per change of the filled amount.
+
 Imports ccxt only inside functions (through the store's client). No backtrader here.
 """
 
@@ -35,7 +44,8 @@ from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.log import redact
 
-__all__ = ["Event", "OrderSync", "exchange_message", "CCXT_TYPES"]
+__all__ = ["Event", "OrderSync", "exchange_message", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
+           "UPDATE_MODES", "ALGO_STOP_EXCHANGES"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,15 @@ CCXT_TYPES = {"market": ("market", False), "limit": ("limit", False),
 _FINAL = {"closed": "closed", "canceled": "canceled", "cancelled": "canceled",
           "expired": "expired", "rejected": "rejected"}
 _EPS = 1e-12
+#: exchanges whose order stream (ccxt.pro ``watch_orders``) is tested against the simulator;
+#: ``updates="auto"`` uses WebSocket updates on these and REST polling elsewhere
+WS_ORDER_EXCHANGES = ("binance", "okx")
+UPDATE_MODES = ("auto", "websocket", "poll")
+#: exchanges whose spot stop orders are algo orders with ids of their own (okx): before the
+#: trigger the order is stored with exchange id ``algo:<algoId>`` and read with
+#: ``{"trigger": True}``; at the trigger its id becomes the id of the order it placed
+ALGO_STOP_EXCHANGES = ("okx",)
+_ALGO = "algo:"
 _SIGNED = re.compile(r"(signature|sign)=[^&\s\"']+", re.IGNORECASE)
 
 
@@ -54,7 +73,8 @@ class Event:
 
     ``ready`` (data: markets, balances), ``adopt`` (rec), ``order`` (rec: the stored row after
     the change), ``fill`` (fill), ``balance`` (data: {asset: (free, used, total)}),
-    ``orders`` (data: open order count).
+    ``orders`` (data: open order count), ``updates`` (data: {"via": "websocket" | "polling" |
+    "reconnecting", "reason": str}).
     """
 
     kind: str
@@ -88,7 +108,15 @@ class _Tracked:
     traded: float = 0.0
     cancel_requested: bool = False
     cancel_sent: bool = False
-    since_mono: float = 0.0  # when the create outcome became unknown
+    since_mono: float | None = None  # when the create outcome became unknown
+    fee: float = 0.0  # sum of the fills' fees
+    fee_currency: str | None = None
+
+    def add(self, f: FillRecord) -> None:
+        self.trades.add(f.trade_id)
+        self.traded += f.amount
+        self.fee += f.fee
+        self.fee_currency = f.fee_currency or self.fee_currency
 
 
 class OrderSync:
@@ -104,13 +132,19 @@ class OrderSync:
         ambiguous_timeout: seconds an order whose create outcome is unknown is looked up
             before it is declared rejected (never resent).
         symbols: symbols whose open orders are checked at start (adoption by client id prefix).
-        prefix: client order id prefix of this broker (adopts our own stray open orders).
+        updates: ``"auto"`` (WebSocket on ``WS_ORDER_EXCHANGES``, polling elsewhere),
+            ``"websocket"`` (wherever ccxt.pro has ``watchOrders``) or ``"poll"``.
+        reconcile_interval: seconds between REST polls of live orders while the WebSocket
+            order stream is up.
     """
 
     def __init__(self, store: Any, db: OrderStore, account: str, *,
                  on_events: Callable[[list[Event]], None], poll_interval: float = 1.0,
                  balance_interval: float = 5.0, ambiguous_timeout: float = 35.0,
+                 updates: str = "auto", reconcile_interval: float = 10.0,
                  clock: Clock = SYSTEM_CLOCK) -> None:
+        if updates not in UPDATE_MODES:
+            raise ValueError(f"updates must be one of {', '.join(UPDATE_MODES)}, not {updates!r}")
         self.store = store
         self.db = db
         self.account = account
@@ -118,14 +152,24 @@ class OrderSync:
         self.poll_interval = poll_interval
         self.balance_interval = balance_interval
         self.ambiguous_timeout = ambiguous_timeout
+        self.updates = updates
+        self.reconcile_interval = max(reconcile_interval, poll_interval)
         self.clock = clock
         self.tracked: dict[str, _Tracked] = {}
         self._queue: asyncio.Queue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self._ws_task: asyncio.Task | None = None
         self._ex: Any = None
         self._last_balance = -1e18
         self._balance_due = True
+        self._next_poll = 0.0
+        #: "connecting" / "reconnecting" (stream not up: polling meanwhile), "websocket" (stream
+        #: up) or "polling" (no stream)
+        self.via = "polling"
+        self.via_log: list[str] = []  # every state the order updates went through
+        self.ws_pushes = 0  # order updates received by WebSocket
+        self.polls = 0  # REST polls of live orders
         self.stopped = threading.Event()
 
     # ------------------------------------------------------------------ thread-safe commands
@@ -148,47 +192,164 @@ class OrderSync:
         for rec in self.db.live_orders(self.account):
             t = _Tracked(rec, since_mono=self.clock.monotonic())
             for f in self.db.fills(rec.client_id):
-                t.trades.add(f.trade_id)
-                t.traded += f.amount
+                t.add(f)
             self.tracked[rec.client_id] = t
             events.append(Event("adopt", rec=_copy(rec)))
             # fills stored but never delivered (a crash between the two)
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
         events.append(self._count())
+        stream = self._stream_wanted()
+        self.via = "connecting" if stream else "polling"
+        self.via_log.append(self.via)
+        events.append(Event("updates", data={
+            "via": self.via, "reason": stream or self._no_stream_reason()}))
+        self._next_poll = self._wall() + self.poll_interval
         self._task = asyncio.ensure_future(self._run())
+        if stream:
+            self._ws_task = asyncio.ensure_future(self._watch())
         return events
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._ws_task, self._task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._ws_task = None
         self.stopped.set()
+
+    def _wall(self) -> float:
+        """The event loop's time: polls are scheduled in real time, whatever ``clock`` is (the
+        worker waits on the loop; an injected clock drives the ambiguous-order timeout)."""
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _stream_wanted(self) -> str:
+        """Why the WebSocket order stream is used ("" when it is not)."""
+        has = bool(getattr(self._ex, "has", {}).get("watchOrders")) and hasattr(self._ex, "watch_orders")
+        if self.updates == "poll" or not has:
+            return ""
+        if self.updates == "auto" and self.store.exchange_id not in WS_ORDER_EXCHANGES:
+            return ""
+        return "orders pushed by WebSocket (watch_orders)"
+
+    def _no_stream_reason(self) -> str:
+        if self.updates == "poll":
+            return f"polling every {self.poll_interval:g} s (updates: poll)"
+        return (f"polling every {self.poll_interval:g} s (no tested order stream for "
+                f"{self.store.exchange_id})")
 
     async def _run(self) -> None:
         assert self._queue is not None
         while True:
             try:
+                timeout = max(0.0, self._next_poll - self._wall())
                 try:
-                    cmd = await asyncio.wait_for(self._queue.get(), timeout=self.poll_interval)
+                    cmd = await asyncio.wait_for(self._queue.get(), timeout=timeout)
                 except asyncio.TimeoutError:
                     cmd = None
                 if cmd is not None:
                     await self._command(cmd)
-                    # drain what else is queued before the next poll (each once, in order)
+                    # drain what else is queued (each once, in order)
                     while not self._queue.empty():
                         await self._command(self._queue.get_nowait())
-                await self._poll()
+                if self._wall() >= self._next_poll:
+                    await self._poll()
+                elif self._balance_due:  # something traded: cash and positions now
+                    await self._balance()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the broker alive whatever one cycle did
                 logger.exception("order worker cycle failed")
                 await asyncio.sleep(self.poll_interval)
 
+    # ------------------------------------------------------------------ WebSocket updates
+    async def _watch(self) -> None:
+        """Follow the account's order stream; each pushed order becomes a ``ws`` command."""
+        from btccxt_cli.exchange.errors import is_fatal
+        from btccxt_cli.exchange.retry import Backoff
+
+        assert self._queue is not None
+        backoff = Backoff(0.5, 30.0, clock=self.clock)
+        name = self.store.exchange_id
+        while True:
+            try:
+                if self.via != "websocket":
+                    # authenticate (and for binance subscribe) first: once this returns the
+                    # stream is live, and a poll reads whatever changed while it was not
+                    _prime_balance_cache(self._ex)
+                    auth = getattr(self._ex, "authenticate", None)
+                    if auth is not None:
+                        await auth()
+                    watching = asyncio.ensure_future(self._ex.watch_orders())
+                    try:
+                        done, _ = await asyncio.wait({watching}, timeout=0.2)
+                        if not done:  # subscribed and waiting: the stream is up
+                            self._set_via("websocket", f"orders pushed by WebSocket ({name})")
+                        orders = await watching
+                    finally:
+                        if not watching.done():
+                            watching.cancel()
+                else:
+                    orders = await self._ex.watch_orders()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                cause = exc.__context__ or exc.__cause__
+                if is_fatal(exc) or isinstance(exc, (TypeError, AttributeError)) or (
+                        cause is not None and is_fatal(cause)):
+                    exc = cause if cause is not None and is_fatal(cause) else exc
+                    self._set_via("polling", f"the WebSocket order stream was refused "
+                                  f"({exchange_message(exc)}); polling orders by REST every "
+                                  f"{self.poll_interval:g} s instead")
+                    return
+                delay = backoff.failure()
+                self._set_via("reconnecting", f"order stream lost ({type(exc).__name__}); polling "
+                              f"every {self.poll_interval:g} s, reconnecting in {delay:.1f} s")
+                await asyncio.sleep(delay)
+                continue
+            backoff.success()
+            if self.via != "websocket":
+                self._set_via("websocket", f"orders pushed by WebSocket ({name})")
+            for order in orders:
+                self.ws_pushes += 1
+                self._queue.put_nowait(("ws", order))
+
+    def _set_via(self, via: str, reason: str) -> None:
+        if via == self.via and self.via_log:
+            return
+        level = logging.INFO if via == "websocket" else logging.WARNING
+        logger.log(level, "%s: order updates: %s", self.store.exchange_id, reason)
+        self.via = via
+        self.via_log.append(via)
+        self._next_poll = self._wall()  # read by REST what may have been missed
+        assert self._queue is not None
+        self._queue.put_nowait(("via", via, reason))
+
+    async def _pushed(self, order: dict[str, Any]) -> list[Event]:
+        """One order as the stream pushed it (the order of pushes is the exchange's)."""
+        cid = order.get("clientOrderId")
+        t = self.tracked.get(str(cid)) if cid else None
+        if t is None and order.get("id") is not None:
+            oid = str(order["id"])
+            t = next((x for x in self.tracked.values() if x.rec.exchange_id == oid), None)
+        if t is None:
+            return []  # not ours, or final already
+        if t.rec.symbol != order.get("symbol") and order.get("symbol"):
+            return []
+        filled = float(order.get("filled") or 0.0)
+        if filled + _EPS < t.rec.filled:
+            return []  # older than what a REST answer already told
+        # a pushed fee is the last trade's (binance), not the order's: fees come from the fills
+        return await self._refresh(t, {**order, "fee": None, "status": order.get("status") or "open"})
+
     async def _command(self, cmd: tuple[Any, ...]) -> None:
         name = cmd[0]
-        if name == "create":
+        if name == "ws":
+            self._emit(await self._pushed(cmd[1]))
+        elif name == "via":
+            self._emit([Event("updates", data={"via": cmd[1], "reason": cmd[2]})])
+        elif name == "create":
             self._emit(await self._create(cmd[1]))
         elif name == "cancel":
             t = self.tracked.get(cmd[1])
@@ -242,6 +403,8 @@ class OrderSync:
         except Exception as exc:  # no answer we can trust: look it up, never resend
             return await self._ambiguous(t, exc)
         oid = order.get("id")
+        if oid is not None and self._algo_stop(rec):
+            oid = _ALGO + str(oid)
         self._update(t, status="open", exchange_id=str(oid) if oid is not None else None)
         events = [Event("order", rec=_copy(t.rec))]
         events += await self._refresh(t, order if order.get("status") else None)
@@ -253,6 +416,7 @@ class OrderSync:
         logger.warning("order %s: create outcome unknown (%s); looking it up by client order id",
                        rec.client_id, type(exc).__name__)
         t.since_mono = self.clock.monotonic()
+        self._next_poll = min(self._next_poll, self._wall() + self.poll_interval)
         self._update(t, status="unknown", reason=f"create outcome unknown: {type(exc).__name__}")
         events = [Event("order", rec=_copy(t.rec))]
         events += await self._refresh(t)
@@ -272,18 +436,24 @@ class OrderSync:
         events: list[Event] = []
         if order is None:
             try:
-                if rec.exchange_id:
+                if _is_algo(rec):
+                    order = await self._ex.fetch_order(rec.exchange_id[len(_ALGO):], rec.symbol,
+                                                       {"trigger": True})
+                elif rec.exchange_id:
                     order = await self._ex.fetch_order(rec.exchange_id, rec.symbol)
                 else:
-                    order = await self._ex.fetch_order(None, rec.symbol, {"clientOrderId": rec.client_id})
+                    params: dict[str, Any] = {"clientOrderId": rec.client_id}
+                    if self._algo_stop(rec):
+                        params["trigger"] = True
+                    order = await self._ex.fetch_order(None, rec.symbol, params)
             except ccxt.OrderNotFound:
                 if rec.exchange_id is None and rec.status in ("unknown", "pending", "sending"):
-                    waited = self.clock.monotonic() - (t.since_mono or self.clock.monotonic())
+                    if t.since_mono is None:
+                        t.since_mono = self.clock.monotonic()
+                    waited = self.clock.monotonic() - t.since_mono
                     if waited >= self.ambiguous_timeout:
                         return self._reject(t, f"not found at the exchange {waited:.0f} s after the "
                                                "create call failed; it was not sent again")
-                    if t.since_mono == 0.0:
-                        t.since_mono = self.clock.monotonic()
                     return events
                 logger.warning("order %s (%s) is no longer known to the exchange", rec.client_id,
                                rec.exchange_id)
@@ -294,8 +464,12 @@ class OrderSync:
                 logger.info("order %s: lookup failed (%s); next poll retries", rec.client_id,
                             exchange_message(exc))
                 return events
+        if self._algo_stop(rec) and (rec.exchange_id is None or _is_algo(rec)):
+            order, more = await self._algo(t, order)
+            if more is not None:
+                return events + more
         if rec.exchange_id is None and order.get("id") is not None:
-            self._update(t, exchange_id=str(order["id"]))
+            self._update(t, exchange_id=_order_id(order))
             if rec.status in ("unknown", "pending", "sending"):
                 logger.warning("order %s found at the exchange by client order id (id %s); not resent",
                                rec.client_id, order["id"])
@@ -308,6 +482,8 @@ class OrderSync:
         fee = order.get("fee") or {}
         if fee.get("cost") is not None:
             changed.update(fee=float(fee["cost"]), fee_currency=fee.get("currency"))
+        elif t.trades:
+            changed.update(fee=t.fee, fee_currency=t.fee_currency)
         if new_status != rec.status:
             changed["status"] = new_status
         if rec.status != new_status or abs(rec.filled - filled) > _EPS:
@@ -321,6 +497,40 @@ class OrderSync:
             self.tracked.pop(rec.client_id, None)
             events.append(self._count())
         return events
+
+    def _algo_stop(self, rec: OrderRecord) -> bool:
+        return rec.type in ("stop_market", "stop_limit") and self.store.exchange_id in ALGO_STOP_EXCHANGES
+
+    async def _algo(self, t: _Tracked, order: dict[str, Any]) -> tuple[dict[str, Any], list[Event] | None]:
+        """An algo stop not known to have triggered, and what the exchange said of it.
+
+        Returns the order to go on with, or events when the refresh is done here (the stop
+        triggered: the order it placed is read instead).
+        """
+        rec = t.rec
+        info = order.get("info") or {}
+        if "accFillSz" in info or "fillSz" in info:  # the order the stop placed (e.g. pushed)
+            self._update(t, exchange_id=_order_id(order))
+            logger.info("stop order %s triggered: order %s", rec.client_id, rec.exchange_id)
+            return order, None
+        if rec.exchange_id is None and order.get("id") is not None:
+            self._update(t, exchange_id=_ALGO + str(order["id"]))
+            logger.warning("order %s found at the exchange by client order id (algo id %s); "
+                           "not resent", rec.client_id, order["id"])
+        state = str(info.get("state") or "")
+        placed = str(info.get("ordId") or "")
+        if state in ("effective", "partially_effective") and placed:
+            self._update(t, exchange_id=placed)
+            logger.info("stop order %s triggered: order %s", rec.client_id, placed)
+            return order, await self._refresh(t)
+        if state == "order_failed":
+            reason = f"the stop triggered but its order failed (okx code {info.get('failCode') or '?'})"
+            self._update(t, reason=reason)
+            return {**order, "status": "canceled", "filled": 0.0, "cost": 0.0}, None
+        if state == "canceled":
+            return {**order, "status": "canceled", "filled": 0.0, "cost": 0.0}, None
+        # live (waiting for its trigger): ccxt says nothing of fills
+        return {**order, "status": "open", "filled": 0.0, "cost": 0.0, "fee": None}, None
 
     async def _fills(self, t: _Tracked) -> list[Event]:
         rec = t.rec
@@ -345,8 +555,7 @@ class OrderSync:
                            amount=float(tr["amount"]), fee=float(fee.get("cost") or 0.0),
                            fee_currency=fee.get("currency"),
                            time_ms=int(tr.get("timestamp") or self.clock.time_ms()))
-            t.trades.add(tid)
-            t.traded += f.amount
+            t.add(f)
             if self.db.add_fill(f):
                 events.append(Event("fill", fill=f))
         return events
@@ -359,10 +568,19 @@ class OrderSync:
         if rec.exchange_id is None:
             return []  # cancelled as soon as the order is known (next poll)
         try:
-            await self._ex.cancel_order(rec.exchange_id, rec.symbol)
+            if _is_algo(rec):
+                await self._ex.cancel_order(rec.exchange_id[len(_ALGO):], rec.symbol, {"trigger": True})
+            else:
+                await self._ex.cancel_order(rec.exchange_id, rec.symbol)
             t.cancel_sent = True
         except ccxt.OrderNotFound:
             t.cancel_sent = True  # already closed: the refresh tells how
+            if _is_algo(rec):  # no longer waiting: it triggered (cancel what it placed) or ended
+                events = await self._refresh(t)
+                if not _is_algo(t.rec) and rec.client_id in self.tracked:
+                    t.cancel_sent = False
+                    return events + await self._cancel(t)
+                return events
         except Exception as exc:
             logger.warning("order %s: cancel failed (%s); retrying on the next poll", rec.client_id,
                            exchange_message(exc))
@@ -381,6 +599,11 @@ class OrderSync:
 
     # ------------------------------------------------------------------ poll
     async def _poll(self) -> None:
+        self.polls += 1
+        # an order whose create outcome is unknown is looked up every poll_interval, stream or not
+        unsure = any(t.rec.status in ("unknown", "pending", "sending") for t in self.tracked.values())
+        interval = self.reconcile_interval if self.via == "websocket" and not unsure else self.poll_interval
+        self._next_poll = self._wall() + interval
         events: list[Event] = []
         for t in list(self.tracked.values()):
             if t.rec.client_id not in self.tracked:
@@ -395,6 +618,11 @@ class OrderSync:
             if bal is not None:
                 events.append(Event("balance", data=bal))
         self._emit(events)
+
+    async def _balance(self) -> None:
+        bal = await self._fetch_balance()
+        if bal is not None:
+            self._emit([Event("balance", data=bal)])
 
     async def _fetch_balance(self, strict: bool = False) -> dict[str, tuple[float, float, float]] | None:
         try:
@@ -424,6 +652,26 @@ class OrderSync:
         for k, v in values.items():
             setattr(t.rec, k, v)
         self.db.update_order(t.rec.client_id, **values)
+
+
+def _prime_balance_cache(ex: Any) -> None:
+    """ccxt.pro binance (4.5.x) drops its connection on a balance push (sent with every order
+    event) that arrives before its balance cache exists, which only a watch call creates after
+    subscribing: create it before subscribing."""
+    balance = getattr(ex, "balance", None)
+    if getattr(ex, "id", "") == "binance" and isinstance(balance, dict) and "spot" not in balance:
+        balance["spot"] = {}
+
+
+def _is_algo(rec: OrderRecord) -> bool:
+    return bool(rec.exchange_id and rec.exchange_id.startswith(_ALGO))
+
+
+def _order_id(order: dict[str, Any]) -> str:
+    """The order's own id (okx: ``ordId``; ccxt's ``id`` of an order a stop placed is the
+    algo's)."""
+    info = order.get("info") or {}
+    return str(info.get("ordId") or order["id"]) if isinstance(info, dict) else str(order["id"])
 
 
 def _copy(rec: OrderRecord) -> OrderRecord:

@@ -409,7 +409,16 @@ class BrokerConfig(BaseModel):
         None, description="Live broker: SQLite file of orders and fills (relative to the config "
         "file; default: orders.sqlite in btccxt's data folder).")
     poll_interval: float = Field(1.0, strict=True, ge=0.05, le=60,
-                                 description="Live broker: seconds between polls of open orders.")
+                                 description="Live broker: seconds between polls of open orders "
+                                 "when no WebSocket order stream is up.")
+    updates: Literal["auto", "websocket", "poll"] = Field(
+        "auto", description="Live broker: how order changes are learnt. auto: pushed by WebSocket "
+        "on binance and okx (tested order streams), REST polling elsewhere; websocket: wherever "
+        "ccxt.pro streams orders; poll: REST only.")
+    reconcile_interval: float = Field(
+        10.0, strict=True, ge=1, le=600,
+        description="Live broker: seconds between REST checks of open orders while the WebSocket "
+        "order stream is up.")
 
 
 class DashboardConfig(BaseModel):

@@ -83,6 +83,10 @@ def _broker_panel(snap: Snapshot) -> RenderableType:
         f"{b.value:,.2f}", ("  P&L ", "dim"), f"{b.pnl:+,.2f}", ("  trades ", "dim"), str(b.trades),
         ("  open orders ", "dim"), str(b.open_orders), ("  positions ", "dim"), pos,
     )
+    if b.updates:
+        style = {"websocket": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(b.updates, "")
+        body.append("\nupdates   ", style="dim")
+        body.append(b.updates, style=style)
     if b.balances:
         body.append("\nbalances  ", style="dim")
         body.append(", ".join(f"{a} {v:,.8g}" for a, v in sorted(b.balances.items())))

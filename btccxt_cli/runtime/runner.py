@@ -79,6 +79,7 @@ class Runner:
         self.config = config
         self.live = live
         self.broker: Any = None  # the CCXTBroker of a live run
+        self._updates_seen: tuple[str, str] = ("", "")  # the live broker's order-update state
         self._run_over = threading.Event()
         self._kill_lock = threading.Lock()
         self.killed: str | None = None
@@ -184,7 +185,8 @@ class Runner:
                              max_notional=dict(b.limits.max_notional),
                              max_orders_per_minute=b.limits.max_orders_per_minute)
         return CCXTBroker(store=self.store, db_path=self._path(b.orders_db), limits=limits,
-                          poll_interval=b.poll_interval, clock=self.clock)
+                          poll_interval=b.poll_interval, updates=b.updates,
+                          reconcile_interval=b.reconcile_interval, clock=self.clock)
 
     def preflight(self) -> list[str]:
         """What a live run will trade with: exchange, account balances, symbols, limits.
@@ -329,6 +331,11 @@ class Runner:
         br = strat.broker
         if self.broker is not None and br is self.broker:  # live: the exchange's own numbers
             self.monitor.set_broker(br.status(trades=self.trades))
+            via = (br.updates_via, br.updates_reason)
+            if via != self._updates_seen:  # the order stream went up or down: say so
+                self._updates_seen = via
+                self.monitor.event(f"order updates {via[0]}: {via[1]}",
+                                   record={"type": "orders", "event": via[0], "message": via[1]})
             return
         # read, never create: backtrader values every position it holds with data.close[0]
         held = getattr(br, "positions", {})

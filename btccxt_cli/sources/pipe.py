@@ -13,13 +13,22 @@ from collections.abc import Iterable
 
 from btccxt_cli.model import FeedEvent
 
-__all__ = ["Pipe"]
+__all__ = ["Pipe", "ring"]
 
 # One doorbell for every pipe in the process. Cerebro waits inside one feed's ``_load`` at a
 # time; if another feed's bar arrives meanwhile, the waiting feed must give the turn back at
 # once (return None) instead of sleeping out its ``qcheck``.
 _BELL = threading.Condition()
 _RINGS = [0]
+
+
+def ring() -> None:
+    """Wake the feed cerebro is waiting in, with nothing put in any pipe: its ``_load`` gives
+    the turn back and cerebro runs a loop (the live broker uses this to deliver order
+    notifications without waiting out ``qcheck``)."""
+    with _BELL:
+        _RINGS[0] += 1
+        _BELL.notify_all()
 
 
 class Pipe:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import pytest
 from btccxt_cli.bt.broker import CCXTBroker, OrderLimits
 from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.cache.orders import OrderStore
-from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine
-from btccxt_cli.sim.market import MarketModel
+from btccxt_cli.sim.accounts import DEFAULT_KEY
+from btccxt_cli.sim.plans import cross_plan
 
 pytestmark = pytest.mark.live
 
@@ -86,7 +86,7 @@ def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable
     data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
                          compression=1, backfill_bars=1, use_websocket=True)
     cerebro.adddata(data)
-    broker = store.getbroker(live=True, db_path=db, poll_interval=0.2, **(broker_kw or {}))
+    broker = store.getbroker(live=True, db_path=db, **{"poll_interval": 0.2, **(broker_kw or {})})
     out.broker = broker
     cerebro.setbroker(broker)
     cerebro.addstrategy(Scripted, act=act, done=done, outcome=out)
@@ -234,28 +234,6 @@ def test_create_failing_after_acceptance_is_looked_up_never_resent(
 
 
 # --------------------------------------------------------------------------- restart
-def _cross_plan(now_ms: int, up_s: float = 4.0, horizon_s: int = 900) -> tuple[str, float, int]:
-    """A limit the simulated price path does not touch for ``up_s`` seconds, then crosses.
-
-    Buys below the lowest price of the next ``up_s`` seconds (50 ms grid), or sells above the
-    highest, whichever the path reaches first (checked at whole seconds, as the engine does).
-    Returns (side, price, time of the crossing).
-    """
-    model = MarketModel(1)
-    spec = model.spec(SYMBOL)
-    eng = Engine(model, {SYMBOL: spec}, [])
-    window = [eng.price(SYMBOL, now_ms + i * 50) for i in range(int(up_s * 20) + 1)]
-    lo, hi = min(window) - spec.tick, max(window) + spec.tick
-    start = (now_ms + int(up_s * 1000)) // 1000 * 1000 + 1000
-    for t in range(start, start + horizon_s * 1000, 1000):
-        p = eng.price(SYMBOL, t)
-        if p <= lo:
-            return "buy", round(lo, spec.price_decimals), t
-        if p >= hi:
-            return "sell", round(hi, spec.price_decimals), t
-    raise AssertionError(f"the price path stays in range for {horizon_s} s")
-
-
 def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
         sim_factory: Any, tmp_path: Path) -> None:
     # time jumps forward on the exchange while the broker is down, so the signed timestamps of
@@ -269,7 +247,7 @@ def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
 
     def act1(s: Any, n: int) -> None:
         if n == 1:
-            side, price, when = _cross_plan(sim.now_ms())
+            side, price, when = astuple(cross_plan(sim.model, SYMBOL, sim.now_ms()))
             plan.update(side=side, price=price, when=when)
             s.orders["far"] = s.buy(size=0.01, price=round(s.data.close[0] * 0.8, 1),
                                     exectype=bt.Order.Limit)
@@ -406,3 +384,204 @@ def test_rejected_keys_stop_the_broker_at_start(sim_factory: Any, tmp_path: Path
     finally:
         store.stop()
     assert "credentials rejected" in str(info.value) and "wrong-pass" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- never reached
+#: the request path of ``create_order`` (binance shares it with the lookup and the cancel)
+CREATE_PATH = {"binance": "/api/v3/order", "okx": "/api/v5/trade/batch-orders"}
+#: the request path of a lookup by client order id
+LOOKUP_PATH = {"binance": "/api/v3/order", "okx": "/api/v5/trade/order"}
+
+
+def _until(cond: Callable[[], bool], stop: threading.Event, timeout: float = 15.0) -> bool:
+    """True once ``cond()`` holds (checked every 20 ms); False on timeout or when ``stop`` is set."""
+    for _ in range(int(timeout * 50)):
+        if cond():
+            return True
+        if stop.wait(0.02):
+            return False
+    return False
+
+
+def _rest(sim: Any, exchange: str, path: str) -> int:
+    return int(sim.stats(exchange)["rest"].get(path, 0))
+
+
+def _fail_rest(sim: Any, exchange: str, fault: str) -> None:
+    """Every REST call fails before the exchange handles it (nothing executes) until cleared."""
+    if fault == "outage":
+        sim.outage(exchange, seconds=60.0, ws=False, rest=True)  # HTTP 503, the feed's socket stays
+    else:
+        sim.rest_errors(exchange, status=int(fault), count=100_000, retry_after=None)
+
+
+class _Watcher(threading.Thread):
+    """Runs ``script(stop)`` beside the run; an exception or a False return is a failure."""
+
+    def __init__(self, script: Callable[[threading.Event], bool | None]) -> None:
+        super().__init__(daemon=True, name="test-watcher")
+        self.script = script
+        self.stop = threading.Event()
+        self.failure: str | None = None
+
+    def run(self) -> None:
+        try:
+            if self.script(self.stop) is False:
+                self.failure = "a condition was not reached in time"
+        except Exception as exc:  # reported by the test
+            self.failure = repr(exc)
+
+    def finish(self) -> str | None:
+        """Stop and join; the failure, if any."""
+        if self.ident is None:
+            return "the watcher never started"
+        self.stop.set()
+        self.join(10.0)
+        return "the watcher did not finish" if self.is_alive() else self.failure
+
+
+@pytest.mark.parametrize(("exchange", "fault", "updates"), [
+    ("binance", "outage", "auto"),  # the order stream is up: lookups every reconcile_interval
+    ("okx", "outage", "auto"),
+    ("binance", "500", "poll"),  # no stream: lookups every poll_interval
+    ("okx", "500", "poll"),
+])
+def test_create_that_never_reached_the_exchange_is_rejected_after_ambiguous_timeout(
+        sim_factory: Any, tmp_path: Path, exchange: str, fault: str, updates: str) -> None:
+    """A 5xx before the exchange ran the create: the outcome is unknown to the broker, which
+    looks the order up by client id until ``ambiguous_timeout``, then rejects it, never resent."""
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+
+    def lift_after_the_create(stop: threading.Event) -> bool:
+        # the fault stays until the create has been answered by it, then the exchange is healthy
+        if not _until(lambda: _rest(sim, exchange, CREATE_PATH[exchange]) >= 1, stop):
+            return False
+        sim.clear_faults(exchange)
+        return True
+
+    watcher = _Watcher(lift_after_the_create)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            _fail_rest(sim, exchange, fault)
+            s.orders["m"] = s.buy(size=0.01)
+            watcher.start()
+
+    def done(s: Any) -> bool:
+        return has(out, lambda st: st.orders.get("m"), "Rejected")
+
+    try:
+        _run_with(out, sim, exchange, act, done, db,
+                  broker_kw={"ambiguous_timeout": 1.0, "updates": updates, "reconcile_interval": 0.5})
+    finally:
+        failure = watcher.finish()
+    assert failure is None, failure
+    assert not out.timed_out, notes
+    o = out.strategy.orders["m"]
+    assert out.statuses(o.ref) == ["Submitted", "Rejected"]
+    note = out.last(o.ref)
+    assert note.reason and "not found at the exchange" in note.reason, note.reason
+    assert "not sent again" in note.reason, note.reason
+    assert note.client_id and note.client_id.startswith(f"bx{out.broker.run_id}")
+    # the exchange never had it, and it was not sent again once the exchange was back
+    assert sim.orders(exchange) == []
+    stats = sim.stats(exchange)
+    if fault != "outage":
+        assert stats["rest_errors_injected"] >= 1
+    if CREATE_PATH[exchange] != LOOKUP_PATH[exchange]:
+        # okx: the create has a path of its own, so the count is exact
+        assert stats["rest"][CREATE_PATH[exchange]] == 1, "create_order was sent again"
+        assert stats["rest"][LOOKUP_PATH[exchange]] >= 1, "the order was never looked up"
+    store = OrderStore(db)
+    rows = store.orders()
+    store.close()
+    assert [(r.client_id, r.status, r.exchange_id) for r in rows] == [(note.client_id, "rejected", None)]
+    assert rows[0].reason == note.reason
+
+
+def _db_status(db: Path, client_id: str | None) -> str | None:
+    """The stored status of one order, read beside the running broker (read-only)."""
+    import sqlite3
+
+    if client_id is None:
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = con.execute("SELECT status FROM orders WHERE client_id = ?", (client_id,)).fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None
+
+
+def test_ambiguous_timeout_runs_on_the_broker_clock(sim_factory: Any, tmp_path: Path) -> None:
+    """With a ManualClock the timeout is exact, whatever the wall time: lookups that find
+    nothing keep the order ``unknown`` until the broker's clock passes ``ambiguous_timeout``.
+    (Polls are due by the broker's clock too: each step below is longer than poll_interval.)"""
+    from btccxt_cli.clock import ManualClock
+
+    exchange = "okx"  # the create has a path of its own: requests are counted exactly
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    clock = ManualClock()
+    notes: list[Note] = []
+    out = Outcome(notes=notes)
+    seen: dict[str, Any] = {}
+
+    def step(stop: threading.Event, seconds: float) -> bool:
+        """Move the broker's clock, then wait for the next lookup by client id. A lookup
+        reaching the exchange means the broker handled the one before it without rejecting
+        (a rejected order is no longer looked up)."""
+        before = _rest(sim, exchange, LOOKUP_PATH[exchange])
+        clock.advance(seconds)
+        return _until(lambda: _rest(sim, exchange, LOOKUP_PATH[exchange]) > before, stop)
+
+    def script(stop: threading.Event) -> bool:
+        if not _until(lambda: _rest(sim, exchange, CREATE_PATH[exchange]) >= 1, stop):
+            return False
+        sim.clear_faults(exchange)  # from now on every lookup is answered: no such order
+        cid = out.strategy.orders["m"].info.get("client_id")
+        # "unknown" is stored once the failed create was seen: the timeout starts there
+        if not _until(lambda: _db_status(db, cid) == "unknown", stop):
+            return False
+        for seconds in (1.0, 1.0, 32.0):  # lookups at 1, 2 and 34 s on the broker's clock
+            if not step(stop, seconds):
+                return False
+        seen["status_at_34s"] = _db_status(db, cid)
+        seen["rejected_before_35s"] = any(n.status == "Rejected" for n in notes)
+        clock.advance(2.0)  # 36 s: the next lookup rejects it
+        return True
+
+    watcher = _Watcher(script)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            _fail_rest(sim, exchange, "outage")
+            s.orders["m"] = s.buy(size=0.01)
+            watcher.start()
+
+    def done(s: Any) -> bool:
+        return has(out, lambda st: st.orders.get("m"), "Rejected")
+
+    try:
+        _run_with(out, sim, exchange, act, done, db,
+                  broker_kw={"ambiguous_timeout": 35.0, "clock": clock, "updates": "poll"})
+    finally:
+        failure = watcher.finish()
+    assert failure is None, failure
+    assert not out.timed_out, notes
+    assert seen == {"status_at_34s": "unknown", "rejected_before_35s": False}
+    o = out.strategy.orders["m"]
+    assert out.statuses(o.ref) == ["Submitted", "Rejected"]
+    # "36 s": rejected by the first lookup after the timeout, not by the one at 34 s
+    reason = out.last(o.ref).reason
+    assert reason == ("not found at the exchange 36 s after the create call failed; it was not "
+                      "sent again"), reason
+    assert sim.orders(exchange) == []
+    assert sim.stats(exchange)["rest"][CREATE_PATH[exchange]] == 1
+    store = OrderStore(db)
+    rows = store.orders()
+    store.close()
+    assert [(r.status, r.reason) for r in rows] == [("rejected", reason)]

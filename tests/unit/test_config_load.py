@@ -87,6 +87,16 @@ def test_bad_backfill_is_located(written: str) -> None:
     assert (err.line, err.key) == (6, "feed.backfill")
 
 
+def test_broker_order_updates() -> None:
+    config = loads_config(MINIMAL, env={})
+    assert config.broker.updates == "auto" and config.broker.reconcile_interval == 10.0
+    config = loads_config(MINIMAL + "broker:\n  updates: poll\n  reconcile_interval: 30\n", env={})
+    assert config.broker.updates == "poll" and config.broker.reconcile_interval == 30.0
+    err = error_of(MINIMAL + "broker:\n  updates: push\n", env={})
+    assert (err.line, err.key) == (6, "broker.updates")
+    assert "expected one of auto, websocket, poll" in str(err)
+
+
 @pytest.mark.parametrize(("written", "value"), [
     ("true", True), ("false", False), ("null", False),
     ("http://127.0.0.1:8765", "http://127.0.0.1:8765"), ("'http://localhost:9000/'", "http://localhost:9000"),

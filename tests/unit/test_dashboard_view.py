@@ -19,7 +19,8 @@ def snapshot() -> Snapshot:
                     broker=BrokerStatus(cash=9_000.0, value=10_050.0, positions={"BTC/USDT": 0.01},
                                         open_orders=1, trades=2, pnl=50.0,
                                         balances={"USDT": 9_000.0, "BTC": 0.01},
-                                        orders=["buy BTC/USDT 0.01 limit @ 60000 filled 0 [open]"]),
+                                        orders=["buy BTC/USDT 0.01 limit @ 60000 filled 0 [open]"],
+                                        updates="reconnecting"),
                     events=["12:00:01 BTC/USDT DISCONNECTED: socket closed"],
                     closes={"BTC/USDT": [1.0, 2.0, 3.0]})
 
@@ -32,6 +33,7 @@ def test_render_shows_bars_connection_broker_and_events():
                    "backoff 2.5s", "REST calls 9", "429s 1", "cash 9,000.00", "value 10,050.00",
                    "P&L +50.00", "trades 2", "open orders 1", "BTC/USDT 0.01", "socket closed",
                    "BTC 0.01, USDT 9,000", "buy BTC/USDT 0.01 limit @ 60000 filled 0 [open]",
+                   "updates   reconnecting",
                    sparkline([1.0, 2.0, 3.0])):
         assert needle in text, needle
 
