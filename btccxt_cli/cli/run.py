@@ -163,7 +163,10 @@ def _confirm_live(runner: Any, out: Any, yes: bool) -> bool:
         sys.stderr.write("error: live orders need confirmation: stdin is not a terminal, so nobody "
                          "can answer; pass --yes to confirm the summary above ahead\n")
         raise typer.Exit(2)
-    if typer.confirm("Place live orders with this account?", default=False):
-        return True
+    try:
+        if typer.confirm("Place live orders with this account?", default=False):
+            return True
+    except (typer.Abort, KeyboardInterrupt, EOFError):  # Ctrl-D / Ctrl-C at the prompt: a no
+        out.print("")
     out.print("aborted: no orders were sent", markup=False)
     return False

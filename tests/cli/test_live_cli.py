@@ -185,3 +185,147 @@ def test_rejected_credentials_stop_before_trading(live_sim: Any, tmp_path: Path)
     assert "credentials rejected" in err
     assert SECRET not in out + err and KEY not in out + err
     assert live_sim.orders("binance") == []
+
+
+# --------------------------------------------------------------------------- the prompt
+class Terminal:
+    """``btccxt`` with its stdin on a pseudo-terminal (what a user at a shell has) and its
+    stdout and stderr on pipes read by threads, so the test can wait for the prompt."""
+
+    def __init__(self, *args: str) -> None:
+        master, slave = os.openpty()
+        self.master = master
+        self._cond = threading.Condition()
+        self._out = bytearray()
+        self._err = bytearray()
+        self._open = 2
+        try:
+            self.p = subprocess.Popen([sys.executable, "-m", "btccxt_cli", *args], stdin=slave,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env={**os.environ, **ENV})
+        finally:
+            os.close(slave)  # the child holds its own copy
+        assert self.p.stdout is not None and self.p.stderr is not None
+        for pipe, buf in ((self.p.stdout, self._out), (self.p.stderr, self._err)):
+            threading.Thread(target=self._pump, args=(pipe.fileno(), buf), daemon=True).start()
+
+    def _pump(self, fd: int, buf: bytearray) -> None:
+        try:
+            while chunk := os.read(fd, 65536):
+                with self._cond:
+                    buf += chunk
+                    self._cond.notify_all()
+        except OSError:  # closed under us after a failure
+            pass
+        with self._cond:
+            self._open -= 1
+            self._cond.notify_all()
+
+    @property
+    def out(self) -> str:
+        with self._cond:
+            return self._out.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        with self._cond:
+            return self._err.decode(errors="replace")
+
+    def wait_out(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until stdout shows ``text``; fails if the output ends first."""
+        needle = text.encode()
+        with self._cond:
+            ok = self._cond.wait_for(lambda: needle in self._out or self._open == 0, timeout)
+            found = needle in self._out
+        if not found:
+            self.p.kill()
+            raise AssertionError(f"{text!r} never shown ({'timed out' if not ok else 'output ended'}): "
+                                 f"{self.out[-1500:]} {self.err[-1500:]}")
+
+    def type(self, line: str) -> None:
+        os.write(self.master, line.encode())
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit code, once the process ended and its output is read."""
+        try:
+            code = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise
+        with self._cond:
+            self._cond.wait_for(lambda: self._open == 0, 10.0)
+        return code
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10.0)
+        with self._cond:  # the pipes end with the process: let the readers finish
+            self._cond.wait_for(lambda: self._open == 0, 10.0)
+        for f in (self.p.stdout, self.p.stderr):
+            if f is not None:
+                f.close()
+        os.close(self.master)
+
+
+PROMPT = "Place live orders with this account? [y/N]:"
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "\x04"], ids=["no", "default-no", "ctrl-d"])
+def test_interactive_prompt_answered_no_sends_nothing(live_sim: Any, tmp_path: Path,
+                                                      answer: str) -> None:
+    from btccxt_cli.cache.orders import account_id
+
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    term = Terminal("run", str(cfg), "--plain", "--live")
+    try:
+        term.wait_out(PROMPT)
+        assert term.p.poll() is None, "the run did not wait for an answer"
+        term.type(answer)
+        code = term.wait()
+    finally:
+        term.close()
+    out, err = term.out, term.err
+    assert code == 1, err[-3000:]
+    summary = out[:out.index(PROMPT)]
+    assert "LIVE TRADING on binance (simulator http://127.0.0.1:" in summary
+    assert f"account   {account_id('binance', KEY)}" in summary
+    assert "balances  USDT 5000" in summary and "symbols   BTC/USDT" in summary
+    assert "max_position BTC/USDT 0.5" in summary
+    # Ctrl-D (end of input) at the prompt is a no too, with the same words
+    assert "aborted: no orders were sent" in out[out.index(PROMPT):]
+    assert "pass --yes" not in err and "confirmed by --yes" not in out
+    # nothing reached the exchange: no order, and not even a create request
+    assert live_sim.orders("binance") == []
+    assert "/api/v3/order" not in live_sim.stats("binance")["rest"]
+    texts = {"stdout": out, "stderr": err}
+    if (tmp_path / "run.log").exists():
+        texts["log"] = (tmp_path / "run.log").read_text()
+    for name, text in texts.items():
+        for secret in (KEY, SECRET, PASS):
+            assert secret not in text, f"{secret!r} in {name}"
+
+
+def test_interactive_prompt_answered_yes_trades(live_sim: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, live_sim.url("binance"))
+    term = Terminal("run", str(cfg), "--plain", "--live")
+    try:
+        term.wait_out(PROMPT)
+        # nothing is sent before the answer: the summary only read the balances
+        assert term.p.poll() is None and live_sim.orders("binance") == []
+        assert "/api/v3/order" not in live_sim.stats("binance")["rest"]
+        term.type("y\n")
+        wait_for(lambda: any(o["type"] == "limit" and o["status"] == "new"
+                             for o in live_sim.orders("binance")), term.p)
+        (tmp_path / "STOP").write_text("")
+        code = term.wait()
+    finally:
+        term.close()
+    out, err = term.out, term.err
+    assert code == 0, err[-3000:]
+    after = out[out.index(PROMPT):]
+    assert "aborted" not in after and "stopped: kill switch: file" in after
+    assert sorted((o["type"], o["status"]) for o in live_sim.orders("binance")) == [
+        ("limit", "canceled"), ("market", "filled")]
+    for secret in (KEY, SECRET, PASS):
+        assert secret not in out + err
