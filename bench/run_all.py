@@ -32,6 +32,8 @@ BENCHES = [
      ["memory.py", "--symbols", "2", "--bars-per-symbol", "2000"]),
     ("Reconnects: threads, fds and sockets across socket drops", ["reconnects.py", "--drops", "300"],
      ["reconnects.py", "--drops", "5"]),
+    ("Live orders: fill notification latency and REST load, WebSocket updates vs polling",
+     ["orders.py", "--rounds", "20", "--idle", "60"], ["orders.py", "--rounds", "2", "--idle", "3"]),
     ("Chaos soak (10 symbols, 1s bars, websocket, faults every 10-40 s)",
      ["soak.py", "--duration", "600", "--seed", "7"],
      ["soak.py", "--duration", "30", "--every", "4", "6", "--seed", "7"]),

@@ -128,7 +128,8 @@ class OrderSync:
         account: ``cache.orders.account_id`` of the key in use.
         on_events: receives each batch of events (called on the loop thread; must not block).
         poll_interval: seconds between polls of live orders.
-        balance_interval: seconds between balance reads when nothing traded.
+        balance_interval: seconds between balance reads when nothing traded (at least
+            ``reconcile_interval`` while the order stream is up).
         ambiguous_timeout: seconds an order whose create outcome is unknown is looked up
             before it is declared rejected (never resent).
         symbols: symbols whose open orders are checked at start (adoption by client id prefix).
@@ -613,7 +614,10 @@ class OrderSync:
             else:
                 events += await self._refresh(t)
         now = self.clock.monotonic()
-        if self._balance_due or now - self._last_balance >= self.balance_interval:
+        # with the stream up, balances change by our fills (read at once) or by transfers
+        every = max(self.balance_interval, self.reconcile_interval) if self.via == "websocket" \
+            else self.balance_interval
+        if self._balance_due or now - self._last_balance >= every:
             bal = await self._fetch_balance()
             if bal is not None:
                 events.append(Event("balance", data=bal))

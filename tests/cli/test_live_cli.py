@@ -138,7 +138,13 @@ def test_kill_file_cancels_open_orders_and_stops_and_no_secret_leaks(
     def resting() -> bool:
         return any(o["type"] == "limit" and o["status"] == "new" for o in live_sim.orders("binance"))
 
+    def order_stream_up() -> bool:  # the events file says how order changes arrive
+        path = tmp_path / "events.jsonl"
+        return path.exists() and any('"orders"' in line and '"websocket"' in line
+                                     for line in path.read_text().splitlines())
+
     wait_for(resting, p)
+    wait_for(order_stream_up, p)
     (tmp_path / "STOP").write_text("")
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err[-3000:]
@@ -148,6 +154,8 @@ def test_kill_file_cancels_open_orders_and_stops_and_no_secret_leaks(
                                                                ("market", "filled")]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     kinds = [(e["type"], e.get("event")) for e in events if e["type"] in ("order", "kill")]
+    updates = [e for e in events if e["type"] == "orders"]
+    assert [e["event"] for e in updates[:2]] == ["connecting", "websocket"], updates
     assert ("kill", None) in kinds
     assert ("order", "Completed") in kinds and ("order", "Canceled") in kinds
     rejected = [e for e in events if e.get("event") == "Rejected"]
