@@ -249,6 +249,20 @@ class CCXTStore:
         """The exchange's clock as we estimate it (our clock + measured offset)."""
         return self.clock.time_ms() + (self._offset_ms or 0)
 
+    def observe_exchange_ms(self, at_least_ms: int) -> None:
+        """The exchange proved its clock reads at least ``at_least_ms`` now (it pushed a bar
+        that opened or closed then). If our estimate is behind (our clock stepped back, or
+        the exchange's moved on), it moves forward so bars it has closed are not held back.
+        Never moves it back: a late message proves nothing about the present."""
+        if self._offset_ms is None:
+            return
+        need = at_least_ms - self.clock.time_ms()
+        if need > self._offset_ms:
+            if need - self._offset_ms > 1000:
+                logger.info("%s: the exchange clock is %.1f s further ahead than measured; "
+                            "estimate corrected", self.exchange_id, (need - self._offset_ms) / 1000)
+            self._offset_ms = need
+
     def _loop_thread(self) -> LoopThread:
         with self._lock:
             if self._loop is None or not self._loop.running:
@@ -268,7 +282,8 @@ class CCXTStore:
             flagged = has_tap(self.exchange_id)
         series = Series(params, exchange_now_ms=self.exchange_now_ms, clock=self.clock,
                         flagged=flagged, pipe=Pipe(), name=name or params.symbol,
-                        cache=self.cache, cache_key=self.cache_key)
+                        cache=self.cache, cache_key=self.cache_key,
+                        observe_exchange_ms=self.observe_exchange_ms)
         handle = FeedHandle(series)
         with self._lock:
             self._handles.append(handle)

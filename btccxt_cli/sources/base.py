@@ -105,10 +105,13 @@ class Series:
 
     def __init__(self, params: SeriesParams, *, exchange_now_ms: Callable[[], int],
                  clock: Clock = SYSTEM_CLOCK, flagged: bool = False, pipe: Pipe | None = None,
-                 name: str | None = None, cache: Any = None, cache_key: str = "") -> None:
+                 name: str | None = None, cache: Any = None, cache_key: str = "",
+                 observe_exchange_ms: Callable[[int], None] | None = None) -> None:
         self.p = params
         self.clock = clock
         self.exchange_now_ms = exchange_now_ms
+        # told the exchange time a pushed bar proves (its open, or its close when flagged closed)
+        self.observe_exchange_ms = observe_exchange_ms
         self.pipe = pipe or Pipe()
         self.name = name or params.symbol
         self.tf_ms = params.tf_ms
@@ -246,6 +249,10 @@ class Series:
 
     def on_live(self, candles: list[Candle], closed: list[bool] | bool = False) -> list[Emitted]:
         self.note_message()
+        if self.observe_exchange_ms is not None and candles:
+            flags = closed if isinstance(closed, list) else [closed] * len(candles)
+            self.observe_exchange_ms(max(c.ts + (self.tf_ms if f else 0)
+                                         for c, f in zip(candles, flags, strict=False)))
         # a subscription snapshot (bitget, kraken) may close bars while history still loads:
         # they are history, not live bars
         source = BarSource.BACKFILL if self.phase == self.HISTORY else BarSource.LIVE

@@ -190,3 +190,31 @@ def test_a_put_into_any_pipe_ends_a_wait_on_another():
             break
     assert not t.is_alive() and got == [None]
     assert len(b) >= 1
+
+
+def test_pushed_bars_tell_the_exchange_time_they_prove():
+    clock = ManualClock(start_ms=1_700_000_000_000)
+    seen: list[int] = []
+    s = Series(SeriesParams("BTC/USDT", "1m", mode="websocket", backfill_start=False),
+               exchange_now_ms=clock.time_ms, clock=clock, flagged=True, observe_exchange_ms=seen.append)
+    t = 1_700_000_000_000 - 1_700_000_000_000 % TF
+    c0, c1 = Candle(t, 1, 2, 0.5, 1.5, 3), Candle(t + TF, 1.5, 2, 1, 1.2, 1)
+    s.on_live([c0], [False])
+    s.on_live([c0, c1], [True, False])
+    assert seen == [t, t + TF]  # a forming bar proves its open; a closed one its close
+
+
+def test_store_clock_estimate_only_moves_forward_on_proof():
+    from btccxt_cli.bt.store import CCXTStore
+
+    clock = ManualClock(start_ms=1_700_000_000_000)
+    store = CCXTStore("binance", clock=clock)
+    store.observe_exchange_ms(clock.time_ms() + 5_000)  # no measured offset yet: nothing
+    assert store.exchange_now_ms() == clock.time_ms()
+    store._offset_ms = 200
+    store.observe_exchange_ms(clock.time_ms() + 100)  # behind the estimate: proves nothing
+    assert store.exchange_now_ms() == clock.time_ms() + 200
+    store.observe_exchange_ms(clock.time_ms() + 5_000)  # the exchange is further ahead
+    assert store.exchange_now_ms() == clock.time_ms() + 5_000
+    clock.advance(1.0)
+    assert store.exchange_now_ms() == clock.time_ms() + 5_000
