@@ -79,12 +79,13 @@ class Scripted(bt.Strategy):
 
 def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable[[Any], bool], *,
         db: Path, timeout: float = 25.0, store_cfg: dict[str, Any] | None = None,
-        broker_kw: dict[str, Any] | None = None, out: Outcome | None = None) -> Outcome:
+        broker_kw: dict[str, Any] | None = None, data_kw: dict[str, Any] | None = None,
+        out: Outcome | None = None) -> Outcome:
     out = out if out is not None else Outcome()
     store = CCXTStore(exchange, sim_url=sim.url(exchange), config={**KEYS, **(store_cfg or {})})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
     data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
-                         compression=1, backfill_bars=1, use_websocket=True)
+                         compression=1, backfill_bars=1, use_websocket=True, **(data_kw or {}))
     cerebro.adddata(data)
     broker = store.getbroker(live=True, db_path=db, **{"poll_interval": 0.2, **(broker_kw or {})})
     out.broker = broker

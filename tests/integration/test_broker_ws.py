@@ -22,8 +22,8 @@ from tests.integration.test_broker import SYMBOL, Outcome, run
 pytestmark = pytest.mark.live
 
 
-def _place_crossing(sim: Any, s: Any, plan: dict[str, Any]) -> None:
-    p = cross_plan(sim.model, SYMBOL, sim.now_ms())
+def _place_crossing(sim: Any, s: Any, plan: dict[str, Any], quiet_s: float = 4.0) -> None:
+    p = cross_plan(sim.model, SYMBOL, sim.now_ms(), quiet_s=quiet_s)
     plan.update(side=p.side, price=p.price, when=p.when_ms)
     fn = s.buy if p.side == "buy" else s.sell
     s.orders["cross"] = fn(size=0.01, price=p.price, exectype=bt.Order.Limit)
@@ -151,3 +151,63 @@ def test_polling_only_when_asked(sim_factory: Any, tmp_path: Path) -> None:
 def test_unknown_update_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="updates must be one of auto, websocket, poll"):
         OrderSync(None, None, "a", on_events=lambda ev: None, updates="push")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("exchange", ["binance", "okx"])
+def test_fills_across_repeated_drops_are_told_once_each(sim_factory: Any, tmp_path: Path,
+                                                        exchange: str) -> None:
+    """Four orders fill while the sockets drop around the fills in different ways: the fill
+    pushed then the socket closed, the socket reset then the fill, the fill alone, both at once."""
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1},
+                      check_timestamps=False)
+    out = Outcome()
+    script = [("jump", "close"), ("reset", "jump"), ("jump",), ("reset", "jump", "close")]
+    state: dict[str, Any] = {"round": 0, "orders": []}
+
+    def act(s: Any, n: int) -> None:
+        r = state["round"]
+        if r >= len(script):
+            return
+        o = s.orders.get(r)
+        if o is None:
+            plan: dict[str, Any] = {}
+            # a short quiet window: every jump of the exchange's clock is a gap the feed's
+            # clock estimate lags by, and bars wait that long
+            _place_crossing(sim, s, plan, quiet_s=1.5)
+            s.orders[r] = s.orders.pop("cross")
+            state["plan"] = plan
+            state["orders"].append(s.orders[r])
+            return
+        statuses = out.statuses(o.ref)
+        if "Completed" in statuses:
+            state["round"] = r + 1
+        elif "Accepted" in statuses and state.get("acted") != r and \
+                s.broker.updates_via == "websocket":
+            state["acted"] = r
+            for step in script[r]:
+                if step == "jump":
+                    _jump_past_crossing(sim, state["plan"])
+                else:
+                    sim.drop(exchange, mode=step)
+
+    def done(s: Any) -> bool:  # every order completed, and the stream back up
+        return state["round"] >= len(script) and s.broker.updates_via == "websocket"
+
+    db = tmp_path / "o.sqlite"
+    run(sim, exchange, act, done, db=db, out=out, timeout=60.0,
+        broker_kw={"updates": "websocket", "poll_interval": 0.5, "reconcile_interval": 60.0},
+        data_kw={"ws_reconnect_delay": 0.2, "ws_max_reconnect_delay": 0.5})
+    sync: OrderSync = out.broker.sync
+    assert not out.timed_out, (state["round"], out.notes, sync.via_log)
+    for o in state["orders"]:
+        assert out.statuses(o.ref) == ["Submitted", "Accepted", "Completed"]
+    assert sync.via_log.count("reconnecting") >= 2 and sync.via_log[-1] == "websocket"
+    ex = {r["client_id"]: r for r in sim.orders(exchange)}
+    fills = _fills_in_db(db)
+    assert len({f["trade_id"] for f in fills}) == len(fills)  # no fill twice
+    for o in state["orders"]:
+        cid = out.last(o.ref).client_id
+        assert ex[cid]["status"] == "filled"
+        mine = [f for f in fills if f["client_id"] == cid]
+        assert len(mine) == ex[cid]["fills"] and all(f["delivered"] for f in mine)
+        assert sum(f["amount"] for f in mine) == pytest.approx(0.01)
