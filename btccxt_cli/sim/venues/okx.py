@@ -45,11 +45,10 @@ from btccxt_cli.sim.venues import (
     Venue,
     dumps,
     json_response,
-    loads,
     okx_private,
     retry_after_headers,
 )
-from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs
+from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs, event_error, read_request
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.accounts import OrderEvent
@@ -287,22 +286,11 @@ class OkxVenue(Venue):
         return on_text
 
     async def _on_text(self, conn: Connection, text: str, business: bool) -> None:
-        if text == "ping":
-            await self.server.send(conn, b"pong")
+        req = await read_request(self.server, conn, text)
+        if req is None:
             return
-        try:
-            msg = loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
-            await self._event_error(conn, "60012", f"Illegal request: {text}")
-            return
-        op = msg.get("op")
-        args = msg.get("args")
+        op, args = req
         if op in ("subscribe", "unsubscribe"):
-            if not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args):
-                await self._event_error(conn, "60012", f"Illegal request: {text}")
-                return
             if op == "subscribe":
                 self.server.stats.subscribe_requests += 1
             else:
@@ -342,8 +330,8 @@ class OkxVenue(Venue):
                                             "connId": conn.id}))
 
     async def _event_error(self, conn: Connection, code: str, msg: str) -> None:
-        await self.server.send(conn, dumps({"event": "error", "code": code, "msg": msg,
-                                            "connId": conn.id}))
+        await event_error(self.server, conn, code, msg)
+
 
 
 def _dec_str(decimals: int) -> str:

@@ -109,24 +109,13 @@ class OkxPrivateWs:
 
     # ------------------------------------------------------------------ requests
     async def _on_text(self, conn: Connection, text: str) -> None:
-        if text == "ping":
-            await self.server.send(conn, b"pong")
+        req = await read_request(self.server, conn, text)
+        if req is None:
             return
-        try:
-            msg = loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
-            await self._error(conn, "60012", f"Illegal request: {text}")
-            return
-        op = msg.get("op")
-        args = msg.get("args")
+        op, args = req
         if op == "login":
             await self._login(conn, args)
         elif op in ("subscribe", "unsubscribe"):
-            if not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args):
-                await self._error(conn, "60012", f"Illegal request: {text}")
-                return
             if op == "subscribe":
                 self.server.stats.subscribe_requests += 1
             else:
@@ -218,8 +207,7 @@ class OkxPrivateWs:
             self._push_account(session, echo, snapshot, self.server.now_ms())
 
     async def _error(self, conn: Connection, code: str, msg: str) -> None:
-        await self.server.send(conn, dumps({"event": "error", "code": code, "msg": msg,
-                                            "connId": conn.id}))
+        await event_error(self.server, conn, code, msg)
 
     # ------------------------------------------------------------------ pushes
     def on_order_event(self, event: OrderEvent, sessions: list[PrivateSession]) -> None:
@@ -326,3 +314,30 @@ class OkxPrivateWs:
             "tradeId": str(f.id) if f else "", "tradeQuoteCcy": spec.quote,
             "uTime": str(event.time_ms if event.kind != "trade" else o.updated_ms),
         }
+
+
+async def event_error(server: Any, conn: Connection, code: str, msg: str) -> None:
+    """okx's error event on a socket."""
+    await server.send(conn, dumps({"event": "error", "code": code, "msg": msg, "connId": conn.id}))
+
+
+async def read_request(server: Any, conn: Connection, text: str) -> tuple[Any, Any] | None:
+    """One okx WebSocket request: ``(op, args)``, or None once answered here (``ping`` gets
+    ``pong``; text that is not a JSON object, or a (un)subscribe without a list of argument
+    objects, gets okx's 60012 "Illegal request")."""
+    if text == "ping":
+        await server.send(conn, b"pong")
+        return None
+    try:
+        msg = loads(text)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        await event_error(server, conn, "60012", f"Illegal request: {text}")
+        return None
+    op, args = msg.get("op"), msg.get("args")
+    if op in ("subscribe", "unsubscribe") and (
+            not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args)):
+        await event_error(server, conn, "60012", f"Illegal request: {text}")
+        return None
+    return op, args
