@@ -162,6 +162,7 @@ class CCXTBroker(bt.BrokerBase):
         #: how order changes arrive: "websocket", "reconnecting" (stream down, polling) or "polling"
         self.updates_via = "polling"
         self.updates_reason = ""
+        self._updates_changes: list[tuple[str, str]] = []  # not yet taken by updates_changes()
 
     def __repr__(self) -> str:
         return f"CCXTBroker(exchange={self.store.exchange_id!r}, run_id={self.run_id!r})"
@@ -353,6 +354,12 @@ class CCXTBroker(bt.BrokerBase):
                             balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
                             orders=orders, updates=self.updates_via)
 
+    def updates_changes(self) -> list[tuple[str, str]]:
+        """Every change of how order updates arrive since the last call, in order:
+        ``(via, reason)`` (strategy thread; the runner writes them to the events file)."""
+        out, self._updates_changes = self._updates_changes, []
+        return out
+
     def balances(self) -> dict[str, tuple[float, float, float]]:
         """``{asset: (free, used, total)}`` as last read from the exchange."""
         return dict(self._balances)
@@ -489,6 +496,7 @@ class CCXTBroker(bt.BrokerBase):
             elif ev.kind == "updates":
                 self.updates_via = str(ev.data.get("via", ""))
                 self.updates_reason = str(ev.data.get("reason", ""))
+                self._updates_changes.append((self.updates_via, self.updates_reason))
             elif ev.kind == "adopt" and ev.rec is not None:
                 self._adopt.append(ev.rec)
                 self._materialize()

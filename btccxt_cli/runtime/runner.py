@@ -79,7 +79,6 @@ class Runner:
         self.config = config
         self.live = live
         self.broker: Any = None  # the CCXTBroker of a live run
-        self._updates_seen: tuple[str, str] = ("", "")  # the live broker's order-update state
         self._run_over = threading.Event()
         self._kill_lock = threading.Lock()
         self.killed: str | None = None
@@ -331,11 +330,9 @@ class Runner:
         br = strat.broker
         if self.broker is not None and br is self.broker:  # live: the exchange's own numbers
             self.monitor.set_broker(br.status(trades=self.trades))
-            via = (br.updates_via, br.updates_reason)
-            if via != self._updates_seen:  # the order stream went up or down: say so
-                self._updates_seen = via
-                self.monitor.event(f"order updates {via[0]}: {via[1]}",
-                                   record={"type": "orders", "event": via[0], "message": via[1]})
+            for via, reason in br.updates_changes():  # the order stream went up or down
+                self.monitor.event(f"order updates {via}: {reason}",
+                                   record={"type": "orders", "event": via, "message": reason})
             return
         # read, never create: backtrader values every position it holds with data.close[0]
         held = getattr(br, "positions", {})
