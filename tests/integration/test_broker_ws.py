@@ -77,7 +77,7 @@ def test_a_fill_reaches_the_strategy_by_push_without_a_poll(sim_factory: Any, tm
     sync: OrderSync = out.broker.sync
     assert sync.polls == plan["polls"], "a REST poll ran between the crossing and the fill"
     assert sync.ws_pushes >= 1
-    assert sync.via_log[:2] == ["connecting", "websocket"]
+    assert sync.via_log[0] == "connecting" and "websocket" in sync.via_log
     last = out.last(o.ref)
     assert abs(last.size) == pytest.approx(0.01) and last.price == pytest.approx(plan["price"])
     ex = {r["client_id"]: r for r in sim.orders(exchange)}
@@ -120,7 +120,8 @@ def test_a_lost_order_stream_falls_back_to_polling_and_loses_nothing(
     assert not out.timed_out, (out.notes, sync.via_log)
     o = out.strategy.orders["cross"]
     assert out.statuses(o.ref) == ["Submitted", "Accepted", "Completed"]  # each exactly once
-    assert sync.via_log[:3] == ["connecting", "websocket", "reconnecting"]
+    up = sync.via_log.index("websocket")
+    assert sync.via_log[0] == "connecting" and "reconnecting" in sync.via_log[up:]
     last = out.last(o.ref)
     assert abs(last.size) == pytest.approx(0.01) and last.price == pytest.approx(plan["price"])
     fills = _fills_in_db(db)
