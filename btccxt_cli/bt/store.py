@@ -57,12 +57,15 @@ class CCXTStore:
         cache: a local OHLCV cache (``OhlcvCache`` or a path to its SQLite file): history is
             read from it first and only what is missing is fetched; every bar delivered is
             written back. Simulator bars are kept apart (``binance@sim``). None: no cache.
+        clock_refresh: seconds between readings of the exchange clock (``fetch_time``) after
+            the first; 0: read it once. A local clock that steps or drifts would otherwise
+            make REST take a forming bar for a closed one, or hold closed bars back.
     """
 
     def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
                  sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
                  debug: bool = False, clock: Clock = SYSTEM_CLOCK, weight_limit: int | None = None,
-                 cache: Any = None, **kwargs: Any) -> None:
+                 cache: Any = None, clock_refresh: float = 600.0, **kwargs: Any) -> None:
         self.exchange_id = exchange
         self.currency = currency
         self.config = dict(config or {})
@@ -84,6 +87,9 @@ class CCXTStore:
         self._hub: Any = None
         self._loop: LoopThread | None = None
         self._offset_ms: int | None = None
+        self._offset_at: float | None = None  # clock.monotonic() of the last reading
+        self.clock_refresh = max(0.0, float(clock_refresh))
+        self._clock_task: Any = None
         self._handles: list[FeedHandle] = []
         self._notifs: list[Any] = []
         self._broker: Any = None
@@ -160,6 +166,7 @@ class CCXTStore:
                 self._sync_ex = ex
             if self._offset_ms is None:
                 self._offset_ms = self._measure_offset_sync(self._sync_ex)
+                self._offset_at = self.clock.monotonic()
             return self._sync_ex
 
     def _retry_sync(self, fn: Any, what: str) -> Any:
@@ -185,14 +192,14 @@ class CCXTStore:
         t1 = self.clock.time_ms()
         return self._offset_from(server, t0, t1)
 
-    def _offset_from(self, server: Any, t0: int, t1: int) -> int:
+    def _offset_from(self, server: Any, t0: int, t1: int, quiet: bool = False) -> int:
         if server is None:
             return 0
         server = int(server)
         if server % 1000 == 0:  # a clock in whole seconds (kraken): read it as mid-second
             server += 500
         off = server - (t0 + t1) // 2
-        if abs(off) > 1000:
+        if abs(off) > 1000 and not quiet:
             logger.warning("%s: exchange clock differs from ours by %.2f s; bars are scheduled "
                            "by the exchange clock", self.exchange_id, off / 1000)
         return off
@@ -226,7 +233,57 @@ class CCXTStore:
             t0 = self.clock.time_ms()
             server = await self._retry_async(ex.fetch_time, "read the exchange clock") if ex.has.get("fetchTime") else None
             self._offset_ms = self._offset_from(server, t0, self.clock.time_ms())
+            self._offset_at = self.clock.monotonic()
+        if self._clock_task is None and self.clock_refresh > 0 and ex.has.get("fetchTime"):
+            import asyncio
+
+            self._clock_task = asyncio.ensure_future(self._clock_keeper(ex))
         return ex
+
+    async def _clock_keeper(self, ex: Any) -> None:
+        """(loop) Read the exchange clock again every ``clock_refresh`` seconds."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.clock_refresh)
+            t0 = self.clock.time_ms()
+            try:
+                server = await ex.fetch_time()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the last reading stays; try again next period
+                logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
+                continue
+            self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
+
+    def _clock_overdue(self) -> bool:
+        """The last clock reading is more than a period past due (no idle moment came)."""
+        return (self._offset_at is not None and self.clock_refresh > 0
+                and self.clock.monotonic() - self._offset_at >= 2 * self.clock_refresh)
+
+    def refresh_clock_sync(self) -> None:
+        """(rest mode, the feeds' thread, when idle) Read the exchange clock if it is due."""
+        if (self._offset_at is None or self.clock_refresh <= 0 or self._sync_ex is None
+                or self.clock.monotonic() - self._offset_at < self.clock_refresh
+                or not self._sync_ex.has.get("fetchTime")):
+            return
+        self._offset_at = self.clock.monotonic()  # failed or not, the next try is a period away
+        t0 = self.clock.time_ms()
+        try:
+            server = self._sync_ex.fetch_time()
+        except Exception as exc:
+            logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
+            return
+        self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
+
+    def _reread(self, offset: int) -> None:
+        old = self._offset_ms
+        self._offset_ms = offset
+        self._offset_at = self.clock.monotonic()
+        if old is not None and abs(offset - old) > 500:
+            logger.warning("%s: the exchange clock moved %+.2f s against ours since the last "
+                           "reading; bars are scheduled by the new reading", self.exchange_id,
+                           (offset - old) / 1000)
 
     async def _retry_async(self, fn: Any, what: str) -> Any:
         import asyncio
@@ -290,7 +347,9 @@ class CCXTStore:
         if params.mode == "rest":
             ex = self.sync_exchange()
             series.begin()
-            handle.driver = SyncRestDriver(series, ex, self.gate, self.clock)
+            handle.driver = SyncRestDriver(series, ex, self.gate, self.clock,
+                                           idle_task=self.refresh_clock_sync)
+            handle.driver.clock_stale = self._clock_overdue
         else:
             loop = self._loop_thread()
             handle.task = loop.submit(self._start_async(handle))
@@ -349,6 +408,7 @@ class CCXTStore:
             handles, self._handles = list(self._handles), []
             loop, self._loop = self._loop, None
             aex, self._async_ex, self._hub = self._async_ex, None, None
+            self._clock_task = None
             self._async_lock = None
         for h in handles:
             h.series.phase = h.series.OVER

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from btccxt_cli.clock import Clock
@@ -113,9 +114,14 @@ class RestSchedule:
 class SyncRestDriver:
     """rest mode: reads happen on the feed's thread, inside ``_load``, only when due."""
 
-    def __init__(self, series: Series, exchange: Any, gate: RestGate, clock: Clock) -> None:
+    def __init__(self, series: Series, exchange: Any, gate: RestGate, clock: Clock, *,
+                 idle_task: Callable[[], None] | None = None) -> None:
         self.series, self.exchange = series, exchange
         self.schedule = RestSchedule(series, gate, clock, grace_s=series.p.settle_s, polling=True)
+        self.idle_task = idle_task  # run while more than a second remains before the next read
+        # True when the clock reading is overdue: then it goes before a read too (a read
+        # decides which bars are closed by that clock)
+        self.clock_stale: Callable[[], bool] = lambda: False
 
     def pump(self, timeout: float) -> None:
         """Do one due read, or wait up to ``timeout`` seconds for the next one to fall due."""
@@ -124,6 +130,9 @@ class SyncRestDriver:
             s.warm_step()
             return
         wait = self.schedule.wait_s()
+        if self.idle_task is not None and (wait is None or wait > 1.0 or self.clock_stale()):
+            self.idle_task()
+            wait = self.schedule.wait_s()
         if wait is None:
             s.pipe.wait(timeout)
             return
