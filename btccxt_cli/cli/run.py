@@ -112,7 +112,7 @@ def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: boo
         sys.stderr.write(f"error: {exc.message}; the run was stopped\n")
         return exc.exit_code
     for line in summary.lines():
-        out.print(line, markup=False)
+        out.print(line, markup=False, soft_wrap=True)  # a terminal's width never splits a line
     return summary.exit_code
 
 
@@ -154,7 +154,7 @@ def _confirm_live(runner: Any, out: Any, yes: bool) -> bool:
         runner._shutdown()
         raise
     for line in lines:
-        out.print(line, markup=False)
+        out.print(line, markup=False, soft_wrap=True)  # a terminal's width never splits a line
     if yes:
         out.print("confirmed by --yes", markup=False)
         return True

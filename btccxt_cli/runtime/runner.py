@@ -193,6 +193,7 @@ class Runner:
         Reads the balances over REST (the store's blocking client); credentials the exchange
         refuses raise ``CredentialsError``. Secrets are never part of the lines.
         """
+        from btccxt_cli.bt.ordersync import WS_ORDER_EXCHANGES
         from btccxt_cli.cache.orders import account_id, default_orders_path
         from btccxt_cli.exchange.errors import map_ccxt_error
 
@@ -218,6 +219,12 @@ class Runner:
         kill = self._path(cfg.broker.kill_switch_file)
         lines.append(f"  kill      SIGUSR1{f' or the file {kill}' if kill else ''}")
         lines.append(f"  orders db {self._path(cfg.broker.orders_db) or default_orders_path()}")
+        b = cfg.broker
+        stream = b.updates == "websocket" or (b.updates == "auto" and cfg.exchange.id in WS_ORDER_EXCHANGES)
+        lines.append("  updates   " + (
+            f"pushed by WebSocket; REST every {b.reconcile_interval:g} s, every "
+            f"{b.poll_interval:g} s while the stream is down" if stream
+            else f"REST polling every {b.poll_interval:g} s"))
         return lines
 
     def kill(self, reason: str) -> None:

@@ -300,6 +300,8 @@ def test_interactive_prompt_answered_no_sends_nothing(live_sim: Any, tmp_path: P
     assert f"account   {account_id('binance', KEY)}" in summary
     assert "balances  USDT 5000" in summary and "symbols   BTC/USDT" in summary
     assert "max_position BTC/USDT 0.5" in summary
+    assert "updates   pushed by WebSocket; REST every 10 s, every 0.2 s while the stream is down" \
+        in summary
     # Ctrl-D (end of input) at the prompt is a no too, with the same words
     assert "aborted: no orders were sent" in out[out.index(PROMPT):]
     assert "pass --yes" not in err and "confirmed by --yes" not in out
