@@ -37,6 +37,10 @@ BENCHES = [
     ("Chaos soak (10 symbols, 1s bars, websocket, faults every 10-40 s)",
      ["soak.py", "--duration", "600", "--seed", "7"],
      ["soak.py", "--duration", "30", "--every", "4", "6", "--seed", "7"]),
+    ("Order chaos soak (live broker, binance and okx, random orders, faults every 5-15 s)",
+     ["orders_soak.py", "--duration", "300", "--seed", "7"],
+     ["orders_soak.py", "--duration", "20", "--every", "2", "4", "--seed", "7",
+      "--ambiguous-timeout", "5"]),
 ]
 
 

@@ -1,0 +1,773 @@
+"""Order chaos soak: the live broker (CCXTBroker) against the simulator while faults hit it.
+
+    python bench/orders_soak.py [--duration 300] [--seed N] [--exchanges binance okx]
+                                [--every 5 15] [--ambiguous-timeout 35] [--log FILE]
+
+For each exchange, a backtrader strategy on 1 s bars (WebSocket feed) trades through
+``CCXTBroker`` (``updates="auto"``: the order stream by WebSocket, REST polls while it is down)
+for ``--duration`` seconds, through real ccxt / ccxt.pro. On live bars it keeps placing orders
+drawn from a seeded RNG: market buys and sells, limit orders the seeded price path is about to
+cross (some large enough to fill in parts), marketable limits, far limits it cancels later,
+stop and stop-limit orders (some the path triggers, some far ones it cancels), cancels racing
+fills, and jumps of the exchange's clock past a resting order's crossing.
+
+Meanwhile a fault thread injects, every EVERY seconds (drawn at random, every kind once in a
+seeded order before any repeats): socket drops (close frame, TCP reset), a WebSocket outage, a
+REST + WebSocket outage, a stall, bursts of REST 5xx or 429, and lost create answers
+(``order_ack_fault`` delay / reset / 500: the order executes, its answer is lost; the broker must
+look it up by client order id and never send it again).
+
+Then it stops placing, clears the faults, cancels what is still open and waits for every order
+to be final and the broker's balances to equal the exchange's. Checks: every client order id at
+most once on the exchange and no exchange order the broker does not know; per order a valid
+notification sequence (Submitted, Accepted at most once, Partial*, one final); fills told to the
+strategy and stored in the order database equal the exchange's, once each, all delivered; the
+final cash and position equal the exchange's balances. Exit code 1 when any check fails.
+
+``tests/integration/test_orders_soak.py`` runs a short version of the same soak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import backtrader as bt  # noqa: E402
+
+from btccxt_cli.bt.store import CCXTStore  # noqa: E402
+from btccxt_cli.cache.orders import OrderStore  # noqa: E402
+from btccxt_cli.sim.accounts import DEFAULT_KEY  # noqa: E402
+from btccxt_cli.sim.app import SimThread  # noqa: E402
+from btccxt_cli.sim.plans import cross_plan  # noqa: E402
+
+SYMBOL = "BTC/USDT"
+BASE, QUOTE = "BTC", "USDT"
+KEYS = {"apiKey": DEFAULT_KEY.key, "secret": DEFAULT_KEY.secret, "password": DEFAULT_KEY.passphrase}
+#: starting balances of the simulated account
+BALANCES = {QUOTE: 1_000_000.0, BASE: 10.0}
+#: the simulator's arguments: large balances, no timestamp check (the exchange's clock jumps
+#: ahead of the one ccxt signs with), resting orders fill at most 0.3 x each second's volume
+#: (a 1 s candle trades ~0.3 BTC, so large limit orders fill in parts)
+SIM_KW: dict[str, Any] = {"balances": BALANCES, "check_timestamps": False, "liquidity": 0.3}
+#: every fault kind the chaos thread injects
+FAULT_KINDS = ("drop_close", "drop_reset", "ws_outage", "outage", "stall", "rest_5xx", "rest_429",
+               "ack_delay", "ack_reset", "ack_500")
+#: what the strategy does on each current bar, with weights
+ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
+           ("cancel", 1), ("jump", 1), ("idle", 1))
+FINAL = ("Completed", "Canceled", "Rejected", "Expired")
+#: the exchange's status of an order each final notification stands for (None: not there)
+EXCHANGE_STATUS = {"Completed": "filled", "Canceled": "canceled", "Expired": "expired",
+                   "Rejected": None}
+CCXT_TIMEOUT_MS = 2000  # a delayed create answer (ack_delay) is a timeout to ccxt
+ACK_DELAY_MS = 3500
+MAX_OPEN = 12  # orders not yet final, at most
+MAX_JUMP_MS = 20_000
+_EPS = 1e-9
+#: balances on the wire have 8 decimals (the engine keeps more): equal within half a unit
+CASH_TOL, POSITION_TOL = 1e-6, 5.1e-9
+
+
+def now_s() -> float:
+    return time.monotonic()
+
+
+# --------------------------------------------------------------------------- records
+@dataclass
+class Note:
+    """One notification the strategy received."""
+
+    ref: int
+    status: str
+    client_id: str | None
+    reason: str | None
+    fills: list[float]  # sizes of the fills this notification brought (pending execution bits)
+    at: float  # monotonic time
+
+
+@dataclass
+class Placed:
+    """One order the strategy placed."""
+
+    ref: int
+    kind: str
+    side: str
+    size: float
+    order: Any  # the backtrader order (None once the run is over)
+    client_id: str | None = None
+    when_ms: int | None = None  # the exchange time the path crosses its price (if planned)
+    cancel_at: int | None = None  # the bar (counted by ``Control.bars``) to cancel it on
+
+
+class LogTap(logging.Handler):
+    """Keeps the WARNING-and-above records of btccxt (the broker's account of what happened)
+    and of asyncio."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # never let logging break the run
+            self.handleError(record)
+
+    def count(self, text: str) -> int:
+        return sum(1 for line in self.lines if text in line)
+
+
+@dataclass
+class SoakResult:
+    """Everything one soak run saw, and the exchange's truth after it."""
+
+    exchange: str
+    seed: int
+    trading_s: float = 0.0
+    settling_s: float = 0.0
+    timed_out: bool = False
+    settled: bool = False
+    faults: list[tuple[float, str]] = field(default_factory=list)  # (seconds into the run, kind)
+    placed: dict[int, Placed] = field(default_factory=dict)
+    notes: list[Note] = field(default_factory=list)
+    actions: Counter[str] = field(default_factory=Counter)
+    bars: int = 0  # bars the strategy acted on
+    jumps_ms: list[int] = field(default_factory=list)
+    broker_cash: float | None = None
+    broker_position: float | None = None
+    exchange_orders: list[dict[str, Any]] = field(default_factory=list)
+    exchange_balances: dict[str, dict[str, float]] = field(default_factory=dict)
+    db_orders: list[dict[str, Any]] = field(default_factory=list)
+    db_fills: list[dict[str, Any]] = field(default_factory=list)
+    ws_pushes: int = 0
+    polls: int = 0
+    via_log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    chaos_error: str | None = None
+
+
+# --------------------------------------------------------------------------- faults
+class Chaos(threading.Thread):
+    """Injects one fault every [lo, hi] seconds (every kind once per round, in a seeded order)
+    until stopped."""
+
+    def __init__(self, sim: Any, exchange: str, rng: random.Random, every: tuple[float, float],
+                 t0: float, say: Callable[[str], None]) -> None:
+        super().__init__(daemon=True, name="orders-soak-chaos")
+        self.sim, self.exchange, self.rng, self.every = sim, exchange, rng, every
+        self.t0, self.say = t0, say
+        self.log: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by the run
+            self.error = exc
+
+    def _loop(self) -> None:
+        cycle: list[str] = []
+        while not self.stop.wait(self.rng.uniform(*self.every)):
+            if not cycle:
+                cycle = self.rng.sample(FAULT_KINDS, len(FAULT_KINDS))
+            kind = cycle.pop()
+            label = self.inject(kind)
+            at = now_s() - self.t0
+            self.log.append((at, kind))
+            self.say(f"  {self.exchange} fault at +{at:6.1f}s: {label}")
+
+    def inject(self, kind: str) -> str:
+        sim, ex, rng = self.sim, self.exchange, self.rng
+        if kind == "drop_close":
+            sim.drop(ex, mode="close")
+        elif kind == "drop_reset":
+            sim.drop(ex, mode="reset")
+        elif kind == "ws_outage":  # sockets drop and may not reconnect; REST answers
+            secs = round(rng.uniform(1.0, 4.0), 1)
+            sim.outage(ex, secs, ws=True, rest=False)
+            return f"{kind} {secs}s"
+        elif kind == "outage":  # nothing answers: creates in it never reach the exchange
+            secs = round(rng.uniform(0.5, 2.5), 1)
+            sim.outage(ex, secs, ws=True, rest=True)
+            return f"{kind} {secs}s"
+        elif kind == "stall":
+            secs = round(rng.uniform(1.0, 4.0), 1)
+            sim.stall(ex, secs)
+            return f"{kind} {secs}s"
+        elif kind in ("rest_5xx", "rest_429"):
+            status = 429 if kind == "rest_429" else rng.choice([500, 502, 503])
+            count = rng.randint(1, 4)
+            sim.rest_errors(ex, status=status, count=count, retry_after=1.0)
+            return f"{kind} {status} x{count}"
+        elif kind.startswith("ack_"):
+            mode = kind[len("ack_"):]
+            count = rng.randint(1, 2)
+            sim.order_ack_fault(ex, mode=mode, count=count, ms=ACK_DELAY_MS)
+            return f"{kind} x{count}"
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        return kind
+
+
+# --------------------------------------------------------------------------- the strategy
+class Control:
+    """State shared by the strategy, the chaos thread and the run."""
+
+    def __init__(self, sim: Any, exchange: str, seed: int, duration: float,
+                 every: tuple[float, float], settle_timeout: float, say: Callable[[str], None],
+                 result: SoakResult) -> None:
+        self.sim, self.exchange, self.seed = sim, exchange, seed
+        self.duration, self.every, self.settle_timeout = duration, every, settle_timeout
+        self.say = say
+        self.result = result
+        self.rng = random.Random(seed)
+        self.chaos: Chaos | None = None
+        self.t0: float | None = None  # first live bar
+        self.wind_down_at: float | None = None
+        self.last_cancel_round = 0.0
+        self.bars = 0
+        self.t_start = now_s()
+
+
+class Soaker(bt.Strategy):
+    """From the first live bar on, places seeded random orders on every current bar, then
+    winds down (see the module docstring)."""
+
+    params = (("ctl", None),)
+
+    def __init__(self) -> None:
+        self.ctl: Control = self.p.ctl
+        self.open: dict[int, Placed] = {}
+
+    # ------------------------------------------------------------------ notifications
+    def notify_order(self, order: Any) -> None:
+        r = self.ctl.result
+        bits = [abs(float(b.size)) for b in order.executed.iterpending()]
+        status = order.getstatusname()
+        r.notes.append(Note(order.ref, status, order.info.get("client_id"),
+                            order.info.get("reason"), bits, now_s()))
+        if status in FINAL:
+            self.open.pop(order.ref, None)
+
+    # ------------------------------------------------------------------ bars
+    def next(self) -> None:
+        ctl = self.ctl
+        live = self.data._laststatus == self.data.LIVE
+        if ctl.t0 is None:
+            if not live:
+                return
+            self._begin()
+        assert ctl.t0 is not None
+        if ctl.wind_down_at is None and now_s() - ctl.t0 >= ctl.duration:
+            self._wind_down()
+        if ctl.wind_down_at is not None:
+            self._settle()
+            return
+        if not self._current():
+            return
+        ctl.bars += 1
+        ctl.result.bars = ctl.bars
+        for p in list(self.open.values()):
+            if p.cancel_at is not None and ctl.bars >= p.cancel_at:
+                p.cancel_at = None
+                self.cancel(p.order)
+        names, weights = zip(*ACTIONS, strict=True)
+        action = ctl.rng.choices(names, weights)[0]
+        if len(self.open) >= MAX_OPEN and action not in ("market", "cancel", "jump", "idle"):
+            action = "cancel"
+        getattr(self, f"_do_{action}")()
+        ctl.result.actions[action] += 1
+
+    def _current(self) -> bool:
+        """The bar is one of the last seconds (live, or read by REST while the socket is down;
+        not one of a burst that catches up after a gap or a jump of the exchange's clock)."""
+        stamp = self.data.datetime.datetime(0).replace(tzinfo=timezone.utc).timestamp() * 1000
+        return self.ctl.sim.now_ms() - stamp <= 4000
+
+    def _begin(self) -> None:
+        ctl = self.ctl
+        ctl.t0 = now_s()
+        ctl.say(f"  {ctl.exchange}: first live bar {ctl.t0 - ctl.t_start:.1f} s after start; "
+                "trading and faults begin")
+        ctl.chaos = Chaos(ctl.sim, ctl.exchange, random.Random(ctl.seed * 7919 + 1), ctl.every,
+                          ctl.t0, ctl.say)
+        ctl.chaos.start()
+
+    def _wind_down(self) -> None:
+        ctl = self.ctl
+        assert ctl.t0 is not None
+        ctl.wind_down_at = now_s()
+        ctl.result.trading_s = ctl.wind_down_at - ctl.t0
+        if ctl.chaos is not None:
+            ctl.chaos.stop.set()
+            ctl.chaos.join(10.0)
+        ctl.sim.clear_faults(ctl.exchange)
+        ctl.say(f"  {ctl.exchange}: stopped placing after {ctl.result.trading_s:.0f} s; faults "
+                f"cleared; cancelling {len(self.open)} open order(s) and waiting for the rest")
+
+    def _settle(self) -> None:
+        """Cancel what is open (again every 5 s); stop once every order is final and the
+        broker's balances are the exchange's."""
+        ctl = self.ctl
+        now = now_s()
+        if self.open and now - ctl.last_cancel_round >= 5.0:
+            ctl.last_cancel_round = now
+            for p in self.open.values():
+                self.cancel(p.order)
+        if self.open:
+            return
+        bal = ctl.sim.balances(ctl.exchange)
+        cash, pos = self.broker.getcash(), self.broker.getposition(self.data).size
+        quote = bal.get(QUOTE, {"free": 0.0, "locked": 0.0})
+        base = bal.get(BASE, {"free": 0.0, "locked": 0.0})
+        if abs(cash - quote["free"]) <= CASH_TOL and \
+                abs(pos - base["free"] - base["locked"]) <= POSITION_TOL:
+            assert ctl.wind_down_at is not None
+            ctl.result.settled = True
+            ctl.result.settling_s = now - ctl.wind_down_at
+            self.env.runstop()
+
+    # ------------------------------------------------------------------ actions
+    def _place(self, kind: str, side: str, size: float, *, price: float | None = None,
+               plimit: float | None = None, exectype: int = bt.Order.Market,
+               when_ms: int | None = None, cancel_after: int | None = None) -> None:
+        size = round(size, 5)
+        fn = self.buy if side == "buy" else self.sell
+        kw: dict[str, Any] = {"size": size, "exectype": exectype}
+        if price is not None:
+            kw["price"] = round(price, 1)
+        if plimit is not None:
+            kw["plimit"] = round(plimit, 1)
+        order = fn(**kw)
+        p = Placed(order.ref, kind, side, size, order, order.info.get("client_id"), when_ms,
+                   self.ctl.bars + cancel_after if cancel_after is not None else None)
+        self.ctl.result.placed[order.ref] = p
+        if order.status not in (order.Rejected,):
+            self.open[order.ref] = p
+
+    def _do_market(self) -> None:
+        rng = self.ctl.rng
+        self._place("market", rng.choice(["buy", "sell"]), rng.uniform(0.001, 0.02))
+
+    def _do_taker_limit(self) -> None:
+        rng, px = self.ctl.rng, float(self.data.close[0])
+        side = rng.choice(["buy", "sell"])
+        price = px * (1.003 if side == "buy" else 0.997)
+        self._place("taker_limit", side, rng.uniform(0.001, 0.02), price=price,
+                    exectype=bt.Order.Limit)
+
+    def _do_cross_limit(self) -> None:
+        ctl = self.ctl
+        rng = ctl.rng
+        plan = cross_plan(ctl.sim.model, SYMBOL, ctl.sim.now_ms(), quiet_s=rng.uniform(1.0, 8.0),
+                          horizon_s=600)
+        # one in three large enough to fill in parts (SIM_KW's liquidity)
+        size = rng.uniform(0.1, 0.4) if rng.random() < 0.33 else rng.uniform(0.001, 0.02)
+        cancel_after = rng.randint(1, 8) if rng.random() < 0.3 else None  # a cancel racing the fill
+        self._place("cross_limit", plan.side, size, price=plan.price, exectype=bt.Order.Limit,
+                    when_ms=plan.when_ms, cancel_after=cancel_after)
+
+    def _do_far_limit(self) -> None:
+        rng, px = self.ctl.rng, float(self.data.close[0])
+        side = rng.choice(["buy", "sell"])
+        price = px * (0.9 if side == "buy" else 1.1)
+        self._place("far_limit", side, rng.uniform(0.001, 0.02), price=price,
+                    exectype=bt.Order.Limit, cancel_after=rng.randint(2, 12))
+
+    def _do_stop(self) -> None:
+        ctl = self.ctl
+        rng, px = ctl.rng, float(self.data.close[0])
+        stop_limit = rng.random() < 0.35
+        if rng.random() < 0.5:  # one the path reaches: a sell stop it falls to, a buy it rises to
+            plan = cross_plan(ctl.sim.model, SYMBOL, ctl.sim.now_ms(),
+                              quiet_s=rng.uniform(1.5, 8.0), horizon_s=600)
+            side = "sell" if plan.side == "buy" else "buy"
+            stop, when, cancel_after, kind = plan.price, plan.when_ms, None, "stop"
+        else:  # far from the price: it rests until cancelled
+            side = rng.choice(["buy", "sell"])
+            stop = px * (1.1 if side == "buy" else 0.9)
+            when, cancel_after, kind = None, rng.randint(2, 12), "far_stop"
+        if stop_limit:  # a limit beyond the stop, so the triggered order is marketable
+            limit = stop * (1.01 if side == "buy" else 0.99)
+            self._place(kind + "_limit", side, rng.uniform(0.001, 0.02), price=stop, plimit=limit,
+                        exectype=bt.Order.StopLimit, when_ms=when, cancel_after=cancel_after)
+        else:
+            self._place(kind, side, rng.uniform(0.001, 0.02), price=stop,
+                        exectype=bt.Order.Stop, when_ms=when, cancel_after=cancel_after)
+
+    def _do_cancel(self) -> None:
+        if self.open:
+            p = self.ctl.rng.choice(sorted(self.open.values(), key=lambda x: x.ref))
+            self.cancel(p.order)
+
+    def _do_jump(self) -> None:
+        """Move the exchange's clock past the earliest crossing of a resting order (if near)."""
+        sim = self.ctl.sim
+        now = sim.now_ms()
+        ahead = [p.when_ms for p in self.open.values() if p.when_ms is not None and p.when_ms > now]
+        if not ahead:
+            return
+        gap = min(ahead) + 1000 - now
+        if gap <= MAX_JUMP_MS:
+            sim.sim.clock_offset_ms += gap
+            self.ctl.result.jumps_ms.append(gap)
+
+    def _do_idle(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- one run
+def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[float, float],
+         db: Path, ambiguous_timeout: float = 35.0, settle_timeout: float | None = None,
+         say: Callable[[str], None] = print) -> SoakResult:
+    """One soak on ``exchange`` of ``sim`` (a started ``SimThread`` with ``check_timestamps``
+    off and large balances, e.g. :data:`BALANCES`); returns what happened and the exchange's
+    state afterwards. ``settle_timeout``: seconds the wind-down may take (default: the
+    ambiguous timeout + 45 s)."""
+    result = SoakResult(exchange=exchange, seed=seed)
+    settle_timeout = settle_timeout if settle_timeout is not None else ambiguous_timeout + 45.0
+    ctl = Control(sim, exchange, seed, duration, every, settle_timeout, say, result)
+    tap = LogTap()
+    taps = [logging.getLogger(name) for name in ("btccxt_cli", "asyncio")]
+    for lg in taps:
+        lg.addHandler(tap)
+    store = CCXTStore(exchange, sim_url=sim.url(exchange),
+                      config={**KEYS, "timeout": CCXT_TIMEOUT_MS})
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
+                         compression=1, backfill_bars=1, use_websocket=True,
+                         ws_reconnect_delay=0.2, ws_max_reconnect_delay=1.0)
+    cerebro.adddata(data)
+    broker = store.getbroker(live=True, db_path=db, updates="auto", poll_interval=0.5,
+                             ambiguous_timeout=ambiguous_timeout)
+    cerebro.setbroker(broker)
+    cerebro.addstrategy(Soaker, ctl=ctl)
+    stop = threading.Event()
+
+    def watchdog() -> None:
+        """Stops the run if it never goes live, never winds down or never settles."""
+        while not stop.wait(0.5):
+            now, t0, wound = now_s(), ctl.t0, ctl.wind_down_at
+            if (t0 is None and now - ctl.t_start > 60.0) or (
+                    t0 is not None and wound is None and now - t0 > duration + 60.0) or (
+                    wound is not None and now - wound > settle_timeout):
+                result.timed_out = True
+                cerebro.runstop()
+                return
+
+    guard = threading.Thread(target=watchdog, daemon=True, name="orders-soak-watchdog")
+    guard.start()
+    try:
+        cerebro.run()
+    finally:
+        stop.set()
+        if ctl.chaos is not None:
+            ctl.chaos.stop.set()
+            ctl.chaos.join(10.0)
+        sim.clear_faults(exchange)
+        try:
+            result.broker_cash = broker.getcash()
+            result.broker_position = broker.getposition(data).size
+            if broker.sync is not None:
+                result.ws_pushes = broker.sync.ws_pushes
+                result.polls = broker.sync.polls
+                result.via_log = list(broker.sync.via_log)
+        finally:
+            store.stop()
+            for lg in taps:
+                lg.removeHandler(tap)
+    if ctl.chaos is not None:
+        result.faults = list(ctl.chaos.log)
+        if ctl.chaos.error is not None:
+            result.chaos_error = repr(ctl.chaos.error)
+    if ctl.wind_down_at is not None and not result.settled:
+        result.settling_s = now_s() - ctl.wind_down_at
+    result.exchange_orders = sim.orders(exchange)
+    result.exchange_balances = sim.balances(exchange)
+    store_db = OrderStore(db)
+    try:
+        dump = store_db.dump()
+    finally:
+        store_db.close()
+    result.db_orders, result.db_fills = dump["orders"], dump["fills"]
+    result.log = tap.lines
+    for placed in result.placed.values():
+        placed.order = None  # let cerebro, the broker and the store go
+    return result
+
+
+# --------------------------------------------------------------------------- checks
+@dataclass
+class Checks:
+    """What the checks found; ``problems`` says which order and what (empty: all held)."""
+
+    final: Counter[str] = field(default_factory=Counter)  # final notification -> orders
+    fills_exchange: int = 0
+    fills_told: int = 0
+    fills_db: int = 0
+    ambiguous: int = 0  # creates whose answer was lost ("create outcome unknown")
+    found: int = 0  # of those, found at the exchange by client order id
+    never_reached: int = 0  # of those, not found: Rejected, never sent again
+    refused: int = 0  # Rejected by the exchange's own answer
+    duplicates: int = 0  # a client id twice on the exchange, a fill told or stored twice
+    lost_fills: int = 0  # exchange fills the strategy or the order db never got
+    lost_orders: int = 0  # orders never final, or on the exchange unknown to the broker
+    sequence_errors: int = 0
+    mismatches: int = 0  # final status, filled amount or balances differ from the exchange
+    worker_errors: int = 0  # "order worker cycle failed" in the log
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def valid_sequence(statuses: list[str]) -> bool:
+    """Submitted, then Accepted at most once, Partial*, then exactly one final status."""
+    if len(statuses) < 2 or statuses[0] != "Submitted" or statuses[-1] not in FINAL:
+        return False
+    middle = statuses[1:-1]
+    if middle[:1] == ["Accepted"]:
+        middle = middle[1:]
+    return all(s == "Partial" for s in middle)
+
+
+def check(r: SoakResult) -> Checks:
+    c = Checks()
+
+    def bad(counter: str, text: str) -> None:
+        setattr(c, counter, getattr(c, counter) + 1)
+        c.problems.append(text)
+
+    ex_by_cid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for o in r.exchange_orders:
+        ex_by_cid[str(o["client_id"])].append(o)
+    db_by_cid = {str(o["client_id"]): o for o in r.db_orders}
+    db_fills: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in r.db_fills:
+        db_fills[str(f["client_id"])].append(f)
+    c.fills_exchange = sum(int(o["fills"]) for o in r.exchange_orders)
+    c.fills_db = len(r.db_fills)
+
+    # the exchange: each client id once, each known to the broker
+    for cid, rows in ex_by_cid.items():
+        if len(rows) > 1:
+            bad("duplicates", f"{cid}: {len(rows)} orders on the exchange with this client id")
+        if cid not in db_by_cid:
+            bad("lost_orders", f"{cid}: on the exchange ({rows[0]['status']}) but unknown to the broker")
+
+    # the order db: final, filled and fills as the exchange says, each trade id once
+    for tid, n in Counter(str(f["trade_id"]) for f in r.db_fills).items():
+        if n > 1:
+            bad("duplicates", f"trade {tid} stored {n} times")
+    for cid, row in db_by_cid.items():
+        ex = ex_by_cid.get(cid, [])
+        status = row["status"]
+        if status not in ("closed", "canceled", "expired", "rejected"):
+            bad("lost_orders", f"{cid}: still {status} in the order db")
+        if status == "rejected":
+            if ex:
+                bad("lost_orders", f"{cid}: rejected by the broker ({row['reason']}) but on the "
+                                   f"exchange ({ex[0]['status']}, filled {ex[0]['filled']})")
+            continue
+        if not ex:
+            if status != "rejected":
+                bad("mismatches", f"{cid}: {status} in the order db, not on the exchange")
+            continue
+        e = ex[0]
+        mine = db_fills.get(cid, [])
+        if len(mine) < int(e["fills"]):
+            bad("lost_fills", f"{cid}: {len(mine)} fill(s) in the order db, {e['fills']} on the exchange")
+        elif len(mine) > int(e["fills"]):
+            bad("duplicates", f"{cid}: {len(mine)} fill(s) in the order db, {e['fills']} on the exchange")
+        if abs(sum(float(f["amount"]) for f in mine) - float(e["filled"])) > _EPS:
+            bad("mismatches", f"{cid}: db fills sum to {sum(float(f['amount']) for f in mine):g}, "
+                              f"the exchange filled {e['filled']:g}")
+        if abs(float(row["filled"]) - float(e["filled"])) > _EPS:
+            bad("mismatches", f"{cid}: filled {row['filled']:g} in the order db, {e['filled']:g} "
+                              "on the exchange")
+        undelivered = [f["trade_id"] for f in mine if not f["delivered"]]
+        if undelivered:
+            bad("lost_fills", f"{cid}: fill(s) {undelivered} stored but never delivered")
+
+    # the strategy: one valid notification sequence per order, every fill told once
+    by_ref: dict[int, list[Note]] = defaultdict(list)
+    for n in r.notes:
+        by_ref[n.ref].append(n)
+    for ref, p in r.placed.items():
+        notes = by_ref.get(ref, [])
+        statuses = [n.status for n in notes]
+        cid = p.client_id or next((n.client_id for n in notes if n.client_id), None)
+        label = f"{cid or ref} ({p.kind} {p.side} {p.size:g})"
+        finals = [s for s in statuses if s in FINAL]
+        if finals:
+            c.final[finals[-1]] += 1
+        if not finals:
+            bad("lost_orders", f"{label}: no final notification, got {statuses}")
+            continue
+        if not valid_sequence(statuses):
+            bad("sequence_errors", f"{label}: notifications {statuses}")
+        told = [x for n in notes for x in n.fills]
+        c.fills_told += len(told)
+        final = finals[-1]
+        ex = ex_by_cid.get(str(cid), []) if cid else []
+        want = EXCHANGE_STATUS[final]
+        if final == "Rejected":
+            reason = notes[-1].reason or ""
+            if "not found at the exchange" in reason:
+                c.never_reached += 1
+            else:
+                c.refused += 1
+            if ex:
+                bad("lost_orders", f"{label}: Rejected ({reason}) but on the exchange "
+                                   f"({ex[0]['status']}, filled {ex[0]['filled']})")
+            if told:
+                bad("duplicates", f"{label}: Rejected after {len(told)} fill(s) were told")
+            continue
+        if not ex:
+            bad("mismatches", f"{label}: {final} but not on the exchange")
+            continue
+        e = ex[0]
+        if e["status"] != want:
+            bad("mismatches", f"{label}: {final} but {e['status']} on the exchange")
+        if len(told) < int(e["fills"]):
+            bad("lost_fills", f"{label}: {len(told)} fill(s) told, {e['fills']} on the exchange")
+        elif len(told) > int(e["fills"]):
+            bad("duplicates", f"{label}: {len(told)} fill(s) told, {e['fills']} on the exchange")
+        if abs(sum(told) - float(e["filled"])) > _EPS:
+            bad("mismatches", f"{label}: told fills sum to {sum(told):g}, the exchange filled "
+                              f"{e['filled']:g}")
+
+    # the broker's final balances are the exchange's
+    bal = r.exchange_balances
+    quote = bal.get(QUOTE, {"free": 0.0, "locked": 0.0})
+    base = bal.get(BASE, {"free": 0.0, "locked": 0.0})
+    if r.broker_cash is None or abs(r.broker_cash - quote["free"]) > CASH_TOL:
+        bad("mismatches", f"cash {r.broker_cash} in the broker, {quote['free']} free {QUOTE} on "
+                          "the exchange")
+    total = base["free"] + base["locked"]
+    if r.broker_position is None or abs(r.broker_position - total) > POSITION_TOL:
+        bad("mismatches", f"position {r.broker_position} in the broker, {total} {BASE} on the "
+                          "exchange")
+
+    c.ambiguous = sum(1 for line in r.log if "create outcome unknown" in line)
+    c.found = sum(1 for line in r.log if "found at the exchange by client order id" in line)
+    c.worker_errors = sum(1 for line in r.log if "order worker cycle failed" in line)
+    if c.worker_errors:
+        c.problems.append(f"{c.worker_errors} failed cycle(s) of the order worker (see the log)")
+    if c.ambiguous != c.found + c.never_reached:
+        c.problems.append(f"{c.ambiguous} ambiguous create(s), but {c.found} found and "
+                          f"{c.never_reached} rejected as never reached")
+    if r.chaos_error is not None:
+        c.problems.append(f"the fault thread failed: {r.chaos_error}")
+    if r.timed_out:
+        c.problems.append("the run timed out (never live, or never settled)")
+    return c
+
+
+# --------------------------------------------------------------------------- report
+def report(r: SoakResult, c: Checks) -> list[str]:
+    faults = Counter(kind for _, kind in r.faults)
+    kinds = Counter(p.kind for p in r.placed.values())
+    lost_stream = r.via_log.count("reconnecting")
+    out = [
+        f"# order soak report: {r.exchange} (seed {r.seed})",
+        f"duration               {r.trading_s:.0f} s trading, {r.settling_s:.1f} s settling",
+        f"faults injected        {len(r.faults)}: "
+        + ", ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k]),
+        f"orders placed          {len(r.placed)} on {r.bars} bars: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])),
+        "orders by final status " + ", ".join(f"{s} {c.final[s]}" for s in FINAL),
+        f"  rejected             {c.never_reached} never reached the exchange, {c.refused} refused by it",
+        f"fills                  {c.fills_exchange} on the exchange, {c.fills_told} told to the "
+        f"strategy, {c.fills_db} in the order db",
+        f"notifications          {len(r.notes)}, Partial {sum(n.status == 'Partial' for n in r.notes)}",
+        f"clock jumps            {len(r.jumps_ms)} (+{sum(r.jumps_ms) / 1000:.1f} s)",
+        f"ambiguous creates      {c.ambiguous}: {c.found} found by client order id (lookups), "
+        f"{c.never_reached} not found (Rejected, not resent)",
+        f"order updates          {r.ws_pushes} pushes, {r.polls} REST polls, stream lost "
+        f"{lost_stream} time(s)",
+        f"duplicates             {c.duplicates}",
+        f"lost fills             {c.lost_fills}",
+        f"lost orders            {c.lost_orders}",
+        f"sequence errors        {c.sequence_errors}",
+        f"mismatches             {c.mismatches}",
+        f"worker errors          {c.worker_errors}",
+        f"asyncio complaints     {sum('Future exception was never retrieved' in x for x in r.log)} "
+        "future exception(s) never retrieved (ccxt.pro, logged by asyncio)",
+        f"final balances         cash {r.broker_cash}, position {r.broker_position} "
+        f"({'= the exchange' if not c.mismatches else 'see problems'})",
+    ]
+    if c.problems:
+        out.append("problems:")
+        out += [f"  {p}" for p in c.problems[:40]]
+        if len(c.problems) > 40:
+            out.append(f"  ... {len(c.problems) - 40} more")
+    out.append(f"RESULT {r.exchange}: " + ("PASS" if c.ok else "FAIL"))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=300, help="seconds of trading per exchange")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--exchanges", nargs="+", default=["binance", "okx"], choices=["binance", "okx"])
+    ap.add_argument("--every", type=float, nargs=2, default=(5.0, 15.0), metavar=("MIN", "MAX"),
+                    help="seconds between faults (drawn at random)")
+    ap.add_argument("--ambiguous-timeout", type=float, default=35.0,
+                    help="the broker's ambiguous_timeout (seconds a lost create is looked up)")
+    ap.add_argument("--log", type=Path, default=None,
+                    help="write the broker's warnings here (default: printed on failure only)")
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    for name in ("btccxt_cli", "asyncio"):  # warnings go to the report (LogTap), not stderr
+        quiet = logging.getLogger(name)
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+    print(f"# order soak: {' '.join(args.exchanges)}, {SYMBOL} 1s bars, updates auto, "
+          f"{args.duration:.0f} s each, a fault every {args.every[0]:g}-{args.every[1]:g} s, "
+          f"ccxt timeout {CCXT_TIMEOUT_MS} ms, ambiguous_timeout {args.ambiguous_timeout:g} s, "
+          f"seed {seed}", flush=True)
+    failed = 0
+    t0 = now_s()
+    for exchange in args.exchanges:  # the same seed on each: one can be rerun alone
+        with SimThread(exchanges=(exchange,), **SIM_KW) as sim, \
+                tempfile.TemporaryDirectory() as tmp:
+            r = soak(sim, exchange, duration=args.duration, seed=seed, every=(args.every[0], args.every[1]),
+                     db=Path(tmp) / "orders.sqlite", ambiguous_timeout=args.ambiguous_timeout,
+                     say=lambda s: print(s, flush=True))
+        c = check(r)
+        print()
+        print("\n".join(report(r, c)), flush=True)
+        if args.log is not None:
+            with args.log.open("a") as fh:
+                fh.write(f"# {exchange} (seed {seed})\n" + "\n".join(r.log) + "\n")
+        if not c.ok:
+            failed += 1
+            print(f"rerun: python bench/orders_soak.py --exchanges {exchange} --seed {seed} "
+                  f"--duration {args.duration:g} --every {args.every[0]:g} {args.every[1]:g} "
+                  f"--ambiguous-timeout {args.ambiguous_timeout:g}")
+            print("last warnings:")
+            print("\n".join(r.log[-40:]), flush=True)
+        print()
+    print(f"# total {now_s() - t0:.0f} s; RESULT: " + ("PASS" if not failed else "FAIL"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
