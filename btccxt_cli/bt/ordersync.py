@@ -287,6 +287,7 @@ class OrderSync:
                         done, _ = await asyncio.wait({watching}, timeout=0.2)
                         if not done:  # subscribed and waiting: the stream is up
                             self._set_via("websocket", f"orders pushed by WebSocket ({name})")
+                            backoff.success()  # healthy from now, pushes or not
                         orders = await watching
                     finally:
                         if not watching.done():

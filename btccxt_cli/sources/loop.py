@@ -38,6 +38,7 @@ class LoopThread:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_exception_handler)
         self.loop = loop
         asyncio.set_event_loop(loop)
         self._ready.set()
@@ -80,3 +81,16 @@ class LoopThread:
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """ccxt.pro keeps futures of its own (e.g. binance's user-data subscription) that nobody
+    awaits; when their connection fails, asyncio would log "Future exception was never
+    retrieved" as an error. The failure already reached us through the call we await (and is
+    reported there), so such ccxt errors go to DEBUG; everything else to asyncio's default."""
+    exc = context.get("exception")
+    if (exc is not None and type(exc).__module__.startswith("ccxt")
+            and "never retrieved" in str(context.get("message", ""))):
+        logger.debug("ccxt future nobody awaited failed: %s: %s", type(exc).__name__, exc)
+        return
+    loop.default_exception_handler(context)
