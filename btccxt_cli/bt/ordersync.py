@@ -257,7 +257,7 @@ class OrderSync:
                 if self._wall() >= self._next_poll:
                     await self._poll()
                 elif self._balance_due:  # something traded: cash and positions now
-                    await self._balance()
+                    self._emit(await self._balance())
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the broker alive whatever one cycle did
@@ -619,15 +619,12 @@ class OrderSync:
         every = max(self.balance_interval, self.reconcile_interval) if self.via == "websocket" \
             else self.balance_interval
         if self._balance_due or now - self._last_balance >= every:
-            bal = await self._fetch_balance()
-            if bal is not None:
-                events.append(Event("balance", data=bal))
+            events += await self._balance()
         self._emit(events)
 
-    async def _balance(self) -> None:
+    async def _balance(self) -> list[Event]:
         bal = await self._fetch_balance()
-        if bal is not None:
-            self._emit([Event("balance", data=bal)])
+        return [Event("balance", data=bal)] if bal is not None else []
 
     async def _fetch_balance(self, strict: bool = False) -> dict[str, tuple[float, float, float]] | None:
         try:

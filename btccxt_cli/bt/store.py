@@ -256,16 +256,13 @@ class CCXTStore:
                 continue
             self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
 
-    def _clock_overdue(self) -> bool:
-        """The last clock reading is more than a period past due (no idle moment came)."""
-        return (self._offset_at is not None and self.clock_refresh > 0
-                and self.clock.monotonic() - self._offset_at >= 2 * self.clock_refresh)
-
-    def refresh_clock_sync(self) -> None:
-        """(rest mode, the feeds' thread, when idle) Read the exchange clock if it is due."""
-        if (self._offset_at is None or self.clock_refresh <= 0 or self._sync_ex is None
-                or self.clock.monotonic() - self._offset_at < self.clock_refresh
-                or not self._sync_ex.has.get("fetchTime")):
+    def refresh_clock_sync(self, idle: bool = True) -> None:
+        """(rest mode, the feeds' thread) Read the exchange clock if it is due: while idle
+        once a period has passed, before a read once two have (no idle moment came)."""
+        if self._offset_at is None or self.clock_refresh <= 0 or self._sync_ex is None:
+            return
+        age = self.clock.monotonic() - self._offset_at
+        if age < (1 if idle else 2) * self.clock_refresh or not self._sync_ex.has.get("fetchTime"):
             return
         self._offset_at = self.clock.monotonic()  # failed or not, the next try is a period away
         t0 = self.clock.time_ms()
@@ -348,8 +345,7 @@ class CCXTStore:
             ex = self.sync_exchange()
             series.begin()
             handle.driver = SyncRestDriver(series, ex, self.gate, self.clock,
-                                           idle_task=self.refresh_clock_sync)
-            handle.driver.clock_stale = self._clock_overdue
+                                           clock_check=self.refresh_clock_sync)
         else:
             loop = self._loop_thread()
             handle.task = loop.submit(self._start_async(handle))

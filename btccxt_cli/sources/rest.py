@@ -115,13 +115,12 @@ class SyncRestDriver:
     """rest mode: reads happen on the feed's thread, inside ``_load``, only when due."""
 
     def __init__(self, series: Series, exchange: Any, gate: RestGate, clock: Clock, *,
-                 idle_task: Callable[[], None] | None = None) -> None:
+                 clock_check: Callable[[bool], None] | None = None) -> None:
         self.series, self.exchange = series, exchange
         self.schedule = RestSchedule(series, gate, clock, grace_s=series.p.settle_s, polling=True)
-        self.idle_task = idle_task  # run while more than a second remains before the next read
-        # True when the clock reading is overdue: then it goes before a read too (a read
-        # decides which bars are closed by that clock)
-        self.clock_stale: Callable[[], bool] = lambda: False
+        # called before every wait or read with idle=True when more than a second remains
+        # before the next read: it reads the exchange clock when due (``CCXTStore``)
+        self.clock_check = clock_check
 
     def pump(self, timeout: float) -> None:
         """Do one due read, or wait up to ``timeout`` seconds for the next one to fall due."""
@@ -130,8 +129,8 @@ class SyncRestDriver:
             s.warm_step()
             return
         wait = self.schedule.wait_s()
-        if self.idle_task is not None and (wait is None or wait > 1.0 or self.clock_stale()):
-            self.idle_task()
+        if self.clock_check is not None:
+            self.clock_check(wait is None or wait > 1.0)
             wait = self.schedule.wait_s()
         if wait is None:
             s.pipe.wait(timeout)
