@@ -89,6 +89,8 @@ class FeedStatus:
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
     backoff_s: float | None = None  # seconds until the next reconnect/retry, while waiting
+    price_decimals: int | None = None  # the market's price precision (None: unknown)
+    amount_decimals: int | None = None  # the market's amount precision (None: unknown)
 
 
 @dataclass(slots=True)

@@ -36,5 +36,8 @@ def setup_run_logging(cfg: Any, console: Any = None) -> None:
         return
     from rich.logging import RichHandler
 
-    setup_logging(level, file=file, stream_level="WARNING",
-                  handler=RichHandler(console=console, show_path=False, rich_tracebacks=False))
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False,
+                          log_time_format="[%X]")
+    # Rich prints the time and the level itself: the message alone, not the file's format
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    setup_logging(level, file=file, stream_level="WARNING", handler=handler)

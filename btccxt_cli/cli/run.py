@@ -98,11 +98,12 @@ def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: boo
         if use_dashboard:
             from rich.live import Live
 
-            from btccxt_cli.dashboard.view import render
+            from btccxt_cli.dashboard.view import DashboardView
 
             assert runner.monitor is not None
             mon = runner.monitor
-            with Live(get_renderable=lambda: render(mon.snapshot()), console=out,
+            view = DashboardView()  # remembers column widths from one refresh to the next
+            with Live(get_renderable=lambda: view(mon.snapshot()), console=out,
                       refresh_per_second=cfg.dashboard.refresh_per_second, transient=False):
                 summary = runner.run()
         else:

@@ -1,104 +1,157 @@
 """Pure view: ``Snapshot`` -> Rich renderables. Imports only ``model`` and rich.
 
-Tested with a fixed-width, colourless capture console.
+The frame fits the terminal it is drawn in, at any width from 80 columns and any height:
+symbol, timeframe, state and close are always shown whole; the other Bars columns give way in
+a fixed order of importance (``columns.COLUMNS``); panels wrap between their fields, never
+inside one; with more symbols than rows the table pages (one page per ``page_s`` seconds of
+the run). A ``DashboardView`` remembers the widest cell of every column, so columns keep
+their width from one refresh to the next. The frame is never taller than the terminal (less
+one line) and leaves its two rightmost columns free, so Rich never has to crop or scroll it
+and the echo of Ctrl-C cannot push it down: the last frame stays as it was.
+
+Tested with fixed-size, colourless capture consoles against golden text renders.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
+from collections.abc import Iterator
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
+from btccxt_cli.dashboard.columns import STATE_STYLE, ColumnMemory, fit, sparkline, table
 from btccxt_cli.model import Snapshot
 
-__all__ = ["render", "sparkline"]
+__all__ = ["DashboardView", "render", "sparkline"]
 
-_BLOCKS = "▁▂▃▄▅▆▇█"
-_STATE_STYLE = {"LIVE": "green", "DELAYED": "yellow", "CONNECTED": "cyan",
-                "DISCONNECTED": "bold red", "NOTSUBSCRIBED": "red", "OVER": "dim"}
-
-
-def sparkline(values: list[float], width: int = 16) -> str:
-    """A tiny price chart of the last ``width`` values."""
-    vals = values[-width:]
-    if not vals:
-        return ""
-    lo, hi = min(vals), max(vals)
-    if hi == lo:
-        return _BLOCKS[3] * len(vals)
-    return "".join(_BLOCKS[int((v - lo) / (hi - lo) * (len(_BLOCKS) - 1))] for v in vals)
+_TABLE_OVERHEAD = 3  # title, header, rule under the header
+_MAX_ORDER_LINES = 3
+_FREE_COLUMNS = 2
+Item = tuple[str, str, str]  # label, value, value style
 
 
-def _fmt(v: float | None, digits: int = 6) -> str:
-    return "-" if v is None else f"{v:.{digits}g}"
+class DashboardView:
+    """Renders snapshots for one run; remembers column widths across refreshes.
 
+    Args:
+        page_s: seconds each page of the Bars table stays when the symbols do not fit.
+    """
 
-def _age(s: float | None) -> str:
-    return "-" if s is None else f"{s:.1f}s"
+    def __init__(self, page_s: float = 5.0) -> None:
+        self.memory = ColumnMemory()
+        self.page_s = page_s
 
-
-def _feeds_table(snap: Snapshot) -> Table:
-    t = Table(title="Bars", expand=True, title_justify="left")
-    for col in ("symbol", "tf", "state", "last bar (UTC)", "open", "high", "low", "close", "volume",
-                "backfill", "live", "gapfill", "msg age", "reconn", "lat ms", "trend"):
-        t.add_column(col, no_wrap=True, justify="right" if col not in ("symbol", "state", "trend") else "left")
-    for f in snap.feeds:
-        b = f.last_bar
-        when = datetime.fromtimestamp(b.ts / 1000, tz=timezone.utc).strftime("%H:%M:%S") if b else "-"
-        lat = "-" if f.latency_ms_last is None else f"{f.latency_ms_last:.0f}"
-        t.add_row(
-            f.symbol, f.timeframe, Text(f.state, style=_STATE_STYLE.get(f.state, "")), when,
-            _fmt(b.open if b else None), _fmt(b.high if b else None), _fmt(b.low if b else None),
-            _fmt(b.close if b else None), _fmt(b.volume if b else None, 5),
-            str(f.bars.get("backfill", 0)), str(f.bars.get("live", 0)), str(f.bars.get("gapfill", 0)),
-            _age(f.last_message_age_s), str(f.reconnects), lat, sparkline(snap.closes.get(f.symbol, [])),
-        )
-    return t
-
-
-def _connection_panel(snap: Snapshot) -> RenderableType:
-    c = snap.connection
-    if c is None:
-        return Text("")
-    back = "-" if c.backoff_s is None else f"{c.backoff_s:.1f}s"
-    body = Text.assemble(
-        ("exchange ", "dim"), c.exchange, ("  mode ", "dim"), c.mode, ("  state ", "dim"),
-        (c.state, _STATE_STYLE.get(c.state, "")), ("  reconnects ", "dim"), str(c.reconnects),
-        ("  backoff ", "dim"), back, ("  REST calls ", "dim"), str(c.rest_calls),
-        ("  429s ", "dim"), str(c.rate_limited),
-    )
-    return Panel(body, title="Connection", title_align="left")
-
-
-def _broker_panel(snap: Snapshot) -> RenderableType:
-    b = snap.broker
-    if b is None:
-        return Text("")
-    pos = ", ".join(f"{k} {v:g}" for k, v in b.positions.items() if v) or "none"
-    body = Text.assemble(
-        ("mode ", "dim"), b.mode, ("  cash ", "dim"), f"{b.cash:,.2f}", ("  value ", "dim"),
-        f"{b.value:,.2f}", ("  P&L ", "dim"), f"{b.pnl:+,.2f}", ("  trades ", "dim"), str(b.trades),
-        ("  open orders ", "dim"), str(b.open_orders), ("  positions ", "dim"), pos,
-    )
-    if b.updates:
-        style = {"websocket": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(b.updates, "")
-        body.append("\nupdates   ", style="dim")
-        body.append(b.updates, style=style)
-    if b.balances:
-        body.append("\nbalances  ", style="dim")
-        body.append(", ".join(f"{a} {v:,.8g}" for a, v in sorted(b.balances.items())))
-    for line in b.orders:
-        body.append("\norder     ", style="dim")
-        body.append(line)
-    return Panel(body, title="Broker", title_align="left")
+    def __call__(self, snap: Snapshot) -> RenderableType:
+        return _Frame(self, snap)
 
 
 def render(snap: Snapshot) -> RenderableType:
-    """The whole dashboard for one snapshot."""
-    header = Text.assemble((snap.title, "bold"), ("  running ", "dim"), f"{snap.elapsed_s:.0f}s")
-    events = Text("\n".join(snap.events[-8:]) or "no events yet")
-    return Group(header, _feeds_table(snap), _connection_panel(snap), _broker_panel(snap),
-                 Panel(events, title="Events", title_align="left"))
+    """The whole dashboard for one snapshot (a fresh view: no width memory)."""
+    return DashboardView()(snap)
+
+
+class _Frame:
+    def __init__(self, view: DashboardView, snap: Snapshot) -> None:
+        self.view = view
+        self.snap = snap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        # two columns stay free: a full last line leaves the cursor in the terminal's last
+        # column, where the echo of Ctrl-C ("^C") wraps and pushes the frame down one line
+        snap, width = self.snap, max(20, options.max_width - _FREE_COLUMNS)
+        limit = max(8, (options.height or options.max_height) - 1)
+        inner = max(10, width - 4)  # a panel's border and padding
+        conn = _pack(_connection_items(snap), inner) if snap.connection is not None else []
+        broker = _broker_lines(snap, inner) if snap.broker is not None else []
+        fixed = 1 + _TABLE_OVERHEAD + (len(conn) + 2 if conn else 0) + (len(broker) + 2 if broker else 0)
+        rows_room = max(1, limit - fixed - 3)  # at least one event line below
+        yield _header(snap, width)
+        yield self._bars(width, rows_room)
+        if conn:
+            yield Panel(Group(*conn), title="Connection", title_align="left", width=width)
+        if broker:
+            yield Panel(Group(*broker), title="Broker", title_align="left", width=width)
+        shown = min(len(snap.feeds), rows_room) or 1
+        room = limit - fixed - shown
+        if room >= 3:
+            events = snap.events[-(room - 2):] if snap.events else ["no events yet"]
+            body = Group(*(Text(e, no_wrap=True, overflow="ellipsis") for e in events))
+            yield Panel(body, title="Events", title_align="left", width=width, height=len(events) + 2)
+
+    def _bars(self, width: int, rows_room: int) -> RenderableType:
+        snap, mem = self.snap, self.view.memory
+        rows = mem.cells(snap.feeds, snap.closes)
+        cols = fit(mem.widths, width)
+        title, n = "Bars", len(snap.feeds)
+        if n > rows_room:
+            pages = math.ceil(n / rows_room)
+            page = int(snap.elapsed_s // self.view.page_s) % pages
+            a = page * rows_room
+            b = min(n, a + rows_room)
+            rows = rows[a:b]
+            title = f"Bars {a + 1}-{b} of {n} (page {page + 1}/{pages}, every {self.view.page_s:g}s)"
+        return table(title, rows, cols, mem.widths)
+
+
+def _header(snap: Snapshot, width: int) -> Text:
+    running = f"  running {snap.elapsed_s:.0f}s"
+    title = Text(snap.title, style="bold", no_wrap=True, overflow="ellipsis")
+    title.truncate(max(1, width - len(running)), overflow="ellipsis")
+    title.append(running, style="dim")
+    return title
+
+
+def _pack(items: list[Item], width: int) -> list[Text]:
+    """Lay ``label value`` items out in lines of ``width``; a line breaks between items only."""
+    lines: list[Text] = []
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for label, value, style in items:
+        size = len(label) + 1 + len(value) if label else len(value)
+        if line.plain and len(line.plain) + 2 + size > width:
+            lines.append(line)
+            line = Text(no_wrap=True, overflow="ellipsis")
+        if line.plain:
+            line.append("  ")
+        if label:
+            line.append(label + " ", style="dim")
+        line.append(value, style=style)
+    if line.plain:
+        lines.append(line)
+    return lines
+
+
+def _connection_items(snap: Snapshot) -> list[Item]:
+    c = snap.connection
+    assert c is not None
+    back = "-" if c.backoff_s is None else f"{c.backoff_s:.1f}s"
+    return [("exchange", c.exchange, ""), ("mode", c.mode, ""),
+            ("state", c.state, STATE_STYLE.get(c.state, "")), ("reconnects", str(c.reconnects), ""),
+            ("backoff", back, "yellow" if c.backoff_s is not None else ""),
+            ("REST calls", str(c.rest_calls), ""), ("429s", str(c.rate_limited), "")]
+
+
+def _broker_lines(snap: Snapshot, width: int) -> list[Text]:
+    b = snap.broker
+    assert b is not None
+    pos = ", ".join(f"{k} {v:g}" for k, v in b.positions.items() if v) or "none"
+    lines = _pack([("mode", b.mode, ""), ("cash", f"{b.cash:,.2f}", ""), ("value", f"{b.value:,.2f}", ""),
+                   ("P&L", f"{b.pnl:+,.2f}", ""), ("trades", str(b.trades), ""),
+                   ("open orders", str(b.open_orders), ""), ("positions", pos, "")], width)
+    if b.updates:
+        style = {"websocket": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(b.updates, "")
+        lines.append(_line("updates", b.updates, style))
+    if b.balances:
+        lines.append(_line("balances", ", ".join(f"{a} {v:,.8g}" for a, v in sorted(b.balances.items()))))
+    orders = b.orders[:_MAX_ORDER_LINES]
+    if len(b.orders) > len(orders):
+        orders = orders[:-1] + [f"... and {len(b.orders) - len(orders) + 1} more"]
+    lines += [_line("order", o) for o in orders]
+    return lines
+
+
+def _line(label: str, value: str, style: str = "") -> Text:
+    t = Text(f"{label:<10}", style="dim", no_wrap=True, overflow="ellipsis")
+    t.append(value, style=style)
+    return t

@@ -15,12 +15,12 @@ from typing import Any
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.config.schema import Config
 from btccxt_cli.errors import BtccxtError, ConfigError
-from btccxt_cli.model import BrokerStatus, ConnectionStatus
+from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
 from btccxt_cli.runtime.state import RunMonitor
 from btccxt_cli.runtime.strategies import StrategyFailed, load_strategy, user_traceback
 from btccxt_cli.timeframes import to_backtrader
 
-__all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES"]
+__all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES", "connection_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RunSummary:
     reason: str
     bars: dict[str, dict[str, int]] = field(default_factory=dict)
     reconnects: int = 0
-    gaps_filled: int = 0
+    gaps_filled: int = 0  # gap-filled bars the strategy saw, all symbols
     rest_calls: int = 0
     trades: int = 0
     pnl: float = 0.0
@@ -50,7 +50,7 @@ class RunSummary:
         for sym, counts in self.bars.items():
             parts = ", ".join(f"{k} {v}" for k, v in counts.items())
             out.append(f"  {sym}: {parts}")
-        out.append(f"  reconnects {self.reconnects}, gaps filled {self.gaps_filled}, "
+        out.append(f"  reconnects {self.reconnects}, gap-filled bars {self.gaps_filled}, "
                    f"REST calls {self.rest_calls}")
         out.append(f"  trades {self.trades}, P&L {self.pnl:+.2f}, value {self.value:.2f}")
         return out
@@ -160,6 +160,7 @@ class Runner:
             f"btccxt {ex.id} {f.mode} {', '.join(s.symbol for s in cfg.symbol_feeds())}",
             statuses=self.store.status, connection=self._connection, events_path=self.events,
             on_line=self.on_line, clock=self.clock)
+        self.monitor.decimals = self._decimals()
         if self.metrics_port is not None:
             from btccxt_cli.runtime.metrics import RunMetrics
 
@@ -291,16 +292,19 @@ class Runner:
             raise
         check_symbols(self.config, markets)
 
+    def _decimals(self) -> dict[str, tuple[int | None, int | None]]:
+        """Price and amount decimals per symbol, from the markets ``_check_symbols`` loaded."""
+        from btccxt_cli.runtime.state import market_decimals
+
+        ex = self.store.sync_exchange()
+        mode = getattr(ex, "precisionMode", None)
+        return {s.symbol: market_decimals(ex.markets.get(s.symbol) or {}, mode)
+                for s in self.config.symbol_feeds()}
+
     def _connection(self) -> ConnectionStatus:
-        st = self.store.status()
-        states = {f.state for f in st}
-        state = "LIVE" if states == {"LIVE"} else ("DISCONNECTED" if "DISCONNECTED" in states
-                                                   else (sorted(states)[0] if states else "UNKNOWN"))
-        waits = [f.backoff_s for f in st if f.backoff_s is not None]
-        return ConnectionStatus(exchange=self.config.exchange.id, mode=self.config.feed.mode, state=state,
-                                reconnects=sum(f.reconnects for f in st), rest_calls=self.store.rest_calls,
-                                rate_limited=self.store.gate.rate_limited,
-                                backoff_s=max(waits) if waits else None)
+        return connection_status(self.config.exchange.id, self.config.feed.mode, self.store.status(),
+                                 rest_calls=self.store.rest_calls,
+                                 rate_limited=self.store.gate.rate_limited)
 
     # ------------------------------------------------------------------ observe (strategy thread)
     def observe_next(self, strat: Any) -> None:
@@ -403,19 +407,35 @@ class Runner:
     def _summary(self, code: int) -> RunSummary:
         mon = self.monitor
         snap = mon.snapshot() if mon is not None else None
+        # the bars the strategy saw (as printed and in the events file), not those still queued
+        seen = mon.seen if mon is not None else {}
         bars: dict[str, dict[str, int]] = {}
-        reconnects = gaps = 0
+        reconnects = 0
         for d in self.feeds:
             st = d.status()
             if st is None:
                 continue
-            bars[d._name] = dict(st.bars)
+            bars[d._name] = dict(seen.get(d._name, {"backfill": 0, "live": 0, "gapfill": 0}))
             reconnects += st.reconnects
-            gaps += st.gaps_filled
+        gaps = sum(c.get("gapfill", 0) for c in bars.values())
         broker = snap.broker if snap is not None else BrokerStatus()
         return RunSummary(reason=self.reason, bars=bars, reconnects=reconnects, gaps_filled=gaps,
                           rest_calls=self.store.rest_calls if self.store else 0, trades=self.trades,
                           pnl=broker.pnl, value=broker.value, exit_code=code)
+
+
+def connection_status(exchange: str, mode: str, feeds: list[FeedStatus], *, rest_calls: int,
+                      rate_limited: int) -> ConnectionStatus:
+    """The connection as the dashboard shows it, from its feeds: reconnects counts what each
+    feed counts (one socket back once is 1, not one per feed), backoff the longest wait."""
+    states = {f.state for f in feeds}
+    state = "LIVE" if states == {"LIVE"} else ("DISCONNECTED" if "DISCONNECTED" in states
+                                               else (sorted(states)[0] if states else "UNKNOWN"))
+    waits = [f.backoff_s for f in feeds if f.backoff_s is not None]
+    return ConnectionStatus(exchange=exchange, mode=mode, state=state,
+                            reconnects=max((f.reconnects for f in feeds), default=0),
+                            rest_calls=rest_calls, rate_limited=rate_limited,
+                            backoff_s=max(waits) if waits else None)
 
 
 def _observed(cls: type, runner: Runner) -> type:

@@ -19,7 +19,7 @@ from typing import IO, Any
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus, Snapshot
 
-__all__ = ["RunMonitor"]
+__all__ = ["RunMonitor", "market_decimals"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class RunMonitor:
         self._closes: dict[str, deque[float]] = {}
         self.live_bars: dict[str, int] = {}
         self.bars: dict[str, int] = {}
+        self.seen: dict[str, dict[str, int]] = {}  # bars the strategy saw, by symbol and source
+        self.decimals: dict[str, tuple[int | None, int | None]] = {}  # symbol -> price, amount
+        self._last_feeds: dict[tuple[str, str], FeedStatus] = {}
+        self._last_conn: ConnectionStatus | None = None
         self._broker = BrokerStatus()
         self._started = clock.monotonic()
         self._on_line = on_line
@@ -67,13 +71,15 @@ class RunMonitor:
             rec["latency_ms"] = round(latency_ms, 3)
         with self._lock:
             self.bars[symbol] = self.bars.get(symbol, 0) + 1
+            by_source = self.seen.setdefault(symbol, {"backfill": 0, "live": 0, "gapfill": 0})
+            by_source[source] = by_source.get(source, 0) + 1
             if source == "live":
                 self.live_bars[symbol] = self.live_bars.get(symbol, 0) + 1
             self._closes.setdefault(symbol, deque(maxlen=32)).append(ohlcv[3])
         self._write(rec)
         if self._on_line is not None:
             lat = f" latency {latency_ms:.1f} ms" if rec.get("latency_ms") is not None else ""
-            self._on_line(f"bar {symbol} {timeframe} {ts} O {ohlcv[0]:.8g} H {ohlcv[1]:.8g} "
+            self._on_line(f"bar {symbol} {timeframe} {iso_utc(ts)} O {ohlcv[0]:.8g} H {ohlcv[1]:.8g} "
                           f"L {ohlcv[2]:.8g} C {ohlcv[3]:.8g} V {ohlcv[4]:.8g} [{source}]{lat}")
 
     def on_state(self, symbol: str, state: str, message: str = "") -> None:
@@ -105,9 +111,22 @@ class RunMonitor:
 
     # ------------------------------------------------------------ outputs (any thread)
     def snapshot(self) -> Snapshot:
-        feeds = self._statuses()
+        fresh = self._statuses()
+        for f in fresh:
+            f.price_decimals, f.amount_decimals = self.decimals.get(f.symbol, (None, None))
         conn = self._connection() if self._connection is not None else None
         with self._lock:
+            # a feed that stopped (detached from the store at the end of the run) keeps its
+            # last status, so the last frame shows the run's last real state, not an empty table
+            for f in fresh:
+                if f.symbol in self.seen:  # counted as the strategy saw them, like the summary
+                    f.bars = dict(self.seen[f.symbol])
+                self._last_feeds[(f.symbol, f.timeframe)] = f
+            feeds = list(self._last_feeds.values())
+            if fresh or self._last_conn is None:
+                self._last_conn = conn
+            else:
+                conn = self._last_conn
             return Snapshot(
                 title=self.title,
                 elapsed_s=self.clock.monotonic() - self._started,
@@ -123,6 +142,31 @@ class RunMonitor:
             with self._lock:
                 self._file.close()
                 self._file = None
+
+
+def market_decimals(market: dict[str, Any], precision_mode: int | None) -> tuple[int | None, int | None]:
+    """Price and amount decimals of a ccxt market (``precision`` as a tick size or as digits)."""
+    from decimal import Decimal
+
+    out: list[int | None] = []
+    for key in ("price", "amount"):
+        p = (market.get("precision") or {}).get(key)
+        if p is None:
+            out.append(None)
+        elif precision_mode == 4:  # ccxt TICK_SIZE: 0.01 -> 2 decimals
+            exp = Decimal(str(p)).normalize().as_tuple().exponent
+            out.append(max(0, -exp) if isinstance(exp, int) else None)
+        else:  # DECIMAL_PLACES (or digits)
+            out.append(int(p))
+    return out[0], out[1]
+
+
+def iso_utc(ms: int) -> str:
+    """A bar time for people: ISO 8601 in UTC (``2026-12-05T12:30:43Z``; ms when not whole)."""
+    from datetime import datetime, timezone
+
+    t = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms % 1000:03d}" if ms % 1000 else "") + "Z"
 
 
 def _hms(ms: int) -> str:

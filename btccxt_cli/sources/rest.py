@@ -66,7 +66,8 @@ class RestSchedule:
         s = self.series
         self.gate.note_headers(headers)
         self.backoff.success()
-        s.note_backoff(None)
+        if self.polling or self._down:  # REST's own wait ended (not a socket's pending reconnect)
+            s.note_backoff(None)
         if self._down:
             self._down = False
             if self.polling:
