@@ -56,7 +56,7 @@ class CCXTStore:
             (binance: 6000); REST pauses at 90 % of it. None: the exchange's published limit.
         cache: a local OHLCV cache (``OhlcvCache`` or a path to its SQLite file): history is
             read from it first and only what is missing is fetched; every bar delivered is
-            written back. Simulator bars are kept apart (``binance@sim``). None: no cache.
+            written back. Simulator bars are kept apart (``binance@sim:seed-1``). None: no cache.
         clock_refresh: seconds between readings of the exchange clock (``fetch_time``) after
             the first; 0: read it once. A local clock that steps or drifts would otherwise
             make REST take a forming bar for a closed one, or hold closed bars back.
@@ -94,12 +94,16 @@ class CCXTStore:
         self._notifs: list[Any] = []
         self._broker: Any = None
         self._register_secrets()
+        self.cache_key = exchange  # the cache's name for this price source (cache.source)
+        if cache is not None:
+            from btccxt_cli.cache.source import cache_source
+
+            self.cache_key = cache_source(exchange, sim_url)
         if cache is not None and not hasattr(cache, "upsert"):
             from btccxt_cli.cache.sqlite import OhlcvCache
 
             cache = OhlcvCache(cache)
         self.cache = cache
-        self.cache_key = f"{exchange}@sim" if sim_url else exchange
 
     def __repr__(self) -> str:  # never show config (it holds secrets)
         return f"CCXTStore(exchange={self.exchange_id!r}, sim_url={self.sim_url!r})"

@@ -95,7 +95,10 @@ class Backfiller:
         exchange: a synchronous ccxt client (``make_exchange(id, kind="sync", ...)``); its
             markets are loaded if they are not yet.
         cache: where bars go.
-        exchange_id: the cache's exchange key (default: ``exchange.id``).
+        exchange_id: the ccxt exchange id (default: ``exchange.id``).
+        source: the cache's name of this price source (default: ``exchange_id``); name it
+            with ``cache.source.cache_source``, so a simulator's bars never pose as the
+            exchange's.
         symbol: unified ccxt symbol (``BTC/USDT``, ``BTC/USDT:USDT``).
         timeframe: ccxt timeframe (``1m``).
         since_ms: first bar wanted (rounded up to a bar open).
@@ -111,13 +114,14 @@ class Backfiller:
     """
 
     def __init__(self, exchange: Any, cache: OhlcvCache, *, exchange_id: str | None = None,
-                 symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None,
+                 source: str | None = None, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None,
                  limit: int | None = None, on_progress: ProgressCallback | None = None,
                  clock: Clock = SYSTEM_CLOCK, max_retries: int = 8,
                  backoff: RetryDelays | None = None) -> None:
         self.exchange = exchange
         self.cache = cache
         self.exchange_id = exchange_id or str(getattr(exchange, "id", "") or "exchange")
+        self.source = source or self.exchange_id
         self.symbol = symbol
         self.timeframe = timeframe
         try:
@@ -166,7 +170,7 @@ class Backfiller:
         t0 = self.clock.monotonic()
         tf = self.tf_ms
         start = align_up(self.since_ms, tf)
-        res = BackfillResult(self.exchange_id, self.symbol, self.timeframe, start, start)
+        res = BackfillResult(self.source, self.symbol, self.timeframe, start, start)
         self.result = res
         if not self.prepare():
             res.interrupted = True
@@ -191,7 +195,7 @@ class Backfiller:
 
     def plan(self, start: int, end: int, limit: int) -> list[tuple[int, int]]:
         """Request windows ``[since, until)`` for the bars of ``[start, end)`` still to fetch."""
-        ex, sym, tfs, tf = self.exchange_id, self.symbol, self.timeframe, self.tf_ms
+        ex, sym, tfs, tf = self.source, self.symbol, self.timeframe, self.tf_ms
         have = self.cache.timestamps(ex, sym, tfs, start, end)
         b = self.cache.bounds(ex, sym, tfs)
         if b is not None and have and have[-1] == b[1]:
@@ -244,13 +248,13 @@ class Backfiller:
         if not ordered:  # ccxt sorts, but never trust it with the primary key
             candles = list({c.ts: c for c in sorted(candles)}.values())
         res.bars_fetched += len(candles)
-        res.bars_written += self.cache.upsert(self.exchange_id, self.symbol, self.timeframe, candles)
+        res.bars_written += self.cache.upsert(self.source, self.symbol, self.timeframe, candles)
         if len(candles) == (e - s) // tf:
             return  # unique, aligned and inside [s, e): every slot is there
         # every slot of [s, e) the answer lacks: the exchange has no bar there
         empty = find_gaps([c.ts for c in candles], tf, s, e)
         for a, b in empty:
-            self.cache.mark_empty(self.exchange_id, self.symbol, self.timeframe, a, b)
+            self.cache.mark_empty(self.source, self.symbol, self.timeframe, a, b)
         if empty:
             logger.info("%s %s %s: exchange has no bars in %d range(s) of [%d, %d): %d bars",
                         self.exchange_id, self.symbol, self.timeframe, len(empty), s, e,
@@ -299,7 +303,7 @@ class Backfiller:
                     return None
 
     def _finish(self, res: BackfillResult, start: int, end: int) -> None:
-        ex, sym, tfs = self.exchange_id, self.symbol, self.timeframe
+        ex, sym, tfs = self.source, self.symbol, self.timeframe
         have = self.cache.timestamps(ex, sym, tfs, start, end)
         res.cached_bars = len(have)
         res.gaps = gap_report(have, self.cache.empty_ranges(ex, sym, tfs, start, end),

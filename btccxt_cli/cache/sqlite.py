@@ -25,18 +25,20 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import sys
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from btccxt_cli.bars.gaps import Range, merge_ranges
+from btccxt_cli.errors import BtccxtError
 from btccxt_cli.model import Candle
+from btccxt_cli.paths import data_dir
 from btccxt_cli.timeframes import timeframe_ms
 
-__all__ = ["OhlcvCache", "default_cache_path", "SCHEMA_VERSION"]
+__all__ = ["OhlcvCache", "CacheError", "cache_error", "default_cache_path", "SCHEMA_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,31 +77,49 @@ _SERIES = "exchange = ? AND symbol = ? AND timeframe = ?"
 def default_cache_path() -> Path:
     """Where ``btccxt backfill`` keeps its cache unless told otherwise.
 
-    ``$BTCCXT_CACHE`` if set; else ``~/Library/Application Support/btccxt/ohlcv.sqlite`` on
-    macOS, ``%LOCALAPPDATA%\\btccxt\\ohlcv.sqlite`` on Windows, and
-    ``$XDG_DATA_HOME/btccxt/ohlcv.sqlite`` (default ``~/.local/share``) elsewhere.
+    ``$BTCCXT_CACHE`` if set; else ``ohlcv.sqlite`` in btccxt's data folder
+    (``paths.data_dir()``: ``$XDG_DATA_HOME/btccxt``, default ``~/.local/share/btccxt``;
+    ``~/Library/Application Support/btccxt`` on macOS; ``%LOCALAPPDATA%\\btccxt`` on Windows).
     Nothing is created here.
     """
     env = os.environ.get("BTCCXT_CACHE")
     if env:
         return Path(env).expanduser()
-    home = Path.home()
-    if sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    elif sys.platform.startswith("win"):
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    else:
-        xdg = os.environ.get("XDG_DATA_HOME", "")
-        # the XDG spec says relative paths are invalid and must be ignored
-        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
-    return base / "btccxt" / "ohlcv.sqlite"
+    return data_dir() / "ohlcv.sqlite"
+
+
+class CacheError(BtccxtError):
+    """The cache file cannot be used (full disk, damaged, read-only, locked): exit 2."""
+
+    exit_code = 2
+
+
+def cache_error(path: str | os.PathLike[str], exc: sqlite3.Error) -> CacheError:
+    """One line a person can act on for an SQLite failure of the cache file ``path``."""
+    text = str(exc)
+    low = text.lower()
+    where = f"cache {str(path)!r}"
+    if "full" in low:
+        return CacheError(f"{where}: the disk is full ({text}); bars committed before are kept",
+                          hint="free some space, or pass a file on another disk with --db")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return CacheError(f"{where} is damaged or not a btccxt cache ({text})",
+                          hint="move it away and backfill again, or pass another file with --db")
+    if "readonly" in low or "read-only" in low:
+        return CacheError(f"{where} is read-only ({text})",
+                          hint="fix its permissions, or pass another file with --db")
+    if "locked" in low or "busy" in low:
+        return CacheError(f"{where} is locked by another process ({text})",
+                          hint="wait for the other backfill or run to finish, then rerun")
+    return CacheError(f"{where}: {text}", hint="pass another file with --db")
 
 
 class OhlcvCache:
     """SQLite store of closed bars; safe to share between threads (one writer at a time).
 
     Args:
-        path: the database file (parent directories are created), or ``":memory:"``.
+        path: the database file, or ``":memory:"``. Its folder must exist: callers check the
+            path a user named first (``paths.check_output_file``), nothing is created here.
         timeout: seconds to wait for another process's write lock.
 
     Timestamps are bar opens in epoch ms; reads take the half-open window ``[since, until)``
@@ -109,8 +129,10 @@ class OhlcvCache:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.path = str(Path(self.path).expanduser())
+            p = Path(self.path).expanduser()
+            if not p.parent.is_dir():
+                raise FileNotFoundError(f"folder {str(p.parent)!r} of the cache does not exist")
+            self.path = str(p)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
@@ -156,6 +178,21 @@ class OhlcvCache:
             return str(self.conn.execute("PRAGMA journal_mode").fetchone()[0])
 
     # ------------------------------------------------------------ writes
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock. SQLite ends a transaction by itself on some
+        errors (a full disk): the rollback then is skipped, so the real cause is what raises."""
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     def upsert(self, exchange: str, symbol: str, timeframe: str, candles: Iterable[Candle]) -> int:
         """Insert or update bars in one transaction; returns the rows inserted or changed.
 
@@ -165,16 +202,8 @@ class OhlcvCache:
                  float(c[4]), float(c[5])) for c in candles]
         if not rows:
             return 0
-        with self._lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.executemany(_UPSERT, rows)
-                n = cur.rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write() as conn:
+            n = conn.executemany(_UPSERT, rows).rowcount
         return max(0, n)
 
     def mark_empty(self, exchange: str, symbol: str, timeframe: str, start_ms: int,
@@ -186,43 +215,29 @@ class OhlcvCache:
         if end_ms < start_ms:
             return
         tf = timeframe_ms(timeframe)
-        with self._lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                near = conn.execute(
-                    f"SELECT start_ms, end_ms FROM empty_ranges WHERE {_SERIES} "
-                    "AND start_ms <= ? AND end_ms >= ?",
-                    (exchange, symbol, timeframe, end_ms + tf, start_ms - tf)).fetchall()
-                merged = merge_ranges([(start_ms, end_ms), *near], tf)
-                conn.executemany(f"DELETE FROM empty_ranges WHERE {_SERIES} AND start_ms = ?",
-                                 [(exchange, symbol, timeframe, a) for a, _ in near])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO empty_ranges (exchange, symbol, timeframe, start_ms, "
-                    "end_ms) VALUES (?, ?, ?, ?, ?)",
-                    [(exchange, symbol, timeframe, a, b) for a, b in merged])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write() as conn:
+            near = conn.execute(
+                f"SELECT start_ms, end_ms FROM empty_ranges WHERE {_SERIES} "
+                "AND start_ms <= ? AND end_ms >= ?",
+                (exchange, symbol, timeframe, end_ms + tf, start_ms - tf)).fetchall()
+            merged = merge_ranges([(start_ms, end_ms), *near], tf)
+            conn.executemany(f"DELETE FROM empty_ranges WHERE {_SERIES} AND start_ms = ?",
+                             [(exchange, symbol, timeframe, a) for a, _ in near])
+            conn.executemany(
+                "INSERT OR REPLACE INTO empty_ranges (exchange, symbol, timeframe, start_ms, "
+                "end_ms) VALUES (?, ?, ?, ?, ?)",
+                [(exchange, symbol, timeframe, a, b) for a, b in merged])
 
     def delete(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
                until_ms: int | None = None) -> int:
-        """Remove bars in ``[since, until)`` (and the series' empty ranges if unbounded)."""
+        """Remove bars in ``[since, until)``, and the confirmed-empty ranges touching it (they
+        are asked for again by the next backfill)."""
         lo, hi = _bounds(since_ms, until_ms)
-        with self._lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = conn.execute(f"DELETE FROM ohlcv WHERE {_SERIES} AND ts >= ? AND ts < ?",
-                                 (exchange, symbol, timeframe, lo, hi)).rowcount
-                if since_ms is None and until_ms is None:
-                    conn.execute(f"DELETE FROM empty_ranges WHERE {_SERIES}",
-                                 (exchange, symbol, timeframe))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write() as conn:
+            n = conn.execute(f"DELETE FROM ohlcv WHERE {_SERIES} AND ts >= ? AND ts < ?",
+                             (exchange, symbol, timeframe, lo, hi)).rowcount
+            conn.execute(f"DELETE FROM empty_ranges WHERE {_SERIES} AND end_ms >= ? AND start_ms < ?",
+                         (exchange, symbol, timeframe, lo, hi))
         return n
 
     # ------------------------------------------------------------ reads

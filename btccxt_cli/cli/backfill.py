@@ -7,7 +7,11 @@ writes the requested window from the cache afterwards.
 
 Exit codes: 0 done, or stopped by Ctrl-C (everything committed is kept; rerun to resume);
 1 the exchange kept failing (what was stored is kept); 2 bad exchange, symbol, timeframe,
-time, option, or a missing optional dependency; 130 a second Ctrl-C.
+time, option, file path, a missing optional dependency (all checked before any download), or
+a cache file that cannot be used (full disk, damaged); 130 a second Ctrl-C.
+
+Bars are stored under the source ``cache.source.cache_source`` names: the exchange id, or
+``ID@sim:seed-N`` for a simulator (``--sim``, ``--sim-url``), never the exchange's own name.
 
 Modules: ``cli/backfill`` (this one: options, checks, the run, Ctrl-C), ``cli/backfill_view``
 (progress and summary lines), ``cache/export`` (the CSV/Parquet writers; ``export_csv``,
@@ -23,6 +27,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +42,7 @@ from btccxt_cli.cache.export import (
     export_rows,
     iso_utc,
 )
-from btccxt_cli.cache.sqlite import default_cache_path
+from btccxt_cli.cache.sqlite import cache_error, default_cache_path
 from btccxt_cli.cli.backfill_view import ProgressView, describe
 from btccxt_cli.errors import BtccxtError, ConfigError, DependencyError, UnsupportedError
 
@@ -51,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _REL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime can show
+_SYMBOL = re.compile(r"^[^\s/]+/[^\s/]+$")  # BASE/QUOTE, BASE/QUOTE:SETTLE, ...-EXPIRY
+_MAX_SYMBOL = 100
 
 
 def parse_when(text: str, now_ms: int) -> int:
@@ -58,21 +66,33 @@ def parse_when(text: str, now_ms: int) -> int:
     ago, ``now``, or epoch milliseconds.
 
     Raises:
-        ValueError: with a message naming the accepted forms.
+        ValueError: with a message naming the accepted forms, or a time before 1970 or
+            after 9999.
     """
+    ms = _parse_when(text, now_ms)
+    if not 0 <= ms <= _MAX_MS:
+        raise ValueError(f"{_short(text)!r} is out of range (times run from 1970-01-01 to "
+                         "9999-12-31)")
+    return ms
+
+
+def _parse_when(text: str, now_ms: int) -> int:
     t = text.strip()
     if t.lower() == "now":
         return now_ms
     m = _REL.match(t)
     if m:
         unit = m.group(2).lower()
-        return now_ms - int(float(m.group(1)) * _REL_MS[unit])
+        try:
+            return now_ms - int(float(m.group(1)) * _REL_MS[unit])
+        except OverflowError:  # 1e400d
+            return -1
     if t.isdigit() and len(t) >= 10:
         return int(t) if len(t) >= 12 else int(t) * 1000
     try:
         dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not a time: {text!r} (use an ISO date/time like 2024-01-31 or "
+        raise ValueError(f"not a time: {_short(text)!r} (use an ISO date/time like 2024-01-31 or "
                          "2024-01-31T12:00, a span back from now like 30d, 12h, 90m, 2w, "
                          "'now', or epoch milliseconds)") from None
     if dt.tzinfo is None:
@@ -111,20 +131,20 @@ def backfill_command(
     from btccxt_cli.clock import SYSTEM_CLOCK
 
     now = SYSTEM_CLOCK.time_ms()
-    try:
+    try:  # every argument is checked before the simulator starts or anything is downloaded
+        symbols = _check_symbols(symbols)
         since_ms, until_ms = _parse_window(since, until, now)
         fmt = _check_export(export, out)
         _check_timeframe(timeframe)
         if sim and sim_url:
             raise ConfigError("use either --sim or --sim-url, not both")
+        db_path, out = _check_files(db, out)
     except BtccxtError as exc:
         fail(exc)
-    symbols = list(dict.fromkeys(symbols))
-    db_path = db if db is not None else default_cache_path()
     simulator = None
     try:
         if sim:
-            simulator = _start_sim(exchange, symbols)
+            simulator = _start_sim(exchange)
             sim_url = simulator.url(exchange)
         _Run(exchange=exchange, timeframe=timeframe, symbols=symbols, since_ms=since_ms,
              until_ms=until_ms, db_path=db_path, json_out=json_out, sim_url=sim_url, fmt=fmt,
@@ -137,12 +157,48 @@ def backfill_command(
 
 
 # ---------------------------------------------------------------- argument checks
+def _short(text: str, most: int = 40) -> str:
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
+def _check_symbols(symbols: list[str]) -> list[str]:
+    """Each symbol looks like a unified ccxt symbol (the exchange's list is checked later)."""
+    for s in symbols:
+        if len(s) > _MAX_SYMBOL or not _SYMBOL.match(s):
+            raise ConfigError(f"{_short(s)!r} is not a unified symbol",
+                              key="SYMBOL", hint="write BASE/QUOTE like BTC/USDT, or "
+                              "BASE/QUOTE:SETTLE for a swap like BTC/USDT:USDT")
+    return list(dict.fromkeys(symbols))
+
+
+def _check_files(db: Path | None, out: Path | None) -> tuple[Path, Path | None]:
+    """The cache and export paths, checked (a missing folder is created only inside btccxt's
+    data folder, as for every file a user names)."""
+    from btccxt_cli.paths import check_output_file
+
+    option = "--db" if db is not None else ("$BTCCXT_CACHE" if os.environ.get("BTCCXT_CACHE")
+                                            else "the default cache")
+    db_path = check_output_file(db if db is not None else default_cache_path(), what="cache",
+                                option=option)
+    if out is None:
+        return db_path, None
+    out_path = check_output_file(out, what="export file", option="--out")
+    if out_path.resolve() == db_path.resolve():
+        raise ConfigError(f"export file {str(out_path)!r} is the cache itself", key="--out",
+                          hint="name another file")
+    return db_path, out_path
+
+
 def _parse_window(since: str, until: str, now: int) -> tuple[int, int | None]:
     try:
         since_ms = parse_when(since, now)
         until_ms = None if until.strip().lower() == "now" else parse_when(until, now)
     except ValueError as exc:
         raise ConfigError(str(exc), key="--since/--until") from None
+    if since_ms >= now:
+        raise ConfigError(f"{_short(since)!r} is {iso_utc(since_ms)}, not in the past: "
+                          "no bar has closed since then", key="--since",
+                          hint="give an earlier time, e.g. --since 1d or --since 2024-01-31")
     if until_ms is not None and until_ms <= since_ms:
         raise ConfigError(f"--until ({iso_utc(until_ms)}) must be after --since ({iso_utc(since_ms)})")
     return since_ms, until_ms
@@ -177,14 +233,15 @@ def _check_timeframe(timeframe: str) -> None:
         raise UnsupportedError(str(exc)) from None
 
 
-def _start_sim(exchange: str, symbols: list[str]) -> Any:
+def _start_sim(exchange: str) -> Any:
     from btccxt_cli.sim.app import SimThread
     from btccxt_cli.sim.venues import VENUES
 
     if exchange not in VENUES:
         raise UnsupportedError(f"--sim: {exchange!r} is not simulated",
                                hint=f"simulated exchanges: {', '.join(sorted(VENUES))}")
-    return SimThread(exchanges=(exchange,), symbols={exchange: symbols}).start()
+    # the markets `btccxt sim` lists, never the symbols asked for: an unknown one is refused
+    return SimThread(exchanges=(exchange,)).start()
 
 
 # ---------------------------------------------------------------- the run
@@ -201,11 +258,14 @@ class _Run:
         self.results: list[BackfillResult] = []
         self.fillers: list[Backfiller] = []
         self.interrupted = False
+        self.source = exchange
 
     def main(self) -> None:
+        from btccxt_cli.cache.source import cache_source
         from btccxt_cli.exchange.factory import make_exchange
 
         client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
+        self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
         cache = _open_cache(self.db_path)
         error: BtccxtError | None = None
         export_info: dict[str, Any] | None = None
@@ -224,18 +284,26 @@ class _Run:
                     for bf in fillers:
                         if self.interrupted or error is not None:
                             break
-                        bf.on_progress = progress(f"{self.exchange_id} {bf.symbol} {self.timeframe}")
+                        bf.on_progress = progress(f"{self.source} {bf.symbol} {self.timeframe}")
                         try:
                             res = bf.run()
-                        except BtccxtError as exc:
+                        except (BtccxtError, sqlite3.Error) as exc:
                             if bf.result is not None:
                                 self.results.append(bf.result)
-                            error = exc
+                            error = exc if isinstance(exc, BtccxtError) else \
+                                cache_error(self.db_path, exc)
                             break
                         self.results.append(res)
                         self.interrupted = self.interrupted or res.interrupted
             if error is None and self.fmt is not None and self.out is not None:
-                export_info = self._export(cache)
+                try:
+                    export_info = self._export(cache)
+                except sqlite3.Error as exc:
+                    error = cache_error(self.db_path, exc)
+                except OSError as exc:
+                    error = ConfigError(f"cannot write the export file {str(self.out)!r} "
+                                        f"({exc.strerror or exc})", key="--out",
+                                        hint="free some space or choose another file")
         finally:
             cache.close()
         self._summary(error, export_info)
@@ -248,9 +316,9 @@ class _Run:
         from btccxt_cli.cache.backfill import Backfiller
         from btccxt_cli.exchange.retry import Backoff
 
-        return Backfiller(client, cache, exchange_id=self.exchange_id, symbol=symbol,
-                          timeframe=self.timeframe, since_ms=self.since_ms, until_ms=self.until_ms,
-                          limit=self.limit, max_retries=self.max_retries,
+        return Backfiller(client, cache, exchange_id=self.exchange_id, source=self.source,
+                          symbol=symbol, timeframe=self.timeframe, since_ms=self.since_ms,
+                          until_ms=self.until_ms, limit=self.limit, max_retries=self.max_retries,
                           backoff=Backoff(0.5, 30.0))
 
     def request_stop(self) -> None:
@@ -262,7 +330,7 @@ class _Run:
     def _export(self, cache: OhlcvCache) -> dict[str, Any]:
         assert self.out is not None
         windows = [(r.symbol, r.start_ms, r.end_ms) for r in self.results]
-        rows = export_rows(cache, self.exchange_id, self.timeframe, windows)
+        rows = export_rows(cache, self.source, self.timeframe, windows)
         writer = export_csv if self.fmt == "csv" else export_parquet
         n = writer(self.out, rows)
         return {"format": self.fmt, "path": str(self.out), "rows": n}
@@ -270,7 +338,8 @@ class _Run:
     def _summary(self, error: BtccxtError | None, export_info: dict[str, Any] | None) -> None:
         if self.json_out:
             doc = {
-                "exchange": self.exchange_id, "timeframe": self.timeframe, "db": str(self.db_path),
+                "exchange": self.exchange_id, "source": self.source, "timeframe": self.timeframe,
+                "db": str(self.db_path),
                 "since": self.since_ms, "until": self.until_ms, "interrupted": self.interrupted,
                 "symbols": [r.to_dict() for r in self.results], "export": export_info,
                 "error": str(error) if error is not None else None,
@@ -285,19 +354,20 @@ class _Run:
         if export_info is not None:
             typer.echo(f"exported {export_info['rows']} bars to {export_info['path']} "
                        f"({export_info['format']})")
-        typer.echo(f"cache: {self.db_path}")
+        typer.echo(f"cache: {self.db_path}" + (f" (simulated bars, kept as {self.source})"
+                                               if self.source != self.exchange_id else ""))
         if self.interrupted:
             typer.echo("interrupted; rerun to resume")
 
 
 def _open_cache(path: Path) -> OhlcvCache:
-    import sqlite3
-
     from btccxt_cli.cache.sqlite import OhlcvCache
 
     try:
         return OhlcvCache(path)
-    except (OSError, sqlite3.Error) as exc:
+    except sqlite3.Error as exc:
+        raise cache_error(path, exc) from None
+    except OSError as exc:
         raise ConfigError(f"cannot open the cache {str(path)!r}: {exc}",
                           hint="pass a writable file with --db") from None
 

@@ -67,8 +67,8 @@ def run_command(
                 ex = cfg.exchange
                 keys = [SimKey(ex.api_key.get_secret_value(), ex.secret.get_secret_value(),
                                ex.password.get_secret_value() if ex.password else None)]
-            sim = SimThread(exchanges=(cfg.exchange.id,), api_keys=keys,
-                            symbols={cfg.exchange.id: [s.symbol for s in cfg.symbol_feeds()]}).start()
+            # the markets `btccxt sim` lists, not the config's symbols: an unknown one is refused
+            sim = SimThread(exchanges=(cfg.exchange.id,), api_keys=keys).start()
             sim_url = sim.url(cfg.exchange.id)
         code = _run(cfg, config, sim_url, out, use_dashboard, duration=duration, max_bars=max_bars,
                     events=events, metrics_port=metrics_port, live=live, yes=yes)

@@ -6,6 +6,7 @@
 ``POST /_sim/reset_stats``               zero the counters
 ``GET  /_sim/truth?symbol=&timeframe=&since=&until=``   closed bars, oldest first
 ``GET  /_sim/time``                      the exchange's clock
+``GET  /_sim/identity``                  which prices this simulator serves (its seed)
 ``GET  /_sim/faults``                    current fault state
 ``GET  /_sim/orders?key=``               every order of the private API (one API key, or all)
 ``GET  /_sim/balances?key=``             balances of one API key (default: the test key)
@@ -48,7 +49,8 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
             "exchange": exchange,
             "endpoints": ["GET /_sim/stats", "POST /_sim/reset_stats",
                           "GET /_sim/truth?symbol=&timeframe=&since=&until=", "GET /_sim/time",
-                          "GET /_sim/faults", "POST /_sim/faults/<name>", "GET /_sim/orders?key=",
+                          "GET /_sim/identity", "GET /_sim/faults", "POST /_sim/faults/<name>",
+                          "GET /_sim/orders?key=",
                           "GET /_sim/balances?key="],
             "faults": list(FAULT_NAMES),
             "symbols": sim.symbols(exchange),
@@ -63,6 +65,11 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
 
     async def now(request: web.Request) -> web.Response:
         return json_response({"now_ms": server.now_ms(), "clock_offset_ms": sim.clock_offset_ms})
+
+    async def identity(request: web.Request) -> web.Response:
+        # every price is a function of (seed, symbol, timeframe, time): the seed names them
+        return json_response({"simulator": "btccxt", "exchange": exchange, "seed": sim.seed,
+                              "identity": f"seed-{sim.seed}"})
 
     async def truth(request: web.Request) -> web.Response:
         q = request.query
@@ -120,6 +127,7 @@ def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
         web.get("/_sim/stats", stats),
         web.post("/_sim/reset_stats", reset_stats),
         web.get("/_sim/time", now),
+        web.get("/_sim/identity", identity),
         web.get("/_sim/truth", truth),
         web.get("/_sim/faults", faults),
         web.get("/_sim/orders", orders),

@@ -22,6 +22,7 @@ from btccxt_cli.cli.backfill import EXPORT_COLUMNS, parse_when
 pytestmark = pytest.mark.live
 
 M = 60_000
+SRC = "binance@sim:seed-1"  # the cache's name of the simulator's bars (never plain binance)
 runner = CliRunner()
 
 
@@ -69,6 +70,7 @@ def test_json_summary(sim, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert (doc["exchange"], doc["timeframe"], doc["db"]) == ("binance", "1m", str(db))
+    assert doc["source"] == SRC
     assert doc["interrupted"] is False and doc["error"] is None and doc["export"] is None
     assert [s["symbol"] for s in doc["symbols"]] == ["BTC/USDT", "ETH/USDT"]
     for s in doc["symbols"]:
@@ -79,7 +81,7 @@ def test_json_summary(sim, tmp_path):
         assert {"seconds", "expected_bars", "limit", "waited_s", "interrupted"} <= set(s)
     with OhlcvCache(db) as cache:
         for sym in ("BTC/USDT", "ETH/USDT"):
-            assert cache.read("binance", sym, "1m") == sim.truth("binance", sym, "1m", since, until)
+            assert cache.read(SRC, sym, "1m") == sim.truth("binance", sym, "1m", since, until)
     # rerun: only the newest cached bar is read again
     r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", str(since),
                "--until", str(until), "--db", str(db), "--json")
@@ -95,10 +97,10 @@ def test_human_summary_and_exchange_gap(sim, tmp_path):
                str(until), "--db", str(tmp_path / "c.sqlite"))
     assert r.exit_code == 0, r.output
     line = r.stdout.splitlines()[0]
-    assert line.startswith("binance BTC/USDT 1m [2017-07-14T01:40:00Z .. ")
+    assert line.startswith(f"{SRC} BTC/USDT 1m [2017-07-14T01:40:00Z .. ")
     assert "exchange has no bars for 60 (2017-07-14T01:40:00Z..2017-07-14T02:39:00Z)" in line
     assert "still missing" not in line
-    assert f"cache: {tmp_path / 'c.sqlite'}" in r.stdout
+    assert f"cache: {tmp_path / 'c.sqlite'} (simulated bars, kept as {SRC})" in r.stdout
     assert "bars (100%)" in r.stderr  # plain progress lines when not on a terminal
 
 
@@ -113,6 +115,15 @@ def test_human_summary_and_exchange_gap(sim, tmp_path):
     (["BTC/USDT", "--export", "xls", "--out", "x.xls"], "--export must be csv or parquet"),
     (["BTC/USDT", "--export", "csv"], "--export csv needs --out FILE"),
     (["BTC/USDT", "--sim"], "either --sim or --sim-url"),
+    (["%%%"], "'%%%' is not a unified symbol (write BASE/QUOTE like BTC/USDT"),
+    (["A" * 5_000 + "/USDT"], "'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA... (5005 characters)' is not"),
+    (["BTC/USDT", "--since", "99999999999999999999"], "'99999999999999999999' is out of range"),
+    (["BTC/USDT", "--since", "1" + "0" * 400 + "d"], "is out of range"),
+    (["BTC/USDT", "--since", "2d", "--until", "99999999999999999999"], "is out of range"),
+    (["BTC/USDT", "--since", "2099-01-01"], "--since: '2099-01-01' is 2099-01-01T00:00:00Z, not in "
+                                           "the past"),
+    (["BTC/USDT", "--since", "0d"], "--since: '0d' is "),
+    (["BTC/USDT", "--since", "2099-01-01", "--until", "2098-01-01"], "not in the past"),
 ])
 def test_bad_input_is_one_line_and_exit_2(sim, tmp_path, args, message):
     r = invoke(*args, "--sim-url", sim.url("binance"), "--db", str(tmp_path / "c.sqlite"))
@@ -121,6 +132,86 @@ def test_bad_input_is_one_line_and_exit_2(sim, tmp_path, args, message):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
     assert "Traceback" not in r.output
     assert klines(sim) == 0
+
+
+def bad_paths(tmp_path: Path) -> list[tuple[list[str], str]]:
+    (tmp_path / "folder").mkdir()
+    return [
+        (["--db", str(tmp_path / "folder")], f"--db: cache '{tmp_path / 'folder'}' is a folder"),
+        (["--db", str(tmp_path / "no" / "c.sqlite")],
+         f"--db: cache '{tmp_path / 'no' / 'c.sqlite'}': folder '{tmp_path / 'no'}' does not exist "
+         f"(create it first (mkdir -p {tmp_path / 'no'}) or choose an existing folder)"),
+        (["--db", str(tmp_path / "c.sqlite"), "--export", "csv", "--out", str(tmp_path / "x" / "o.csv")],
+         f"--out: export file '{tmp_path / 'x' / 'o.csv'}': folder '{tmp_path / 'x'}' does not exist"),
+        (["--db", str(tmp_path / "c.sqlite"), "--export", "csv", "--out", str(tmp_path / "folder")],
+         "--out: export file"),
+        (["--db", str(tmp_path / "c.sqlite"), "--export", "csv", "--out", str(tmp_path / "c.sqlite")],
+         "is the cache itself"),
+    ]
+
+
+def test_bad_paths_are_refused_before_anything_is_created_or_downloaded(sim, tmp_path):
+    for args, message in bad_paths(tmp_path):
+        r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", "2h", *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.stderr and r.stderr.strip().count("\n") == 0, (args, r.stderr)
+        assert "Traceback" not in r.output
+    assert klines(sim) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"], "nothing created"
+
+
+def test_a_cache_path_from_the_environment_is_checked_too(sim, tmp_path):
+    r = invoke("BTC/USDT", "--sim-url", sim.url("binance"),
+               env={"BTCCXT_CACHE": str(tmp_path / "gone" / "c.sqlite")})
+    assert r.exit_code == 2 and r.stderr.startswith("error: $BTCCXT_CACHE: cache "), r.output
+    assert not (tmp_path / "gone").exists() and klines(sim) == 0
+
+
+def test_the_default_cache_folder_is_created_inside_the_data_folder(sim, tmp_path):
+    r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", "10m",
+               env={"BTCCXT_CACHE": "", "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)})
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "data" / "btccxt" / "ohlcv.sqlite").is_file()
+
+
+def test_a_damaged_cache_is_one_line_before_any_download(sim, tmp_path):
+    db = tmp_path / "c.sqlite"
+    db.write_bytes(b"this is not an SQLite file " * 300)
+    r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--db", str(db))
+    assert r.exit_code == 2, r.output
+    assert r.stderr == (f"error: cache '{db}' is damaged or not a btccxt cache (file is not a "
+                        "database) (move it away and backfill again, or pass another file with "
+                        "--db)\n")
+    assert klines(sim) == 0
+
+
+def test_a_full_disk_names_its_cause_and_keeps_the_pages_before(sim, tmp_path, monkeypatch):
+    """A disk with room for about one page of bars: SQLite's own page limit on the real file
+    (it is a per-connection setting, so it is set on the connection the command opens)."""
+    from btccxt_cli.cache import sqlite as store
+
+    opened = store.OhlcvCache.__init__
+
+    def small_disk(self: Any, *args: Any, **kwargs: Any) -> None:
+        opened(self, *args, **kwargs)
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        self.conn.execute(f"PRAGMA max_page_count = {pages + 40}")
+
+    monkeypatch.setattr(store.OhlcvCache, "__init__", small_disk)
+    since, until = window(sim, 5_000)
+    db = tmp_path / "c.sqlite"
+    r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", str(since), "--until",
+               str(until), "--db", str(db))
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if not line.endswith("%)")]  # no progress
+    assert len(errors) == 1 and "rollback" not in r.stderr, r.stderr
+    assert errors[0].startswith(f"error: cache '{db}': the disk is full (database or disk is full)")
+    assert "Traceback" not in r.output
+    assert r.stdout.startswith(f"{SRC} BTC/USDT 1m [")  # the summary of what was done
+    monkeypatch.undo()
+    with OhlcvCache(db) as cache:
+        kept = cache.count(SRC, "BTC/USDT", "1m")
+    assert kept % 1_000 == 0 and 1_000 <= kept < 5_000, kept
 
 
 def test_exchange_keeps_failing_is_exit_1_with_the_error_in_json(sim, tmp_path):
@@ -149,7 +240,7 @@ def test_export_csv(sim, tmp_path):
         mine = [r for r in body if r[1] == sym]
         truth = sim.truth("binance", sym, "1m", since, until)
         assert [(int(r[3]), *map(float, r[5:])) for r in mine] == [tuple(c) for c in truth]
-        assert {(r[0], r[2]) for r in mine} == {("binance", "1m")}
+        assert {(r[0], r[2]) for r in mine} == {(SRC, "1m")}  # exported as simulated
     assert body[0][4] and body[0][4].endswith("Z")
 
 
@@ -215,7 +306,7 @@ def test_ctrl_c_stops_after_the_page_and_rerun_resumes(sim, tmp_path):
     assert p.returncode == 0, err
     assert "interrupted; rerun to resume" in out and "Traceback" not in err
     with OhlcvCache(db) as cache:
-        kept = cache.count("binance", "BTC/USDT", "1m")
+        kept = cache.count(SRC, "BTC/USDT", "1m")
     assert 1_000 <= kept < 5_000 and kept % 1_000 == 0
     sim.rest_delay("binance", 0)
     r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", str(since), "--until",
@@ -223,7 +314,7 @@ def test_ctrl_c_stops_after_the_page_and_rerun_resumes(sim, tmp_path):
     s = json.loads(r.stdout)["symbols"][0]
     assert s["expected_bars"] == 5_000 - kept + 1 and s["complete"]
     with OhlcvCache(db) as cache:
-        assert cache.read("binance", "BTC/USDT", "1m") == sim.truth("binance", "BTC/USDT", "1m", since, until)
+        assert cache.read(SRC, "BTC/USDT", "1m") == sim.truth("binance", "BTC/USDT", "1m", since, until)
 
 
 def test_kill_9_loses_at_most_the_page_in_flight(sim, tmp_path):
@@ -236,9 +327,9 @@ def test_kill_9_loses_at_most_the_page_in_flight(sim, tmp_path):
     p.communicate(timeout=30)
     assert p.returncode == -signal.SIGKILL
     with OhlcvCache(db) as cache:
-        kept = cache.count("binance", "BTC/USDT", "1m")
+        kept = cache.count(SRC, "BTC/USDT", "1m")
         assert kept >= 1_000 and kept % 1_000 == 0  # whole committed pages only
-        assert cache.read("binance", "BTC/USDT", "1m") == \
+        assert cache.read(SRC, "BTC/USDT", "1m") == \
             sim.truth("binance", "BTC/USDT", "1m", since, since + kept * M)
     sim.rest_delay("binance", 0)
     sim.reset_stats("binance")
@@ -248,5 +339,5 @@ def test_kill_9_loses_at_most_the_page_in_flight(sim, tmp_path):
     missing = 6_000 - kept + 1  # plus the newest cached bar
     assert s["expected_bars"] == missing and s["requests"] == -(-missing // 1_000) == klines(sim)
     with OhlcvCache(db) as cache:
-        assert cache.count("binance", "BTC/USDT", "1m") == 6_000
-        assert cache.read("binance", "BTC/USDT", "1m") == sim.truth("binance", "BTC/USDT", "1m", since, until)
+        assert cache.count(SRC, "BTC/USDT", "1m") == 6_000
+        assert cache.read(SRC, "BTC/USDT", "1m") == sim.truth("binance", "BTC/USDT", "1m", since, until)

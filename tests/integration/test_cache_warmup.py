@@ -7,6 +7,8 @@ from btccxt_cli.cache.sqlite import OhlcvCache
 
 from .harness import assert_matches_truth, run_feeds
 
+SRC = "binance@sim:seed-1"  # the simulator's bars, named by the seed it reports
+
 
 def test_second_run_reads_history_from_the_cache_and_refetches_only_the_newest(sim, tmp_path):
     db = tmp_path / "ohlcv.sqlite"
@@ -14,7 +16,7 @@ def test_second_run_reads_history_from_the_cache_and_refetches_only_the_newest(s
     res1 = run_feeds(first, ["BTC/USDT"], live_bars=2, backfill_bars=450, ohlcv_limit=100)
     assert_matches_truth(sim, "binance", "BTC/USDT", "1s", res1.bars["BTC/USDT"], tf_ms=1000)
     cache = OhlcvCache(db)
-    assert cache.count("binance@sim", "BTC/USDT", "1s") >= 452  # history and live, written back
+    assert cache.count(SRC, "BTC/USDT", "1s") >= 452  # history and live, written back
     assert cache.count("binance", "BTC/USDT", "1s") == 0, "simulator bars never pose as binance's"
 
     sim.reset_stats("binance")
@@ -41,8 +43,8 @@ def test_a_changed_newest_bar_is_taken_from_the_exchange(sim, tmp_path):
     res = run_feeds(store, ["ETH/USDT"], live_bars=1, backfill_bars=30)
     seen = res.bars["ETH/USDT"]
     cache = OhlcvCache(db)
-    newest = cache.read("binance@sim", "ETH/USDT", "1s")[-1]
-    cache.upsert("binance@sim", "ETH/USDT", "1s", [newest._replace(close=newest.close * 2)])  # stale
+    newest = cache.read(SRC, "ETH/USDT", "1s")[-1]
+    cache.upsert(SRC, "ETH/USDT", "1s", [newest._replace(close=newest.close * 2)])  # stale
     store2 = CCXTStore("binance", sim_url=sim.url("binance"), cache=db)
     res2 = run_feeds(store2, ["ETH/USDT"], live_bars=1, backfill_bars=30)
     assert_matches_truth(sim, "binance", "ETH/USDT", "1s", res2.bars["ETH/USDT"], tf_ms=1000)

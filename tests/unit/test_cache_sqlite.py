@@ -23,12 +23,32 @@ def bars(first: int, n: int, base: float = 100.0) -> list[Candle]:
 
 @pytest.fixture
 def cache(tmp_path: Path):
-    with OhlcvCache(tmp_path / "sub" / "c.sqlite") as c:
+    with OhlcvCache(tmp_path / "c.sqlite") as c:
         yield c
 
 
-def test_creates_parent_dirs_and_uses_wal(tmp_path):
-    path = tmp_path / "a" / "b" / "ohlcv.sqlite"
+def test_never_creates_folders(tmp_path):
+    """Callers check the path a user named (paths.check_output_file); the store creates nothing."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        OhlcvCache(tmp_path / "a" / "b" / "ohlcv.sqlite")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_full_disk_raises_its_own_cause_and_keeps_committed_rows(tmp_path):
+    """SQLite ends the transaction itself on a full disk: the error is 'full', not the rollback's
+    'no transaction is active' that used to hide it."""
+    with OhlcvCache(tmp_path / "c.sqlite") as c:
+        c.upsert(*KEY, bars(0, 10))
+        pages = c.conn.execute("PRAGMA page_count").fetchone()[0]
+        c.conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # a disk with one page left
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            c.upsert(*KEY, bars(10 * M, 5_000))
+        assert not c.conn.in_transaction
+        assert c.count(*KEY) == 10 and c.read(*KEY) == bars(0, 10)
+
+
+def test_creates_its_tables_and_uses_wal(tmp_path):
+    path = tmp_path / "ohlcv.sqlite"
     with OhlcvCache(path) as c:
         assert c.journal_mode == "wal"
     assert path.exists()
