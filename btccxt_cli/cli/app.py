@@ -75,6 +75,10 @@ def _register() -> None:
     app.command("backfill", help="Download closed OHLCV bars into the local SQLite cache "
                 "(resumable: reruns fetch only what is missing).")(backfill_command)
 
+    from btccxt_cli.cli.cache import cache_app
+
+    app.add_typer(cache_app, name="cache")
+
 
 _register()
 
