@@ -18,7 +18,11 @@ Rules (see ``docs/data-core.md``):
   released bar is ignored, a non-final update never overwrites a final one, and an update
   whose volume went down is treated as stale (volume only grows while a bar forms).
 
-Must not import anything outside the standard library and ``btccxt_cli.model``.
+Bar times come from a ``BarGrid`` (``btccxt_cli.timeframes``): weeks and months do not open
+on multiples of their length since 1970, so "the next bar" is always the grid's next open.
+
+Must not import anything outside the standard library, ``btccxt_cli.model`` and
+``btccxt_cli.timeframes``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from btccxt_cli.model import BarSource, Candle
+from btccxt_cli.timeframes import BarGrid, as_grid
 
 __all__ = ["BarAssembler", "Emitted"]
 
@@ -48,7 +53,7 @@ class BarAssembler:
     """Per-series state machine turning candle updates into closed bars.
 
     Args:
-        tf_ms: bar length in milliseconds.
+        tf: where bars open: a ``BarGrid``, or a bar length in ms (bars aligned to the epoch).
         last_ts: open time of the last bar already delivered (bars at or before it are
             ignored); ``None`` releases the first closed bar seen.
         flagged: the live source reports closed flags. Then a later candle does *not*
@@ -56,10 +61,9 @@ class BarAssembler:
             reordered updates from releasing an early snapshot.
     """
 
-    def __init__(self, tf_ms: int, *, last_ts: int | None = None, flagged: bool = False) -> None:
-        if tf_ms <= 0:
-            raise ValueError("tf_ms must be positive")
-        self.tf_ms = tf_ms
+    def __init__(self, tf: int | BarGrid, *, last_ts: int | None = None, flagged: bool = False) -> None:
+        self.grid = as_grid(tf)
+        self.tf_ms = self.grid.nominal_ms
         self.last_ts = last_ts
         self.flagged = flagged
         self._pending: dict[int, Candle] = {}  # forming / unconfirmed live updates
@@ -96,7 +100,7 @@ class BarAssembler:
         self._max_seen = max(self._max_seen, newest)
         last_final = None
         for i, c in enumerate(bars):
-            final = i < len(bars) - 1 or c.ts + self.tf_ms + settle_ms <= now_ms
+            final = i < len(bars) - 1 or self.grid.close_of(c.ts) + settle_ms <= now_ms
             if not final:
                 break
             last_final = c.ts
@@ -120,7 +124,7 @@ class BarAssembler:
     @property
     def expected(self) -> int | None:
         """Open time of the next bar to release (None until the first release)."""
-        return None if self.last_ts is None else self.last_ts + self.tf_ms
+        return None if self.last_ts is None else self.grid.next_open(self.last_ts)
 
     def has_gap(self) -> bool:
         """True when a later bar is known but the next expected one is missing."""
@@ -142,7 +146,7 @@ class BarAssembler:
             return None
         if self.has_gap():
             return 0
-        return exp + self.tf_ms + grace_ms
+        return self.grid.close_of(exp) + grace_ms
 
     def pending_count(self) -> int:
         return len(self._pending) + len(self._closed)
@@ -174,7 +178,7 @@ class BarAssembler:
         spans.insert(i, (start, end))
         merged: list[tuple[int, int]] = []
         for s, e in spans:
-            if merged and s <= merged[-1][1] + self.tf_ms:
+            if merged and s <= self.grid.next_open(merged[-1][1]):
                 merged[-1] = (merged[-1][0], max(merged[-1][1], e))
             else:
                 merged.append((s, e))
@@ -197,9 +201,9 @@ class BarAssembler:
             c, src = closed.pop(first)
             out.append(Emitted(c, src))
             self.last_ts = first
-        tf = self.tf_ms
+        grid = self.grid
         while True:
-            exp = self.last_ts + tf
+            exp = grid.next_open(self.last_ts)
             item = closed.pop(exp, None)
             if item is not None:
                 out.append(Emitted(*item))
@@ -210,7 +214,7 @@ class BarAssembler:
                 break
             # REST covered this stretch and had no bar at ``exp``: the exchange has none.
             later = [t for t in closed if exp < t <= end]
-            skip_to = min(later) - tf if later else end
+            skip_to = grid.prev_open(min(later)) if later else end
             if skip_to < exp:
                 break
             self.skipped.append((exp, skip_to))
@@ -221,6 +225,8 @@ class BarAssembler:
         if self._pending:
             for t in [t for t in self._pending if t <= self.last_ts]:
                 del self._pending[t]
-        if self._covered and self._covered[0][1] < self.last_ts - tf:
-            self._covered = [(s, e) for s, e in self._covered if e >= self.last_ts - tf]
+        if self._covered:
+            keep_from = grid.prev_open(self.last_ts)
+            if self._covered[0][1] < keep_from:
+                self._covered = [(s, e) for s, e in self._covered if e >= keep_from]
         return out

@@ -4,8 +4,9 @@ Pure code: lists of bar-open timestamps in, ranges out. No I/O, no clock, no ccx
 
 Conventions (used by ``cache/`` and ``btccxt backfill``):
 
-* Bars are aligned to the epoch: a bar of ``tf_ms`` opens at a multiple of ``tf_ms``
-  (``timeframes.bar_open``).
+* Bars open on a ``BarGrid`` (``btccxt_cli.timeframes``): every ``tf`` argument takes a grid,
+  or a bar length in ms for bars aligned to the epoch (a multiple of ``tf_ms`` since 1970).
+  Weeks opening on Monday and calendar months need the grid (``timeframes.bar_grid``).
 * A *range* ``(first, last)`` lists bar opens, both ends INCLUSIVE: ``(0, 120_000)`` with
   1m bars is the three bars opening at 0, 60 000 and 120 000.
 * A *window* ``[start, end)`` is half-open in milliseconds, like ``OhlcvCache.read``:
@@ -16,7 +17,7 @@ rows: before a listing, during an outage of its own) or still missing (never fet
 failed, the run was interrupted). ``GapReport`` keeps the two apart: only the second kind is
 worth a rerun.
 
-Must not import anything outside the standard library.
+Must not import anything outside the standard library and ``btccxt_cli.timeframes``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+from btccxt_cli.timeframes import BarGrid, as_grid
 
 __all__ = [
     "Range",
@@ -44,44 +47,46 @@ __all__ = [
 Range = tuple[int, int]
 """``(first_open_ms, last_open_ms)``, both inclusive."""
 
+Tf = int | BarGrid
+"""A bar grid, or a bar length in ms (epoch-aligned bars)."""
 
-def align_up(ts_ms: int, tf_ms: int) -> int:
+
+def align_up(ts_ms: int, tf: Tf) -> int:
     """The first bar open at or after ``ts_ms``."""
-    return -(-ts_ms // tf_ms) * tf_ms
+    return as_grid(tf).ceil(ts_ms)
 
 
-def align_down(ts_ms: int, tf_ms: int) -> int:
+def align_down(ts_ms: int, tf: Tf) -> int:
     """The open of the bar containing ``ts_ms``."""
-    return ts_ms - ts_ms % tf_ms
+    return as_grid(tf).open_of(ts_ms)
 
 
-def range_bars(r: Range, tf_ms: int) -> int:
+def range_bars(r: Range, tf: Tf) -> int:
     """How many bars the inclusive range ``r`` holds."""
-    return max(0, (r[1] - r[0]) // tf_ms + 1)
+    return as_grid(tf).count(r[0], r[1])
 
 
-def _window(start_ms: int, end_ms: int, tf_ms: int) -> Range | None:
+def _window(start_ms: int, end_ms: int, grid: BarGrid) -> Range | None:
     """The bar opens in the half-open window ``[start, end)`` as an inclusive range."""
-    if tf_ms <= 0:
-        raise ValueError("tf_ms must be positive")
-    first, last = align_up(start_ms, tf_ms), align_down(end_ms - 1, tf_ms)
+    first, last = grid.ceil(start_ms), grid.open_of(end_ms - 1)
     return (first, last) if first <= last else None
 
 
-def find_gaps(timestamps: Sequence[int], tf_ms: int, start_ms: int, end_ms: int) -> list[Range]:
+def find_gaps(timestamps: Sequence[int], tf: Tf, start_ms: int, end_ms: int) -> list[Range]:
     """Bar opens in ``[start_ms, end_ms)`` that ``timestamps`` lacks, as inclusive ranges.
 
     Args:
         timestamps: bar opens in ascending order (duplicates and values outside the window are
             ignored; a value off the bar grid counts for the bar that contains it).
-        tf_ms: bar length in milliseconds.
+        tf: the bar grid (or bar length in ms).
         start_ms: window start (inclusive; rounded up to a bar open).
         end_ms: window end (exclusive).
 
     >>> find_gaps([0, 60_000, 240_000], 60_000, 0, 360_000)
     [(120000, 180000), (300000, 300000)]
     """
-    win = _window(start_ms, end_ms, tf_ms)
+    grid = as_grid(tf)
+    win = _window(start_ms, end_ms, grid)
     if win is None:
         return []
     first, last = win
@@ -90,21 +95,22 @@ def find_gaps(timestamps: Sequence[int], tf_ms: int, start_ms: int, end_ms: int)
     gaps: list[Range] = []
     expected = first
     for i in range(lo, hi):
-        ts = timestamps[i] - timestamps[i] % tf_ms
+        ts = grid.open_of(timestamps[i])
         if ts > expected:
-            gaps.append((expected, ts - tf_ms))
+            gaps.append((expected, grid.prev_open(ts)))
         if ts >= expected:
-            expected = ts + tf_ms
+            expected = grid.next_open(ts)
     if expected <= last:
         gaps.append((expected, last))
     return gaps
 
 
-def merge_ranges(ranges: Iterable[Range], tf_ms: int) -> list[Range]:
+def merge_ranges(ranges: Iterable[Range], tf: Tf) -> list[Range]:
     """Sort and merge overlapping or adjacent (next opens one bar later) ranges."""
+    grid = as_grid(tf)
     out: list[Range] = []
     for a, b in sorted(r for r in ranges if r[0] <= r[1]):
-        if out and a <= out[-1][1] + tf_ms:
+        if out and a <= grid.next_open(out[-1][1]):
             if b > out[-1][1]:
                 out[-1] = (out[-1][0], b)
         else:
@@ -112,11 +118,12 @@ def merge_ranges(ranges: Iterable[Range], tf_ms: int) -> list[Range]:
     return out
 
 
-def subtract_ranges(ranges: Iterable[Range], remove: Iterable[Range], tf_ms: int) -> list[Range]:
+def subtract_ranges(ranges: Iterable[Range], remove: Iterable[Range], tf: Tf) -> list[Range]:
     """``ranges`` without the bars in ``remove`` (both merged first)."""
-    rem = merge_ranges(remove, tf_ms)
+    grid = as_grid(tf)
+    rem = merge_ranges(remove, grid)
     out: list[Range] = []
-    for a, b in merge_ranges(ranges, tf_ms):
+    for a, b in merge_ranges(ranges, grid):
         cur = a
         for ra, rb in rem:
             if rb < cur:
@@ -124,8 +131,8 @@ def subtract_ranges(ranges: Iterable[Range], remove: Iterable[Range], tf_ms: int
             if ra > b:
                 break
             if ra > cur:
-                out.append((cur, ra - tf_ms))
-            cur = max(cur, rb + tf_ms)
+                out.append((cur, grid.prev_open(ra)))
+            cur = max(cur, grid.next_open(rb))
             if cur > b:
                 break
         if cur <= b:
@@ -133,9 +140,9 @@ def subtract_ranges(ranges: Iterable[Range], remove: Iterable[Range], tf_ms: int
     return out
 
 
-def intersect_ranges(ranges: Iterable[Range], other: Iterable[Range], tf_ms: int) -> list[Range]:
+def intersect_ranges(ranges: Iterable[Range], other: Iterable[Range], tf: Tf) -> list[Range]:
     """The bars in both ``ranges`` and ``other``."""
-    a_list, b_list = merge_ranges(ranges, tf_ms), merge_ranges(other, tf_ms)
+    a_list, b_list = merge_ranges(ranges, tf), merge_ranges(other, tf)
     out: list[Range] = []
     i = j = 0
     while i < len(a_list) and j < len(b_list):
@@ -150,13 +157,14 @@ def intersect_ranges(ranges: Iterable[Range], other: Iterable[Range], tf_ms: int
     return out
 
 
-def clip_ranges(ranges: Iterable[Range], tf_ms: int, start_ms: int, end_ms: int) -> list[Range]:
+def clip_ranges(ranges: Iterable[Range], tf: Tf, start_ms: int, end_ms: int) -> list[Range]:
     """``ranges`` limited to the bars opening in ``[start_ms, end_ms)``."""
-    win = _window(start_ms, end_ms, tf_ms)
-    return intersect_ranges(ranges, [win], tf_ms) if win else []
+    grid = as_grid(tf)
+    win = _window(start_ms, end_ms, grid)
+    return intersect_ranges(ranges, [win], grid) if win else []
 
 
-def plan_requests(ranges: Iterable[Range], tf_ms: int, limit: int) -> list[tuple[int, int]]:
+def plan_requests(ranges: Iterable[Range], tf: Tf, limit: int) -> list[tuple[int, int]]:
     """Split missing ranges into request windows ``[since, until)`` of at most ``limit`` bars.
 
     Each window is what one ``fetch_ohlcv(symbol, tf, since=since, limit=bars,
@@ -165,13 +173,13 @@ def plan_requests(ranges: Iterable[Range], tf_ms: int, limit: int) -> list[tuple
     """
     if limit <= 0:
         raise ValueError("limit must be positive")
+    grid = as_grid(tf)
     out: list[tuple[int, int]] = []
-    step = limit * tf_ms
-    for a, b in merge_ranges(ranges, tf_ms):
-        end = b + tf_ms
+    for a, b in merge_ranges(ranges, grid):
+        end = grid.next_open(b)
         s = a
         while s < end:
-            e = min(end, s + step)
+            e = min(end, grid.shift(s, limit))
             out.append((s, e))
             s = e
     return out
@@ -186,14 +194,14 @@ class GapReport:
     """Which bars of ``[start_ms, end_ms)`` a series lacks, and why.
 
     Attributes:
-        tf_ms: bar length.
+        tf_ms: the bar grid (or the bar length in ms of epoch-aligned bars).
         start_ms, end_ms: the window examined (``end_ms`` exclusive).
         exchange: ranges the exchange confirmed it has no bars for (answered with no rows);
             a rerun skips them.
         missing: ranges still missing (never fetched, failed, interrupted); a rerun fetches them.
     """
 
-    tf_ms: int
+    tf_ms: Tf
     start_ms: int
     end_ms: int
     exchange: tuple[Range, ...] = field(default_factory=tuple)
@@ -224,11 +232,11 @@ class GapReport:
                 "complete": self.complete}
 
 
-def gap_report(timestamps: Sequence[int], empty: Iterable[Range], tf_ms: int, start_ms: int,
+def gap_report(timestamps: Sequence[int], empty: Iterable[Range], tf: Tf, start_ms: int,
                end_ms: int) -> GapReport:
     """Gaps of ``timestamps`` in ``[start_ms, end_ms)``, split by the confirmed-empty ``empty``."""
-    gaps = find_gaps(timestamps, tf_ms, start_ms, end_ms)
+    gaps = find_gaps(timestamps, tf, start_ms, end_ms)
     empty_l = list(empty)
-    return GapReport(tf_ms, start_ms, end_ms,
-                     exchange=tuple(intersect_ranges(gaps, empty_l, tf_ms)),
-                     missing=tuple(subtract_ranges(gaps, empty_l, tf_ms)))
+    return GapReport(tf, start_ms, end_ms,
+                     exchange=tuple(intersect_ranges(gaps, empty_l, tf)),
+                     missing=tuple(subtract_ranges(gaps, empty_l, tf)))

@@ -135,6 +135,7 @@ class CCXTFeed(bt.feed.DataBase):
             settle_s=float(p.settle_delay), reconnect_delay=float(p.ws_reconnect_delay),
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
             watchdog_silence_s=p.watchdog_silence, confirm_grace_s=p.confirm_grace, debug=bool(p.debug),
+            exchange_id=getattr(p.store, "exchange_id", None),  # its bar alignment (weeks, months)
         )
 
     # ------------------------------------------------------------ backtrader hooks
@@ -212,14 +213,13 @@ class CCXTFeed(bt.feed.DataBase):
         stamp = int(round(dt.timestamp() * 1000))
         if self.p.bar_stamp == "open":
             return self._recent.get(stamp)
-        tf = self._handle.series.tf_ms
-        return self._recent.get(round((stamp + 1 - tf) / tf) * tf)
+        return self._recent.get(self._handle.series.grid.open_of(stamp))  # stamp: close - 1 ms
 
     def stamp_ms(self, open_ms: int) -> int:
         """The backtrader datetime (ms) of the bar that opened at ``open_ms``."""
         if self.p.bar_stamp == "open":
             return open_ms
-        return open_ms + self._handle.series.tf_ms - 1
+        return self._handle.series.grid.close_of(open_ms) - 1
 
     def _check(self, forcedata: Any = None) -> None:
         """Cerebro's nudge to filters (the resampler closes bars by the clock here).
@@ -231,7 +231,7 @@ class CCXTFeed(bt.feed.DataBase):
         """
         s = self.series
         if s is not None and s.phase == s.LIVE and s.next_bar_due():
-            overdue = s.exchange_now_ms() - (s.assembler.expected + s.tf_ms)
+            overdue = s.exchange_now_ms() - s.grid.close_of(s.assembler.expected)
             if overdue < 2_000:
                 return
         super()._check(forcedata)
@@ -279,7 +279,7 @@ class CCXTFeed(bt.feed.DataBase):
         lines.openinterest[0] = 0.0
         if ev.source is BarSource.LIVE:
             s = self._handle.series
-            s.note_latency(float(s.exchange_now_ms() - (c.ts + s.tf_ms)))
+            s.note_latency(float(s.exchange_now_ms() - s.grid.close_of(c.ts)))
         self.last_event = ev  # the bar just loaded (see current_event for the current one)
         recent = self._recent
         recent[c.ts] = ev

@@ -63,7 +63,7 @@ from btccxt_cli.exchange.errors import (
 )
 from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import Candle
-from btccxt_cli.timeframes import timeframe_ms
+from btccxt_cli.timeframes import bar_grid, timeframe_ms
 
 __all__ = ["Backfiller", "BackfillResult", "ProgressCallback", "RetryDelays", "request_limit",
            "KNOWN_LIMITS"]
@@ -126,13 +126,10 @@ class Backfiller:
         self.timeframe = timeframe
         try:
             self.tf_ms = timeframe_ms(timeframe)
+            # where this exchange's bars open (weeks on Monday, calendar months: timeframes.py)
+            self.grid = bar_grid(self.exchange_id, timeframe)
         except ValueError as exc:
             raise UnsupportedError(f"{self.exchange_id}: {exc}") from None
-        if timeframe[-1] not in "smhd":
-            # weeks and months do not open on epoch multiples (binance weeks open on Mondays)
-            raise UnsupportedError(f"{self.exchange_id}: backfill supports second, minute, hour "
-                                   f"and day timeframes, not {timeframe!r}",
-                                   hint="backfill 1d and resample")
         self.since_ms = int(since_ms)
         self.until_ms = None if until_ms is None else int(until_ms)
         self.limit = limit
@@ -168,7 +165,7 @@ class Backfiller:
             ExchangeRejectedError: the exchange refused a request.
         """
         t0 = self.clock.monotonic()
-        tf = self.tf_ms
+        tf = self.grid
         start = align_up(self.since_ms, tf)
         res = BackfillResult(self.source, self.symbol, self.timeframe, start, start)
         self.result = res
@@ -195,7 +192,7 @@ class Backfiller:
 
     def plan(self, start: int, end: int, limit: int) -> list[tuple[int, int]]:
         """Request windows ``[since, until)`` for the bars of ``[start, end)`` still to fetch."""
-        ex, sym, tfs, tf = self.source, self.symbol, self.timeframe, self.tf_ms
+        ex, sym, tfs, tf = self.source, self.symbol, self.timeframe, self.grid
         have = self.cache.timestamps(ex, sym, tfs, start, end)
         b = self.cache.bounds(ex, sym, tfs)
         if b is not None and have and have[-1] == b[1]:
@@ -206,7 +203,7 @@ class Backfiller:
 
     def _fetch_window(self, res: BackfillResult, start: int, end: int, limit: int) -> None:
         plan = self.plan(start, end, limit)
-        res.expected_bars = sum((e - s) // self.tf_ms for s, e in plan)
+        res.expected_bars = sum(self.grid.bars_in(s, e) for s, e in plan)
         logger.info("%s %s %s: %d bars to fetch in %d requests (limit %d)", self.exchange_id,
                     self.symbol, self.timeframe, res.expected_bars, len(plan), limit)
         done = 0
@@ -220,12 +217,13 @@ class Backfiller:
                 res.interrupted = True
                 break
             self._store(res, rows, s, e)
-            done += (e - s) // self.tf_ms
+            done += self.grid.bars_in(s, e)
             self._progress(done, res.expected_bars)
 
     def _store(self, res: BackfillResult, rows: list[Any], s: int, e: int) -> None:
-        tf = self.tf_ms
-        last_open = min(e - tf, self.exchange_now_ms() - tf)  # closed and inside the window
+        tf = self.grid
+        # closed and inside the window
+        last_open = min(tf.prev_open(e), tf.prev_open(tf.open_of(self.exchange_now_ms())))
         candles: list[Candle] = []
         prev = s - 1
         ordered = True
@@ -233,12 +231,12 @@ class Backfiller:
         for row in rows:
             ts = row[0]
             if s <= ts <= last_open:
-                if ts % tf:
+                if not tf.on_grid(ts):
                     # a slot would look empty while the exchange has the bar at another offset
                     raise UnsupportedError(
                         f"{self.exchange_id}: {self.timeframe} bars of {self.symbol} do not open "
-                        f"on multiples of {self.timeframe} since the epoch (got {ts})",
-                        hint="use a smaller timeframe")
+                        f"where btccxt expects them (got {ts}, expected {tf.open_of(ts)})",
+                        hint="use a smaller timeframe, and report the exchange's rule")
                 if ts <= prev:
                     ordered = False
                 prev = ts
@@ -249,7 +247,7 @@ class Backfiller:
             candles = list({c.ts: c for c in sorted(candles)}.values())
         res.bars_fetched += len(candles)
         res.bars_written += self.cache.upsert(self.source, self.symbol, self.timeframe, candles)
-        if len(candles) == (e - s) // tf:
+        if len(candles) == tf.bars_in(s, e):
             return  # unique, aligned and inside [s, e): every slot is there
         # every slot of [s, e) the answer lacks: the exchange has no bar there
         empty = find_gaps([c.ts for c in candles], tf, s, e)
@@ -262,7 +260,7 @@ class Backfiller:
 
     def _fetch(self, res: BackfillResult, s: int, e: int) -> list[Any] | None:
         """One window, with retries; None if stopped while waiting."""
-        n = (e - s) // self.tf_ms
+        n = self.grid.bars_in(s, e)
         failures = 0
         while True:
             res.requests += 1
@@ -307,7 +305,7 @@ class Backfiller:
         have = self.cache.timestamps(ex, sym, tfs, start, end)
         res.cached_bars = len(have)
         res.gaps = gap_report(have, self.cache.empty_ranges(ex, sym, tfs, start, end),
-                              self.tf_ms, start, end)
+                              self.grid, start, end)
 
     def _progress(self, done: int, expected: int) -> None:
         if self.on_progress is not None:

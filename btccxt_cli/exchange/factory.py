@@ -84,6 +84,8 @@ def make_exchange(exchange_id: str, *, kind: str = "sync", config: dict[str, Any
         fetch_markets["types"] = list(market_types)
         options["fetchMarkets"] = fetch_markets
         cfg["options"] = options
+    if exchange_id in UTC_BARS:
+        _use_utc_bars(exchange_id, cfg)
     if sim_url is not None and exchange_id == "okx":
         # deep-merged into ccxt's okx timeframes: 1s is a simulator extra (see docs/simulator.md)
         cfg["timeframes"] = {"1s": "1s", **dict(cfg.get("timeframes") or {})}
@@ -121,6 +123,38 @@ def make_exchange(exchange_id: str, *, kind: str = "sync", config: dict[str, Any
     if sandbox:
         exchange.set_sandbox_mode(True)
     return exchange
+
+
+#: the UTC-aligned raw bars of exchanges whose plain 6H..1M bars open at midnight Hong Kong
+#: time (a 1D bar at 16:00 UTC). ccxt 4.5's REST asks for these, its WebSocket for the others.
+UTC_BARS: dict[str, dict[str, str]] = {
+    "okx": {"6h": "6Hutc", "12h": "12Hutc", "1d": "1Dutc", "1w": "1Wutc", "1M": "1Mutc",
+            "3M": "3Mutc"},
+    "bitget": {"6h": "6Hutc", "12h": "12Hutc", "1d": "1Dutc", "3d": "3Dutc", "1w": "1Wutc",
+               "1M": "1Mutc"},
+}
+
+
+def _use_utc_bars(exchange_id: str, cfg: dict[str, Any]) -> None:
+    """Make REST and WebSocket ask for the same, UTC-aligned bars (``timeframes.bar_grid``).
+
+    okx: ccxt's ``fetch_ohlcv`` appends ``utc`` to ``exchange.timeframes[tf]`` from 6h up while
+    ``watch_ohlcv`` subscribes ``candle`` + the plain value, so one feed would mix two grids.
+    The UTC names go into ``timeframes`` (both sides read it; ccxt.pro files candles by its
+    reverse lookup) and the REST suffix is switched off (any ``timezone`` but ``"UTC"``).
+    bitget: REST already uses its ``options.fetchOHLCV.timeframes``; ccxt.pro subscribes
+    ``options.timeframes``, which gets the same UTC names.
+    """
+    names = UTC_BARS[exchange_id]
+    opts = dict(cfg.get("options") or {})
+    if exchange_id == "okx":
+        cfg["timeframes"] = {**names, **dict(cfg.get("timeframes") or {})}
+        ohlcv = dict(opts.get("fetchOHLCV") or {})
+        ohlcv.setdefault("timezone", "UTC, named in timeframes")
+        opts["fetchOHLCV"] = ohlcv
+    else:
+        opts["timeframes"] = {**names, **dict(opts.get("timeframes") or {})}
+    cfg["options"] = opts
 
 
 def localize_urls(urls: Any, sim_url: str, exchange_id: str = "") -> Any:

@@ -43,17 +43,18 @@ from aiohttp import WSMsgType, web
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock, SystemClock
 from btccxt_cli.sim.accounts import DEFAULT_KEY, Engine, OrderEvent, SimKey
 from btccxt_cli.sim.faults import DROP_MODES, FAULT_NAMES, FaultState
-from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketModel
+from btccxt_cli.sim.market import LISTING_MS, Candle, MarketModel
 from btccxt_cli.sim.venues import VENUES, Venue, venue_class
 from btccxt_cli.sim.weights import WeightLimiter, request_weight
+from btccxt_cli.timeframes import BarGrid
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Simulator", "SimThread", "ExchangeServer", "Connection", "Stream", "StreamKey",
            "PrivateSession"]
 
-#: (unified symbol, bar length ms, alignment offset ms)
-StreamKey = tuple[str, int, int]
+#: (unified symbol, where the stream's bars open: the venue's rule for its interval)
+StreamKey = tuple[str, BarGrid]
 
 CLOSE_SENT_MAX = 200_000
 MAX_CATCH_UP_BARS = 3  # after a long pause (or a ManualClock jump) skip older finals
@@ -105,15 +106,16 @@ class Stream:
         return self.key[0]
 
     @property
-    def tf_ms(self) -> int:
+    def grid(self) -> BarGrid:
         return self.key[1]
 
     @property
-    def align_ms(self) -> int:
-        return self.key[2]
+    def tf_ms(self) -> int:
+        """Nominal bar length (a month's bars vary; ``grid`` has the real ones)."""
+        return self.key[1].nominal_ms
 
     def bar_open(self, t: int) -> int:
-        return t - (t - self.key[2]) % self.key[1]
+        return self.key[1].open_of(t)
 
 
 @dataclass
@@ -239,39 +241,41 @@ class ExchangeServer:
         return max(1, min(int(iv), tf_ms))
 
     # ------------------------------------------------------------------ bars (REST + truth)
-    def bars(self, symbol: str, tf: int, align: int, *, start: int | None, end: int | None,
+    def bars(self, symbol: str, grid: BarGrid, *, start: int | None, end: int | None,
              limit: int, from_start: bool, floor: int = LISTING_MS,
              closed_only: bool = False) -> list[Candle]:
         """Bars whose open lies in ``[start, end]`` (inclusive, ``None`` = open), at most ``limit``.
 
-        ``from_start`` takes the oldest ``limit`` bars of the window, otherwise the newest. The
-        forming bar is included as its partial state unless ``closed_only``.
+        ``grid`` is where the venue's bars of this interval open. ``from_start`` takes the
+        oldest ``limit`` bars of the window, otherwise the newest. The forming bar is included
+        as its partial state unless ``closed_only``.
         """
         now = self.now_ms()
-        cur = now - (now - align) % tf
-        last = cur - tf if closed_only else cur
+        cur = grid.index(now)
+        last = cur - 1 if closed_only else cur
         if end is not None:
-            last = min(last, end - (end - align) % tf)
-        first = floor - (floor - align) % tf
-        if first < floor:
-            first += tf
+            last = min(last, grid.index(end))
+        first = grid.index(grid.ceil(floor))
         if start is not None:
-            s = start - (start - align) % tf
-            if s < start:
-                s += tf
-            first = max(first, s)
+            first = max(first, grid.index(grid.ceil(start)))
         if last < first or limit <= 0:
             return []
-        count = (last - first) // tf + 1
+        count = last - first + 1
         if count > limit:
             if from_start:
                 count = limit
             else:
-                first = last - (limit - 1) * tf
+                first = last - (limit - 1)
                 count = limit
-        out = self.model.candles(symbol, tf, first, count)
-        if out and out[-1][0] == cur:
-            out[-1] = self.model.partial(symbol, tf, cur, now)
+        model = self.model
+        if grid.regular:
+            out = model.candles(symbol, grid.step_ms, grid.open_at(first), count)
+        else:  # calendar months: each bar as long as its month
+            opens = [grid.open_at(i) for i in range(first, first + count + 1)]
+            out = [model.candle(symbol, b - a, a) for a, b in zip(opens, opens[1:], strict=False)]
+        if out and first + count - 1 == cur:
+            open_ = grid.open_at(cur)
+            out[-1] = model.partial(symbol, grid.length(open_), open_, now)
         return out
 
     # ------------------------------------------------------------------ REST middleware
@@ -387,7 +391,7 @@ class ExchangeServer:
             return
         st = self.streams.get(key)
         if st is None:
-            st = Stream(key, ident, self.interval_for(key[1]))
+            st = Stream(key, ident, self.interval_for(key[1].nominal_ms))
             st.next_ms = self._next_event(st, self.now_ms())
             self.streams[key] = st
             heapq.heappush(self._heap, (st.next_ms, next(self._seq), key))
@@ -586,7 +590,7 @@ class ExchangeServer:
         """First push time strictly after ``t``: a partial tick or the bar boundary."""
         open_ = st.bar_open(t)
         nxt = open_ + ((t - open_) // st.interval_ms + 1) * st.interval_ms
-        end = open_ + st.tf_ms
+        end = st.grid.close_of(open_)
         return end if nxt >= end else nxt
 
     async def _run_scheduler(self) -> None:
@@ -619,7 +623,7 @@ class ExchangeServer:
                         continue
                     nxt = self._next_event(st, t)
                     if nxt < now:  # late: never skip a close, but skip stale partials
-                        boundary = st.bar_open(t) + st.tf_ms
+                        boundary = st.grid.close_of(st.bar_open(t))
                         if now - boundary > MAX_CATCH_UP_BARS * st.tf_ms:
                             logger.warning("simulated %s: scheduler %d ms late, skipping finals of "
                                            "%s", self.id, now - t, st.key)
@@ -650,14 +654,15 @@ class ExchangeServer:
         if not reorder:
             for t, st in due:
                 if st.bar_open(t) == t:
-                    prev = t - st.tf_ms
+                    prev = st.grid.prev_open(t)
                     flavors = {c.flavor for c in st.subscribers}
-                    msg = encode(st, model.candle(st.symbol, st.tf_ms, prev), True, now, flavors)
+                    msg = encode(st, model.candle(st.symbol, t - prev, prev), True, now, flavors)
                     finals.append((st, msg, (st.symbol, st.tf_ms, prev)))
         for t, st in due:
             flavors = {c.flavor for c in st.subscribers}
             open_ = st.bar_open(t)
-            msg = encode(st, model.partial(st.symbol, st.tf_ms, open_, t), False, now, flavors)
+            msg = encode(st, model.partial(st.symbol, st.grid.length(open_), open_, t), False, now,
+                         flavors)
             if not reorder:
                 st.held = None
                 rest.append((st, msg, None))
@@ -667,8 +672,8 @@ class ExchangeServer:
                     rest.append((st, st.held, None))
                     st.held = None
                 rest.append((st, msg, None))
-                prev = t - st.tf_ms
-                final = encode(st, model.candle(st.symbol, st.tf_ms, prev), True, now, flavors)
+                prev = st.grid.prev_open(t)
+                final = encode(st, model.candle(st.symbol, t - prev, prev), True, now, flavors)
                 rest.append((st, final, (st.symbol, st.tf_ms, prev)))
             elif st.held is None:
                 st.held = msg  # swap with the next partial
@@ -822,10 +827,10 @@ class Simulator:
         server = self.server(exchange)
         if symbol not in server.venue.symbols:
             raise ValueError(f"{symbol!r} is not listed on simulated {exchange}")
-        tf = _tf_ms(timeframe)
+        grid = _grid(server, timeframe)
         if until_ms <= since_ms:
             return []
-        return server.bars(symbol, tf, 0, start=since_ms, end=until_ms - 1, limit=1 << 62,
+        return server.bars(symbol, grid, start=since_ms, end=until_ms - 1, limit=1 << 62,
                            from_start=True, closed_only=True)
 
     def stats(self, exchange: str) -> dict[str, Any]:
@@ -837,7 +842,8 @@ class Simulator:
 
     def close_sent_ns(self, exchange: str, symbol: str, timeframe: str, open_ms: int) -> int | None:
         """``time.perf_counter_ns()`` taken just before the first send of the bar's final update."""
-        return self.server(exchange).close_sent_ns(symbol, _tf_ms(timeframe), int(open_ms))
+        server = self.server(exchange)
+        return server.close_sent_ns(symbol, _grid(server, timeframe).nominal_ms, int(open_ms))
 
     # ------------------------------------------------------------------ faults
     def drop(self, exchange: str, mode: str = "close", conn: str = "all") -> int:
@@ -908,12 +914,13 @@ class Simulator:
         return getattr(self, name)(exchange, **kwargs)
 
 
-def _tf_ms(timeframe: str) -> int:
+def _grid(server: ExchangeServer, timeframe: str) -> BarGrid:
+    """Where ``server``'s venue opens the bars ccxt's REST reads for ``timeframe``."""
     try:
-        return TIMEFRAMES_MS[timeframe]
+        return server.venue.grid_for(timeframe)
     except KeyError:
-        raise ValueError(f"timeframe {timeframe!r} is not simulated (use one of "
-                         f"{', '.join(TIMEFRAMES_MS)})") from None
+        raise ValueError(f"timeframe {timeframe!r} is not simulated on {server.id} (use one of "
+                         f"{', '.join(server.venue.intervals)})") from None
 
 
 class SimThread:

@@ -36,7 +36,8 @@ Candle = tuple[int, float, float, float, float, float]
 #: Every simulated market starts trading here (2017-07-14 02:40 UTC); no bars exist before.
 LISTING_MS = 1_500_000_000_000
 
-#: Timeframes every simulated venue serves, in milliseconds.
+#: Bar lengths that open on multiples of themselves since 1970-01-01 00:00 UTC, in milliseconds
+#: (what the venues serve besides weeks and months).
 TIMEFRAMES_MS: dict[str, int] = {
     "1s": 1_000,
     "1m": 60_000,
@@ -47,7 +48,11 @@ TIMEFRAMES_MS: dict[str, int] = {
     "1h": 3_600_000,
     "2h": 7_200_000,
     "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,
 }
 
 _M64 = (1 << 64) - 1

@@ -24,7 +24,7 @@ from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState, FeedStatus
 from btccxt_cli.sources.gate import LatencyWindow, RestGate
 from btccxt_cli.sources.pipe import Pipe
-from btccxt_cli.timeframes import bar_open, timeframe_ms
+from btccxt_cli.timeframes import BarGrid, bar_grid, timeframe_ms
 
 __all__ = ["Pipe", "Backoff", "RestGate", "SeriesParams", "Series", "LatencyWindow"]
 
@@ -51,10 +51,16 @@ class SeriesParams:
     watchdog_silence_s: float | None = None
     confirm_grace_s: float | None = None
     debug: bool = False
+    exchange_id: str | None = None  # whose bar alignment applies (timeframes.bar_grid)
 
     @property
     def tf_ms(self) -> int:
         return timeframe_ms(self.timeframe)
+
+    @property
+    def grid(self) -> BarGrid:
+        """Where this series' bars open (weeks on Monday, calendar months, ...)."""
+        return bar_grid(self.exchange_id, self.timeframe)
 
     @property
     def watchdog_s(self) -> float:
@@ -115,6 +121,7 @@ class Series:
         self.pipe = pipe or Pipe()
         self.name = name or params.symbol
         self.tf_ms = params.tf_ms
+        self.grid = params.grid
         self.log = logging.getLogger(f"btccxt_cli.series.{self.name}")
         if params.debug:
             self.log.setLevel(logging.DEBUG)
@@ -136,7 +143,7 @@ class Series:
         # REST answers are this series' live data (rest/threaded mode, or WebSocket fallback)
         self.polling = params.mode in ("rest", "threaded")
         self.phase = self.LIVE
-        self.assembler = BarAssembler(self.tf_ms, flagged=flagged)
+        self.assembler = BarAssembler(self.grid, flagged=flagged)
         self._begun = False
         # local OHLCV cache (cache.sqlite.OhlcvCache): warm-up source and write-through target
         self.cache = cache
@@ -150,21 +157,22 @@ class Series:
         if self._begun:
             return
         self._begun = True
-        p, tf = self.p, self.tf_ms
+        p, grid = self.p, self.grid
         now = self.exchange_now_ms()
+        forming = grid.open_of(now)
         since = None
         if p.backfill_start and p.fromdate_ms is not None:
-            since = bar_open(p.fromdate_ms + tf - 1, tf)  # first whole bar at or after fromdate
+            since = grid.ceil(p.fromdate_ms)  # first whole bar at or after fromdate
         elif p.backfill_start and p.backfill_bars:
-            since = bar_open(now, tf) - p.backfill_bars * tf
-        if since is not None and since < bar_open(now, tf):
-            self.assembler.last_ts = since - tf
+            since = grid.shift(forming, -p.backfill_bars)
+        if since is not None and since < forming:
+            self.assembler.last_ts = grid.prev_open(since)
             self.phase = self.HISTORY
             self.set_state(FeedState.DELAYED, "loading history")
             if self.cache is not None:
                 self._warm_from = since
         else:
-            self.assembler.last_ts = bar_open(now, tf) - tf  # first bar: the one forming now
+            self.assembler.last_ts = grid.prev_open(forming)  # first bar: the one forming now
             self.go_live()
 
     def go_live(self) -> None:
@@ -196,17 +204,18 @@ class Series:
         start = self._warm_from
         if start is None:
             return
-        tf = self.tf_ms
-        upto = bar_open(self.exchange_now_ms(), tf)
+        grid = self.grid
+        upto = grid.open_of(self.exchange_now_ms())
         try:
             rows = self.cache.read(self.cache_key, self.p.symbol, self.p.timeframe, start,
-                                   min(upto, start + (max_bars + 1) * tf))
+                                   min(upto, grid.shift(start, max_bars + 1)))
         except Exception:
             self.log.warning("%s: cache read failed; loading history from REST", self.name, exc_info=True)
             rows = []
-        run = 0
-        while run < len(rows) and rows[run].ts == start + run * tf:
+        run, want = 0, start
+        while run < len(rows) and rows[run].ts == want:
             run += 1
+            want = grid.next_open(want)
         more = run == len(rows) and run > max_bars  # the chunk was full and unbroken
         keep = rows[: max(0, run - 1)]  # the last row is re-read with the next chunk, or by REST
         if keep:
@@ -214,7 +223,7 @@ class Series:
                                          source=BarSource.BACKFILL)
             self.cached_bars += len(out)
             self.deliver(out, write_cache=False)
-        self._warm_from = keep[-1].ts + tf if more and keep else None
+        self._warm_from = grid.next_open(keep[-1].ts) if more and keep else None
         if self._warm_from is None:
             self.log.info("%s: %d history bars from the local cache", self.name, self.cached_bars)
 
@@ -224,7 +233,7 @@ class Series:
         assert exp is not None, "begin() first"
         if self.phase == self.HISTORY:
             return exp, self.p.ohlcv_limit
-        behind = max(0, (self.exchange_now_ms() - exp) // self.tf_ms) + 1  # bars opened since exp
+        behind = max(1, self.grid.count(exp, self.exchange_now_ms()))  # bars opened since exp
         return exp, int(min(self.p.ohlcv_limit, behind))
 
     def on_rest(self, rows: list[Candle], since: int) -> list[Emitted]:
@@ -242,7 +251,7 @@ class Series:
         self.deliver(out)
         if hist:
             exp = self.assembler.expected
-            caught_up = exp is not None and exp + self.tf_ms + int(self.p.settle_s * 1000) > now
+            caught_up = exp is not None and self.grid.close_of(exp) + int(self.p.settle_s * 1000) > now
             if caught_up or not rows or exp == before:
                 self.go_live()
         return out
@@ -251,7 +260,7 @@ class Series:
         self.note_message()
         if self.observe_exchange_ms is not None and candles:
             flags = closed if isinstance(closed, list) else [closed] * len(candles)
-            self.observe_exchange_ms(max(c.ts + (self.tf_ms if f else 0)
+            self.observe_exchange_ms(max(self.grid.close_of(c.ts) if f else c.ts
                                          for c, f in zip(candles, flags, strict=False)))
         # a subscription snapshot (bitget, kraken) may close bars while history still loads:
         # they are history, not live bars
@@ -266,7 +275,8 @@ class Series:
     def next_bar_due(self) -> bool:
         """The next bar the strategy needs has ended on the exchange clock (it is coming)."""
         exp = self.assembler.expected
-        return exp is not None and self.phase == self.LIVE and exp + self.tf_ms <= self.exchange_now_ms()
+        return (exp is not None and self.phase == self.LIVE
+                and self.grid.close_of(exp) <= self.exchange_now_ms())
 
     def rest_due_in(self, grace_s: float) -> float | None:
         """Seconds until the next REST read is due (<= 0: now); None: not needed."""

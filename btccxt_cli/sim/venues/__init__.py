@@ -3,6 +3,7 @@
 A venue is a class that declares its facts (id, default symbols, timeframes) and implements:
 
 ==========================  ===============================================================
+``grids``                   venue interval -> ``BarGrid``: where the exchange opens those bars
 ``routes()``                aiohttp route table: REST endpoints and WebSocket paths
 ``error_response(status)``  the venue's own error body for injected 429/418/5xx and outages
 ``encode(stream, ...)``     one candle update as the bytes each connection flavour receives
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from aiohttp import web
 
 from btccxt_cli.sim.market import Candle, MarketSpec, split_symbol
+from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, ExchangeServer, Stream
@@ -75,8 +77,10 @@ class Venue:
 
     id: ClassVar[str] = ""
     default_symbols: ClassVar[tuple[str, ...]] = ()
-    #: unified timeframe -> venue interval string (REST and WS)
+    #: unified timeframe -> venue interval string (REST and WS), as ccxt's REST asks for it
     intervals: ClassVar[dict[str, str]] = {}
+    #: venue interval (REST and WS) -> where the real exchange opens its bars
+    grids: ClassVar[dict[str, BarGrid]] = {}
 
     def __init__(self, server: ExchangeServer, symbols: list[str] | None) -> None:
         self.server = server
@@ -85,6 +89,10 @@ class Venue:
             split_symbol(s)  # ValueError on garbage
             self.check_symbol(s)
         self.specs: dict[str, MarketSpec] = {s: server.model.spec(s) for s in self.symbols}
+
+    def grid_for(self, timeframe: str) -> BarGrid:
+        """Where the bars ccxt's REST reads for the unified ``timeframe`` open (KeyError: none)."""
+        return self.grids[self.intervals[timeframe]]
 
     # ------------------------------------------------------------------ overridables
     def check_symbol(self, symbol: str) -> None:

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from btccxt_cli.sim.market import TIMEFRAMES_MS, Candle, MarketSpec
+from btccxt_cli.sim.grids import EPOCH_GRIDS, MONDAY_WEEK, UTC_MONTH
+from btccxt_cli.sim.market import Candle, MarketSpec
 from btccxt_cli.sim.venues import (
     MAJORS,
     Venue,
@@ -52,6 +53,7 @@ from btccxt_cli.sim.venues import (
     retry_after_headers,
 )
 from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
+from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.accounts import OrderEvent
@@ -87,7 +89,10 @@ class BinanceVenue(Venue):
 
     id = "binance"
     default_symbols = MAJORS
-    intervals = {tf: tf for tf in TIMEFRAMES_MS}  # binance spells them like ccxt
+    # binance's weeks open on Monday 00:00 UTC, its months on the 1st (UTC); the rest on
+    # multiples of their length since 1970
+    grids = {**EPOCH_GRIDS, "1w": MONDAY_WEEK, "1M": UTC_MONTH}
+    intervals = {tf: tf for tf in grids}  # binance spells them like ccxt
     # private API (venues/binance_private.py): fee rates and the first order id
     maker_fee = binance_private.MAKER_FEE
     taker_fee = binance_private.TAKER_FEE
@@ -214,7 +219,7 @@ class BinanceVenue(Venue):
             return _err(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
         if interval not in self.intervals:
             return _err(-1120, "Invalid interval.")
-        tf = TIMEFRAMES_MS[interval]
+        grid = self.grids[interval]
         ints: dict[str, int | None] = {}
         for name in ("startTime", "endTime", "limit"):
             raw = q.get(name)
@@ -233,8 +238,8 @@ class BinanceVenue(Venue):
         if start is not None and end is not None and start > end:
             return _err(-1023, "Start time is greater than end time.")
         spec = self.specs[symbol]
-        rows = [self._row(spec, c, tf)
-                for c in self.server.bars(symbol, tf, 0, start=start, end=end, limit=limit,
+        rows = [self._row(spec, c, grid)
+                for c in self.server.bars(symbol, grid, start=start, end=end, limit=limit,
                                           from_start=start is not None)]
         return json_response(rows)
 
@@ -289,10 +294,11 @@ class BinanceVenue(Venue):
         last = first + n - 1 if n else -1
         return _f8(v * vwap), n, _f8(taker), _f8(taker * vwap), first, last
 
-    def _row(self, spec: MarketSpec, c: Candle, tf: int) -> list[Any]:
+    def _row(self, spec: MarketSpec, c: Candle, grid: BarGrid) -> list[Any]:
         ts, o, h, lo, cl, v = c
         q, n, tv, tq, _f, _l = self._extras(spec, c)
-        return [ts, _f8(o), _f8(h), _f8(lo), _f8(cl), _f8(v), ts + tf - 1, q, n, tv, tq, "0"]
+        return [ts, _f8(o), _f8(h), _f8(lo), _f8(cl), _f8(v), grid.close_of(ts) - 1, q, n, tv, tq,
+                "0"]
 
     def encode(self, stream: Stream, candle: Candle, closed: bool, event_ms: int,
                flavors: set[str]) -> dict[str, bytes]:
@@ -302,7 +308,7 @@ class BinanceVenue(Venue):
         q, n, tv, tq, first, last = self._extras(spec, candle)
         event = {
             "e": "kline", "E": event_ms, "s": market_id,
-            "k": {"t": ts, "T": ts + stream.tf_ms - 1, "s": market_id, "i": interval,
+            "k": {"t": ts, "T": stream.grid.close_of(ts) - 1, "s": market_id, "i": interval,
                   "f": first, "L": last, "o": _f8(o), "c": _f8(cl), "h": _f8(h), "l": _f8(lo),
                   "v": _f8(v), "n": n, "x": closed, "q": q, "V": tv, "Q": tq, "B": "0"},
         }
@@ -344,7 +350,7 @@ class BinanceVenue(Venue):
             self.server.stats.ignored_streams += 1
             return
         interval = m.group(2)
-        key = (symbol, TIMEFRAMES_MS[interval], 0)
+        key = (symbol, self.grids[interval])
         self.server.subscribe(conn, key, name, ident=(self.market_id(symbol), interval, name))
 
     def _unsubscribe(self, conn: Connection, name: str) -> None:
@@ -354,7 +360,7 @@ class BinanceVenue(Venue):
         m = _KLINE_RE.match(name)
         symbol = self.by_id.get(m.group(1).upper()) if m else None
         if m and symbol and m.group(2) in self.intervals:
-            self.server.unsubscribe(conn, (symbol, TIMEFRAMES_MS[m.group(2)], 0))
+            self.server.unsubscribe(conn, (symbol, self.grids[m.group(2)]))
 
     async def _on_text(self, conn: Connection, text: str) -> None:
         try:

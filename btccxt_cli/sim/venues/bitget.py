@@ -17,10 +17,13 @@ exclusive; when the window holds more than ``limit`` bars the newest ``limit`` c
 (30 days of minute bars, 60 of 1h ... as ccxt's ``maxRecentDaysPerTimeframe``); the
 ``history-candles`` serve any age, ``limit`` <= 200, from ``endTime`` (required) backwards.
 Spot rows ``[ts, o, h, l, c, baseVol, quoteVol, usdtVol]``, mix rows ``[ts, o, h, l, c, baseVol,
-quoteVol]``, all strings. Spot granularities ``1min 3min 5min 15min 30min 1h 4h 1day 1Dutc``,
-mix ``1m 3m 5m 15m 30m 1H 2H 4H 1D 1Dutc``; ``1day``/``1D`` open at 00:00 UTC+8 (16:00 UTC),
-the ``utc`` ones at 00:00 UTC (what ccxt asks for ``1d``). ``1s`` on both is a simulator extra:
-``make_exchange`` adds it to ccxt's bitget timeframes in simulator mode.
+quoteVol]``, all strings. Spot granularities ``1min 3min 5min 15min 30min 1h 4h 6h 12h 1day
+1week 1M``, mix ``1m 3m 5m 15m 30m 1H 2H 4H 6H 12H 1D 1W 1M``, and on both ``6Hutc 12Hutc 1Dutc
+3Dutc 1Wutc 1Mutc``; the plain ones from 6 h up follow UTC+8 (a day opens at 16:00 UTC, a week
+on Sunday 16:00 UTC), the ``utc`` ones UTC (weeks on Monday, months on the 1st): what ccxt
+asks for from ``6h`` up, and (``make_exchange``) subscribes as ``candle<bar>`` channels too.
+``1s`` on both is a simulator extra: ``make_exchange`` adds it to ccxt's bitget timeframes in
+simulator mode.
 
 WebSocket ``/v2/ws/public``: ``{"op": "subscribe", "args": [{"instType": "SPOT", "channel":
 "candle1m", "instId": "BTCUSDT"}]}`` is answered per arg with ``{"event": "subscribe", "arg":
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from btccxt_cli.sim.grids import EPOCH_GRIDS, MONDAY_WEEK, UTC_MONTH, hk_grid
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
 from btccxt_cli.sim.venues import (
     MAJORS,
@@ -56,6 +60,7 @@ from btccxt_cli.sim.venues import (
     loads,
     retry_after_headers,
 )
+from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -67,31 +72,35 @@ __all__ = ["BitgetVenue"]
 RECENT_MAX, HISTORY_MAX, DEFAULT_LIMIT = 1000, 200, 100
 SNAPSHOT_BARS = 30  # newest bars sent on subscribe (the real snapshot is longer)
 DAY_MS = 86_400_000
-UTC8_MS = 16 * 3_600_000  # 00:00 UTC+8 == 16:00 UTC
 PRODUCT_TYPES = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES", "SUSDT-FUTURES", "SCOIN-FUTURES",
                  "SUSDC-FUTURES")
 INST_TYPES = ("SPOT", *PRODUCT_TYPES)
 
-#: granularity -> (bar length ms, alignment offset ms)
-SPOT_GRANULARITY: dict[str, tuple[int, int]] = {
-    "1s": (1_000, 0), "1min": (60_000, 0), "3min": (180_000, 0), "5min": (300_000, 0),
-    "15min": (900_000, 0), "30min": (1_800_000, 0), "1h": (3_600_000, 0), "4h": (14_400_000, 0),
-    "1day": (DAY_MS, UTC8_MS), "1Dutc": (DAY_MS, 0),
+_E = EPOCH_GRIDS
+#: the bars on UTC from 6 h up, and the same on UTC+8 without the suffix
+_UTC_LONG = {"6Hutc": _E["6h"], "12Hutc": _E["12h"], "1Dutc": _E["1d"], "3Dutc": _E["3d"],
+             "1Wutc": MONDAY_WEEK, "1Mutc": UTC_MONTH}
+_UTC8 = {"6H": hk_grid(_E["6h"]), "12H": hk_grid(_E["12h"]), "1D": hk_grid(_E["1d"]),
+         "1W": hk_grid(MONDAY_WEEK), "1M": hk_grid(UTC_MONTH)}
+#: granularity -> where those bars open
+SPOT_GRANULARITY: dict[str, BarGrid] = {
+    "1s": _E["1s"], "1min": _E["1m"], "3min": _E["3m"], "5min": _E["5m"], "15min": _E["15m"],
+    "30min": _E["30m"], "1h": _E["1h"], "4h": _E["4h"], "6h": _UTC8["6H"], "12h": _UTC8["12H"],
+    "1day": _UTC8["1D"], "1week": _UTC8["1W"], "1M": _UTC8["1M"], **_UTC_LONG,
 }
-MIX_GRANULARITY: dict[str, tuple[int, int]] = {
-    "1s": (1_000, 0), "1m": (60_000, 0), "3m": (180_000, 0), "5m": (300_000, 0),
-    "15m": (900_000, 0), "30m": (1_800_000, 0), "1H": (3_600_000, 0), "2H": (7_200_000, 0),
-    "4H": (14_400_000, 0), "1D": (DAY_MS, UTC8_MS), "1Dutc": (DAY_MS, 0),
+MIX_GRANULARITY: dict[str, BarGrid] = {
+    "1s": _E["1s"], "1m": _E["1m"], "3m": _E["3m"], "5m": _E["5m"], "15m": _E["15m"],
+    "30m": _E["30m"], "1H": _E["1h"], "2H": _E["2h"], "4H": _E["4h"], **_UTC8, **_UTC_LONG,
 }
-#: ``candle<bar>`` WebSocket channels (ccxt.pro maps 1m 3m 5m 15m 30m 1h 4h 1d to them)
-WS_BARS: dict[str, tuple[int, int]] = {
-    "1s": (1_000, 0), "1m": (60_000, 0), "3m": (180_000, 0), "5m": (300_000, 0),
-    "15m": (900_000, 0), "30m": (1_800_000, 0), "1H": (3_600_000, 0), "4H": (14_400_000, 0),
-    "1D": (DAY_MS, UTC8_MS), "1Dutc": (DAY_MS, 0),
+#: ``candle<bar>`` WebSocket channels
+WS_BARS: dict[str, BarGrid] = {
+    "1s": _E["1s"], "1m": _E["1m"], "3m": _E["3m"], "5m": _E["5m"], "15m": _E["15m"],
+    "30m": _E["30m"], "1H": _E["1h"], "4H": _E["4h"], **_UTC8, **_UTC_LONG,
 }
 #: how far back ``/market/candles`` reaches, per bar length (ccxt's maxRecentDaysPerTimeframe)
 RECENT_DAYS = {60_000: 30, 180_000: 30, 300_000: 30, 900_000: 30, 1_800_000: 30, 3_600_000: 60,
-               7_200_000: 120, 14_400_000: 240, DAY_MS: 1440}
+               7_200_000: 120, 14_400_000: 240, 21_600_000: 360, 43_200_000: 720, DAY_MS: 1440,
+               3 * DAY_MS: 4320, 7 * DAY_MS: 10080, 30 * DAY_MS: 43200}
 
 
 class BitgetError(Exception):
@@ -108,7 +117,9 @@ class BitgetVenue(Venue):
     id = "bitget"
     default_symbols = MAJORS + SWAPS
     intervals = {"1s": "1s", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
-                 "30m": "30min", "1h": "1h", "4h": "4h", "1d": "1Dutc"}  # spot REST
+                 "30m": "30min", "1h": "1h", "4h": "4h", "6h": "6Hutc", "12h": "12Hutc",
+                 "1d": "1Dutc", "3d": "3Dutc", "1w": "1Wutc", "1M": "1Mutc"}  # spot REST
+    grids = SPOT_GRANULARITY
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -260,7 +271,7 @@ class BitgetVenue(Venue):
         table = MIX_GRANULARITY if mix else SPOT_GRANULARITY
         if granularity not in table:
             raise BitgetError("40020", "Parameter granularity error")
-        tf, align = table[granularity]
+        grid = table[granularity]
         ints: dict[str, int | None] = {}
         for name in ("startTime", "endTime", "limit"):
             raw = q.get(name)
@@ -282,10 +293,10 @@ class BitgetVenue(Venue):
             raise BitgetError("40707", "Start time is greater than end time")
         now = self.server.now_ms()
         floor = LISTING_MS
-        days = RECENT_DAYS.get(tf)
+        days = RECENT_DAYS.get(grid.nominal_ms)
         if not history and days is not None:
             floor = max(floor, now - days * DAY_MS)
-        bars = self.server.bars(symbol, tf, align, start=start,
+        bars = self.server.bars(symbol, grid, start=start,
                                 end=None if end is None else end - 1,  # endTime is exclusive
                                 limit=limit, from_start=False, floor=floor)
         spec = self.specs[symbol]
@@ -388,8 +399,8 @@ class BitgetVenue(Venue):
         if symbol is None or bar not in WS_BARS:
             await self._error(conn, 30001, missing, op=op, arg=ident)
             return
-        tf, align = WS_BARS[bar]
-        key = (symbol, tf, align)
+        grid = WS_BARS[bar]
+        key = (symbol, grid)
         if op == "unsubscribe":
             self.server.unsubscribe(conn, key)
             await self.server.send(conn, dumps({"event": op, "arg": ident}))
@@ -400,7 +411,7 @@ class BitgetVenue(Venue):
             return
         # computed after the ack went out, so no push this connection saw is newer
         spec = self.specs[symbol]
-        bars = self.server.bars(symbol, tf, align, start=None, end=None, limit=SNAPSHOT_BARS,
+        bars = self.server.bars(symbol, grid, start=None, end=None, limit=SNAPSHOT_BARS,
                                 from_start=False)
         await self.server.send(conn, dumps({"action": "snapshot", "arg": ident,
                                             "data": [self._row(spec, c, mix=False) for c in bars],

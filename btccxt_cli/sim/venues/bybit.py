@@ -17,7 +17,8 @@ without ``start``): the newest ``limit`` bars opening at or before ``end`` (and 
 bar containing ``start``); neither: the newest ``limit``. Volume is base currency for spot and
 for linear contracts (1 contract = 1 base unit); turnover is quote currency.
 
-Intervals ``1 3 5 15 30 60 120 240 D`` (ccxt ``1m`` ... ``1d``) and the simulator extra ``1s``:
+Intervals ``1 3 5 15 30 60 120 240 360 720 D W M`` (ccxt ``1m`` ... ``1M``; ``W`` opens on
+Monday 00:00 UTC and ``M`` on the 1st of a month, like bybit's) and the simulator extra ``1s``:
 real bybit has no 1s klines; ``make_exchange`` adds ``"1s": "1s"`` to ccxt's bybit timeframes
 in simulator mode.
 
@@ -46,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketSpec, split_symbol
+from btccxt_cli.sim.grids import EPOCH_GRIDS, MONDAY_WEEK, UTC_MONTH
+from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
 from btccxt_cli.sim.venues import (
     MAJORS,
     SWAPS,
@@ -82,11 +84,13 @@ class BybitVenue(Venue):
     id = "bybit"
     default_symbols = MAJORS + SWAPS
     intervals = {"1s": "1s", "1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30",
-                 "1h": "60", "2h": "120", "4h": "240", "1d": "D"}
+                 "1h": "60", "2h": "120", "4h": "240", "6h": "360", "12h": "720", "1d": "D",
+                 "1w": "W", "1M": "M"}
+    grids = {**{iv: EPOCH_GRIDS[tf] for tf, iv in intervals.items() if tf in EPOCH_GRIDS},
+             "W": MONDAY_WEEK, "M": UTC_MONTH}
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
-        self.tf_by_interval: dict[str, int] = {iv: TIMEFRAMES_MS[tf] for tf, iv in self.intervals.items()}
         # spot and linear share ids ("BTCUSDT"): one table per category
         self.by_id: dict[str, dict[str, str]] = {c: {} for c in CATEGORIES}
         for s in self.symbols:
@@ -189,9 +193,9 @@ class BybitVenue(Venue):
         if symbol is None:
             return self._err(10001, "Not supported symbols")
         interval = q.get("interval")
-        if not interval or interval not in self.tf_by_interval:
+        if not interval or interval not in self.grids:
             return self._err(10001, "Invalid period!")
-        tf = self.tf_by_interval[interval]
+        grid = self.grids[interval]
         ints: dict[str, int | None] = {}
         for name in ("start", "end", "limit"):
             raw = q.get(name)
@@ -210,9 +214,9 @@ class BybitVenue(Venue):
         if start is not None and end is not None and start > end:
             return self._err(10001, "params error: start must be less than end")
         if start is not None:
-            start -= start % tf  # the bar containing start
+            start = grid.open_of(start)  # the bar containing start
         spec = self.specs[symbol]
-        bars = self.server.bars(symbol, tf, 0, start=start, end=end, limit=limit,
+        bars = self.server.bars(symbol, grid, start=start, end=end, limit=limit,
                                 from_start=start is not None and end is None, floor=LISTING_MS)
         rows = [self._row(spec, c) for c in reversed(bars)]
         return json_response(_envelope({"symbol": market_id, "category": category, "list": rows},
@@ -261,7 +265,7 @@ class BybitVenue(Venue):
         topic, interval = stream.ident
         spec = self.specs[stream.symbol]
         ts, o, h, lo, cl, v = candle
-        item = {"start": ts, "end": ts + stream.tf_ms - 1, "interval": interval,
+        item = {"start": ts, "end": stream.grid.close_of(ts) - 1, "interval": interval,
                 "open": spec.fmt_price(o), "close": spec.fmt_price(cl), "high": spec.fmt_price(h),
                 "low": spec.fmt_price(lo), "volume": spec.fmt_volume(v),
                 "turnover": self._turnover(spec, candle), "confirm": closed, "timestamp": event_ms}
@@ -328,7 +332,7 @@ class BybitVenue(Venue):
         if len(parts) != 3 or parts[0] != "kline":
             return None
         symbol = self.by_id[category].get(parts[2])
-        if symbol is None or parts[1] not in self.tf_by_interval:
+        if symbol is None or parts[1] not in self.grids:
             return None
         return symbol, parts[1]
 
@@ -365,11 +369,11 @@ class BybitVenue(Venue):
                 self.server.stats.ignored_streams += 1
                 return
             symbol, interval = kl
-            self.server.subscribe(conn, (symbol, self.tf_by_interval[interval], 0), topic,
+            self.server.subscribe(conn, (symbol, self.grids[interval]), topic,
                                   ident=(topic, interval))
             return
         if topic in held:
             held.remove(topic)
         if kl is not None:
             symbol, interval = kl
-            self.server.unsubscribe(conn, (symbol, self.tf_by_interval[interval], 0))
+            self.server.unsubscribe(conn, (symbol, self.grids[interval]))

@@ -12,8 +12,9 @@ pairs, ``SOLUSD``, ``XDGUSD``, ``XBTUSDT`` for the others; assets ``XXBT`` (``XB
 "high", "low", "close", "vwap", "volume", count]``; an answer holds at most the newest 720 rows
 (kraken keeps no older ones), those with ``time > since`` (``since`` is exclusive, in seconds),
 and always ends with the forming candle, plus ``"last"``: the open time of the newest committed
-bar, the ``since`` to poll with next. Intervals (minutes) ``1 5 15 30 60 240 1440`` and the
-simulator extra ``2``, which stands for 1-second bars: kraken's interval is an integer number of
+bar, the ``since`` to poll with next. Intervals (minutes) ``1 5 15 30 60 240 1440 10080 21600``
+(10080: weeks from Thursday 00:00 UTC, multiples of 7 days since 1970; 21600: 15 days, which
+ccxt calls ``2w``) and the simulator extra ``2``, which stands for 1-second bars: kraken's interval is an integer number of
 minutes and ccxt subtracts ``interval * 60`` s from ``since`` (harmless: ccxt drops the extra
 rows), so a 1 s timeframe needs an unused positive integer (see docs/simulator.md).
 
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from btccxt_cli.sim.grids import EPOCH_GRIDS, THURSDAY_WEEK
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec
 from btccxt_cli.sim.venues import (
     Venue,
@@ -58,6 +60,7 @@ from btccxt_cli.sim.venues import (
     loads,
     retry_after_headers,
 )
+from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.app import Connection, Stream
@@ -70,9 +73,13 @@ MAX_ROWS = 720
 SNAPSHOT_BARS = 30  # newest bars sent on subscribe
 HEARTBEAT_S = 1.0
 SIM_1S_INTERVAL = 2  # the simulator's 1-second bars (kraken has no 2-minute bars)
-#: interval (minutes; 2 = the 1 s extra) -> bar length ms
-INTERVALS: dict[int, int] = {SIM_1S_INTERVAL: 1_000, 1: 60_000, 5: 300_000, 15: 900_000,
-                             30: 1_800_000, 60: 3_600_000, 240: 14_400_000, 1440: 86_400_000}
+#: interval (minutes; 2 = the 1 s extra) -> where those bars open: every one on multiples of its
+#: length since 1970 (weeks on Thursday; 21600 minutes are 15 days)
+INTERVALS: dict[int, BarGrid] = {
+    SIM_1S_INTERVAL: EPOCH_GRIDS["1s"], 1: EPOCH_GRIDS["1m"], 5: EPOCH_GRIDS["5m"],
+    15: EPOCH_GRIDS["15m"], 30: EPOCH_GRIDS["30m"], 60: EPOCH_GRIDS["1h"], 240: EPOCH_GRIDS["4h"],
+    1440: EPOCH_GRIDS["1d"], 10080: THURSDAY_WEEK, 21600: BarGrid.fixed(15 * 86_400_000),
+}
 #: unified code -> (kraken asset id, altname) where kraken keeps its X/Z names
 LEGACY_ASSETS = {
     "BTC": ("XXBT", "XBT"), "ETH": ("XETH", "ETH"), "LTC": ("XLTC", "LTC"), "XRP": ("XXRP", "XRP"),
@@ -101,7 +108,8 @@ class KrakenVenue(Venue):
         "LINK/USD", "BTC/USDT", "ETH/USDT",
     )
     intervals = {"1s": str(SIM_1S_INTERVAL), "1m": "1", "5m": "5", "15m": "15", "30m": "30",
-                 "1h": "60", "4h": "240", "1d": "1440"}
+                 "1h": "60", "4h": "240", "1d": "1440", "1w": "10080", "2w": "21600"}
+    grids = {str(minutes): grid for minutes, grid in INTERVALS.items()}
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -216,19 +224,19 @@ class KrakenVenue(Venue):
             since = None if q.get("since") in (None, "") else int(float(q["since"]))
         except ValueError:
             return self._err("EGeneral:Invalid arguments")
-        tf = INTERVALS.get(interval)
-        if tf is None:
+        grid = INTERVALS.get(interval)
+        if grid is None:
             return self._err("EGeneral:Invalid arguments")
         now = self.server.now_ms()
-        cur = now - now % tf
-        floor = max(LISTING_MS, cur - (MAX_ROWS - 1) * tf)  # kraken keeps the newest 720 only
-        bars = self.server.bars(symbol, tf, 0, start=None if since is None else since * 1000 + 1,
+        cur = grid.open_of(now)
+        floor = max(LISTING_MS, grid.shift(cur, -(MAX_ROWS - 1)))  # kraken keeps the newest 720
+        bars = self.server.bars(symbol, grid, start=None if since is None else since * 1000 + 1,
                                 end=None, limit=MAX_ROWS, from_start=False, floor=floor)
         if not bars or bars[-1][0] != cur:  # the forming candle is always there
-            bars.append(self.server.model.partial(symbol, tf, cur, now))
+            bars.append(self.server.model.partial(symbol, grid.length(cur), cur, now))
         spec = self.specs[symbol]
         return self._ok({self.pair_id[symbol]: [self._row(spec, c) for c in bars],
-                         "last": (cur - tf) // 1000})
+                         "last": grid.prev_open(cur) // 1000})
 
     # ------------------------------------------------------------------ formatting
     def _pair_info(self, symbol: str) -> dict[str, Any]:
@@ -264,17 +272,17 @@ class KrakenVenue(Venue):
         return [ts // 1000, spec.fmt_price(o), spec.fmt_price(h), spec.fmt_price(lo),
                 spec.fmt_price(cl), spec.fmt_price(vwap), f"{v:.8f}", count]
 
-    def _ws_candle(self, symbol: str, interval: int, tf: int, c: Candle) -> dict[str, Any]:
+    def _ws_candle(self, symbol: str, interval: int, grid: BarGrid, c: Candle) -> dict[str, Any]:
         ts, o, h, lo, cl, v = c
         vwap, count = self._extras(self.specs[symbol], c)
         return {"symbol": symbol, "open": o, "high": h, "low": lo, "close": cl, "trades": count,
                 "volume": v, "vwap": vwap, "interval_begin": _iso(ts, 9), "interval": interval,
-                "timestamp": _iso(ts + tf)}
+                "timestamp": _iso(grid.close_of(ts))}
 
     def encode(self, stream: Stream, candle: Candle, closed: bool, event_ms: int,
                flavors: set[str]) -> dict[str, bytes]:
         interval = stream.ident
-        data = [self._ws_candle(stream.symbol, interval, stream.tf_ms, candle)]
+        data = [self._ws_candle(stream.symbol, interval, stream.grid, candle)]
         return {"default": dumps({"channel": "ohlc", "type": "update", "timestamp": _iso(event_ms),
                                   "data": data})}
 
@@ -360,8 +368,8 @@ class KrakenVenue(Venue):
                                                      error=f"Currency pair not supported {name}",
                                                      symbol=name))
             return
-        tf = INTERVALS[interval]
-        key = (name, tf, 0)
+        grid = INTERVALS[interval]
+        key = (name, grid)
         result = {"channel": "ohlc", "interval": interval, "snapshot": snapshot, "symbol": name}
         if method == "unsubscribe":
             self.server.unsubscribe(conn, key)
@@ -374,8 +382,8 @@ class KrakenVenue(Venue):
         if not snapshot or self.server.faults.stalled(self.server.clock.monotonic()):
             return
         # computed after the ack went out, so no push this connection saw is newer
-        bars = self.server.bars(name, tf, 0, start=None, end=None, limit=SNAPSHOT_BARS,
+        bars = self.server.bars(name, grid, start=None, end=None, limit=SNAPSHOT_BARS,
                                 from_start=False)
-        data = [self._ws_candle(name, interval, tf, c) for c in bars]
+        data = [self._ws_candle(name, interval, grid, c) for c in bars]
         await self.server.send(conn, dumps({"channel": "ohlc", "type": "snapshot",
                                             "timestamp": _iso(self.server.now_ms()), "data": data}))

@@ -23,7 +23,9 @@ Candles are the bars opening in ``[startAt, endAt)`` (``endAt`` 0 or missing: no
 0 or missing: no lower bound), the newest 1500 of them, newest first, the forming one included.
 (kucoin does not document whether ``endAt`` is inclusive; ccxt asks for ``endAt = since + limit
 * tf`` and expects ``limit`` bars, which only the half-open window gives with ``limit=1500``.)
-Types ``1min 3min 5min 15min 30min 1hour 2hour 4hour 1day`` and the simulator extra ``1sec``:
+Types ``1min 3min 5min 15min 30min 1hour 2hour 4hour 6hour 8hour 12hour 1day 1week 1month``
+(``1week`` opens on Thursday 00:00 UTC, every 7 days since 1970, as kucoin's does; ``1month`` on
+the 1st) and the simulator extra ``1sec``:
 real kucoin has no second candles; ``make_exchange`` adds ``"1s": "1sec"`` to ccxt's kucoin
 timeframes in simulator mode.
 
@@ -57,7 +59,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from btccxt_cli.sim.market import LISTING_MS, TIMEFRAMES_MS, Candle, MarketSpec
+from btccxt_cli.sim.grids import EPOCH_GRIDS, THURSDAY_WEEK, UTC_MONTH
+from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec
 from btccxt_cli.sim.venues import (
     MAJORS,
     Venue,
@@ -97,11 +100,13 @@ class KucoinVenue(Venue):
     id = "kucoin"
     default_symbols = MAJORS
     intervals = {"1s": "1sec", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
-                 "30m": "30min", "1h": "1hour", "2h": "2hour", "4h": "4hour", "1d": "1day"}
+                 "30m": "30min", "1h": "1hour", "2h": "2hour", "4h": "4hour", "6h": "6hour",
+                 "8h": "8hour", "12h": "12hour", "1d": "1day", "1w": "1week", "1M": "1month"}
+    grids = {**{t: EPOCH_GRIDS[tf] for tf, t in intervals.items() if tf in EPOCH_GRIDS},
+             "1week": THURSDAY_WEEK, "1month": UTC_MONTH}
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
-        self.tf_by_type: dict[str, int] = {t: TIMEFRAMES_MS[tf] for tf, t in self.intervals.items()}
         self.by_id: dict[str, str] = {self.market_id(s): s for s in self.symbols}
         self._symbols = [self._symbol_info(s) for s in self.symbols]
         self._tokens: OrderedDict[str, None] = OrderedDict()
@@ -194,7 +199,7 @@ class KucoinVenue(Venue):
 
     async def all_tickers(self, request: web.Request) -> web.Response:
         now = self.server.now_ms()
-        day = TIMEFRAMES_MS["1d"]
+        day = EPOCH_GRIDS["1d"].step_ms
         tickers = []
         for s in self.symbols:
             spec = self.specs[s]
@@ -220,9 +225,9 @@ class KucoinVenue(Venue):
         if symbol is None:
             return _err("400100", "This pair is not provided at present")
         ctype = q.get("type")
-        if not ctype or ctype not in self.tf_by_type:
+        if not ctype or ctype not in self.grids:
             return _err("400100", "This type of Candlestick is currently not provided.")
-        tf = self.tf_by_type[ctype]
+        grid = self.grids[ctype]
         secs: dict[str, int] = {}
         for name in ("startAt", "endAt"):
             raw = q.get(name)
@@ -236,7 +241,7 @@ class KucoinVenue(Venue):
         # endAt is exclusive: ccxt asks endAt = since + limit * tf and expects limit bars
         end = secs["endAt"] * 1000 - 1 if secs["endAt"] else None
         spec = self.specs[symbol]
-        bars = self.server.bars(symbol, tf, 0, start=start, end=end, limit=MAX_ROWS,
+        bars = self.server.bars(symbol, grid, start=start, end=end, limit=MAX_ROWS,
                                 from_start=False, floor=LISTING_MS)
         return _ok([self._row(spec, c) for c in reversed(bars)])
 
@@ -353,7 +358,7 @@ class KucoinVenue(Venue):
                                          "data": f"topic {topic} is not found"})
                 return
             symbol, ctype = found
-            key = (symbol, self.tf_by_type[ctype], 0)
+            key = (symbol, self.grids[ctype])
             if kind == "subscribe":
                 self.server.subscribe(conn, key, topic, ident=(topic, self.market_id(symbol)))
             else:
@@ -369,6 +374,6 @@ class KucoinVenue(Venue):
         """``/market/candles:BTC-USDT_1min`` -> (unified symbol, type) when simulated."""
         market_id, sep, ctype = topic[len(CANDLE_TOPIC):].rpartition("_")
         symbol = self.by_id.get(market_id)
-        if not sep or symbol is None or ctype not in self.tf_by_type:
+        if not sep or symbol is None or ctype not in self.grids:
             return None
         return symbol, ctype

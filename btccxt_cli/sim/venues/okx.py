@@ -14,9 +14,11 @@ strings, ``confirm`` ``"0"`` for the forming candle. ``after=T`` keeps bars with
 spot ``vol`` is in base currency and ``volCcy`` in quote; for swaps ``vol`` counts contracts and
 ``volCcy`` is base currency (ccxt reads index 5 for spot, 6 for swaps, so both give base volume).
 
-Bars: ``1s 1m 3m 5m 15m 30m 1H 2H 4H 1D 1Dutc`` (and the same as ``candle<bar>`` channels). ``1D``
-opens at 00:00 Hong Kong time (16:00 UTC) like okx; ``1Dutc`` at 00:00 UTC, which is what ccxt
-asks for with ``1d``. Real okx has no 1s bars on REST; the simulator serves them so tests can
+Bars: ``1s 1m 3m 5m 15m 30m 1H 2H 4H``, ``6H 12H 1D 1W 1M 3M`` and ``6Hutc 12Hutc 1Dutc 1Wutc
+1Mutc 3Mutc`` (and the same as ``candle<bar>`` channels). Like okx, the plain ``6H`` and longer
+bars follow Hong Kong time (a ``1D`` bar opens at 16:00 UTC, a ``1W`` on Sunday 16:00 UTC, a
+``1M`` at 16:00 UTC on the month's last day); the ``utc`` ones open at 00:00 UTC (weeks on
+Monday, months on the 1st), which is what ccxt's REST asks for from ``6h`` up. Real okx has no 1s bars on REST; the simulator serves them so tests can
 run on 1s bars (``make_exchange`` adds ``1s`` to ccxt's okx timeframes in simulator mode).
 
 Private: signed REST in ``okx_private.py``; ``/ws/v5/private`` (login, ``orders``, ``account``)
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from btccxt_cli.sim.grids import EPOCH_GRIDS, MONDAY_WEEK, UTC_MONTH, hk_grid
 from btccxt_cli.sim.market import LISTING_MS, Candle, MarketSpec, split_symbol
 from btccxt_cli.sim.venues import (
     MAJORS,
@@ -49,6 +52,7 @@ from btccxt_cli.sim.venues import (
     retry_after_headers,
 )
 from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs, event_error, read_request
+from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.accounts import OrderEvent
@@ -62,13 +66,18 @@ CANDLES_MAX = 300
 HISTORY_MAX = 300  # ccxt 4.5 asks history-candles for 300; okx documents 300 since 2024
 DEFAULT_LIMIT = 100
 RECENT_BARS = 1440  # /market/candles serves only the latest 1440 bars
-HK_OFFSET_MS = 16 * 3_600_000  # 00:00 HKT == 16:00 UTC
-
-#: okx bar -> (bar length ms, alignment offset ms)
-BARS: dict[str, tuple[int, int]] = {
-    "1s": (1_000, 0), "1m": (60_000, 0), "3m": (180_000, 0), "5m": (300_000, 0),
-    "15m": (900_000, 0), "30m": (1_800_000, 0), "1H": (3_600_000, 0), "2H": (7_200_000, 0),
-    "4H": (14_400_000, 0), "1D": (86_400_000, HK_OFFSET_MS), "1Dutc": (86_400_000, 0),
+_UTC_LONG: dict[str, BarGrid] = {
+    "6H": EPOCH_GRIDS["6h"], "12H": EPOCH_GRIDS["12h"], "1D": EPOCH_GRIDS["1d"], "1W": MONDAY_WEEK,
+    "1M": UTC_MONTH, "3M": BarGrid(months=3),
+}
+#: okx bar -> where its bars open: up to 4H on multiples of their length since 1970; from 6H up
+#: on Hong Kong time, or on UTC with the ``utc`` suffix
+BARS: dict[str, BarGrid] = {
+    **{bar: EPOCH_GRIDS[tf] for bar, tf in (("1s", "1s"), ("1m", "1m"), ("3m", "3m"), ("5m", "5m"),
+                                            ("15m", "15m"), ("30m", "30m"), ("1H", "1h"),
+                                            ("2H", "2h"), ("4H", "4h"))},
+    **{bar: hk_grid(grid) for bar, grid in _UTC_LONG.items()},
+    **{bar + "utc": grid for bar, grid in _UTC_LONG.items()},
 }
 
 
@@ -90,8 +99,11 @@ class OkxVenue(Venue):
 
     id = "okx"
     default_symbols = MAJORS + SWAPS
+    grids = BARS
+    # what ccxt's REST asks for: the utc bars from 6h up
     intervals = {"1s": "1s", "1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m",
-                 "1h": "1H", "2h": "2H", "4h": "4H", "1d": "1Dutc"}
+                 "1h": "1H", "2h": "2H", "4h": "4H", "6h": "6Hutc", "12h": "12Hutc", "1d": "1Dutc",
+                 "1w": "1Wutc", "1M": "1Mutc", "3M": "3Mutc"}
     # private API (venues/okx_private.py): fee rates and the first order id
     maker_fee = okx_private.MAKER_FEE
     taker_fee = okx_private.TAKER_FEE
@@ -189,7 +201,7 @@ class OkxVenue(Venue):
         bar = q.get("bar") or "1m"
         if bar not in BARS:
             return _err("51000", "Parameter bar error", 400)
-        tf, align = BARS[bar]
+        grid = BARS[bar]
         ints: dict[str, int | None] = {}
         for name in ("after", "before", "limit"):
             raw = q.get(name)
@@ -207,14 +219,13 @@ class OkxVenue(Venue):
         after, before = ints["after"], ints["before"]
         now = self.server.now_ms()
         floor = LISTING_MS
+        closed_before = grid.open_of(now)  # the forming bar's open
         if recent_only:
-            cur = now - (now - align) % tf
-            floor = max(floor, cur - (RECENT_BARS - 1) * tf)
+            floor = max(floor, grid.shift(closed_before, -(RECENT_BARS - 1)))
         spec = self.specs[symbol]
-        bars = self.server.bars(symbol, tf, align, start=None if before is None else before + 1,
+        bars = self.server.bars(symbol, grid, start=None if before is None else before + 1,
                                 end=None if after is None else after - 1, limit=limit,
                                 from_start=False, floor=floor)
-        closed_before = now - (now - align) % tf
         rows = [self._row(spec, c, c[0] < closed_before) for c in reversed(bars)]
         return _ok(rows)
 
@@ -319,8 +330,7 @@ class OkxVenue(Venue):
         if not business or bar not in BARS or symbol is None:
             await self._event_error(conn, "60018", _channel_missing(channel, inst_id))
             return
-        tf, align = BARS[bar]
-        key = (symbol, tf, align)
+        key = (symbol, BARS[bar])
         label = f"{channel}:{inst_id}"
         if op == "subscribe":
             self.server.subscribe(conn, key, label, ident={"channel": channel, "instId": inst_id})
