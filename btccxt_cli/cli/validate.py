@@ -1,7 +1,8 @@
 """``btccxt validate CONFIG`` and ``btccxt config schema``.
 
-Role: load a config and run every offline check (schema, rules, ccxt metadata), then print a short
-summary, or ONE error line on stderr with exit code 2 and no traceback. ``config schema`` prints
+Role: load a config and run every offline check (schema, rules, ccxt metadata, and the strategy:
+the same checks as ``btccxt run``, loading the class and its params without running it), then
+print a short summary, or ONE error line on stderr with exit code 2 and no traceback. ``config schema`` prints
 the JSON Schema of the YAML. The network is touched only with ``--online`` or a ``sim: URL``
 (then the symbols are checked against the exchange's markets).
 
@@ -50,9 +51,11 @@ def validate_command(
     try:
         from btccxt_cli.config import load_config
         from btccxt_cli.exchange.describe import validate_exchange
+        from btccxt_cli.runtime.strategies import check_strategy
 
         loaded = load_config(config)
         facts = validate_exchange(loaded)
+        strategy_cls, strategy_path = check_strategy(loaded, config.resolve().parent)
         if online or loaded.exchange.sim_url:
             _check_symbols_online(loaded)
     except BtccxtError as exc:
@@ -63,7 +66,7 @@ def validate_command(
         typer.echo(f"error: internal error while validating {config}: {type(exc).__name__}: "
                    f"{redact(str(exc))} (please report this)", err=True)
         raise typer.Exit(1) from None
-    typer.echo(summarize(loaded, facts, config))
+    typer.echo(summarize(loaded, facts, config, strategy=(strategy_cls.__name__, strategy_path)))
 
 
 def _check_symbols_online(loaded: Config) -> None:
@@ -103,8 +106,9 @@ def _fmt_params(params: dict[str, Any]) -> str:
     return f" {{{inner}}}"
 
 
-def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str) -> str:
-    """The short OK summary printed by ``btccxt validate``."""
+def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str, *,
+              strategy: tuple[str, Path] | None = None) -> str:
+    """The short OK summary printed by ``btccxt validate`` (``strategy``: class name and file)."""
     ex = config.exchange
     name = f"{ex.id} ({facts.name})" if facts is not None and facts.name != ex.id else ex.id
     if ex.sim is True:
@@ -126,14 +130,16 @@ def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str) -> 
         f.symbol if f.timeframe == feed.timeframe else f"{f.symbol} ({f.timeframe})"
         for f in config.symbol_feeds()
     )
-    strategy = config.strategy.name or str(config.strategy.path)
+    strat = config.strategy.name or str(config.strategy.path)
+    if strategy is not None:
+        strat += f" ({strategy[0]} in {strategy[1]})"
     broker = config.broker
     lines = [
         f"OK: {path}",
         f"  exchange  {name}, {where}, {creds}",
         f"  feed      {feed.mode}, {feed.timeframe} bars, {bf}",
         f"  symbols   {symbols}",
-        f"  strategy  {strategy}{_fmt_params(dict(config.strategy.params))}",
+        f"  strategy  {strat}{_fmt_params(dict(config.strategy.params))}",
         f"  broker    {broker.mode}, cash {broker.cash:g}, commission {broker.commission:g}",
     ]
     return "\n".join(lines)

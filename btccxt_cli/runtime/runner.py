@@ -17,7 +17,12 @@ from btccxt_cli.config.schema import Config
 from btccxt_cli.errors import BtccxtError, ConfigError
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
 from btccxt_cli.runtime.state import RunMonitor
-from btccxt_cli.runtime.strategies import StrategyFailed, load_strategy, user_traceback
+from btccxt_cli.runtime.strategies import (
+    StrategyFailed,
+    check_strategy,
+    load_strategy,
+    user_traceback,
+)
 from btccxt_cli.timeframes import to_backtrader
 
 __all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES", "connection_status"]
@@ -116,8 +121,7 @@ class Runner:
                 ccxt_cfg[key] = val.get_secret_value()
         if ex.options:
             ccxt_cfg["options"] = dict(ex.options)
-        strat_cls, self.strategy_path = load_strategy(cfg.strategy, self.config_dir)
-        self._check_params(strat_cls)
+        strat_cls, self.strategy_path = check_strategy(cfg, self.config_dir)
         cache: Any = None
         if cfg.feed.cache:
             from btccxt_cli.cache.sqlite import default_cache_path
@@ -266,17 +270,6 @@ class Runner:
             if path.exists():
                 self.kill(f"file {path}")
                 return
-
-    def _check_params(self, cls: type) -> None:
-        import difflib
-
-        known = list(cls.params._getkeys())
-        for key in self.config.strategy.params:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"{cls.__name__} takes: {', '.join(known) or 'no params'}"
-                raise self.config.source.error(("strategy", "params", key),
-                                               f"unknown parameter {key!r} for {cls.__name__}", hint=hint)
 
     def _check_symbols(self) -> None:
         from btccxt_cli.exchange.describe import check_symbols

@@ -1,7 +1,9 @@
 """Strategies: find the module a config names, load its ``bt.Strategy``, report its errors.
 
 A name is looked up in ``strategies/`` beside the config, in the working directory and in the
-repository; a path is loaded as given. Imports backtrader only inside ``load_strategy``.
+repository; a path is loaded as given. ``check_strategy`` is what both ``btccxt run`` and
+``btccxt validate`` call: load the class and check the config's params against it, errors
+located at the config's line. Imports backtrader only inside ``load_strategy``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from btccxt_cli.config.schema import StrategyConfig
+from btccxt_cli.config.schema import Config, StrategyConfig
 from btccxt_cli.errors import BtccxtError, ConfigError
 
-__all__ = ["StrategyFailed", "load_strategy", "user_traceback", "REPO_STRATEGIES"]
+__all__ = ["StrategyFailed", "check_params", "check_strategy", "load_strategy", "user_traceback",
+           "REPO_STRATEGIES"]
 
 REPO_STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
 
@@ -35,8 +38,11 @@ def _strategy_file(cfg: StrategyConfig, config_dir: Path | None) -> Path:
     if cfg.path is not None:
         return Path(cfg.path)
     name = str(cfg.name)
-    dirs = [d for d in ((config_dir / "strategies") if config_dir else None,
-                        Path.cwd() / "strategies", REPO_STRATEGIES) if d is not None]
+    dirs: list[Path] = []
+    for d in ((config_dir / "strategies") if config_dir else None, Path.cwd() / "strategies",
+              REPO_STRATEGIES):
+        if d is not None and d.resolve() not in {x.resolve() for x in dirs}:  # each folder once
+            dirs.append(d)
     for d in dirs:
         f = d / f"{name}.py"
         if f.is_file():
@@ -79,6 +85,39 @@ def load_strategy(cfg: StrategyConfig, config_dir: Path | None = None) -> tuple[
                               hint="keep one Strategy subclass per file, or name it after the file")
         found = match
     return found[0], path
+
+
+def check_params(cls: type, config: Config) -> None:
+    """Every key of ``strategy.params`` is a param of ``cls`` (a located error names the fix)."""
+    import difflib
+
+    known = list(cls.params._getkeys())  # type: ignore[attr-defined]
+    for key in config.strategy.params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else f"{cls.__name__} takes: {', '.join(known) or 'no params'}")
+            raise config.source.error(("strategy", "params", key),
+                                      f"unknown parameter {key!r} for {cls.__name__}", hint=hint)
+
+
+def check_strategy(config: Config, config_dir: Path | None) -> tuple[type, Path]:
+    """The strategy ``config`` names, loaded and its params checked (``run`` and ``validate``).
+
+    A strategy that cannot be found or has several Strategy classes is a ``ConfigError`` at the
+    config's ``strategy`` line; one that fails to import is ``StrategyFailed``.
+    """
+    key = ("strategy", "path") if config.strategy.path is not None else ("strategy", "name")
+    try:
+        cls, path = load_strategy(config.strategy, config_dir)
+    except StrategyFailed:
+        raise
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        raise config.source.error(key, exc.message, hint=exc.hint) from exc
+    check_params(cls, config)
+    return cls, path
 
 
 def user_traceback(exc: BaseException, path: Path | None) -> str:

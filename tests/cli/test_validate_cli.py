@@ -175,3 +175,60 @@ def test_cli_never_shows_a_traceback(app: typer.Typer, _no_secret_registration: 
     if result.exit_code == 2:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, result.stderr
+
+
+# --------------------------------------------------------------------------- strategy checks
+# validate runs run's strategy checks (runtime.strategies.check_strategy) without running it
+
+STRATEGY_CONFIG = """exchange:
+  id: binance
+  sim: true
+symbols: [BTC/USDT]
+feed: {{timeframe: 1s}}
+strategy:
+  {strategy}
+"""
+TWO_CLASSES = "import backtrader as bt\n\n\nclass A(bt.Strategy):\n    pass\n\n\nclass B(bt.Strategy):\n    pass\n"
+SYNTAX_ERROR = "import backtrader as bt\n\n\nclass A(bt.Strategy)\n    pass\n"
+
+
+@pytest.mark.parametrize(("strategy", "files", "code", "needle"), [
+    ("name: no_such_strategy", {}, 2, "run.yaml:7:9: strategy.name: no strategy named 'no_such_strategy'"),
+    ("name: sma_cross\n  params: {fats: 3}", {}, 2,
+     "run.yaml:8:18: strategy.params.fats: unknown parameter 'fats' for SmaCross (did you mean 'fast'?)"),
+    ("path: two.py", {"two.py": TWO_CLASSES}, 2, "strategy.path: ", ),
+    ("path: broken.py", {"broken.py": SYNTAX_ERROR}, 3, "importing strategy"),
+], ids=["unknown-name", "unknown-param", "two-classes", "syntax-error"])
+def test_validate_rejects_what_run_rejects(app: typer.Typer, tmp_path: Path, strategy: str,
+                                           files: dict[str, str], code: int, needle: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(STRATEGY_CONFIG.format(strategy=strategy))
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    if "two.py" in strategy:
+        assert "several strategies (A, B)" in lines[0]
+    if "broken.py" in strategy:
+        assert "broken.py, line 4" in lines[0]
+
+
+def test_no_strategy_named_lists_each_folder_once(app: typer.Typer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the repository with a config in configs/: the config's strategies/ folder,
+    the working directory's and the repository's are the same one, listed once."""
+    monkeypatch.chdir(ROOT)
+    cfg = tmp_path / "strategies_here.yaml"
+    cfg.write_text(STRATEGY_CONFIG.format(strategy="name: nope"))
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2
+    assert result.stderr.count(str(ROOT / "strategies")) == 1, result.stderr
+
+
+def test_validate_names_the_strategy_class_it_loaded(app: typer.Typer) -> None:
+    result = runner.invoke(app, ["validate", str(CONFIGS / "demo.yaml")])
+    assert result.exit_code == 0, result.output
+    assert f"sma_cross (SmaCross in {ROOT / 'strategies' / 'sma_cross.py'})" in result.stdout
