@@ -30,7 +30,9 @@ def describe(r: BackfillResult) -> str:
             f"({r.retries} retries, {r.rate_limit_waits} rate-limit waits), {r.seconds:.2f} s; "
             f"cached {r.cached_bars} bars")
     g = r.gaps
-    if g is None or (not g.exchange and not g.missing):
+    if g is None:  # the run failed before the cache could be read back
+        gaps = "gaps not known"
+    elif not g.exchange and not g.missing:
         gaps = "no gaps"
     else:
         parts = []

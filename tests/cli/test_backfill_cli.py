@@ -185,6 +185,27 @@ def test_a_damaged_cache_is_one_line_before_any_download(sim, tmp_path):
     assert klines(sim) == 0
 
 
+def test_a_cache_damaged_inside_is_one_line_naming_it(sim, tmp_path):
+    from btccxt_cli.model import Candle
+
+    db = tmp_path / "c.sqlite"
+    with OhlcvCache(db) as cache:
+        cache.upsert(SRC, "BTC/USDT", "1m", [Candle(i * M, 1.0 + i, 2.0 + i, 0.5, 1.5, 3.0)
+                                             for i in range(20_000)])
+        cache.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(db, "r+b") as f:  # scribble over every 7th page after the first two
+        for offset in range(8_192, db.stat().st_size, 7 * 4_096):
+            f.seek(offset)
+            f.write(b"\xff" * 64)
+    r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", "2h", "--db", str(db))
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if not line.endswith("%)")]
+    assert errors == [f"error: cache '{db}' is damaged or not a btccxt cache (database disk image "
+                      "is malformed) (move it away and backfill again, or pass another file with "
+                      "--db)"], r.stderr
+    assert "gaps not known" in r.stdout and klines(sim) == 0
+
+
 def test_a_full_disk_names_its_cause_and_keeps_the_pages_before(sim, tmp_path, monkeypatch):
     """A disk with room for about one page of bars: SQLite's own page limit on the real file
     (it is a per-connection setting, so it is set on the connection the command opens)."""
