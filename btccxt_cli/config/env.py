@@ -4,7 +4,9 @@ Role: :func:`expand_all` replaces every ``${NAME}`` in the parsed YAML data with
 the environment, then from a ``.env`` file beside the config (:class:`Environment`; the real
 environment wins); ``$${NAME}`` is a literal ``${NAME}``. Credentials (``exchange.api_key``,
 ``secret``, ``password``: :data:`CREDENTIAL_KEYS`) must be references; an inline one is
-accepted with a warning. Every resolved secret goes to the ``register`` callback the loader passes
+accepted with a warning. Credentials are needed only for live orders:
+:func:`drop_unset_credentials` lets a paper config whose credential variables are all unset
+run without keys, and names the variable (and why) when a live config lacks one. Every resolved secret goes to the ``register`` callback the loader passes
 (``log.register_secret``). :func:`read_dotenv` reads ``KEY=VALUE`` files. Errors are located
 ``ConfigError`` / ``CredentialsError`` that never include a secret's value.
 
@@ -23,7 +25,8 @@ from typing import Any
 from btccxt_cli.config.schema import KeyPath, SourceMap, format_path
 from btccxt_cli.errors import ConfigError, CredentialsError
 
-__all__ = ["CREDENTIAL_KEYS", "Environment", "expand_all", "is_secret_path", "read_dotenv"]
+__all__ = ["CREDENTIAL_KEYS", "Environment", "drop_unset_credentials", "expand_all", "is_secret_path",
+           "read_dotenv"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,47 @@ class Environment:
 def is_secret_path(path: KeyPath) -> bool:
     """Values here are secrets: registered for redaction, never shown in error messages."""
     return path[:2] in _CREDENTIAL_PATHS or path[:2] == ("exchange", "options")
+
+
+def _ref_names(text: str) -> list[str]:
+    return [m.group(2) for m in _REF.finditer(text)
+            if not m.group(1) and m.group(3) and _ENV_NAME.match(m.group(2))]
+
+
+def drop_unset_credentials(data: Any, source: SourceMap, environ: Environment) -> Any:
+    """Credentials only where they are used: live orders (``broker.mode: live``).
+
+    Paper trading reads public market data only: when every credential of a paper config is a
+    ``${VAR}`` reference to an unset (or empty) variable, the credentials are left out and the
+    config loads without keys (logged at INFO). Some set and some not stays an error (a
+    half-given key is a mistake). A live config missing one is a located ``CredentialsError``
+    that says live orders need it. Runs before :func:`expand_all`, on the parsed data.
+    """
+    ex = data.get("exchange") if isinstance(data, dict) else None
+    if not isinstance(ex, dict):
+        return data
+    refs = {k: _ref_names(v) for k in CREDENTIAL_KEYS
+            if isinstance(v := ex.get(k), str) and "${" in v}
+    refs = {k: names for k, names in refs.items() if names}
+    if not refs:
+        return data
+    unset = {k: [n for n in names if not (environ.get(n) or "").strip()] for k, names in refs.items()}
+    broker = data.get("broker")
+    if isinstance(broker, dict) and broker.get("mode") == "live":
+        for key, names in unset.items():
+            if names:
+                raise source.error(
+                    ("exchange", key), f"environment variable {names[0]} is not set, and broker.mode "
+                    f"live places real orders with it; export it or add it to {environ.where()}",
+                    cls=CredentialsError)
+        return data
+    given = {k for k in CREDENTIAL_KEYS if ex.get(k) is not None}
+    if given != set(refs) or any(unset[k] != refs[k] for k in refs):
+        return data  # some credentials given: expand_all checks them all
+    names = [n for k in refs for n in refs[k]]
+    logger.info("%s: %s not set; paper trading reads public market data only, so this run uses "
+                "no API keys (live orders need them)", source.file or "<config>", ", ".join(names))
+    return {**data, "exchange": {k: v for k, v in ex.items() if k not in refs}}
 
 
 def expand_all(data: Any, path: KeyPath, source: SourceMap, environ: Environment,

@@ -29,7 +29,13 @@ from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from btccxt_cli.config import rules
-from btccxt_cli.config.env import CREDENTIAL_KEYS, Environment, expand_all, read_dotenv
+from btccxt_cli.config.env import (
+    CREDENTIAL_KEYS,
+    Environment,
+    drop_unset_credentials,
+    expand_all,
+    read_dotenv,
+)
 from btccxt_cli.config.messages import kind_of, translate
 from btccxt_cli.config.schema import Config, KeyPath, SourceMap, format_path
 from btccxt_cli.errors import ConfigError
@@ -92,6 +98,7 @@ def loads_config(text: str, *, file: str | None = None, env: Mapping[str, str] |
     """
     data, source = parse_yaml(text, file=file)
     environ = Environment(os.environ if env is None else env, env_file)
+    data = drop_unset_credentials(data, source, environ)  # paper trading needs no keys
     # register_secret is looked up here, at call time, so patching load.register_secret works
     data = expand_all(data, (), source, environ, register_secret)
     if base_dir is not None:
