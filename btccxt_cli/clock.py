@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "SYSTEM_CLOCK"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "SYSTEM_CLOCK", "offset_bounds"]
 
 
 class Clock(Protocol):
@@ -74,3 +74,16 @@ class ManualClock:
 
     def perf_ns(self) -> int:
         return self._ns
+
+
+def offset_bounds(server_ms: int, t0_ms: int, t1_ms: int, resolution_ms: int = 1) -> tuple[int, int]:
+    """What one reading of a remote clock proves about its offset from ours.
+
+    The remote answered ``server_ms`` to a request we sent at ``t0_ms`` and had answered by
+    ``t1_ms`` (our clock). A clock of ``resolution_ms`` (kraken's: whole seconds) reads
+    ``server_ms`` at any moment in ``[server_ms, server_ms + resolution_ms)``, and it was read
+    at some moment in ``[t0_ms, t1_ms]``. Returns ``(low, high)``: the remote clock minus ours
+    lies in ``[low, high)``. ``low`` is the conservative offset: an estimate built on it is
+    never ahead of the remote clock, whatever the resolution or the round trip.
+    """
+    return server_ms - t1_ms, server_ms + max(1, resolution_ms) - t0_ms

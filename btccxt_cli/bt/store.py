@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock, offset_bounds
 from btccxt_cli.errors import DependencyError
 from btccxt_cli.exchange.errors import map_ccxt_error
 from btccxt_cli.exchange.retry import Backoff
@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # exchanges that report the request weight used in the current minute, and their limits
 _WEIGHT_HEADERS = {"binance": "X-MBX-USED-WEIGHT-1M"}
 _WEIGHT_LIMITS = {"binance": 6000}
+# how finely an exchange's clock reading resolves (``fetch_time``); milliseconds elsewhere
+CLOCK_RESOLUTION_MS = {"kraken": 1000}
+# whose nonce is a counter that must grow, not a time checked against the exchange's clock
+_COUNTER_NONCE = frozenset({"kraken"})
 
 
 class FeedHandle:
@@ -54,12 +58,19 @@ class CCXTStore:
         clock: time source (tests inject a manual clock).
         weight_limit: request weight the exchange allows per minute, where it reports usage
             (binance: 6000); REST pauses at 90 % of it. None: the exchange's published limit.
-        cache: a local OHLCV cache (``OhlcvCache`` or a path to its SQLite file): history is
-            read from it first and only what is missing is fetched; every bar delivered is
-            written back. Simulator bars are kept apart (``binance@sim:seed-1``). None: no cache.
+        cache: a local OHLCV cache (``OhlcvCache``, ``cache.writer.LiveCache`` or a path to
+            its SQLite file): history is read from it first and only what is missing is
+            fetched; every bar delivered is written back by a writer thread (never on the
+            event loop; a damaged or full file warns once and the run goes on without it).
+            Simulator bars are kept apart (``binance@sim:seed-1``). None: no cache.
         clock_refresh: seconds between readings of the exchange clock (``fetch_time``) after
             the first; 0: read it once. A local clock that steps or drifts would otherwise
             make REST take a forming bar for a closed one, or hold closed bars back.
+
+    The exchange clock estimate is conservative: built on the lowest offset a reading allows
+    (the round trip, and the resolution of the exchange's clock: kraken reads whole seconds),
+    so it is never ahead of the exchange and a REST row is never taken as final before its
+    end. The same estimate signs private requests (ccxt ``options.timeDifference``).
     """
 
     def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
@@ -86,8 +97,9 @@ class CCXTStore:
         self._async_lock: Any = None
         self._hub: Any = None
         self._loop: LoopThread | None = None
-        self._offset_ms: int | None = None
+        self._offset_ms: int | None = None  # exchange clock minus ours, conservative
         self._offset_at: float | None = None  # clock.monotonic() of the last reading
+        self.clock_resolution_ms = CLOCK_RESOLUTION_MS.get(exchange, 1)
         self.clock_refresh = max(0.0, float(clock_refresh))
         self._clock_task: Any = None
         self._handles: list[FeedHandle] = []
@@ -99,10 +111,10 @@ class CCXTStore:
             from btccxt_cli.cache.source import cache_source
 
             self.cache_key = cache_source(exchange, sim_url)
-        if cache is not None and not hasattr(cache, "upsert"):
-            from btccxt_cli.cache.sqlite import OhlcvCache
+        if cache is not None:
+            from btccxt_cli.cache.writer import live_cache
 
-            cache = OhlcvCache(cache)
+            cache = live_cache(cache)  # writes off the event loop; a broken file warns once
         self.cache = cache
 
     def __repr__(self) -> str:  # never show config (it holds secrets)
@@ -169,8 +181,9 @@ class CCXTStore:
                 self._retry_sync(ex.load_markets, "load markets")
                 self._sync_ex = ex
             if self._offset_ms is None:
-                self._offset_ms = self._measure_offset_sync(self._sync_ex)
-                self._offset_at = self.clock.monotonic()
+                self._set_offset(self._measure_offset_sync(self._sync_ex))
+            else:
+                self._sign_with_offset()
             return self._sync_ex
 
     def _retry_sync(self, fn: Any, what: str) -> Any:
@@ -197,16 +210,35 @@ class CCXTStore:
         return self._offset_from(server, t0, t1)
 
     def _offset_from(self, server: Any, t0: int, t1: int, quiet: bool = False) -> int:
+        """The conservative offset one reading proves: the exchange's clock read ``server``
+        (to its resolution) between our ``t0`` and ``t1``; never ahead of the exchange."""
         if server is None:
             return 0
-        server = int(server)
-        if server % 1000 == 0:  # a clock in whole seconds (kraken): read it as mid-second
-            server += 500
-        off = server - (t0 + t1) // 2
-        if abs(off) > 1000 and not quiet:
+        low, high = offset_bounds(int(server), t0, t1, self.clock_resolution_ms)
+        mid = (low + high) // 2
+        if abs(mid) > 1000 and not quiet:
             logger.warning("%s: exchange clock differs from ours by %.2f s; bars are scheduled "
-                           "by the exchange clock", self.exchange_id, off / 1000)
-        return off
+                           "by the exchange clock", self.exchange_id, mid / 1000)
+        return low
+
+    def _set_offset(self, offset: int) -> None:
+        self._offset_ms = offset
+        self._offset_at = self.clock.monotonic()
+        self._sign_with_offset()
+
+    def _sign_with_offset(self) -> None:
+        """Hand the estimate to the ccxt clients, which stamp signed requests with
+        ``milliseconds() - options["timeDifference"]`` (what ``adjustForTimeDifference``
+        measures once, in ``load_markets``): a local clock that drifts or steps no longer gets
+        them refused (``InvalidNonce``: binance -1021, okx 50102). Conservative, the stamps
+        lag the exchange a little, inside ``recvWindow`` (binance 10 s, bybit 5 s), never
+        ahead. kraken's nonce is a counter that must only grow, not a time: left alone."""
+        if self._offset_ms is None or self.exchange_id in _COUNTER_NONCE:
+            return
+        now = self.exchange_now_ms()
+        for ex in (self._sync_ex, self._async_ex):
+            if ex is not None and isinstance(getattr(ex, "options", None), dict):
+                ex.options["timeDifference"] = int(ex.milliseconds()) - now
 
     async def async_exchange(self) -> Any:
         """The asyncio client (ccxt.pro where available), markets loaded; loop thread only."""
@@ -236,29 +268,45 @@ class CCXTStore:
         if self._offset_ms is None:
             t0 = self.clock.time_ms()
             server = await self._retry_async(ex.fetch_time, "read the exchange clock") if ex.has.get("fetchTime") else None
-            self._offset_ms = self._offset_from(server, t0, self.clock.time_ms())
-            self._offset_at = self.clock.monotonic()
+            self._set_offset(self._offset_from(server, t0, self.clock.time_ms()))
+        else:
+            self._sign_with_offset()
         if self._clock_task is None and self.clock_refresh > 0 and ex.has.get("fetchTime"):
             import asyncio
 
-            self._clock_task = asyncio.ensure_future(self._clock_keeper(ex))
+            self._clock_task = asyncio.ensure_future(self._clock_keeper())
         return ex
 
-    async def _clock_keeper(self, ex: Any) -> None:
+    async def _clock_keeper(self) -> None:
         """(loop) Read the exchange clock again every ``clock_refresh`` seconds."""
         import asyncio
 
         while True:
             await asyncio.sleep(self.clock_refresh)
-            t0 = self.clock.time_ms()
-            try:
-                server = await ex.fetch_time()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the last reading stays; try again next period
-                logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
-                continue
-            self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
+            await self.read_clock()
+
+    async def read_clock(self) -> bool:
+        """(loop) Read the exchange clock now (``fetch_time``) and sign with the new estimate.
+
+        For the order path: when the exchange refuses a signed request's timestamp
+        (``InvalidNonce``), read the clock, then send the same request again. False: no
+        reading (no client yet, no ``fetchTime``, or the call failed; the last one stays).
+        """
+        import asyncio
+
+        ex = self._async_ex
+        if ex is None or not ex.has.get("fetchTime"):
+            return False
+        t0 = self.clock.time_ms()
+        try:
+            server = await ex.fetch_time()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the last reading stays; try again next period
+            logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
+            return False
+        self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
+        return True
 
     def refresh_clock_sync(self, idle: bool = True) -> None:
         """(rest mode, the feeds' thread) Read the exchange clock if it is due: while idle
@@ -279,9 +327,9 @@ class CCXTStore:
 
     def _reread(self, offset: int) -> None:
         old = self._offset_ms
-        self._offset_ms = offset
-        self._offset_at = self.clock.monotonic()
-        if old is not None and abs(offset - old) > 500:
+        self._set_offset(offset)
+        # two readings of a whole-second clock differ by up to a second while nothing moved
+        if old is not None and abs(offset - old) > 500 + self.clock_resolution_ms:
             logger.warning("%s: the exchange clock moved %+.2f s against ours since the last "
                            "reading; bars are scheduled by the new reading", self.exchange_id,
                            (offset - old) / 1000)
@@ -304,7 +352,8 @@ class CCXTStore:
         return None
 
     def exchange_now_ms(self) -> int:
-        """The exchange's clock as we estimate it (our clock + measured offset)."""
+        """The exchange's clock as we estimate it (our clock + measured offset); never ahead
+        of the exchange's as far as the readings tell (see the class docstring)."""
         return self.clock.time_ms() + (self._offset_ms or 0)
 
     def observe_exchange_ms(self, at_least_ms: int) -> None:
@@ -316,10 +365,11 @@ class CCXTStore:
             return
         need = at_least_ms - self.clock.time_ms()
         if need > self._offset_ms:
-            if need - self._offset_ms > 1000:
+            if need - self._offset_ms > 1000 + self.clock_resolution_ms:
                 logger.info("%s: the exchange clock is %.1f s further ahead than measured; "
                             "estimate corrected", self.exchange_id, (need - self._offset_ms) / 1000)
             self._offset_ms = need
+            self._sign_with_offset()
 
     def _loop_thread(self) -> LoopThread:
         with self._lock:
@@ -415,6 +465,11 @@ class CCXTStore:
             h.series.pipe.close()
         if loop is not None:
             loop.stop(cleanup=_close_async(aex) if aex is not None else None)
+        if self.cache is not None:
+            from btccxt_cli.cache.writer import LiveCache
+
+            if isinstance(self.cache, LiveCache):
+                self.cache.close()  # writes what is queued (bounded wait); reopens on reuse
         if self._sync_ex is not None:
             try:
                 session = getattr(self._sync_ex, "session", None)

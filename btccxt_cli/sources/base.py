@@ -305,7 +305,9 @@ class Series:
             if any(e.source is BarSource.GAPFILL for e in emitted):
                 st.gaps_filled += 1
         self.pipe.put_many(evs)
-        if write_cache and self.cache is not None:  # after the hand-off: off the latency path
+        # after the hand-off; the store's cache (cache.writer.LiveCache) only queues the bars
+        # for its writer thread: no SQLite wait on the event loop or the strategy's thread
+        if write_cache and self.cache is not None:
             try:
                 self.cache.upsert(self.cache_key, self.p.symbol, self.p.timeframe,
                                   [e.candle for e in emitted])
