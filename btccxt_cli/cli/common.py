@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import Any, NoReturn
 
 import typer
 
-from btccxt_cli.errors import BtccxtError
+from btccxt_cli.errors import BtccxtError, ConfigError
 from btccxt_cli.log import redact
 
-__all__ = ["fail", "setup_run_logging"]
+__all__ = ["fail", "parse_seconds", "setup_run_logging"]
 
 
 def fail(exc: BtccxtError) -> NoReturn:
     """Print one actionable line (secrets masked) to stderr and exit with the error's code."""
     sys.stderr.write(f"error: {redact(str(exc))}\n")
     raise typer.Exit(exc.exit_code)
+
+
+def parse_seconds(text: str | None, option: str, *, low: float, high: float,
+                  hint: str) -> float | None:
+    """A command-line duration in seconds, ``low <= s <= high`` and finite; None stays None.
+
+    Anything else (``inf``, ``nan``, ``1e308``, negative, not a number) is ONE ``ConfigError``
+    naming the option, the value and the fix (exit 2), before anything starts.
+    """
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"{text!r} is not a number of seconds from {low:.10g} to {high:.10g}",
+                          key=option, hint=hint)
+    return value
 
 
 def setup_run_logging(cfg: Any, console: Any = None) -> None:

@@ -5,16 +5,25 @@ after a summary of exchange, account and symbols is confirmed (``--yes`` confirm
 non-interactive run without it is refused). SIGUSR1 (and ``broker.kill_switch_file``) cancels
 open orders and stops the run.
 
-Exit codes: 0 stopped normally (duration, max bars, Ctrl-C/SIGTERM, feeds ended); 1 the run
-failed (exchange unreachable ...); 2 bad config/credentials/exchange/symbol/timeframe;
-3 the strategy raised (its traceback is shown); 130 a second Ctrl-C forced the exit.
+Stop means stop: SIGINT/SIGTERM handlers are installed first thing, so a signal during
+start-up is a normal stop too (exit 0). After a stop request the run gets ``--stop-grace``
+seconds to return; a strategy stuck in ``next()`` is then stopped by force with one line naming
+where it was stuck (exit 4; ``runtime/stopping.py``). A second Ctrl-C/SIGTERM leaves at once.
+
+Exit codes (README's table): 0 stopped normally (duration, max bars, Ctrl-C/SIGTERM, also during
+start-up, feeds ended); 1 the run failed after it started; 2 bad config/option/output path/
+credentials/exchange/symbol/timeframe, or the exchange unreachable at start; 3 the strategy
+raised (its traceback is shown); 4 stopped by force; N the strategy called sys.exit(N);
+130/143 a second Ctrl-C/SIGTERM forced the exit at once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +31,71 @@ import typer
 
 __all__ = ["run_command"]
 
+MAX_DURATION = 366 * 86400.0
+"""Longest ``--duration`` (a year); leave it out to run until stopped."""
+
+
+class _EarlyStop(BaseException):
+    """A stop signal during start-up: unwinds start-up; the run then ends normally (exit 0)."""
+
+
+class _Signals:
+    """SIGINT/SIGTERM for the whole command: before the run starts they unwind start-up
+    (``_EarlyStop``); once it runs they ask the runner to stop. A second one leaves at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reason: str | None = None
+        self.runner: Any = None
+        self.grace = 5.0
+        self.unwound = threading.Event()  # start-up let go after an early stop
+        self.finished = threading.Event()  # the command is done
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGTERM, self.handler)
+
+    def handler(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        self.count += 1
+        if self.count > 1:  # the second one: leave now
+            sys.stderr.write(f"{name} again: leaving at once (exit {128 + signum})\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        self.reason = f"signal {name}"
+        if self.runner is not None:
+            self.runner.stop(self.reason)
+            return
+        from btccxt_cli.runtime.stopping import StopWatch
+
+        StopWatch(grace=self.grace, returned=self.unwound, finished=self.finished,
+                  thread_id=threading.main_thread().ident, strategy_path=None,
+                  close=lambda: None, on_force=_leave_forced).start(f"{self.reason} during start-up")
+        raise _EarlyStop(self.reason)
+
+
+def _leave_forced(line: str) -> None:
+    from btccxt_cli.runtime.stopping import EXIT_FORCED
+
+    _flush()
+    os._exit(EXIT_FORCED)
+
+
+def _flush() -> None:
+    for h in (*logging.getLogger("btccxt_cli").handlers, *logging.getLogger().handlers):
+        try:
+            h.flush()
+        except Exception:  # noqa: S110 - best effort on the way out
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+
 
 def run_command(
     config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
     plain: bool = typer.Option(False, "--plain", help="One plain line per bar and event instead of the dashboard."),
-    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after SECONDS."),
+    duration: str | None = typer.Option(None, "--duration", metavar="SECONDS",
+                                        help="Stop after SECONDS (0.1 to a year)."),
     max_bars: int | None = typer.Option(None, "--max-bars", min=1,
                                         help="Stop after N live bars on every symbol."),
     events: Path | None = typer.Option(None, "--events", help="Write bars and events as JSON Lines to FILE."),
@@ -36,14 +105,46 @@ def run_command(
                               "the config); without it nothing is sent to the exchange."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm the live pre-flight summary ahead "
                              "(required when stdin is not a terminal)."),
+    stop_grace: str = typer.Option("5", "--stop-grace", metavar="SECONDS",
+                                   help="After Ctrl-C, SIGTERM or --duration, seconds the strategy "
+                                   "gets to return before the run is stopped by force (exit 4)."),
 ) -> None:
     """Run a strategy live on the bars of the config's exchange (paper trading by default)."""
-    from btccxt_cli.cli.common import fail, setup_run_logging
+    signals = _Signals()
+    signals.install()  # first: a signal during start-up is a normal stop, not a kill
+    code = 0
+    try:
+        code = _start(signals, config, plain=plain, duration=duration, max_bars=max_bars,
+                      events=events, metrics_port=metrics_port, live=live, yes=yes,
+                      stop_grace=stop_grace)
+    except _EarlyStop as stop:
+        signals.unwound.set()
+        sys.stdout.write(f"stopped: {stop} during start-up\n")
+        code = 0
+    finally:
+        signals.unwound.set()
+        signals.finished.set()
+    raise typer.Exit(code)
+
+
+def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None,
+           max_bars: int | None, events: Path | None, metrics_port: int | None, live: bool,
+           yes: bool, stop_grace: str) -> int:
+    from btccxt_cli.cli.common import fail, parse_seconds, setup_run_logging
     from btccxt_cli.config.load import load_config
     from btccxt_cli.errors import BtccxtError
     from btccxt_cli.exchange.describe import validate_exchange
+    from btccxt_cli.paths import check_output_file
 
-    try:
+    try:  # options first (cheap), then the config; all before anything starts
+        seconds = parse_seconds(duration, "--duration", low=0.1, high=MAX_DURATION,
+                                hint="leave --duration out to run until stopped")
+        grace = parse_seconds(stop_grace, "--stop-grace", low=0.0, high=600.0,
+                              hint="e.g. --stop-grace 5")
+        assert grace is not None
+        signals.grace = grace
+        if events is not None:
+            events = check_output_file(events, what="events file", option="--events")
         cfg = load_config(config)
         validate_exchange(cfg)
     except BtccxtError as exc:
@@ -68,32 +169,62 @@ def run_command(
                 keys = [SimKey(ex.api_key.get_secret_value(), ex.secret.get_secret_value(),
                                ex.password.get_secret_value() if ex.password else None)]
             # the markets `btccxt sim` lists, not the config's symbols: an unknown one is refused
-            sim = SimThread(exchanges=(cfg.exchange.id,), api_keys=keys).start()
+            sim = SimThread(exchanges=(cfg.exchange.id,), api_keys=keys)
+            sim.start()
             sim_url = sim.url(cfg.exchange.id)
-        code = _run(cfg, config, sim_url, out, use_dashboard, duration=duration, max_bars=max_bars,
-                    events=events, metrics_port=metrics_port, live=live, yes=yes)
+        return _run(cfg, config, sim_url, out, use_dashboard, signals, duration=seconds,
+                    max_bars=max_bars, events=events, metrics_port=metrics_port, live=live,
+                    yes=yes, stop_grace=grace)
     except BtccxtError as exc:
         fail(exc)
     finally:
         if sim is not None:
             sim.stop()
-    raise typer.Exit(code)
 
 
-def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: bool, *,
-         duration: float | None, max_bars: int | None, events: Path | None,
-         metrics_port: int | None = None, live: bool = False, yes: bool = False) -> int:
+def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: bool,
+         signals: _Signals, *, duration: float | None, max_bars: int | None, events: Path | None,
+         metrics_port: int | None = None, live: bool = False, yes: bool = False,
+         stop_grace: float = 5.0) -> int:
     from btccxt_cli.runtime.runner import Runner, StrategyFailed
 
     on_line = None if use_dashboard else (lambda line: print(line, flush=True))  # noqa: T201 - CLI output
+    shown: dict[str, Any] = {}  # the dashboard's Live display, to close on a forced stop
+
+    def on_force(summary: Any) -> None:  # (stop watch thread) print, flush, leave
+        display = shown.get("live")
+        if display is not None:
+            try:
+                display.stop()
+            except Exception:  # noqa: S110 - leaving anyway
+                pass
+        for line in summary.lines():
+            out.print(line, markup=False, soft_wrap=True)
+        _flush()
+        os._exit(summary.exit_code)
+
     runner = Runner(cfg, sim_url=sim_url, events=events, max_bars=max_bars, duration=duration,
                     on_line=on_line, config_dir=path.resolve().parent, metrics_port=metrics_port,
-                    live=live)
-    runner.build()
-    if live and not _confirm_live(runner, out, yes):
+                    live=live, stop_grace=stop_grace, on_force=on_force)
+    try:
+        runner.build()
+        if live:
+            # Ctrl-C at the prompt is a "no" (KeyboardInterrupt); SIGTERM stays a stop
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                confirmed = _confirm_live(runner, out, yes)
+            finally:
+                signal.signal(signal.SIGINT, signals.handler)
+            if not confirmed:
+                runner._shutdown()
+                return 1
+    except _EarlyStop:
         runner._shutdown()
-        return 1
-    _install_signals(runner)
+        raise
+    signals.runner = runner
+    if signals.reason is not None:  # a start-up stop that start-up swallowed
+        runner.stop(signals.reason)
+    _install_kill_switch(runner)
     try:
         if use_dashboard:
             from rich.live import Live
@@ -104,7 +235,8 @@ def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: boo
             mon = runner.monitor
             view = DashboardView()  # remembers column widths from one refresh to the next
             with Live(get_renderable=lambda: view(mon.snapshot()), console=out,
-                      refresh_per_second=cfg.dashboard.refresh_per_second, transient=False):
+                      refresh_per_second=cfg.dashboard.refresh_per_second, transient=False) as display:
+                shown["live"] = display
                 summary = runner.run()
         else:
             summary = runner.run()
@@ -117,17 +249,7 @@ def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: boo
     return summary.exit_code
 
 
-def _install_signals(runner: Any) -> None:
-    state = {"n": 0}
-
-    def handler(signum: int, frame: Any) -> None:
-        state["n"] += 1
-        if state["n"] > 1:
-            os._exit(130)  # second Ctrl-C: leave now
-        runner.stop(f"signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+def _install_kill_switch(runner: Any) -> None:
     if hasattr(signal, "SIGUSR1"):  # the kill switch: cancel open orders, then stop
         signal.signal(signal.SIGUSR1, lambda signum, frame: runner.kill("SIGUSR1"))
 

@@ -40,6 +40,7 @@ from btccxt_cli.config.messages import kind_of, translate
 from btccxt_cli.config.schema import Config, KeyPath, SourceMap, format_path
 from btccxt_cli.errors import ConfigError
 from btccxt_cli.log import register_secret
+from btccxt_cli.paths import check_output_file
 
 __all__ = ["load_config", "loads_config", "parse_yaml", "read_dotenv", "CREDENTIAL_KEYS"]
 
@@ -109,7 +110,7 @@ def loads_config(text: str, *, file: str | None = None, env: Mapping[str, str] |
         raise translate(exc, data, source) from None
     config.with_source(source)
     rules.check_config(config)
-    _check_files(config)
+    _check_files(config, base_dir)
     return config
 
 
@@ -270,9 +271,32 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
             block[key] = str(p if p.is_absolute() else base_dir / p)
 
 
-def _check_files(config: Config) -> None:
+def _check_files(config: Config, base_dir: Path | None = None) -> None:
     path = config.strategy.path
     if path is not None and not path.is_file():
         raise config.source.error(("strategy", "path"), f"strategy file not found: {path}",
                                   hint="paths are relative to the config file; or use name: for "
                                   "a module in strategies/")
+    # (key, path, what, relative to the config file here: logging/events already are)
+    outputs: list[tuple[KeyPath, Path | None, str, bool]] = [
+        (("logging", "file"), config.logging.file, "log file", False),
+        (("events", "file"), config.events.file, "events file", False),
+    ]
+    if config.broker.mode == "live" and str(config.broker.orders_db) != ":memory:":
+        outputs.append((("broker", "orders_db"), config.broker.orders_db, "orders database", True))
+    if isinstance(config.feed.cache, str):
+        outputs.append((("feed", "cache"), Path(config.feed.cache), "OHLCV cache", True))
+    for key, out, what, relative in outputs:
+        if out is None:
+            continue
+        if relative and base_dir is not None and not out.expanduser().is_absolute():
+            out = base_dir / out  # as the runner resolves them
+        _check_output(config, key, out, what)
+
+
+def _check_output(config: Config, key: KeyPath, path: Path, what: str) -> None:
+    """The one output-path policy (``paths.check_output_file``), located at the config's line."""
+    try:
+        check_output_file(path, what=what, option="")
+    except ConfigError as exc:
+        raise config.source.error(key, exc.message, hint=exc.hint) from None

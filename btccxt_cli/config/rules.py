@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime, timezone
 
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.config.schema import Config, KeyPath
 from btccxt_cli.errors import CredentialsError
 from btccxt_cli.timeframes import parse_timeframe
@@ -25,6 +27,7 @@ __all__ = [
     "check_symbol_format",
     "check_duplicate_symbols",
     "check_timeframes",
+    "check_backfill_start",
     "check_reconnect_delays",
     "check_strategy_source",
     "check_broker_mode",
@@ -149,6 +152,19 @@ def check_timeframes(config: Config) -> None:
             _check_timeframe(config, ("symbols", i, "timeframe"), item.timeframe)
 
 
+def check_backfill_start(config: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+    """A backfill start time is in the past: there is no history after now to load."""
+    now = datetime.fromtimestamp(clock.time_ms() / 1000, tz=timezone.utc)
+    feeds: list[tuple[KeyPath, object]] = [(("feed", "backfill"), config.feed.backfill)]
+    feeds += [(("symbols", i, "backfill"), s.backfill) for i, s in enumerate(config.symbols)]
+    for path, start in feeds:
+        if isinstance(start, datetime) and start > now:
+            raise config.source.error(
+                path, f"the backfill start {start.isoformat().replace('+00:00', 'Z')} is in the "
+                f"future (now is {now.strftime('%Y-%m-%dT%H:%M:%SZ')})",
+                hint="give a start time in the past, a bar count (e.g. 500), or 0 for none")
+
+
 def check_reconnect_delays(config: Config) -> None:
     """``max_reconnect_delay`` is at least ``reconnect_delay``."""
     feed = config.feed
@@ -196,6 +212,7 @@ RULES: tuple[Callable[[Config], None], ...] = (
     check_symbol_format,
     check_timeframes,
     check_duplicate_symbols,
+    check_backfill_start,
     check_reconnect_delays,
     check_strategy_source,
     check_broker_mode,

@@ -14,15 +14,18 @@ from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.config.schema import Config
-from btccxt_cli.errors import BtccxtError, ConfigError
+from btccxt_cli.errors import BtccxtError, ConfigError, TemporaryError
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
+from btccxt_cli.paths import check_output_file
 from btccxt_cli.runtime.state import RunMonitor
+from btccxt_cli.runtime.stopping import EXIT_FORCED, STOP_GRACE, StopWatch, exit_code_of, raised_at
 from btccxt_cli.runtime.strategies import (
     StrategyFailed,
     check_strategy,
     load_strategy,
     user_traceback,
 )
+from btccxt_cli.sources.pipe import ring
 from btccxt_cli.timeframes import to_backtrader
 
 __all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES", "connection_status"]
@@ -34,6 +37,7 @@ EXIT_CODES = {
     "failed": 1,  # the run could not go on (exchange unreachable, every feed refused)
     "config": 2,  # bad config, unknown exchange/symbol/timeframe, missing credentials
     "strategy": 3,  # the user's strategy raised
+    "forced": EXIT_FORCED,  # stopped by force: the run did not return within the stop grace
 }
 
 
@@ -75,13 +79,26 @@ class Runner:
         on_line: receives one plain line per bar and event (``--plain``), or None.
         live: place real orders with ``CCXTBroker`` (the CLI's ``--live`` and
             ``broker.mode: live`` together); default: paper trading.
+        stop_grace: seconds the run gets to return after a stop request before it is stopped
+            by force (``runtime/stopping.py``).
+        on_force: receives the summary of a run stopped by force (the CLI prints it and ends
+            the process with exit code 4); None: the run is closed and left blocked.
     """
 
     def __init__(self, config: Config, *, sim_url: str | None = None, events: Path | None = None,
                  max_bars: int | None = None, duration: float | None = None,
                  on_line: Any = None, config_dir: Path | None = None, clock: Clock = SYSTEM_CLOCK,
-                 metrics_port: int | None = None, live: bool = False) -> None:
+                 metrics_port: int | None = None, live: bool = False,
+                 stop_grace: float = STOP_GRACE, on_force: Any = None) -> None:
         self.config = config
+        self.stop_grace = stop_grace
+        self.on_force = on_force
+        self._finished = threading.Event()  # run() closed everything
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._stopping = False
+        self._run_thread: int | None = None
+        self._watch: StopWatch | None = None
         self.live = live
         self.broker: Any = None  # the CCXTBroker of a live run
         self._run_over = threading.Event()
@@ -129,9 +146,13 @@ class Runner:
             cache = default_cache_path() if cfg.feed.cache is True else Path(cfg.feed.cache)
             if self.config_dir is not None and not cache.is_absolute():
                 cache = self.config_dir / cache
-            cache.parent.mkdir(parents=True, exist_ok=True)
-        self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
-                               cache=cache)
+            cache = check_output_file(cache, what="OHLCV cache", option="feed.cache" if cfg.feed.cache
+                                      is not True else "feed.cache ($BTCCXT_CACHE)")
+        try:
+            self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
+                                   cache=cache)
+        except TemporaryError as exc:
+            raise self._unreachable(exc) from exc
         self._check_symbols()
         # bounded memory for runs that last days: every line keeps its minimum period, and
         # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
@@ -188,7 +209,13 @@ class Runner:
         limits = OrderLimits(max_position=dict(b.limits.max_position),
                              max_notional=dict(b.limits.max_notional),
                              max_orders_per_minute=b.limits.max_orders_per_minute)
-        return CCXTBroker(store=self.store, db_path=self._path(b.orders_db), limits=limits,
+        from btccxt_cli.cache.orders import default_orders_path
+
+        db = self._path(b.orders_db)  # a configured path was checked with the config
+        if db is None:
+            db = check_output_file(default_orders_path(), what="orders database",
+                                   option="$BTCCXT_ORDERS_DB (default orders database)")
+        return CCXTBroker(store=self.store, db_path=db, limits=limits,
                           poll_interval=b.poll_interval, updates=b.updates,
                           reconcile_interval=b.reconcile_interval, clock=self.clock)
 
@@ -207,7 +234,8 @@ class Runner:
         try:
             bal = ex.fetch_balance()
         except Exception as exc:
-            raise map_ccxt_error(exc, exchange=ex, what="read the account balances") from exc
+            err = map_ccxt_error(exc, exchange=ex, what="read the account balances")
+            raise (self._unreachable(err) if isinstance(err, TemporaryError) else err) from exc
         where = (f"simulator {self.sim_url}" if self.sim_url else
                  "sandbox (testnet)" if cfg.exchange.sandbox else "the real exchange")
         held = {a: v for a, v in sorted((bal.get("total") or {}).items()) if v}
@@ -279,11 +307,18 @@ class Runner:
             markets = self.store.sync_exchange().markets
         except BtccxtError as exc:
             cause = exc.__cause__
-            if cause is not None and is_temporary(cause):
-                raise BtccxtError(f"{self.config.exchange.id} is unreachable: {exc}",
-                                  hint="check the network, or run against the simulator with sim: true") from exc
+            if isinstance(exc, TemporaryError) or (cause is not None and is_temporary(cause)):
+                raise self._unreachable(exc) from exc
             raise
         check_symbols(self.config, markets)
+
+    def _unreachable(self, exc: BtccxtError) -> ConfigError:
+        """No network at start-up: exit 2 like a bad config, naming the config file and key."""
+        cfg = self.config
+        key = ("exchange", "sim") if self.sim_url and cfg.exchange.sim is not True else ("exchange", "id")
+        hint = "check the network, or run against the simulator with sim: true"
+        return cfg.source.error(key, f"{cfg.exchange.id} is unreachable: {exc.message}",
+                                hint=(exc.hint or hint) if key[1] == "sim" else hint)
 
     def _decimals(self) -> dict[str, tuple[int | None, int | None]]:
         """Price and amount decimals per symbol, from the markets ``_check_symbols`` loaded."""
@@ -303,6 +338,8 @@ class Runner:
     def observe_next(self, strat: Any) -> None:
         mon = self.monitor
         assert mon is not None
+        if self._stopping:  # a stop asked for just before cerebro.run() reset its flag
+            self.cerebro.runstop()
         for d in strat.datas:
             n = len(d)
             seen = strat._btccxt_lens.get(d, 0)
@@ -353,8 +390,23 @@ class Runner:
         with self._stop_lock:
             if self.reason == "every feed ended":
                 self.reason = reason
+            first, self._stopping = not self._stopping, True
         if self.cerebro is not None:
             self.cerebro.runstop()
+            ring()  # cerebro may be waiting for a bar: let it see the stop now
+        if first and not self._finished.is_set():  # stop means stop: force it after the grace
+            self._watch = StopWatch(
+                grace=self.stop_grace, returned=self._run_over, finished=self._finished,
+                thread_id=self._run_thread or threading.main_thread().ident,
+                strategy_path=self.strategy_path, close=lambda: self._close(broker=True),
+                on_force=self._forced, event=self.monitor.event if self.monitor else None)
+            self._watch.start(reason)
+
+    def _forced(self, line: str) -> None:
+        """(stop watch thread) The run did not return in time; everything is closed."""
+        self.reason = f"{self.reason}, then by force (exit {EXIT_FORCED}): {line}"
+        if self.on_force is not None:
+            self.on_force(self._summary(EXIT_FORCED))
 
     def run(self) -> RunSummary:
         """Run until a stop condition; always stops feeds and the store."""
@@ -365,12 +417,20 @@ class Runner:
             self._timer.daemon = True
             self._timer.start()
         code = 0
+        self._run_thread = threading.get_ident()
         kill_file = self._path(self.config.broker.kill_switch_file)
         if kill_file is not None:
             threading.Thread(target=self._watch_kill_file, args=(kill_file,), name="btccxt-killfile",
                              daemon=True).start()
         try:
             self.cerebro.run()
+        except SystemExit as exc:  # sys.exit() in the strategy: its code, said in one line
+            code = exit_code_of(exc)
+            self.reason = (f"the strategy ended the run with sys.exit({exc.code!r}) at "
+                           f"{raised_at(exc, self.strategy_path)} (exit code {code})")
+            if self.monitor is not None:
+                self.monitor.event(self.reason, record={"type": "stop", "event": "sys.exit",
+                                                        "code": code})
         except BtccxtError:
             raise
         except Exception as exc:
@@ -380,8 +440,27 @@ class Runner:
             self._run_over.set()
             if self._timer is not None:
                 self._timer.cancel()
-            self._shutdown()
+            self._close(broker=False)
+            self._finished.set()
+            if self._watch is not None:
+                self._watch.join(1.0)  # it sees the run finished and ends
         return self._summary(code)
+
+    def _close(self, *, broker: bool) -> None:
+        """Close the run once (the run thread, or the stop watch after a forced stop).
+
+        ``broker``: stop the live broker too (cerebro stops it when it returns by itself); its
+        open orders follow ``cancel_on_stop``, as on a normal stop."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if broker and self.broker is not None:
+                try:
+                    self.broker.stop()
+                except Exception:
+                    logger.exception("stopping the live broker")
+            self._shutdown()
 
     def _shutdown(self) -> None:
         for d in self.feeds:

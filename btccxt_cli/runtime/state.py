@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus, Snapshot
+from btccxt_cli.paths import check_output_file
 
 __all__ = ["RunMonitor", "market_decimals"]
 
@@ -58,7 +59,8 @@ class RunMonitor:
         self._on_line = on_line
         self._file: IO[str] | None = None
         if events_path is not None:
-            events_path.parent.mkdir(parents=True, exist_ok=True)
+            # one policy for every output path: no silent folders outside btccxt's data folder
+            events_path = check_output_file(events_path, what="events file", option="events file")
             self._file = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     # ------------------------------------------------------------ inputs (strategy thread)

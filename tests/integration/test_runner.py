@@ -73,3 +73,65 @@ metrics: {{port: 0}}
     assert "btccxt_close_to_strategy_seconds_bucket" in text
     assert "btccxt_last_message_age_seconds" in text and "btccxt_store_rest_calls_total" in text
     assert runner.metrics is not None and runner.metrics.server is None, "server closed at the end"
+
+
+HUNG = """import socket
+
+import backtrader as bt
+
+
+class Hung(bt.Strategy):
+    params = (("port", 0),)
+
+    def next(self):
+        if len(self.data) > 3:
+            conn = socket.create_connection(("127.0.0.1", self.p.port))
+            conn.recv(1)  # a hung socket: the server never answers
+"""
+
+
+def test_a_strategy_hung_on_a_socket_is_stopped_by_force_and_everything_closed(sim, tmp_path):
+    import socket
+
+    from btccxt_cli.runtime.stopping import EXIT_FORCED
+
+    strat = tmp_path / "hung.py"
+    strat.write_text(HUNG)
+    server = socket.create_server(("127.0.0.1", 0))
+    cfg = loads_config(f"""
+exchange: {{id: binance, sim: "{sim.url('binance')}"}}
+symbols: [BTC/USDT]
+feed: {{mode: websocket, timeframe: 1s, backfill: 2}}
+strategy: {{path: "{strat}", params: {{port: {server.getsockname()[1]}}}}}
+""", file="inline.yaml")
+    forced: list = []
+    hung: list = []
+
+    def stop_when_hung() -> None:  # the strategy's connection arrives: it now waits forever
+        conn, _ = server.accept()
+        hung.append(conn)
+        runner.stop("test stop")
+
+    def on_force(summary) -> None:  # the CLI ends the process here; this test lets go instead
+        forced.append((summary, runner.monitor._file))
+        hung[0].close()  # the strategy's recv() returns: cerebro can end
+
+    before = {t.ident for t in threading.enumerate()}
+    runner = Runner(cfg, sim_url=sim.url("binance"), stop_grace=0.5, on_force=on_force,
+                    events=tmp_path / "ev.jsonl")
+    threading.Thread(target=stop_when_hung, daemon=True).start()
+    try:
+        summary_after = runner.run()
+    finally:
+        server.close()
+    summary, events_file = forced[0]
+    assert summary.exit_code == EXIT_FORCED
+    assert summary.reason.startswith("test stop, then by force (exit 4): the strategy did not "
+                                     "return within 0.5 s of test stop: stuck in next() at "
+                                     f"{strat}:12: conn.recv(1)")
+    assert summary_after.reason == summary.reason  # run() returned once the strategy let go
+    assert events_file is None, "the events file was closed before on_force"
+    assert '"event":"forced"' in (tmp_path / "ev.jsonl").read_text().splitlines()[-1]
+    left = [t.name for t in threading.enumerate()
+            if t.ident not in before and t.is_alive() and t.name.startswith("btccxt") and t.name != "btccxt-sim"]
+    assert left == [], f"threads left behind: {left}"

@@ -304,6 +304,7 @@ def test_inline_secret_warns_without_the_value(caplog: pytest.LogCaptureFixture)
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     (tmp_path / "strat.py").write_text("X = 1\n")
+    (tmp_path / "out").mkdir()  # output folders must exist (docs/config.md, "Files and folders")
     path = write(tmp_path, MINIMAL.replace("{name: sma_cross}", "{path: strat.py}")
                  + "events: {file: out/events.jsonl}\nlogging: {file: run.log}\n")
     config = load_config(path)
