@@ -148,6 +148,11 @@ class BarAssembler:
             return 0
         return self.grid.close_of(exp) + grace_ms
 
+    @property
+    def pending_opens(self) -> list[int]:
+        """Open times of the bars seen live but not final yet (the forming bar), oldest first."""
+        return sorted(self._pending)
+
     def pending_count(self) -> int:
         return len(self._pending) + len(self._closed)
 

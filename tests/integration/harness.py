@@ -10,6 +10,7 @@ from datetime import timezone
 import backtrader as bt
 
 from btccxt_cli.bt.store import CCXTStore
+from btccxt_cli.timeframes import BarGrid, as_grid
 
 
 @dataclass
@@ -55,9 +56,8 @@ class Recorder(bt.Strategy):
             dt = d.datetime.datetime(0).replace(tzinfo=timezone.utc)
             stamp = int(round(dt.timestamp() * 1000))
             ev = d.current_event()
-            tf = d.series.tf_ms
-            # open time from the stamp (close - 1 ms); resampled data keeps its stamp
-            ts = stamp if d.p.bar_stamp == "open" else round((stamp + 1 - tf) / tf) * tf
+            # open time from the stamp (close - 1 ms: inside the bar, whatever its grid)
+            ts = stamp if d.p.bar_stamp == "open" else d.series.grid.open_of(stamp)
             mine = ev is not None and ev.candle.ts == ts
             src = ev.source.value if mine else "?"
             recv = ev.recv_ns if mine else 0
@@ -108,13 +108,16 @@ def truth_map(sim, exchange: str, symbol: str, timeframe: str, since: int, until
 
 
 def assert_matches_truth(sim, exchange: str, symbol: str, timeframe: str, seen: list[Seen],
-                         *, tf_ms: int) -> None:
-    """Each bar once, strictly increasing, contiguous, with the simulator's exact values."""
+                         *, tf_ms: int | BarGrid) -> None:
+    """Each bar once, strictly increasing, contiguous, with the simulator's exact values.
+
+    ``tf_ms``: the bar length, or the bar grid (weeks on Monday, calendar months)."""
     assert seen, f"{symbol}: no bars"
+    grid = as_grid(tf_ms)
     ts = [s.ts for s in seen]
-    bad = [(a, b) for a, b in zip(ts, ts[1:], strict=False) if b - a != tf_ms]
+    bad = [(a, b) for a, b in zip(ts, ts[1:], strict=False) if b != grid.next_open(a)]
     assert not bad, f"{symbol}: {len(bad)} duplicated/out-of-order/gap steps, first {bad[:3]}"
-    truth = truth_map(sim, exchange, symbol, timeframe, ts[0], ts[-1] + tf_ms)
+    truth = truth_map(sim, exchange, symbol, timeframe, ts[0], grid.next_open(ts[-1]))
     for s in seen:
         assert s.ts in truth, f"{symbol}: bar {s.ts} not in the simulator's truth"
         assert s.ohlcv == truth[s.ts], f"{symbol}: bar {s.ts}: saw {s.ohlcv}, truth {truth[s.ts]}"
