@@ -453,8 +453,9 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
                          compression=1, backfill_bars=1, use_websocket=True,
                          ws_reconnect_delay=0.2, ws_max_reconnect_delay=1.0)
     cerebro.adddata(data)
+    # the account's 10 BTC are the bot's to trade (it sells as often as it buys)
     broker = store.getbroker(live=True, db_path=db, updates="auto", poll_interval=0.5,
-                             ambiguous_timeout=ambiguous_timeout)
+                             ambiguous_timeout=ambiguous_timeout, adopt_holdings=True)
     cerebro.setbroker(broker)
     cerebro.addstrategy(Soaker, ctl=ctl)
     stop = threading.Event()

@@ -11,10 +11,17 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
   both binance and okx accept), stored before it is sent; a failed create is looked up by
   that id, never resent.
 * On start, orders left live by an earlier run (same database, same account) are adopted:
-  the strategy gets ``Accepted`` for each, then the fills that happened while it was down.
-* Cash is the free balance of the quote currency, positions are the exchange's balances of
-  each data's base currency (spot), value is cash in use plus positions at the last close.
-* Local limits (:class:`OrderLimits`) reject an order before it leaves, with a reason.
+  the strategy gets ``Accepted`` for each, then the fills that happened while it was down;
+  so are final orders with fills the strategy was never told of (a crash or a stop in between).
+* A normal stop lets the worker finish what was sent and tells the strategy what is pending;
+  a fill is marked delivered only once its notification went out.
+* Cash is the free balance of the quote currency. A data's position is the bot's own
+  (``docs/orders.md``): zero at first, moved only by the fills of this bot's orders (the ledger
+  in the orders database, updated with each fill), unless ``adopt_holdings`` lets the bot start
+  with what the account holds. Value is the account's: quote plus base balances at the last close.
+* Local limits (:class:`OrderLimits`) and the bot's position reject an order before it leaves,
+  with a reason: a sell of more than the bot holds, a position or notional beyond its cap
+  counting every open order.
 * Spot markets only; stop and stop-limit orders on binance (plain orders) and okx (algo
   orders, followed to the order they place when they trigger).
 
@@ -39,7 +46,7 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from backtrader.position import Position
 from backtrader.utils import date2num
 
-from btccxt_cli.bt.ordersync import Event, OrderSync
+from btccxt_cli.bt.ordersync import Event, OrderSync, amount_tolerance
 from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
@@ -53,7 +60,6 @@ logger = logging.getLogger(__name__)
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
-_EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,10 @@ class OrderLimits:
     """Local limits; an order that would breach one is Rejected before it is sent.
 
     Args:
-        max_position: per symbol, the largest absolute position (base units) that open orders
-            plus this one may reach.
-        max_notional: per symbol, the largest absolute position value (quote units, at the
-            order's price) that open orders plus this one may reach.
+        max_position: per symbol, the largest absolute position (base units) the bot's position
+            plus every open buy (or sell) plus this order may reach.
+        max_notional: per symbol, the largest absolute value of that position (quote units, at
+            the order's price, else the last close).
         max_orders_per_minute: orders sent in any 60 s window.
     """
 
@@ -76,7 +82,8 @@ class OrderLimits:
 class _Live:
     """Strategy-thread view of one order."""
 
-    __slots__ = ("rec", "order", "data", "accepted", "final", "pre_filled", "pending_trades")
+    __slots__ = ("rec", "order", "data", "accepted", "final", "pre_filled", "in_ledger",
+                 "ledger_trades")
 
     def __init__(self, rec: OrderRecord, order: Order | None, data: Any) -> None:
         self.rec = rec
@@ -85,7 +92,8 @@ class _Live:
         self.accepted = False
         self.final = False
         self.pre_filled = 0.0  # filled before this process (delivered by an earlier run)
-        self.pending_trades: list[str] = []
+        self.in_ledger = 0.0  # fills already counted in the bot's position
+        self.ledger_trades: set[str] = set()
 
 
 class CCXTBroker(bt.BrokerBase):
@@ -105,6 +113,9 @@ class CCXTBroker(bt.BrokerBase):
         limits: an :class:`OrderLimits`.
         cancel_on_stop: cancel open orders when the run stops (default False: they stay open
             and are adopted by the next run).
+        adopt_holdings: the bot's position in each data's symbol starts as everything the
+            account holds of its base currency (default False: it starts at what this bot's
+            own fills left, zero on a new account, and coins held before are never sold).
         updates: how order changes are learnt: ``"auto"`` (default: pushed by WebSocket on
             exchanges whose order stream is tested, binance and okx; REST polling elsewhere),
             ``"websocket"`` (wherever ccxt.pro has ``watchOrders``) or ``"poll"``.
@@ -124,6 +135,7 @@ class CCXTBroker(bt.BrokerBase):
         ("start_timeout", 30.0),
         ("limits", None),
         ("cancel_on_stop", False),
+        ("adopt_holdings", False),
         ("updates", "auto"),
         ("reconcile_interval", 10.0),
         ("clock", SYSTEM_CLOCK),
@@ -149,7 +161,13 @@ class CCXTBroker(bt.BrokerBase):
         self._adopt: list[OrderRecord] = []
         self._balances: dict[str, tuple[float, float, float]] = {}
         self._markets: dict[str, Any] = {}
-        self._shadow: dict[Any, Position] = collections.defaultdict(Position)
+        self._shadow: dict[Any, Position] = {}  # trade bookkeeping of each data's fills
+        self._ledger: dict[str, tuple[float, float]] = {}  # symbol -> the bot's (size, price)
+        self._ledger0: dict[str, tuple[float, float]] = {}  # ... as it was at start
+        self._precision_mode: int | None = None
+        self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
+        self._unconfirmed: list[str] = []  # trade ids of the notification cerebro took last
+        self._short: set[str] = set()  # base currencies the account holds less of than the bot
         self._sent: collections.deque[float] = collections.deque()
         self._open_count = 0
         self.db: OrderStore | None = None
@@ -176,12 +194,14 @@ class CCXTBroker(bt.BrokerBase):
         path = self.p.db_path or default_orders_path()
         self.db = OrderStore(path if str(path) == ":memory:" else Path(path))
         self.db.start_run(self.run_id, self.account, self.clock.time_ms())
+        adopt = tuple(dict.fromkeys(self._symbol(d) for d in self._datas())) \
+            if self.p.adopt_holdings else ()
         self.sync = OrderSync(self.store, self.db, self.account, on_events=self._on_sync_events,
                               poll_interval=self.p.poll_interval,
                               balance_interval=self.p.balance_interval,
                               ambiguous_timeout=self.p.ambiguous_timeout,
                               updates=self.p.updates, reconcile_interval=self.p.reconcile_interval,
-                              clock=self.clock)
+                              adopt=adopt, clock=self.clock)
         fut = self.store.run_async(self.sync.start())
         try:
             events = fut.result(self.p.start_timeout)
@@ -195,7 +215,8 @@ class CCXTBroker(bt.BrokerBase):
             self.db.close()
             raise
         ready = [ev for ev in events if ev.kind == "ready"]
-        self._apply(ready)  # markets and balances now; the rest once datas have bars
+        self._apply(ready)  # markets, balances and the bot's positions now
+        self._ledger0 = dict(self._ledger)
         self._events.put([ev for ev in events if ev.kind != "ready"])
         self._apply_pending()
         self.started = True
@@ -212,20 +233,46 @@ class CCXTBroker(bt.BrokerBase):
         ring()
 
     def stop(self) -> None:
-        """Stop polling (open orders stay open unless ``cancel_on_stop``); close the database."""
+        """Stop (open orders stay open unless ``cancel_on_stop``): let the worker finish what
+        was sent, tell the strategy what is pending, close the database."""
         if not self.started:
             return
         if self.p.cancel_on_stop and not self.killed:
             self.cancel_all(timeout=15.0)
         if self.sync is not None:
+            try:  # creates already queued are answered and their fills read
+                self.store.run_async(self.sync.flush()).result(5.0)
+            except Exception:
+                logger.info("the order worker did not finish in 5 s; the next start reconciles")
             try:
                 self.store.run_async(self.sync.stop()).result(5.0)
             except Exception:
                 logger.debug("stopping the order worker", exc_info=True)
         self._apply_pending()
+        self._deliver_at_stop()
         if self.db is not None:
             self.db.close()
         self.started = False
+
+    def _deliver_at_stop(self) -> None:
+        """Hand the notifications cerebro will no longer ask for to their strategy (after its
+        ``stop()``); fills not told stay undelivered for the next start."""
+        self._confirm()
+        strats = list(getattr(getattr(self, "cerebro", None), "runningstrats", None) or [])
+        while self.notifs:
+            order, trades = self.notifs[0]
+            owner = order.owner if order.owner is not None else (strats[0] if strats else None)
+            if owner is None:
+                break
+            self.notifs.popleft()
+            try:
+                owner._addnotification(order, quicknotify=True)
+            except Exception:
+                logger.exception("telling the strategy of order %s at stop failed",
+                                 order.info.get("client_id"))
+                continue
+            self._unconfirmed = trades
+            self._confirm()
 
     # ------------------------------------------------------------------ backtrader API
     def getcash(self) -> float:
@@ -250,9 +297,10 @@ class CCXTBroker(bt.BrokerBase):
         return value
 
     def getposition(self, data: Any, clone: bool = True) -> Position:
-        base = self._base(data)
-        size = self._balances.get(base, (0.0, 0.0, 0.0))[2] if base else 0.0
-        return Position(size=size, price=self._shadow[data].price if size else 0.0)
+        """The bot's own position (the ledger), never coins the account held before unless
+        ``adopt_holdings``."""
+        size, price = self._ledger.get(self._symbol(data), (0.0, 0.0))
+        return Position(size=size, price=price if size else 0.0)
 
     def orderstatus(self, order: Order) -> int:
         cid = self._by_ref.get(order.ref)
@@ -290,6 +338,7 @@ class CCXTBroker(bt.BrokerBase):
 
     def next(self) -> None:
         """Apply what the exchange said since the last call (strategy thread)."""
+        self._confirm()
         self._apply_pending()
         if self._after_drain and not self._held:
             calls, self._after_drain = self._after_drain, []
@@ -302,13 +351,20 @@ class CCXTBroker(bt.BrokerBase):
         self._after_drain.append(fn)
 
     def get_notification(self) -> Order | None:
+        """The next notification. Its fills are marked delivered at the next call (cerebro has
+        handed it to the strategy by then), so a crash inside ``notify_order`` tells it again."""
+        self._confirm()
         try:
             order, trades = self.notifs.popleft()
         except IndexError:
             return None
+        self._unconfirmed = trades
+        return order
+
+    def _confirm(self) -> None:
+        trades, self._unconfirmed = self._unconfirmed, []
         if trades and self.db is not None:
             self.db.mark_delivered(self.account, trades)
-        return order
 
     # ------------------------------------------------------------------ extras
     def cancel_all(self, timeout: float = 15.0) -> bool:
@@ -442,22 +498,56 @@ class CCXTBroker(bt.BrokerBase):
         if lim.max_orders_per_minute is not None and len(self._sent) >= lim.max_orders_per_minute:
             return (f"order rate limit reached: {len(self._sent)} orders in the last minute "
                     f"(broker.limits.max_orders_per_minute = {lim.max_orders_per_minute})")
-        signed = size if order.isbuy() else -size
-        projected = self.getposition(order.data).size + signed + sum(
-            (lv.rec.amount - lv.rec.filled) * (1 if lv.rec.side == "buy" else -1)
-            for lv in self._live.values() if not lv.final and lv.rec.symbol == symbol)
+        return self._refuse_size(order, symbol, market, size)
+
+    def _exposure(self, symbol: str) -> tuple[float, float, float]:
+        """The bot's position in ``symbol`` and what its open buys and sells still add or take
+        (their amounts less the fills already in the position)."""
+        held = self._ledger.get(symbol, (0.0, 0.0))[0]
+        buys = sells = 0.0
+        for lv in self._live.values():
+            if lv.final or lv.rec.symbol != symbol:
+                continue
+            rest = max(0.0, lv.rec.amount - lv.in_ledger)
+            if lv.rec.side == "buy":
+                buys += rest
+            else:
+                sells += rest
+        return held, buys, sells
+
+    def _refuse_size(self, order: Order, symbol: str, market: dict[str, Any], size: float) -> str | None:
+        """The bot's position and the caps, counting every open order as if it filled."""
+        held, buys, sells = self._exposure(symbol)
+        tol = self._tol(symbol, size)
+        base = market.get("base", "")
+        if order.issell() and size > held - sells + tol:
+            free = max(0.0, held - sells)
+            opened = f", {sells:g} of it in open sells" if sells > tol else ""
+            return (f"{symbol}: a sell of {size:g} {base} is more than this bot holds "
+                    f"({held:g} {base}{opened}; {free:g} free to sell). The bot sells only what "
+                    f"its own orders bought; set broker.adopt_holdings: true to let it trade "
+                    f"the {base} the account already holds")
+        projected = held + buys + size if order.isbuy() else held - sells - size
+        if abs(projected) <= abs(held) + tol:
+            return None  # the order takes the position towards zero: no cap stops that
+        lim = self.limits
+        detail = (f" (bot position {held:g}, open {'buys' if order.isbuy() else 'sells'} "
+                  f"{buys if order.isbuy() else sells:g}, this order {size:g})")
         cap = lim.max_position.get(symbol)
-        if cap is not None and abs(projected) > cap + _EPS:
+        if cap is not None and abs(projected) > cap + tol:
             return (f"{symbol}: the position would reach {abs(projected):g}, above "
-                    f"broker.limits.max_position[{symbol}] = {cap:g}")
+                    f"broker.limits.max_position[{symbol}] = {cap:g}{detail}")
         cap = lim.max_notional.get(symbol)
         if cap is not None:
             px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
-            if abs(projected) * px > cap + _EPS:
+            if abs(projected) * px > cap * (1 + 1e-12):
                 return (f"{symbol}: the position would be worth {abs(projected) * px:,.2f} "
                         f"{market.get('quote', '')}, above broker.limits.max_notional[{symbol}] "
-                        f"= {cap:g}")
+                        f"= {cap:g}{detail}")
         return None
+
+    def _tol(self, symbol: str, amount: float = 0.0) -> float:
+        return amount_tolerance(self._markets.get(symbol), self._precision_mode, amount)
 
     # ------------------------------------------------------------------ events (strategy thread)
     def _apply_pending(self) -> None:
@@ -466,31 +556,49 @@ class CCXTBroker(bt.BrokerBase):
                 self._held.append(self._events.get_nowait())
             except queue.Empty:
                 break
+        self._release()
         while self._held:
-            if self._blocked(self._held[0]):
-                break  # later batches wait too: notifications keep the exchange's order
-            self._apply(self._held.pop(0))
+            self._apply(self._defer(self._held.pop(0)))
         if self._adopt:
             self._materialize()
 
-    def _blocked(self, batch: list[Event]) -> bool:
-        """A fill cannot reach backtrader before its data has a bar (trades read its datetime)."""
+    def _defer(self, batch: list[Event]) -> list[Event]:
+        """A fill cannot reach backtrader before its data has a bar (trades read its datetime):
+        it and every later event of its symbol wait; other symbols go on. The bot's position
+        moves at once all the same."""
+        now: list[Event] = []
         for ev in batch:
-            if ev.kind == "fill" and ev.fill is not None:
-                data = next((d for d in self._datas() if self._symbol(d) == ev.fill.symbol), None)
-                if data is not None and len(data) == 0:
-                    return True
-        return False
+            rec = ev.fill if ev.fill is not None else ev.rec
+            symbol = rec.symbol if rec is not None else None
+            if symbol is not None and (symbol in self._deferred or (
+                    ev.kind == "fill" and self._no_bar(symbol))):
+                self._deferred.setdefault(symbol, []).append(ev)
+                if ev.kind == "fill":
+                    self._ledger_fill(ev)
+            else:
+                now.append(ev)
+        return now
+
+    def _release(self) -> None:
+        for symbol in [s for s in self._deferred if not self._no_bar(s)]:
+            self._apply(self._deferred.pop(symbol))
+
+    def _no_bar(self, symbol: str) -> bool:
+        data = next((d for d in self._datas() if self._symbol(d) == symbol), None)
+        return data is not None and len(data) == 0
 
     def _apply(self, events: list[Event]) -> None:
         touched: dict[str, list[str]] = {}
         for ev in events:
             if ev.kind == "ready":
                 self._markets = dict(ev.data.get("markets") or {})
+                self._precision_mode = ev.data.get("precision_mode")
+                self._ledger.update(ev.data.get("holdings") or {})
                 if ev.data.get("balances") is not None:
                     self._balances = dict(ev.data["balances"])
             elif ev.kind == "balance":
                 self._balances = dict(ev.data)
+                self._reconcile()
             elif ev.kind == "orders":
                 self._open_count = int(ev.data.get("open", 0))
             elif ev.kind == "updates":
@@ -507,45 +615,89 @@ class CCXTBroker(bt.BrokerBase):
         for cid, trades in touched.items():
             self._settle(cid, trades)
 
+    def _reconcile(self) -> None:
+        """A balance read checks the bot's positions against the account: if the account holds
+        less than the bot's positions (less their open sells), coins were moved outside the
+        bot, and its sells may be refused by the exchange. Warned once per episode."""
+        want: dict[str, float] = {}
+        tol: dict[str, float] = {}
+        for symbol, (size, _price) in self._ledger.items():
+            base = (self._markets.get(symbol) or {}).get("base")
+            if base is None or not size:
+                continue
+            held, _buys, sells = self._exposure(symbol)
+            want[base] = want.get(base, 0.0) + held - sells
+            tol[base] = tol.get(base, 0.0) + self._tol(symbol, held)
+        for base, need in want.items():
+            have = self._balances.get(base, (0.0, 0.0, 0.0))[2]
+            if need > have + tol[base]:
+                if base not in self._short:
+                    self._short.add(base)
+                    logger.warning("the account holds %g %s, less than the bot's position of %g: "
+                                   "coins were moved outside this bot; its sells may be refused",
+                                   have, base, need)
+            else:
+                self._short.discard(base)
+
     def _materialize(self) -> None:
         """Backtrader orders for orders an earlier run left live (once datas exist)."""
         datas = self._datas()
         if not datas:
             return
         for rec in self._adopt:
+            fills = self.db.fills(rec.client_id) if self.db else []
             data = next((d for d in datas if self._symbol(d) == rec.symbol), None)
             if data is None:
                 logger.warning("adopted order %s on %s: no data feed for that symbol; it is "
                                "tracked but the strategy is not told", rec.client_id, rec.symbol)
-                self._live[rec.client_id] = _Live(rec, None, None)
-                continue
-            cls = BuyOrder if rec.side == "buy" else SellOrder
-            et = {"market": Order.Market, "limit": Order.Limit, "stop_market": Order.Stop,
-                  "stop_limit": Order.StopLimit}[rec.type]
-            # simulated=True builds the order without reading the data's current bar
-            order = cls(owner=None, data=data, size=rec.amount, price=rec.stop_price or rec.price,
-                        pricelimit=rec.price if rec.type == "stop_limit" else None, exectype=et,
-                        simulated=True)
-            order.p.simulated = False  # but the strategy must be notified like any order
-            order.addcomminfo(self.getcommissioninfo(data))
-            order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)
-            order.submit(self)
-            lv = _Live(rec, order, data)
-            delivered = [f for f in (self.db.fills(rec.client_id) if self.db else []) if f.delivered]
-            lv.pre_filled = sum(f.amount for f in delivered)
+                lv = _Live(rec, None, None)
+            else:
+                lv = _Live(rec, self._adopted_order(rec, data), data)
+            lv.pre_filled = sum(f.amount for f in fills if f.delivered)
+            lv.in_ledger = sum(f.amount for f in fills)  # stored fills are in the position
+            lv.ledger_trades = {f.trade_id for f in fills}
             self._live[rec.client_id] = lv
-            self._by_ref[order.ref] = rec.client_id
+            if lv.order is None:
+                continue
+            self._by_ref[lv.order.ref] = rec.client_id
             logger.info("adopted %s order %s %s %g %s from run %s", rec.status, rec.client_id,
                         rec.side, rec.amount, rec.symbol, rec.run_id)
             if rec.status not in ("pending", "sending", "unknown"):
                 lv.accepted = True
-                order.accept(self)
-                self._notify(order)
+                lv.order.accept(self)
+                self._notify(lv.order)
         self._adopt = []
+
+    def _adopted_order(self, rec: OrderRecord, data: Any) -> Order:
+        cls = BuyOrder if rec.side == "buy" else SellOrder
+        et = {"market": Order.Market, "limit": Order.Limit, "stop_market": Order.Stop,
+              "stop_limit": Order.StopLimit}[rec.type]
+        # simulated=True builds the order without reading the data's current bar
+        order = cls(owner=None, data=data, size=rec.amount, price=rec.stop_price or rec.price,
+                    pricelimit=rec.price if rec.type == "stop_limit" else None, exectype=et,
+                    simulated=True)
+        order.p.simulated = False  # but the strategy must be notified like any order
+        order.addcomminfo(self.getcommissioninfo(data))
+        order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)
+        order.submit(self)
+        return order
+
+    def _ledger_fill(self, ev: Event) -> None:
+        """The bot's position after a new fill (idempotent: a deferred fill passes twice)."""
+        f = ev.fill
+        assert f is not None
+        held = ev.data.get("holding")
+        if held is not None:
+            self._ledger[f.symbol] = (float(held[0]), float(held[1]))
+        lv = self._live.get(f.client_id)
+        if lv is not None and f.trade_id not in lv.ledger_trades:
+            lv.ledger_trades.add(f.trade_id)
+            lv.in_ledger += f.amount
 
     def _on_fill(self, ev: Event, touched: dict[str, list[str]]) -> None:
         f = ev.fill
         assert f is not None
+        self._ledger_fill(ev)
         lv = self._live.get(f.client_id)
         if lv is None or lv.order is None:
             return
@@ -558,7 +710,9 @@ class CCXTBroker(bt.BrokerBase):
         market = self._markets.get(f.symbol) or {}
         comm = f.fee if f.fee_currency == market.get("quote") else (
             f.fee * f.price if f.fee_currency == market.get("base") else 0.0)
-        pos = self._shadow[data]
+        pos = self._shadow.get(data)
+        if pos is None:  # trades open from the bot's position at start
+            pos = self._shadow[data] = Position(*self._ledger0.get(f.symbol, (0.0, 0.0)))
         pprice_orig = pos.price
         psize, pprice, opened, closed = pos.update(size, f.price)
         comminfo = order.comminfo
@@ -584,13 +738,20 @@ class CCXTBroker(bt.BrokerBase):
         lv = self._live.get(cid)
         if lv is None or lv.final:
             return
+        self._settle_one(lv, trades)
+        if lv.final:  # nothing more will come: forget it (submits scan what is live)
+            self._live.pop(cid, None)
+            if lv.order is not None:
+                self._by_ref.pop(lv.order.ref, None)
+
+    def _settle_one(self, lv: _Live, trades: list[str]) -> None:
         order, rec = lv.order, lv.rec
         if order is None:
             if rec.status not in ("pending", "sending", "unknown", "open"):
                 lv.final = True
             return
         executed = lv.pre_filled + abs(order.executed.size)
-        all_fills_in = executed + _EPS >= rec.filled
+        all_fills_in = executed + self._tol(rec.symbol, rec.amount) >= rec.filled
         if rec.status == "rejected":
             lv.final = True
             order.addinfo(reason=rec.reason or "rejected by the exchange")

@@ -26,6 +26,12 @@ refused) they run every ``poll_interval`` as before, and one poll runs at once o
 of the stream's state, so a push lost in a gap is read by REST. Fills are always read by REST
 (ids, prices and fees of each trade), once per change of the filled amount.
 
+Position ledger (``docs/orders.md``, "Cash, value, positions"): every new fill moves the bot's
+own position in its symbol in the same SQLite transaction that stores it, and its ``fill`` event
+carries the position after it, so the strategy sees it with the notification, not one balance
+read later. Fill sums are compared within half the market's amount step
+(:func:`amount_tolerance`), never with an absolute epsilon.
+
 Imports ccxt only inside functions (through the store's client). No backtrader here.
 """
 
@@ -44,8 +50,8 @@ from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.log import redact
 
-__all__ = ["Event", "OrderSync", "exchange_message", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
-           "UPDATE_MODES", "ALGO_STOP_EXCHANGES"]
+__all__ = ["Event", "OrderSync", "exchange_message", "amount_tolerance", "CCXT_TYPES",
+           "WS_ORDER_EXCHANGES", "UPDATE_MODES", "ALGO_STOP_EXCHANGES"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +60,9 @@ CCXT_TYPES = {"market": ("market", False), "limit": ("limit", False),
               "stop_market": ("market", True), "stop_limit": ("limit", True)}
 _FINAL = {"closed": "closed", "canceled": "canceled", "cancelled": "canceled",
           "expired": "expired", "rejected": "rejected"}
-_EPS = 1e-12
+#: ccxt's ``precisionMode`` values (``ccxt.DECIMAL_PLACES``, ``ccxt.TICK_SIZE``)
+_DECIMAL_PLACES, _TICK_SIZE = 2, 4
+_VIA_LOG_MAX = 1000
 #: exchanges whose order stream (ccxt.pro ``watch_orders``) is tested against the simulator;
 #: ``updates="auto"`` uses WebSocket updates on these and REST polling elsewhere
 WS_ORDER_EXCHANGES = ("binance", "okx")
@@ -71,8 +79,10 @@ _SIGNED = re.compile(r"(signature|sign)=[^&\s\"']+", re.IGNORECASE)
 class Event:
     """Something the strategy thread must apply. Kinds:
 
-    ``ready`` (data: markets, balances), ``adopt`` (rec), ``order`` (rec: the stored row after
-    the change), ``fill`` (fill), ``balance`` (data: {asset: (free, used, total)}),
+    ``ready`` (data: markets, balances, holdings {symbol: (size, price)}, precision_mode),
+    ``adopt`` (rec), ``order`` (rec: the stored row after the change), ``fill`` (fill; data:
+    {"holding": (size, price)}, the bot's position after it, when the fill is new),
+    ``balance`` (data: {asset: (free, used, total)}),
     ``orders`` (data: open order count), ``updates`` (data: {"via": "websocket" | "polling" |
     "reconnecting", "reason": str}).
     """
@@ -81,6 +91,26 @@ class Event:
     rec: OrderRecord | None = None
     fill: FillRecord | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def amount_tolerance(market: dict[str, Any] | None, precision_mode: int | None,
+                     amount: float = 0.0) -> float:
+    """How far apart two amounts of ``market`` may be and still be equal: half its amount step
+    (amounts are whole steps, so a missing fill is at least one step), else 1e-9 of the amount.
+
+    Sums of fills are floats: at 1e7 in 0.1 lots they miss the exchange's total by more than
+    any fixed epsilon, and an order compared that way would never complete.
+    """
+    prec = ((market or {}).get("precision") or {}).get("amount")
+    step = 0.0
+    if prec is not None:
+        if precision_mode == _TICK_SIZE:
+            step = float(prec)
+        elif precision_mode == _DECIMAL_PLACES:
+            step = 10.0 ** -float(prec)
+    if step > 0:
+        return step / 2
+    return 1e-9 * max(1.0, abs(amount))
 
 
 def exchange_message(exc: BaseException) -> str:
@@ -137,13 +167,16 @@ class OrderSync:
             ``"websocket"`` (wherever ccxt.pro has ``watchOrders``) or ``"poll"``.
         reconcile_interval: seconds between REST polls of live orders while the WebSocket
             order stream is up.
+        adopt: symbols whose position starts as the account's whole holding of their base
+            currency (``broker.adopt_holdings``); the ledger of the others moves only with
+            this bot's fills.
     """
 
     def __init__(self, store: Any, db: OrderStore, account: str, *,
                  on_events: Callable[[list[Event]], None], poll_interval: float = 1.0,
                  balance_interval: float = 5.0, ambiguous_timeout: float = 35.0,
                  updates: str = "auto", reconcile_interval: float = 10.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 adopt: tuple[str, ...] = (), clock: Clock = SYSTEM_CLOCK) -> None:
         if updates not in UPDATE_MODES:
             raise ValueError(f"updates must be one of {', '.join(UPDATE_MODES)}, not {updates!r}")
         self.store = store
@@ -155,6 +188,7 @@ class OrderSync:
         self.ambiguous_timeout = ambiguous_timeout
         self.updates = updates
         self.reconcile_interval = max(reconcile_interval, poll_interval)
+        self.adopt = tuple(adopt)
         self.clock = clock
         self.tracked: dict[str, _Tracked] = {}
         self._queue: asyncio.Queue | None = None
@@ -189,8 +223,14 @@ class OrderSync:
         self._ex = await self.store.async_exchange()
         events: list[Event] = []
         balances = await self._fetch_balance(strict=True)  # rejected keys stop the run here
-        events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances}))
-        for rec in self.db.live_orders(self.account):
+        if self.adopt and balances is not None:
+            await self._adopt_holdings(balances)
+        held = {s: (h.size, h.price) for s, h in self.db.holdings(self.account).items()}
+        events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances,
+                                           "holdings": held,
+                                           "precision_mode": getattr(self._ex, "precisionMode", None)}))
+        live = self.db.live_orders(self.account)
+        for rec in live:
             t = _Tracked(rec, since_mono=self.clock.monotonic())
             for f in self.db.fills(rec.client_id):
                 t.add(f)
@@ -199,10 +239,11 @@ class OrderSync:
             # fills stored but never delivered (a crash between the two)
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
+        events += self._replay_final({r.client_id for r in live})
         events.append(self._count())
         stream = self._stream_wanted()
         self.via = "connecting" if stream else "polling"
-        self.via_log.append(self.via)
+        self._log_via(self.via)
         events.append(Event("updates", data={
             "via": self.via, "reason": stream or self._no_stream_reason()}))
         self._next_poll = self._wall() + self.poll_interval
@@ -210,6 +251,60 @@ class OrderSync:
         if stream:
             self._ws_task = asyncio.ensure_future(self._watch())
         return events
+
+    def _replay_final(self, live: set[str]) -> list[Event]:
+        """Fills of orders already final that the strategy was never told of: a market order is
+        ``closed`` in the refresh that stores its fill, so a crash or a stop before cerebro took
+        the notification leaves them undelivered. Each such order is adopted again, its fills
+        follow, then its final state (``Completed``/``Canceled`` once every fill is in)."""
+        events: list[Event] = []
+        by_order: dict[str, list[FillRecord]] = {}
+        for f in self.db.undelivered_fills(self.account):
+            if f.client_id not in live:
+                by_order.setdefault(f.client_id, []).append(f)
+        for cid, fills in by_order.items():
+            rec = self.db.get_order(cid)
+            if rec is None:
+                continue
+            logger.info("order %s (%s) has %d fill(s) the strategy was never told of: told now",
+                        cid, rec.status, len(fills))
+            events.append(Event("adopt", rec=_copy(rec)))
+            events += [Event("fill", fill=f) for f in fills]
+            events.append(Event("order", rec=_copy(rec)))
+        return events
+
+    async def _adopt_holdings(self, balances: dict[str, tuple[float, float, float]]) -> None:
+        """``broker.adopt_holdings``: the first adopted symbol of each base currency starts with
+        the account's whole holding of it (less what other symbols of that base hold)."""
+        markets = self._ex.markets or {}
+        ledger = self.db.holdings(self.account)
+        seen: set[str] = set()
+        for symbol in self.adopt:
+            m = markets.get(symbol)
+            if not m or not m.get("spot") or m.get("base") in seen:
+                continue
+            base = m["base"]
+            seen.add(base)
+            others = sum(h.size for s, h in ledger.items()
+                         if s != symbol and (markets.get(s) or {}).get("base") == base)
+            total = max(0.0, balances.get(base, (0.0, 0.0, 0.0))[2] - others)
+            price = 0.0
+            if total > (ledger.get(symbol).size if symbol in ledger else 0.0):
+                try:
+                    price = float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
+                except Exception as exc:
+                    logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
+            held = self.db.adopt(self.account, symbol, total, price, self.clock.time_ms())
+            logger.warning("%s: the bot may trade the account's %g %s (broker.adopt_holdings)",
+                           symbol, held.size, base)
+
+    async def flush(self) -> None:
+        """Return once every command queued before this call is done (a create answered and
+        its fills read): a normal stop lets what the strategy just sent finish first."""
+        assert self._loop is not None and self._queue is not None
+        done = self._loop.create_future()
+        self._queue.put_nowait(("flush", done))
+        await done
 
     async def stop(self) -> None:
         for task in (self._ws_task, self._task):
@@ -317,13 +412,18 @@ class OrderSync:
                 self.ws_pushes += 1
                 self._queue.put_nowait(("ws", order))
 
+    def _log_via(self, via: str) -> None:
+        self.via_log.append(via)
+        if len(self.via_log) > _VIA_LOG_MAX:  # a long run: the recent states are enough
+            del self.via_log[1:-_VIA_LOG_MAX // 2]
+
     def _set_via(self, via: str, reason: str) -> None:
         if via == self.via and self.via_log:
             return
         level = logging.INFO if via == "websocket" else logging.WARNING
         logger.log(level, "%s: order updates: %s", self.store.exchange_id, reason)
         self.via = via
-        self.via_log.append(via)
+        self._log_via(via)
         self._next_poll = self._wall()  # read by REST what may have been missed
         assert self._queue is not None
         self._queue.put_nowait(("via", via, reason))
@@ -340,7 +440,7 @@ class OrderSync:
         if t.rec.symbol != order.get("symbol") and order.get("symbol"):
             return []
         filled = float(order.get("filled") or 0.0)
-        if filled + _EPS < t.rec.filled:
+        if filled + self._tol(t.rec) < t.rec.filled:
             return []  # older than what a REST answer already told
         # a pushed fee is the last trade's (binance), not the order's: fees come from the fills
         return await self._refresh(t, {**order, "fee": None, "status": order.get("status") or "open"})
@@ -358,6 +458,9 @@ class OrderSync:
             if t is not None:
                 t.cancel_requested = True
                 self._emit(await self._cancel(t))
+        elif name == "flush":
+            if not cmd[1].done():
+                cmd[1].set_result(True)
         elif name == "cancel_all":
             fut: asyncio.Future | Any = cmd[1]
             try:
@@ -477,7 +580,8 @@ class OrderSync:
                                rec.client_id, order["id"])
         status = str(order.get("status") or "open")
         filled = float(order.get("filled") or 0.0)
-        if filled > t.traded + _EPS:
+        tol = self._tol(rec)
+        if filled > t.traded + tol:
             events += await self._fills(t)
         new_status = _FINAL.get(status, "open")
         changed = {"filled": filled, "cost": float(order.get("cost") or 0.0)}
@@ -488,17 +592,21 @@ class OrderSync:
             changed.update(fee=t.fee, fee_currency=t.fee_currency)
         if new_status != rec.status:
             changed["status"] = new_status
-        if rec.status != new_status or abs(rec.filled - filled) > _EPS:
+        if rec.status != new_status or abs(rec.filled - filled) > tol:
             self._update(t, **changed)
             events.append(Event("order", rec=_copy(t.rec)))
             self._balance_due = True
         elif rec.status in ("unknown", "pending", "sending"):
             self._update(t, **changed)
             events.append(Event("order", rec=_copy(t.rec)))
-        if new_status in _FINAL.values() and t.traded + _EPS >= filled:
+        if new_status in _FINAL.values() and t.traded + tol >= filled:
             self.tracked.pop(rec.client_id, None)
             events.append(self._count())
         return events
+
+    def _tol(self, rec: OrderRecord) -> float:
+        market = (getattr(self._ex, "markets", None) or {}).get(rec.symbol)
+        return amount_tolerance(market, getattr(self._ex, "precisionMode", None), rec.amount)
 
     def _algo_stop(self, rec: OrderRecord) -> bool:
         return rec.type in ("stop_market", "stop_limit") and self.store.exchange_id in ALGO_STOP_EXCHANGES
@@ -547,6 +655,7 @@ class OrderSync:
                         exchange_message(exc))
             return []
         events: list[Event] = []
+        base = ((getattr(self._ex, "markets", None) or {}).get(rec.symbol) or {}).get("base")
         for tr in sorted(trades, key=lambda x: (x.get("timestamp") or 0, str(x.get("id")))):
             tid = str(tr.get("id"))
             if tid in t.trades:
@@ -558,8 +667,13 @@ class OrderSync:
                            fee_currency=fee.get("currency"),
                            time_ms=int(tr.get("timestamp") or self.clock.time_ms()))
             t.add(f)
-            if self.db.add_fill(f):
-                events.append(Event("fill", fill=f))
+            # the bot's position moves by what the fill left in the account (a fee charged in
+            # the base currency is not the bot's to sell), in the transaction that stores it
+            delta = (f.amount if f.side == "buy" else -f.amount) - (
+                f.fee if base is not None and f.fee_currency == base else 0.0)
+            held = self.db.add_fill_to_ledger(f, delta)
+            if held is not None:
+                events.append(Event("fill", fill=f, data={"holding": (held.size, held.price)}))
         return events
 
     # ------------------------------------------------------------------ cancel

@@ -5,6 +5,11 @@ leaves a row to reconcile: on restart, every order that is not final is looked u
 exchange by its client order id and never sent again. Fills are keyed by the exchange's trade
 id, so a fill seen twice is stored once; ``delivered`` says whether the strategy was told.
 
+``positions`` is the bot's own position ledger per account and symbol: the base units this
+bot's fills bought less what they sold (net of fees charged in the base currency), plus what
+was adopted from the account's holdings when ``broker.adopt_holdings`` asked for it. A fill and
+its ledger change are written in one transaction, so the two never disagree after a crash.
+
 Schema (created on first open)::
 
     orders(client_id TEXT PRIMARY KEY, account TEXT, run_id TEXT, seq INTEGER, symbol TEXT,
@@ -15,6 +20,8 @@ Schema (created on first open)::
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
           PRIMARY KEY(account, trade_id))
     runs(run_id TEXT PRIMARY KEY, account TEXT, started_ms INTEGER, next_seq INTEGER)
+    positions(account TEXT, symbol TEXT, size REAL, price REAL, adopted REAL,
+              updated_ms INTEGER, PRIMARY KEY(account, symbol))
 
 ``account`` is ``exchange:<first 16 hex of sha256(api key)>``: never the key itself. Order
 statuses: ``pending`` (written, not yet sent), ``sending``, ``unknown`` (the create call failed
@@ -34,12 +41,12 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OrderStore", "OrderRecord", "FillRecord", "account_id", "default_orders_path",
-           "LIVE_STATUSES", "FINAL_STATUSES"]
+__all__ = ["OrderStore", "OrderRecord", "FillRecord", "Holding", "account_id",
+           "default_orders_path", "read_holdings", "may_trade", "LIVE_STATUSES", "FINAL_STATUSES"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,11 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, account TEXT NOT NULL, started_ms INTEGER NOT NULL,
     next_seq INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS positions (
+    account TEXT NOT NULL, symbol TEXT NOT NULL, size REAL NOT NULL DEFAULT 0,
+    price REAL NOT NULL DEFAULT 0, adopted REAL NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, symbol)
+);
 """
 
 
@@ -91,6 +103,42 @@ def default_orders_path() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "btccxt" / "orders.sqlite"
+
+
+def read_holdings(path: str | Path, account: str) -> dict[str, Holding]:
+    """The bot's positions in an orders database, read-only (nothing is created): ``{}`` if the
+    file or its ledger does not exist yet."""
+    if str(path) == ":memory:" or not Path(path).is_file():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = con.execute(f"SELECT {', '.join(_HOLDING_COLS)} FROM positions WHERE account = ?",
+                               (account,)).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+    return {r[1]: Holding(*r) for r in rows}
+
+
+def may_trade(symbols: Iterable[str], totals: dict[str, float], held: dict[str, Holding],
+              adopt: bool) -> str:
+    """What a live run's bot may sell, for the ``--live`` summary: per symbol, its own position
+    (or, with ``adopt_holdings``, everything the account holds of the base currency)."""
+    parts = []
+    seen: set[str] = set()
+    for symbol in symbols:
+        base = symbol.split("/")[0]
+        if adopt:
+            size = 0.0 if base in seen else totals.get(base, 0.0)
+            seen.add(base)
+        else:
+            size = held[symbol].size if symbol in held else 0.0
+        parts.append(f"{symbol} {size:g} {base}")
+    why = ("everything the account holds (broker.adopt_holdings)" if adopt else
+           "bought by its own orders; coins the account held before are never sold")
+    return ", ".join(parts) + f" ({why})"
 
 
 @dataclass
@@ -139,7 +187,35 @@ class FillRecord:
     delivered: bool = False
 
 
+@dataclass(frozen=True)
+class Holding:
+    """One row of ``positions``: the bot's own position in ``symbol`` (base units) and its
+    average entry price; ``adopted`` is the part taken over from the account's holdings."""
+
+    account: str
+    symbol: str
+    size: float = 0.0
+    price: float = 0.0
+    adopted: float = 0.0
+    updated_ms: int = 0
+
+    def moved(self, delta: float, price: float, now_ms: int) -> Holding:
+        """The holding after ``delta`` base units at ``price`` (the average entry moves only
+        when the position grows, and restarts at ``price`` when it changes sign)."""
+        size = self.size + delta
+        if abs(size) <= 1e-15:
+            size, avg = 0.0, 0.0
+        elif self.size == 0.0 or (self.size > 0) != (size > 0):
+            avg = price
+        elif abs(size) > abs(self.size):
+            avg = (self.size * self.price + delta * price) / size
+        else:
+            avg = self.price
+        return replace(self, size=size, price=avg, updated_ms=now_ms)
+
+
 _ORDER_COLS = [f.name for f in fields(OrderRecord)]
+_HOLDING_COLS = [f.name for f in fields(Holding)]
 _FILL_COLS = [f.name for f in fields(FillRecord)]
 
 
@@ -242,6 +318,61 @@ class OrderStore:
                                     for v in (getattr(rec, c) for c in _FILL_COLS)])
             return cur.rowcount == 1
 
+    def add_fill_to_ledger(self, rec: FillRecord, delta: float) -> Holding | None:
+        """Store a fill and move the bot's position in its symbol by ``delta`` base units, in
+        one transaction. Returns the position after it, or None if the trade id was already
+        stored (the ledger is then left alone)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not self.add_fill(rec):
+                    self._db.execute("ROLLBACK")
+                    return None
+                held = self.holding(rec.account, rec.symbol).moved(delta, rec.price, rec.time_ms)
+                self._put_holding(held)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return held
+
+    def holding(self, account: str, symbol: str) -> Holding:
+        """The bot's position in ``symbol`` (zero if it never traded it)."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_HOLDING_COLS)} FROM positions "
+                                   "WHERE account = ? AND symbol = ?", (account, symbol)).fetchone()
+        return Holding(*row) if row else Holding(account, symbol)
+
+    def holdings(self, account: str) -> dict[str, Holding]:
+        """Every position of ``account`` in the ledger, by symbol."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_HOLDING_COLS)} FROM positions "
+                                    "WHERE account = ?", (account,)).fetchall()
+        return {r[1]: Holding(*r) for r in rows}
+
+    def adopt(self, account: str, symbol: str, size: float, price: float, now_ms: int) -> Holding:
+        """Set the bot's position in ``symbol`` to ``size`` (``broker.adopt_holdings``): the
+        part above what it held is adopted at ``price``."""
+        with self._lock:
+            old = self.holding(account, symbol)
+            extra = size - old.size
+            held = old.moved(extra, price, now_ms) if extra > 0 else replace(
+                old, size=size, price=old.price if size else 0.0, updated_ms=now_ms)
+            held = replace(held, adopted=old.adopted + max(extra, 0.0))
+            self._put_holding(held)
+            return held
+
+    def _put_holding(self, h: Holding) -> None:
+        self._db.execute(f"INSERT OR REPLACE INTO positions ({', '.join(_HOLDING_COLS)}) VALUES "
+                         f"({', '.join('?' for _ in _HOLDING_COLS)})", [getattr(h, c) for c in _HOLDING_COLS])
+
+    def undelivered_fills(self, account: str) -> list[FillRecord]:
+        """Fills of ``account`` the strategy was never told of, whatever their order's status."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_FILL_COLS)} FROM fills WHERE account = ? "
+                                    "AND delivered = 0 ORDER BY time_ms, trade_id", (account,)).fetchall()
+        return [FillRecord(*r[:-1], delivered=bool(r[-1])) for r in rows]
+
     def fills(self, client_id: str, *, undelivered_only: bool = False) -> list[FillRecord]:
         sql = f"SELECT {', '.join(_FILL_COLS)} FROM fills WHERE client_id = ?"
         if undelivered_only:
@@ -259,5 +390,7 @@ class OrderStore:
         """Every order and fill (for tests and debugging)."""
         with self._lock:
             fills = self._db.execute(f"SELECT {', '.join(_FILL_COLS)} FROM fills").fetchall()
+            held = self._db.execute(f"SELECT {', '.join(_HOLDING_COLS)} FROM positions").fetchall()
         return {"orders": [asdict(o) for o in self.orders()],
-                "fills": [dict(zip(_FILL_COLS, r, strict=True)) for r in fills]}
+                "fills": [dict(zip(_FILL_COLS, r, strict=True)) for r in fills],
+                "positions": [dict(zip(_HOLDING_COLS, r, strict=True)) for r in held]}

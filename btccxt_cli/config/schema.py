@@ -402,6 +402,11 @@ class BrokerConfig(BaseModel):
     )
     limits: BrokerLimitsConfig = Field(default_factory=BrokerLimitsConfig,
                                        description="Live broker: per-symbol and rate limits.")
+    adopt_holdings: bool = Field(
+        False, strict=True, description="Live broker: let the bot trade the coins the account "
+        "already holds (its position in each symbol starts as the account's whole balance of the "
+        "base currency). false: its position starts at zero and moves only with its own fills, "
+        "and it never sells coins it did not buy.")
     kill_switch_file: Path | None = Field(
         None, description="Live broker: when this file exists, open orders are cancelled and the run "
         "stops (relative to the config file). SIGUSR1 does the same.")

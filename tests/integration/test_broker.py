@@ -25,6 +25,8 @@ pytestmark = pytest.mark.live
 
 KEYS = {"apiKey": DEFAULT_KEY.key, "secret": DEFAULT_KEY.secret, "password": DEFAULT_KEY.passphrase}
 SYMBOL = "BTC/USDT"
+#: tests that sell the account's pre-funded coins opt in to trading them (broker.adopt_holdings)
+ADOPT: dict[str, Any] = {"adopt_holdings": True}
 
 
 @dataclass
@@ -53,9 +55,10 @@ class Outcome:
 
 
 class Scripted(bt.Strategy):
-    """Calls ``act(strategy, n)`` on the n-th live bar; stops when ``done(strategy)``."""
+    """Calls ``act(strategy, n)`` on the n-th live bar and ``on_order(strategy, order)`` on
+    every notification; stops when ``done(strategy)``."""
 
-    params = (("act", None), ("done", None), ("outcome", None))
+    params = (("act", None), ("done", None), ("outcome", None), ("on_order", None))
 
     def __init__(self) -> None:
         self.n = 0
@@ -66,6 +69,8 @@ class Scripted(bt.Strategy):
         self.p.outcome.notes.append(Note(order.ref, order.getstatusname(), order.executed.size,
                                          order.executed.price, order.executed.comm,
                                          order.info.get("reason"), order.info.get("client_id")))
+        if self.p.on_order is not None:
+            self.p.on_order(self, order)
 
     def next(self) -> None:
         if self.data._laststatus != self.data.LIVE:
@@ -80,17 +85,18 @@ class Scripted(bt.Strategy):
 def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable[[Any], bool], *,
         db: Path, timeout: float = 25.0, store_cfg: dict[str, Any] | None = None,
         broker_kw: dict[str, Any] | None = None, data_kw: dict[str, Any] | None = None,
-        out: Outcome | None = None) -> Outcome:
+        out: Outcome | None = None, on_order: Callable[[Any, Any], None] | None = None,
+        symbol: str = SYMBOL) -> Outcome:
     out = out if out is not None else Outcome()
     store = CCXTStore(exchange, sim_url=sim.url(exchange), config={**KEYS, **(store_cfg or {})})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
-    data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
+    data = store.getdata(dataname=symbol, name=symbol, timeframe=bt.TimeFrame.Seconds,
                          compression=1, backfill_bars=1, use_websocket=True, **(data_kw or {}))
     cerebro.adddata(data)
     broker = store.getbroker(live=True, db_path=db, **{"poll_interval": 0.2, **(broker_kw or {})})
     out.broker = broker
     cerebro.setbroker(broker)
-    cerebro.addstrategy(Scripted, act=act, done=done, outcome=out)
+    cerebro.addstrategy(Scripted, act=act, done=done, outcome=out, on_order=on_order)
 
     def expire() -> None:
         out.timed_out = True
@@ -129,7 +135,7 @@ def test_market_limit_cancel_and_insufficient_funds(sim_factory: Any, tmp_path: 
         far = s.orders.get("far")
         if far is not None and "Accepted" in out.statuses(far.ref) and "broke" not in s.orders:
             s.cancel(far)
-            s.orders["broke"] = s.sell(size=5.0)  # 5 BTC: the account has ~0.01
+            s.orders["broke"] = s.buy(size=5.0)  # ~300,000 USDT: the account has 10,000
 
     def done(s: Any) -> bool:
         o = s.orders

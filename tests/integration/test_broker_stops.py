@@ -15,7 +15,7 @@ import pytest
 
 from btccxt_cli.cache.orders import OrderStore
 from btccxt_cli.sim.plans import cross_plan
-from tests.integration.test_broker import SYMBOL, Outcome, run
+from tests.integration.test_broker import ADOPT, SYMBOL, Outcome, run
 
 pytestmark = pytest.mark.live
 
@@ -72,7 +72,8 @@ def test_a_stop_rests_then_triggers_and_fills(sim_factory: Any, tmp_path: Path, 
                                                                      "Canceled") for n in out.notes)
 
     db = tmp_path / "o.sqlite"
-    run(sim, exchange, act, done, db=db, out=out, timeout=30.0, broker_kw={"updates": updates})
+    run(sim, exchange, act, done, db=db, out=out, timeout=30.0,
+        broker_kw={**ADOPT, "updates": updates})
     assert not out.timed_out, out.notes
     o = out.strategy.orders["stop"]
     assert out.statuses(o.ref) == ["Submitted", "Accepted", "Completed"], out.last(o.ref).reason
@@ -114,7 +115,7 @@ def test_a_resting_stop_is_cancelled(sim_factory: Any, tmp_path: Path, exchange:
         o = s.orders.get("stop")
         return o is not None and "Canceled" in out.statuses(o.ref)
 
-    run(sim, exchange, act, done, db=tmp_path / "o.sqlite", out=out)
+    run(sim, exchange, act, done, db=tmp_path / "o.sqlite", out=out, broker_kw=ADOPT)
     assert not out.timed_out, out.notes
     o = out.strategy.orders["stop"]
     assert out.statuses(o.ref) == ["Submitted", "Accepted", "Canceled"]

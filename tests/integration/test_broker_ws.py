@@ -17,7 +17,7 @@ import pytest
 from btccxt_cli.bt.ordersync import OrderSync
 from btccxt_cli.cache.orders import OrderStore
 from btccxt_cli.sim.plans import cross_plan
-from tests.integration.test_broker import SYMBOL, Outcome, run
+from tests.integration.test_broker import ADOPT, SYMBOL, Outcome, run
 
 pytestmark = pytest.mark.live
 
@@ -70,7 +70,7 @@ def test_a_fill_reaches_the_strategy_by_push_without_a_poll(sim_factory: Any, tm
     db = tmp_path / "o.sqlite"
     # polls every 30 s (60 s once the stream is up): within this test only a push can tell
     run(sim, exchange, act, done, db=db, out=out, timeout=30.0,
-        broker_kw={"updates": "websocket", "poll_interval": 30.0, "reconcile_interval": 60.0})
+        broker_kw={**ADOPT, "updates": "websocket", "poll_interval": 30.0, "reconcile_interval": 60.0})
     assert not out.timed_out, (out.notes, out.broker.sync.via_log if out.broker.sync else None)
     o = out.strategy.orders["cross"]
     assert out.statuses(o.ref) == ["Submitted", "Accepted", "Completed"]
@@ -115,7 +115,7 @@ def test_a_lost_order_stream_falls_back_to_polling_and_loses_nothing(
 
     db = tmp_path / "o.sqlite"
     run(sim, exchange, act, done, db=db, out=out, timeout=40.0,
-        broker_kw={"updates": "websocket", "poll_interval": 0.2, "reconcile_interval": 60.0})
+        broker_kw={**ADOPT, "updates": "websocket", "poll_interval": 0.2, "reconcile_interval": 60.0})
     sync: OrderSync = out.broker.sync
     assert not out.timed_out, (out.notes, sync.via_log)
     o = out.strategy.orders["cross"]
@@ -196,7 +196,7 @@ def test_fills_across_repeated_drops_are_told_once_each(sim_factory: Any, tmp_pa
 
     db = tmp_path / "o.sqlite"
     run(sim, exchange, act, done, db=db, out=out, timeout=60.0,
-        broker_kw={"updates": "websocket", "poll_interval": 0.5, "reconcile_interval": 60.0},
+        broker_kw={**ADOPT, "updates": "websocket", "poll_interval": 0.5, "reconcile_interval": 60.0},
         data_kw={"ws_reconnect_delay": 0.2, "ws_max_reconnect_delay": 0.5})
     sync: OrderSync = out.broker.sync
     assert not out.timed_out, (state["round"], out.notes, sync.via_log)
