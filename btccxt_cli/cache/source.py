@@ -50,9 +50,13 @@ def cache_source(exchange_id: str, sim_url: str | None = None, *, timeout: float
 
 
 def split_source(source: str) -> tuple[str, str | None]:
-    """``("binance", None)`` for ``binance``; ``("binance", "seed-1")`` for a simulator source."""
-    exchange, sep, identity = source.partition(SIM_MARK)
-    return exchange, (identity if sep else None)
+    """``("binance", None)`` for ``binance``; ``("binance", "seed-1")`` for a simulator source;
+    ``("binance", "")`` for simulated bars of an unknown seed (``binance@sim``, as btccxt
+    named them before sources had identities)."""
+    exchange, sep, rest = source.partition("@")
+    if not sep:
+        return source, None
+    return exchange, rest[len("sim:"):] if rest.startswith("sim:") else ""
 
 
 def sim_identity(sim_url: str, *, timeout: float = 5.0) -> dict[str, Any]:

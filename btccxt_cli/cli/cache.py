@@ -100,6 +100,10 @@ def verify_command(
 
     try:
         exchange_id, identity = split_source(source)
+        if identity == "":
+            raise ConfigError(f"{source!r} holds simulated bars of an unknown seed (written by "
+                              "an older btccxt): nothing can check them",
+                              hint=f"drop them: btccxt cache drop {source}")
         if identity is None and sim_url:
             raise ConfigError(f"{source!r} holds the real exchange's bars: they are never "
                               "checked against, or replaced by, a simulator", key="--sim-url",
@@ -171,7 +175,9 @@ def _kind(source: str) -> str:
     from btccxt_cli.cache.source import split_source
 
     _, identity = split_source(source)
-    return "exchange" if identity is None else f"simulator ({identity})"
+    if identity is None:
+        return "exchange"
+    return f"simulator ({identity})" if identity else "simulator (seed unknown)"
 
 
 def _what(source: str, symbol: str | None, timeframe: str | None) -> str:

@@ -110,17 +110,22 @@ def test_list_shows_each_source_apart(sim_factory, tmp_path):
     backfill(two, db, since, until)
     with OhlcvCache(db) as cache:  # as an old backfill --sim left it: fake bars under binance
         cache.upsert("binance", "BTC/USDT", "1m", cache.read(S1, "BTC/USDT", "1m"))
+        cache.upsert("binance@sim", "BTC/USDT", "1m", cache.read(S1, "BTC/USDT", "1m")[:3])  # old run
     r = btccxt("cache", "list", "--db", str(db), "--json")
     assert r.exit_code == 0, r.output
     got = [(s["source"], s["kind"], s["symbol"], s["timeframe"], s["bars"], s["first"], s["last"])
            for s in json.loads(r.stdout)["series"]]
     last = until - M
     assert got == [("binance", "exchange", "BTC/USDT", "1m", 120, since, last),
+                   ("binance@sim", "simulator (seed unknown)", "BTC/USDT", "1m", 3, since, since + 2 * M),
                    (S1, "simulator (seed-1)", "BTC/USDT", "1m", 120, since, last),
                    (S1, "simulator (seed-1)", "ETH/USDT", "1m", 120, since, last),
                    (S2, "simulator (seed-2)", "BTC/USDT", "1m", 120, since, last)]
     text = btccxt("cache", "list", "--db", str(db))
     assert text.exit_code == 0 and f"  {S2}  BTC/USDT" in text.stdout and "exchange" in text.stdout
+    old = btccxt("cache", "verify", "binance@sim", "BTC/USDT", "--db", str(db))
+    assert "simulated bars of an unknown seed" in one_error_line(old)
+    assert "btccxt cache drop binance@sim" in old.stderr
 
 
 def test_verify_reports_then_fixes_rows_that_differ(sim, tmp_path):

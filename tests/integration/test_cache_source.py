@@ -50,6 +50,7 @@ def test_the_exchange_keeps_its_id_and_each_seed_gets_its_own_name(sim_factory):
                                                   "seed": 7, "identity": "seed-7"}
     assert split_source("binance") == ("binance", None)
     assert split_source("binance@sim:seed-7") == ("binance", "seed-7")
+    assert split_source("binance@sim") == ("binance", "")  # an older btccxt's name: seed unknown
     # the identity is asked of the control API: never counted, never hit by REST faults
     seven.outage("binance", 30)
     assert cache_source("binance", seven.url("binance")) == "binance@sim:seed-7"
