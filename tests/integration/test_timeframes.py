@@ -13,6 +13,7 @@ clock closes 3 s later. (The clock stays in the past: ccxt reads the real clock 
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 import backtrader as bt
@@ -27,6 +28,7 @@ from btccxt_cli.sources.base import SeriesParams
 from btccxt_cli.timeframes import BarGrid, bar_grid
 
 from .harness import assert_matches_truth, run_feeds
+from .simtools import drive, get_json
 
 pytestmark = pytest.mark.live
 
@@ -235,3 +237,97 @@ def test_backfill_of_weeks_and_months_equals_truth(sim_factory: Any, tmp_path: A
         again = Backfiller(client, cache, symbol=symbol(ex), timeframe=tf, since_ms=since,
                            until_ms=until, limit=12).run()
         assert again.expected_bars <= 1  # only the newest cached bar is read again
+
+
+# --------------------------------------------------------------------------- the simulator's rules
+def ms(y: int, mo: int, d: int, h: int = 0) -> int:
+    return int(datetime(y, mo, d, h, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+AT = ms(2024, 2, 29, 13) + 7 * 60_000  # Thursday 2024-02-29 13:07 UTC, a leap February
+
+
+def _newest(ex: str, body: Any) -> int:
+    """The open time (ms) of the newest row of a venue's raw candle answer."""
+    if ex == "binance":
+        return int(body[-1][0])
+    if ex in ("okx", "kucoin"):  # newest first; kucoin in seconds
+        return int(body["data"][0][0]) * (1000 if ex == "kucoin" else 1)
+    if ex == "bybit":
+        return int(body["result"]["list"][0][0])
+    if ex == "bitget":
+        return int(body["data"][-1][0])
+    rows = [v for k, v in body["result"].items() if k != "last"][0]  # kraken, seconds
+    return int(rows[-1][0]) * 1000
+
+
+# (venue, request path, where the bar forming at AT opens)
+RAW = [
+    ("binance", "/api/v3/klines?symbol=BTCUSDT&interval=1w&limit=2", ms(2024, 2, 26)),
+    ("binance", "/api/v3/klines?symbol=BTCUSDT&interval=1M&limit=2", ms(2024, 2, 1)),
+    ("binance", "/api/v3/klines?symbol=BTCUSDT&interval=3d&limit=2", ms(2024, 2, 29)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=6H&limit=2", ms(2024, 2, 29, 10)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=6Hutc&limit=2", ms(2024, 2, 29, 12)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=12H&limit=2", ms(2024, 2, 29, 4)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1D&limit=2", ms(2024, 2, 28, 16)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1Dutc&limit=2", ms(2024, 2, 29)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1W&limit=2", ms(2024, 2, 25, 16)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1Wutc&limit=2", ms(2024, 2, 26)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1M&limit=2", ms(2024, 1, 31, 16)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1Mutc&limit=2", ms(2024, 2, 1)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=3M&limit=2", ms(2023, 12, 31, 16)),
+    ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=3Mutc&limit=2", ms(2024, 1, 1)),
+    ("bybit", "/v5/market/kline?category=spot&symbol=BTCUSDT&interval=W&limit=2", ms(2024, 2, 26)),
+    ("bybit", "/v5/market/kline?category=spot&symbol=BTCUSDT&interval=M&limit=2", ms(2024, 2, 1)),
+    ("kucoin", "/api/v1/market/candles?symbol=BTC-USDT&type=1week", ms(2024, 2, 29)),
+    ("kucoin", "/api/v1/market/candles?symbol=BTC-USDT&type=1month", ms(2024, 2, 1)),
+    ("kraken", "/0/public/OHLC?pair=XBTUSD&interval=10080", ms(2024, 2, 29)),
+    ("kraken", "/0/public/OHLC?pair=XBTUSD&interval=21600", ms(2024, 2, 17)),
+    ("bitget", "/api/v2/spot/market/candles?symbol=BTCUSDT&granularity=1week&limit=2",
+     ms(2024, 2, 25, 16)),
+    ("bitget", "/api/v2/spot/market/candles?symbol=BTCUSDT&granularity=1Wutc&limit=2",
+     ms(2024, 2, 26)),
+    ("bitget", "/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1M"
+     "&limit=2", ms(2024, 1, 31, 16)),
+]
+
+
+@pytest.mark.parametrize("ex, path, open_", RAW, ids=[f"{r[0]}:{r[1].split('&')[1]}" for r in RAW])
+def test_simulator_opens_long_bars_where_the_exchange_does(sim_factory: Any, ex: str, path: str,
+                                                           open_: int) -> None:
+    sim = sim_factory(exchanges=(ex,), clock=ManualClock(start_ms=AT))
+    assert _newest(ex, get_json(sim.url(ex) + path)) == open_
+
+
+def test_binance_kline_close_times_follow_weeks_and_months(sim_factory: Any) -> None:
+    sim = sim_factory(exchanges=("binance",), clock=ManualClock(start_ms=AT))
+    rows = get_json(sim.url("binance") + "/api/v3/klines?symbol=BTCUSDT&interval=1M&limit=3")
+    assert [(r[0], r[6]) for r in rows] == [(ms(2023, 12, 1), ms(2024, 1, 1) - 1),
+                                           (ms(2024, 1, 1), ms(2024, 2, 1) - 1),
+                                           (ms(2024, 2, 1), ms(2024, 3, 1) - 1)]
+
+
+async def _first_push(ex: Any, clock: ManualClock, timeframe: str) -> int:
+    rows = await drive(clock, ex.watch_ohlcv("BTC/USDT", timeframe))
+    return int(rows[-1][0])
+
+
+@pytest.mark.parametrize("timeframe, open_", [("1w", ms(2024, 2, 26)), ("1W", ms(2024, 2, 25, 16)),
+                                              ("1d", ms(2024, 2, 29)), ("1D", ms(2024, 2, 28, 16))])
+def test_okx_socket_pushes_utc_bars_for_ccxt_timeframes_and_hong_kong_bars_raw(
+        sim_factory: Any, timeframe: str, open_: int) -> None:
+    """``1w``/``1d`` subscribe ``candle1Wutc``/``candle1Dutc`` (make_exchange); the raw okx
+    channels ``candle1W``/``candle1D`` are Hong Kong bars, as on okx."""
+    import asyncio
+
+    clock = ManualClock(start_ms=AT)
+    sim = sim_factory(exchanges=("okx",), clock=clock)
+
+    async def run() -> int:
+        ex = make_exchange("okx", kind="pro", sim_url=sim.url("okx"))
+        try:
+            return await _first_push(ex, clock, timeframe)
+        finally:
+            await ex.close()
+
+    assert asyncio.run(run()) == open_
