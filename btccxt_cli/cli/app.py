@@ -48,13 +48,17 @@ def _root(
 
 
 def _register() -> None:
+    from btccxt_cli.cli.helpfix import apply
     from btccxt_cli.cli.run import run_command
-    from btccxt_cli.cli.sim import sim_command
+    from btccxt_cli.cli.sim import SIMULATED_EXCHANGES, sim_command
+
+    apply()  # flags without a type label, arguments in upper case
 
     app.command("run", help="Run a strategy live from a YAML config (paper trading by default).")(
         run_command)
 
-    app.command("sim", help="Serve the exchange simulator (binance, okx) on 127.0.0.1.")(sim_command)
+    app.command("sim", help=f"Serve the exchange simulator ({', '.join(SIMULATED_EXCHANGES)}) "
+                "on 127.0.0.1.")(sim_command)
 
     from btccxt_cli.cli.validate import config_app, validate_command
 

@@ -20,9 +20,12 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["sim_command", "DEFAULT_EXCHANGES"]
+__all__ = ["sim_command", "DEFAULT_EXCHANGES", "SIMULATED_EXCHANGES"]
 
 DEFAULT_EXCHANGES = ("binance", "okx")
+SIMULATED_EXCHANGES = ("binance", "okx", "bybit", "kucoin", "bitget", "kraken")
+"""Every exchange the simulator serves (``sim.venues.VENUES``; written out here so that the help
+loads no simulator code; a test keeps the two, the docs and the help in step)."""
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ def _symbols_by_exchange(exchanges: list[str], symbols: list[str] | None,
 
 def sim_command(
     exchange: Annotated[list[str] | None, typer.Option(
-        "--exchange", "-e", help="Exchange to simulate (repeatable; default: binance and okx).",
+        "--exchange", "-e", help="Exchange to simulate (repeatable): "
+        f"{', '.join(SIMULATED_EXCHANGES)}. Default: binance and okx.",
         show_default=False)] = None,
     port: int = typer.Option(
         0, "--port", "-p", help="Port of the first exchange, the next ones use P+1, P+2 ...; "
@@ -70,8 +74,8 @@ def sim_command(
     ws_ping_interval: float = typer.Option(
         20.0, "--ws-ping-interval", help="Seconds between server WebSocket pings (binance)."),
     api_keys: Annotated[list[str] | None, typer.Option(
-        "--api-key", help="API key the private endpoints accept, KEY:SECRET or "
-        "KEY:SECRET:PASSPHRASE (repeatable; default: the test key "
+        "--api-key", help="API key the private endpoints accept, KEY:SECRET[:PASSPHRASE] "
+        "(repeatable; default: the test key "
         "btccxt-sim-key:btccxt-sim-secret:btccxt-sim-passphrase).", show_default=False)] = None,
     balances: Annotated[list[str] | None, typer.Option(
         "--balance", help="Starting balance of every account, ASSET=AMOUNT (repeatable; default "

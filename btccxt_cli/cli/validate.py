@@ -57,7 +57,7 @@ def validate_command(
         facts = validate_exchange(loaded)
         strategy_cls, strategy_path = check_strategy(loaded, config.resolve().parent)
         if online or loaded.exchange.sim_url:
-            _check_symbols_online(loaded)
+            _check_symbols_online(loaded, online=online)
     except BtccxtError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -69,7 +69,7 @@ def validate_command(
     typer.echo(summarize(loaded, facts, config, strategy=(strategy_cls.__name__, strategy_path)))
 
 
-def _check_symbols_online(loaded: Config) -> None:
+def _check_symbols_online(loaded: Config, *, online: bool) -> None:
     """Load the exchange's markets (the simulator's for ``sim: URL``) and check every symbol."""
     from btccxt_cli.errors import TemporaryError
     from btccxt_cli.exchange.describe import check_symbols
@@ -83,8 +83,15 @@ def _check_symbols_online(loaded: Config) -> None:
     except Exception as exc:
         err = map_ccxt_error(exc, exchange=ex, what="load markets")
         if is_temporary(exc):
-            raise TemporaryError(f"{loaded.exchange.id} is unreachable, symbols not checked: {err}",
-                                 hint="check the network, or validate offline without --online") from exc
+            ex_id, url = loaded.exchange.id, loaded.exchange.sim_url
+            if url:  # the hint that fits: nothing is wrong with the network or --online
+                raise TemporaryError(
+                    f"the simulator at {url} is unreachable, symbols not checked: {err.message}",
+                    hint=f"start it with `btccxt sim -e {ex_id}` and use the URL it prints, or "
+                    "check the URL") from exc
+            raise TemporaryError(f"{ex_id} is unreachable, symbols not checked: {err.message}",
+                                 hint="check the network, or leave out --online to validate "
+                                 "offline" if online else "check the network") from exc
         raise err from exc
     check_symbols(loaded, markets)
 

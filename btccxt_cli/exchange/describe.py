@@ -103,7 +103,8 @@ def describe(exchange_id: str) -> ExchangeFacts:
     if exchange_id not in _ids():
         close = suggest_exchange(exchange_id)
         raise UnsupportedError(f"unknown exchange {exchange_id!r}",
-                               hint=f"did you mean {close!r}?" if close else "see ccxt.exchanges")
+                               hint=f"did you mean {close!r}?" if close
+                               else "run `btccxt exchanges` for the ids ccxt knows")
     import ccxt
 
     exchange = getattr(ccxt, exchange_id)()

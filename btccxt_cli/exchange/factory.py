@@ -69,7 +69,8 @@ def make_exchange(exchange_id: str, *, kind: str = "sync", config: dict[str, Any
     if exchange_id not in ccxt.exchanges:
         close = difflib.get_close_matches(exchange_id.strip().lower(), ccxt.exchanges, n=1, cutoff=0.6)
         raise UnsupportedError(f"unknown exchange {exchange_id!r}",
-                               hint=f"did you mean {close[0]!r}?" if close else "see ccxt.exchanges")
+                               hint=f"did you mean {close[0]!r}?" if close
+                               else "run `btccxt exchanges` for the ids ccxt knows")
     module = importlib.import_module(KINDS[kind])
     if kind == "pro" and exchange_id not in getattr(module, "exchanges", ()):
         raise UnsupportedError(

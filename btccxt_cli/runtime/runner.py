@@ -217,7 +217,8 @@ class Runner:
                                    option="$BTCCXT_ORDERS_DB (default orders database)")
         return CCXTBroker(store=self.store, db_path=db, limits=limits,
                           poll_interval=b.poll_interval, updates=b.updates,
-                          reconcile_interval=b.reconcile_interval, clock=self.clock)
+                          reconcile_interval=b.reconcile_interval,
+                          adopt_holdings=b.adopt_holdings, clock=self.clock)
 
     def preflight(self) -> list[str]:
         """What a live run will trade with: exchange, account balances, symbols, limits.
@@ -226,7 +227,12 @@ class Runner:
         refuses raise ``CredentialsError``. Secrets are never part of the lines.
         """
         from btccxt_cli.bt.ordersync import WS_ORDER_EXCHANGES
-        from btccxt_cli.cache.orders import account_id, default_orders_path
+        from btccxt_cli.cache.orders import (
+            account_id,
+            default_orders_path,
+            may_trade,
+            read_holdings,
+        )
         from btccxt_cli.exchange.errors import map_ccxt_error
 
         cfg = self.config
@@ -243,6 +249,10 @@ class Runner:
                  f"  account   {account_id(cfg.exchange.id, ex.apiKey)}",
                  "  balances  " + (", ".join(f"{a} {v:g}" for a, v in held.items()) or "none"),
                  f"  symbols   {', '.join(s.symbol for s in cfg.symbol_feeds())}"]
+        account = account_id(cfg.exchange.id, ex.apiKey)  # the bot's own positions: docs/orders.md
+        own = read_holdings(self._path(cfg.broker.orders_db) or default_orders_path(), account)
+        lines.append("  may sell  " + may_trade([s.symbol for s in cfg.symbol_feeds()], held, own,
+                                                cfg.broker.adopt_holdings))
         lim = cfg.broker.limits
         parts = [f"max_position {k} {v:g}" for k, v in lim.max_position.items()]
         parts += [f"max_notional {k} {v:g}" for k, v in lim.max_notional.items()]

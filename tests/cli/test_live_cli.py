@@ -41,7 +41,7 @@ class LiveProbe(bt.Strategy):
         self.buy(size=0.001)
         self.buy(size=0.001, price=round(self.data.close[0] * 0.8, 1), exectype=bt.Order.Limit)
         if self.p.sell_too_much:
-            self.sell(size=0.4)  # holds ~0.001 BTC: the exchange refuses
+            self.sell(size=0.4)  # the bot holds ~0.001 BTC: refused before it is sent
 """
 
 
@@ -128,6 +128,38 @@ def test_non_interactive_live_run_without_yes_is_refused_after_the_summary(
     assert live_sim.orders("binance") == []
 
 
+@pytest.mark.parametrize("adopt", [False, True], ids=["own-fills", "adopt-holdings"])
+def test_the_bot_sells_the_accounts_coins_only_when_told_to(sim_factory: Any, tmp_path: Path,
+                                                            adopt: bool) -> None:
+    """The account holds 1 BTC the bot never bought. The summary shows the account's holdings
+    and what the bot may sell; the probe's sell of 0.4 BTC is refused locally unless
+    ``broker.adopt_holdings`` is true."""
+    sim = sim_factory(exchanges=("binance",), api_keys=[SimKey(KEY, SECRET, PASS)],
+                      balances={"USDT": 5_000.0, "BTC": 1.0})
+    extra = "  adopt_holdings: true\n" if adopt else ""
+    cfg = write_config(tmp_path, sim.url("binance"), broker_extra=extra)
+    p = btccxt("run", str(cfg), "--plain", "--live", "--yes")
+
+    def sell_decided() -> bool:
+        if adopt:
+            return any(o["side"] == "sell" and o["status"] == "filled" for o in sim.orders("binance"))
+        path = tmp_path / "events.jsonl"
+        return path.exists() and '"Rejected"' in path.read_text()
+
+    wait_for(sell_decided, p)
+    (tmp_path / "STOP").write_text("")
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err[-3000:]
+    assert "balances  BTC 1, USDT 5000" in out
+    if adopt:
+        assert "may sell  BTC/USDT 1 BTC (everything the account holds (broker.adopt_holdings))" in out
+    else:
+        assert "may sell  BTC/USDT 0 BTC (bought by its own orders; coins the account held " \
+            "before are never sold)" in out
+    sells = [o for o in sim.orders("binance") if o["side"] == "sell"]
+    assert [(o["amount"], o["status"]) for o in sells] == ([(0.4, "filled")] if adopt else [])
+
+
 def test_kill_file_cancels_open_orders_and_stops_and_no_secret_leaks(
         live_sim: Any, tmp_path: Path) -> None:
     # the first create is executed but answered with HTTP 500: the broker must look it up
@@ -159,7 +191,7 @@ def test_kill_file_cancels_open_orders_and_stops_and_no_secret_leaks(
     assert ("kill", None) in kinds
     assert ("order", "Completed") in kinds and ("order", "Canceled") in kinds
     rejected = [e for e in events if e.get("event") == "Rejected"]
-    assert len(rejected) == 1 and "insufficient balance" in rejected[0]["reason"]
+    assert len(rejected) == 1 and "more than this bot holds" in rejected[0]["reason"]
     texts = {"stdout": out, "stderr": err, "log": (tmp_path / "run.log").read_text(),
              "events": (tmp_path / "events.jsonl").read_text()}
     db_bytes = b"".join(f.read_bytes() for f in tmp_path.glob("orders.sqlite*"))

@@ -1,0 +1,38 @@
+"""Hints point the right way: what to do about the situation the user is actually in."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from btccxt_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_validate_against_a_stopped_simulator_says_start_it(tmp_path: Path):
+    url = f"http://127.0.0.1:{closed_port()}"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"exchange:\n  id: okx\n  sim: {url}\nsymbols: [BTC/USDT]\nstrategy: {{name: sma_cross}}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code != 0
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert f"the simulator at {url} is unreachable" in line
+    assert "start it with `btccxt sim -e okx`" in line
+    assert "--online" not in line  # it was not given
+    assert line.count("check the network") == 0
+
+
+def test_an_unknown_exchange_points_to_btccxt_exchanges():
+    result = runner.invoke(app, ["check-ws", "nosuchex"])
+    assert result.exit_code == 2
+    assert "run `btccxt exchanges`" in result.output and "ccxt.exchanges" not in result.output
