@@ -50,6 +50,14 @@ class _Signals:
         self.grace = 5.0
         self.unwound = threading.Event()  # start-up let go after an early stop
         self.finished = threading.Event()  # the command is done
+        self.watch: Any = None  # forces an early stop that start-up does not let go of
+
+    def arm(self) -> None:
+        from btccxt_cli.runtime.stopping import StopWatch
+
+        self.watch = StopWatch(grace=self.grace, returned=self.unwound, finished=self.finished,
+                               thread_id=threading.get_ident(), strategy_path=None,
+                               close=lambda: None, on_force=_leave_forced).arm()
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self.handler)
@@ -66,11 +74,8 @@ class _Signals:
         if self.runner is not None:
             self.runner.stop(self.reason)
             return
-        from btccxt_cli.runtime.stopping import StopWatch
-
-        StopWatch(grace=self.grace, returned=self.unwound, finished=self.finished,
-                  thread_id=threading.main_thread().ident, strategy_path=None,
-                  close=lambda: None, on_force=_leave_forced).start(f"{self.reason} during start-up")
+        if self.watch is not None:
+            self.watch.request(f"{self.reason} during start-up")
         raise _EarlyStop(self.reason)
 
 
@@ -123,7 +128,8 @@ def run_command(
         code = 0
     finally:
         signals.unwound.set()
-        signals.finished.set()
+        if signals.watch is not None:
+            signals.watch.disarm()
     raise typer.Exit(code)
 
 
@@ -143,6 +149,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
                               hint="e.g. --stop-grace 5")
         assert grace is not None
         signals.grace = grace
+        signals.arm()
         if events is not None:
             events = check_output_file(events, what="events file", option="--events")
         cfg = load_config(config)
@@ -222,6 +229,8 @@ def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: boo
         runner._shutdown()
         raise
     signals.runner = runner
+    if signals.watch is not None:
+        signals.watch.disarm()  # from here on the runner's own watch forces a stuck stop
     if signals.reason is not None:  # a start-up stop that start-up swallowed
         runner.stop(signals.reason)
     _install_kill_switch(runner)

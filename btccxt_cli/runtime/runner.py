@@ -97,7 +97,6 @@ class Runner:
         self._close_lock = threading.Lock()
         self._closed = False
         self._stopping = False
-        self._run_thread: int | None = None
         self._watch: StopWatch | None = None
         self.live = live
         self.broker: Any = None  # the CCXTBroker of a live run
@@ -112,7 +111,7 @@ class Runner:
         self.config_dir = config_dir
         self.clock = clock
         self.reason = "every feed ended"
-        self._stop_lock = threading.Lock()
+        self._stop_lock = threading.RLock()  # stop() may run in a signal handler over itself
         self.cerebro: Any = None
         self.store: Any = None
         self.feeds: list[Any] = []
@@ -404,13 +403,8 @@ class Runner:
         if self.cerebro is not None:
             self.cerebro.runstop()
             ring()  # cerebro may be waiting for a bar: let it see the stop now
-        if first and not self._finished.is_set():  # stop means stop: force it after the grace
-            self._watch = StopWatch(
-                grace=self.stop_grace, returned=self._run_over, finished=self._finished,
-                thread_id=self._run_thread or threading.main_thread().ident,
-                strategy_path=self.strategy_path, close=lambda: self._close(broker=True),
-                on_force=self._forced, event=self.monitor.event if self.monitor else None)
-            self._watch.start(reason)
+        if first and self._watch is not None:  # stop means stop: forced after the grace
+            self._watch.request(reason)
 
     def _forced(self, line: str) -> None:
         """(stop watch thread) The run did not return in time; everything is closed."""
@@ -427,7 +421,13 @@ class Runner:
             self._timer.daemon = True
             self._timer.start()
         code = 0
-        self._run_thread = threading.get_ident()
+        self._watch = StopWatch(  # armed now: a signal handler only sets its event
+            grace=self.stop_grace, returned=self._run_over, finished=self._finished,
+            thread_id=threading.get_ident(), strategy_path=self.strategy_path,
+            close=lambda: self._close(broker=True), on_force=self._forced,
+            event=self.monitor.event if self.monitor else None).arm()
+        if self._stopping:  # asked before the watch was armed
+            self._watch.request(self.reason)
         kill_file = self._path(self.config.broker.kill_switch_file)
         if kill_file is not None:
             threading.Thread(target=self._watch_kill_file, args=(kill_file,), name="btccxt-killfile",
@@ -451,9 +451,8 @@ class Runner:
             if self._timer is not None:
                 self._timer.cancel()
             self._close(broker=False)
-            self._finished.set()
-            if self._watch is not None:
-                self._watch.join(1.0)  # it sees the run finished and ends
+            self._watch.disarm()  # finished: the watch ends without forcing
+            self._watch.join(1.0)
         return self._summary(code)
 
     def _close(self, *, broker: bool) -> None:

@@ -97,11 +97,15 @@ def exit_code_of(exc: SystemExit) -> int:
 
 
 class StopWatch:
-    """Started once, at the first stop request; forces the stop if the run does not return.
+    """Armed before the run (its thread waits); at the first stop request it gives the run
+    ``grace`` seconds and forces the stop if the run has not returned.
+
+    ``request()`` only sets an event, so signal handlers may call it (starting a thread inside
+    a handler could deadlock on ``threading``'s own locks). ``disarm()`` ends the watch.
 
     Args:
         grace: seconds the run thread gets to leave the strategy (``returned`` set).
-        returned: set when cerebro has returned (the strategy let go).
+        returned: set when the run thread let go (cerebro returned, start-up unwound).
         finished: set when the run has closed everything after returning.
         thread_id: the run thread, for the stuck line.
         strategy_path: the strategy's file, to name its frame.
@@ -125,20 +129,34 @@ class StopWatch:
         self.event = event
         self.reason = ""
         self.forced = threading.Event()
+        self._requested = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, reason: str) -> None:
-        if self._thread is not None:
-            return
-        self.reason = reason
-        self._thread = threading.Thread(target=self._watch, name="btccxt-stopwatch", daemon=True)
-        self._thread.start()
+    def arm(self) -> StopWatch:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="btccxt-stopwatch", daemon=True)
+            self._thread.start()
+        return self
+
+    def request(self, reason: str) -> None:
+        """The first stop request starts the grace period (any thread, signal handlers too)."""
+        if not self._requested.is_set():
+            self.reason = reason
+            self._requested.set()
+
+    def disarm(self) -> None:
+        """The run is over (or handed to another watch): end the watch without forcing."""
+        self.finished.set()
+        self._requested.set()
 
     def join(self, timeout: float) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def _watch(self) -> None:
+        self._requested.wait()
+        if self.finished.is_set():
+            return
         if self.returned.wait(self.grace):
             if self.finished.wait(self.shutdown_bound):
                 return
