@@ -151,7 +151,7 @@ class LiveCache:
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 2.0) -> None:
         """Write what is queued (waiting at most ``timeout`` s), stop the thread, close the
         connections opened here. A later ``upsert`` or ``read`` starts over."""
         done = self.flush(timeout)
