@@ -89,6 +89,7 @@ class LiveCache:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._overflow_told = False
+        self._reopen = False  # closed: the next read opens the reader again
         if self._reader is None:
             self._reader = self._open()
 
@@ -101,8 +102,11 @@ class LiveCache:
         """Cached bars in ``[since, until)``; none when the cache is broken or locked."""
         if self.broken is not None:
             return []
-        reader = self._reader or self._open()
-        if reader is None:
+        if self._reader is None and self._reopen:
+            self._reopen = False
+            self._reader = self._open()
+        reader = self._reader
+        if reader is None:  # it was locked when opened: history comes from the exchange
             return []
         try:
             return reader.read(exchange, symbol, timeframe, since_ms, until_ms)
@@ -165,9 +169,11 @@ class LiveCache:
                            "later run fetches them again", self.path, left)
         if thread is not None and done:
             thread.join(timeout)
-        if self._reader is not None and self._reader is not self._given:
-            self._reader.close()
-            self._reader = None
+        if self._given is None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self._reopen = True
 
     # ------------------------------------------------------------ internals
     def _open(self) -> OhlcvCache | None:
@@ -176,7 +182,11 @@ class LiveCache:
         try:
             return OhlcvCache(self.path, timeout=self.timeout)
         except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
+            if _is_busy(exc):  # opening writes its schema row; the writer retries on its own
+                logger.info("OHLCV cache %s is locked by another process; history comes from "
+                            "the exchange", self.path)
+            else:
+                self._fail(exc)
             return None
 
     def _fail(self, exc: BaseException) -> None:

@@ -55,6 +55,22 @@ def test_a_lock_held_elsewhere_keeps_rows_queued_until_it_is_released(tmp_path: 
     other.close()
 
 
+def test_a_cache_locked_when_the_run_starts_is_not_taken_for_broken(tmp_path: Path) -> None:
+    db = tmp_path / "c.sqlite"
+    OhlcvCache(db).close()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    cache = LiveCache(db, timeout=0.05, retry_s=0.05)
+    assert cache.broken is None and cache.read(EX, SYM, TF) == []  # history from the exchange
+    cache.upsert(EX, SYM, TF, bars(2))
+    other.execute("COMMIT")
+    assert cache.flush(10) and cache.broken is None
+    cache.close()
+    assert len(cache.read(EX, SYM, TF)) == 2  # reopened after close
+    cache.close()
+    other.close()
+
+
 def test_a_file_that_is_not_a_database_warns_once_and_is_left_alone(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "c.sqlite"
