@@ -120,6 +120,13 @@ class BitgetVenue(Venue):
                  "30m": "30min", "1h": "1h", "4h": "4h", "6h": "6Hutc", "12h": "12Hutc",
                  "1d": "1Dutc", "3d": "3Dutc", "1w": "1Wutc", "1M": "1Mutc"}  # spot REST
     grids = SPOT_GRANULARITY
+    swap_only = {"2h": "2H"}  # ccxt's swap granularities spot lacks
+
+    def grid_for(self, timeframe: str) -> BarGrid:
+        """Spot's grid for ``timeframe``, or the swaps' where only they have it (2h)."""
+        if timeframe in self.swap_only:
+            return MIX_GRANULARITY[self.swap_only[timeframe]]
+        return super().grid_for(timeframe)
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
