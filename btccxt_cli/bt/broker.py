@@ -220,6 +220,7 @@ class CCXTBroker(bt.BrokerBase):
         self._events.put([ev for ev in events if ev.kind != "ready"])
         self._apply_pending()
         self.started = True
+        self.store.on_stop(self._stop_with_store)
         # backtrader's writers and analyzers read these
         self.startingcash = self.getcash()
         self.startingvalue = self.getvalue()
@@ -232,9 +233,9 @@ class CCXTBroker(bt.BrokerBase):
         self._events.put(events)
         ring()
 
-    def stop(self) -> None:
+    def stop(self, deliver: bool = True) -> None:
         """Stop (open orders stay open unless ``cancel_on_stop``): let the worker finish what
-        was sent, tell the strategy what is pending, close the database."""
+        was sent, tell the strategy what is pending (``deliver``), close the database."""
         if not self.started:
             return
         if self.p.cancel_on_stop and not self.killed:
@@ -249,10 +250,20 @@ class CCXTBroker(bt.BrokerBase):
             except Exception:
                 logger.debug("stopping the order worker", exc_info=True)
         self._apply_pending()
-        self._deliver_at_stop()
+        if deliver:
+            self._deliver_at_stop()
         if self.db is not None:
             self.db.close()
         self.started = False
+
+    def _stop_with_store(self) -> None:
+        """The store stops and this broker was not stopped (the strategy raised, so cerebro
+        never called ``stop()``): ``cancel_on_stop`` still applies; what was not told stays
+        undelivered for the next start."""
+        if self.started:
+            logger.warning("the run ended without stopping the live broker (the strategy "
+                           "raised?); stopping it now")
+            self.stop(deliver=False)
 
     def _deliver_at_stop(self) -> None:
         """Hand the notifications cerebro will no longer ask for to their strategy (after its

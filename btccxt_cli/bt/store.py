@@ -105,6 +105,7 @@ class CCXTStore:
         self._handles: list[FeedHandle] = []
         self._notifs: list[Any] = []
         self._broker: Any = None
+        self._stop_hooks: list[Any] = []  # called first by stop() (the live broker's)
         self._register_secrets()
         self.cache_key = exchange  # the cache's name for this price source (cache.source)
         if cache is not None:
@@ -452,8 +453,19 @@ class CCXTStore:
         if last:
             self.stop()
 
+    def on_stop(self, fn: Any) -> None:
+        """Call ``fn()`` first when this store stops, while its loop still runs: the live
+        broker stops there when the strategy raised and cerebro never stopped it."""
+        self._stop_hooks.append(fn)
+
     def stop(self) -> None:
         """Close every socket, client and thread of this store."""
+        hooks, self._stop_hooks = self._stop_hooks, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:
+                logger.exception("stopping %r with the store failed", fn)
         with self._lock:
             handles, self._handles = list(self._handles), []
             loop, self._loop = self._loop, None

@@ -592,3 +592,33 @@ def test_ambiguous_timeout_runs_on_the_broker_clock(sim_factory: Any, tmp_path: 
     rows = store.orders()
     store.close()
     assert [(r.status, r.reason) for r in rows] == [("rejected", reason)]
+
+
+class _StrategyBug(Exception):
+    pass
+
+
+def test_cancel_on_stop_applies_when_the_strategy_raises(sim_factory: Any, tmp_path: Path) -> None:
+    """cerebro never stops the broker when the strategy raises: the store's stop does, and
+    ``cancel_on_stop`` still cancels what the run left open."""
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    out = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["far"] = s.buy(size=0.01, price=round(s.data.close[0] * 0.5, 1),
+                                    exectype=bt.Order.Limit)
+
+    def on_order(s: Any, order: Any) -> None:
+        if order.getstatusname() == "Accepted":
+            raise _StrategyBug("a bug in the strategy")
+
+    with pytest.raises(_StrategyBug):
+        run(sim, "binance", act, lambda s: False, db=tmp_path / "o.sqlite", out=out,
+            on_order=on_order, broker_kw={"cancel_on_stop": True})
+    assert [o["status"] for o in sim.orders("binance")] == ["canceled"]
+    assert not out.broker.started
+    store = OrderStore(tmp_path / "o.sqlite")
+    rows = store.orders()
+    store.close()
+    assert [r.status for r in rows] == ["canceled"]
