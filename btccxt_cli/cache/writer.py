@@ -87,6 +87,7 @@ class LiveCache:
         self._pending = 0  # bars in the queue
         self._writing = 0  # bars in the batch being written
         self._thread: threading.Thread | None = None
+        self._running = False
         self._stop = False
         self._overflow_told = False
         self._reopen = False  # closed: the next read opens the reader again
@@ -132,9 +133,11 @@ class LiveCache:
                 old = self._queue.popleft()
                 self._pending -= len(old[3])
                 self.dropped += len(old[3])
-                told, self._overflow_told = not self._overflow_told, True
-            if self._thread is None or not self._thread.is_alive():
+                if not self._overflow_told:
+                    told = self._overflow_told = True
+            if not self._running:  # (re)start: the thread clears the flag under this lock
                 self._stop = False
+                self._running = True
                 self._thread = threading.Thread(target=self._run, name="btccxt-cache-writer",
                                                 daemon=True)
                 self._thread.start()
@@ -210,6 +213,7 @@ class LiveCache:
                 with self._cond:
                     self._cond.wait_for(lambda: self._queue or self._stop)
                     if not self._queue:
+                        self._running = False
                         return
                     batch = list(self._queue)
                     self._queue.clear()
@@ -239,6 +243,9 @@ class LiveCache:
                     if left:
                         self._cond.wait(self.retry_s)
         finally:
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._running = False
             if writer is not None and writer is not self._given and writer is not self._reader:
                 writer.close()
 

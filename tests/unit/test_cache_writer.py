@@ -71,6 +71,25 @@ def test_a_cache_locked_when_the_run_starts_is_not_taken_for_broken(tmp_path: Pa
     other.close()
 
 
+def test_a_queue_that_overflows_drops_the_oldest_bars_and_says_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "c.sqlite"
+    OhlcvCache(db).close()
+    cache = LiveCache(db, max_pending=4, timeout=0.05, retry_s=0.05)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # nothing gets written meanwhile
+    with caplog.at_level(logging.WARNING):
+        for i in range(4):
+            cache.upsert(EX, SYM, TF, bars(2, start=2 * i))
+    other.execute("COMMIT")
+    assert cache.flush(10)
+    [msg] = warnings_of(caplog)
+    assert "fall behind" in msg and str(db) in msg
+    assert cache.dropped >= 2 and cache.read(EX, SYM, TF)[-1].ts == T + 7000  # the newest kept
+    cache.close()
+    other.close()
+
+
 def test_a_file_that_is_not_a_database_warns_once_and_is_left_alone(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "c.sqlite"
