@@ -36,3 +36,16 @@ def test_an_unknown_exchange_points_to_btccxt_exchanges():
     result = runner.invoke(app, ["check-ws", "nosuchex"])
     assert result.exit_code == 2
     assert "run `btccxt exchanges`" in result.output and "ccxt.exchanges" not in result.output
+
+
+def test_run_against_a_stopped_simulator_says_start_it_once(tmp_path: Path):
+    from tests.cli.test_run_cli import btccxt, write_config
+
+    cfg = write_config(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    p = btccxt("run", str(cfg), "--plain")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    line = err.strip().splitlines()[-1]
+    assert "start it with `btccxt sim`" in line
+    assert "sim: true" not in line  # it already is a simulator
+    assert line.count("check the network") == 0
