@@ -100,3 +100,20 @@ def test_rule_errors_from_text_carry_positions() -> None:
 def test_rules_tuple_holds_every_rule() -> None:
     public = {name for name in rules.__all__ if name.startswith("check_") and name != "check_config"}
     assert {r.__name__ for r in rules.RULES} == public
+
+
+def test_backfill_start_must_not_be_in_the_future() -> None:
+    from btccxt_cli.clock import ManualClock
+
+    clock = ManualClock(start_ms=1_767_225_600_000)  # 2026-01-01T00:00:00Z
+    rules.check_backfill_start(make(feed={"backfill": "2025-12-31T23:59:59Z"}), clock)
+    rules.check_backfill_start(make(feed={"backfill": "2026-01-01T00:00:00Z"}), clock)  # now
+    with pytest.raises(ConfigError) as err:
+        rules.check_backfill_start(make(feed={"backfill": "2026-01-01T00:00:01Z"}), clock)
+    assert err.value.key == "feed.backfill"
+    assert "2026-01-01T00:00:01Z is in the future (now is 2026-01-01T00:00:00Z)" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        rules.check_backfill_start(make(symbols=["BTC/USDT", {"symbol": "ETH/USDT",
+                                                              "backfill": "2026-02-01"}]), clock)
+    assert err.value.key == "symbols[1].backfill"
+    rules.check_backfill_start(make(feed={"backfill": 500}), clock)  # a count is never future
