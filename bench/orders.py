@@ -128,8 +128,9 @@ def run_mode(sim: Any, exchange: str, mode: str, rounds: int, idle_s: float, db:
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
     cerebro.adddata(store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
                                   compression=1, backfill_bars=1, use_websocket=True))
+    # the account's BTC is the bot's to sell: half the crossings are sells
     broker = store.getbroker(live=True, db_path=db, updates=mode, poll_interval=1.0,
-                             reconcile_interval=10.0)
+                             reconcile_interval=10.0, adopt_holdings=True)
     cerebro.setbroker(broker)
     cerebro.addstrategy(Rounds, sim=sim, exchange=exchange, rounds=rounds, idle_s=idle_s,
                         result=result)

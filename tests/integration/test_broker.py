@@ -86,17 +86,20 @@ def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable
         db: Path, timeout: float = 25.0, store_cfg: dict[str, Any] | None = None,
         broker_kw: dict[str, Any] | None = None, data_kw: dict[str, Any] | None = None,
         out: Outcome | None = None, on_order: Callable[[Any, Any], None] | None = None,
-        symbol: str = SYMBOL) -> Outcome:
+        symbol: str = SYMBOL, more_data: tuple[tuple[str, dict[str, Any]], ...] = (),
+        strategy: type = Scripted) -> Outcome:
     out = out if out is not None else Outcome()
     store = CCXTStore(exchange, sim_url=sim.url(exchange), config={**KEYS, **(store_cfg or {})})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
     data = store.getdata(dataname=symbol, name=symbol, timeframe=bt.TimeFrame.Seconds,
                          compression=1, backfill_bars=1, use_websocket=True, **(data_kw or {}))
     cerebro.adddata(data)
+    for name, kw in more_data:  # (symbol, getdata keyword arguments)
+        cerebro.adddata(store.getdata(dataname=name, name=name, **kw))
     broker = store.getbroker(live=True, db_path=db, **{"poll_interval": 0.2, **(broker_kw or {})})
     out.broker = broker
     cerebro.setbroker(broker)
-    cerebro.addstrategy(Scripted, act=act, done=done, outcome=out, on_order=on_order)
+    cerebro.addstrategy(strategy, act=act, done=done, outcome=out, on_order=on_order)
 
     def expire() -> None:
         out.timed_out = True
@@ -168,6 +171,7 @@ def test_market_limit_cancel_and_insufficient_funds(sim_factory: Any, tmp_path: 
     # what the dashboard's broker panel shows (model.BrokerStatus)
     st = br.status(trades=0)
     assert st.mode == "live" and st.cash == br.getcash() and st.open_orders == 0
+    assert br._live == {} and br._by_ref == {}  # final orders are forgotten
     assert st.positions == {SYMBOL: br.getposition(s.data).size}
     assert st.value == pytest.approx(bal["USDT"]["free"] + st.positions[SYMBOL] * s.data.close[0])
 

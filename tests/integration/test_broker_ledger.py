@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import backtrader as bt
 import pytest
 
 from btccxt_cli.bt.broker import OrderLimits
 from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore, account_id
-from tests.integration.test_broker import ADOPT, KEYS, SYMBOL, Outcome, has, run
+from tests.integration.test_broker import ADOPT, KEYS, SYMBOL, Outcome, Scripted, has, run
 
 pytestmark = pytest.mark.live
 
@@ -328,3 +329,48 @@ def test_the_worker_ends_an_order_whose_fills_sum_a_little_short(sim_factory: An
         store.run_async(sync.stop()).result(5)
         store.stop()
         db.close()
+
+
+# --------------------------------------------------------------------------- minor
+class _EveryCycle(Scripted):
+    """Acts before every data has a bar too (backtrader calls ``prenext`` then)."""
+
+    def prenext(self) -> None:
+        self.next()
+
+
+def test_a_fill_waiting_for_its_datas_first_bar_holds_back_only_its_symbol(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """An earlier run's ETH/USDT order has a fill never told, and the ETH data gets no bar
+    (daily bars, none before the day closes): BTC/USDT's notifications still go through."""
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    account = account_id("binance", KEYS["apiKey"])
+    store = OrderStore(db)
+    eth = OrderRecord(client_id="bxdead000300001", account=account, run_id="dead0003", seq=1,
+                      symbol="ETH/USDT", side="buy", type="limit", amount=0.5, price=3000.0,
+                      stop_price=None, status="open", created_ms=1, updated_ms=1,
+                      exchange_id="987654323", filled=0.5)
+    store.start_run("dead0003", account, 1)
+    store.insert_order(eth)
+    store.add_fill(FillRecord(account, "e1", eth.client_id, "ETH/USDT", "buy", 3000.0, 0.5, 0.0,
+                              "ETH", 1_000))
+    store.close()
+    out = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["btc"] = s.buy(size=0.01)
+
+    def done(s: Any) -> bool:
+        return has(out, lambda st: st.orders.get("btc"), "Completed")
+
+    daily = {"timeframe": bt.TimeFrame.Days, "compression": 1, "backfill_start": False}
+    run(sim, "binance", act, done, db=db, out=out, more_data=(("ETH/USDT", daily),),
+        strategy=_EveryCycle)
+    assert not out.timed_out, out.notes
+    assert out.statuses(out.strategy.orders["btc"].ref) == ["Submitted", "Accepted", "Completed"]
+    assert [n.status for n in out.notes if n.client_id == eth.client_id] == ["Accepted"]
+    fills = {f["trade_id"]: f["delivered"] for f in _dump(db)["fills"]}
+    assert fills.pop("e1") == 0  # still waits for its bar: told on a later start
+    assert list(fills.values()) == [1]
