@@ -9,6 +9,8 @@ Stop means stop: SIGINT/SIGTERM handlers are installed first thing, so a signal 
 start-up is a normal stop too (exit 0). After a stop request the run gets ``--stop-grace``
 seconds to return; a strategy stuck in ``next()`` is then stopped by force with one line naming
 where it was stuck (exit 4; ``runtime/stopping.py``). A second Ctrl-C/SIGTERM leaves at once.
+Non-daemon threads still running after the run ended (a strategy's) get the same grace, then
+the process leaves without them.
 
 Exit codes (README's table): 0 stopped normally (duration, max bars, Ctrl-C/SIGTERM, also during
 start-up, feeds ended); 1 the run failed after it started; 2 bad config/option/output path/
@@ -130,7 +132,28 @@ def run_command(
         signals.unwound.set()
         if signals.watch is not None:
             signals.watch.disarm()
+    _leave_despite_threads(code, signals.grace)
     raise typer.Exit(code)
+
+
+def _leave_despite_threads(code: int, grace: float) -> None:
+    """Python waits at exit for every non-daemon thread: one the strategy started and never
+    ends would keep the process alive after the run ended. Give them ``grace`` seconds, then
+    name them in one line and leave with the run's exit code."""
+    import time
+
+    main = threading.main_thread()
+    end = time.monotonic() + grace
+    for t in threading.enumerate():
+        if t is not main and not t.daemon:
+            t.join(max(0.0, end - time.monotonic()))
+    left = [t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    if left:
+        logging.getLogger(__name__).warning(
+            "thread(s) %s still running %g s after the run ended (started by the strategy?); "
+            "leaving anyway with exit code %d", ", ".join(left), grace, code)
+        _flush()
+        os._exit(code)
 
 
 def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None,

@@ -185,3 +185,24 @@ def test_os_exit_in_the_strategy_loses_no_event(sim, tmp_path):
         json.loads(line)  # no half-written line
     bars = [line for line in stdout.splitlines() if line.startswith("bar ")]
     assert sum('"type":"bar"' in line for line in lines) == len(bars) >= 5
+
+
+LINGERS = """import threading
+import time
+
+import backtrader as bt
+
+
+class Lingers(bt.Strategy):
+    def __init__(self):
+        threading.Thread(target=time.sleep, args=(1000,), name="my-poller").start()
+"""
+
+
+def test_a_thread_the_strategy_left_running_does_not_keep_the_process_alive(sim, tmp_path):
+    cfg, _ = strategy_config(tmp_path, sim, LINGERS)
+    p = btccxt("run", str(cfg), "--plain", "--max-bars", "2", "--stop-grace", "1")
+    stdout, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-2000:]
+    assert "stopped: --max-bars 2 reached" in stdout
+    assert "thread(s) my-poller still running 1 s after the run ended" in err
