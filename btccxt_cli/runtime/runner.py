@@ -185,6 +185,8 @@ class Runner:
             statuses=self.store.status, connection=self._connection, events_path=self.events,
             on_line=self.on_line, clock=self.clock)
         self.monitor.decimals = self._decimals()
+        if not self.live:  # the paper account as it starts, not zeros, before the first bar
+            self.monitor.set_broker(BrokerStatus(cash=cfg.broker.cash, value=cfg.broker.cash))
         if self.metrics_port is not None:
             from btccxt_cli.runtime.metrics import RunMetrics
 

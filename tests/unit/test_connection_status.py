@@ -71,3 +71,24 @@ def test_the_last_frame_keeps_the_last_real_state_after_the_feeds_stop():
     last = mon.snapshot()
     assert [(f.symbol, f.state) for f in last.feeds] == [("BTC/USDT", "LIVE"), ("ETH/USDT", "LIVE")]
     assert last.connection is not None and last.connection.state == "LIVE"
+
+
+def test_the_paper_broker_panel_starts_with_the_configured_cash(sim):
+    """Before the first bar the broker panel showed cash 0.00 and value 0.00."""
+    from btccxt_cli.config.load import loads_config
+    from btccxt_cli.runtime.runner import Runner
+
+    cfg = loads_config(f"""
+exchange: {{id: binance, sim: "{sim.url('binance')}"}}
+symbols: [BTC/USDT]
+feed: {{mode: websocket, timeframe: 1s, backfill: 3}}
+strategy: {{name: print_bars}}
+broker: {{cash: 2500}}
+""", file="inline.yaml")
+    runner = Runner(cfg, sim_url=sim.url("binance"))
+    runner.build()
+    try:
+        broker = runner.monitor.snapshot().broker
+        assert broker is not None and (broker.cash, broker.value, broker.pnl) == (2500.0, 2500.0, 0.0)
+    finally:
+        runner._shutdown()
