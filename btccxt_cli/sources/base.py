@@ -144,6 +144,8 @@ class Series:
         self.polling = params.mode in ("rest", "threaded")
         self.phase = self.LIVE
         self.assembler = BarAssembler(self.grid, flagged=flagged)
+        self._grid_warned = False  # bars off the grid were reported once
+        self._rest_rows = False  # a REST answer with rows came (the grid follows REST)
         self._begun = False
         # local OHLCV cache (cache.sqlite.OhlcvCache): warm-up source and write-through target
         self.cache = cache
@@ -243,6 +245,10 @@ class Series:
             source = BarSource.BACKFILL
         else:
             source = BarSource.LIVE if self.polling else BarSource.GAPFILL
+        self._follow_exchange_grid(rows)
+        if self.phase == self.OVER:
+            return []
+        self._rest_rows = self._rest_rows or bool(rows)
         before = self.assembler.expected
         now = self.exchange_now_ms()
         out = self.assembler.on_rest(rows, since=since, now_ms=now, settle_ms=int(self.p.settle_s * 1000),
@@ -256,8 +262,42 @@ class Series:
                 self.go_live()
         return out
 
+    def _follow_exchange_grid(self, rows: list[Candle]) -> None:
+        """REST rows off this series' bar grid: the exchange opens its bars elsewhere than
+        ``timeframes.bar_grid`` says (an exchange not in its table). They would never be the
+        expected bar, so none would be released and REST read again and again: for bars of one
+        length, follow the exchange's alignment (REST is its record) and say so."""
+        grid = self.grid
+        off = next((c.ts for c in rows if not grid.on_grid(c.ts)), None)
+        if off is None:
+            return
+        when = datetime.fromtimestamp(off / 1000, tz=timezone.utc).strftime("%a %Y-%m-%d %H:%M")
+        if not grid.regular:  # calendar months opening elsewhere: nothing to follow; stop
+            why = (f"the exchange's {self.p.timeframe} bars open at {when} UTC, not on the 1st "
+                   "of a month; btccxt cannot deliver them (please report the exchange's rule)")
+            self.log.error("%s: %s", self.name, why)
+            self.set_state(FeedState.NOTSUPPORTED_TF, why)
+            self.finish(why)
+            return
+        new = BarGrid.fixed(grid.step_ms, off)
+        self.log.warning("%s: the exchange's %s bars open at %s UTC, not where btccxt expected "
+                         "(%s UTC); following the exchange", self.name, self.p.timeframe, when,
+                         datetime.fromtimestamp(grid.open_of(off) / 1000, tz=timezone.utc)
+                         .strftime("%a %H:%M"))
+        asm = self.assembler
+        exp = asm.expected
+        self.grid = asm.grid = new
+        if exp is not None:  # the first bar of the new grid at or after the one expected
+            asm.last_ts = new.prev_open(new.ceil(exp))
+
     def on_live(self, candles: list[Candle], closed: list[bool] | bool = False) -> list[Emitted]:
         self.note_message()
+        if (self._rest_rows and not self._grid_warned and candles
+                and not self.grid.on_grid(candles[-1].ts)):
+            self._grid_warned = True  # REST closes this series' bars; the socket's are others
+            self.log.warning("%s: the WebSocket's %s bars open at %d, off the bars REST reads; "
+                             "bars are closed by REST reads", self.name, self.p.timeframe,
+                             candles[-1].ts)
         if self.observe_exchange_ms is not None and candles:
             flags = closed if isinstance(closed, list) else [closed] * len(candles)
             self.observe_exchange_ms(max(self.grid.close_of(c.ts) if f else c.ts

@@ -129,6 +129,32 @@ def test_rest_feed_delivers_history_and_the_next_long_bar_without_a_read_loop(
         store.stop()
 
 
+def test_rest_feed_follows_an_exchange_whose_weeks_open_elsewhere(sim_factory: Any) -> None:
+    """A rule table that does not know the exchange (kucoin's Thursday weeks taken for Monday
+    ones): the feed follows the bars REST returns instead of never delivering one."""
+    sim, clock, grid, forming = setup(sim_factory, "kucoin", "1w")
+    store = store_for(sim, "kucoin", clock)
+    try:
+        h = store.attach(SeriesParams("BTC/USDT", "1w", mode="rest", backfill_bars=HISTORY,
+                                      exchange_id="not-in-the-table"))
+        assert h.series.grid != grid  # Monday weeks
+        got: list[Any] = []
+        for _ in range(10):
+            h.driver.pump(0)
+            got += take_bars(h)
+            if h.series.phase == h.series.LIVE:
+                break
+        assert h.series.grid == grid  # Thursday weeks, from the exchange's rows
+        assert got and as_rows(got) == truth(sim, "kucoin", "1w", got[0].candle.ts, len(got))
+        assert got[-1].candle.ts == grid.prev_open(forming)
+        calls = h.series.status().rest_calls
+        for _ in range(50):
+            h.driver.pump(0)
+        assert h.series.status().rest_calls == calls <= 3
+    finally:
+        store.stop()
+
+
 # --------------------------------------------------------------------------- WebSocket
 @pytest.mark.parametrize("ex, tf", WS_CASES)
 def test_websocket_feed_closes_the_long_bar_rest_describes(sim_factory: Any, ex: str,

@@ -141,3 +141,44 @@ def test_assembler_releases_monday_weeks_and_calendar_months() -> None:
         later = g.shift(opens[-1], 2)
         out = asm.on_rest([_bar(later)], since=opens[-1], now_ms=g.close_of(later) + 1)
         assert [e.candle.ts for e in out] == [later] and asm.skipped[-1] == (opens[-1], g.shift(later, -1))
+
+
+# --------------------------------------------------------------------------- an unknown rule
+def test_series_follows_rest_bars_that_open_elsewhere_than_the_rule_says(caplog) -> None:
+    """An exchange outside the table with Sunday weeks: the series takes the exchange's
+    alignment from its first REST answer (REST is its record) instead of waiting forever."""
+    from btccxt_cli.sources.base import Series, SeriesParams
+
+    sundays = [ms(2024, 2, 4) + i * 604_800_000 for i in range(5)]  # the last one is forming
+    now = sundays[-1] + 3_600_000
+    s = Series(SeriesParams("X/USDT", "1w", backfill_bars=4, exchange_id="elsewhere"),
+               exchange_now_ms=lambda: now)
+    s.begin()
+    since, _limit = s.request()
+    assert since == ms(2024, 1, 29)  # four weeks back on the rule's guess: Monday weeks
+    with caplog.at_level("WARNING"):
+        out = s.on_rest([_bar(t) for t in sundays if t >= since], since)
+    assert [e.candle.ts for e in out] == sundays[:4]  # from the first week at or after `since`
+    assert s.grid == BarGrid.fixed(604_800_000, sundays[0]) and s.assembler.expected == sundays[4]
+    assert "following the exchange" in caplog.text and "Sun 2024-02-04" in caplog.text
+    assert s.rest_due_in(0) > 0  # no read before the forming week closes: no loop
+
+
+def test_series_ends_when_month_bars_open_elsewhere() -> None:
+    """Months that do not open on the 1st cannot be followed: the feed says so and ends
+    (before: it read REST in a loop for ever)."""
+    from btccxt_cli.model import FeedState
+    from btccxt_cli.sources.base import Series, SeriesParams
+
+    now = ms(2024, 3, 20)
+    s = Series(SeriesParams("X/USDT", "1M", backfill_bars=2, exchange_id="elsewhere"),
+               exchange_now_ms=lambda: now)
+    s.begin()
+    since, _ = s.request()
+    assert s.on_rest([_bar(ms(2024, 1, 15)), _bar(ms(2024, 2, 14))], since) == []
+    assert s.phase == s.OVER and s.rest_due_in(0) is None
+    events = []
+    while (ev := s.pipe.get(0)) is not None:
+        events.append(ev)
+    assert [e.state for e in events if e.kind == "state"][-1] is FeedState.NOTSUPPORTED_TF
+    assert events[-1].kind == "end" and "not on the 1st of a month" in events[-1].message
