@@ -400,6 +400,10 @@ class BrokerConfig(BaseModel):
     commission: float = Field(
         0.001, strict=True, ge=0, lt=1, description="Commission per trade as a fraction (0.001 = 0.1%)."
     )
+    slippage: float = Field(
+        0.0, strict=True, ge=0, lt=0.5, description="Paper broker (paper runs and backtests alike): "
+        "fills move against the order by this fraction of the price (0.0005 = 0.05%), market "
+        "fills at the bar's open too; 0: fills at the bar's prices.")
     limits: BrokerLimitsConfig = Field(default_factory=BrokerLimitsConfig,
                                        description="Live broker: per-symbol and rate limits.")
     adopt_holdings: bool = Field(

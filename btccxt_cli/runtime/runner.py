@@ -17,6 +17,7 @@ from btccxt_cli.config.schema import Config
 from btccxt_cli.errors import BtccxtError, ConfigError, TemporaryError
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
 from btccxt_cli.paths import check_output_file
+from btccxt_cli.runtime.backtest_metrics import order_bar_ms
 from btccxt_cli.runtime.state import RunMonitor
 from btccxt_cli.runtime.stopping import EXIT_FORCED, STOP_GRACE, StopWatch, exit_code_of, raised_at
 from btccxt_cli.runtime.strategies import (
@@ -26,7 +27,6 @@ from btccxt_cli.runtime.strategies import (
     user_traceback,
 )
 from btccxt_cli.sources.pipe import ring
-from btccxt_cli.timeframes import to_backtrader
 
 __all__ = ["Runner", "RunSummary", "StrategyFailed", "load_strategy", "EXIT_CODES", "connection_status"]
 
@@ -124,9 +124,8 @@ class Runner:
 
     # ------------------------------------------------------------------ build
     def build(self) -> None:
-        import backtrader as bt
-
         from btccxt_cli.bt.store import CCXTStore
+        from btccxt_cli.runtime.assembly import add_feeds, new_cerebro, paper_broker
 
         cfg = self.config
         ex = cfg.exchange
@@ -155,29 +154,14 @@ class Runner:
         self._check_symbols()
         # bounded memory for runs that last days: every line keeps its minimum period, and
         # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
-        cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
+        # (runtime/assembly.py: the same cerebro, feeds and paper broker as `btccxt backtest`)
+        cerebro = new_cerebro()
         if self.live:
             self.broker = cerebro.broker = self._live_broker()
         else:
-            cerebro.broker.setcash(cfg.broker.cash)
-            cerebro.broker.setcommission(commission=cfg.broker.commission)
+            paper_broker(cerebro.broker, cfg.broker)
         f = cfg.feed
-        for sf in cfg.symbol_feeds():
-            tf, comp = to_backtrader(sf.timeframe)
-            kw: dict[str, Any] = {}
-            if isinstance(sf.backfill, int):
-                kw["backfill_bars"] = sf.backfill or None
-                kw["backfill_start"] = bool(sf.backfill)
-            else:
-                kw["fromdate"] = sf.backfill.replace(tzinfo=None) if sf.backfill.tzinfo else sf.backfill
-            data = self.store.getdata(
-                dataname=sf.symbol, name=sf.symbol, timeframe=tf, compression=comp,
-                use_websocket=f.mode == "websocket", use_threaded_data=f.mode == "threaded",
-                ohlcv_limit=sf.ohlcv_limit, drop_newest=sf.drop_newest, settle_delay=f.settle_delay,
-                ws_reconnect_delay=f.reconnect_delay, ws_max_reconnect_delay=f.max_reconnect_delay,
-                watchdog_silence=f.watchdog_silence, lookback=cfg.lookback, **kw)
-            cerebro.adddata(data, name=sf.symbol)
-            self.feeds.append(data)
+        self.feeds.extend(add_feeds(cerebro, self.store, cfg))
         cerebro.addstrategy(_observed(strat_cls, self), **cfg.strategy.params)
         self.cerebro = cerebro
         self.monitor = RunMonitor(
@@ -559,6 +543,10 @@ def _observed(cls: type, runner: Runner) -> type:
             reason = order.info.get("reason")
             record = {"type": "order", "event": order.getstatusname(), "symbol": order.data._name,
                       "side": side, "size": order.executed.size, "price": order.executed.price}
+            bar = order_bar_ms(order)  # the bar it filled in, as `btccxt backtest` reports it
+            if bar is not None:
+                record["bar"] = bar
+                record["fee"] = order.executed.comm
             if order.info.get("client_id"):
                 record["client_id"] = order.info["client_id"]
             if reason:
