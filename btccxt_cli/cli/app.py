@@ -79,6 +79,11 @@ def _register() -> None:
     app.command("backfill", help="Download closed OHLCV bars into the local SQLite cache "
                 "(resumable: reruns fetch only what is missing).")(backfill_command)
 
+    from btccxt_cli.cli.backtest import backtest_command
+
+    app.command("backtest", help="Backtest a config's strategy on cached bars, exactly as a live "
+                "run would have traded them (same feeds, warm-up and paper broker).")(backtest_command)
+
     from btccxt_cli.cli.cache import cache_app
 
     app.add_typer(cache_app, name="cache")
