@@ -610,6 +610,9 @@ class CCXTBroker(bt.BrokerBase):
             elif ev.kind == "balance":
                 self._balances = dict(ev.data)
                 self._reconcile()
+            elif ev.kind == "adopted":  # broker.adopt_holdings: positions the bot starts with
+                self._ledger.update(ev.data)
+                self._ledger0.update(ev.data)
             elif ev.kind == "orders":
                 self._open_count = int(ev.data.get("open", 0))
             elif ev.kind == "updates":

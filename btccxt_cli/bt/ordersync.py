@@ -83,6 +83,7 @@ class Event:
     ``adopt`` (rec), ``order`` (rec: the stored row after the change), ``fill`` (fill; data:
     {"holding": (size, price)}, the bot's position after it, when the fill is new),
     ``balance`` (data: {asset: (free, used, total)}),
+    ``adopted`` (data: {symbol: (size, price)}, the positions ``adopt_holdings`` raised),
     ``orders`` (data: open order count), ``updates`` (data: {"via": "websocket" | "polling" |
     "reconnecting", "reason": str}).
     """
@@ -223,8 +224,6 @@ class OrderSync:
         self._ex = await self.store.async_exchange()
         events: list[Event] = []
         balances = await self._fetch_balance(strict=True)  # rejected keys stop the run here
-        if self.adopt and balances is not None:
-            await self._adopt_holdings(balances)
         held = {s: (h.size, h.price) for s, h in self.db.holdings(self.account).items()}
         events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances,
                                            "holdings": held,
@@ -240,6 +239,10 @@ class OrderSync:
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
         events += self._replay_final({r.client_id for r in live})
+        if self.adopt:  # after the fills made while down are in the ledger: never counted twice
+            adopted = await self._adopt_holdings()
+            if adopted:
+                events.append(Event("adopted", data=adopted))
         events.append(self._count())
         stream = self._stream_wanted()
         self.via = "connecting" if stream else "polling"
@@ -273,30 +276,41 @@ class OrderSync:
             events.append(Event("order", rec=_copy(rec)))
         return events
 
-    async def _adopt_holdings(self, balances: dict[str, tuple[float, float, float]]) -> None:
-        """``broker.adopt_holdings``: the first adopted symbol of each base currency starts with
-        the account's whole holding of it (less what other symbols of that base hold)."""
+    async def _adopt_holdings(self) -> dict[str, tuple[float, float]]:
+        """``broker.adopt_holdings``, once per account and symbol: the first adopted symbol of
+        each base currency is raised to the account's whole holding of it (less what other
+        symbols of that base hold). Later starts adopt nothing more (the coins are the bot's
+        and move with its fills; a restart after fills made while down must not count them
+        twice). Returns the positions it changed."""
         markets = self._ex.markets or {}
         ledger = self.db.holdings(self.account)
+        todo = [s for s in self.adopt if (markets.get(s) or {}).get("spot")
+                and not (s in ledger and ledger[s].adopted)]
+        if not todo:
+            return {}
+        balances = await self._fetch_balance(strict=True)  # read after the fills made while down
+        out: dict[str, tuple[float, float]] = {}
         seen: set[str] = set()
-        for symbol in self.adopt:
-            m = markets.get(symbol)
-            if not m or not m.get("spot") or m.get("base") in seen:
+        for symbol in todo:
+            base = markets[symbol]["base"]
+            if base in seen:
                 continue
-            base = m["base"]
             seen.add(base)
             others = sum(h.size for s, h in ledger.items()
                          if s != symbol and (markets.get(s) or {}).get("base") == base)
-            total = max(0.0, balances.get(base, (0.0, 0.0, 0.0))[2] - others)
-            price = 0.0
-            if total > (ledger.get(symbol).size if symbol in ledger else 0.0):
-                try:
-                    price = float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
-                except Exception as exc:
-                    logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
+            total = (balances or {}).get(base, (0.0, 0.0, 0.0))[2] - others
+            if total <= (ledger[symbol].size if symbol in ledger else 0.0):
+                continue
+            try:
+                price = float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
+            except Exception as exc:
+                logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
+                price = 0.0
             held = self.db.adopt(self.account, symbol, total, price, self.clock.time_ms())
-            logger.warning("%s: the bot may trade the account's %g %s (broker.adopt_holdings)",
-                           symbol, held.size, base)
+            out[symbol] = (held.size, held.price)
+            logger.warning("%s: the bot may trade the account's %g %s, %g of them held before "
+                           "(broker.adopt_holdings)", symbol, held.size, base, held.adopted)
+        return out
 
     async def flush(self) -> None:
         """Return once every command queued before this call is done (a create answered and

@@ -351,14 +351,12 @@ class OrderStore:
         return {r[1]: Holding(*r) for r in rows}
 
     def adopt(self, account: str, symbol: str, size: float, price: float, now_ms: int) -> Holding:
-        """Set the bot's position in ``symbol`` to ``size`` (``broker.adopt_holdings``): the
-        part above what it held is adopted at ``price``."""
+        """Raise the bot's position in ``symbol`` to ``size`` (``broker.adopt_holdings``): the
+        part above what it held is adopted at ``price`` and recorded in ``adopted``."""
         with self._lock:
             old = self.holding(account, symbol)
-            extra = size - old.size
-            held = old.moved(extra, price, now_ms) if extra > 0 else replace(
-                old, size=size, price=old.price if size else 0.0, updated_ms=now_ms)
-            held = replace(held, adopted=old.adopted + max(extra, 0.0))
+            extra = max(0.0, size - old.size)
+            held = replace(old.moved(extra, price, now_ms), adopted=old.adopted + extra)
             self._put_holding(held)
             return held
 

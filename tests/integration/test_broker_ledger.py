@@ -19,6 +19,7 @@ import pytest
 from btccxt_cli.bt.broker import OrderLimits
 from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore, account_id
+from btccxt_cli.sim.plans import cross_plan
 from tests.integration.test_broker import ADOPT, KEYS, SYMBOL, Outcome, Scripted, has, run
 
 pytestmark = pytest.mark.live
@@ -125,6 +126,46 @@ def test_adopt_holdings_lets_the_bot_trade_what_the_account_holds(sim_factory: A
     assert _btc(sim, exchange) == pytest.approx(0.5, abs=1e-8)
     row = _dump(tmp_path / "o.sqlite")["positions"][0]
     assert row["adopted"] == 1.0 and row["size"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_adopted_holdings_are_adopted_once_and_fills_made_while_down_count_once(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """A resting order fills while the bot is down: the next start reads that fill into the
+    position once, and does not adopt the account's balance (which holds it already) again."""
+    sim = sim_factory(exchanges=("binance",), balances=FUNDED, check_timestamps=False)
+    db = tmp_path / "o.sqlite"
+    plan: dict[str, Any] = {}
+    out1 = Outcome()
+
+    def act1(s: Any, n: int) -> None:
+        if n == 1:
+            p = cross_plan(sim.model, SYMBOL, sim.now_ms())
+            plan.update(price=p.price, when=p.when_ms)
+            fn = s.buy if p.side == "buy" else s.sell
+            s.orders["cross"] = fn(size=0.1, price=p.price, exectype=bt.Order.Limit)
+
+    run(sim, "binance", act1, lambda s: has(out1, lambda st: st.orders.get("cross"), "Accepted"),
+        db=db, out=out1, broker_kw=ADOPT)
+    assert not out1.timed_out, out1.notes
+    gap = plan["when"] + 2000 - sim.now_ms()  # the bot is down: the order fills
+    if gap > 0:
+        sim.sim.clock_offset_ms += gap
+    held = _btc(sim, "binance")
+    assert abs(held - 1.0) > 0.09
+    out2 = Outcome()
+    seen: dict[str, float] = {}
+
+    def act2(s: Any, n: int) -> None:
+        seen.setdefault("start", s.position.size)
+
+    def done2(s: Any) -> bool:
+        return any(n.status == "Completed" for n in out2.notes) and "start" in seen
+
+    run(sim, "binance", act2, done2, db=db, out=out2, broker_kw=ADOPT)
+    assert not out2.timed_out, out2.notes
+    assert out2.strategy.position.size == pytest.approx(held, abs=1e-8)  # = the account's
+    row = _dump(db)["positions"][0]
+    assert row["adopted"] == 1.0 and row["size"] == pytest.approx(held, abs=1e-8)
 
 
 # --------------------------------------------------------------------------- issue 19 item 2
