@@ -177,6 +177,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
             events = check_output_file(events, what="events file", option="--events")
         cfg = load_config(config)
         validate_exchange(cfg)
+        _check_default_files(cfg, live)
     except BtccxtError as exc:
         fail(exc)
     _check_live_flags(cfg, config, live)
@@ -210,6 +211,23 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
     finally:
         if sim is not None:
             sim.stop()
+
+
+def _check_default_files(cfg: Any, live: bool) -> None:
+    """The files the config does not name (default cache, orders database, or the paths of
+    ``$BTCCXT_CACHE``/``$BTCCXT_ORDERS_DB``), checked before anything starts; the config's own
+    paths were checked when it was loaded."""
+    from btccxt_cli.paths import check_output_file
+
+    if cfg.feed.cache is True:
+        from btccxt_cli.cache.sqlite import default_cache_path
+
+        check_output_file(default_cache_path(), what="OHLCV cache", option="feed.cache ($BTCCXT_CACHE)")
+    if live and cfg.broker.orders_db is None:
+        from btccxt_cli.cache.orders import default_orders_path
+
+        check_output_file(default_orders_path(), what="orders database",
+                          option="$BTCCXT_ORDERS_DB (default orders database)")
 
 
 def _run(cfg: Any, path: Path, sim_url: str | None, out: Any, use_dashboard: bool,

@@ -100,3 +100,14 @@ def test_live_orders_database_in_a_missing_folder_is_refused(tmp_path: Path):
     assert p.returncode == 2 and "Traceback" not in err
     assert "broker.orders_db: orders database" in err and "does not exist" in err
     assert "k" * 16 not in err and not (tmp_path / "nope").exists()
+
+
+def test_cache_from_the_environment_in_a_missing_folder_is_refused(tmp_path):
+    cfg = write_config(tmp_path, NOWHERE)
+    target = tmp_path / "nope" / "ohlcv.sqlite"
+    p = btccxt("run", str(cfg), "--plain", env={"BTCCXT_CACHE": str(target)})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: feed.cache ($BTCCXT_CACHE): OHLCV cache")
+    assert not (tmp_path / "nope").exists()
