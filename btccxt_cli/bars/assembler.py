@@ -63,7 +63,6 @@ class BarAssembler:
 
     def __init__(self, tf: int | BarGrid, *, last_ts: int | None = None, flagged: bool = False) -> None:
         self.grid = as_grid(tf)
-        self.tf_ms = self.grid.nominal_ms
         self.last_ts = last_ts
         self.flagged = flagged
         self._pending: dict[int, Candle] = {}  # forming / unconfirmed live updates
@@ -73,6 +72,27 @@ class BarAssembler:
         # the latest ranges the exchange has no bars for (bounded: a live run lasts for days)
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)
         self.revised = 0  # late updates that disagreed with a released bar
+
+    @property
+    def grid(self) -> BarGrid:
+        return self._grid
+
+    @grid.setter
+    def grid(self, grid: BarGrid) -> None:
+        self._grid = grid
+        self.tf_ms = grid.nominal_ms
+        # bars of one length (all but months): plain additions on the hot paths
+        self._step = grid.step_ms if grid.regular else 0
+
+    def _next(self, t: int) -> int:
+        """Open of the bar after the one opened at ``t``."""
+        step = self._step
+        return t + step if step else self._grid.next_open(t)
+
+    def _prev(self, t: int) -> int:
+        """Open of the bar before the one opened at ``t``."""
+        step = self._step
+        return t - step if step else self._grid.prev_open(t)
 
     # ------------------------------------------------------------------ inputs
     def on_live(self, candles: Iterable[Candle], *, closed: bool | Sequence[bool] = False,
@@ -100,7 +120,7 @@ class BarAssembler:
         self._max_seen = max(self._max_seen, newest)
         last_final = None
         for i, c in enumerate(bars):
-            final = i < len(bars) - 1 or self.grid.close_of(c.ts) + settle_ms <= now_ms
+            final = i < len(bars) - 1 or self._next(c.ts) + settle_ms <= now_ms
             if not final:
                 break
             last_final = c.ts
@@ -124,7 +144,7 @@ class BarAssembler:
     @property
     def expected(self) -> int | None:
         """Open time of the next bar to release (None until the first release)."""
-        return None if self.last_ts is None else self.grid.next_open(self.last_ts)
+        return None if self.last_ts is None else self._next(self.last_ts)
 
     def has_gap(self) -> bool:
         """True when a later bar is known but the next expected one is missing."""
@@ -146,7 +166,7 @@ class BarAssembler:
             return None
         if self.has_gap():
             return 0
-        return self.grid.close_of(exp) + grace_ms
+        return self._next(exp) + grace_ms
 
     @property
     def pending_opens(self) -> list[int]:
@@ -183,7 +203,7 @@ class BarAssembler:
         spans.insert(i, (start, end))
         merged: list[tuple[int, int]] = []
         for s, e in spans:
-            if merged and s <= self.grid.next_open(merged[-1][1]):
+            if merged and s <= self._next(merged[-1][1]):
                 merged[-1] = (merged[-1][0], max(merged[-1][1], e))
             else:
                 merged.append((s, e))
@@ -206,9 +226,9 @@ class BarAssembler:
             c, src = closed.pop(first)
             out.append(Emitted(c, src))
             self.last_ts = first
-        grid = self.grid
+        step = self._step
         while True:
-            exp = grid.next_open(self.last_ts)
+            exp = self.last_ts + step if step else self._next(self.last_ts)
             item = closed.pop(exp, None)
             if item is not None:
                 out.append(Emitted(*item))
@@ -219,7 +239,7 @@ class BarAssembler:
                 break
             # REST covered this stretch and had no bar at ``exp``: the exchange has none.
             later = [t for t in closed if exp < t <= end]
-            skip_to = grid.prev_open(min(later)) if later else end
+            skip_to = self._prev(min(later)) if later else end
             if skip_to < exp:
                 break
             self.skipped.append((exp, skip_to))
@@ -231,7 +251,7 @@ class BarAssembler:
             for t in [t for t in self._pending if t <= self.last_ts]:
                 del self._pending[t]
         if self._covered:
-            keep_from = grid.prev_open(self.last_ts)
+            keep_from = self._prev(self.last_ts)
             if self._covered[0][1] < keep_from:
                 self._covered = [(s, e) for s, e in self._covered if e >= keep_from]
         return out

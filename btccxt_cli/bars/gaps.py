@@ -94,12 +94,22 @@ def find_gaps(timestamps: Sequence[int], tf: Tf, start_ms: int, end_ms: int) -> 
     hi = bisect.bisect_left(timestamps, last + 1)
     gaps: list[Range] = []
     expected = first
-    for i in range(lo, hi):
-        ts = grid.open_of(timestamps[i])
-        if ts > expected:
-            gaps.append((expected, grid.prev_open(ts)))
-        if ts >= expected:
-            expected = grid.next_open(ts)
+    step, off = grid.step_ms, grid.offset_ms
+    if grid.regular:  # bars of one length: integer steps (the common, long case)
+        for i in range(lo, hi):
+            ts = timestamps[i]
+            ts -= (ts - off) % step
+            if ts > expected:
+                gaps.append((expected, ts - step))
+            if ts >= expected:
+                expected = ts + step
+    else:
+        for i in range(lo, hi):
+            ts = grid.open_of(timestamps[i])
+            if ts > expected:
+                gaps.append((expected, grid.prev_open(ts)))
+            if ts >= expected:
+                expected = grid.next_open(ts)
     if expected <= last:
         gaps.append((expected, last))
     return gaps
