@@ -41,6 +41,8 @@ BENCHES = [
      ["orders_soak.py", "--duration", "300", "--seed", "7"],
      ["orders_soak.py", "--duration", "20", "--every", "2", "4", "--seed", "7",
       "--ambiguous-timeout", "5"]),
+    ("Dashboard: one frame (layout and render) vs a bare Rich table, 3/20/200 symbols",
+     ["dashboard.py", "--frames", "200"], ["dashboard.py", "--frames", "5"]),
     ("Stopping: SIGTERM to exit, normal, strategy stuck in next(), during start-up",
      ["stop.py", "--rounds", "5", "--grace", "2"], ["stop.py", "--rounds", "1", "--grace", "1"]),
 ]
