@@ -91,9 +91,9 @@ def exit_code_of(exc: SystemExit) -> int:
     code = exc.code
     if code is None:
         return 0
-    if isinstance(code, bool) or not isinstance(code, int):
+    if not isinstance(code, int):  # bool is an int, as for Python
         return 1  # sys.exit("message"): Python prints the message and exits 1
-    return code & 0xFF
+    return int(code) & 0xFF
 
 
 class StopWatch:
