@@ -123,6 +123,7 @@ def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int,
                 out["reconnects"] += 1
                 out["recoveries_s"].append((when - down_at) / 1000)
                 down_at = None
+    out["fault_end_to_live_s"] = recovery_times(states, faults)
     for t, kind in faults:  # how fast a fault became a DISCONNECTED notification (any symbol)
         if not kind.startswith(("drop", "outage", "rest_errors_after_drop", "stall")):
             continue
@@ -130,6 +131,35 @@ def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int,
         if firsts:
             out["drop_to_disconnected_ms"].append(min(firsts) - t)
     return out
+
+
+def fault_end(t: int, kind: str) -> int:
+    """When a fault is over (wall ms): outages and stalls last their seconds, the rest is a moment."""
+    if kind.startswith(("outage", "stall")):
+        return t + int(float(kind.split()[1].rstrip("s")) * 1000)
+    return t
+
+
+def recovery_times(states: dict[str, list[tuple[int, str]]], faults: list[tuple[int, str]]) -> list[float]:
+    """Per fault and symbol it took down (DISCONNECTED before the next fault): seconds from the
+    fault's end (the exchange answering again) to that symbol's next LIVE."""
+    out: list[float] = []
+    starts = [t for t, _ in faults] + [1 << 62]
+    for i, (t, kind) in enumerate(faults):
+        end = fault_end(t, kind)
+        for seq in states.values():
+            down = next((w for w, st in seq if st == "DISCONNECTED" and t <= w < starts[i + 1]), None)
+            if down is None:
+                continue
+            live = next((w for w, st in seq if st == "LIVE" and w >= down), None)
+            if live is not None:
+                out.append(max(0.0, (live - end) / 1000))
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def main() -> int:
@@ -196,6 +226,10 @@ def main() -> int:
         print(f"longest recovery       {max(rec):.2f} s" if rec else "longest recovery       -")
         if rec:
             print(f"median recovery        {statistics.median(rec):.2f} s")
+        fe = r["fault_end_to_live_s"]
+        if fe:
+            print(f"fault end -> LIVE      p50 {statistics.median(fe):.2f} s, p99 {pct(fe, 0.99):.2f} s, "
+                  f"max {max(fe):.2f} s ({len(fe)} recoveries)")
         if d2d:
             print(f"fault -> DISCONNECTED  median {statistics.median(d2d):.0f} ms, max {max(d2d):.0f} ms "
                   f"({len(d2d)} faults)")

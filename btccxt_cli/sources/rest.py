@@ -44,6 +44,9 @@ class RestSchedule:
         self._down = False
         self._asked: int | None = None
         self.fatal: BaseException | None = None
+        # told True at every answer, False at every failed read (not a rate limit): the
+        # WebSocket side uses it as a sign of the exchange's life
+        self.on_health: Callable[[bool], None] | None = None
 
     def wait_s(self) -> float | None:
         """Seconds to wait before the next read (<= 0: read now); None: nothing planned."""
@@ -65,6 +68,8 @@ class RestSchedule:
     def on_rows(self, rows: list[list[Any]], since: int, headers: Any = None) -> None:
         s = self.series
         self.gate.note_headers(headers)
+        if self.on_health is not None:
+            self.on_health(True)
         self.backoff.success()
         if self.polling or self._down:  # REST's own wait ended (not a socket's pending reconnect)
             s.note_backoff(None)
@@ -105,11 +110,21 @@ class RestSchedule:
         wait = self.backoff.failure()
         self._not_before = self.clock.monotonic() + wait
         s.note_backoff(wait)
+        if self.on_health is not None:
+            self.on_health(False)
         if not self._down:
             self._down = True
             if self.polling:
                 s.set_state(FeedState.DISCONNECTED, text)
         s.log.warning("%s: REST read failed (%s); retrying in %.2f s", s.name, text, wait)
+
+
+    def retry_now(self) -> None:
+        """The exchange answers again: a read held back by a failure may go now."""
+        if self._down:
+            self._not_before = 0.0
+            self.backoff.reset()
+            self.series.note_backoff(None)
 
 
 class SyncRestDriver:

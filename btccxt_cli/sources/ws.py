@@ -17,9 +17,10 @@ from typing import Any
 
 from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.errors import is_temporary
-from btccxt_cli.exchange.retry import Backoff
+from btccxt_cli.exchange.taps import TESTED_CCXT, subscription_keys
 from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
+from btccxt_cli.sources.liveness import Liveness, Redial
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
 
 __all__ = ["WsHub"]
@@ -46,6 +47,7 @@ class _Sub:
         self.down = False
         self.watch_task: asyncio.Task[None] | None = None
         self.group: _Group | None = None
+        self.tap_seen = False  # the closed-flag tap delivered a message of this series
 
 
 class _Group:
@@ -87,6 +89,9 @@ class WsHub:
         self.batch = tapped and bool(exchange.has.get("watchOHLCVForSymbols"))
         self._pending: list[_Sub] = []
         self._flush: asyncio.TimerHandle | None = None
+        # a failed REST read makes the exchange "dark": probed about once a second, and its
+        # first sign of life (REST answer, socket message) ends every reconnect wait at once
+        self.life = Liveness(self._probe, gate=gate, on_back=self._retry_rest_now)
         if tapped:
             exchange.btccxt_sink = self._sink
 
@@ -97,6 +102,7 @@ class WsHub:
     def add(self, series: Series) -> None:
         key = (series.p.symbol, self._interval(series.p.timeframe))
         sched = RestSchedule(series, self.gate, self.clock, grace_s=series.p.grace_s, polling=False)
+        sched.on_health = self._rest_health
         sub = _Sub(series, sched)
         self._subs[key] = sub
         series.note(transport="websocket")
@@ -150,14 +156,35 @@ class WsHub:
             await asyncio.wait_for(self.exchange.un_watch_ohlcv(series.p.symbol, series.p.timeframe), 2)
         except Exception:
             logger.debug("un_watch_ohlcv(%s) not possible", series.name, exc_info=True)
-        if not self._subs and self._watchdog is not None:
-            self._watchdog.cancel()
+        if not self._subs:
+            self.life.close()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
+    # ---------------------------------------------------------------- signs of life
+    def _rest_health(self, ok: bool) -> None:
+        if ok:
+            self.life.alive()
+        else:
+            self.life.rest_failed()
+
+    async def _probe(self) -> object:
+        """One light REST read (the newest bar of some series): does the exchange answer?"""
+        sub = next(iter(self._subs.values()))
+        return await self.exchange.fetch_ohlcv(sub.series.p.symbol, sub.series.p.timeframe, limit=1)
+
+    def _retry_rest_now(self) -> None:
+        for sub in self._subs.values():
+            sub.schedule.retry_now()
+            sub.wake.set()
 
     # ---------------------------------------------------------------- data path
     def _sink(self, symbol: str, interval: str, candles: list[Candle], closed: list[bool]) -> None:
+        self.life.alive()
         sub = self._subs.get((symbol, interval))
         if sub is None:
             return
+        sub.tap_seen = True
         s = sub.series
         released = s.on_live(candles, closed)
         if released or s.assembler.has_gap():
@@ -168,8 +195,7 @@ class WsHub:
     async def _watch(self, sub: _Sub) -> None:
         s, p = sub.series, sub.series.p
         ex = self.exchange
-        backoff = Backoff(p.reconnect_delay, p.max_reconnect_delay,
-                          healthy_after=max(30.0, 3 * s.tf_ms / 1000), clock=self.clock)
+        backoff = Redial(p.reconnect_delay, p.max_reconnect_delay, clock=self.clock)
         refusals = 0
         while s.phase != s.OVER:
             try:
@@ -198,11 +224,16 @@ class WsHub:
                 s.log.warning("%s: socket error (%s: %s); reconnecting in %.2f s", s.name,
                               type(exc).__name__, exc, delay)
                 s.note_backoff(delay)
-                await asyncio.sleep(delay)
+                if delay > 0:  # a redial failed: is the exchange reachable at all?
+                    self.life.suspect()
+                await self.life.pause(delay)
                 continue
             backoff.success()
+            self.life.alive()
             refusals = 0
             s.note_backoff(None)
+            if self.tapped and self._tap_missing([sub]):
+                self._untap(s.name)
             if not self.tapped:
                 s.on_live([Candle.from_ccxt(r) for r in rows])
                 sub.wake.set()
@@ -214,8 +245,7 @@ class WsHub:
         watch re-subscribes them all in one message."""
         p = group.subs[0].series.p
         ex = self.exchange
-        backoff = Backoff(p.reconnect_delay, p.max_reconnect_delay,
-                          healthy_after=max(30.0, 3 * group.subs[0].series.tf_ms / 1000), clock=self.clock)
+        backoff = Redial(p.reconnect_delay, p.max_reconnect_delay, clock=self.clock)
         refusals = 0
         while any(sub.series.phase != sub.series.OVER for sub in group.subs):
             try:
@@ -239,14 +269,40 @@ class WsHub:
                     sub.series.note_backoff(delay)
                 logger.warning("socket error (%s: %s); %d series reconnect in %.2f s",
                                type(exc).__name__, exc, len(group.subs), delay)
-                await asyncio.sleep(delay)
+                if delay > 0:  # a redial failed: is the exchange reachable at all?
+                    self.life.suspect()
+                await self.life.pause(delay)
                 continue
             backoff.success()
+            self.life.alive()
             refusals = 0
+            if not self.tapped or self._tap_missing(group.subs):
+                self._untap(group.subs[0].series.name)
+                self._dissolve(group)  # one watch_ohlcv loop per series reads the results
+                return
             for sub in group.subs:
                 if sub.down:
                     sub.series.note_backoff(None)
                     self._came_back(sub)
+
+    def _tap_missing(self, subs: list[_Sub]) -> bool:
+        """A watch answered but the tap saw none of it (or broke): ccxt changed inside."""
+        return getattr(self.exchange, "btccxt_tap_broken", False) or not any(sub.tap_seen for sub in subs)
+
+    def _untap(self, name: str) -> None:
+        """Read ``watch_ohlcv`` results from now on; bars close when the next one starts or
+        REST confirms them (as on exchanges without a tap)."""
+        if not self.tapped:
+            return
+        import ccxt
+
+        self.tapped = self.batch = False
+        self.exchange.btccxt_sink = None
+        logger.warning("%s: the closed-candle tap did not fire on this ccxt %s (tested: %s); reading "
+                       "watch_ohlcv results instead (a bar is final when the next one starts or REST "
+                       "confirms it)", name, ccxt.__version__, TESTED_CCXT)
+        for sub in self._subs.values():
+            sub.series.flagged = sub.series.assembler.flagged = False
 
     def _dissolve(self, group: _Group) -> None:
         for sub in list(group.subs):
@@ -346,12 +402,14 @@ class WsHub:
         sub.watch_task = asyncio.create_task(self._watch(sub), name=f"watch {s.name}")
 
     def _forget_subscription(self, s: Series) -> None:
-        """Where un_watch is unavailable, make ccxt send a fresh subscribe on the next watch."""
+        """Where un_watch is unavailable, make ccxt send a fresh subscribe on the next watch
+        (only this stream's exact keys: other timeframes and markets stay subscribed)."""
+        keys = subscription_keys(self.exchange, s.p.symbol, s.p.timeframe)
         for client in list(getattr(self.exchange, "clients", {}).values()):
-            subs = getattr(client, "subscriptions", {})
-            for key in [k for k in subs if s.p.symbol.replace("/", "").lower() in str(k).lower()
-                        or s.p.symbol in str(k)]:
-                subs.pop(key, None)
+            subs = getattr(client, "subscriptions", None)
+            if isinstance(subs, dict):
+                for key in keys:
+                    subs.pop(key, None)
 
     def _drop_connections(self, why: str) -> None:
         import ccxt
