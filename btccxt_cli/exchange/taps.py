@@ -7,6 +7,13 @@ calls ``sink(symbol, interval, candles, closed_flags)`` from inside ``handle_ohl
 message, in arrival order, before ccxt resolves the waiting ``watch_ohlcv`` future.
 
 Exchanges without a tap fall back to reading ``watch_ohlcv`` results (later-candle rule).
+
+The taps read ccxt.pro internals (``handle_ohlcv``, the raw message layouts, ``safe_symbol``)
+as of the ccxt range declared in ``pyproject.toml`` (``TESTED_CCXT``). A release that changes
+them must not stop live data: a tap that raises is switched off after one warning
+(``btccxt_tap_broken``), and the WebSocket hub checks at start that the tap fires for the
+first answer of each subscription; if it does not, it reads ``watch_ohlcv`` results instead.
+``subscription_keys`` names the keys ccxt.pro files an OHLCV subscription under.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from typing import Any
 
 from btccxt_cli.model import Candle
 
-__all__ = ["Sink", "tapped_class", "has_tap"]
+__all__ = ["Sink", "tapped_class", "has_tap", "subscription_keys", "TESTED_CCXT"]
+
+TESTED_CCXT = ">=4.5.90,<4.6"  # the range in pyproject.toml: the internals below as of these
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +101,38 @@ def tapped_class(exchange_id: str, base: type) -> type:
     def handle_ohlcv(self: Any, client: Any, message: dict) -> None:
         base.handle_ohlcv(self, client, message)
         sink = getattr(self, "btccxt_sink", None)
-        if sink is None:
+        if sink is None or self.btccxt_tap_broken:
             return
         try:
             got = tap(self, client, message)
         except Exception:  # a parse problem must never break ccxt's own handling
-            logger.exception("could not read OHLCV message %r", message)
+            self.btccxt_tap_broken = True  # once: not a traceback per message
+            logger.warning("the closed-candle tap cannot read this ccxt's OHLCV messages (tested: ccxt%s); "
+                           "switched off", TESTED_CCXT, exc_info=True)
             return
         if got is not None:
             sink(*got)
 
-    return type(f"Tapped{base.__name__}", (base,), {"handle_ohlcv": handle_ohlcv, "btccxt_sink": None})
+    return type(f"Tapped{base.__name__}", (base,), {"handle_ohlcv": handle_ohlcv, "btccxt_sink": None,
+                                                    "btccxt_tap_broken": False})
+
+
+def subscription_keys(ex: Any, symbol: str, timeframe: str) -> set[str]:
+    """The ``client.subscriptions`` keys ccxt.pro files the OHLCV stream (symbol, timeframe)
+    under, by exchange (read from ccxt.pro's source; exact, so forgetting BTC/USDT 1m keeps
+    5m and the BTC/USDT:USDT swap). kraken keys by symbol alone: all its timeframes go."""
+    interval = str(ex.timeframes.get(timeframe, timeframe)) if getattr(ex, "timeframes", None) else timeframe
+    try:
+        mid = str(ex.market(symbol)["id"])
+    except Exception:
+        mid = symbol
+    eid = str(getattr(ex, "id", ""))
+    if eid == "okx":  # watch_ohlcv: channel:instId; watch_ohlcv_for_symbols: multi:channel:symbol
+        return {f"candle{interval}:{mid}", f"multi:candle{interval}:{symbol}"}
+    if eid == "kucoin":  # the topic (futures: limitCandle)
+        return {f"/market/candles:{mid}_{interval}", f"/contractMarket/limitCandle:{mid}_{interval}"}
+    if eid == "bitget":
+        return {f"candles:{timeframe}:{symbol}"}
+    if eid == "kraken":
+        return {f"ohlcv@{symbol}"}
+    return {f"ohlcv::{symbol}::{timeframe}"}  # binance, bybit (and ccxt's common layout)

@@ -1,0 +1,87 @@
+"""The closed-flag taps against real ccxt.pro clients on the simulator: a tap that does not
+fire (ccxt changed inside) falls back to reading watch_ohlcv results with one warning, and a
+silent subscription is forgotten by its exact ccxt.pro keys only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from btccxt_cli.bt.store import CCXTStore
+from btccxt_cli.clock import SYSTEM_CLOCK
+from btccxt_cli.exchange import taps
+from btccxt_cli.exchange.factory import make_exchange
+from btccxt_cli.sources.base import RestGate, Series, SeriesParams
+from btccxt_cli.sources.ws import WsHub
+
+from .harness import assert_matches_truth, run_feeds
+from .simtools import FAST
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+UNTAPPED = "closed-candle tap did not fire"
+
+
+def _run_without_tap(sim, caplog) -> dict:
+    caplog.set_level(logging.WARNING, logger="btccxt_cli")
+    store = CCXTStore("binance", sim_url=sim.url("binance"))
+    res = run_feeds(store, SYMBOLS, live_bars=4, backfill_bars=2, use_websocket=True, **FAST)
+    assert not res.timed_out, "no live bars without the tap"
+    for sym in SYMBOLS:
+        assert_matches_truth(sim, "binance", sym, "1s", res.bars[sym], tf_ms=1000)
+        assert sum(s.source == "live" for s in res.bars[sym]) >= 4
+    return {"untapped": [r for r in caplog.records if UNTAPPED in r.getMessage()],
+            "tap": [r for r in caplog.records if r.name == taps.__name__]}
+
+
+def test_a_tap_that_never_fires_falls_back_to_watch_results_with_one_warning(sim, caplog, monkeypatch):
+    """As if ccxt changed its kline message layout: our tap recognises nothing."""
+    monkeypatch.setitem(taps._TAPS, "binance", lambda ex, client, message: None)
+    logs = _run_without_tap(sim, caplog)
+    assert len(logs["untapped"]) == 1, [r.getMessage() for r in logs["untapped"]]
+    assert "reading watch_ohlcv results instead" in logs["untapped"][0].getMessage()
+
+
+def test_a_tap_that_raises_is_switched_off_once_not_a_traceback_per_message(sim, caplog, monkeypatch):
+    def broken(ex, client, message):
+        raise KeyError("k")  # e.g. ccxt renamed a field the tap reads
+
+    monkeypatch.setitem(taps._TAPS, "binance", broken)
+    logs = _run_without_tap(sim, caplog)
+    assert len(logs["tap"]) == 1, [r.getMessage() for r in logs["tap"]]
+    assert len(logs["untapped"]) == 1
+
+
+async def _subscribe(ex, streams: list[tuple[str, str]]) -> None:
+    for sym, tf in streams:
+        await asyncio.wait_for(ex.watch_ohlcv(sym, tf), 10)
+
+
+def _keys(ex) -> set[str]:
+    return {k for c in ex.clients.values() for k in c.subscriptions if isinstance(k, str)}
+
+
+@pytest.mark.parametrize("exchange", ["okx", "bybit"])
+def test_forgetting_one_stream_keeps_other_timeframes_and_the_swap(sim_factory, exchange):
+    sim = sim_factory(exchanges=(exchange,))
+    streams = [("BTC/USDT", "1m"), ("BTC/USDT", "5m"), ("BTC/USDT:USDT", "1m")]
+
+    async def main() -> tuple[set[str], set[str]]:
+        ex = make_exchange(exchange, kind="pro", config={}, sim_url=sim.url(exchange), sandbox=False)
+        try:
+            await ex.load_markets()
+            await _subscribe(ex, streams)
+            before = _keys(ex)
+            hub = WsHub(ex, tapped=False, gate=RestGate(), clock=SYSTEM_CLOCK)
+            series = Series(SeriesParams("BTC/USDT", "1m", mode="websocket"), exchange_now_ms=sim.now_ms)
+            hub._forget_subscription(series)
+            return before, _keys(ex)
+        finally:
+            await ex.close()
+
+    before, after = asyncio.run(main())
+    assert len(before) == 3, before
+    gone = before - after
+    assert len(gone) == 1, (before, after)
+    assert gone == {"candle1m:BTC-USDT" if exchange == "okx" else "ohlcv::BTC/USDT::1m"}
