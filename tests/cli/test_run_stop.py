@@ -111,7 +111,7 @@ def test_a_strategy_blocked_in_next_is_stopped_by_force(sim, tmp_path, how):
     if how != "SIGTERM":
         args += ["--stop-grace", str(grace)]
     if how == "duration":
-        args += ["--duration", "3"]
+        args += ["--duration", "4"]
     p = btccxt(*args)
     out = Output(p)
     try:
@@ -127,7 +127,7 @@ def test_a_strategy_blocked_in_next_is_stopped_by_force(sim, tmp_path, how):
     if how != "duration":
         assert elapsed < grace + 4, f"took {elapsed:.1f} s after {how}"
     where = f"{strat}:{line_of(strat, 'time.sleep(1000)')}"
-    cause = {"SIGTERM": "signal SIGTERM", "SIGINT": "signal SIGINT", "duration": "--duration 3s"}[how]
+    cause = {"SIGTERM": "signal SIGTERM", "SIGINT": "signal SIGINT", "duration": "--duration 4s"}[how]
     stuck = [x for x in err.splitlines() if "did not return" in x]
     assert len(stuck) == 1, err[-2000:]
     assert f"the strategy did not return within {grace:g} s of {cause}: stuck in next() at {where}" \
