@@ -46,9 +46,7 @@ LONG = {
     "kraken": ["1d", "1w", "2w"],
 }
 REST_CASES = [(ex, tf) for ex, tfs in LONG.items() for tf in tfs]
-WS_CASES = [("binance", "1w"), ("binance", "1M"), ("okx", "6h"), ("okx", "1d"), ("okx", "1w"),
-            ("okx", "1M"), ("bybit", "1w"), ("bybit", "1M"), ("kucoin", "1w"), ("bitget", "1d"),
-            ("bitget", "1w"), ("kraken", "1w")]
+WS_CASES = REST_CASES  # every one over the socket too
 
 
 def symbol(ex: str) -> str:
