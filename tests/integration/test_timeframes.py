@@ -171,8 +171,8 @@ def test_websocket_feed_closes_the_long_bar_rest_describes(sim_factory: Any, ex:
         got: list[Any] = []
         state_live = threading.Event()
 
-        def pump(until: Any, limit: int = 400) -> None:
-            """Read the pipe (20 ms waits) until ``until()``, the clock standing still."""
+        def pump(until: Any, limit: int = 1500) -> None:
+            """Read the pipe (20 ms waits, 30 s at most) until ``until()``, the clock still."""
             for _ in range(limit):
                 ev = s.pipe.get(0.02)
                 if ev is not None and ev.kind == "bar":
@@ -183,14 +183,16 @@ def test_websocket_feed_closes_the_long_bar_rest_describes(sim_factory: Any, ex:
                     return
             raise AssertionError(f"timed out: {len(got)} bars, status {s.status()}")
 
-        pump(lambda: len(got) >= HISTORY and state_live.is_set())
+        pump(lambda: len(got) >= HISTORY and state_live.is_set()
+             and sim.stats(ex)["streams_active"] > 0)  # subscribed before the clock moves
         assert as_rows(got) == truth(sim, ex, tf, first, HISTORY)
         calls = s.status().rest_calls
         # the forming bar as the WebSocket pushes it is the one REST calls forming
-        for _ in range(int(lead_ms * 0.8 / 250)):
+        for _ in range(1500):  # 30 s at most; the clock stops a second before the close
             if s.assembler.pending_opens:
                 break
-            clock.advance(0.25)
+            if sim.now_ms() + 1_250 < grid.close_of(forming):
+                clock.advance(0.25)
             s.pipe.get(0.02)
         assert s.assembler.pending_opens == [forming]
         assert store.run_async(_forming(store, ex, tf)).result(20) == forming
