@@ -265,7 +265,8 @@ class _Job:
         if self.trades is not None:
             n = write_trades(self.trades, res)
             if not self.json_out:
-                self.out.print(f"wrote {n} orders and trades to {self.trades}", markup=False)
+                self.out.print(f"wrote {n} orders and trades to {self.trades}", markup=False,
+                               soft_wrap=True)
         if self.report is not None:
             self._write_report(res, plans, cache)
 
@@ -278,7 +279,7 @@ class _Job:
                    for p in plans}
         write_report(self.report, res, candles, self._head(), _LABELS, _fmt)
         if not self.json_out:
-            self.out.print(f"wrote the report to {self.report}", markup=False)
+            self.out.print(f"wrote the report to {self.report}", markup=False, soft_wrap=True)
 
     def _run_sweep(self, rows: Any, plans: list[Any]) -> None:
         from btccxt_cli.cli.backtest_view import json_sweep, print_sweep, sort_runs

@@ -102,8 +102,8 @@ def print_sweep(console: Any, runs: list[Any], key: str, head: str) -> None:
         else:
             rows.append([*vals, *(_fmt(c, r.metrics.get(c)) for c in cols)])
     if not console.is_terminal:
-        console.print(head, markup=False, highlight=False)
-        console.print("  " + "\t".join([*names, *cols]), markup=False, highlight=False)
+        console.print(head, markup=False, highlight=False, soft_wrap=True)
+        console.print("  " + "\t".join([*names, *cols]), markup=False, highlight=False, soft_wrap=True)
         for row in rows:
             console.print("  " + "\t".join(row), markup=False, highlight=False, soft_wrap=True)
         return

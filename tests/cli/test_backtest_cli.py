@@ -1,0 +1,211 @@
+"""``btccxt backtest`` as a user runs it: a subprocess, the YAML ``btccxt run`` reads, the
+simulator by URL for the bars the cache lacks.
+
+Covered: a cache miss downloaded first (backfill's progress) then replayed, and the same
+result offline afterwards; ``--offline`` with a hole (exit 2, one line naming it); a window
+with exchange-side gaps (ranges the exchange confirmed empty are skipped, not holes); every
+output (summary, ``--json``, ``--trades``, ``--report``); sweeps; slippage; bad input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from btccxt_cli.cache.sqlite import OhlcvCache
+from btccxt_cli.model import Candle
+
+from .test_run_cli import btccxt, write_config
+
+SOURCE = "binance@sim:seed-1"
+SMA = "name: sma_cross\n  params: {fast: 2, slow: 4}"
+
+
+def _config(tmp_path: Path, sim: Any, *, broker: str = "", strategy: str = SMA,
+            symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")) -> Path:
+    cfg = write_config(tmp_path, sim.url("binance"), strategy=strategy, symbols=symbols,
+                       extra=broker)
+    db = tmp_path / "ohlcv.sqlite"
+    cfg.write_text(cfg.read_text().replace("feed:\n", f"feed:\n  cache: {db}\n", 1))
+    return cfg
+
+
+def _window(seconds: int = 40) -> tuple[int, int]:
+    now = int(time.time()) * 1000
+    return now - seconds * 1000, now - 2000
+
+
+def _backtest(cfg: Path, since: int, until: int, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    p = btccxt("backtest", str(cfg), "--since", str(since), "--until", str(until), *args)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def test_a_cache_miss_is_downloaded_then_replayed_and_offline_gives_the_same(sim: Any,
+                                                                            tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window()
+    code, out, err = _backtest(cfg, since, until, "--json")
+    assert code == 0, err[-3000:]
+    assert f"{SOURCE} BTC/USDT 1s:" in err and "100%" in err  # backfill's progress lines
+    doc = json.loads(out)
+    assert list(doc) == ["window", "params", "metrics", "per_symbol", "orders", "trades"]
+    assert list(doc["metrics"]) == ["start", "end", "bars", "initial_value", "final_value",
+                                    "total_return", "max_drawdown", "sharpe", "trades",
+                                    "win_rate", "avg_trade", "exposure", "fees"]
+    for s in doc["window"]["series"]:
+        assert s["warmup_bars"] == 5 and s["window_bars"] == (until - since) // 1000
+    assert doc["per_symbol"]["BTC/USDT"]["bars"] == (until - since) // 1000
+    assert doc["orders"], "sma_cross trades on the window's live bars"
+    assert set(doc["orders"][0]) == {"time", "iso", "symbol", "side", "size", "price", "fee", "status"}
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        assert {s[0] for s in cache.series()} == {SOURCE}
+        truth = {r[0]: r for r in sim.truth("binance", "BTC/USDT", "1s", since - 5000, until)}
+        for c in cache.read(SOURCE, "BTC/USDT", "1s", since - 5000, until):
+            assert tuple(c) == tuple(truth[c.ts][:6])
+    code, out2, err2 = _backtest(cfg, since, until, "--json", "--offline")
+    assert code == 0, err2[-3000:]
+    assert "bars (" not in err2  # nothing downloaded
+    assert json.loads(out2)["orders"] == doc["orders"]
+    assert json.loads(out2)["metrics"] == doc["metrics"]
+
+
+def test_offline_with_a_hole_is_one_line_naming_it(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window()
+    code, out, err = _backtest(cfg, since, until, "--offline")
+    assert code == 2, err
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: --offline: the cache has no 1s bars of BTC/USDT from ")
+    assert SOURCE in line and "--offline" in line and "download them" in line
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        assert cache.series() == []  # nothing was downloaded
+
+
+def _fill(cache: OhlcvCache, sim: Any, symbol: str, start: int, end: int,
+          skip: tuple[int, int] | None = None) -> None:
+    rows = [Candle(*r[:6]) for r in sim.truth("binance", symbol, "1s", start, end)
+            if skip is None or not skip[0] <= r[0] <= skip[1]]
+    cache.upsert(SOURCE, symbol, "1s", rows)
+
+
+def test_exchange_side_gaps_are_skipped_and_unknown_ones_refused(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim, symbols=("BTC/USDT",))
+    since, until = _window()
+    gap = (since + 10_000, since + 14_000)  # five bars without trades
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        _fill(cache, sim, "BTC/USDT", since - 5000, until, skip=gap)
+    code, _, err = _backtest(cfg, since, until, "--offline")
+    assert code == 2 and "from " in err and "Traceback" not in err  # not known to be empty
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:  # what backfill records for them
+        cache.mark_empty(SOURCE, "BTC/USDT", "1s", *gap)
+    code, out, err = _backtest(cfg, since, until, "--offline", "--json")
+    assert code == 0, err[-3000:]
+    doc = json.loads(out)
+    assert doc["per_symbol"]["BTC/USDT"]["bars"] == (until - since) // 1000 - 5
+    assert not [o for o in doc["orders"] if gap[0] <= o["time"] <= gap[1]]
+
+
+def test_summary_json_trades_csv_and_html_report(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window()
+    trades, report = tmp_path / "out" / "trades.csv", tmp_path / "report.html"
+    code, _, err = _backtest(cfg, since, until, "--trades", str(trades))
+    assert code == 2 and "--trades" in err and "Traceback" not in err  # folder outside data dir
+    trades = tmp_path / "trades.csv"
+    code, out, err = _backtest(cfg, since, until, "--trades", str(trades), "--report", str(report))
+    assert code == 0, err[-3000:]
+    for label in ("period start", "final value", "total return", "max drawdown", "Sharpe",
+                  "trades", "win rate", "average trade", "exposure", "fees", "BTC/USDT: bars"):
+        assert label in out, out  # plain text: stdout is not a terminal
+    assert f"wrote the report to {report}" in out
+    code, jout, err = _backtest(cfg, since, until, "--json", "--offline")
+    doc = json.loads(jout)
+    rows = list(csv.DictReader(trades.open()))
+    orders = [r for r in rows if r["kind"] == "order"]
+    assert [(int(r["time"]), r["symbol"], r["side"], float(r["price"])) for r in orders] == \
+        [(o["time"], o["symbol"], o["side"], o["price"]) for o in doc["orders"]]
+    assert len([r for r in rows if r["kind"] == "trade"]) == len(doc["trades"]) == doc["metrics"]["trades"]
+    html = report.read_text().replace("\\u002f", "/")  # plotly's JSON escapes slashes
+    assert "<html>" in html and 'src="http' not in html  # self-contained: plotly.js inlined
+    for text in ("BTC/USDT: candles, buys and sells", "ETH/USDT: candles, buys and sells",
+                 "equity", "drawdown (%)", "BTC/USDT buy"):
+        assert text in html
+
+
+def test_a_sweep_runs_every_combination_and_reports_a_failing_one(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window()
+    code, out, err = _backtest(cfg, since, until, "--param", "fast=2,4", "--param", "slow=4,6",
+                               "--jobs", "2", "--sort", "total_return", "--json")
+    assert code == 0, err[-3000:]
+    runs = json.loads(out)["runs"]
+    assert sorted((r["params"]["fast"], r["params"]["slow"]) for r in runs) == [(2, 4), (2, 6), (4, 4), (4, 6)]
+    failed = [r for r in runs if r["error"]]
+    assert [(r["params"]["fast"], r["params"]["slow"]) for r in failed] == [(4, 4)]
+    assert "fast must be smaller than slow" in failed[0]["error"]
+    assert runs[-1]["error"]  # failed runs last
+    returns = [r["metrics"]["total_return"] for r in runs if not r["error"]]
+    assert returns == sorted(returns, reverse=True)
+    single = json.loads(_backtest(cfg, since, until, "--json", "--offline")[1])
+    best = {(r["params"]["fast"], r["params"]["slow"]): r for r in runs}[(2, 4)]
+    assert best["metrics"] == single["metrics"]  # a sweep's run is the single run
+
+
+def test_slippage_moves_paper_fills_against_the_order(sim: Any, tmp_path: Path) -> None:
+    since, until = _window()
+    plain = _config(tmp_path, sim)
+    code, out, err = _backtest(plain, since, until, "--json")
+    assert code == 0, err[-3000:]
+    base = json.loads(out)["orders"]
+    slipped_cfg = _config(tmp_path, sim, broker="broker:\n  slippage: 0.01\n")
+    code, out, err = _backtest(slipped_cfg, since, until, "--json", "--offline")
+    assert code == 0, err[-3000:]
+    slipped = json.loads(out)["orders"]
+    assert base and [(o["time"], o["side"]) for o in slipped] == [(o["time"], o["side"]) for o in base]
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        bars = {(s, c.ts): c for s in ("BTC/USDT", "ETH/USDT")
+                for c in cache.read(SOURCE, s, "1s", since, until)}
+    for a, b in zip(base, slipped, strict=True):
+        bar = bars[(a["symbol"], a["time"])]
+        assert abs(a["price"] - bar.open) < 1e-9 * bar.open  # market orders: the next bar's open
+        # 1 % against the order, never beyond the bar's range (backtrader's slip_out=False)
+        want = min(bar.open * 1.01, bar.high) if a["side"] == "buy" else max(bar.open * 0.99, bar.low)
+        assert abs(b["price"] - want) < 1e-9 * want
+        assert b["price"] != a["price"] or bar.open in (bar.high, bar.low)
+
+
+def test_bad_input_is_one_line_like_run(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window()
+    for args, needle in ((["--param", "fats=1,2"], "did you mean 'fast'?"),
+                         (["--param", "fast"], "NAME=V1,V2"),
+                         (["--sort", "luck"], "--sort"),
+                         (["--until", str(since - 1000)], "--until")):
+        code, _, err = _backtest(cfg, since, until, *args) if args[0] != "--until" else \
+            _backtest(cfg, since, since - 1000)
+        assert code == 2 and needle in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("  mode: websocket\n", "  mode: websocket\n  modee: rest\n"))
+    run = btccxt("run", str(bad), "--plain", "--max-bars", "1")
+    run_err = run.communicate(timeout=60)[1]
+    code, _, err = _backtest(bad, since, until)
+    assert run.returncode == code == 2
+    assert err == run_err and "modee" in err
+
+
+def test_report_without_plotly_names_the_extra(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['plotly'] = None; sys.argv = ['btccxt', 'backtest', "
+            f"{str(tmp_path / 'none.yaml')!r}, '--since', '1h', '--report', "
+            f"{str(tmp_path / 'r.html')!r}]; from btccxt_cli.cli.app import main; main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "--report needs plotly" in p.stderr and "btccxt[report]" in p.stderr
+    assert not (tmp_path / "r.html").exists()
