@@ -89,7 +89,8 @@ class Chaos:
     t0 = 0
 
 
-def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int, str]]) -> dict:
+def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int, str]],
+            mode: str = "websocket") -> dict:
     tf_ms = timeframe_ms(tf)
     bars: dict[str, list[dict]] = defaultdict(list)
     states: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -124,10 +125,15 @@ def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int,
                 out["recoveries_s"].append((when - down_at) / 1000)
                 down_at = None
     out["fault_end_to_live_s"] = recovery_times(states, faults)
-    for t, kind in faults:  # how fast a fault became a DISCONNECTED notification (any symbol)
-        if not kind.startswith(("drop", "outage", "rest_errors_after_drop", "stall")):
+    # how fast a fault became a DISCONNECTED notification (any symbol, before the next fault);
+    # polling modes see only what breaks REST (socket faults and 429s are no disconnection)
+    kinds = ("drop", "outage", "rest_errors_after_drop", "stall") if mode == "websocket" else (
+        "outage", "rest_errors_after_drop 5")
+    nexts = [t for t, _ in faults[1:]] + [1 << 62]
+    for (t, kind), nxt in zip(faults, nexts, strict=True):
+        if not kind.startswith(kinds):
             continue
-        firsts = [when for s in states.values() for when, st in s if st == "DISCONNECTED" and when >= t]
+        firsts = [when for s in states.values() for when, st in s if st == "DISCONNECTED" and t <= when < nxt]
         if firsts:
             out["drop_to_disconnected_ms"].append(min(firsts) - t)
     return out
@@ -215,7 +221,7 @@ def main() -> int:
             proc.kill()
             code = -9
         events = [json.loads(line) for line in ev.read_text().splitlines() if line.strip()]
-        r = analyse(sim, events, args.timeframe, chaos.log)
+        r = analyse(sim, events, args.timeframe, chaos.log, args.mode)
         rec = r["recoveries_s"]
         d2d = r["drop_to_disconnected_ms"]
         print(f"\n# soak report (seed {seed})")

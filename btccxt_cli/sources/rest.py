@@ -108,6 +108,8 @@ class RestSchedule:
             s.finish(text)
             return
         wait = self.backoff.failure()
+        if self.polling:  # retrying once a bar costs no more than polling does when all is well
+            wait = min(wait, max(1.0, s.tf_ms / 1000))
         self._not_before = self.clock.monotonic() + wait
         s.note_backoff(wait)
         if self.on_health is not None:
