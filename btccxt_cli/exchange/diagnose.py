@@ -72,7 +72,7 @@ from btccxt_cli.exchange.diagnose_socket import MAX_STREAM_ERRORS as MAX_STREAM_
 from btccxt_cli.exchange.diagnose_socket import PONG_TIMEOUT_S as PONG_TIMEOUT_S
 from btccxt_cli.exchange.diagnose_socket import SILENCE_WARN_S as SILENCE_WARN_S
 from btccxt_cli.exchange.diagnose_socket import SocketChecks
-from btccxt_cli.timeframes import timeframe_ms
+from btccxt_cli.timeframes import BarGrid, bar_grid
 
 __all__ = [
     "Step",
@@ -107,7 +107,7 @@ class _Run(SocketChecks):
         self.exchange: Any = None
         self.probe: Probe | None = None
         self.skew_ms = 0.0
-        self.tf_ms: int | None = None
+        self.grid: BarGrid | None = None
         self.ws_skip = ""  # why the WebSocket steps cannot run, once known
 
     def add(self, name: str, status: str, t0_ns: int | None, detail: str, hint: str = "",
@@ -184,7 +184,7 @@ class _Run(SocketChecks):
         offered = list((getattr(self.exchange, "timeframes", None) or {}).keys())
         tf = self.timeframe
         with contextlib.suppress(ValueError):
-            self.tf_ms = timeframe_ms(tf)
+            self.grid = bar_grid(self.exchange_id, tf)
         if not offered:
             self.add("timeframe", "pass", t0, f"ccxt declares no timeframes for {self.exchange_id}; "
                      f"trying {tf}")

@@ -22,7 +22,7 @@ from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.diagnose_hints import SILENT_HINT, short_text
 from btccxt_cli.exchange.diagnose_probe import Probe
 from btccxt_cli.exchange.diagnose_report import Step, fmt_ms, iso_utc, ns_to_ms
-from btccxt_cli.timeframes import bar_open
+from btccxt_cli.timeframes import BarGrid
 
 __all__ = ["SocketChecks", "SILENCE_WARN_S", "EVENT_LAG_WARN_MS", "PONG_TIMEOUT_S",
            "MAX_STREAM_ERRORS", "CONNECT_TIMEOUT_S"]
@@ -66,7 +66,7 @@ class SocketChecks:
     """How long to wait for the first candle, then how long to measure the stream."""
     skew_ms: float
     """Exchange clock minus ours, measured by the REST step (0 when unknown)."""
-    tf_ms: int | None
+    grid: BarGrid | None
     reconnect_test: bool
 
     def add(self, name: str, status: str, t0_ns: int | None, detail: str, hint: str = "",
@@ -226,9 +226,9 @@ class SocketChecks:
                           "includes the clock skew's uncertainty)"))
         if probe.last_row is not None:
             newest = max(newest or 0, int(probe.last_row[0]))
-        if newest and self.tf_ms:
+        if newest and self.grid is not None:
             now_ex = self.clock.time_ms() + self.skew_ms
-            behind = (bar_open(int(now_ex), self.tf_ms) - newest) // self.tf_ms
+            behind = self.grid.index(int(now_ex)) - self.grid.index(newest)
             m["bars_behind"] = behind
             if behind > 1:
                 warns.append((f"the newest candle ({iso_utc(newest)} UTC) is {behind} bars behind the "

@@ -348,7 +348,7 @@ class Runner:
             lat = None
             if ev.source.value == "live":
                 s = d.series
-                lat = float(s.exchange_now_ms() - (c.ts + s.tf_ms))
+                lat = float(s.exchange_now_ms() - s.grid.next_open(c.ts))
                 if self.metrics is not None:
                     self.metrics.observe_latency(d._name, lat)
             mon.on_bar(d._name, d.ccxt_timeframe, c.ts, (c.open, c.high, c.low, c.close, c.volume),
