@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = [
     "Candle", "BarSource", "FeedState", "FeedEvent", "FeedStatus", "ConnectionStatus",
-    "BrokerStatus", "Snapshot",
+    "BrokerStatus", "Snapshot", "DataNote",
 ]
 
 
@@ -69,6 +69,32 @@ class FeedEvent:
     recv_ns: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DataNote:
+    """Something about a feed's bars worth telling: ``kind`` is
+
+    * ``"skipped"``: bars ``first_ms .. last_ms`` (opens, inclusive; ``count`` bars) were not
+      delivered: a REST answer covered them without rows (``reason`` says why);
+    * ``"revised"``: the bar opened at ``first_ms`` (= ``last_ms``, ``count`` 1) came from REST
+      with other values than ``was`` (a live final, a delivered bar, or the cached bar);
+      ``now`` is REST's;
+    * ``"history"``: history delivered ``count`` bars of the ``asked`` (``first_ms``: the first
+      bar asked for, ``last_ms``: the last delivered); ``reason`` is the line for people.
+
+    ``seq`` numbers one feed's notes from 1, so a reader knows which it has seen.
+    """
+
+    seq: int
+    kind: str
+    first_ms: int
+    last_ms: int
+    count: int
+    reason: str
+    was: Candle | None = None
+    now: Candle | None = None
+    asked: int = 0
+
+
 @dataclass(slots=True)
 class FeedStatus:
     """A copy of one feed's status for dashboards and metrics (taken under the feed's lock)."""
@@ -91,6 +117,11 @@ class FeedStatus:
     backoff_s: float | None = None  # seconds until the next reconnect/retry, while waiting
     price_decimals: int | None = None  # the market's price precision (None: unknown)
     amount_decimals: int | None = None  # the market's amount precision (None: unknown)
+    skipped: int = 0  # bars not delivered: REST answers covered them without a row
+    skipped_ranges: tuple[tuple[int, int, int], ...] = ()  # the last few: (first, last, bars)
+    revised: int = 0  # bars whose REST record differed from a value seen, delivered or cached
+    history_short: str = ""  # history got fewer bars than asked: the line saying so
+    notes: tuple[DataNote, ...] = ()  # the latest notes, oldest first (a shared tuple)
 
 
 @dataclass(slots=True)

@@ -71,7 +71,12 @@ class BarAssembler:
         self._max_seen = -1  # newest timestamp seen from any source
         # the latest ranges the exchange has no bars for (bounded: a live run lasts for days)
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)
-        self.revised = 0  # late updates that disagreed with a released bar
+        self.skipped_bars = 0  # bars skipped in all (every range, not only those kept)
+        self.revised = 0  # REST rows that disagreed with a final seen or a released bar
+        # what happened since the caller last took them (``take_notes``): ("skipped", first,
+        # last, bars) and ("revised", ts, was, now, released)
+        self.notes: list[tuple] = []
+        self._released: deque[Candle] = deque(maxlen=64)  # the newest released bars
 
     @property
     def grid(self) -> BarGrid:
@@ -125,6 +130,8 @@ class BarAssembler:
                 break
             last_final = c.ts
             if self.last_ts is not None and c.ts <= self.last_ts:
+                if self._released and c.ts >= self._released[0].ts:
+                    self._check_released(c)
                 continue
             self._pending.pop(c.ts, None)
             known = self._closed.get(c.ts)
@@ -133,12 +140,16 @@ class BarAssembler:
             elif known[0] != c:
                 # the live final and REST disagree: REST is the exchange's record
                 self.revised += 1
-                logger.warning("bar %d: live final %s differs from REST %s; using REST",
-                               c.ts, known[0], c)
+                self.notes.append(("revised", c.ts, known[0], c, False))
                 self._closed[c.ts] = (c, known[1])
         if last_final is not None:
             self._cover(since, last_final)
         return self._drain()
+
+    def take_notes(self) -> list[tuple]:
+        """The skips and revisions since the last call (oldest first), forgotten here."""
+        notes, self.notes = self.notes, []
+        return notes
 
     # ------------------------------------------------------------------ queries
     @property
@@ -194,6 +205,20 @@ class BarAssembler:
             return  # stale, reordered update
         self._pending[c.ts] = c
 
+    def _check_released(self, c: Candle) -> None:
+        """A final REST row for a bar already released: the strategy saw other values?"""
+        rel = self._released
+        for i in range(len(rel) - 1, -1, -1):
+            old = rel[i]
+            if old.ts == c.ts:
+                if old != c:
+                    self.revised += 1
+                    self.notes.append(("revised", c.ts, old, c, True))
+                    rel[i] = c  # told once
+                return
+            if old.ts < c.ts:
+                return
+
     def _cover(self, start: int, end: int) -> None:
         """Record that REST told us everything in [start, end]."""
         if end < start:
@@ -243,9 +268,13 @@ class BarAssembler:
             if skip_to < exp:
                 break
             self.skipped.append((exp, skip_to))
-            logger.debug("exchange has no bars in [%d, %d]", exp, skip_to)
+            n = self._grid.count(exp, skip_to)
+            self.skipped_bars += n
+            self.notes.append(("skipped", exp, skip_to, n))
             self.last_ts = skip_to
             self._pending = {t: v for t, v in self._pending.items() if t > skip_to}
+        if out:
+            self._released.extend(e.candle for e in out)
         # forget pending states that can no longer be released
         if self._pending:
             for t in [t for t in self._pending if t <= self.last_ts]:

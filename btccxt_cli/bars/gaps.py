@@ -42,6 +42,9 @@ __all__ = [
     "plan_requests",
     "GapReport",
     "gap_report",
+    "HISTORY_ROWS",
+    "served_history",
+    "shortfall_text",
 ]
 
 Range = tuple[int, int]
@@ -193,6 +196,33 @@ def plan_requests(ranges: Iterable[Range], tf: Tf, limit: int) -> list[tuple[int
             out.append((s, e))
             s = e
     return out
+
+
+HISTORY_ROWS: dict[str, int] = {"kraken": 720}
+"""Exchanges that serve only their newest N bars of a timeframe, however far back one asks
+(kraken's ``OHLC`` answers hold the newest 720 rows, the forming one included)."""
+
+
+def served_history(exchange_id: str | None) -> int | None:
+    """How many of its newest bars ``exchange_id`` serves at all (None: no known limit)."""
+    return HISTORY_ROWS.get(exchange_id or "")
+
+
+def shortfall_text(exchange_id: str | None, timeframe: str, got: int, asked: int,
+                   *, oldest_served: bool = False) -> str:
+    """The one line saying that ``got`` bars came of the ``asked``.
+
+    ``oldest_served``: the shortfall is at the old end (the first bars asked for never came),
+    which on an exchange of ``HISTORY_ROWS`` is its limit, not bars it lacks.
+
+    >>> shortfall_text("kraken", "1m", 719, 1000, oldest_served=True)
+    'kraken serves only its newest 720 1m bars: got 719 of 1000'
+    """
+    limit = served_history(exchange_id)
+    if oldest_served and limit is not None:
+        return f"{exchange_id} serves only its newest {limit} {timeframe} bars: got {got} of {asked}"
+    who = exchange_id or "the exchange"
+    return f"{who} has fewer {timeframe} bars than asked: got {got} of {asked}"
 
 
 def _iso(ms: int) -> str:

@@ -58,6 +58,11 @@ def _ohlc(i: int) -> Callable[[FeedStatus, list[float]], str]:
     return cell
 
 
+def _skips(f: FeedStatus, closes: list[float]) -> str:
+    """Bars skipped (REST covered them without a row), and ``/Nr`` when N bars were revised."""
+    return str(f.skipped) + (f"/{f.revised}r" if f.revised else "")
+
+
 def _count(kind: str) -> Callable[[FeedStatus, list[float]], str]:
     return lambda f, closes: str(f.bars.get(kind, 0))
 
@@ -94,6 +99,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("reconnects", "reconn", 4, lambda f, c: str(f.reconnects)),
     Column("latency", "lat ms", 8, lambda f, c: "-" if f.latency_ms_last is None
            else f"{f.latency_ms_last:.0f}"),
+    Column("skipped", "skip", 8, _skips),
     Column("trend", "trend", 5, lambda f, c: sparkline(c, SPARK), left=True, seed=SPARK),
 )
 

@@ -82,6 +82,13 @@ class _Collector:
                                          labels=["exchange", "symbol"])
         gaps = CounterMetricFamily("btccxt_gap_fills", "Gaps filled from REST.", labels=["exchange", "symbol"])
         rest = CounterMetricFamily("btccxt_rest_calls", "REST calls made.", labels=["exchange", "symbol"])
+        tf_labels = ["exchange", "symbol", "timeframe"]
+        skipped = CounterMetricFamily(
+            "btccxt_skipped_bars", "Bars not delivered: REST answers covered them without a row.",
+            labels=tf_labels)
+        revised = CounterMetricFamily(
+            "btccxt_revised_bars", "Bars whose REST record differed from a value seen, delivered "
+            "or cached.", labels=tf_labels)
         state = GaugeMetricFamily("btccxt_feed_state", "1 for the feed's current state.",
                                   labels=["exchange", "symbol", "state"])
         age = GaugeMetricFamily("btccxt_last_message_age_seconds", "Seconds since the last message.",
@@ -92,6 +99,8 @@ class _Collector:
             reconnects.add_metric([ex, f.symbol], f.reconnects)
             gaps.add_metric([ex, f.symbol], f.gaps_filled)
             rest.add_metric([ex, f.symbol], f.rest_calls)
+            skipped.add_metric([ex, f.symbol, f.timeframe], f.skipped)
+            revised.add_metric([ex, f.symbol, f.timeframe], f.revised)
             for st in _STATES:
                 state.add_metric([ex, f.symbol, st], 1.0 if f.state == st else 0.0)
             if f.last_message_age_s is not None:
@@ -99,4 +108,4 @@ class _Collector:
         total = CounterMetricFamily("btccxt_store_rest_calls", "REST calls made by the store.",
                                     labels=["exchange"])
         total.add_metric([ex], self.m._rest_calls())
-        yield from (bars, reconnects, gaps, rest, state, age, total)
+        yield from (bars, reconnects, gaps, rest, skipped, revised, state, age, total)

@@ -4,6 +4,11 @@ The strategy thread calls ``on_bar``/``on_state``; the dashboard thread calls
 ``snapshot()``. Both take one short lock; nothing here waits on rendering or I/O of the
 other side. The events file is JSON Lines, one record per bar delivered to the strategy
 and one per state change, flushed per line so that a killed run loses nothing written.
+
+Skipped and revised bars, and history shorter than asked (``model.DataNote``), are read from
+the feeds' statuses: at a feed's first bar, at a bar after a jump, at most every 0.25 s of
+bars, at every state change and dashboard frame, and at close. Each becomes one record
+(``skipped``, ``revised``, ``history``) and one line in the event log.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
-from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus, Snapshot
+from btccxt_cli.model import BrokerStatus, ConnectionStatus, DataNote, FeedStatus, Snapshot
 from btccxt_cli.paths import check_output_file
 
 __all__ = ["RunMonitor", "market_decimals"]
@@ -58,6 +63,12 @@ class RunMonitor:
         self._started = clock.monotonic()
         self._on_line = on_line
         self._file: IO[str] | None = None
+        # data notes already written, per (symbol, timeframe): the last seq
+        self._notes_lock = threading.Lock()
+        self._notes_seen: dict[tuple[str, str], int] = {}
+        self._notes_read = clock.monotonic()
+        self._last_ts: dict[tuple[str, str], int] = {}
+        self._tf_ms: dict[str, int] = {}
         if events_path is not None:
             # one policy for every output path: no silent folders outside btccxt's data folder
             events_path = check_output_file(events_path, what="events file", option="events file")
@@ -71,6 +82,7 @@ class RunMonitor:
                                "volume": ohlcv[4], "source": source}
         if source == "live" and latency_ms is not None:
             rec["latency_ms"] = round(latency_ms, 3)
+        self._notes_due(symbol, timeframe, ts)
         with self._lock:
             self.bars[symbol] = self.bars.get(symbol, 0) + 1
             by_source = self.seen.setdefault(symbol, {"backfill": 0, "live": 0, "gapfill": 0})
@@ -85,6 +97,7 @@ class RunMonitor:
                           f"L {ohlcv[2]:.8g} C {ohlcv[3]:.8g} V {ohlcv[4]:.8g} [{source}]{lat}")
 
     def on_state(self, symbol: str, state: str, message: str = "") -> None:
+        self.take_notes()
         self.event(f"{symbol} {state}" + (f": {message}" if message else ""),
                    record={"type": "state", "event": state, "symbol": symbol, "message": message})
 
@@ -98,6 +111,44 @@ class RunMonitor:
             self._write(record)
         if self._on_line is not None:
             self._on_line(f"event {text}")
+
+    # ------------------------------------------------------------ data notes
+    def _notes_due(self, symbol: str, timeframe: str, ts: int) -> None:
+        """(strategy thread, per bar: cheap) Read the notes when a skip may lie before this bar."""
+        key = (symbol, timeframe)
+        prev = self._last_ts.get(key)
+        self._last_ts[key] = ts
+        tf = self._tf_ms.get(timeframe)
+        if tf is None:
+            from btccxt_cli.timeframes import timeframe_ms
+
+            tf = self._tf_ms[timeframe] = timeframe_ms(timeframe)
+        now = self.clock.monotonic()
+        if prev is None or ts - prev > tf * 1.5 or now - self._notes_read >= 0.25:
+            self.take_notes()
+
+    def take_notes(self, feeds: list[FeedStatus] | None = None) -> None:
+        """Write the feeds' data notes not written yet (any thread; in order per feed)."""
+        with self._notes_lock:
+            self._notes_read = self.clock.monotonic()
+            for f in feeds if feeds is not None else self._statuses():
+                if not f.notes:
+                    continue
+                key = (f.symbol, f.timeframe)
+                seen = self._notes_seen.get(key, 0)
+                new = [n for n in f.notes if n.seq > seen]
+                if not new:
+                    continue
+                self._notes_seen[key] = new[-1].seq
+                if new[0].seq > seen + 1:  # more came at once than a status keeps
+                    lost = new[0].seq - seen - 1
+                    self.event(f"{f.symbol} {f.timeframe}: {lost} earlier notes not listed "
+                               f"(skipped {f.skipped} bars, revised {f.revised} in all)",
+                               record={"type": "notes", "symbol": f.symbol,
+                                       "timeframe": f.timeframe, "not_listed": lost})
+                for n in new:
+                    text, rec = _note_record(f.symbol, f.timeframe, n)
+                    self.event(text, record=rec)
 
     def set_broker(self, status: BrokerStatus) -> None:
         with self._lock:
@@ -114,6 +165,7 @@ class RunMonitor:
     # ------------------------------------------------------------ outputs (any thread)
     def snapshot(self) -> Snapshot:
         fresh = self._statuses()
+        self.take_notes(fresh)
         for f in fresh:
             f.price_decimals, f.amount_decimals = self.decimals.get(f.symbol, (None, None))
         conn = self._connection() if self._connection is not None else None
@@ -141,9 +193,30 @@ class RunMonitor:
 
     def close(self) -> None:
         if self._file is not None:
+            self.take_notes()  # feeds still attached (a forced stop) may have told more
             with self._lock:
                 self._file.close()
                 self._file = None
+
+
+def _note_record(symbol: str, timeframe: str, n: DataNote) -> tuple[str, dict[str, Any]]:
+    """The event line and the events-file record of one data note."""
+    head = f"{symbol} {timeframe}: "
+    rec: dict[str, Any] = {"type": n.kind, "symbol": symbol, "timeframe": timeframe}
+    if n.kind == "skipped":
+        rec.update({"from": n.first_ms, "to": n.last_ms, "count": n.count, "reason": n.reason,
+                    "from_iso": iso_utc(n.first_ms), "to_iso": iso_utc(n.last_ms)})
+        many = "" if n.count == 1 else "s"
+        return (f"{head}{n.count} bar{many} skipped {iso_utc(n.first_ms)}..{iso_utc(n.last_ms)}: "
+                f"{n.reason}", rec)
+    if n.kind == "revised":
+        rec.update({"ts": n.first_ms, "reason": n.reason,
+                    "was": None if n.was is None else list(n.was)[1:],
+                    "now": None if n.now is None else list(n.now)[1:]})
+        return f"{head}bar {iso_utc(n.first_ms)} revised: {n.reason}", rec
+    rec.update({"event": "short", "asked": n.asked, "got": n.count, "from": n.first_ms,
+                "to": n.last_ms, "message": n.reason})
+    return head + n.reason, rec
 
 
 def market_decimals(market: dict[str, Any], precision_mode: int | None) -> tuple[int | None, int | None]:

@@ -23,6 +23,7 @@ from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.exchange.retry import Backoff
 from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState, FeedStatus
 from btccxt_cli.sources.gate import LatencyWindow, RestGate
+from btccxt_cli.sources.notes import SeriesNotes
 from btccxt_cli.sources.pipe import Pipe
 from btccxt_cli.timeframes import BarGrid, bar_grid, timeframe_ms
 
@@ -152,6 +153,10 @@ class Series:
         self.cache_key = cache_key
         self._warm_from: int | None = None  # next bar open to read from the cache
         self.cached_bars = 0
+        # skipped and revised bars, history shorter than asked (sources/notes.py)
+        self.data_notes = SeriesNotes(self.name, params.timeframe, params.exchange_id, self.log)
+        self._history_asked = 0
+        self._cached_tail: Candle | None = None  # the newest cached bar, left for REST to read
 
     # ------------------------------------------------------------ plan
     def begin(self) -> None:
@@ -169,6 +174,8 @@ class Series:
             since = grid.shift(forming, -p.backfill_bars)
         if since is not None and since < forming:
             self.assembler.last_ts = grid.prev_open(since)
+            self.data_notes.history_start = since
+            self._history_asked = grid.count(since, grid.prev_open(forming))
             self.phase = self.HISTORY
             self.set_state(FeedState.DELAYED, "loading history")
             if self.cache is not None:
@@ -178,6 +185,10 @@ class Series:
             self.go_live()
 
     def go_live(self) -> None:
+        if self.phase == self.HISTORY:  # history is over: fewer bars than asked is said once
+            with self._lock:
+                got, last = self._status.bars[BarSource.BACKFILL.value], self._status.last_bar
+            self.data_notes.history_done(got, self._history_asked, None if last is None else last.ts)
         if self.p.historical:
             self.finish("history loaded (historical=True)")
             return
@@ -226,6 +237,8 @@ class Series:
             self.cached_bars += len(out)
             self.deliver(out, write_cache=False)
         self._warm_from = grid.next_open(keep[-1].ts) if more and keep else None
+        if self._warm_from is None and run:
+            self._cached_tail = rows[run - 1]  # REST reads it again: did the exchange change it?
         if self._warm_from is None:
             self.log.info("%s: %d history bars from the local cache", self.name, self.cached_bars)
 
@@ -251,8 +264,12 @@ class Series:
         self._rest_rows = self._rest_rows or bool(rows)
         before = self.assembler.expected
         now = self.exchange_now_ms()
+        if self._cached_tail is not None:
+            self._check_cached_tail(rows)
         out = self.assembler.on_rest(rows, since=since, now_ms=now, settle_ms=int(self.p.settle_s * 1000),
                                      drop_newest=self.p.drop_newest, source=source)
+        if self.assembler.notes:
+            self.data_notes.record(self.assembler.take_notes(), history=hist)
         self.log.debug("%s: REST since=%d rows=%d released=%d", self.name, since, len(rows), len(out))
         self.deliver(out)
         if hist:
@@ -261,6 +278,20 @@ class Series:
             if caught_up or not rows or exp == before:
                 self.go_live()
         return out
+
+    def _check_cached_tail(self, rows: list[Candle]) -> None:
+        """The newest cached bar, read again from REST: a different record is a revision (the
+        REST one is delivered and replaces it in the cache)."""
+        tail = self._cached_tail
+        assert tail is not None
+        row = next((c for c in rows if c.ts == tail.ts), None)
+        if row is None:
+            if rows and rows[0].ts > tail.ts:
+                self._cached_tail = None  # the answer starts after it: never told
+            return
+        self._cached_tail = None
+        if row != tail and row is not rows[-1]:  # a later row: REST's is final
+            self.data_notes.revised_bar(tail.ts, tail, row, "cached bar")
 
     def _follow_exchange_grid(self, rows: list[Candle]) -> None:
         """REST rows off this series' bar grid: the exchange opens its bars elsewhere than
@@ -306,6 +337,8 @@ class Series:
         # they are history, not live bars
         source = BarSource.BACKFILL if self.phase == self.HISTORY else BarSource.LIVE
         out = self.assembler.on_live(candles, closed=closed, source=source)
+        if self.assembler.notes:
+            self.data_notes.record(self.assembler.take_notes(), history=self.phase == self.HISTORY)
         if self.p.debug:
             self.log.debug("%s: live %s closed=%s released=%d", self.name, candles, closed, len(out))
         if out:
@@ -404,4 +437,5 @@ class Series:
             left = until - self.clock.monotonic()
             st.backoff_s = left if left > 0 else None
         st.latency_ms_last, st.latency_ms_p50, st.latency_ms_p99 = self.latency.summary()
+        self.data_notes.fill(st)
         return st
