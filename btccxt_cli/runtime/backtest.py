@@ -156,7 +156,6 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
     cerebro.addanalyzer(make_recorder(), _name="recorder", window_ms=window_ms, curve=curve,
                         on_progress=on_progress)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
-    cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     try:
         strat = cerebro.run()[0]
     except BtccxtError:
@@ -175,7 +174,7 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
     for sym, counts in _bars_seen(store).items():
         res.per_symbol.setdefault(sym, {}).update(counts)
     if curve:
-        res.curve = list(zip(rec.curve_t, rec.curve_v, strict=True))
+        res.curve = rec.curve()
     return res
 
 

@@ -1,15 +1,16 @@
 """What a backtest measures: orders, trades, the equity of the window, and its metrics.
 
-``Recorder`` is a backtrader analyzer added next to backtrader's own ``TradeAnalyzer`` and
-``DrawDown``. It keeps orders and closed trades (a list each) and running sums of the
+``Recorder`` is a backtrader analyzer added next to backtrader's own ``TradeAnalyzer`` (trade
+count, wins, average trade). It keeps orders and closed trades (a list each) and running sums of the
 window's per-bar returns (Welford), so memory stays flat in the window's length; the equity
 curve is kept only when a report asks for it (``curve=True``).
 
 Metrics (``docs/backtest.md``): the window is every strategy cycle from the first live bar
 on (the warm-up bars are history, as in a live run; nothing trades there unless the strategy
 trades on history). ``sharpe`` is annualised from the per-cycle returns (risk-free rate 0,
-``periods_per_year`` cycles a year: those of the smallest timeframe); ``max_drawdown`` is
-backtrader's ``DrawDown`` (percent of the peak value); ``exposure`` the share of window
+``periods_per_year`` cycles a year: those of the smallest timeframe); ``max_drawdown`` the
+largest fall of the value from its running peak in the window (a fraction of the peak, as
+backtrader's ``DrawDown`` measures it, without its per-bar cost); ``exposure`` the share of window
 cycles with an open position; ``fees`` the commission paid.
 
 Imports backtrader only inside functions.
@@ -76,12 +77,19 @@ def make_recorder() -> type:
             self.fees = 0.0
             self.first_ms: int | None = None
             self.last_ms: int | None = None
+            self._first_num: float | None = None
+            self._last_num = 0.0
+            # the window's start as a backtrader datetime number: no conversion per bar
+            self._window_num = bt.date2num(datetime.fromtimestamp(
+                self.p.window_ms / 1000, tz=timezone.utc).replace(tzinfo=None)) - 1e-9
+            self.peak = float("-inf")
+            self.max_dd = 0.0
             self.start_value: float | None = None
             self.prev_value: float | None = None
             self.n = 0
             self.mean = 0.0
             self.m2 = 0.0
-            self.curve_t = array("q")
+            self.curve_t = array("d")  # backtrader datetime numbers (ms in get_analysis)
             self.curve_v = array("d")
             self.per_symbol: dict[str, dict[str, float]] = {
                 d._name: {"trades": 0, "won": 0, "pnl": 0.0, "fees": 0.0, "orders": 0}
@@ -129,14 +137,18 @@ def make_recorder() -> type:
 
         def next(self) -> None:
             st = self.strategy
-            stamp = ms_of(st.datetime[0])
-            if stamp < self.p.window_ms:  # warm-up: history, as in a live run
+            num = st.datetime[0]
+            if num < self._window_num:  # warm-up: history, as in a live run
                 return
             value = st.broker.getvalue()
-            if self.first_ms is None:
-                self.first_ms = stamp
+            if self._first_num is None:
+                self._first_num = num
                 self.start_value = self.prev_value = value
-            self.last_ms = stamp
+            self._last_num = num
+            if value > self.peak:
+                self.peak = value
+            elif self.peak > 0 and 1.0 - value / self.peak > self.max_dd:
+                self.max_dd = 1.0 - value / self.peak
             self.cycles += 1
             prev = self.prev_value or value
             r = value / prev - 1.0 if prev else 0.0
@@ -149,11 +161,18 @@ def make_recorder() -> type:
             if any(positions[d].size for d in st.datas if d in positions):
                 self.exposed += 1
             if self.p.curve:
-                self.curve_t.append(stamp)
+                self.curve_t.append(num)
                 self.curve_v.append(value)
             cb = self.p.on_progress
             if cb is not None and self.cycles % self.p.progress_every == 0:
                 cb(self.cycles)
+
+        def stop(self) -> None:
+            if self._first_num is not None:
+                self.first_ms, self.last_ms = ms_of(self._first_num), ms_of(self._last_num)
+
+        def curve(self) -> list[tuple[int, float]]:
+            return [(ms_of(t), v) for t, v in zip(self.curve_t, self.curve_v, strict=True)]
 
         def get_analysis(self) -> dict[str, Any]:
             return {"orders": self.orders, "trades": self.trades}
@@ -165,7 +184,6 @@ def metrics_of(strat: Any, rec: Any, *, cash: float, periods_per_year: float) ->
     """The ``metrics`` object of a finished run (keys: ``METRIC_KEYS``) and ``per_symbol``."""
     final = float(strat.broker.getvalue())
     ta = strat.analyzers.trades.get_analysis()
-    dd = strat.analyzers.drawdown.get_analysis()
     total = _get(ta, "total", "closed") or 0
     won = _get(ta, "won", "total") or 0
     avg = _get(ta, "pnl", "net", "average") if total else None
@@ -177,7 +195,7 @@ def metrics_of(strat: Any, rec: Any, *, cash: float, periods_per_year: float) ->
         "end": iso_ms(rec.last_ms + 1 if rec.last_ms is not None else None),  # stamps: close - 1 ms
         "bars": rec.cycles, "initial_value": initial, "final_value": final,
         "total_return": final / initial - 1.0 if initial else None,
-        "max_drawdown": float(_get(dd, "max", "drawdown") or 0.0) / 100.0,
+        "max_drawdown": rec.max_dd,
         "sharpe": sharpe, "trades": int(total),
         "win_rate": won / total if total else None,
         "avg_trade": float(avg) if avg is not None else None,
