@@ -136,3 +136,35 @@ def _private_ohlcv_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         os.environ.pop("BTCCXT_CACHE", None)
     else:
         os.environ["BTCCXT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real valkey-server (tests/hubtools.py) for this xdist worker: 127.0.0.1, a free port,
+    its own folder. Fails loudly (never skips) when the binary is missing."""
+    from tests.hubtools import ValkeyProc
+
+    server = ValkeyProc(tmp_path_factory.mktemp("valkey")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def valkey_factory(tmp_path: Any) -> Iterator[Callable[[], Any]]:
+    """``valkey_factory()`` starts a server of the test's own (to stop or freeze it)."""
+    from tests.hubtools import ValkeyProc
+
+    started: list[Any] = []
+
+    def make() -> Any:
+        s = ValkeyProc(tmp_path / f"valkey{len(started)}").start()
+        started.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in started:
+            s.stop()

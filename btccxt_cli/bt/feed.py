@@ -120,6 +120,8 @@ class CCXTFeed(bt.feed.DataBase):
 
     @property
     def mode(self) -> str:
+        if getattr(self.p.store, "hub_url", None):  # bars from a `btccxt hub` (hub/reader.py)
+            return "hub"
         if self.p.use_websocket:
             return "websocket"
         return "threaded" if self.p.use_threaded_data else "rest"

@@ -63,6 +63,9 @@ class CCXTStore:
             fetched; every bar delivered is written back by a writer thread (never on the
             event loop; a damaged or full file warns once and the run goes on without it).
             Simulator bars are kept apart (``binance@sim:seed-1``). None: no cache.
+        hub_url: ``redis://...`` of a ``btccxt hub``: every feed reads its bars from the hub's
+            streams (``feed.mode: hub``, docs/hub.md) and no market-data connection to the
+            exchange is opened. ``hub_namespace``: the hub's key namespace (the exchange id).
         clock_refresh: seconds between readings of the exchange clock (``fetch_time``) after
             the first; 0: read it once. A local clock that steps or drifts would otherwise
             make REST take a forming bar for a closed one, or hold closed bars back.
@@ -76,8 +79,14 @@ class CCXTStore:
     def __init__(self, exchange: str, currency: str | None = None, config: dict | None = None,
                  sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
                  debug: bool = False, clock: Clock = SYSTEM_CLOCK, weight_limit: int | None = None,
-                 cache: Any = None, clock_refresh: float = 600.0, **kwargs: Any) -> None:
+                 cache: Any = None, clock_refresh: float = 600.0, hub_url: str | None = None,
+                 hub_namespace: str | None = None, **kwargs: Any) -> None:
         self.exchange_id = exchange
+        # feed.mode hub: bars come from a `btccxt hub` over Redis (hub/reader.py), never from
+        # the exchange; the namespace defaults to the exchange id
+        self.hub_url = hub_url
+        self.hub_namespace = hub_namespace or exchange
+        self._hub_reader: Any = None
         self.currency = currency
         self.config = dict(config or {})
         self.config.update(kwargs.pop("ccxt_config", {}) or {})
@@ -389,14 +398,19 @@ class CCXTStore:
             from btccxt_cli.exchange.taps import has_tap
 
             flagged = has_tap(self.exchange_id)
+        hub = params.mode == "hub"
+        if hub and not self.hub_url:
+            raise ValueError("feed mode hub needs CCXTStore(hub_url='redis://...')")
         series = Series(params, exchange_now_ms=self.exchange_now_ms, clock=self.clock,
                         flagged=flagged, pipe=Pipe(), name=name or params.symbol,
-                        cache=self.cache, cache_key=self.cache_key,
+                        cache=None if hub else self.cache, cache_key=self.cache_key,
                         observe_exchange_ms=self.observe_exchange_ms)
         handle = FeedHandle(series)
         with self._lock:
             self._handles.append(handle)
-        if params.mode == "rest":
+        if hub:
+            handle.task = self._loop_thread().submit(self._start_hub(handle))
+        elif params.mode == "rest":
             ex = self.sync_exchange()
             series.begin()
             handle.driver = SyncRestDriver(series, ex, self.gate, self.clock,
@@ -433,6 +447,14 @@ class CCXTStore:
         s.note(transport="rest")
         await rest_keeper(sched, ex, asyncio.Event())
 
+    async def _start_hub(self, handle: FeedHandle) -> None:
+        """(loop) Feed this series from the hub's stream (hub/reader.py)."""
+        if self._hub_reader is None:
+            from btccxt_cli.hub.reader import HubReader
+
+            self._hub_reader = HubReader(self.hub_url, self.hub_namespace)
+        self._hub_reader.add(handle.series)
+
     def detach(self, handle: FeedHandle) -> None:
         """Stop one feed's source; the store closes its resources after the last one."""
         s = handle.series
@@ -443,9 +465,11 @@ class CCXTStore:
                 self._handles.remove(handle)
             last = not self._handles
         if self._loop is not None and self._loop.running:
-            if self._hub is not None:
+            for src in (self._hub, self._hub_reader):
+                if src is None:
+                    continue
                 try:
-                    self._loop.call(self._hub.remove(s), timeout=5)
+                    self._loop.call(src.remove(s), timeout=5)
                 except Exception:
                     logger.debug("detaching %s", s.name, exc_info=True)
             if handle.task is not None:
@@ -470,11 +494,17 @@ class CCXTStore:
             handles, self._handles = list(self._handles), []
             loop, self._loop = self._loop, None
             aex, self._async_ex, self._hub = self._async_ex, None, None
+            reader, self._hub_reader = self._hub_reader, None
             self._clock_task = None
             self._async_lock = None
         for h in handles:
             h.series.phase = h.series.OVER
             h.series.pipe.close()
+        if loop is not None and reader is not None:
+            try:
+                loop.call(reader.close(), timeout=5)
+            except Exception:
+                logger.debug("closing the hub reader", exc_info=True)
         if loop is not None:
             loop.stop(cleanup=_close_async(aex) if aex is not None else None)
         if self.cache is not None:

@@ -84,6 +84,11 @@ def _register() -> None:
     app.command("backtest", help="Backtest a config's strategy on cached bars, exactly as a live "
                 "run would have traded them (same feeds, warm-up and paper broker).")(backtest_command)
 
+    from btccxt_cli.cli.hub import hub_command
+
+    app.command("hub", help="Publish the config's bars to Redis Streams for runners with "
+                "feed.mode: hub (one exchange connection for many runners); --check a URL.")(hub_command)
+
     from btccxt_cli.cli.cache import cache_app
 
     app.add_typer(cache_app, name="cache")

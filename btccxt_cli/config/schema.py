@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,6 +48,8 @@ __all__ = [
     "DashboardConfig",
     "LoggingConfig",
     "EventsConfig",
+    "HubConfig",
+    "RateLimitConfig",
     "SymbolFeed",
     "SourceMap",
     "KeyPath",
@@ -58,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FeedMode = Literal["rest", "threaded", "websocket"]
+FeedMode = Literal["rest", "threaded", "websocket", "hub"]
 BrokerMode = Literal["paper", "live"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -323,7 +326,8 @@ class FeedConfig(BaseModel):
     mode: FeedMode = Field(
         "rest",
         description="rest: poll on the event loop; threaded: poll from a worker thread; "
-        "websocket: ccxt.pro watch_ohlcv with REST confirmation and gap filling.",
+        "websocket: ccxt.pro watch_ohlcv with REST confirmation and gap filling; "
+        "hub: bars from a `btccxt hub` over Redis (hub.url), no exchange connection.",
     )
     timeframe: str = Field("1m", strict=True, description=_TIMEFRAME_DOC)
     backfill: Backfill = Field(
@@ -458,6 +462,47 @@ class EventsConfig(BaseModel):
     )
 
 
+def _redis_url(v: str | None) -> str | None:
+    if v is not None and not re.fullmatch(r"(redis|rediss|unix)://\S+", v):
+        raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0 "
+                         "(or rediss://..., unix:///path)")
+    return v
+
+
+RedisUrl = Annotated[StrictStr | None, AfterValidator(_redis_url)]
+
+
+class HubConfig(BaseModel):
+    """The market-data hub on Redis Streams (`btccxt hub`, feed.mode: hub; docs/hub.md)."""
+
+    model_config = _FROZEN
+
+    url: RedisUrl = Field(None,
+                            description="Redis or Valkey (>= 6.2) URL, e.g. redis://127.0.0.1:6379/0.")
+    namespace: str | None = Field(None, strict=True, min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$",
+                                  description="Key prefix btccxt:NAMESPACE:...; null: the exchange id.")
+    maxlen: int = Field(100_000, strict=True, ge=100, le=100_000_000,
+                        description="Bars kept per stream (XADD MAXLEN ~): bounds Redis memory.")
+    max_wanted: int = Field(200, strict=True, ge=0, le=10_000,
+                            description="Series runners may add to the hub beyond its config's.")
+    lease: float = Field(5.0, strict=True, ge=1, le=600,
+                         description="Leader lease in seconds: a standby takes over this long "
+                         "after the leader stopped renewing it.")
+    heartbeat: float = Field(3.0, strict=True, ge=0.5, le=600,
+                             description="Heartbeat TTL in seconds: runners report DISCONNECTED "
+                             "this long after the hub stopped.")
+
+
+class RateLimitConfig(BaseModel):
+    """One REST budget shared by every process on an IP (docs/hub.md)."""
+
+    model_config = _FROZEN
+
+    shared: RedisUrl = Field(None,
+                               description="redis://... : draw REST requests from a token bucket in "
+                               "Redis shared with the hub, other runners and backfills.")
+
+
 class MetricsConfig(BaseModel):
     """Prometheus metrics over HTTP."""
 
@@ -497,6 +542,9 @@ class Config(BaseModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Library logging.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="JSON Lines event log.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    hub: HubConfig = Field(default_factory=HubConfig, description="Market-data hub on Redis.")
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig,
+                                        description="A REST budget shared across processes.")
     lookback: int = Field(
         1000, strict=True, ge=1, le=10_000_000,
         description="Bars kept in memory per data feed (bounded buffers for long runs).",

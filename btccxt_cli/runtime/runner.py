@@ -146,12 +146,19 @@ class Runner:
                 cache = self.config_dir / cache
             cache = check_output_file(cache, what="OHLCV cache", option="feed.cache" if cfg.feed.cache
                                       is not True else "feed.cache ($BTCCXT_CACHE)")
+        hub = cfg.feed.mode == "hub"  # bars from `btccxt hub` over Redis; no exchange socket
+        if hub and not cfg.hub.url:
+            raise cfg.source.error(("feed", "mode"), "mode: hub needs hub.url",
+                                   hint="add hub: {url: redis://HOST:6379/0} (the Redis that "
+                                   "`btccxt hub` publishes to)")
         try:
             self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
-                                   cache=cache)
+                                   cache=None if hub else cache, hub_url=cfg.hub.url if hub else None,
+                                   hub_namespace=cfg.hub.namespace)
         except TemporaryError as exc:
             raise self._unreachable(exc) from exc
-        self._check_symbols()
+        if not hub:  # the hub subscribed (and checked) the symbols
+            self._check_symbols()
         # bounded memory for runs that last days: every line keeps its minimum period, and
         # each data keeps ``lookback`` bars (CCXTFeed.qbuffer)
         # (runtime/assembly.py: the same cerebro, feeds and paper broker as `btccxt backtest`)
@@ -168,7 +175,7 @@ class Runner:
             f"btccxt {ex.id} {f.mode} {', '.join(s.symbol for s in cfg.symbol_feeds())}",
             statuses=self.store.status, connection=self._connection, events_path=self.events,
             on_line=self.on_line, clock=self.clock)
-        self.monitor.decimals = self._decimals()
+        self.monitor.decimals = {} if hub else self._decimals()
         if not self.live:  # the paper account as it starts, not zeros, before the first bar
             self.monitor.set_broker(BrokerStatus(cash=cfg.broker.cash, value=cfg.broker.cash))
         if self.metrics_port is not None:

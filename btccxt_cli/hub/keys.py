@@ -1,0 +1,96 @@
+"""Key names and the entry format of the hub's Redis data (one place, shared by both ends).
+
+Under ``btccxt:{namespace}:`` (the namespace defaults to the exchange id):
+
+- ``bars:{symbol}:{timeframe}``: a stream of closed bars; entry id ``{open_ms}-0``, fields
+  ``o h l c v`` (Python float reprs: exact) and ``s`` (live, gapfill or backfill). Capped with
+  ``MAXLEN ~ maxlen``.
+- ``states``: a hash ``{symbol}|{timeframe}`` -> the hub's feed state (LIVE, DISCONNECTED ...);
+  ``events``: a capped stream of every state change (for people and tools).
+- ``alive``: the heartbeat, the leading hub's id with a TTL.
+- ``leader``: the leadership lease (``SET NX PX``, renewed by the leader).
+- ``wanted``: a set of ``{symbol}|{timeframe}`` runners ask the hub for (bounded by the hub).
+- ``info``: a hash about the leading hub (exchange, price source, started, maxlen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from btccxt_cli.model import BarSource, Candle
+
+__all__ = ["HubKeys", "DEFAULT_MAXLEN", "encode_bar", "decode_bar", "series_field",
+           "parse_series_field", "DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S"]
+
+DEFAULT_MAXLEN = 100_000
+"""Entries kept per stream (about 28 hours of 1 s bars, 69 days of 1 m bars)."""
+DEFAULT_HEARTBEAT_S = 3.0
+"""The heartbeat's TTL; the hub renews it every third of it."""
+DEFAULT_LEASE_S = 5.0
+"""The leadership lease; a standby takes over this long after the leader stopped renewing."""
+
+
+@dataclass(frozen=True)
+class HubKeys:
+    namespace: str
+
+    def _k(self, name: str) -> str:
+        return f"btccxt:{self.namespace}:{name}"
+
+    def bars(self, symbol: str, timeframe: str) -> str:
+        return self._k(f"bars:{symbol}:{timeframe}")
+
+    @property
+    def states(self) -> str:
+        return self._k("states")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    @property
+    def alive(self) -> str:
+        return self._k("alive")
+
+    @property
+    def leader(self) -> str:
+        return self._k("leader")
+
+    @property
+    def wanted(self) -> str:
+        return self._k("wanted")
+
+    @property
+    def info(self) -> str:
+        return self._k("info")
+
+
+def series_field(symbol: str, timeframe: str) -> str:
+    return f"{symbol}|{timeframe}"
+
+
+def parse_series_field(value: str | bytes) -> tuple[str, str]:
+    text = value.decode() if isinstance(value, bytes) else value
+    symbol, _, tf = text.rpartition("|")
+    return symbol, tf
+
+
+def encode_bar(c: Candle, source: BarSource) -> dict[str, str]:
+    return {"o": repr(c.open), "h": repr(c.high), "l": repr(c.low), "c": repr(c.close),
+            "v": repr(c.volume), "s": source.value}
+
+
+def _s(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def decode_bar(entry_id: str | bytes, fields: dict) -> tuple[Candle, BarSource]:
+    """A stream entry back to the candle (open time from the id) and the hub's source."""
+    f = {_s(k): _s(v) for k, v in fields.items()}
+    ts = int(_s(entry_id).split("-", 1)[0])
+    c = Candle(ts, float(f["o"]), float(f["h"]), float(f["l"]), float(f["c"]), float(f["v"]))
+    try:
+        src = BarSource(f.get("s", "live"))
+    except ValueError:
+        src = BarSource.LIVE
+    return c, src

@@ -1,0 +1,225 @@
+"""The runner's side of the hub: Redis streams into the store's series (``feed.mode: hub``).
+
+One ``HubReader`` per store, on the store's event loop. One ``XREAD BLOCK`` covers every
+series; each bar goes through the series' assembler rules (nothing at or before the last
+delivered bar is released, so a bar is never doubled) and its ``deliver``, so the feed, the
+dashboard and ``notify_data`` see what they see with a direct connection:
+
+- history (``backfill_bars``/``fromdate``) from the stream, as ``backfill`` bars, then LIVE;
+- DISCONNECTED when the hub's heartbeat is missing, Redis does not answer, or the hub says
+  its own exchange feed of this series is down;
+- on recovery CONNECTED, every bar missed meanwhile in order (``gapfill``), then LIVE.
+
+The reader never talks to the exchange. It asks the hub for its series by adding them to
+the ``wanted`` set (the hub subscribes them, within its bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from btccxt_cli.bars.assembler import Emitted
+from btccxt_cli.hub.keys import HubKeys, decode_bar, series_field
+from btccxt_cli.model import BarSource, FeedState
+
+__all__ = ["HubReader"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 1000  # entries per series per read
+
+
+class _Sub:
+    def __init__(self, series: Any, key: str) -> None:
+        self.series = series
+        self.key = key
+        self.down: str | None = None  # why this series is DISCONNECTED (None: it is not)
+        self.catching_up = False  # bars read now were missed: delivered as gapfill
+        self.field = series_field(series.p.symbol, series.p.timeframe)
+
+    @property
+    def last_id(self) -> str:
+        last = self.series.assembler.last_ts
+        return f"{last}-0" if last is not None and last >= 0 else "0-0"
+
+
+class HubReader:
+    """Feeds series from a hub's streams. Call ``add``/``remove`` on the loop thread.
+
+    Args:
+        url: ``redis://host:port/db`` of the hub.
+        namespace: the hub's key namespace (default: the exchange id).
+        heartbeat_check_s: how often the heartbeat and the hub's states are read.
+        timeout_s: Redis socket timeout; a Redis that stops answering counts as gone after it.
+    """
+
+    def __init__(self, url: str, namespace: str, *, heartbeat_check_s: float = 0.5,
+                 timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.keys = HubKeys(namespace)
+        self.check_s = heartbeat_check_s
+        self.timeout_s = timeout_s
+        self._subs: dict[str, _Sub] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._redis: Any = None
+        self._changed = asyncio.Event()
+        self.reads = 0
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio as aredis
+
+            self._redis = aredis.Redis.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                health_check_interval=0)
+        return self._redis
+
+    # ---------------------------------------------------------------- membership
+    def add(self, series: Any) -> None:
+        series.note(transport="hub")
+        sub = _Sub(series, self.keys.bars(series.p.symbol, series.p.timeframe))
+        self._subs[sub.key] = sub
+        series.begin()
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="hub reader")
+
+    async def remove(self, series: Any) -> None:
+        for key, sub in list(self._subs.items()):
+            if sub.series is series:
+                del self._subs[key]
+        if not self._subs:
+            await self.close()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        r, self._redis = self._redis, None
+        if r is not None:
+            try:
+                await r.aclose()
+            except Exception:
+                logger.debug("closing the hub connection", exc_info=True)
+
+    # ---------------------------------------------------------------- the loop
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = 0.0
+        asked: set[str] = set()
+        while self._subs:
+            try:
+                r = self._client()
+                if self._changed.is_set():
+                    self._changed.clear()
+                    new = [s.field for s in self._subs.values() if s.field not in asked]
+                    if new:
+                        await r.sadd(self.keys.wanted, *new)
+                        asked.update(new)
+                if loop.time() >= next_check:
+                    next_check = loop.time() + self.check_s
+                    await self._check(r)
+                await self._read(r, block_ms=int(self.check_s * 1000))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone or hung: every series is DISCONNECTED
+                why = f"hub unreachable: {exc.__class__.__name__}: {exc}"
+                self._all_down(why)
+                asked.clear()
+                self._changed.set()
+                next_check = 0.0
+                await asyncio.sleep(min(1.0, self.check_s))  # retry pace while Redis is away
+
+    def _all_down(self, why: str) -> None:
+        for sub in self._subs.values():
+            self._down(sub, why)
+
+    def _down(self, sub: _Sub, why: str) -> None:
+        s = sub.series
+        if sub.down is None and s.phase != s.OVER:
+            sub.down = why
+            s.note(error=why)
+            s.set_state(FeedState.DISCONNECTED, why)
+
+    async def _check(self, r: Any) -> None:
+        """Heartbeat and the hub's per-series states; recover series that were down."""
+        pipe = r.pipeline(transaction=False)
+        pipe.get(self.keys.alive)
+        pipe.hgetall(self.keys.states)
+        alive, states = await pipe.execute()
+        states = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                  for k, v in (states or {}).items()}
+        for sub in list(self._subs.values()):
+            if not alive:
+                self._down(sub, "hub heartbeat missing (is `btccxt hub` running?)")
+                continue
+            hub_state = states.get(sub.field)
+            if hub_state == FeedState.DISCONNECTED.value:
+                self._down(sub, "the hub's exchange feed is down")
+                continue
+            if sub.down is not None:
+                await self._recover(r, sub)
+
+    async def _recover(self, r: Any, sub: _Sub) -> None:
+        s = sub.series
+        s.set_state(FeedState.CONNECTED, "hub back")
+        sub.catching_up = True
+        try:
+            while await self._read_one(r, sub) >= _BATCH:
+                pass
+        finally:
+            sub.catching_up = False
+        sub.down = None
+        s.note(transport="hub")
+        if s.phase == s.HISTORY:
+            return  # LIVE comes when the history is read
+        s.set_state(FeedState.LIVE)
+
+    async def _read_one(self, r: Any, sub: _Sub) -> int:
+        res = await r.xrange(sub.key, min=f"({sub.last_id}", max="+", count=_BATCH)
+        self._apply(sub, res)
+        return len(res)
+
+    async def _read(self, r: Any, *, block_ms: int) -> None:
+        """One XREAD over every series that is up; history series move to LIVE once read."""
+        ups = {k: s for k, s in self._subs.items() if s.down is None and s.series.phase != s.series.OVER}
+        if not ups:
+            await asyncio.sleep(self.check_s)
+            return
+        hist = [s for s in ups.values() if s.series.phase == s.series.HISTORY]
+        block = None if hist else block_ms
+        res = await r.xread({k: s.last_id for k, s in ups.items()}, count=_BATCH, block=block)
+        self.reads += 1
+        got: dict[str, int] = {}
+        for key, entries in res or []:
+            k = key.decode() if isinstance(key, bytes) else key
+            sub = ups.get(k)
+            if sub is not None:
+                self._apply(sub, entries)
+                got[k] = len(entries)
+        for sub in hist:
+            if got.get(sub.key, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
+                sub.series.go_live()
+
+    def _apply(self, sub: _Sub, entries: list) -> None:
+        s = sub.series
+        asm = s.assembler
+        out: list[Emitted] = []
+        for entry_id, fields in entries:
+            c, hub_src = decode_bar(entry_id, fields)
+            if asm.last_ts is not None and c.ts <= asm.last_ts:
+                continue  # never twice (the stream's ids only grow; this is belt and braces)
+            if s.phase == s.HISTORY:
+                src = BarSource.BACKFILL
+            elif sub.catching_up or hub_src is not BarSource.LIVE:
+                src = BarSource.GAPFILL
+            else:
+                src = BarSource.LIVE
+            asm.last_ts = c.ts
+            out.append(Emitted(c, src))
+        if out:
+            s.note_message()
+            s.deliver(out)

@@ -1,0 +1,338 @@
+"""``btccxt hub``: one process owns the exchange connections and publishes bars to Redis Streams.
+
+The hub runs the existing data core (a ``CCXTStore`` with one series per symbol and timeframe:
+closed bars exactly once, gap fill, watchdog, REST fallback) and publishes every bar it
+releases with ``XADD key {open_ms}-0 MAXLEN ~ N``. Redis refuses an id at or below a stream's
+last one, so a bar published twice (a restart, a failover, a retry) never reaches a runner
+twice. Every state change goes to the ``states`` hash and the ``events`` stream.
+
+Leadership: a lease key (``SET NX PX``, renewed every third of its TTL). Only the leader
+connects to the exchange; a standby polls the lease and takes over when it expires. A new
+leader (or a restarted hub) starts each series at the bar after its stream's last entry, so
+the gap is read from REST and published in order. While Redis is away the leader keeps its
+bars in memory and publishes them when it answers again (unless another hub has taken the
+lease meanwhile: then it steps down and the new leader fills the gap itself).
+
+Key names: ``hub/keys.py``. The runners' side: ``hub/reader.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.hub.keys import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LEASE_S,
+    DEFAULT_MAXLEN,
+    HubKeys,
+    encode_bar,
+    parse_series_field,
+    series_field,
+)
+from btccxt_cli.model import FeedEvent
+from btccxt_cli.sources.base import SeriesParams
+from btccxt_cli.timeframes import timeframe_ms
+
+__all__ = ["HubPublisher", "HubStats"]
+
+logger = logging.getLogger(__name__)
+
+_RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
+_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1]) else return 0 end"""
+_PENDING_CAP = 1_000_000  # events kept while Redis is away (bounded memory)
+
+
+@dataclass
+class HubStats:
+    """What the hub's dashboard and ``--plain`` lines show."""
+
+    leading: bool = False
+    role: str = "starting"  # leader | standby
+    redis: str = "connecting"
+    published: int = 0
+    refused: int = 0  # XADDs Redis refused as already there (a double publish, prevented)
+    pending: int = 0
+    takeovers: int = 0
+    per_series: dict[str, int] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    last_bar: dict[str, int] = field(default_factory=dict)
+
+
+class HubPublisher:
+    """Owns the exchange connections of one hub process and publishes to Redis.
+
+    Args:
+        exchange: ccxt exchange id.
+        series: ``(symbol, timeframe)`` pairs from the hub's config.
+        url: ``redis://...``.
+        store_kwargs: passed to ``CCXTStore`` (config, sim_url, sandbox, cache ...).
+        mode: the exchange feed mode (websocket or threaded; rest is run as threaded).
+        backfill: bars published before going live for a stream that is empty.
+        maxlen: entries kept per stream (``MAXLEN ~``).
+        max_wanted: how many series runners may add beyond the config's.
+        on_line: receives a line per published bar and per state change (``--plain``).
+    """
+
+    def __init__(self, exchange: str, series: list[tuple[str, str]], url: str, *,
+                 namespace: str | None = None, store_kwargs: dict[str, Any] | None = None,
+                 mode: str = "websocket", backfill: int = 100, ohlcv_limit: int = 100,
+                 maxlen: int = DEFAULT_MAXLEN, lease_s: float = DEFAULT_LEASE_S,
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S, max_wanted: int = 200,
+                 on_line: Callable[[str], None] | None = None, clock: Clock = SYSTEM_CLOCK,
+                 hub_id: str | None = None) -> None:
+        self.exchange = exchange
+        self.configured = list(dict.fromkeys(series))
+        self.url = url
+        self.keys = HubKeys(namespace or exchange)
+        self.store_kwargs = dict(store_kwargs or {})
+        self.mode = "threaded" if mode == "rest" else mode
+        self.backfill = backfill
+        self.ohlcv_limit = ohlcv_limit
+        self.maxlen = maxlen
+        self.lease_ms = int(lease_s * 1000)
+        self.heartbeat_ms = int(heartbeat_s * 1000)
+        self.max_wanted = max_wanted
+        self.on_line = on_line
+        self.clock = clock
+        self.id = hub_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stats = HubStats()
+        self.store: Any = None
+        self._handles: dict[tuple[str, str], Any] = {}
+        self._pending: deque[tuple[str, str, FeedEvent]] = deque()
+        self._redis: Any = None
+        self._last_renew = 0.0
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, stop: threading.Event) -> None:
+        """Lead or stand by until ``stop`` is set; always releases what it holds."""
+        import redis
+
+        self._redis = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        tick = min(self.lease_ms, self.heartbeat_ms) / 3000
+        next_tick = 0.0
+        next_wanted = 0.0
+        try:
+            while not stop.is_set():
+                now = self.clock.monotonic()
+                try:
+                    if now >= next_tick:
+                        next_tick = now + tick
+                        self._lease()
+                    if self.stats.leading:
+                        if now >= next_wanted:
+                            next_wanted = now + 1.0
+                            self._wanted()
+                        self._drain()
+                        self._flush()
+                    self._redis_ok()
+                except redis.RedisError as exc:
+                    self._redis_down(exc)
+                self._wait(stop, max(0.0, min(next_tick - self.clock.monotonic(), 0.25)))
+        finally:
+            self._shutdown()
+
+    def _wait(self, stop: threading.Event, timeout: float) -> None:
+        if self._pending and self.stats.redis == "up":
+            return
+        handles = list(self._handles.values())
+        if handles:  # wakes when any series puts an event (the pipes' shared doorbell)
+            handles[0].series.pipe.wait(timeout)
+        else:
+            stop.wait(timeout)
+
+    def _redis_ok(self) -> None:
+        if self.stats.redis != "up":
+            self.stats.redis = "up"
+            self._line(f"redis {self.url.split('@')[-1]}: up")
+
+    def _redis_down(self, exc: Exception) -> None:
+        text = f"down ({exc.__class__.__name__}: {exc})"
+        if not self.stats.redis.startswith("down"):
+            self._line(f"redis: {text}; {len(self._pending)} events kept until it answers")
+        self.stats.redis = text
+        if self.stats.leading:
+            self._drain()  # keep bars moving out of the pipes into the bounded queue
+
+    # ------------------------------------------------------------------ leadership
+    def _lease(self) -> None:
+        r, k = self._redis, self.keys
+        if self.stats.leading:
+            ok = r.eval(_RENEW, 1, k.leader, self.id, self.lease_ms)
+            if not ok:  # expired while Redis was away; take it again unless another hub has
+                ok = r.set(k.leader, self.id, nx=True, px=self.lease_ms)
+            if not ok:
+                holder = r.get(k.leader)
+                self._line(f"lease lost to {holder.decode() if holder else '?'}; standing by")
+                self._step_down()
+                return
+            self._last_renew = self.clock.monotonic()
+            r.set(k.alive, self.id, px=self.heartbeat_ms)
+            return
+        if r.set(k.leader, self.id, nx=True, px=self.lease_ms):
+            self._last_renew = self.clock.monotonic()
+            r.set(k.alive, self.id, px=self.heartbeat_ms)
+            self._lead()
+        elif self.stats.role != "standby":
+            holder = r.get(k.leader)
+            self.stats.role = "standby"
+            self._line(f"standing by: {holder.decode() if holder else '?'} leads")
+
+    def _lead(self) -> None:
+        from btccxt_cli.bt.store import CCXTStore
+
+        self.stats.leading = True
+        self.stats.role = "leader"
+        self.stats.takeovers += 1
+        self._line(f"leading as {self.id}")
+        r = self._redis
+        r.hset(self.keys.info, mapping={"exchange": self.exchange, "hub": self.id,
+                                        "maxlen": self.maxlen})
+        self.store = CCXTStore(self.exchange, **self.store_kwargs)
+        for sym, tf in self.configured:
+            self._attach(sym, tf)
+
+    def _attach(self, symbol: str, timeframe: str) -> None:
+        if (symbol, timeframe) in self._handles:
+            return
+        last = self._redis.xrevrange(self.keys.bars(symbol, timeframe), "+", "-", count=1)
+        params = SeriesParams(symbol=symbol, timeframe=timeframe, mode=self.mode,
+                              ohlcv_limit=self.ohlcv_limit, exchange_id=self.exchange)
+        if last:  # resume at the bar after the stream's last: the gap comes from REST
+            last_ts = int(last[0][0].decode().split("-", 1)[0])
+            params = params.with_(fromdate_ms=last_ts + timeframe_ms(timeframe))
+        else:
+            params = params.with_(backfill_bars=self.backfill or None,
+                                  backfill_start=bool(self.backfill))
+        name = series_field(symbol, timeframe)
+        self.stats.per_series.setdefault(name, 0)
+        self._handles[(symbol, timeframe)] = self.store.attach(params, name=name)
+
+    def _wanted(self) -> None:
+        """Series runners asked for (the ``wanted`` set), up to ``max_wanted`` of them."""
+        extra = len(self._handles) - len(self.configured)
+        for raw in sorted(self._redis.smembers(self.keys.wanted)):
+            sym, tf = parse_series_field(raw)
+            if (sym, tf) in self._handles or not sym or not tf:
+                continue
+            if extra >= self.max_wanted:
+                logger.warning("hub: %s|%s asked for by a runner, but %d series were added "
+                               "already (hub.max_wanted)", sym, tf, extra)
+                break
+            try:
+                timeframe_ms(tf)
+            except Exception:
+                self._redis.srem(self.keys.wanted, raw)
+                continue
+            self._line(f"subscribing {sym} {tf} (asked by a runner)")
+            self._attach(sym, tf)
+            extra += 1
+
+    def _step_down(self) -> None:
+        self.stats.leading = False
+        self.stats.role = "standby"
+        self._pending.clear()  # the new leader reads the gap from REST itself
+        self._stop_store()
+
+    def _stop_store(self) -> None:
+        store, self.store = self.store, None
+        self._handles.clear()
+        if store is not None:
+            store.stop()
+
+    # ------------------------------------------------------------------ publishing
+    def _drain(self) -> None:
+        for (sym, tf), h in list(self._handles.items()):
+            pipe = h.series.pipe
+            while len(self._pending) < _PENDING_CAP:
+                ev = pipe.get(0)
+                if ev is None:
+                    break
+                if ev.kind in ("bar", "state"):
+                    self._pending.append((sym, tf, ev))
+                elif ev.kind == "end":
+                    self._line(f"{sym} {tf}: feed ended: {ev.message}")
+        self.stats.pending = len(self._pending)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        import redis
+
+        k = self.keys
+        batch = [self._pending[i] for i in range(min(len(self._pending), 2000))]
+        p = self._redis.pipeline(transaction=False)
+        for sym, tf, ev in batch:
+            if ev.kind == "bar":
+                p.xadd(k.bars(sym, tf), encode_bar(ev.candle, ev.source), id=f"{ev.candle.ts}-0",
+                       maxlen=self.maxlen, approximate=True)
+            else:
+                state = ev.state.value if ev.state is not None else ""
+                p.hset(k.states, series_field(sym, tf), state)
+                p.xadd(k.events, {"series": series_field(sym, tf), "state": state,
+                                  "message": ev.message or "", "hub": self.id},
+                       maxlen=10_000, approximate=True)
+        results = p.execute(raise_on_error=False)
+        for _ in batch:
+            self._pending.popleft()
+        self.stats.pending = len(self._pending)
+        it = iter(results)
+        for sym, tf, ev in batch:
+            name = series_field(sym, tf)
+            res = next(it)
+            if ev.kind == "state":
+                next(it)
+                self.stats.states[name] = ev.state.value if ev.state is not None else ""
+                self._line(f"{sym} {tf}: {self.stats.states[name]}"
+                           + (f" ({ev.message})" if ev.message else ""))
+                continue
+            if isinstance(res, redis.ResponseError):
+                if "equal or smaller" in str(res):
+                    self.stats.refused += 1
+                    continue
+                logger.warning("hub: publishing %s %s failed: %s", sym, tf, res)
+                continue
+            self.stats.published += 1
+            self.stats.per_series[name] = self.stats.per_series.get(name, 0) + 1
+            self.stats.last_bar[name] = ev.candle.ts
+            when = datetime.fromtimestamp(ev.candle.ts / 1000, tz=timezone.utc).strftime("%H:%M:%S")
+            self._line(f"{sym} {tf} {when} o={ev.candle.open} h={ev.candle.high} "
+                       f"l={ev.candle.low} c={ev.candle.close} v={ev.candle.volume} "
+                       f"({ev.source.value})")
+
+    def _line(self, text: str) -> None:
+        logger.debug("hub: %s", text)
+        if self.on_line is not None:
+            self.on_line(text)
+
+    # ------------------------------------------------------------------ stop
+    def _shutdown(self) -> None:
+        r = self._redis
+        was_leading = self.stats.leading
+        if was_leading and r is not None:
+            try:
+                self._drain()
+                self._flush()
+            except Exception:
+                logger.debug("final publish", exc_info=True)
+        self._stop_store()
+        if was_leading and r is not None:
+            try:  # hand over at once: a standby need not wait for the lease to expire
+                r.eval(_RELEASE, 1, self.keys.alive, self.id)
+                r.eval(_RELEASE, 1, self.keys.leader, self.id)
+            except Exception:
+                logger.debug("releasing the lease", exc_info=True)
+        self.stats.leading = False
+        if r is not None:
+            r.close()

@@ -1,0 +1,170 @@
+"""The market-data hub end to end: simulator -> `btccxt hub` (a real process) -> real Redis
+(valkey-server) -> runners (processes and in-process stores) with feed.mode hub.
+
+Every runner's bars must equal the simulator's truth: each bar once, in order, no hole after
+the first, with the exchange's values; and the right notifications when the hub goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from btccxt_cli.bt.store import CCXTStore
+from tests.hubtools import HubProc, hub_config, namespace
+from tests.integration.harness import Seen, assert_matches_truth, run_feeds
+from tests.integration.simtools import after_live, states
+
+pytestmark = pytest.mark.live
+
+EX = "binance"
+
+
+def _events_bars(path: Path) -> dict[str, list[Seen]]:
+    out: dict[str, list[Seen]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "bar":
+            ohlcv = (rec["open"], rec["high"], rec["low"], rec["close"], rec["volume"])
+            out.setdefault(rec["symbol"], []).append(
+                Seen(rec["ts"], rec["ts"], tuple(float(x) for x in ohlcv), rec["source"], 0, 0))
+    return out
+
+
+def _runner(cfg: Path, events: Path, max_bars: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "btccxt_cli", "run", str(cfg), "--plain", "--max-bars", str(max_bars),
+         "--events", str(events)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _start_hub(sim, redis_url: str, tmp_path: Path, ns: str, symbols: list[str],
+               name: str = "hub.yaml", **kw) -> HubProc:
+    cfg = hub_config(tmp_path, name, sim_url=sim.url(EX), redis_url=redis_url, ns=ns,
+                     symbols=symbols, **kw)
+    return HubProc(cfg)
+
+
+def test_hub_and_three_runners_equal_truth_on_one_exchange_connection(sim_factory, redis_server,
+                                                                      tmp_path):
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    a, b, c, d = sim.symbols(EX)[:4]
+    hub = _start_hub(sim, redis_server.url, tmp_path, ns, [a, b, c])
+    try:
+        hub.wait_for(": LIVE", count=3)
+        procs = []
+        for i, syms in enumerate(([a, b], [b, c])):
+            cfg = hub_config(tmp_path, f"run{i}.yaml", sim_url="", redis_url=redis_server.url,
+                             ns=ns, symbols=syms, mode="hub", strategy="print_bars")
+            procs.append((_runner(cfg, tmp_path / f"ev{i}.jsonl", 4), tmp_path / f"ev{i}.jsonl", syms))
+        # the third runner, in this process, also asks the hub for a symbol it does not serve (d)
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, [c, d], live_bars=4, timeout=45, backfill_bars=3)
+        assert not res.timed_out, res.notes
+        for p, events, syms in procs:
+            out, _ = p.communicate(timeout=45)
+            assert p.returncode == 0, out
+            bars = _events_bars(events)
+            for sym in syms:
+                assert sum(s.source == "live" for s in bars[sym]) >= 4, out
+                assert_matches_truth(sim, EX, sym, "1s", bars[sym], tf_ms=1000)
+        for sym in (c, d):
+            assert_matches_truth(sim, EX, sym, "1s", res.bars[sym], tf_ms=1000)
+        assert states(res, c)[:2] == ["DELAYED", "LIVE"], res.notes
+        assert "DISCONNECTED" not in states(res, c)
+        hub.wait_for(f"subscribing {d} 1s (asked by a runner)")
+        stats = sim.stats(EX)
+        # one exchange connection whatever the number of runners: the hub's
+        assert stats["ws_connections_total"] == 1, stats
+    finally:
+        hub.stop()
+
+
+def test_kill9_hub_and_restart_delivers_every_missed_bar_in_order(sim_factory, redis_server, tmp_path):
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    sym = sim.symbols(EX)[0]
+    hubs = [_start_hub(sim, redis_server.url, tmp_path, ns, [sym])]
+    hubs[0].wait_for(": LIVE")
+
+    def kill_and_restart() -> None:
+        hubs[0].kill()  # its lease and heartbeat stay until they expire
+        hubs.append(HubProc(hubs[0].config))
+
+    try:
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, [sym], live_bars=8, timeout=45, backfill_bars=2,
+                        on_next=after_live(3, kill_and_restart))
+        assert not res.timed_out, res.notes
+        seen = res.bars[sym]
+        assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
+        st = states(res, sym)
+        i = st.index("DISCONNECTED")
+        assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
+        assert any(s.source == "gapfill" for s in seen), [s.source for s in seen]
+        hubs[1].wait_for("leading as")
+    finally:
+        for h in hubs:
+            h.stop()
+
+
+def test_standby_hub_takes_over_when_the_leader_dies(sim_factory, redis_server, tmp_path):
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    sym = sim.symbols(EX)[1]
+    leader = _start_hub(sim, redis_server.url, tmp_path, ns, [sym])
+    leader.wait_for(": LIVE")
+    standby = HubProc(leader.config)
+    try:
+        standby.wait_for("standing by")
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, [sym], live_bars=8, timeout=45, backfill_bars=2,
+                        on_next=after_live(3, leader.kill))
+        assert not res.timed_out, res.notes
+        seen = res.bars[sym]
+        assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
+        st = states(res, sym)
+        assert "DISCONNECTED" in st and st[-1] == "LIVE", res.notes
+        standby.wait_for("leading as")
+        # the standby never connected to the exchange before it led: two connections in all
+        assert sim.stats(EX)["ws_connections_total"] == 2
+    finally:
+        leader.stop()
+        standby.stop()
+
+
+def test_redis_frozen_for_10s_then_every_bar_in_order(sim_factory, valkey_factory, tmp_path):
+    sim = sim_factory(exchanges=(EX,))
+    server = valkey_factory()
+    ns = namespace()
+    sym = sim.symbols(EX)[2]
+    hub = _start_hub(sim, server.url, tmp_path, ns, [sym])
+    hub.wait_for(": LIVE")
+    resumed = threading.Event()
+
+    def freeze() -> None:
+        server.pause()  # SIGSTOP: every client's reads time out; the data stays
+        t = threading.Timer(10.0, lambda: (server.resume(), resumed.set()))
+        t.daemon = True
+        t.start()
+
+    try:
+        store = CCXTStore(EX, hub_url=server.url, hub_namespace=ns)
+        res = run_feeds(store, [sym], live_bars=6, timeout=60, backfill_bars=2,
+                        on_next=after_live(2, freeze))
+        assert resumed.is_set()
+        assert not res.timed_out, res.notes
+        seen = res.bars[sym]
+        assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
+        st = states(res, sym)
+        i = st.index("DISCONNECTED")
+        assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
+        assert sum(s.source == "gapfill" for s in seen) >= 5, [s.source for s in seen]
+    finally:
+        server.resume()
+        hub.stop()
