@@ -129,7 +129,7 @@ class LiveCache:
         with self._cond:
             self._queue.append((exchange, symbol, timeframe, rows))
             self._pending += len(rows)
-            while self._pending > self.max_pending and len(self._queue) > 1:
+            while self._pending + self._writing > self.max_pending and len(self._queue) > 1:
                 old = self._queue.popleft()
                 self._pending -= len(old[3])
                 self.dropped += len(old[3])
