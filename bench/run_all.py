@@ -27,6 +27,8 @@ BENCHES = [
      ["idle.py", "--seconds", "3"]),
     ("Backfill: one year of 1m bars vs bare ccxt paging", ["backfill.py", "--rounds", "2"],
      ["backfill.py", "--bars", "20000", "--no-trace"]),
+    ("Backtest: one year of 1m bars, btccxt backtest vs plain backtrader over a CSV",
+     ["backtest.py", "--rounds", "2"], ["backtest.py", "--bars", "20000", "--rounds", "1"]),
     ("Memory: 1,000,000 bars, bounded vs unbounded buffers",
      ["memory.py", "--symbols", "10", "--bars-per-symbol", "100000", "--compare"],
      ["memory.py", "--symbols", "2", "--bars-per-symbol", "2000"]),
