@@ -89,7 +89,7 @@ def test_backtest_places_the_live_runs_orders_and_ends_with_its_value(sim_factor
     assert live_bars[SLOW] >= 1, live_bars  # the second timeframe had a live bar too
     live = _live_orders(records)
     assert len(live) >= 30, "the strategy trades often"
-    assert {o[1] for o in live} == set(FAST)
+    assert set(FAST) <= {o[1] for o in live}
     value = re.search(r"trades (\d+), P&L [-+][\d.]+, value ([\d.]+)", out)
     assert value is not None, out
 
