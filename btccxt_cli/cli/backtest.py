@@ -77,7 +77,7 @@ def backtest_command(
                                        "this CSV file."),
     report: Path | None = typer.Option(None, "--report", help="Write a self-contained HTML report "
                                        "(candles with entries and exits, equity, drawdown, "
-                                       "metrics); needs the [report] extra."),
+                                       "metrics); needs plotly (the report extra)."),
     param: list[str] | None = typer.Option(None, "--param", metavar="NAME=V1,V2,...",
                                            help="Sweep a strategy param over values (repeat for "
                                            "more: every combination runs)."),
