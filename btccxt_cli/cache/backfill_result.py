@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from btccxt_cli.bars.gaps import GapReport
+from btccxt_cli.bars.gaps import GapReport, align_up, shortfall_text
+from btccxt_cli.timeframes import as_grid
 
 __all__ = ["BackfillResult"]
 
@@ -56,6 +57,28 @@ class BackfillResult:
     limit: int = 0
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def asked_bars(self) -> int:
+        """Bars the window holds (what was asked for), cached or not."""
+        if self.gaps is None:
+            return self.expected_bars
+        return as_grid(self.gaps.tf_ms).bars_in(self.start_ms, self.end_ms)
+
+    @property
+    def shortfall(self) -> str:
+        """The line saying the exchange gave fewer bars than asked ("" when it gave them all,
+        or when some are still missing: a rerun may get those)."""
+        g = self.gaps
+        if g is None or self.interrupted or g.missing:
+            return ""
+        asked = self.asked_bars
+        if self.cached_bars >= asked:
+            return ""
+        oldest = bool(g.exchange) and g.exchange[0][0] <= align_up(self.start_ms, g.tf_ms)
+        exchange_id = self.exchange.split("@", 1)[0]  # a simulator's source: "kraken@sim:seed-1"
+        return shortfall_text(exchange_id, self.timeframe, self.cached_bars, asked,
+                              oldest_served=oldest)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (``btccxt backfill --json``)."""
         out: dict[str, Any] = {
@@ -65,7 +88,8 @@ class BackfillResult:
             "cached_bars": self.cached_bars, "requests": self.requests, "retries": self.retries,
             "rate_limit_waits": self.rate_limit_waits, "waited_s": round(self.waited_s, 3),
             "seconds": round(self.seconds, 3), "limit": self.limit,
-            "interrupted": self.interrupted,
+            "interrupted": self.interrupted, "asked_bars": self.asked_bars,
+            "shortfall": self.shortfall or None,
         }
         if self.gaps is not None:
             out.update(self.gaps.to_dict())

@@ -351,6 +351,8 @@ class _Run:
             return
         for r in self.results:
             typer.echo(describe(r))
+            if r.shortfall:  # fewer bars than asked, and why (kraken keeps only its newest 720)
+                typer.echo(f"{r.symbol}: {r.shortfall}")
         if export_info is not None:
             typer.echo(f"exported {export_info['rows']} bars to {export_info['path']} "
                        f"({export_info['format']})")

@@ -53,12 +53,14 @@ class RunSummary:
     pnl: float = 0.0
     value: float = 0.0
     exit_code: int = 0
+    data_notes: list[str] = field(default_factory=list)  # skipped/revised bars, short history
 
     def lines(self) -> list[str]:
         out = [f"stopped: {self.reason}"]
         for sym, counts in self.bars.items():
             parts = ", ".join(f"{k} {v}" for k, v in counts.items())
             out.append(f"  {sym}: {parts}")
+        out += [f"  {n}" for n in self.data_notes]
         out.append(f"  reconnects {self.reconnects}, gap-filled bars {self.gaps_filled}, "
                    f"REST calls {self.rest_calls}")
         out.append(f"  trades {self.trades}, P&L {self.pnl:+.2f}, value {self.value:.2f}")
@@ -485,17 +487,23 @@ class Runner:
         seen = mon.seen if mon is not None else {}
         bars: dict[str, dict[str, int]] = {}
         reconnects = 0
+        notes: list[str] = []
         for d in self.feeds:
             st = d.status()
             if st is None:
                 continue
             bars[d._name] = dict(seen.get(d._name, {"backfill": 0, "live": 0, "gapfill": 0}))
             reconnects += st.reconnects
+            if st.history_short:
+                notes.append(f"{d._name} {st.timeframe}: {st.history_short}")
+            if st.skipped or st.revised:
+                notes.append(f"{d._name} {st.timeframe}: {st.skipped} bars skipped (REST answers "
+                             f"had no rows for them), {st.revised} revised by REST")
         gaps = sum(c.get("gapfill", 0) for c in bars.values())
         broker = snap.broker if snap is not None else BrokerStatus()
         return RunSummary(reason=self.reason, bars=bars, reconnects=reconnects, gaps_filled=gaps,
                           rest_calls=self.store.rest_calls if self.store else 0, trades=self.trades,
-                          pnl=broker.pnl, value=broker.value, exit_code=code)
+                          pnl=broker.pnl, value=broker.value, exit_code=code, data_notes=notes)
 
 
 def connection_status(exchange: str, mode: str, feeds: list[FeedStatus], *, rest_calls: int,

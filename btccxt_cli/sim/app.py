@@ -276,6 +276,8 @@ class ExchangeServer:
         if out and first + count - 1 == cur:
             open_ = grid.open_at(cur)
             out[-1] = model.partial(symbol, grid.length(open_), open_, now)
+        if self.faults.rest_holes and not closed_only:  # fault: bars the exchange lacks
+            out = [c for c in out if not self.faults.in_rest_hole(symbol, c[0])]
         return out
 
     # ------------------------------------------------------------------ REST middleware
@@ -890,6 +892,11 @@ class Simulator:
         """Back to normal (open sockets stay open)."""
         self.server(exchange).faults.clear()
 
+    def rest_hole(self, exchange: str, symbol: str = "", start_ms: int = 0, end_ms: int = 0) -> None:
+        """REST answers lack ``symbol``'s bars opening in ``[start_ms, end_ms]`` (all symbols
+        when ``symbol`` is empty), as on an exchange that has none there; adds to earlier holes."""
+        self.server(exchange).faults.add_rest_hole(symbol, start_ms, end_ms)
+
     def order_ack_fault(self, exchange: str, mode: str = "delay", count: int = 1,
                         ms: float = 30_000) -> None:
         """Execute the next ``count`` orders, then delay the answer ``ms`` (``delay``), reset
@@ -1074,6 +1081,9 @@ class SimThread:
 
     def clear_faults(self, exchange: str) -> None:
         self._call("clear_faults", exchange)
+
+    def rest_hole(self, exchange: str, symbol: str = "", start_ms: int = 0, end_ms: int = 0) -> None:
+        self._call("rest_hole", exchange, symbol, start_ms, end_ms)
 
     def fault(self, exchange: str, name: str, **kwargs: Any) -> Any:
         return self._call("fault", exchange, name, **kwargs)

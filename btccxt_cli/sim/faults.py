@@ -16,6 +16,9 @@ Faults (one method each on ``Simulator``/``SimThread``, and ``POST /_sim/faults/
 ``rest_errors``     answer the next N REST requests with 429/418/5xx (venue error body)
 ``rest_delay``      answer REST N ms late
 ``drop_subscription``  forget one symbol's streams server-side, without telling the client
+``rest_hole``       REST answers (and subscription snapshots) lack one symbol's bars opening in
+                    ``[start_ms, end_ms]`` (every symbol when ``symbol`` is empty): a span the
+                    exchange has no bars for (a halt); live pushes and ``truth`` keep them
 ``order_ack_fault`` the next N order placements are executed, then the answer is delayed past
                     the client's timeout (``delay``), the connection reset (``reset``) or an
                     HTTP 500 sent (``500``): the ambiguous case a client must resolve by lookup
@@ -32,7 +35,7 @@ __all__ = ["FaultState", "FAULT_NAMES", "REST_ERROR_STATUSES", "DROP_MODES", "AC
 
 FAULT_NAMES = (
     "drop", "outage", "stall", "duplicate", "reorder", "delay_pushes", "rest_errors",
-    "rest_delay", "drop_subscription", "clear_faults", "order_ack_fault",
+    "rest_delay", "drop_subscription", "clear_faults", "order_ack_fault", "rest_hole",
 )
 REST_ERROR_STATUSES = (418, 429, 500, 502, 503)
 DROP_MODES = ("close", "reset")
@@ -56,6 +59,7 @@ class FaultState:
     ack_fault_mode: str = ""
     ack_fault_count: int = 0
     ack_fault_ms: int = 0
+    rest_holes: tuple[tuple[str, int, int], ...] = ()  # (symbol or "", first open, last open)
 
     def clear(self) -> None:
         for f in fields(self):
@@ -95,6 +99,16 @@ class FaultState:
         self.ack_fault_count -= 1
         return self.ack_fault_mode, self.ack_fault_ms
 
+    def add_rest_hole(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        start_ms, end_ms = int(start_ms), int(end_ms)
+        if end_ms < start_ms:
+            raise ValueError(f"end_ms ({end_ms}) must be >= start_ms ({start_ms})")
+        self.rest_holes = (*self.rest_holes, (str(symbol or ""), start_ms, end_ms))
+
+    def in_rest_hole(self, symbol: str, open_ms: int) -> bool:
+        """The bar of ``symbol`` opening at ``open_ms`` is left out of REST answers."""
+        return any(a <= open_ms <= b and (not s or s == symbol) for s, a, b in self.rest_holes)
+
     def set_push_delay(self, ms: float) -> None:
         self.push_delay_ms = int(_non_negative("ms", ms))
 
@@ -133,6 +147,7 @@ class FaultState:
                 "retry_after": self.rest_error_retry_after,
             },
             "rest_delay_ms": self.rest_delay_ms,
+            "rest_holes": [list(h) for h in self.rest_holes],
             "order_ack_fault": {"mode": self.ack_fault_mode, "remaining": self.ack_fault_count,
                                 "ms": self.ack_fault_ms},
         }
