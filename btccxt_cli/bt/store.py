@@ -11,7 +11,8 @@ import logging
 import threading
 from typing import Any
 
-from btccxt_cli.clock import SYSTEM_CLOCK, Clock, offset_bounds
+from btccxt_cli.bt.exclock import CLOCK_RESOLUTION_MS, ExchangeClock
+from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import DependencyError
 from btccxt_cli.exchange.errors import map_ccxt_error
 from btccxt_cli.exchange.retry import Backoff
@@ -27,10 +28,6 @@ logger = logging.getLogger(__name__)
 # exchanges that report the request weight used in the current minute, and their limits
 _WEIGHT_HEADERS = {"binance": "X-MBX-USED-WEIGHT-1M"}
 _WEIGHT_LIMITS = {"binance": 6000}
-# how finely an exchange's clock reading resolves (``fetch_time``); milliseconds elsewhere
-CLOCK_RESOLUTION_MS = {"kraken": 1000}
-# whose nonce is a counter that must grow, not a time checked against the exchange's clock
-_COUNTER_NONCE = frozenset({"kraken"})
 
 
 class FeedHandle:
@@ -42,7 +39,7 @@ class FeedHandle:
         self.task: Any = None  # concurrent future of the threaded-mode keeper
 
 
-class CCXTStore:
+class CCXTStore(ExchangeClock):
     """A ccxt exchange account for backtrader feeds and brokers.
 
     Args:
@@ -63,6 +60,8 @@ class CCXTStore:
             fetched; every bar delivered is written back by a writer thread (never on the
             event loop; a damaged or full file warns once and the run goes on without it).
             Simulator bars are kept apart (``binance@sim:seed-1``). None: no cache.
+        rate_budget: ``redis://...``: every REST call of this store's clients draws from the
+            token bucket shared by the processes on this IP (``rate_limit.shared``, hub/budget.py).
         hub_url: ``redis://...`` of a ``btccxt hub``: every feed reads its bars from the hub's
             streams (``feed.mode: hub``, docs/hub.md) and no market-data connection to the
             exchange is opened. ``hub_namespace``: the hub's key namespace (the exchange id).
@@ -80,13 +79,15 @@ class CCXTStore:
                  sandbox: bool = False, sim_url: str | None = None, retries: int = 5,
                  debug: bool = False, clock: Clock = SYSTEM_CLOCK, weight_limit: int | None = None,
                  cache: Any = None, clock_refresh: float = 600.0, hub_url: str | None = None,
-                 hub_namespace: str | None = None, **kwargs: Any) -> None:
+                 hub_namespace: str | None = None, rate_budget: str | None = None,
+                 **kwargs: Any) -> None:
         self.exchange_id = exchange
         # feed.mode hub: bars come from a `btccxt hub` over Redis (hub/reader.py), never from
         # the exchange; the namespace defaults to the exchange id
         self.hub_url = hub_url
         self.hub_namespace = hub_namespace or exchange
         self._hub_reader: Any = None
+        self.rate_budget = rate_budget  # rate_limit.shared: REST drawn from a Redis token bucket
         self.currency = currency
         self.config = dict(config or {})
         self.config.update(kwargs.pop("ccxt_config", {}) or {})
@@ -180,8 +181,13 @@ class CCXTStore:
         from btccxt_cli.exchange.factory import make_exchange
 
         cfg = dict(self.config)
-        return make_exchange(self.exchange_id, kind=kind, config=cfg, sim_url=self.sim_url,
-                             sandbox=self.sandbox)
+        ex = make_exchange(self.exchange_id, kind=kind, config=cfg, sim_url=self.sim_url,
+                           sandbox=self.sandbox)
+        if self.rate_budget:  # every REST call of this store from the IP's shared budget
+            from btccxt_cli.hub.budget import install_budget
+
+            install_budget(ex, self.rate_budget)
+        return ex
 
     def sync_exchange(self) -> Any:
         """The blocking ccxt client (rest mode), with markets loaded and the clock measured."""
@@ -210,45 +216,6 @@ class CCXTStore:
                 logger.warning("%s: %s failed (%s); retrying in %.1f s", self.exchange_id, what, exc, delay)
                 threading.Event().wait(delay)
         return None
-
-    def _measure_offset_sync(self, ex: Any) -> int:
-        if not ex.has.get("fetchTime"):
-            return 0
-        t0 = self.clock.time_ms()
-        server = self._retry_sync(ex.fetch_time, "read the exchange clock")
-        t1 = self.clock.time_ms()
-        return self._offset_from(server, t0, t1)
-
-    def _offset_from(self, server: Any, t0: int, t1: int, quiet: bool = False) -> int:
-        """The conservative offset one reading proves: the exchange's clock read ``server``
-        (to its resolution) between our ``t0`` and ``t1``; never ahead of the exchange."""
-        if server is None:
-            return 0
-        low, high = offset_bounds(int(server), t0, t1, self.clock_resolution_ms)
-        mid = (low + high) // 2
-        if abs(mid) > 1000 and not quiet:
-            logger.warning("%s: exchange clock differs from ours by %.2f s; bars are scheduled "
-                           "by the exchange clock", self.exchange_id, mid / 1000)
-        return low
-
-    def _set_offset(self, offset: int) -> None:
-        self._offset_ms = offset
-        self._offset_at = self.clock.monotonic()
-        self._sign_with_offset()
-
-    def _sign_with_offset(self) -> None:
-        """Hand the estimate to the ccxt clients, which stamp signed requests with
-        ``milliseconds() - options["timeDifference"]`` (what ``adjustForTimeDifference``
-        measures once, in ``load_markets``): a local clock that drifts or steps no longer gets
-        them refused (``InvalidNonce``: binance -1021, okx 50102). Conservative, the stamps
-        lag the exchange a little, inside ``recvWindow`` (binance 10 s, bybit 5 s), never
-        ahead. kraken's nonce is a counter that must only grow, not a time: left alone."""
-        if self._offset_ms is None or self.exchange_id in _COUNTER_NONCE:
-            return
-        now = self.exchange_now_ms()
-        for ex in (self._sync_ex, self._async_ex):
-            if ex is not None and isinstance(getattr(ex, "options", None), dict):
-                ex.options["timeDifference"] = int(ex.milliseconds()) - now
 
     async def async_exchange(self) -> Any:
         """The asyncio client (ccxt.pro where available), markets loaded; loop thread only."""
@@ -287,63 +254,6 @@ class CCXTStore:
             self._clock_task = asyncio.ensure_future(self._clock_keeper())
         return ex
 
-    async def _clock_keeper(self) -> None:
-        """(loop) Read the exchange clock again every ``clock_refresh`` seconds."""
-        import asyncio
-
-        while True:
-            await asyncio.sleep(self.clock_refresh)
-            await self.read_clock()
-
-    async def read_clock(self) -> bool:
-        """(loop) Read the exchange clock now (``fetch_time``) and sign with the new estimate.
-
-        For the order path: when the exchange refuses a signed request's timestamp
-        (``InvalidNonce``), read the clock, then send the same request again. False: no
-        reading (no client yet, no ``fetchTime``, or the call failed; the last one stays).
-        """
-        import asyncio
-
-        ex = self._async_ex
-        if ex is None or not ex.has.get("fetchTime"):
-            return False
-        t0 = self.clock.time_ms()
-        try:
-            server = await ex.fetch_time()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the last reading stays; try again next period
-            logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
-            return False
-        self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
-        return True
-
-    def refresh_clock_sync(self, idle: bool = True) -> None:
-        """(rest mode, the feeds' thread) Read the exchange clock if it is due: while idle
-        once a period has passed, before a read once two have (no idle moment came)."""
-        if self._offset_at is None or self.clock_refresh <= 0 or self._sync_ex is None:
-            return
-        age = self.clock.monotonic() - self._offset_at
-        if age < (1 if idle else 2) * self.clock_refresh or not self._sync_ex.has.get("fetchTime"):
-            return
-        self._offset_at = self.clock.monotonic()  # failed or not, the next try is a period away
-        t0 = self.clock.time_ms()
-        try:
-            server = self._sync_ex.fetch_time()
-        except Exception as exc:
-            logger.info("%s: reading the exchange clock failed (%s)", self.exchange_id, exc)
-            return
-        self._reread(self._offset_from(server, t0, self.clock.time_ms(), quiet=True))
-
-    def _reread(self, offset: int) -> None:
-        old = self._offset_ms
-        self._set_offset(offset)
-        # two readings of a whole-second clock differ by up to a second while nothing moved
-        if old is not None and abs(offset - old) > 500 + self.clock_resolution_ms:
-            logger.warning("%s: the exchange clock moved %+.2f s against ours since the last "
-                           "reading; bars are scheduled by the new reading", self.exchange_id,
-                           (offset - old) / 1000)
-
     async def _retry_async(self, fn: Any, what: str) -> Any:
         import asyncio
 
@@ -360,26 +270,6 @@ class CCXTStore:
                 logger.warning("%s: %s failed (%s); retrying in %.1f s", self.exchange_id, what, exc, delay)
                 await asyncio.sleep(delay)
         return None
-
-    def exchange_now_ms(self) -> int:
-        """The exchange's clock as we estimate it (our clock + measured offset); never ahead
-        of the exchange's as far as the readings tell (see the class docstring)."""
-        return self.clock.time_ms() + (self._offset_ms or 0)
-
-    def observe_exchange_ms(self, at_least_ms: int) -> None:
-        """The exchange proved its clock reads at least ``at_least_ms`` now (it pushed a bar
-        that opened or closed then). If our estimate is behind (our clock stepped back, or
-        the exchange's moved on), it moves forward so bars it has closed are not held back.
-        Never moves it back: a late message proves nothing about the present."""
-        if self._offset_ms is None:
-            return
-        need = at_least_ms - self.clock.time_ms()
-        if need > self._offset_ms:
-            if need - self._offset_ms > 1000 + self.clock_resolution_ms:
-                logger.info("%s: the exchange clock is %.1f s further ahead than measured; "
-                            "estimate corrected", self.exchange_id, (need - self._offset_ms) / 1000)
-            self._offset_ms = need
-            self._sign_with_offset()
 
     def _loop_thread(self) -> LoopThread:
         with self._lock:
