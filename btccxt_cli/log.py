@@ -6,7 +6,8 @@ import logging
 import re
 import threading
 
-__all__ = ["register_secret", "RedactingFilter", "setup_logging", "redact"]
+__all__ = ["register_secret", "register_notify_url", "RedactingFilter", "JsonFormatter",
+           "setup_logging", "redact"]
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -21,6 +22,18 @@ def register_secret(value: str | None) -> None:
     with _lock:
         _secrets.add(value)
         _pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+
+
+def register_notify_url(url: str) -> None:
+    """A notification URL is a secret, and so is each token in it: services put them in the
+    user, password, host, path or query (``tgram://BOTTOKEN/CHAT``, ``discord://ID/TOKEN``).
+    Parts that look like a host name or a plain word are left readable."""
+    register_secret(url)
+    rest = url.split("://", 1)[-1]
+    for part in re.split(r"[/@:?&=#,]+", rest):
+        if len(part) >= 8 and not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", part) and (
+                len(part) >= 16 or not (part.isalpha() and part.islower())):
+            register_secret(part)
 
 
 def redact(text: str) -> str:
@@ -41,6 +54,33 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601 UTC), level, logger, message (+ exc_info)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        out = {"time": datetime.fromtimestamp(record.created, tz=timezone.utc)
+               .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+               "level": record.levelname, "logger": record.name,
+               "message": redact(record.getMessage())}
+        if record.exc_info:
+            out["exc_info"] = redact(self.formatException(record.exc_info))
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _file_handler(file: str, rotate: str, max_bytes: int, backups: int) -> logging.Handler:
+    from logging.handlers import RotatingFileHandler, TimedRotatingFileHandler
+
+    if rotate == "daily":
+        return TimedRotatingFileHandler(file, when="midnight", utc=True, backupCount=backups,
+                                        encoding="utf-8")
+    if rotate == "size":
+        return RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    return logging.FileHandler(file, encoding="utf-8")
+
+
 def _level(level: str | int) -> int:
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
@@ -48,11 +88,15 @@ def _level(level: str | int) -> int:
 
 
 def setup_logging(level: str | int = "WARNING", *, file: str | None = None,
-                  handler: logging.Handler | None = None, stream_level: str | int | None = None) -> None:
+                  handler: logging.Handler | None = None, stream_level: str | int | None = None,
+                  fmt: str = "text", rotate: str = "size", max_bytes: int = 10 * 1024 * 1024,
+                  backups: int = 5) -> None:
     """Attach a stream handler (stderr, or ``handler``) and optionally a file, with redaction.
 
     ``stream_level`` raises the terminal's threshold above ``level`` (the dashboard shows
-    INFO events itself); the file always gets ``level``.
+    INFO events itself); the file always gets ``level``. The file rotates (``rotate``: size at
+    ``max_bytes``, daily at midnight UTC, or none; ``backups`` old files kept). ``fmt="json"``
+    writes one JSON object per line to the file and to stderr (not to a given ``handler``).
     """
     root = logging.getLogger("btccxt_cli")
     level = _level(level)
@@ -64,10 +108,12 @@ def setup_logging(level: str | int = "WARNING", *, file: str | None = None,
     stream.setLevel(max(level, _level(stream_level)) if stream_level is not None else level)
     handlers: list[logging.Handler] = [stream]
     if file:
-        handlers.append(logging.FileHandler(file))
+        handlers.append(_file_handler(file, rotate, max_bytes, backups))
     for h in handlers:
         h._btccxt = True  # type: ignore[attr-defined]
         h.addFilter(RedactingFilter())
-        if h.formatter is None:
+        if fmt == "json" and h is not handler:
+            h.setFormatter(JsonFormatter())
+        elif h.formatter is None:
             h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(h)

@@ -93,6 +93,14 @@ def _register() -> None:
 
     app.add_typer(cache_app, name="cache")
 
+    from btccxt_cli.cli.notify_test import notify_test_command
+    from btccxt_cli.cli.status import status_command
+
+    app.command("status", help="Health of a running btccxt from its metrics port: a table or "
+                "--json; exit 0 ready, 1 degraded, 2 unreachable.")(status_command)
+    app.command("notify-test", help="Send one test message to the config's notify.urls.")(
+        notify_test_command)
+
 
 _register()
 

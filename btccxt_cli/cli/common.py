@@ -51,8 +51,10 @@ def setup_run_logging(cfg: Any, console: Any = None) -> None:
     level = cfg.logging.level
     level = level if isinstance(level, str) else logging.getLevelName(level)
     file = str(cfg.logging.file) if cfg.logging.file else None
+    lg = cfg.logging  # rotation and format (docs/config.md: logging)
+    more = {"fmt": lg.format, "rotate": lg.rotate, "max_bytes": lg.max_bytes, "backups": lg.backups}
     if console is None:
-        setup_logging(level, file=file)
+        setup_logging(level, file=file, **more)
         return
     from rich.logging import RichHandler
 
@@ -60,4 +62,4 @@ def setup_run_logging(cfg: Any, console: Any = None) -> None:
                           log_time_format="[%X]")
     # Rich prints the time and the level itself: the message alone, not the file's format
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    setup_logging(level, file=file, stream_level="WARNING", handler=handler)
+    setup_logging(level, file=file, stream_level="WARNING", handler=handler, **more)

@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from btccxt_cli.errors import ConfigError
-from btccxt_cli.log import redact
+from btccxt_cli.log import redact, register_notify_url
 
 __all__ = [
     "Config",
@@ -48,6 +48,8 @@ __all__ = [
     "DashboardConfig",
     "LoggingConfig",
     "EventsConfig",
+    "NotifyConfig",
+    "NOTIFY_EVENTS",
     "HubConfig",
     "RateLimitConfig",
     "SymbolFeed",
@@ -450,6 +452,67 @@ class LoggingConfig(BaseModel):
 
     level: Annotated[LogLevel, BeforeValidator(_upper)] = Field("INFO", description="Log level.")
     file: Path | None = Field(None, description="Also log to this file (relative to the config file).")
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line "
+        "(time, level, logger, message; secrets masked) for log shippers, on stderr and the file.")
+    rotate: Literal["size", "daily", "none"] = Field(
+        "size", description="logging.file rotation: size (at max_bytes), daily (at midnight UTC), "
+        "or none (one growing file).")
+    max_bytes: int = Field(10 * 1024 * 1024, strict=True, ge=1024, le=1 << 40,
+                           description="rotate: size: start a new file at this size (bytes).")
+    backups: int = Field(5, strict=True, ge=0, le=1000,
+                         description="Rotated files kept (run.log.1 ... or run.log.2026-12-05).")
+
+
+def _notify_url(value: Any) -> Any:
+    """A notification URL holds a token: registered as a secret, never echoed in an error."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a notification URL written as a ${ENV_VAR} reference")
+    register_notify_url(value)
+    return value.strip()
+
+
+NotifyUrl = Annotated[str, BeforeValidator(_notify_url, json_schema_input_type=str)]
+NotifyEvent = Literal["disconnected", "live", "strategy_error", "kill", "order_rejected",
+                      "order_filled", "stopped", "daily_summary"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "disconnected", "live", "strategy_error", "kill", "order_rejected", "order_filled", "stopped",
+    "daily_summary")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _hhmm(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 08:30 as 510
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    if not isinstance(value, str) or not _HHMM.match(value):
+        raise ValueError("expected a time of day in UTC as HH:MM, e.g. \"08:00\"")
+    return value
+
+
+class NotifyConfig(BaseModel):
+    """Notifications through apprise (Telegram, Discord, Slack, e-mail, ntfy, webhooks ...)."""
+
+    model_config = _FROZEN
+
+    urls: tuple[NotifyUrl, ...] = Field(
+        (), description="apprise URLs (https://github.com/caronc/apprise/wiki), written as "
+        "${ENV_VAR} references: they hold tokens, and are masked like other secrets.")
+    events: tuple[NotifyEvent, ...] = Field(
+        NOTIFY_EVENTS, description="What to send: disconnected, live, strategy_error, kill, "
+        "order_rejected, order_filled (live runs), stopped, daily_summary. Default: all.")
+    disconnected_after: float = Field(
+        60.0, strict=True, ge=0, le=86400,
+        description="Seconds a feed stays DISCONNECTED before a message (shorter drops are quiet).")
+    batch_seconds: float = Field(
+        2.0, strict=True, ge=0, le=600,
+        description="Events within this many seconds of the first go out as one message.")
+    max_per_minute: int = Field(10, strict=True, ge=1, le=600,
+                                description="Messages sent in any 60 s (later events are merged).")
+    timeout: float = Field(10.0, strict=True, gt=0, le=300,
+                           description="Seconds one delivery may take.")
+    daily_summary_at: Annotated[str, BeforeValidator(_hhmm)] = Field(
+        "00:00", description="Time of day (UTC, HH:MM) of the daily summary.")
+    title: str = Field("btccxt", strict=True, min_length=1, description="Title of every message.")
 
 
 class EventsConfig(BaseModel):
@@ -542,6 +605,8 @@ class Config(BaseModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Library logging.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="JSON Lines event log.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig,
+                                 description="Notifications through apprise.")
     hub: HubConfig = Field(default_factory=HubConfig, description="Market-data hub on Redis.")
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig,
                                         description="A REST budget shared across processes.")

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a run, served by the standard client library.
+"""Prometheus metrics of a run, served by the standard client library (with ``/healthz`` and
+``/readyz`` from ``runtime/health.py`` on the same port).
 
 Counters and gauges are read from the feeds' thread-safe statuses when Prometheus scrapes
 (a custom collector), so the bar path pays nothing for them; only the close-to-strategy
@@ -49,13 +50,20 @@ class RunMetrics:
     def observe_latency(self, symbol: str, ms: float) -> None:
         self.latency.labels(self.exchange, symbol).observe(max(0.0, ms / 1000.0))
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Start the HTTP server in a daemon thread; returns the bound port."""
-        from prometheus_client import start_http_server
+    def serve(self, port: int, host: str = "127.0.0.1", health: Any = None) -> int:
+        """Start the HTTP server in a daemon thread; returns the bound port.
 
-        self.server, thread = start_http_server(port, addr=host, registry=self.registry)
+        ``health`` (a ``runtime.health.Health``) adds ``/healthz`` and ``/readyz`` on the
+        same port."""
+        from prometheus_client import make_wsgi_app
+
+        from btccxt_cli.runtime.health import mount, serve
+
+        app = make_wsgi_app(self.registry)
+        self.server = serve(mount(app, health) if health is not None else app, port, host)
         self.port = int(self.server.server_address[1])
-        logger.info("Prometheus metrics on http://%s:%d/metrics", host, self.port)
+        logger.info("Prometheus metrics on http://%s:%d/metrics%s", host, self.port,
+                    " (health: /healthz, /readyz)" if health is not None else "")
         return self.port
 
     def close(self) -> None:

@@ -123,6 +123,9 @@ class Runner:
         self.trades = 0
         self.metrics_port = metrics_port if metrics_port is not None else config.metrics.port
         self.metrics: Any = None
+        self.notifier: Any = None  # runtime/notify.py, when notify.urls are configured
+        self._ran = False
+        self._stop_told = False  # a record already said how the run ended (sys.exit, error)
 
     # ------------------------------------------------------------------ build
     def build(self) -> None:
@@ -156,7 +159,8 @@ class Runner:
         try:
             self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
                                    cache=None if hub else cache, hub_url=cfg.hub.url if hub else None,
-                                   hub_namespace=cfg.hub.namespace)
+                                   hub_namespace=cfg.hub.namespace,
+                                   rate_budget=cfg.rate_limit.shared)
         except TemporaryError as exc:
             raise self._unreachable(exc) from exc
         if not hub:  # the hub subscribed (and checked) the symbols
@@ -184,8 +188,15 @@ class Runner:
             from btccxt_cli.runtime.metrics import RunMetrics
 
             self.metrics = RunMetrics(self.store.status, lambda: self.store.rest_calls, ex.id)
-            port = self.metrics.serve(self.metrics_port, cfg.metrics.host)
-            self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics")
+            from btccxt_cli.runtime.unattended import run_health
+
+            port = self.metrics.serve(self.metrics_port, cfg.metrics.host, health=run_health(self))
+            self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics "
+                               "(health: /healthz, /readyz)")
+        if cfg.notify.urls:  # notifications: a worker fed by the events file's records
+            from btccxt_cli.runtime.unattended import run_notifier
+
+            self.notifier = run_notifier(self)
 
     def _path(self, p: Path | None) -> Path | None:
         if p is None or p.is_absolute() or self.config_dir is None:
@@ -411,6 +422,7 @@ class Runner:
         """Run until a stop condition; always stops feeds and the store."""
         if self.cerebro is None:
             self.build()
+        self._ran = True
         if self.duration:
             self._timer = threading.Timer(self.duration, self.stop, args=(f"--duration {self.duration:g}s",))
             self._timer.daemon = True
@@ -434,13 +446,19 @@ class Runner:
             self.reason = (f"the strategy ended the run with sys.exit({exc.code!r}) at "
                            f"{raised_at(exc, self.strategy_path)} (exit code {code})")
             if self.monitor is not None:
+                self._stop_told = True
                 self.monitor.event(self.reason, record={"type": "stop", "event": "sys.exit",
                                                         "code": code})
         except BtccxtError:
             raise
         except Exception as exc:
-            raise StrategyFailed(f"the strategy raised {type(exc).__name__}: {exc}",
-                                 user_traceback(exc, self.strategy_path)) from exc
+            message = f"the strategy raised {type(exc).__name__}: {exc}"
+            self.reason = message
+            if self.monitor is not None:
+                self._stop_told = True
+                self.monitor.event(message, record={"type": "error", "event": "strategy",
+                                                    "message": message})
+            raise StrategyFailed(message, user_traceback(exc, self.strategy_path)) from exc
         finally:
             self._run_over.set()
             if self._timer is not None:
@@ -476,7 +494,13 @@ class Runner:
         if self.store is not None:
             self.store.stop()
         if self.monitor is not None:
+            told = self._stop_told or (self._watch is not None and self._watch.forced.is_set())
+            if self._ran and not told:  # the events file and the notifier learn how it ended
+                self.monitor.event(f"stopped: {self.reason}",
+                                   record={"type": "stop", "event": "stopped", "reason": self.reason})
             self.monitor.close()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.metrics is not None:
             self.metrics.close()
 

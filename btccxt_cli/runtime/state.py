@@ -62,6 +62,7 @@ class RunMonitor:
         self._broker = BrokerStatus()
         self._started = clock.monotonic()
         self._on_line = on_line
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._file: IO[str] | None = None
         # data notes already written, per (symbol, timeframe): the last seq
         self._notes_lock = threading.Lock()
@@ -109,8 +110,18 @@ class RunMonitor:
         if record is not None:
             record.setdefault("time", now)
             self._write(record)
+            for fn in self._subscribers:  # e.g. the notifier: it only queues the record
+                try:
+                    fn(dict(record))
+                except Exception:
+                    logger.debug("event subscriber failed", exc_info=True)
         if self._on_line is not None:
             self._on_line(f"event {text}")
+
+    def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``fn`` with a copy of every event record the events file gets (bars excepted),
+        on the thread that made it; ``fn`` must not block."""
+        self._subscribers.append(fn)
 
     # ------------------------------------------------------------ data notes
     def _notes_due(self, symbol: str, timeframe: str, ts: int) -> None:
