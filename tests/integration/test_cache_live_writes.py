@@ -73,3 +73,26 @@ def test_a_locked_cache_delays_no_bar_and_gets_the_rows_once_released(sim: Any, 
     assert {t: got.get(t) for t in want} == want
     other.close()
     cache.close()
+
+
+def test_a_cache_damaged_under_its_history_warns_once_and_history_comes_from_the_exchange(
+        sim: Any, tmp_path: Any, caplog: Any) -> None:
+    import logging
+
+    db = tmp_path / "ohlcv.sqlite"
+    first = CCXTStore("binance", sim_url=sim.url("binance"), cache=db)
+    run_feeds(first, ["BTC/USDT", "ETH/USDT"], live_bars=1, backfill_bars=400)
+    with open(db, "r+b") as f:  # the disk garbles every page after the first
+        f.seek(4096)
+        f.write(b"\xff" * (db.stat().st_size - 4096))
+    store = CCXTStore("binance", sim_url=sim.url("binance"), cache=db)
+    with caplog.at_level(logging.WARNING):
+        res = run_feeds(store, ["BTC/USDT", "ETH/USDT"], live_bars=2, backfill_bars=400)
+    assert not res.timed_out
+    for sym in ("BTC/USDT", "ETH/USDT"):
+        seen = res.bars[sym]
+        assert_matches_truth(sim, "binance", sym, "1s", seen, tf_ms=1000)
+        assert sum(s.source == "backfill" for s in seen) >= 399  # from REST, in full
+    told = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "OHLCV cache" in r.getMessage()]
+    assert len(told) == 1 and str(db) in told[0] and "move the file away" in told[0], told
