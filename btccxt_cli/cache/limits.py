@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["request_limit", "KNOWN_LIMITS", "DEFAULT_LIMIT"]
+__all__ = ["request_limit", "KNOWN_LIMITS", "DEFAULT_LIMIT", "share_rate_budget"]
 
 KNOWN_LIMITS: dict[str, int] = {"binance": 1000, "okx": 300, "bybit": 1000, "kucoin": 1500,
                                  "bitget": 200, "kraken": 720}
@@ -40,3 +40,19 @@ def request_limit(exchange: Any, symbol: str | None = None) -> int:
     if isinstance(spec, dict) and isinstance(spec.get("limit"), int) and spec["limit"] > 0:
         return int(spec["limit"])
     return KNOWN_LIMITS.get(getattr(exchange, "id", ""), DEFAULT_LIMIT)
+
+
+def share_rate_budget(exchange: Any, url: str | None = None) -> Any:
+    """Draw ``exchange``'s REST calls from the budget shared by every process on the IP.
+
+    ``url`` (or ``$BTCCXT_RATE_LIMIT_SHARED``): ``redis://...`` of the shared token bucket
+    (``hub/budget.py``; ``rate_limit.shared`` in a config). None when neither is set.
+    """
+    import os
+
+    url = url or os.environ.get("BTCCXT_RATE_LIMIT_SHARED") or None
+    if not url:
+        return None
+    from btccxt_cli.hub.budget import install_budget
+
+    return install_budget(exchange, url)

@@ -261,10 +261,12 @@ class _Run:
         self.source = exchange
 
     def main(self) -> None:
+        from btccxt_cli.cache.limits import share_rate_budget
         from btccxt_cli.cache.source import cache_source
         from btccxt_cli.exchange.factory import make_exchange
 
         client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
+        share_rate_budget(client)  # $BTCCXT_RATE_LIMIT_SHARED: one budget for the IP (docs/hub.md)
         self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
         cache = _open_cache(self.db_path)
         error: BtccxtError | None = None

@@ -103,7 +103,8 @@ def _serve(cfg: Any, url: str, *, plain: bool, duration: float | None) -> None:
 
     hub = HubPublisher(ex.id, [(f.symbol, f.timeframe) for f in feeds], url,
                        namespace=cfg.hub.namespace,
-                       store_kwargs={"config": ccxt_cfg, "sim_url": sim_url, "sandbox": ex.sandbox},
+                       store_kwargs={"config": ccxt_cfg, "sim_url": sim_url, "sandbox": ex.sandbox,
+                                     "rate_budget": cfg.rate_limit.shared},
                        mode=cfg.feed.mode, backfill=backfill, ohlcv_limit=cfg.feed.ohlcv_limit,
                        maxlen=cfg.hub.maxlen, lease_s=cfg.hub.lease, heartbeat_s=cfg.hub.heartbeat,
                        max_wanted=cfg.hub.max_wanted, on_line=line)
