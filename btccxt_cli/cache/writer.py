@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 REPAIR = ("to repair: free disk space if the disk is full; otherwise move the file away "
           "(`btccxt backfill` builds a new one) or use another cache file")
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+_READER_OPEN_WAIT_S = 1.0
 
 Item = tuple[str, str, str, list[Candle]]
 
@@ -180,10 +181,12 @@ class LiveCache:
 
     # ------------------------------------------------------------ internals
     def _open(self) -> OhlcvCache | None:
+        """The readers' connection. Opening writes the schema row, which waits for another
+        process's write lock: a second at most (a run must not start 10 s late for it)."""
         if self.broken is not None:
             return None
         try:
-            return OhlcvCache(self.path, timeout=self.timeout)
+            return OhlcvCache(self.path, timeout=min(self.timeout, _READER_OPEN_WAIT_S))
         except (sqlite3.Error, OSError) as exc:
             if _is_busy(exc):  # opening writes its schema row; the writer retries on its own
                 logger.info("OHLCV cache %s is locked by another process; history comes from "

@@ -71,6 +71,23 @@ def test_a_cache_locked_when_the_run_starts_is_not_taken_for_broken(tmp_path: Pa
     other.close()
 
 
+def test_a_lock_held_elsewhere_does_not_hold_the_start_for_the_busy_timeout(tmp_path: Path) -> None:
+    import threading
+
+    db = tmp_path / "c.sqlite"
+    OhlcvCache(db).close()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    made: list[LiveCache] = []
+    opener = threading.Thread(target=lambda: made.append(LiveCache(db)), daemon=True)  # 10 s busy timeout
+    opener.start()
+    opener.join(5.0)  # the readers' connection waits a second at most, not the 10 s
+    assert made and made[0].broken is None
+    other.execute("COMMIT")
+    other.close()
+    made[0].close()
+
+
 def test_a_queue_that_overflows_drops_the_oldest_bars_and_says_so_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "c.sqlite"
