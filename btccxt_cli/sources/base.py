@@ -264,12 +264,17 @@ class Series:
         self._rest_rows = self._rest_rows or bool(rows)
         before = self.assembler.expected
         now = self.exchange_now_ms()
-        if self._cached_tail is not None:
-            self._check_cached_tail(rows)
+        if self._cached_tail is not None and self.data_notes.cached_tail_read(self._cached_tail, rows):
+            self._cached_tail = None
         out = self.assembler.on_rest(rows, since=since, now_ms=now, settle_ms=int(self.p.settle_s * 1000),
                                      drop_newest=self.p.drop_newest, source=source)
         if self.assembler.notes:
-            self.data_notes.record(self.assembler.take_notes(), history=hist)
+            noted = self.assembler.take_notes()
+            self.data_notes.record(noted, history=hist)
+            # REST revised bars already delivered: the cache keeps the exchange's record
+            revised = [n[3] for n in noted if n[0] == "revised" and n[4]]
+            if revised and self.cache is not None:
+                self._write_cache(revised)
         self.log.debug("%s: REST since=%d rows=%d released=%d", self.name, since, len(rows), len(out))
         self.deliver(out)
         if hist:
@@ -278,20 +283,6 @@ class Series:
             if caught_up or not rows or exp == before:
                 self.go_live()
         return out
-
-    def _check_cached_tail(self, rows: list[Candle]) -> None:
-        """The newest cached bar, read again from REST: a different record is a revision (the
-        REST one is delivered and replaces it in the cache)."""
-        tail = self._cached_tail
-        assert tail is not None
-        row = next((c for c in rows if c.ts == tail.ts), None)
-        if row is None:
-            if rows and rows[0].ts > tail.ts:
-                self._cached_tail = None  # the answer starts after it: never told
-            return
-        self._cached_tail = None
-        if row != tail and row is not rows[-1]:  # a later row: REST's is final
-            self.data_notes.revised_bar(tail.ts, tail, row, "cached bar")
 
     def _follow_exchange_grid(self, rows: list[Candle]) -> None:
         """REST rows off this series' bar grid: the exchange opens its bars elsewhere than
@@ -381,11 +372,13 @@ class Series:
         # after the hand-off; the store's cache (cache.writer.LiveCache) only queues the bars
         # for its writer thread: no SQLite wait on the event loop or the strategy's thread
         if write_cache and self.cache is not None:
-            try:
-                self.cache.upsert(self.cache_key, self.p.symbol, self.p.timeframe,
-                                  [e.candle for e in emitted])
-            except Exception:
-                self.log.warning("%s: cache write failed", self.name, exc_info=True)
+            self._write_cache([e.candle for e in emitted])
+
+    def _write_cache(self, candles: list[Candle]) -> None:
+        try:
+            self.cache.upsert(self.cache_key, self.p.symbol, self.p.timeframe, candles)
+        except Exception:
+            self.log.warning("%s: cache write failed", self.name, exc_info=True)
 
     def set_state(self, state: FeedState, message: str = "") -> None:
         """Queue a state change for the feed (in order with bars); repeats are dropped."""

@@ -76,6 +76,17 @@ class SeriesNotes:
                          _iso(ts), reason, tuple(was)[1:], tuple(now)[1:])
         self._add(DataNote(0, "revised", ts, ts, 1, reason, was=was, now=now), revised=1)
 
+    def cached_tail_read(self, tail: Candle, rows: list[Candle]) -> bool:
+        """A REST answer after the warm-up: the newest cached bar ``tail`` (left for REST to
+        read again) differs? Then it is a revision (REST's row is delivered, and cached).
+        True once the answer told about it (or started after it: it never will)."""
+        row = next((c for c in rows if c.ts == tail.ts), None)
+        if row is None:
+            return bool(rows) and rows[0].ts > tail.ts
+        if row != tail and row is not rows[-1]:  # a later row: REST's is final
+            self.revised_bar(tail.ts, tail, row, "cached bar")
+        return True
+
     def history_done(self, got: int, asked: int, last_ms: int | None) -> str:
         """History is over with ``got`` of ``asked`` bars: the line saying so when fewer, or ""."""
         if got >= asked or self.history_start is None:

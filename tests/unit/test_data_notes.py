@@ -157,3 +157,47 @@ def test_the_dashboard_shows_skipped_bars_where_there_is_room_and_the_key_column
 def test_shortfall_line_without_a_known_limit():
     assert shortfall_text("binance", "1s", 5, 10) == "binance has fewer 1s bars than asked: got 5 of 10"
     assert shortfall_text("kraken", "1m", 700, 1000) == "kraken has fewer 1m bars than asked: got 700 of 1000"
+
+
+def _cached_series(clock: ManualClock, cache, backfill: int) -> Series:
+    p = SeriesParams(symbol="BTC/USDT", timeframe="1m", backfill_bars=backfill, exchange_id="binance")
+    return Series(p, exchange_now_ms=clock.time_ms, clock=clock, cache=cache, cache_key="binance")
+
+
+def _bar(ts: int, close: float = 1.5) -> Candle:
+    return Candle(ts, 1.0, 2.0, 0.5, close, 10.0)
+
+
+def test_rest_revising_a_delivered_bar_is_told_and_the_cache_keeps_rests_record(tmp_path):
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+    cache = OhlcvCache(tmp_path / "c.sqlite")
+    clock = ManualClock(start_ms=T0 + 30_000)
+    s = _cached_series(clock, cache, 3)
+    s.begin()
+    s.on_rest([_bar(T0 - 3 * TF), _bar(T0 - 2 * TF), _bar(T0 - TF), _bar(T0)], since=T0 - 3 * TF)
+    assert s.phase == s.LIVE and s.status().revised == 0
+    s.on_rest([_bar(T0 - 2 * TF, close=1.9), _bar(T0 - TF), _bar(T0)], since=T0 - 2 * TF)
+    st = s.status()
+    assert st.revised == 1 and st.notes[-1].kind == "revised"
+    assert st.notes[-1].reason == "REST differs from the delivered bar"
+    assert [c.close for c in cache.read("binance", "BTC/USDT", "1m", T0 - 3 * TF, T0)] == [1.5, 1.9, 1.5]
+    cache.close()
+
+
+def test_the_newest_cached_bar_read_again_from_rest_with_other_values_is_a_revision(tmp_path):
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+    cache = OhlcvCache(tmp_path / "c.sqlite")
+    cache.upsert("binance", "BTC/USDT", "1m", [_bar(T0 - i * TF) for i in range(5, 0, -1)])
+    clock = ManualClock(start_ms=T0 + 30_000)
+    s = _cached_series(clock, cache, 5)
+    s.begin()
+    s.warm_step()
+    assert s.cached_bars == 4  # the newest cached bar is left for REST
+    s.on_rest([_bar(T0 - TF, close=1.8), _bar(T0)], since=T0 - TF)
+    st = s.status()
+    assert st.bars["backfill"] == 5 and st.revised == 1
+    assert st.notes[-1].reason == "REST differs from the cached bar"
+    assert (st.notes[-1].was.close, st.notes[-1].now.close) == (1.5, 1.8)
+    cache.close()
