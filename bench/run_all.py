@@ -45,6 +45,9 @@ BENCHES = [
       "--ambiguous-timeout", "5"]),
     ("Dashboard: one frame (layout and render) vs a bare Rich table, 3/20/200 symbols",
      ["dashboard.py", "--frames", "200"], ["dashboard.py", "--frames", "5"]),
+    ("Cache write lock held by another process: bar lateness, locked vs lock free (10 symbols)",
+     ["cache_lock.py", "--symbols", "10", "--hold", "6", "--bars", "12"],
+     ["cache_lock.py", "--symbols", "2", "--hold", "2", "--bars", "4"]),
     ("Stopping: SIGTERM to exit, normal, strategy stuck in next(), during start-up",
      ["stop.py", "--rounds", "5", "--grace", "2"], ["stop.py", "--rounds", "1", "--grace", "1"]),
 ]
