@@ -1,7 +1,7 @@
 """Order chaos soak: the live broker (CCXTBroker) against the simulator while faults hit it.
 
     python bench/orders_soak.py [--duration 300] [--seed N] [--exchanges binance okx]
-                                [--every 5 15] [--ambiguous-timeout 35] [--log FILE]
+                                [--every 5 15] [--ambiguous-timeout 35] [--crashes 2] [--log FILE]
 
 For each exchange, a backtrader strategy on 1 s bars (WebSocket feed) trades through
 ``CCXTBroker`` (``updates="auto"``: the order stream by WebSocket, REST polls while it is down)
@@ -17,10 +17,15 @@ REST + WebSocket outage, a stall, bursts of REST 5xx or 429, and lost create ans
 (``order_ack_fault`` delay / reset / 500: the order executes, its answer is lost; the broker must
 look it up by client order id and never send it again).
 
+Crash points (``--crashes N``, spread over the trading time): the strategy places a market
+order and dies while it is told of its fill (the order is ``closed`` in the refresh that stored
+the fill, which was never delivered). A new run starts on the same order database (faults
+paused until it is live): it must tell that fill once, adopt what is live, and go on.
+
 Then it stops placing, clears the faults, cancels what is still open and waits for every order
 to be final and the broker's balances to equal the exchange's. Checks: every client order id at
 most once on the exchange and no exchange order the broker does not know; per order a valid
-notification sequence (Submitted, Accepted at most once, Partial*, one final); fills told to the
+notification sequence (Submitted, Accepted at most once per run, Partial*, one final); fills told to the
 strategy and stored in the order database equal the exchange's, once each, all delivered; the
 final cash and position equal the exchange's balances. Exit code 1 when any check fails.
 
@@ -96,6 +101,7 @@ class Note:
     reason: str | None
     fills: list[float]  # sizes of the fills this notification brought (pending execution bits)
     at: float  # monotonic time
+    run: int = 0  # 0, then 1, 2 ... after each crash point
 
 
 @dataclass
@@ -110,6 +116,7 @@ class Placed:
     client_id: str | None = None
     when_ms: int | None = None  # the exchange time the path crosses its price (if planned)
     cancel_at: int | None = None  # the bar (counted by ``Control.bars``) to cancel it on
+    run: int = 0  # the run that placed it (a crash point starts the next)
 
 
 class LogTap(logging.Handler):
@@ -158,6 +165,11 @@ class SoakResult:
     via_log: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     chaos_error: str | None = None
+    crashes: list[str] = field(default_factory=list)  # client ids of the orders crashed on
+
+
+class SoakCrash(Exception):
+    """A crash point: the strategy dies while it is told of a market order's fill."""
 
 
 # --------------------------------------------------------------------------- faults
@@ -172,6 +184,7 @@ class Chaos(threading.Thread):
         self.t0, self.say = t0, say
         self.log: list[tuple[float, str]] = []
         self.stop = threading.Event()
+        self.paused = threading.Event()  # no faults while a crashed run restarts
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -183,6 +196,8 @@ class Chaos(threading.Thread):
     def _loop(self) -> None:
         cycle: list[str] = []
         while not self.stop.wait(self.rng.uniform(*self.every)):
+            if self.paused.is_set():
+                continue
             if not cycle:
                 cycle = self.rng.sample(FAULT_KINDS, len(FAULT_KINDS))
             kind = cycle.pop()
@@ -242,6 +257,14 @@ class Control:
         self.last_cancel_round = 0.0
         self.bars = 0
         self.t_start = now_s()
+        self.crash_at: list[float] = []  # seconds into trading of each crash point
+        self.crash_ref: int | None = None  # the market order the next crash waits for
+        self.run = 0
+
+    def crash_due(self) -> bool:
+        done = len(self.result.crashes)
+        return self.t0 is not None and self.crash_ref is None and done < len(self.crash_at) \
+            and now_s() - self.t0 >= self.crash_at[done]
 
 
 class Soaker(bt.Strategy):
@@ -256,13 +279,32 @@ class Soaker(bt.Strategy):
 
     # ------------------------------------------------------------------ notifications
     def notify_order(self, order: Any) -> None:
-        r = self.ctl.result
+        ctl = self.ctl
+        r = ctl.result
         bits = [abs(float(b.size)) for b in order.executed.iterpending()]
         status = order.getstatusname()
+        if order.ref == ctl.crash_ref and status in FINAL:
+            ctl.crash_ref = None
+            if status == "Completed":  # dies before it took the fill in
+                r.crashes.append(str(order.info.get("client_id")))
+                if ctl.chaos is not None:
+                    ctl.chaos.paused.set()
+                raise SoakCrash(f"crash point {len(r.crashes)}")
         r.notes.append(Note(order.ref, status, order.info.get("client_id"),
-                            order.info.get("reason"), bits, now_s()))
+                            order.info.get("reason"), bits, now_s(), ctl.run))
+        if order.info.get("adopted") and order.ref not in self.open and status not in FINAL:
+            self._adopted(order)
         if status in FINAL:
             self.open.pop(order.ref, None)
+
+    def _adopted(self, order: Any) -> None:
+        """An order of the run before the crash, live again under a new ref: cancelled and
+        jumped to as it was."""
+        cid = order.info.get("client_id")
+        was = next((p for p in self.ctl.result.placed.values() if p.client_id == cid), None)
+        self.open[order.ref] = Placed(order.ref, was.kind if was else "adopted",
+                                      "buy" if order.isbuy() else "sell", abs(order.size), order,
+                                      cid, was.when_ms if was else None, None)
 
     # ------------------------------------------------------------------ bars
     def next(self) -> None:
@@ -273,6 +315,8 @@ class Soaker(bt.Strategy):
                 return
             self._begin()
         assert ctl.t0 is not None
+        if live and ctl.chaos is not None and ctl.chaos.paused.is_set():
+            ctl.chaos.paused.clear()  # restarted after a crash point: faults go on
         if ctl.wind_down_at is None and now_s() - ctl.t0 >= ctl.duration:
             self._wind_down()
         if ctl.wind_down_at is not None:
@@ -290,6 +334,12 @@ class Soaker(bt.Strategy):
         action = ctl.rng.choices(names, weights)[0]
         if len(self.open) >= MAX_OPEN and action not in ("market", "cancel", "jump", "idle"):
             action = "cancel"
+        if ctl.crash_due():
+            ctl.say(f"  {ctl.exchange}: crash point {len(ctl.result.crashes) + 1}: a market "
+                    "order whose fill the strategy dies on")
+            self._place("market", "buy", ctl.rng.uniform(0.001, 0.02))
+            ctl.crash_ref = self._last_ref
+            return
         getattr(self, f"_do_{action}")()
         ctl.result.actions[action] += 1
 
@@ -354,8 +404,10 @@ class Soaker(bt.Strategy):
         if plimit is not None:
             kw["plimit"] = round(plimit, 1)
         order = fn(**kw)
+        self._last_ref = order.ref
         p = Placed(order.ref, kind, side, size, order, order.info.get("client_id"), when_ms,
-                   self.ctl.bars + cancel_after if cancel_after is not None else None)
+                   self.ctl.bars + cancel_after if cancel_after is not None else None,
+                   run=self.ctl.run)
         self.ctl.result.placed[order.ref] = p
         if order.status not in (order.Rejected,):
             self.open[order.ref] = p
@@ -432,20 +484,9 @@ class Soaker(bt.Strategy):
 
 
 # --------------------------------------------------------------------------- one run
-def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[float, float],
-         db: Path, ambiguous_timeout: float = 35.0, settle_timeout: float | None = None,
-         say: Callable[[str], None] = print) -> SoakResult:
-    """One soak on ``exchange`` of ``sim`` (a started ``SimThread`` with ``check_timestamps``
-    off and large balances, e.g. :data:`BALANCES`); returns what happened and the exchange's
-    state afterwards. ``settle_timeout``: seconds the wind-down may take (default: the
-    ambiguous timeout + 45 s)."""
-    result = SoakResult(exchange=exchange, seed=seed)
-    settle_timeout = settle_timeout if settle_timeout is not None else ambiguous_timeout + 45.0
-    ctl = Control(sim, exchange, seed, duration, every, settle_timeout, say, result)
-    tap = LogTap()
-    taps = [logging.getLogger(name) for name in ("btccxt_cli", "asyncio")]
-    for lg in taps:
-        lg.addHandler(tap)
+def _cerebro(sim: Any, exchange: str, ctl: Control, db: Path,
+             ambiguous_timeout: float) -> tuple[Any, Any, Any, Any]:
+    """One run's store, cerebro, data and broker (on the soak's order database)."""
     store = CCXTStore(exchange, sim_url=sim.url(exchange),
                       config={**KEYS, "timeout": CCXT_TIMEOUT_MS})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
@@ -458,6 +499,27 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
                              ambiguous_timeout=ambiguous_timeout, adopt_holdings=True)
     cerebro.setbroker(broker)
     cerebro.addstrategy(Soaker, ctl=ctl)
+    return store, cerebro, data, broker
+
+
+def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[float, float],
+         db: Path, ambiguous_timeout: float = 35.0, settle_timeout: float | None = None,
+         crashes: int = 0, say: Callable[[str], None] = print) -> SoakResult:
+    """One soak on ``exchange`` of ``sim`` (a started ``SimThread`` with ``check_timestamps``
+    off and large balances, e.g. :data:`BALANCES`); returns what happened and the exchange's
+    state afterwards. ``settle_timeout``: seconds the wind-down may take (default: the
+    ambiguous timeout + 45 s). ``crashes``: crash points, spread over the trading time (each
+    restarts the run on the same order database)."""
+    result = SoakResult(exchange=exchange, seed=seed)
+    settle_timeout = settle_timeout if settle_timeout is not None else ambiguous_timeout + 45.0
+    ctl = Control(sim, exchange, seed, duration, every, settle_timeout, say, result)
+    ctl.crash_at = [duration * (i + 1) / (crashes + 1) for i in range(crashes)]
+    tap = LogTap()
+    taps = [logging.getLogger(name) for name in ("btccxt_cli", "asyncio")]
+    for lg in taps:
+        lg.addHandler(tap)
+    store, cerebro, data, broker = _cerebro(sim, exchange, ctl, db, ambiguous_timeout)
+    current = {"cerebro": cerebro}
     stop = threading.Event()
 
     def watchdog() -> None:
@@ -468,13 +530,25 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
                     t0 is not None and wound is None and now - t0 > duration + 60.0) or (
                     wound is not None and now - wound > settle_timeout):
                 result.timed_out = True
-                cerebro.runstop()
+                current["cerebro"].runstop()
                 return
 
     guard = threading.Thread(target=watchdog, daemon=True, name="orders-soak-watchdog")
     guard.start()
     try:
-        cerebro.run()
+        while True:
+            try:
+                cerebro.run()
+                break
+            except SoakCrash:
+                _collect(result, broker)
+                store.stop()  # the broker stops with it, telling nothing
+                sim.clear_faults(exchange)
+                ctl.run += 1
+                say(f"  {exchange}: crashed on {result.crashes[-1]}; restarting on the same "
+                    "order database")
+                store, cerebro, data, broker = _cerebro(sim, exchange, ctl, db, ambiguous_timeout)
+                current["cerebro"] = cerebro
     finally:
         stop.set()
         if ctl.chaos is not None:
@@ -484,10 +558,7 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
         try:
             result.broker_cash = broker.getcash()
             result.broker_position = broker.getposition(data).size
-            if broker.sync is not None:
-                result.ws_pushes = broker.sync.ws_pushes
-                result.polls = broker.sync.polls
-                result.via_log = list(broker.sync.via_log)
+            _collect(result, broker)
         finally:
             store.stop()
             for lg in taps:
@@ -510,6 +581,14 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
     for placed in result.placed.values():
         placed.order = None  # let cerebro, the broker and the store go
     return result
+
+
+def _collect(result: SoakResult, broker: Any) -> None:
+    """Add one run's order-update figures to the result."""
+    if broker.sync is not None:
+        result.ws_pushes += broker.sync.ws_pushes
+        result.polls += broker.sync.polls
+        result.via_log += list(broker.sync.via_log)
 
 
 # --------------------------------------------------------------------------- checks
@@ -538,14 +617,18 @@ class Checks:
         return not self.problems
 
 
-def valid_sequence(statuses: list[str]) -> bool:
-    """Submitted, then Accepted at most once, Partial*, then exactly one final status."""
+def valid_sequence(statuses: list[str], runs: list[int] | None = None) -> bool:
+    """Submitted, then Accepted at most once, Partial*, then exactly one final status. With
+    ``runs`` (the run of each notification), an order a crash point interrupted may be
+    Accepted again, once per run: a new run adopts it."""
     if len(statuses) < 2 or statuses[0] != "Submitted" or statuses[-1] not in FINAL:
         return False
-    middle = statuses[1:-1]
-    if middle[:1] == ["Accepted"]:
-        middle = middle[1:]
-    return all(s == "Partial" for s in middle)
+    runs = runs if runs is not None else [0] * len(statuses)
+    middle = list(zip(statuses[1:-1], runs[1:-1], strict=True))
+    if any(s not in ("Accepted", "Partial") for s, _ in middle):
+        return False
+    accepted = Counter(run for s, run in middle if s == "Accepted")
+    return all(n == 1 for n in accepted.values())
 
 
 def check(r: SoakResult) -> Checks:
@@ -608,10 +691,14 @@ def check(r: SoakResult) -> Checks:
 
     # the strategy: one valid notification sequence per order, every fill told once
     by_ref: dict[int, list[Note]] = defaultdict(list)
+    adopted: dict[str, list[Note]] = defaultdict(list)  # a later run's notes of an order
     for n in r.notes:
-        by_ref[n.ref].append(n)
+        if n.ref in r.placed and n.run == r.placed[n.ref].run:
+            by_ref[n.ref].append(n)
+        elif n.client_id:
+            adopted[n.client_id].append(n)
     for ref, p in r.placed.items():
-        notes = by_ref.get(ref, [])
+        notes = sorted(by_ref.get(ref, []) + adopted.get(str(p.client_id), []), key=lambda n: n.at)
         statuses = [n.status for n in notes]
         cid = p.client_id or next((n.client_id for n in notes if n.client_id), None)
         label = f"{cid or ref} ({p.kind} {p.side} {p.size:g})"
@@ -621,7 +708,7 @@ def check(r: SoakResult) -> Checks:
         if not finals:
             bad("lost_orders", f"{label}: no final notification, got {statuses}")
             continue
-        if not valid_sequence(statuses):
+        if not valid_sequence(statuses, [n.run for n in notes]):
             bad("sequence_errors", f"{label}: notifications {statuses}")
         told = [x for n in notes for x in n.fills]
         c.fills_told += len(told)
@@ -699,6 +786,8 @@ def report(r: SoakResult, c: Checks) -> list[str]:
         f"strategy, {c.fills_db} in the order db",
         f"notifications          {len(r.notes)}, Partial {sum(n.status == 'Partial' for n in r.notes)}",
         f"clock jumps            {len(r.jumps_ms)} (+{sum(r.jumps_ms) / 1000:.1f} s)",
+        f"crash points           {len(r.crashes)}: the strategy died on the fill of "
+        + (", ".join(r.crashes) or "none") + "; restarted on the same order database",
         f"ambiguous creates      {c.ambiguous}: {c.found} found by client order id (lookups), "
         f"{c.never_reached} not found (Rejected, not resent)",
         f"order updates          {r.ws_pushes} pushes, {r.polls} REST polls, stream lost "
@@ -732,6 +821,9 @@ def main() -> int:
                     help="seconds between faults (drawn at random)")
     ap.add_argument("--ambiguous-timeout", type=float, default=35.0,
                     help="the broker's ambiguous_timeout (seconds a lost create is looked up)")
+    ap.add_argument("--crashes", type=int, default=0,
+                    help="crash points: the strategy dies on a market order's fill and the run "
+                         "restarts on the same order database")
     ap.add_argument("--log", type=Path, default=None,
                     help="write the broker's warnings here (default: printed on failure only)")
     args = ap.parse_args()
@@ -751,7 +843,7 @@ def main() -> int:
                 tempfile.TemporaryDirectory() as tmp:
             r = soak(sim, exchange, duration=args.duration, seed=seed, every=(args.every[0], args.every[1]),
                      db=Path(tmp) / "orders.sqlite", ambiguous_timeout=args.ambiguous_timeout,
-                     say=lambda s: print(s, flush=True))
+                     crashes=args.crashes, say=lambda s: print(s, flush=True))
         c = check(r)
         print()
         print("\n".join(report(r, c)), flush=True)
@@ -762,7 +854,7 @@ def main() -> int:
             failed += 1
             print(f"rerun: python bench/orders_soak.py --exchanges {exchange} --seed {seed} "
                   f"--duration {args.duration:g} --every {args.every[0]:g} {args.every[1]:g} "
-                  f"--ambiguous-timeout {args.ambiguous_timeout:g}")
+                  f"--ambiguous-timeout {args.ambiguous_timeout:g} --crashes {args.crashes}")
             print("last warnings:")
             print("\n".join(r.log[-40:]), flush=True)
         print()

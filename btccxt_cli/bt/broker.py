@@ -152,7 +152,8 @@ class CCXTBroker(bt.BrokerBase):
         if not self.run_id.isalnum():
             raise ValueError("run_id must be letters and digits (client order ids allow no more)")
         self.account = account_id(self.store.exchange_id, self.store.config.get("apiKey"))
-        self.notifs: collections.deque[tuple[Order, list[str]]] = collections.deque()
+        #: (order, trade ids it tells, client id if it tells the order's final status)
+        self.notifs: collections.deque[tuple[Order, list[str], str | None]] = collections.deque()
         self._events: queue.SimpleQueue[list[Event]] = queue.SimpleQueue()
         self._held: list[list[Event]] = []
         self._after_drain: list[Any] = []
@@ -166,7 +167,7 @@ class CCXTBroker(bt.BrokerBase):
         self._ledger0: dict[str, tuple[float, float]] = {}  # ... as it was at start
         self._precision_mode: int | None = None
         self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
-        self._unconfirmed: list[str] = []  # trade ids of the notification cerebro took last
+        self._unconfirmed: tuple[list[str], str | None] = ([], None)  # what cerebro took last
         self._short: set[str] = set()  # base currencies the account holds less of than the bot
         self._sent: collections.deque[float] = collections.deque()
         self._open_count = 0
@@ -271,7 +272,7 @@ class CCXTBroker(bt.BrokerBase):
         self._confirm()
         strats = list(getattr(getattr(self, "cerebro", None), "runningstrats", None) or [])
         while self.notifs:
-            order, trades = self.notifs[0]
+            order, trades, final = self.notifs[0]
             owner = order.owner if order.owner is not None else (strats[0] if strats else None)
             if owner is None:
                 break
@@ -282,7 +283,7 @@ class CCXTBroker(bt.BrokerBase):
                 logger.exception("telling the strategy of order %s at stop failed",
                                  order.info.get("client_id"))
                 continue
-            self._unconfirmed = trades
+            self._unconfirmed = (trades, final)
             self._confirm()
 
     # ------------------------------------------------------------------ backtrader API
@@ -366,16 +367,20 @@ class CCXTBroker(bt.BrokerBase):
         handed it to the strategy by then), so a crash inside ``notify_order`` tells it again."""
         self._confirm()
         try:
-            order, trades = self.notifs.popleft()
+            order, trades, final = self.notifs.popleft()
         except IndexError:
             return None
-        self._unconfirmed = trades
+        self._unconfirmed = (trades, final)
         return order
 
     def _confirm(self) -> None:
-        trades, self._unconfirmed = self._unconfirmed, []
-        if trades and self.db is not None:
+        (trades, final), self._unconfirmed = self._unconfirmed, ([], None)
+        if self.db is None:
+            return
+        if trades:
             self.db.mark_delivered(self.account, trades)
+        if final is not None:
+            self.db.mark_notified(final)
 
     # ------------------------------------------------------------------ extras
     def cancel_all(self, timeout: float = 15.0) -> bool:
@@ -574,15 +579,15 @@ class CCXTBroker(bt.BrokerBase):
             self._materialize()
 
     def _defer(self, batch: list[Event]) -> list[Event]:
-        """A fill cannot reach backtrader before its data has a bar (trades read its datetime):
-        it and every later event of its symbol wait; other symbols go on. The bot's position
-        moves at once all the same."""
+        """A fill or a change of status cannot reach backtrader before its data has a bar
+        (trades, cancels and rejects read its datetime): it and every later event of its symbol
+        wait; other symbols go on. The bot's position moves at once all the same."""
         now: list[Event] = []
         for ev in batch:
             rec = ev.fill if ev.fill is not None else ev.rec
             symbol = rec.symbol if rec is not None else None
             if symbol is not None and (symbol in self._deferred or (
-                    ev.kind == "fill" and self._no_bar(symbol))):
+                    ev.kind in ("fill", "order") and self._no_bar(symbol))):
                 self._deferred.setdefault(symbol, []).append(ev)
                 if ev.kind == "fill":
                     self._ledger_fill(ev)
@@ -676,7 +681,7 @@ class CCXTBroker(bt.BrokerBase):
             self._by_ref[lv.order.ref] = rec.client_id
             logger.info("adopted %s order %s %s %g %s from run %s", rec.status, rec.client_id,
                         rec.side, rec.amount, rec.symbol, rec.run_id)
-            if rec.status not in ("pending", "sending", "unknown"):
+            if rec.status in ("open", "closed", "canceled", "expired"):  # the exchange has it
                 lv.accepted = True
                 lv.order.accept(self)
                 self._notify(lv.order)
@@ -799,7 +804,9 @@ class CCXTBroker(bt.BrokerBase):
             self._notify(order, trades)
 
     def _notify(self, order: Order, trades: list[str] | None = None) -> None:
-        self.notifs.append((order.clone(), list(trades or [])))
+        cid = order.info.get("client_id") if order.status in (
+            Order.Completed, Order.Canceled, Order.Expired, Order.Rejected) else None
+        self.notifs.append((order.clone(), list(trades or []), cid))
 
     # ------------------------------------------------------------------ helpers
     def _datas(self) -> list[Any]:

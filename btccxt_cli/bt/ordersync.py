@@ -256,12 +256,15 @@ class OrderSync:
         return events
 
     def _replay_final(self, live: set[str]) -> list[Event]:
-        """Fills of orders already final that the strategy was never told of: a market order is
+        """Final orders the strategy was never told of, or not of every fill: a market order is
         ``closed`` in the refresh that stores its fill, so a crash or a stop before cerebro took
-        the notification leaves them undelivered. Each such order is adopted again, its fills
-        follow, then its final state (``Completed``/``Canceled`` once every fill is in)."""
+        the notification leaves them untold. Each such order is adopted again, its untold fills
+        follow, then its final state (``Completed``, ``Canceled``, ``Rejected`` ...)."""
         events: list[Event] = []
         by_order: dict[str, list[FillRecord]] = {}
+        for rec in self.db.untold_final_orders(self.account):
+            if rec.client_id not in live:  # adopted live just now: told as it goes
+                by_order[rec.client_id] = []
         for f in self.db.undelivered_fills(self.account):
             if f.client_id not in live:
                 by_order.setdefault(f.client_id, []).append(f)
@@ -269,7 +272,7 @@ class OrderSync:
             rec = self.db.get_order(cid)
             if rec is None:
                 continue
-            logger.info("order %s (%s) has %d fill(s) the strategy was never told of: told now",
+            logger.info("order %s (%s, %d fill(s) untold): the strategy was never told; told now",
                         cid, rec.status, len(fills))
             events.append(Event("adopt", rec=_copy(rec)))
             events += [Event("fill", fill=f) for f in fills]

@@ -15,7 +15,7 @@ Schema (created on first open)::
     orders(client_id TEXT PRIMARY KEY, account TEXT, run_id TEXT, seq INTEGER, symbol TEXT,
            side TEXT, type TEXT, amount REAL, price REAL, stop_price REAL, exchange_id TEXT,
            status TEXT, filled REAL, cost REAL, fee REAL, fee_currency TEXT, reason TEXT,
-           created_ms INTEGER, updated_ms INTEGER)
+           created_ms INTEGER, updated_ms INTEGER, notified INTEGER)
     fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
           PRIMARY KEY(account, trade_id))
@@ -164,6 +164,7 @@ class OrderRecord:
     fee: float = 0.0
     fee_currency: str | None = None
     reason: str | None = None
+    notified: bool = False  # the strategy was told its final status
 
     @property
     def live(self) -> bool:
@@ -215,6 +216,12 @@ class Holding:
 
 
 _ORDER_COLS = [f.name for f in fields(OrderRecord)]
+
+
+def _order(row: Any) -> OrderRecord:
+    rec = OrderRecord(*row)
+    rec.notified = bool(rec.notified)
+    return rec
 _HOLDING_COLS = [f.name for f in fields(Holding)]
 _FILL_COLS = [f.name for f in fields(FillRecord)]
 
@@ -237,6 +244,9 @@ class OrderStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(orders)")}
+            if "notified" not in cols:  # orders of older files were told (new rows say 0)
+                self._db.execute("ALTER TABLE orders ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         with self._lock:
@@ -291,7 +301,16 @@ class OrderStore:
         with self._lock:
             row = self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE client_id = ?",
                                    (client_id,)).fetchone()
-        return OrderRecord(*row) if row else None
+        return _order(row) if row else None
+
+    def untold_final_orders(self, account: str) -> list[OrderRecord]:
+        """Final orders of ``account`` whose final status the strategy was never told."""
+        return self._orders("account = ? AND notified = 0 AND status IN (?, ?, ?, ?)",
+                            (account, *FINAL_STATUSES))
+
+    def mark_notified(self, client_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE orders SET notified = 1 WHERE client_id = ?", (client_id,))
 
     def live_orders(self, account: str) -> list[OrderRecord]:
         """Orders of ``account`` that are not final, oldest first."""
@@ -306,7 +325,7 @@ class OrderStore:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE {where} "
                                     "ORDER BY created_ms, seq", tuple(args)).fetchall()
-        return [OrderRecord(*r) for r in rows]
+        return [_order(r) for r in rows]
 
     # ------------------------------------------------------------------ fills
     def add_fill(self, rec: FillRecord) -> bool:

@@ -269,7 +269,7 @@ def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
         return len(s.orders) == 2 and all(
             any(n.ref == o.ref and n.status == "Accepted" for n in notes1) for o in s.orders.values())
 
-    _run_with(out1, sim, "binance", act1, done1, db)
+    _run_with(out1, sim, "binance", act1, done1, db, broker_kw=ADOPT)  # the cross may sell
     assert not out1.timed_out
     cid_far = out1.last(out1.strategy.orders["far"].ref).client_id
     cid_cross = out1.last(out1.strategy.orders["cross"].ref).client_id
@@ -292,7 +292,7 @@ def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
             by_cid.setdefault(n.client_id, []).append(n.status)
         return "Completed" in by_cid.get(cid_cross, []) and "Accepted" in by_cid.get(cid_far, [])
 
-    _run_with(out2, sim, "binance", lambda s, n: None, done2, db)
+    _run_with(out2, sim, "binance", lambda s, n: None, done2, db, broker_kw=ADOPT)
     assert not out2.timed_out, notes2
     by_cid: dict[str | None, list[Note]] = {}
     for n in notes2:

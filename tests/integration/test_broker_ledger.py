@@ -268,6 +268,41 @@ def test_a_fill_of_a_closed_order_is_told_after_a_crash(sim_factory: Any, tmp_pa
     assert out2.broker.open_orders() == []
 
 
+def test_a_cancel_without_fills_is_told_after_a_crash(sim_factory: Any, tmp_path: Path) -> None:
+    """The final status of an order with no fill is tracked too: ``Canceled`` told on the
+    next start if the strategy died on it."""
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    out1 = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["far"] = s.buy(size=0.01, price=round(s.data.close[0] * 0.5, 1),
+                                    exectype=bt.Order.Limit)
+
+    def on_order(s: Any, order: Any) -> None:
+        if order.getstatusname() == "Accepted":
+            s.cancel(order)
+        elif order.getstatusname() == "Canceled":
+            raise _Crash("the process dies here")
+
+    with pytest.raises(_Crash):
+        run(sim, "binance", act, lambda s: False, db=db, out=out1, on_order=on_order)
+    cid = out1.last(out1.strategy.orders["far"].ref).client_id
+    out2 = Outcome()
+
+    def done2(s: Any) -> bool:
+        return any(n.client_id == cid and n.status == "Canceled" for n in out2.notes)
+
+    run(sim, "binance", lambda s, n: None, done2, db=db, out=out2)
+    assert not out2.timed_out, out2.notes
+    assert [n.status for n in out2.notes if n.client_id == cid] == ["Accepted", "Canceled"]
+    assert [o["notified"] for o in _dump(db)["orders"]] == [1]
+    out3 = Outcome()  # told: never again
+    run(sim, "binance", lambda s, n: None, lambda s: s.n >= 2, db=db, out=out3)
+    assert out3.notes == []
+
+
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_a_stop_right_after_an_order_still_tells_its_fill(sim_factory: Any, tmp_path: Path,
                                                           exchange: str) -> None:

@@ -3,7 +3,8 @@ simulator, real ccxt / ccxt.pro, while every fault kind hits the sockets and the
 
 No order is duplicated or lost, each order's notifications are a valid sequence, every fill
 reaches the strategy and the order database exactly once, and the broker ends with the
-exchange's balances.
+exchange's balances, across a crash point too: the strategy dies while told of a market order's
+fill, and a new run on the same order database tells it once and goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ EVERY = (1.4, 2.0)
 #: the simulator never executes a create after answering it (its faults hit before the
 #: handler, or after the engine ran it), so a short lookup window is safe here
 AMBIGUOUS_TIMEOUT = 5.0
+CRASHES = 1  # halfway: the strategy dies on a market order's fill; a new run goes on
 
 
 @pytest.mark.timeout(150)
@@ -35,7 +37,8 @@ def test_no_order_or_fill_is_lost_or_doubled_under_random_faults(
     sim = sim_factory(exchanges=(exchange,), **orders_soak.SIM_KW)
     result = orders_soak.soak(sim, exchange, duration=DURATION, seed=SEED, every=EVERY,
                               db=tmp_path / "orders.sqlite", ambiguous_timeout=AMBIGUOUS_TIMEOUT,
-                              settle_timeout=AMBIGUOUS_TIMEOUT + 40.0, say=lambda s: None)
+                              settle_timeout=AMBIGUOUS_TIMEOUT + 40.0, crashes=CRASHES,
+                              say=lambda s: None)
     checks = orders_soak.check(result)
     report = "\n".join(orders_soak.report(result, checks))
     context = report + "\nlast warnings:\n" + "\n".join(result.log[-30:])
@@ -49,3 +52,6 @@ def test_no_order_or_fill_is_lost_or_doubled_under_random_faults(
     assert checks.found >= 1, context
     assert checks.final["Completed"] >= 3 and checks.final["Canceled"] >= 1, context
     assert checks.fills_exchange == checks.fills_told == checks.fills_db > 0, context
+    assert len(result.crashes) == CRASHES, context
+    crashed = [o for o in result.db_orders if o["client_id"] in result.crashes]
+    assert [o["status"] for o in crashed] == ["closed"] * CRASHES, context
