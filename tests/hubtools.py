@@ -115,9 +115,10 @@ def namespace() -> str:
 
 
 class HubProc:
-    """``btccxt hub CONFIG --plain`` as a child process; its stdout lines are kept and waited on."""
+    """``btccxt hub CONFIG --plain`` (or another ``command``) as a child process; its stdout
+    lines are kept and waited on."""
 
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(self, config: Path, *extra: str, command: str = "hub") -> None:
         import queue
         import sys
         import threading
@@ -127,7 +128,7 @@ class HubProc:
         self._cv = threading.Condition()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "btccxt_cli", "hub", str(config), "--plain", *extra],
+            [sys.executable, "-m", "btccxt_cli", command, str(config), "--plain", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self._q: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True, name="hub stdout")
