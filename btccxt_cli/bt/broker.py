@@ -36,7 +36,7 @@ import logging
 import math
 import queue
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from backtrader.position import Position
 from backtrader.utils import date2num
 
-from btccxt_cli.bt.ordersync import Event, OrderSync, amount_tolerance
+from btccxt_cli.bt.ordersync import Event, OrderSync
+from btccxt_cli.bt.positions import OrderLimits, Positions
 from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
@@ -60,23 +61,6 @@ logger = logging.getLogger(__name__)
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
-
-
-@dataclass(frozen=True)
-class OrderLimits:
-    """Local limits; an order that would breach one is Rejected before it is sent.
-
-    Args:
-        max_position: per symbol, the largest absolute position (base units) the bot's position
-            plus every open buy (or sell) plus this order may reach.
-        max_notional: per symbol, the largest absolute value of that position (quote units, at
-            the order's price, else the last close).
-        max_orders_per_minute: orders sent in any 60 s window.
-    """
-
-    max_position: dict[str, float] = field(default_factory=dict)
-    max_notional: dict[str, float] = field(default_factory=dict)
-    max_orders_per_minute: int | None = None
 
 
 class _Live:
@@ -163,12 +147,9 @@ class CCXTBroker(bt.BrokerBase):
         self._balances: dict[str, tuple[float, float, float]] = {}
         self._markets: dict[str, Any] = {}
         self._shadow: dict[Any, Position] = {}  # trade bookkeeping of each data's fills
-        self._ledger: dict[str, tuple[float, float]] = {}  # symbol -> the bot's (size, price)
-        self._ledger0: dict[str, tuple[float, float]] = {}  # ... as it was at start
-        self._precision_mode: int | None = None
+        self.positions = Positions()  # the bot's own (bt/positions.py)
         self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
         self._unconfirmed: tuple[list[str], str | None] = ([], None)  # what cerebro took last
-        self._short: set[str] = set()  # base currencies the account holds less of than the bot
         self._sent: collections.deque[float] = collections.deque()
         self._open_count = 0
         self.db: OrderStore | None = None
@@ -217,7 +198,7 @@ class CCXTBroker(bt.BrokerBase):
             raise
         ready = [ev for ev in events if ev.kind == "ready"]
         self._apply(ready)  # markets, balances and the bot's positions now
-        self._ledger0 = dict(self._ledger)
+        self.positions.at_start = dict(self.positions.held)
         self._events.put([ev for ev in events if ev.kind != "ready"])
         self._apply_pending()
         self.started = True
@@ -311,7 +292,7 @@ class CCXTBroker(bt.BrokerBase):
     def getposition(self, data: Any, clone: bool = True) -> Position:
         """The bot's own position (the ledger), never coins the account held before unless
         ``adopt_holdings``."""
-        size, price = self._ledger.get(self._symbol(data), (0.0, 0.0))
+        size, price = self.positions.get(self._symbol(data))
         return Position(size=size, price=price if size else 0.0)
 
     def orderstatus(self, order: Order) -> int:
@@ -514,56 +495,15 @@ class CCXTBroker(bt.BrokerBase):
         if lim.max_orders_per_minute is not None and len(self._sent) >= lim.max_orders_per_minute:
             return (f"order rate limit reached: {len(self._sent)} orders in the last minute "
                     f"(broker.limits.max_orders_per_minute = {lim.max_orders_per_minute})")
-        return self._refuse_size(order, symbol, market, size)
+        px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
+        return self.positions.refuse(symbol, "buy" if order.isbuy() else "sell", size, px,
+                                     self.limits, self._open_rest())
 
-    def _exposure(self, symbol: str) -> tuple[float, float, float]:
-        """The bot's position in ``symbol`` and what its open buys and sells still add or take
-        (their amounts less the fills already in the position)."""
-        held = self._ledger.get(symbol, (0.0, 0.0))[0]
-        buys = sells = 0.0
-        for lv in self._live.values():
-            if lv.final or lv.rec.symbol != symbol:
-                continue
-            rest = max(0.0, lv.rec.amount - lv.in_ledger)
-            if lv.rec.side == "buy":
-                buys += rest
-            else:
-                sells += rest
-        return held, buys, sells
-
-    def _refuse_size(self, order: Order, symbol: str, market: dict[str, Any], size: float) -> str | None:
-        """The bot's position and the caps, counting every open order as if it filled."""
-        held, buys, sells = self._exposure(symbol)
-        tol = self._tol(symbol, size)
-        base = market.get("base", "")
-        if order.issell() and size > held - sells + tol:
-            free = max(0.0, held - sells)
-            opened = f", {sells:g} of it in open sells" if sells > tol else ""
-            return (f"{symbol}: a sell of {size:g} {base} is more than this bot holds "
-                    f"({held:g} {base}{opened}; {free:g} free to sell). The bot sells only what "
-                    f"its own orders bought; set broker.adopt_holdings: true to let it trade "
-                    f"the {base} the account already holds")
-        projected = held + buys + size if order.isbuy() else held - sells - size
-        if abs(projected) <= abs(held) + tol:
-            return None  # the order takes the position towards zero: no cap stops that
-        lim = self.limits
-        detail = (f" (bot position {held:g}, open {'buys' if order.isbuy() else 'sells'} "
-                  f"{buys if order.isbuy() else sells:g}, this order {size:g})")
-        cap = lim.max_position.get(symbol)
-        if cap is not None and abs(projected) > cap + tol:
-            return (f"{symbol}: the position would reach {abs(projected):g}, above "
-                    f"broker.limits.max_position[{symbol}] = {cap:g}{detail}")
-        cap = lim.max_notional.get(symbol)
-        if cap is not None:
-            px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
-            if abs(projected) * px > cap * (1 + 1e-12):
-                return (f"{symbol}: the position would be worth {abs(projected) * px:,.2f} "
-                        f"{market.get('quote', '')}, above broker.limits.max_notional[{symbol}] "
-                        f"= {cap:g}{detail}")
-        return None
-
-    def _tol(self, symbol: str, amount: float = 0.0) -> float:
-        return amount_tolerance(self._markets.get(symbol), self._precision_mode, amount)
+    def _open_rest(self) -> list[tuple[str, str, float]]:
+        """What every open order has yet to fill (its amount less the fills already in the
+        bot's position)."""
+        return [(lv.rec.symbol, lv.rec.side, max(0.0, lv.rec.amount - lv.in_ledger))
+                for lv in self._live.values() if not lv.final]
 
     # ------------------------------------------------------------------ events (strategy thread)
     def _apply_pending(self) -> None:
@@ -607,17 +547,17 @@ class CCXTBroker(bt.BrokerBase):
         touched: dict[str, list[str]] = {}
         for ev in events:
             if ev.kind == "ready":
-                self._markets = dict(ev.data.get("markets") or {})
-                self._precision_mode = ev.data.get("precision_mode")
-                self._ledger.update(ev.data.get("holdings") or {})
+                self._markets = self.positions.markets = dict(ev.data.get("markets") or {})
+                self.positions.precision_mode = ev.data.get("precision_mode")
+                self.positions.held.update(ev.data.get("holdings") or {})
                 if ev.data.get("balances") is not None:
                     self._balances = dict(ev.data["balances"])
             elif ev.kind == "balance":
                 self._balances = dict(ev.data)
-                self._reconcile()
+                self.positions.reconcile(self._balances, self._open_rest())
             elif ev.kind == "adopted":  # broker.adopt_holdings: positions the bot starts with
-                self._ledger.update(ev.data)
-                self._ledger0.update(ev.data)
+                self.positions.held.update(ev.data)
+                self.positions.at_start.update(ev.data)
             elif ev.kind == "orders":
                 self._open_count = int(ev.data.get("open", 0))
             elif ev.kind == "updates":
@@ -633,30 +573,6 @@ class CCXTBroker(bt.BrokerBase):
                 self._on_order(ev.rec, touched)
         for cid, trades in touched.items():
             self._settle(cid, trades)
-
-    def _reconcile(self) -> None:
-        """A balance read checks the bot's positions against the account: if the account holds
-        less than the bot's positions (less their open sells), coins were moved outside the
-        bot, and its sells may be refused by the exchange. Warned once per episode."""
-        want: dict[str, float] = {}
-        tol: dict[str, float] = {}
-        for symbol, (size, _price) in self._ledger.items():
-            base = (self._markets.get(symbol) or {}).get("base")
-            if base is None or not size:
-                continue
-            held, _buys, sells = self._exposure(symbol)
-            want[base] = want.get(base, 0.0) + held - sells
-            tol[base] = tol.get(base, 0.0) + self._tol(symbol, held)
-        for base, need in want.items():
-            have = self._balances.get(base, (0.0, 0.0, 0.0))[2]
-            if need > have + tol[base]:
-                if base not in self._short:
-                    self._short.add(base)
-                    logger.warning("the account holds %g %s, less than the bot's position of %g: "
-                                   "coins were moved outside this bot; its sells may be refused",
-                                   have, base, need)
-            else:
-                self._short.discard(base)
 
     def _materialize(self) -> None:
         """Backtrader orders for orders an earlier run left live (once datas exist)."""
@@ -707,7 +623,7 @@ class CCXTBroker(bt.BrokerBase):
         assert f is not None
         held = ev.data.get("holding")
         if held is not None:
-            self._ledger[f.symbol] = (float(held[0]), float(held[1]))
+            self.positions.held[f.symbol] = (float(held[0]), float(held[1]))
         lv = self._live.get(f.client_id)
         if lv is not None and f.trade_id not in lv.ledger_trades:
             lv.ledger_trades.add(f.trade_id)
@@ -731,7 +647,7 @@ class CCXTBroker(bt.BrokerBase):
             f.fee * f.price if f.fee_currency == market.get("base") else 0.0)
         pos = self._shadow.get(data)
         if pos is None:  # trades open from the bot's position at start
-            pos = self._shadow[data] = Position(*self._ledger0.get(f.symbol, (0.0, 0.0)))
+            pos = self._shadow[data] = Position(*self.positions.at_start.get(f.symbol, (0.0, 0.0)))
         pprice_orig = pos.price
         psize, pprice, opened, closed = pos.update(size, f.price)
         comminfo = order.comminfo
@@ -770,7 +686,7 @@ class CCXTBroker(bt.BrokerBase):
                 lv.final = True
             return
         executed = lv.pre_filled + abs(order.executed.size)
-        all_fills_in = executed + self._tol(rec.symbol, rec.amount) >= rec.filled
+        all_fills_in = executed + self.positions.tol(rec.symbol, rec.amount) >= rec.filled
         if rec.status == "rejected":
             lv.final = True
             order.addinfo(reason=rec.reason or "rejected by the exchange")

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt.positions import amount_tolerance
 from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.log import redact
@@ -60,8 +61,6 @@ CCXT_TYPES = {"market": ("market", False), "limit": ("limit", False),
               "stop_market": ("market", True), "stop_limit": ("limit", True)}
 _FINAL = {"closed": "closed", "canceled": "canceled", "cancelled": "canceled",
           "expired": "expired", "rejected": "rejected"}
-#: ccxt's ``precisionMode`` values (``ccxt.DECIMAL_PLACES``, ``ccxt.TICK_SIZE``)
-_DECIMAL_PLACES, _TICK_SIZE = 2, 4
 _VIA_LOG_MAX = 1000
 #: exchanges whose order stream (ccxt.pro ``watch_orders``) is tested against the simulator;
 #: ``updates="auto"`` uses WebSocket updates on these and REST polling elsewhere
@@ -92,26 +91,6 @@ class Event:
     rec: OrderRecord | None = None
     fill: FillRecord | None = None
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def amount_tolerance(market: dict[str, Any] | None, precision_mode: int | None,
-                     amount: float = 0.0) -> float:
-    """How far apart two amounts of ``market`` may be and still be equal: half its amount step
-    (amounts are whole steps, so a missing fill is at least one step), else 1e-9 of the amount.
-
-    Sums of fills are floats: at 1e7 in 0.1 lots they miss the exchange's total by more than
-    any fixed epsilon, and an order compared that way would never complete.
-    """
-    prec = ((market or {}).get("precision") or {}).get("amount")
-    step = 0.0
-    if prec is not None:
-        if precision_mode == _TICK_SIZE:
-            step = float(prec)
-        elif precision_mode == _DECIMAL_PLACES:
-            step = 10.0 ** -float(prec)
-    if step > 0:
-        return step / 2
-    return 1e-9 * max(1.0, abs(amount))
 
 
 def exchange_message(exc: BaseException) -> str:
