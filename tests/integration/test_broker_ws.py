@@ -154,6 +154,16 @@ def test_unknown_update_mode_is_refused() -> None:
         OrderSync(None, None, "a", on_events=lambda ev: None, updates="push")  # type: ignore[arg-type]
 
 
+def test_the_update_state_log_stays_bounded() -> None:
+    """A long run whose stream drops again and again keeps the first state and the recent ones."""
+    sync = OrderSync(None, None, "a", on_events=lambda ev: None)  # type: ignore[arg-type]
+    sync._log_via("connecting")
+    for i in range(5000):
+        sync._log_via("websocket" if i % 2 else "reconnecting")
+    assert len(sync.via_log) <= 1000
+    assert sync.via_log[0] == "connecting" and sync.via_log[-1] == "websocket"
+
+
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_fills_across_repeated_drops_are_told_once_each(sim_factory: Any, tmp_path: Path,
                                                         exchange: str) -> None:
