@@ -250,13 +250,16 @@ class BarAssembler:
             first = min(closed)
             c, src = closed.pop(first)
             out.append(Emitted(c, src))
+            self._released.append(c)
             self.last_ts = first
         step = self._step
+        released = self._released.append  # the newest released bars (revisions are checked)
         while True:
             exp = self.last_ts + step if step else self._next(self.last_ts)
             item = closed.pop(exp, None)
             if item is not None:
                 out.append(Emitted(*item))
+                released(item[0])
                 self.last_ts = exp
                 continue
             end = self._covered_until(exp)
@@ -273,8 +276,6 @@ class BarAssembler:
             self.notes.append(("skipped", exp, skip_to, n))
             self.last_ts = skip_to
             self._pending = {t: v for t, v in self._pending.items() if t > skip_to}
-        if out:
-            self._released.extend(e.candle for e in out)
         # forget pending states that can no longer be released
         if self._pending:
             for t in [t for t in self._pending if t <= self.last_ts]:
