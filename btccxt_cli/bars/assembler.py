@@ -11,7 +11,9 @@ Rules (see ``docs/data-core.md``):
 * A *REST* answer is authoritative: a row is final when the answer holds a later row, or
   when the exchange clock has passed the row's end by ``settle_ms``. Timestamps that the
   answer covers but does not contain are bars the exchange does not have (no trades); they
-  are skipped, not waited for. ``drop_newest`` removes the newest row of every answer.
+  are skipped, not waited for, and noted (``take_notes``: the caller tells them), as is a
+  final REST row that differs from a final seen or a bar released. ``drop_newest`` removes
+  the newest row of every answer.
 * Bars are released strictly in order. A hole before a known later bar is a *gap*: the
   caller must fetch it from REST (``rest_due``) before anything newer is released.
 * Duplicate, stale and out-of-order updates are absorbed: anything at or before the last
