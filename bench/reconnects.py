@@ -153,6 +153,7 @@ def recovery(mode: str, symbols: list[str], drops: int, outages: list[float], ga
             faults = ([("drop", 0.0)] * drops if mode == "websocket" else []) + [("outage", o) for o in outages]
             for i, (kind, secs) in enumerate(faults, 1):
                 st.pump(gap)
+                calls0 = store.gate.calls
                 t0 = time.monotonic()
                 if kind == "drop":
                     sim.drop("binance", mode="reset" if i % 2 else "close")
@@ -168,7 +169,8 @@ def recovery(mode: str, symbols: list[str], drops: int, outages: list[float], ga
                 out["fault_to_disconnected"] += dis
                 what = "drop" if kind == "drop" else f"outage {secs:g} s"
                 print(f"  {i:>2} {what:<14} DISCONNECTED after {max(dis):6.2f} s, LIVE {max(rec):6.2f} s after "
-                      f"{'the drop' if kind == 'drop' else 'its end'}", flush=True)
+                      f"{'the drop' if kind == 'drop' else 'its end'}; {store.gate.calls - calls0} REST "
+                      "requests meanwhile", flush=True)
         finally:
             store.stop()
     return out

@@ -124,7 +124,8 @@ def analyse(sim: SimThread, events: list[dict], tf: str, faults: list[tuple[int,
                 out["reconnects"] += 1
                 out["recoveries_s"].append((when - down_at) / 1000)
                 down_at = None
-    out["fault_end_to_live_s"] = recovery_times(states, faults)
+    out["fault_end_to_live"] = recovery_times(states, faults)
+    out["fault_end_to_live_s"] = [secs for _, secs in out["fault_end_to_live"]]
     # how fast a fault became a DISCONNECTED notification (any symbol, before the next fault);
     # polling modes see only what breaks REST (socket faults and 429s are no disconnection)
     kinds = ("drop", "outage", "rest_errors_after_drop", "stall") if mode == "websocket" else (
@@ -146,10 +147,11 @@ def fault_end(t: int, kind: str) -> int:
     return t
 
 
-def recovery_times(states: dict[str, list[tuple[int, str]]], faults: list[tuple[int, str]]) -> list[float]:
+def recovery_times(states: dict[str, list[tuple[int, str]]],
+                   faults: list[tuple[int, str]]) -> list[tuple[str, float]]:
     """Per fault and symbol it took down (DISCONNECTED before the next fault): seconds from the
     fault's end (the exchange answering again) to that symbol's next LIVE."""
-    out: list[float] = []
+    out: list[tuple[str, float]] = []  # (fault kind, seconds)
     starts = [t for t, _ in faults] + [1 << 62]
     for i, (t, kind) in enumerate(faults):
         end = fault_end(t, kind)
@@ -159,7 +161,7 @@ def recovery_times(states: dict[str, list[tuple[int, str]]], faults: list[tuple[
                 continue
             live = next((w for w, st in seq if st == "LIVE" and w >= down), None)
             if live is not None:
-                out.append(max(0.0, (live - end) / 1000))
+                out.append((kind, max(0.0, (live - end) / 1000)))
     return out
 
 
@@ -236,6 +238,10 @@ def main() -> int:
         if fe:
             print(f"fault end -> LIVE      p50 {statistics.median(fe):.2f} s, p99 {pct(fe, 0.99):.2f} s, "
                   f"max {max(fe):.2f} s ({len(fe)} recoveries)")
+            worst: dict[str, float] = {}
+            for kind, secs in r["fault_end_to_live"]:
+                worst[kind.split()[0]] = max(worst.get(kind.split()[0], 0.0), secs)
+            print("  slowest by fault     " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(worst.items())))
         if d2d:
             print(f"fault -> DISCONNECTED  median {statistics.median(d2d):.0f} ms, max {max(d2d):.0f} ms "
                   f"({len(d2d)} faults)")

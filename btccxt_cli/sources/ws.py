@@ -170,7 +170,9 @@ class WsHub:
 
     async def _probe(self) -> object:
         """One light REST read (the newest bar of some series): does the exchange answer?"""
-        sub = next(iter(self._subs.values()))
+        sub = next(iter(self._subs.values()), None)
+        if sub is None:  # nothing left to reconnect
+            return None
         return await self.exchange.fetch_ohlcv(sub.series.p.symbol, sub.series.p.timeframe, limit=1)
 
     def _retry_rest_now(self) -> None:
