@@ -184,6 +184,10 @@ class Runner:
         self.monitor.decimals = {} if hub else self._decimals()
         if not self.live:  # the paper account as it starts, not zeros, before the first bar
             self.monitor.set_broker(BrokerStatus(cash=cfg.broker.cash, value=cfg.broker.cash))
+        if cfg.notify.urls:  # notifications: a worker fed by the events file's records
+            from btccxt_cli.runtime.unattended import run_notifier
+
+            self.notifier = run_notifier(self)
         if self.metrics_port is not None:
             from btccxt_cli.runtime.metrics import RunMetrics
 
@@ -193,10 +197,6 @@ class Runner:
             port = self.metrics.serve(self.metrics_port, cfg.metrics.host, health=run_health(self))
             self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics "
                                "(health: /healthz, /readyz)")
-        if cfg.notify.urls:  # notifications: a worker fed by the events file's records
-            from btccxt_cli.runtime.unattended import run_notifier
-
-            self.notifier = run_notifier(self)
 
     def _path(self, p: Path | None) -> Path | None:
         if p is None or p.is_absolute() or self.config_dir is None:
