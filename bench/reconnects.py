@@ -140,7 +140,7 @@ def recovery(mode: str, symbols: list[str], drops: int, outages: list[float], ga
              **params: float) -> dict[str, list[float]]:
     """Time drops (drop -> LIVE) and outages (end -> LIVE, start -> DISCONNECTED); see the doc."""
     out: dict[str, list[float]] = {"drop_to_live": [], "outage_end_to_live": [],
-                                   "fault_to_disconnected": []}
+                                   "fault_to_disconnected": [], "ws_refused_per_outage": []}
     with SimThread(exchanges=("binance",), symbols={"binance": symbols}) as sim:
         store = CCXTStore("binance", sim_url=sim.url("binance"))
         handles = [store.attach(SeriesParams(s, "1s", mode=mode, backfill_start=False, **params))
@@ -154,6 +154,7 @@ def recovery(mode: str, symbols: list[str], drops: int, outages: list[float], ga
             for i, (kind, secs) in enumerate(faults, 1):
                 st.pump(gap)
                 calls0 = store.gate.calls
+                refused0 = sim.stats("binance")["ws_rejected"]
                 t0 = time.monotonic()
                 if kind == "drop":
                     sim.drop("binance", mode="reset" if i % 2 else "close")
@@ -167,10 +168,13 @@ def recovery(mode: str, symbols: list[str], drops: int, outages: list[float], ga
                 dis = [down[n] - t0 for n in down]
                 out["drop_to_live" if kind == "drop" else "outage_end_to_live"] += rec
                 out["fault_to_disconnected"] += dis
+                refused = sim.stats("binance")["ws_rejected"] - refused0
+                if kind == "outage":
+                    out["ws_refused_per_outage"].append(refused)
                 what = "drop" if kind == "drop" else f"outage {secs:g} s"
                 print(f"  {i:>2} {what:<14} DISCONNECTED after {max(dis):6.2f} s, LIVE {max(rec):6.2f} s after "
-                      f"{'the drop' if kind == 'drop' else 'its end'}; {store.gate.calls - calls0} REST "
-                      "requests meanwhile", flush=True)
+                      f"{'the drop' if kind == 'drop' else 'its end'}; meanwhile {store.gate.calls - calls0} "
+                      f"REST requests, {refused} WebSocket dials refused", flush=True)
         finally:
             store.stop()
     return out

@@ -36,3 +36,5 @@ def test_after_an_outage_the_feed_is_live_as_soon_as_the_exchange_answers():
                             **SLOW_BACKOFF)
     assert len(r["outage_end_to_live"]) == 2
     assert max(r["outage_end_to_live"]) < 3.0, r
+    # while down the backoff paces the redials (0 s, then 20 s): not the probe's once a second
+    assert r["ws_refused_per_outage"][0] <= 2, r
