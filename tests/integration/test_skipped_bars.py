@@ -173,3 +173,46 @@ def test_rest_hole_through_the_control_api(sim):
         assert json.loads(r.read())["rest_holes"] == [["ETH/USDT", 1_000, 2_000]]
     sim.clear_faults("binance")
     assert sim.stats("binance")["faults"]["rest_holes"] == []
+
+
+def test_the_newest_cached_bar_revised_by_the_exchange_is_told_and_replaced(sim, tmp_path):
+    from btccxt_cli.cache.source import cache_source
+    from btccxt_cli.cache.sqlite import OhlcvCache
+    from btccxt_cli.model import Candle
+
+    url = sim.url("binance")
+    source = cache_source("binance", url)
+    now = sim.now_ms()
+    start, end = now - now % 1000 - 90_000, now - now % 1000 - 20_000
+    truth = [Candle.from_ccxt(row) for row in sim.truth("binance", "BTC/USDT", "1s", start, end)]
+    tail = truth[-1]
+    changed = tail._replace(close=tail.close + 1.0)  # as if the exchange revised it since
+    db = tmp_path / "cache.sqlite"
+    cache = OhlcvCache(db)
+    cache.upsert(source, "BTC/USDT", "1s", truth[:-1] + [changed])
+    cache.close()
+    cfg = f"""
+exchange: {{id: binance, sim: "{url}"}}
+symbols: [BTC/USDT]
+feed: {{mode: rest, timeframe: 1s, backfill: 60, cache: "{db}"}}
+strategy: {{name: print_bars}}
+"""
+    got: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        if "[live]" in line and "status" not in got:
+            got["status"] = runner.store.status()[0]
+            runner.stop("checked")
+
+    runner = _runner(cfg, url, tmp_path, on_line=on_line, duration=60)
+    runner.run()
+    assert got["status"].revised == 1 and got["status"].skipped == 0
+    revised = [r for r in read_events(tmp_path / "ev.jsonl") if r["type"] == "revised"]
+    assert len(revised) == 1 and revised[0]["ts"] == tail.ts
+    assert revised[0]["reason"] == "REST differs from the cached bar"
+    assert revised[0]["was"][3] == changed.close and revised[0]["now"][3] == tail.close
+    cache = OhlcvCache(db)
+    try:  # the cache holds the exchange's record again
+        assert cache.read(source, "BTC/USDT", "1s", tail.ts, tail.ts + 1000) == [tail]
+    finally:
+        cache.close()
