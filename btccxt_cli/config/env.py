@@ -91,7 +91,7 @@ class Environment:
 
 def is_secret_path(path: KeyPath) -> bool:
     """Values here are secrets: registered for redaction, never shown in error messages."""
-    return path[:2] in _CREDENTIAL_PATHS or path[:2] == ("exchange", "options")
+    return path[:2] in _CREDENTIAL_PATHS or path[:2] in (("exchange", "options"), ("notify", "urls"))
 
 
 def _ref_names(text: str) -> list[str]:
