@@ -53,6 +53,7 @@ class SeriesNotes:
         self.history_short = ""
         self.history_start: int | None = None  # the first bar history asked for
         self.oldest_missing = False  # history's first bars never came (a skip from its start)
+        self.history_skipped = 0  # bars skipped while history loaded
 
     # ------------------------------------------------------------ writes (driver thread)
     def record(self, raw: list[tuple], *, history: bool) -> None:
@@ -61,6 +62,8 @@ class SeriesNotes:
             if n[0] == "skipped":
                 _, first, last, count = n
                 reason = self._skip_reason(first, history)
+                if history:
+                    self.history_skipped += count
                 self.log.warning("%s: %d %s bar%s skipped, %s .. %s: %s", self.name, count,
                                  self.timeframe, "" if count == 1 else "s", _iso(first), _iso(last),
                                  reason)
@@ -88,8 +91,11 @@ class SeriesNotes:
         return True
 
     def history_done(self, got: int, asked: int, last_ms: int | None) -> str:
-        """History is over with ``got`` of ``asked`` bars: the line saying so when fewer, or ""."""
-        if got >= asked or self.history_start is None:
+        """History is over with ``got`` of ``asked`` bars: the line saying so when fewer, or "".
+
+        Fewer only counts when bars were skipped (or none came at all): the newest bar may
+        just not be final yet when history ends, and then comes as a live bar."""
+        if got >= asked or self.history_start is None or (not self.history_skipped and got):
             return ""
         line = shortfall_text(self.exchange_id, self.timeframe, got, asked,
                               oldest_served=self.oldest_missing)

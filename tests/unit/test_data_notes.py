@@ -201,3 +201,15 @@ def test_the_newest_cached_bar_read_again_from_rest_with_other_values_is_a_revis
     assert st.notes[-1].reason == "REST differs from the cached bar"
     assert (st.notes[-1].was.close, st.notes[-1].now.close) == (1.5, 1.8)
     cache.close()
+
+
+def test_history_ending_before_its_newest_bar_is_final_is_not_short(caplog):
+    clock = ManualClock(start_ms=T0 + 100)  # 0.1 s into a bar: the one before is not settled
+    p = SeriesParams(symbol="BTC/USDT", timeframe="1m", backfill_bars=5, exchange_id="binance")
+    s = Series(p, exchange_now_ms=clock.time_ms, clock=clock)
+    s.begin()
+    with caplog.at_level(logging.WARNING, logger="btccxt_cli.series"):
+        s.on_rest([Candle(T0 - (5 - i) * TF, 1, 2, 0.5, 1.5, 1) for i in range(5)], since=T0 - 5 * TF)
+    st = s.status()
+    assert s.phase == s.LIVE and st.bars["backfill"] == 4  # the fifth comes as a live bar
+    assert st.history_short == "" and st.notes == () and not caplog.records
