@@ -312,3 +312,43 @@ def test_run_refuses_a_url_apprise_does_not_understand_in_one_line(sim, tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "run.yaml:" in lines[0] and "notify.urls[0]" in lines[0]
     assert TOKEN not in out + err and "[live]" not in out
+
+
+def test_a_strategy_error_and_the_kill_switch_are_told(sim, tmp_path, receiver):
+    rec = receiver()
+    strat = tmp_path / "boom.py"
+    strat.write_text("""import backtrader as bt
+
+
+class Boom(bt.Strategy):
+    def next(self):
+        if len(self.data) > 6:
+            raise RuntimeError("strategy bug")
+""")
+    cfg = write_config(tmp_path, sim.url("binance"), strategy=f"path: {strat}")
+    cfg.write_text(cfg.read_text() + 'notify:\n  urls: ["${BTCCXT_TEST_NOTIFY}"]\n')
+    ev = tmp_path / "events.jsonl"
+    p = btccxt("run", str(cfg), "--plain", "--events", str(ev), env={"BTCCXT_TEST_NOTIFY": rec.url})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3, err[-2000:]
+    msgs = rec.wait_for(lambda m: len(m) >= 1)
+    assert [m["message"] for m in msgs] == [
+        "strategy error: the strategy raised RuntimeError: strategy bug; the run stopped"]
+    recs = read_events(ev)
+    assert recs[-1]["type"] == "error" and not [r for r in recs if r["type"] == "stop"]
+
+    rec2 = receiver()
+    cfg = notify_config(tmp_path, sim, after=60)
+    p = btccxt("run", str(cfg), "--plain", env={"BTCCXT_TEST_NOTIFY": rec2.url})
+    run = Output(p)
+    try:
+        run.wait_for("[live]")
+        p.send_signal(signal.SIGUSR1)
+        stdout, stderr = run.finish(30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, stderr[-2000:]
+    msgs = rec2.wait_for(lambda m: lines_with(m, "run stopped"))
+    text = rec2.text().splitlines()
+    assert text == ["KILL SWITCH (SIGUSR1): open orders cancelled, run stopping",
+                    "run stopped: kill switch: SIGUSR1"]
