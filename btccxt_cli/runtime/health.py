@@ -127,12 +127,16 @@ class Health:
 _REASONS = {200: "200 OK", 503: "503 Service Unavailable"}
 
 
-def mount(app: Callable[..., Iterable[bytes]], health: Health) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app answering ``/healthz`` and ``/readyz`` from ``health``, the rest from ``app``."""
+def mount(app: Callable[..., Iterable[bytes]] | None, health: Health) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app answering ``/healthz`` and ``/readyz`` from ``health``, the rest from ``app``
+    (None: 404). E.g. ``serve(mount(prometheus_client.make_wsgi_app(registry), health), port)``."""
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path not in PATHS:
+            if app is None:
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found: /healthz, /readyz\n"]
             return app(environ, start_response)
         try:
             answer = health.answer(path)

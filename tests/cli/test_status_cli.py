@@ -12,9 +12,12 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+import pytest
 
 from tests.cli.test_run_cli import btccxt, write_config
 from tests.cli.test_run_stop import Output
@@ -127,3 +130,28 @@ def test_a_stale_last_bar_is_not_ready():
     assert Health(lambda: [st], loop_probe=lambda: False).healthz()[0] == 503
     live = Health(lambda: [], broker=lambda: "reconnecting", clock=clock)
     assert live.readyz()[1]["broker"] == {"updates": "reconnecting", "ready": False}
+
+
+def test_health_mounts_on_its_own_for_other_processes_and_status_reads_it():
+    """What `btccxt hub` (or any process with feeds) mounts: no metrics app needed."""
+    from btccxt_cli.model import Candle, FeedStatus
+    from btccxt_cli.runtime.health import Health, mount, serve
+
+    feeds: list[FeedStatus] = []
+    srv = serve(mount(None, Health(lambda: feeds, exchange="okx")), 0)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert get(base + "/healthz")[0] == 200
+        rc, out, err = status(base, "--json")
+        assert rc == 1 and json.loads(out)["readiness"]["reason"] == "no feed yet"
+        now = int(time.time() * 1000)
+        feeds.append(FeedStatus(symbol="BTC/USDT", timeframe="1h", mode="websocket", state="LIVE",
+                                last_bar=Candle(now // 3_600_000 * 3_600_000 - 3_600_000, 1, 1, 1, 1, 1)))
+        rc, out, err = status(base)
+        assert rc == 0 and "READY" in out and "BTC/USDT" in out
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/metrics", timeout=5)
+        assert e.value.code == 404
+    finally:
+        srv.shutdown()
+        srv.server_close()
