@@ -29,6 +29,7 @@ __all__ = ["HubReader"]
 logger = logging.getLogger(__name__)
 
 _BATCH = 1000  # entries per series per read
+_REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
 
 
 class _Sub:
@@ -157,6 +158,14 @@ class HubReader:
                 self._down(sub, "hub heartbeat missing (is `btccxt hub` running?)")
                 continue
             hub_state = states.get(sub.field)
+            if hub_state in _REFUSED:  # the exchange refused the series: it ends, as directly
+                s = sub.series
+                if s.phase != s.OVER:
+                    why = f"the hub's subscription was refused ({hub_state})"
+                    s.set_state(FeedState(hub_state), why)
+                    s.finish(why)
+                self._subs.pop(sub.key, None)
+                continue
             if hub_state == FeedState.DISCONNECTED.value:
                 self._down(sub, "the hub's exchange feed is down")
                 continue

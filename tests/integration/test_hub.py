@@ -168,3 +168,19 @@ def test_redis_frozen_for_10s_then_every_bar_in_order(sim_factory, valkey_factor
     finally:
         server.resume()
         hub.stop()
+
+
+def test_a_symbol_the_exchange_refuses_ends_the_runners_feed(sim_factory, redis_server, tmp_path):
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    hub = _start_hub(sim, redis_server.url, tmp_path, ns, [sim.symbols(EX)[0]])
+    try:
+        hub.wait_for(": LIVE")
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, ["NOPE/USDT"], live_bars=1, timeout=30, backfill_bars=2)
+        assert not res.timed_out, res.notes  # the feed ended, so the run did
+        assert "NOTSUBSCRIBED" in states(res, "NOPE/USDT"), res.notes
+        assert res.bars["NOPE/USDT"] == []
+        hub.wait_for("NOPE/USDT 1s: NOTSUBSCRIBED")
+    finally:
+        hub.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -82,3 +83,42 @@ def test_runner_killed_and_restarted_misses_and_doubles_nothing(sim_factory, red
         for r in runners:
             r.stop()
         hub.stop()
+
+
+def test_the_hub_dashboard_shows_series_states_rates_and_redis(sim_factory, redis_server, tmp_path):
+    from rich.console import Console
+
+    from btccxt_cli.cli.hub_view import HubView
+    from btccxt_cli.runtime.hubd import HubPublisher
+
+    sim = sim_factory(exchanges=(EX,))
+    sym = sim.symbols(EX)[0]
+    live_bars = []
+    three = threading.Event()
+
+    def on_line(line: str) -> None:
+        if line.endswith("(live)"):
+            live_bars.append(line)
+            if len(live_bars) >= 3:
+                three.set()
+
+    hub = HubPublisher(EX, [(sym, "1s")], redis_server.url, namespace=namespace(),
+                       store_kwargs={"sim_url": sim.url(EX)}, backfill=0, on_line=on_line)
+    view = HubView(hub, "redis://:hunter2@127.0.0.1:1/0")
+    stop = threading.Event()
+    runner = threading.Thread(target=hub.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        view.rates()  # the first sample
+        assert three.wait(30), "the hub published no live bars"
+        con = Console(record=True, width=120)
+        con.print(view.render())
+        text = con.export_text()
+    finally:
+        stop.set()
+        runner.join(15)
+    assert f"{sym}|1s" in text and "LIVE" in text and "[leader] redis up" in text
+    assert "hunter2" not in text
+    row = next(ln for ln in text.splitlines() if f"{sym}|1s" in ln)
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[2] == "LIVE" and int(cells[3]) >= 3 and float(cells[4]) > 0, cells  # bars/s
