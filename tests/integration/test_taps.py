@@ -62,10 +62,13 @@ def _keys(ex) -> set[str]:
     return {k for c in ex.clients.values() for k in c.subscriptions if isinstance(k, str)}
 
 
-@pytest.mark.parametrize("exchange", ["okx", "bybit"])
-def test_forgetting_one_stream_keeps_other_timeframes_and_the_swap(sim_factory, exchange):
+@pytest.mark.parametrize("exchange,gone_key", [("okx", "candle1m:BTC-USDT"), ("bybit", "ohlcv::BTC/USDT::1m"),
+                                               ("binance", "ohlcv::BTC/USDT::1m")])
+def test_forgetting_one_stream_keeps_other_timeframes_and_the_swap(sim_factory, exchange, gone_key):
     sim = sim_factory(exchanges=(exchange,))
-    streams = [("BTC/USDT", "1m"), ("BTC/USDT", "5m"), ("BTC/USDT:USDT", "1m")]
+    streams = [("BTC/USDT", "1m"), ("BTC/USDT", "5m")]
+    if exchange != "binance":  # the simulator's binance serves spot only
+        streams.append(("BTC/USDT:USDT", "1m"))
 
     async def main() -> tuple[set[str], set[str]]:
         ex = make_exchange(exchange, kind="pro", config={}, sim_url=sim.url(exchange), sandbox=False)
@@ -81,7 +84,26 @@ def test_forgetting_one_stream_keeps_other_timeframes_and_the_swap(sim_factory, 
             await ex.close()
 
     before, after = asyncio.run(main())
-    assert len(before) == 3, before
-    gone = before - after
-    assert len(gone) == 1, (before, after)
-    assert gone == {"candle1m:BTC-USDT" if exchange == "okx" else "ohlcv::BTC/USDT::1m"}
+    assert len(before) == len(streams), before
+    assert before - after == {gone_key}, (before, after)
+
+
+def test_forgetting_one_stream_of_an_okx_batch_subscription(sim_factory):
+    sim = sim_factory(exchanges=("okx",))
+
+    async def main() -> tuple[set[str], set[str]]:
+        ex = make_exchange("okx", kind="pro", config={}, sim_url=sim.url("okx"), sandbox=False)
+        try:
+            await ex.load_markets()
+            await asyncio.wait_for(ex.watch_ohlcv_for_symbols([["BTC/USDT", "1m"], ["BTC/USDT", "5m"]]), 10)
+            before = _keys(ex)
+            hub = WsHub(ex, tapped=False, gate=RestGate(), clock=SYSTEM_CLOCK)
+            hub._forget_subscription(Series(SeriesParams("BTC/USDT", "1m", mode="websocket"),
+                                            exchange_now_ms=sim.now_ms))
+            return before, _keys(ex)
+        finally:
+            await ex.close()
+
+    before, after = asyncio.run(main())
+    assert before - after == {"multi:candle1m:BTC/USDT"}, (before, after)
+    assert "multi:candle5m:BTC/USDT" in after
