@@ -131,7 +131,7 @@ def test_json_schema_has_descriptions() -> None:
     assert set(schema["required"]) == {"exchange", "symbols", "strategy"}
     assert schema["additionalProperties"] is False
     feed = schema["$defs"]["FeedConfig"]["properties"]
-    assert feed["mode"]["enum"] == ["rest", "threaded", "websocket"]
+    assert feed["mode"]["enum"] == ["rest", "threaded", "websocket", "hub"]
     assert "ISO 8601" in feed["backfill"]["description"]
     items = schema["properties"]["symbols"]["items"]
     assert {"type": "string"} in items["anyOf"]
