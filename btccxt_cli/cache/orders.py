@@ -111,7 +111,7 @@ def read_holdings(path: str | Path, account: str) -> dict[str, Holding]:
     if str(path) == ":memory:" or not Path(path).is_file():
         return {}
     try:
-        con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5.0)
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
         try:
             rows = con.execute(f"SELECT {', '.join(_HOLDING_COLS)} FROM positions WHERE account = ?",
                                (account,)).fetchall()
