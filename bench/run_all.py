@@ -50,6 +50,8 @@ BENCHES = [
      ["cache_lock.py", "--symbols", "2", "--hold", "2", "--bars", "4"]),
     ("Stopping: SIGTERM to exit, normal, strategy stuck in next(), during start-up",
      ["stop.py", "--rounds", "5", "--grace", "2"], ["stop.py", "--rounds", "1", "--grace", "1"]),
+    ("Notifications and health: an event record with/without the notifier, delivery, /readyz",
+     ["notify.py"], ["notify.py", "--events", "2000", "--probes", "20"]),
 ]
 
 
