@@ -30,6 +30,9 @@ def register_notify_url(url: str) -> None:
     Parts that look like a host name or a plain word are left readable."""
     register_secret(url)
     rest = url.split("://", 1)[-1]
+    userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+    if ":" in userinfo:  # mailto://user:PASSWORD@host: the password, whatever it looks like
+        register_secret(userinfo.split(":", 1)[1])
     for part in re.split(r"[/@:?&=#,]+", rest):
         if len(part) >= 8 and not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", part) and (
                 len(part) >= 16 or not (part.isalpha() and part.islower())):

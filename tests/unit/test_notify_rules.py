@@ -135,3 +135,33 @@ def test_notify_config_errors_name_the_key_never_the_url(tmp_path, monkeypatch):
         with pytest.raises(ConfigError) as e:
             load_config(cfg)
         assert key in str(e.value) and "12345678901" not in str(e.value)
+
+
+def test_every_token_of_a_notification_url_is_masked():
+    from btccxt_cli.log import redact, register_notify_url
+
+    # (tokens unlike any other test's text: the secrets registry is the process's)
+    for url, secrets in (("tgram://731904268:AAEbotTokenXyz/-1009731904", [
+                              "731904268", "AAEbotTokenXyz", "-1009731904"]),
+                         ("discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js", [
+                             "4174216298", "JHMHI8qBe7bk2ZwO5U711o3dV_js"]),
+                         ("mailtos://me:hunter22x@smtp.example.com", ["hunter22x"]),
+                         ("json://127.0.0.1:8080/path/nt-S3cr3t-abc", ["nt-S3cr3t-abc"])):
+        register_notify_url(url)
+        text = redact(f"sending to {url}: " + " ".join(secrets))
+        assert all(s not in text for s in secrets), text
+    assert redact("smtp.example.com 127.0.0.1 webhooks") == "smtp.example.com 127.0.0.1 webhooks"
+
+
+def test_the_daily_summary_lines(tmp_path):
+    from btccxt_cli.model import BrokerStatus, FeedStatus
+    from btccxt_cli.runtime.state import RunMonitor
+    from btccxt_cli.runtime.unattended import daily_lines
+
+    st = FeedStatus(symbol="BTC/USDT", timeframe="1m", mode="websocket", state="LIVE", reconnects=2,
+                    bars={"backfill": 100, "live": 1440, "gapfill": 3})
+    mon = RunMonitor("t", statuses=lambda: [st])
+    mon.set_broker(BrokerStatus(value=10250.5, pnl=250.5, trades=7, open_orders=1))
+    assert daily_lines(mon) == [
+        "BTC/USDT 1m LIVE, bars backfill 100, live 1440, gapfill 3, reconnects 2",
+        "value 10250.50, P&L +250.50, trades 7, open orders 1"]
