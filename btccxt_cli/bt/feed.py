@@ -51,8 +51,9 @@ class CCXTFeed(bt.feed.DataBase):
       strategy's thread.
     - ``ohlcv_limit`` (100): bars per REST request (history pages and gap fills).
     - ``drop_newest`` (False): drop the newest bar of every REST answer.
-    - ``ws_reconnect_delay`` (5.0) / ``ws_max_reconnect_delay`` (60.0): first and largest
-      delay (s) of the exponential, jittered reconnect backoff.
+    - ``ws_reconnect_delay`` (5.0) / ``ws_max_reconnect_delay`` (60.0): start and ceiling (s)
+      of the jittered exponential backoff between failed redials. A socket that was working
+      is redialled at once, and any sign of the exchange (a REST answer) ends a wait.
     - ``settle_delay`` (0.25): seconds after a bar's end before the REST read.
     - ``watchdog_silence`` (None = one bar + max(5 s, half a bar), at most 120 s): seconds of
       silence after which a subscription counts as dropped.
