@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
+import subprocess
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -352,3 +356,63 @@ class Boom(bt.Strategy):
     text = rec2.text().splitlines()
     assert text == ["KILL SWITCH (SIGUSR1): open orders cancelled, run stopping",
                     "run stopped: kill switch: SIGUSR1"]
+
+
+def test_a_live_run_tells_orders_rejected_and_filled_and_readyz_shows_the_order_stream(
+        sim_factory, tmp_path, receiver):
+    from btccxt_cli.sim.accounts import SimKey
+    from tests.cli import test_live_cli as lc
+
+    sim = sim_factory(exchanges=("binance",), api_keys=[SimKey(lc.KEY, lc.SECRET, lc.PASS)],
+                      balances={"USDT": 5_000.0})
+    rec = receiver()
+    cfg = lc.write_config(tmp_path, sim.url("binance"))  # buys, rests a limit, oversells
+    cfg.write_text(cfg.read_text() + 'notify:\n  urls: ["${BTCCXT_TEST_NOTIFY}"]\n'
+                   "  batch_seconds: 0.2\nmetrics:\n  port: 0\n")
+    p = btccxt("run", str(cfg), "--plain", "--live", "--yes",
+               env={**lc.ENV, "BTCCXT_TEST_NOTIFY": rec.url}, stdin=subprocess.DEVNULL)
+    run = Output(p)
+    try:
+        msgs = rec.wait_for(lambda m: lines_with(m, "order filled") and lines_with(m, "Rejected"))
+        run.wait_for("/readyz)")
+        base = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", "".join(run.lines))[1]
+
+        def stream_up() -> Any:
+            with urllib.request.urlopen(base + "/readyz", timeout=5) as r:  # 200: ready
+                body = json.loads(r.read())
+            return body.get("broker", {}).get("updates") == "websocket" and body
+
+        body = _until(stream_up)
+        assert body["broker"] == {"updates": "websocket", "ready": True}
+        assert body["account"]["mode"] == "live"
+        (tmp_path / "STOP").write_text("")
+        stdout, stderr = run.finish(30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, stderr[-2000:]
+    msgs = rec.wait_for(lambda m: lines_with(m, "run stopped"))
+    assert lines_with(msgs, "order filled buy BTC/USDT 0.001 @ ")
+    rejected = lines_with(msgs, "order Rejected sell BTC/USDT: ")
+    assert len(rejected) == 1 and "more than this bot holds" in rejected[0]
+    assert lines_with(msgs, "KILL SWITCH (file ")
+    for text in (stdout, stderr, rec.text()):
+        assert lc.KEY not in text and lc.SECRET not in text and TOKEN not in text
+
+
+def _until(pred: Any, timeout: float = 30.0) -> Any:
+    done = threading.Event()
+    timer = threading.Timer(timeout, done.set)
+    timer.start()
+    try:
+        while not (got := _quiet(pred)):
+            assert not done.wait(0.05), "timed out"
+        return got
+    finally:
+        timer.cancel()
+
+
+def _quiet(pred: Any) -> Any:
+    try:
+        return pred()
+    except urllib.error.HTTPError:  # 503: not ready yet
+        return None
