@@ -36,6 +36,7 @@ import logging
 import math
 import queue
 import secrets
+import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,9 @@ logger = logging.getLogger(__name__)
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
+#: seconds a normal stop waits for the worker to finish what the strategy sent (well inside
+#: the run's stop grace)
+FLUSH_TIMEOUT = 2.0
 
 
 class _Live:
@@ -156,6 +160,9 @@ class CCXTBroker(bt.BrokerBase):
         self.sync: OrderSync | None = None
         self.started = False
         self.killed = False
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+        self._run_thread: int | None = None  # the thread that runs cerebro (and the strategy)
         self.startingcash = 0.0
         self.startingvalue = 0.0
         self._value0: float | None = None
@@ -173,6 +180,7 @@ class CCXTBroker(bt.BrokerBase):
         super().start()
         if self.started:
             return
+        self._run_thread = threading.get_ident()
         path = self.p.db_path or default_orders_path()
         self.db = OrderStore(path if str(path) == ":memory:" else Path(path))
         self.db.start_run(self.run_id, self.account, self.clock.time_ms())
@@ -201,7 +209,7 @@ class CCXTBroker(bt.BrokerBase):
         self.positions.at_start = dict(self.positions.held)
         self._events.put([ev for ev in events if ev.kind != "ready"])
         self._apply_pending()
-        self.started = True
+        self.started, self._stopping = True, False
         self.store.on_stop(self._stop_with_store)
         # backtrader's writers and analyzers read these
         self.startingcash = self.getcash()
@@ -216,24 +224,31 @@ class CCXTBroker(bt.BrokerBase):
         ring()
 
     def stop(self, deliver: bool = True) -> None:
-        """Stop (open orders stay open unless ``cancel_on_stop``): let the worker finish what
-        was sent, tell the strategy what is pending (``deliver``), close the database."""
-        if not self.started:
-            return
+        """Stop once (open orders stay open unless ``cancel_on_stop``): let the worker finish
+        what was sent, tell the strategy what is pending (``deliver``; only on the thread that
+        runs the strategy: a forced stop from another thread tells nothing, and the next start
+        does), close the database."""
+        with self._stop_lock:
+            if not self.started or self._stopping:
+                return
+            self._stopping = True
+        on_run_thread = threading.get_ident() == self._run_thread
         if self.p.cancel_on_stop and not self.killed:
             self.cancel_all(timeout=15.0)
         if self.sync is not None:
             try:  # creates already queued are answered and their fills read
-                self.store.run_async(self.sync.flush()).result(5.0)
+                self.store.run_async(self.sync.flush()).result(FLUSH_TIMEOUT)
             except Exception:
-                logger.info("the order worker did not finish in 5 s; the next start reconciles")
+                logger.info("the order worker did not finish in %g s; the next start reconciles",
+                            FLUSH_TIMEOUT)
             try:
                 self.store.run_async(self.sync.stop()).result(5.0)
             except Exception:
                 logger.debug("stopping the order worker", exc_info=True)
-        self._apply_pending()
-        if deliver:
-            self._deliver_at_stop()
+        if on_run_thread:
+            self._apply_pending()
+            if deliver:
+                self._deliver_at_stop()
         if self.db is not None:
             self.db.close()
         self.started = False
