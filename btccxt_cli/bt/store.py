@@ -342,7 +342,7 @@ class CCXTStore(ExchangeClock):
         if self._hub_reader is None:
             from btccxt_cli.hub.reader import HubReader
 
-            self._hub_reader = HubReader(self.hub_url, self.hub_namespace)
+            self._hub_reader = HubReader(self.hub_url, self.hub_namespace, cache=self.cache)
         self._hub_reader.add(handle.series)
 
     def detach(self, handle: FeedHandle) -> None:

@@ -39,6 +39,7 @@ class _Sub:
         self.down: str | None = None  # why this series is DISCONNECTED (None: it is not)
         self.catching_up = False  # bars read now were missed: delivered as gapfill
         self.field = series_field(series.p.symbol, series.p.timeframe)
+        self.warm = True  # history older than the stream may come from the local cache
 
     @property
     def last_id(self) -> str:
@@ -57,7 +58,7 @@ class HubReader:
     """
 
     def __init__(self, url: str, namespace: str, *, heartbeat_check_s: float = 0.5,
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 2.0, cache: Any = None) -> None:
         self.url = url
         self.keys = HubKeys(namespace)
         self.check_s = heartbeat_check_s
@@ -67,6 +68,9 @@ class HubReader:
         self._redis: Any = None
         self._changed = asyncio.Event()
         self.reads = 0
+        # the local OHLCV cache, read only: warm-up bars older than the stream holds, under
+        # the price source the hub names (a simulator's bars never pose as the exchange's)
+        self.cache = cache
 
     def _client(self) -> Any:
         if self._redis is None:
@@ -199,6 +203,10 @@ class HubReader:
             await asyncio.sleep(self.check_s)
             return
         hist = [s for s in ups.values() if s.series.phase == s.series.HISTORY]
+        for sub in hist:
+            if sub.warm:
+                sub.warm = False
+                await self._warm_from_cache(r, sub)
         block = None if hist else block_ms
         res = await r.xread({k: s.last_id for k, s in ups.items()}, count=_BATCH, block=block)
         self.reads += 1
@@ -212,6 +220,46 @@ class HubReader:
         for sub in hist:
             if got.get(sub.key, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
                 sub.series.go_live()
+
+    async def _warm_from_cache(self, r: Any, sub: _Sub) -> None:
+        """History the stream no longer (or not yet) holds, from the local cache: the unbroken
+        run of cached bars from the first one wanted up to the stream's first entry."""
+        s = sub.series
+        start = s.assembler.expected
+        if self.cache is None or start is None:
+            return
+        first = await r.xrange(sub.key, min="-", max="+", count=1)
+        until = int(first[0][0].decode().split("-", 1)[0]) if first else s.grid.open_of(
+            s.exchange_now_ms())
+        if until <= start:
+            return
+        source = await r.hget(self.keys.info, "source")
+        if not source:
+            return
+        source = source.decode() if isinstance(source, bytes) else source
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await loop.run_in_executor(None, self.cache.read, source, s.p.symbol,
+                                              s.p.timeframe, start, until)
+        except Exception:
+            s.log.warning("%s: cache read failed; history from the hub's stream only", s.name,
+                          exc_info=True)
+            return
+        run, want = [], start
+        for c in rows:
+            if c.ts != want:
+                break
+            run.append(c)
+            want = s.grid.next_open(want)
+        if want < until:  # a hole between the cache and the stream: no holey history
+            s.log.info("%s: the local cache holds bars up to %d only, the hub's stream starts at "
+                       "%d; history from the stream only", s.name, want, until)
+            return
+        if run:
+            s.cached_bars += len(run)
+            s.assembler.last_ts = run[-1].ts
+            s.deliver([Emitted(c, BarSource.BACKFILL) for c in run], write_cache=False)
+            s.log.info("%s: %d history bars from the local cache (%s)", s.name, len(run), source)
 
     def _apply(self, sub: _Sub, entries: list) -> None:
         s = sub.series

@@ -204,9 +204,13 @@ class HubPublisher:
         self.stats.takeovers += 1
         self._line(f"leading as {self.id}")
         r = self._redis
-        r.hset(self.keys.info, mapping={"exchange": self.exchange, "hub": self.id,
-                                        "maxlen": self.maxlen})
         self.store = CCXTStore(self.exchange, **self.store_kwargs)
+        from btccxt_cli.cache.source import cache_source
+
+        # the price source's name in the OHLCV cache: runners read older warm-up bars under it
+        source = cache_source(self.exchange, self.store.sim_url)
+        r.hset(self.keys.info, mapping={"exchange": self.exchange, "hub": self.id,
+                                        "maxlen": self.maxlen, "source": source})
         for sym, tf in self.configured:
             self._attach(sym, tf)
 

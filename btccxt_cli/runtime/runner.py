@@ -158,7 +158,7 @@ class Runner:
                                    "`btccxt hub` publishes to)")
         try:
             self.store = CCXTStore(ex.id, config=ccxt_cfg, sandbox=ex.sandbox, sim_url=self.sim_url,
-                                   cache=None if hub else cache, hub_url=cfg.hub.url if hub else None,
+                                   cache=cache, hub_url=cfg.hub.url if hub else None,
                                    hub_namespace=cfg.hub.namespace,
                                    rate_budget=cfg.rate_limit.shared)
         except TemporaryError as exc:

@@ -184,3 +184,45 @@ def test_a_symbol_the_exchange_refuses_ends_the_runners_feed(sim_factory, redis_
         hub.wait_for("NOPE/USDT 1s: NOTSUBSCRIBED")
     finally:
         hub.stop()
+
+
+@pytest.mark.parametrize("cache_ends_s", [0, 30], ids=["joins-the-stream", "hole-before-stream"])
+def test_warm_up_older_than_the_stream_comes_from_the_local_cache(sim_factory, redis_server,
+                                                                   tmp_path, cache_ends_s):
+    from btccxt_cli.cache.backfill import Backfiller
+    from btccxt_cli.cache.source import cache_source
+    from btccxt_cli.cache.sqlite import OhlcvCache
+    from btccxt_cli.exchange.factory import make_exchange
+
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    sym = sim.symbols(EX)[4]
+    source = cache_source(EX, sim.url(EX))
+    now = sim.now_ms() // 1000 * 1000
+    cache_path = tmp_path / "ohlcv.sqlite"
+    cache = OhlcvCache(cache_path)
+    Backfiller(make_exchange(EX, kind="sync", sim_url=sim.url(EX)), cache, exchange_id=EX,
+               source=source, symbol=sym, timeframe="1s", since_ms=now - 90_000,
+               until_ms=(now - cache_ends_s * 1000) if cache_ends_s else None).run()
+    cache.close()
+    # a short stream that still overlaps the cache (the hub starts within its 10 bars)
+    hub = _start_hub(sim, redis_server.url, tmp_path, ns, [sym], backfill=10)
+    try:
+        hub.wait_for(": LIVE")
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns, cache=cache_path)
+        res = run_feeds(store, [sym], live_bars=2, timeout=30, backfill_bars=60)
+        assert not res.timed_out, res.notes
+        seen = res.bars[sym]
+        assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
+        backfill = sum(s.source == "backfill" for s in seen)
+        if cache_ends_s:  # the cache would leave a hole before the stream: not used
+            assert backfill <= 20, [s.source for s in seen]
+        else:
+            assert backfill >= 55, [s.source for s in seen]
+        assert states(res, sym)[:2] == ["DELAYED", "LIVE"], res.notes
+        # read only: the runner wrote nothing under its own name (the real exchange's)
+        check = OhlcvCache(cache_path)
+        assert check.read(EX, sym, "1s") == []
+        check.close()
+    finally:
+        hub.stop()
