@@ -197,7 +197,11 @@ class Notifier:
             except queue.Empty:
                 rec = None
             now = self.clock.monotonic()
-            new = self.rules.feed(rec, now) if rec is not None else []
+            try:
+                new = self.rules.feed(rec, now) if rec is not None else []
+            except Exception:  # an odd record must not end the worker
+                logger.warning("notifications: could not describe the event %r", rec, exc_info=True)
+                new = []
             new += self.rules.due(now)
             new += self._daily()
             if new and not lines:

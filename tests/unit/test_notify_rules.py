@@ -165,3 +165,16 @@ def test_the_daily_summary_lines(tmp_path):
     assert daily_lines(mon) == [
         "BTC/USDT 1m LIVE, bars backfill 100, live 1440, gapfill 3, reconnects 2",
         "value 10250.50, P&L +250.50, trades 7, open orders 1"]
+
+
+def test_an_odd_record_is_logged_and_the_worker_goes_on(caplog):
+    sent = Sent()
+    n = Notifier(["x"], NotifyRules(live=True), batch_seconds=0, send=sent).start()
+    try:
+        n({"type": "order", "event": "Completed", "side": "buy", "symbol": "X", "size": None})
+        n({"type": "kill", "reason": "after"})
+        msgs = sent.wait(1)
+    finally:
+        n.close()
+    assert "KILL SWITCH (after)" in msgs[0][1]
+    assert "could not describe the event" in caplog.text
