@@ -74,7 +74,7 @@ class NotifyRules:
                 return [f"order {ev} {rec.get('side', '')} {rec.get('symbol', '')}{why}"]
             if ev in _FILLED and "order_filled" in self.events:
                 return [f"order filled {rec.get('side', '')} {rec.get('symbol', '')} "
-                        f"{rec.get('size', 0):g} @ {rec.get('price', 0):.8g}"]
+                        f"{abs(rec.get('size', 0)):g} @ {rec.get('price', 0):.8g}"]
         return []
 
     def _state(self, symbol: str, state: str, message: str, now: float) -> list[str]:

@@ -41,6 +41,8 @@ def test_events_are_chosen_and_orders_are_told_for_live_runs_only():
     assert NotifyRules(live=False).feed(order, 0) == []
     assert NotifyRules(live=True).feed(order, 0) == ["order Rejected buy BTC/USDT"]
     assert NotifyRules(live=True).feed(fill, 0) == ["order filled buy BTC/USDT 0.01 @ 50000"]
+    sold = {**fill, "side": "sell", "size": -0.01}  # backtrader's executed size of a sell
+    assert NotifyRules(live=True).feed(sold, 0) == ["order filled sell BTC/USDT 0.01 @ 50000"]
     only = NotifyRules(events=frozenset({"stopped"}), live=True, disconnected_after=0)
     assert only.feed(order, 0) == [] and only.feed({"type": "kill", "reason": "x"}, 0) == []
     only.feed(state("BTC/USDT", "DISCONNECTED"), 0)
