@@ -20,15 +20,16 @@ back as HTTP 400 ``{"error": "..."}``. Must not import anything from the client 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from btccxt_cli.sim.faults import FAULT_NAMES
-from btccxt_cli.sim.venues import json_response, loads
+from btccxt_cli.sim.wire import json_response, loads
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import ExchangeServer
+    from btccxt_cli.sim.market import Candle
+    from btccxt_cli.sim.server import ExchangeServer
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,30 @@ def _bad(msg: str) -> web.Response:
     return json_response({"error": msg}, status=400)
 
 
-def control_routes(server: ExchangeServer) -> list[web.RouteDef]:
-    """Routes of the control API of one exchange server."""
-    sim = server.sim
+class ControlTarget(Protocol):
+    """The simulator methods the control API serves (``simulator.Simulator`` has them)."""
+
+    seed: int
+    clock_offset_ms: int
+
+    def symbols(self, exchange: str) -> list[str]: ...
+
+    def stats(self, exchange: str) -> dict[str, Any]: ...
+
+    def reset_stats(self, exchange: str) -> None: ...
+
+    def truth(self, exchange: str, symbol: str, timeframe: str, since_ms: int,
+              until_ms: int) -> list[Candle]: ...
+
+    def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]: ...
+
+    def balances(self, exchange: str, key: str = ...) -> dict[str, dict[str, float]]: ...
+
+    def fault(self, exchange: str, name: str, **kwargs: Any) -> Any: ...
+
+
+def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.RouteDef]:
+    """Routes of the control API of one exchange server of ``sim``."""
     exchange = server.id
 
     async def index(request: web.Request) -> web.Response:

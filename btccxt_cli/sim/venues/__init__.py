@@ -11,43 +11,23 @@ A venue is a class that declares its facts (id, default symbols, timeframes) and
 ==========================  ===============================================================
 
 The generic parts (connections, subscriptions, the push scheduler, faults, stats) live in
-``btccxt_cli.sim.app.ExchangeServer``; venues reach them through ``self.server``.
+``btccxt_cli.sim.server.ExchangeServer``; venues reach them through ``self.server``, typed as
+``wire.ServerAPI`` (venues never import the server, the control API or the app).
 Must not import ccxt or anything from the client side of btccxt.
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 
 from btccxt_cli.sim.market import Candle, MarketSpec, split_symbol
+from btccxt_cli.sim.wire import dumps, json_response, loads, retry_after_headers
 from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, ExchangeServer, Stream
-
-try:  # orjson is ~5x faster; json is the fallback
-    import orjson
-
-    def dumps(obj: Any) -> bytes:
-        """Compact JSON as UTF-8 bytes."""
-        return orjson.dumps(obj)
-
-    def loads(data: str | bytes) -> Any:
-        return orjson.loads(data)
-
-except ImportError:  # pragma: no cover - depends on the environment
-    import json
-
-    def dumps(obj: Any) -> bytes:
-        """Compact JSON as UTF-8 bytes."""
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-    def loads(data: str | bytes) -> Any:
-        return json.loads(data)
-
+    from btccxt_cli.sim.wire import Connection, ServerAPI, Stream
 
 __all__ = ["Venue", "VENUES", "MAJORS", "SWAPS", "dumps", "loads", "json_response",
            "retry_after_headers", "venue_class"]
@@ -57,19 +37,6 @@ __all__ = ["Venue", "VENUES", "MAJORS", "SWAPS", "dumps", "loads", "json_respons
 MAJORS: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "BNB/USDT", "ADA/USDT",
                            "DOGE/USDT", "LTC/USDT", "DOT/USDT", "LINK/USDT")
 SWAPS: tuple[str, ...] = ("BTC/USDT:USDT", "ETH/USDT:USDT")
-
-
-def retry_after_headers(status: int, retry_after: float | None) -> dict[str, str]:
-    """``Retry-After`` in whole seconds (rounded up) on a 418/429, as the exchanges send it."""
-    if retry_after is None or status not in (418, 429):
-        return {}
-    return {"Retry-After": str(math.ceil(retry_after))}
-
-
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response serialised with :func:`dumps`."""
-    return web.Response(body=dumps(obj), status=status, content_type="application/json",
-                        headers=headers)
 
 
 class Venue:
@@ -82,7 +49,7 @@ class Venue:
     #: venue interval (REST and WS) -> where the real exchange opens its bars
     grids: ClassVar[dict[str, BarGrid]] = {}
 
-    def __init__(self, server: ExchangeServer, symbols: list[str] | None) -> None:
+    def __init__(self, server: ServerAPI, symbols: list[str] | None) -> None:
         self.server = server
         self.symbols: list[str] = list(symbols) if symbols else list(self.default_symbols)
         for s in self.symbols:

@@ -39,8 +39,8 @@ from btccxt_cli.sim.accounts import OrderEvent, hmac_sha256_hex, same_signature
 from btccxt_cli.sim.venues import dumps, loads
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, PrivateSession
     from btccxt_cli.sim.venues.binance import BinanceVenue
+    from btccxt_cli.sim.wire import Connection, PrivateSession
 
 logger = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ from btccxt_cli.sim.venues import (
 )
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, Stream
+    from btccxt_cli.sim.wire import Connection, Stream
 
 logger = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
     from btccxt_cli.sim.accounts import OrderEvent
-    from btccxt_cli.sim.app import Connection, PrivateSession, Stream
+    from btccxt_cli.sim.wire import Connection, PrivateSession, Stream
 
 logger = logging.getLogger(__name__)
 

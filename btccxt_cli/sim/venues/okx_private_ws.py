@@ -49,8 +49,8 @@ from btccxt_cli.sim.accounts import OrderEvent, SimOrder, hmac_sha256_b64, same_
 from btccxt_cli.sim.venues import dumps, loads
 
 if TYPE_CHECKING:
-    from btccxt_cli.sim.app import Connection, PrivateSession
     from btccxt_cli.sim.venues.okx import OkxVenue
+    from btccxt_cli.sim.wire import Connection, PrivateSession
 
 logger = logging.getLogger(__name__)
 
