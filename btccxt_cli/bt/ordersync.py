@@ -208,6 +208,9 @@ class OrderSync:
                                            "holdings": held,
                                            "precision_mode": getattr(self._ex, "precisionMode", None)}))
         live = self.db.live_orders(self.account)
+        # final but short of fills (reading them failed, then the run ended): read them now
+        live += [r for r in self.db.untold_final_orders(self.account)
+                 if sum(f.amount for f in self.db.fills(r.client_id)) + self._tol(r) < r.filled]
         for rec in live:
             t = _Tracked(rec, since_mono=self.clock.monotonic())
             for f in self.db.fills(rec.client_id):
@@ -283,16 +286,26 @@ class OrderSync:
             total = (balances or {}).get(base, (0.0, 0.0, 0.0))[2] - others
             if total <= (ledger[symbol].size if symbol in ledger else 0.0):
                 continue
-            try:
-                price = float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
-            except Exception as exc:
-                logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
-                price = 0.0
+            price = await self._last_price(symbol)
             held = self.db.adopt(self.account, symbol, total, price, self.clock.time_ms())
             out[symbol] = (held.size, held.price)
             logger.warning("%s: the bot may trade the account's %g %s, %g of them held before "
                            "(broker.adopt_holdings)", symbol, held.size, base, held.adopted)
         return out
+
+    async def _last_price(self, symbol: str) -> float:
+        """The last trade price (the ticker, else the last 1m close; 0 if neither answers):
+        the entry price of adopted coins."""
+        try:
+            return float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
+        except Exception as exc:
+            logger.debug("%s: no ticker (%s)", symbol, exchange_message(exc))
+        try:
+            rows = await self._ex.fetch_ohlcv(symbol, "1m", limit=2)
+            return float(rows[-1][4]) if rows else 0.0
+        except Exception as exc:
+            logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
+            return 0.0
 
     async def flush(self) -> None:
         """Return once every command queued before this call is done (a create answered and

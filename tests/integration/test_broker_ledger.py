@@ -126,6 +126,7 @@ def test_adopt_holdings_lets_the_bot_trade_what_the_account_holds(sim_factory: A
     assert _btc(sim, exchange) == pytest.approx(0.5, abs=1e-8)
     row = _dump(tmp_path / "o.sqlite")["positions"][0]
     assert row["adopted"] == 1.0 and row["size"] == pytest.approx(0.5, abs=1e-12)
+    assert row["price"] > 0  # adopted at the last price
 
 
 def test_adopted_holdings_are_adopted_once_and_fills_made_while_down_count_once(
@@ -450,3 +451,37 @@ def test_a_fill_waiting_for_its_datas_first_bar_holds_back_only_its_symbol(
     fills = {f["trade_id"]: f["delivered"] for f in _dump(db)["fills"]}
     assert fills.pop("e1") == 0  # still waits for its bar: told on a later start
     assert list(fills.values()) == [1]
+
+
+def test_a_closed_order_whose_fills_were_never_read_is_read_on_start(sim_factory: Any,
+                                                                     tmp_path: Path) -> None:
+    """The run ended after the order was stored ``closed`` but before its fills could be read
+    (the read failed): the next start reads them, into the position and to the strategy."""
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    account = account_id("binance", KEYS["apiKey"])
+    cid = "bxdead000400001"
+    store = CCXTStore("binance", sim_url=sim.url("binance"), config=dict(KEYS))
+    try:
+        placed = store.sync_exchange().create_order(SYMBOL, "market", "buy", 0.01, None,
+                                                    {"clientOrderId": cid})
+    finally:
+        store.stop()
+    orders = OrderStore(db)
+    orders.start_run("dead0004", account, 1)
+    orders.insert_order(OrderRecord(client_id=cid, account=account, run_id="dead0004", seq=1,
+                                    symbol=SYMBOL, side="buy", type="market", amount=0.01,
+                                    price=None, stop_price=None, status="closed", created_ms=1,
+                                    updated_ms=1, exchange_id=str(placed["id"]), filled=0.01))
+    orders.close()
+    out = Outcome()
+
+    def done(s: Any) -> bool:
+        return any(n.client_id == cid and n.status == "Completed" for n in out.notes)
+
+    run(sim, "binance", lambda s, n: None, done, db=db, out=out)
+    assert not out.timed_out, out.notes
+    assert [n.status for n in out.notes if n.client_id == cid] == ["Accepted", "Completed"]
+    fee = sim.orders("binance")[0]["fee"]
+    assert out.strategy.position.size == pytest.approx(0.01 - fee, abs=1e-12)
+    assert [f["delivered"] for f in _dump(db)["fills"]] == [1]
