@@ -56,6 +56,10 @@ def validate_command(
         loaded = load_config(config)
         facts = validate_exchange(loaded)
         strategy_cls, strategy_path = check_strategy(loaded, config.resolve().parent)
+        if loaded.notify.urls:  # the same check as run's, so validate passes only what run takes
+            from btccxt_cli.runtime.notify import check_urls
+
+            check_urls(loaded.notify.urls, loaded.source)
         if online or loaded.exchange.sim_url:
             _check_symbols_online(loaded, online=online)
     except BtccxtError as exc:

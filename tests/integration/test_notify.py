@@ -307,6 +307,16 @@ def test_notify_test_names_a_bad_or_missing_url(tmp_path, sim):
     assert p.returncode == 2 and "no notification URL" in err
 
 
+def test_validate_refuses_a_url_apprise_does_not_understand_as_run_does(sim, tmp_path):
+    cfg = notify_config(tmp_path, sim, after=1.0)
+    p = btccxt("validate", str(cfg), env={"BTCCXT_TEST_NOTIFY": f"nosuch://x/{TOKEN}"})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "run.yaml:" in lines[0] and "notify.urls[0]" in lines[0]
+    assert TOKEN not in out + err
+
+
 def test_run_refuses_a_url_apprise_does_not_understand_in_one_line(sim, tmp_path):
     cfg = notify_config(tmp_path, sim, after=1.0)
     p = btccxt("run", str(cfg), "--plain", "--max-bars", "1",
