@@ -187,3 +187,79 @@ def hub_config(folder: Path, name: str, *, sim_url: str, redis_url: str, ns: str
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+class TcpRelay:
+    """A loopback TCP relay to a server (real sockets), which the test can cut and restore:
+    a client behind it loses its server while everyone else still reaches it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import asyncio
+        import threading
+
+        self.upstream = upstream_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self._server: Any = None
+        self._writers: set[Any] = set()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="relay")
+        self._thread.start()
+        self.restore()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _pipe(self, reader: Any, writer: Any) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except Exception:  # the other side closed or the relay was cut
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_w))
+        await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_w)
+
+    def cut(self) -> None:
+        """Close every relayed connection and refuse new ones."""
+        async def go() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            for w in list(self._writers):
+                w.close()
+            self._writers.clear()
+
+        self._call(go())
+
+    def restore(self) -> None:
+        import asyncio
+
+        async def go() -> None:
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port,
+                                                      reuse_address=True)
+
+        self._call(go())
+
+    def close(self) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -113,6 +113,7 @@ class HubPublisher:
         self._pending: deque[tuple[str, str, FeedEvent]] = deque()
         self._redis: Any = None
         self._last_renew = 0.0
+        self._confirmed = False  # the lease was read since Redis last failed
 
     # ------------------------------------------------------------------ main loop
     def run(self, stop: threading.Event) -> None:
@@ -132,7 +133,10 @@ class HubPublisher:
             while not stop.is_set():
                 now = self.clock.monotonic()
                 try:
-                    if now >= next_tick:
+                    # after Redis was away, the lease is checked before anything is published:
+                    # another hub may lead now, and a bar of ours above its stream's top would
+                    # make Redis refuse the older bars it is still filling in
+                    if now >= next_tick or not self._confirmed:
                         next_tick = now + tick
                         self._lease()
                     if self.stats.leading:
@@ -165,6 +169,7 @@ class HubPublisher:
             self._line(f"redis {self.url.split('@')[-1]}: up")
 
     def _redis_down(self, exc: Exception) -> None:
+        self._confirmed = False
         text = f"down ({exc.__class__.__name__}: {exc})"
         if not self.stats.redis.startswith("down"):
             self._line(f"redis: {text}; {len(self._pending)} events kept until it answers")
@@ -186,7 +191,9 @@ class HubPublisher:
                 return
             self._last_renew = self.clock.monotonic()
             r.set(k.alive, self.id, px=self.heartbeat_ms)
+            self._confirmed = True
             return
+        self._confirmed = True
         if r.set(k.leader, self.id, nx=True, px=self.lease_ms):
             self._last_renew = self.clock.monotonic()
             r.set(k.alive, self.id, px=self.heartbeat_ms)

@@ -226,3 +226,43 @@ def test_warm_up_older_than_the_stream_comes_from_the_local_cache(sim_factory, r
         check.close()
     finally:
         hub.stop()
+
+
+def test_a_leader_cut_off_from_redis_is_replaced_then_steps_down(sim_factory, redis_server,
+                                                                  tmp_path):
+    from tests.hubtools import TcpRelay
+
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    sym = sim.symbols(EX)[5]
+    relay = TcpRelay(redis_server.port)
+    # the leader reaches Redis through the relay; the standby and the runner directly
+    leader = _start_hub(sim, relay.url, tmp_path, ns, [sym], name="leader.yaml")
+    leader.wait_for(": LIVE")
+    standby = _start_hub(sim, redis_server.url, tmp_path, ns, [sym], name="standby.yaml")
+    cut = threading.Event()
+
+    def partition() -> None:
+        relay.cut()
+        cut.set()
+
+    def heal_when_taken_over() -> None:
+        standby.wait_for("leading as", timeout=30)
+        relay.restore()
+
+    healer = threading.Thread(target=lambda: (cut.wait(30), heal_when_taken_over()), daemon=True)
+    healer.start()
+    try:
+        standby.wait_for("standing by")
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, [sym], live_bars=10, timeout=50, backfill_bars=2,
+                        on_next=after_live(3, partition))
+        assert not res.timed_out, res.notes
+        assert_matches_truth(sim, EX, sym, "1s", res.bars[sym], tf_ms=1000)
+        assert states(res, sym)[-1] == "LIVE", res.notes
+        leader.wait_for("lease lost to", timeout=30)  # back on Redis, it stands by
+    finally:
+        healer.join(5)
+        leader.stop()
+        standby.stop()
+        relay.close()
