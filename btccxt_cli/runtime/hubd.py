@@ -91,7 +91,7 @@ class HubPublisher:
                  maxlen: int = DEFAULT_MAXLEN, lease_s: float = DEFAULT_LEASE_S,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, max_wanted: int = 200,
                  on_line: Callable[[str], None] | None = None, clock: Clock = SYSTEM_CLOCK,
-                 hub_id: str | None = None) -> None:
+                 hub_id: str | None = None, pending_cap: int = _PENDING_CAP) -> None:
         self.exchange = exchange
         self.configured = list(dict.fromkeys(series))
         self.url = url
@@ -114,6 +114,8 @@ class HubPublisher:
         self._redis: Any = None
         self._last_renew = 0.0
         self._confirmed = False  # the lease was read since Redis last failed
+        self.pending_cap = pending_cap
+        self._feeds_dropped = False  # the queue overflowed: feeds restart when Redis is back
 
     # ------------------------------------------------------------------ main loop
     def run(self, stop: threading.Event) -> None:
@@ -139,6 +141,9 @@ class HubPublisher:
                     if now >= next_tick or not self._confirmed:
                         next_tick = now + tick
                         self._lease()
+                    if self.stats.leading and self._feeds_dropped and self.store is None:
+                        self._feeds_dropped = False
+                        self._restart_feeds()
                     if self.stats.leading:
                         if now >= next_wanted:
                             next_wanted = now + 1.0
@@ -207,6 +212,7 @@ class HubPublisher:
         from btccxt_cli.bt.store import CCXTStore
 
         self.stats.leading = True
+        self._feeds_dropped = False
         self.stats.role = "leader"
         self.stats.takeovers += 1
         self._line(f"leading as {self.id}")
@@ -219,6 +225,18 @@ class HubPublisher:
         r.hset(self.keys.info, mapping={"exchange": self.exchange, "hub": self.id,
                                         "maxlen": self.maxlen, "source": source})
         for sym, tf in self.configured:
+            self._attach(sym, tf)
+
+    def _restart_feeds(self) -> None:
+        from btccxt_cli.bt.store import CCXTStore
+
+        self._line("Redis is back; restarting the feeds after each stream's last bar")
+        wanted = list(self.stats.per_series)
+        self.store = CCXTStore(self.exchange, **self.store_kwargs)
+        for sym, tf in self.configured:
+            self._attach(sym, tf)
+        for name in wanted:  # and the series runners had asked for
+            sym, tf = parse_series_field(name)
             self._attach(sym, tf)
 
     def _attach(self, symbol: str, timeframe: str) -> None:
@@ -271,9 +289,18 @@ class HubPublisher:
 
     # ------------------------------------------------------------------ publishing
     def _drain(self) -> None:
+        if len(self._pending) >= self.pending_cap and self.store is not None:
+            # Redis has been away too long to keep everything: let go of the exchange feeds
+            # and the queue; when Redis answers, they restart after each stream's last bar
+            # and read the gap from REST (bounded memory, nothing lost or doubled)
+            self._line(f"{len(self._pending)} events queued while Redis is away; stopping the "
+                       "feeds until it answers (the gap is read from REST then)")
+            self._pending.clear()
+            self._stop_store()
+            self._feeds_dropped = True
         for (sym, tf), h in list(self._handles.items()):
             pipe = h.series.pipe
-            while len(self._pending) < _PENDING_CAP:
+            while len(self._pending) < self.pending_cap:
                 ev = pipe.get(0)
                 if ev is None:
                     break

@@ -266,3 +266,53 @@ def test_a_leader_cut_off_from_redis_is_replaced_then_steps_down(sim_factory, re
         leader.stop()
         standby.stop()
         relay.close()
+
+
+def test_a_queue_that_overflows_while_redis_is_away_restarts_the_feeds_from_rest(
+        sim_factory, valkey_factory):
+    from btccxt_cli.runtime.hubd import HubPublisher
+
+    sim = sim_factory(exchanges=(EX,))
+    server = valkey_factory()
+    ns = namespace()
+    sym = sim.symbols(EX)[6]
+    lines: list[str] = []
+    live = threading.Event()
+    back = threading.Event()
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if line.endswith(": LIVE"):
+            live.set()
+        if line.startswith("Redis is back"):
+            back.set()
+
+    hub = HubPublisher(EX, [(sym, "1s")], server.url, namespace=ns, backfill=2, lease_s=2.5,
+                       heartbeat_s=1.5, store_kwargs={"sim_url": sim.url(EX)}, on_line=on_line,
+                       pending_cap=3)  # three queued events at most: overflows in ~3 s
+    stop = threading.Event()
+    thread = threading.Thread(target=hub.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def freeze() -> None:
+        server.pause()
+        t = threading.Timer(7.0, server.resume)
+        t.daemon = True
+        t.start()
+
+    try:
+        assert live.wait(30), lines
+        store = CCXTStore(EX, hub_url=server.url, hub_namespace=ns)
+        res = run_feeds(store, [sym], live_bars=6, timeout=60, backfill_bars=2,
+                        on_next=after_live(2, freeze))
+        assert not res.timed_out, res.notes
+        assert back.is_set(), lines
+        assert any("stopping the feeds until it answers" in ln for ln in lines), lines
+        assert_matches_truth(sim, EX, sym, "1s", res.bars[sym], tf_ms=1000)
+        st = states(res, sym)
+        i = st.index("DISCONNECTED")
+        assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
+    finally:
+        server.resume()
+        stop.set()
+        thread.join(15)
