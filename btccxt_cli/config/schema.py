@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from btccxt_cli.errors import ConfigError
-from btccxt_cli.log import redact, register_notify_url
+from btccxt_cli.log import redact, register_notify_url, register_secret
 
 __all__ = [
     "Config",
@@ -526,7 +526,13 @@ class EventsConfig(BaseModel):
 
 
 def _redis_url(v: str | None) -> str | None:
-    if v is not None and not re.fullmatch(r"(redis|rediss|unix)://\S+", v):
+    if v is None:
+        return v
+    try:  # a password in the URL is a secret: masked in every log line and error
+        register_secret(urlsplit(v).password)
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(redis|rediss|unix)://\S+", v):
         raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0 "
                          "(or rediss://..., unix:///path)")
     return v

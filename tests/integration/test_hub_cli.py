@@ -122,3 +122,21 @@ def test_the_hub_dashboard_shows_series_states_rates_and_redis(sim_factory, redi
     row = next(ln for ln in text.splitlines() if f"{sym}|1s" in ln)
     cells = [c.strip() for c in row.split("│")]
     assert cells[2] == "LIVE" and int(cells[3]) >= 3 and float(cells[4]) > 0, cells  # bars/s
+
+
+def test_a_redis_password_never_shows(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("exchange: {id: binance}\nsymbols: [BTC/USDT]\nfeed: {mode: hub}\n"
+                   f"hub: {{url: 'redis://:s3cretpw@127.0.0.1:{free_port()}/0'}}\n"
+                   "strategy: {name: print_bars}\n", encoding="utf-8")
+    res = _cli("run", str(cfg), "--plain", "--duration", "3")
+    assert "s3cretpw" not in res.stdout + res.stderr
+    assert "DISCONNECTED" in res.stdout  # no hub there: said, and the run ends normally
+    check = _cli("hub", "--check", str(cfg))
+    assert check.returncode == 2 and "s3cretpw" not in check.stdout + check.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("exchange: {id: binance}\nsymbols: [BTC/USDT]\n"
+                   "hub: {url: 'http://:s3cretpw@127.0.0.1:6379/0'}\n", encoding="utf-8")
+    res = _cli("hub", str(bad))  # the value is echoed in the error, its password masked
+    assert res.returncode == 2 and "hub.url" in res.stderr, res.stderr
+    assert "s3cretpw" not in res.stdout + res.stderr, res.stderr
