@@ -38,7 +38,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from btccxt_cli.sim.ledger import (
     DEFAULT_BALANCES,
@@ -64,6 +64,7 @@ from btccxt_cli.sim.ledger import (
     tidy,
 )
 from btccxt_cli.sim.market import MarketModel, MarketSpec
+from btccxt_cli.sim.positions import FUNDING_INTERVAL_MS, Derivatives
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ __all__ = [
     "EVENT_KINDS", "order_dict",
 ]
 
+T = TypeVar("T")
 MAX_CATCH_UP_S = 7 * 86_400  # at most a week of seconds is replayed after a long silence
 
 
@@ -84,7 +86,7 @@ class Engine:
 
     Args:
         model: the simulator's market model (prices and 1s volumes).
-        specs: the listed markets (unified symbol -> spec); swaps are refused (spot only).
+        specs: the listed markets (unified symbol -> spec).
         keys: API keys whose accounts exist; each gets its own balances.
         balances: default starting balances (a key's own ``balances`` win).
         maker_fee, taker_fee: fee rates (fractions).
@@ -93,6 +95,9 @@ class Engine:
         first_order_id: the first order id handed out (venues format it their way).
         unique_client_ids: ``"open"``: a client id may not repeat among open orders (binance,
             okx); ``"all"``: never.
+        derivatives: trade swaps with positions and margin (``positions.Derivatives``, reached
+            as ``engine.derivs``); False: swap orders are refused (``unsupported``).
+        funding_interval_ms, default_leverage, max_leverage: swaps (see ``positions.py``).
 
     Every public method takes ``now_ms`` (the exchange's clock) and first catches up with the
     price path. Methods are thread-safe (one lock), but meant to run on the simulator's loop.
@@ -106,7 +111,9 @@ class Engine:
     def __init__(self, model: MarketModel, specs: Mapping[str, MarketSpec], keys: Iterable[SimKey],
                  *, balances: Mapping[str, float] | None = None, maker_fee: float = 0.001,
                  taker_fee: float = 0.001, liquidity: float = 1.0, first_order_id: int = 1000,
-                 unique_client_ids: str = "open") -> None:
+                 unique_client_ids: str = "open", derivatives: bool = False,
+                 funding_interval_ms: int = FUNDING_INTERVAL_MS,
+                 default_leverage: float = 10.0, max_leverage: float = 125.0) -> None:
         if liquidity <= 0:
             raise ValueError(f"liquidity must be > 0, not {liquidity}")
         self.model = model
@@ -132,6 +139,9 @@ class Engine:
         self._lock = threading.RLock()
         self.on_fill: Callable[[Fill], None] | None = None
         self._listeners: list[OrderListener] = []
+        self.derivatives = bool(derivatives)
+        self.derivs = Derivatives(self, funding_interval_ms=funding_interval_ms,
+                                  default_leverage=default_leverage, max_leverage=max_leverage)
 
     # ------------------------------------------------------------------ order events
     def add_listener(self, listener: OrderListener) -> None:
@@ -233,16 +243,21 @@ class Engine:
     def place(self, key: str, symbol: str, side: str, type: str, *, now_ms: int,
               amount: float | None = None, price: float | None = None,
               stop_price: float | None = None, quote_amount: float | None = None,
-              client_id: str | None = None) -> SimOrder:
+              client_id: str | None = None, reduce_only: bool = False,
+              pos_side: str | None = None, margin_mode: str | None = None) -> SimOrder:
         """Accept (and maybe fill) an order, or raise :class:`Reject`.
 
-        ``amount`` is in base currency; a market buy may give ``quote_amount`` instead.
+        ``amount`` is in base currency; a market buy may give ``quote_amount`` instead. Swaps
+        take ``reduce_only``, ``pos_side`` (``long``/``short`` in hedged mode) and
+        ``margin_mode`` (okx's per-order ``tdMode``; default: the symbol's setting).
         """
         with self._lock:
             self.advance(now_ms)
             spec = self._spec(symbol)
-            if spec.is_swap:
-                raise Reject("unsupported", f"{symbol}: the simulator trades spot markets only")
+            if spec.is_swap and not self.derivatives:
+                raise Reject("unsupported", f"{symbol}: this simulated exchange trades spot only")
+            if not spec.is_swap and (reduce_only or pos_side not in (None, "", "net")):
+                raise Reject("unsupported", "reduce-only and position sides are for swaps only")
             if side not in ("buy", "sell"):
                 raise Reject("bad_quantity", f"invalid side {side!r}")
             if type not in ORDER_TYPES:
@@ -262,7 +277,7 @@ class Engine:
                 if stop_price is None or stop_price <= 0:
                     raise Reject("bad_price", "a stop order needs a stop price > 0")
             if quote_amount is not None:
-                if type != "market" or side != "buy":
+                if type != "market" or side != "buy" or spec.is_swap:
                     raise Reject("unsupported", "a quote amount is only for market buys")
                 amount = math.floor(quote_amount / now_px * spec.lot_scale + 1e-9) / spec.lot_scale
             if amount is None or amount <= 0:
@@ -280,7 +295,15 @@ class Engine:
                          symbol=symbol, side=side, type=type, amount=amount, price=price,
                          stop_price=stop_price, created_ms=now_ms, updated_ms=now_ms,
                          quote_amount=quote_amount)
-            self._reserve(acct, spec, o, now_px)
+            if spec.is_swap:
+                o.pos_side = self.derivs.resolve_side(key, side, pos_side)
+                if margin_mode:
+                    self.derivs.set_margin_mode(key, symbol, margin_mode)
+                o.margin_mode = self.derivs.mode_of(key, symbol)
+                o.reduce_only = bool(reduce_only)
+                self.derivs.reserve(acct, spec, o, price if price is not None else (stop_price or now_px))
+            else:
+                self._reserve(acct, spec, o, now_px)
             self.orders[o.id] = o
             self._emit("new", o, now_ms)
             if type == "market":
@@ -293,8 +316,10 @@ class Engine:
             return o
 
     def min_notional(self, symbol: str) -> float:
-        """Smallest order value in quote currency (binance's NOTIONAL filter: 5 USDT)."""
-        return 5.0 if self._spec(symbol).quote in ("USDT", "USDC", "FDUSD", "USD") else 0.0
+        """Smallest order value in quote currency (binance's NOTIONAL filter: 5 USDT; swaps:
+        one lot)."""
+        spec = self._spec(symbol)
+        return 5.0 if not spec.is_swap and spec.quote in ("USDT", "USDC", "FDUSD", "USD") else 0.0
 
     def _client_id_taken(self, key: str, client_id: str) -> bool:
         for o in self.orders.values():
@@ -338,7 +363,7 @@ class Engine:
         acct = self.accounts[o.key]
         spec = self.specs[o.symbol]
         if o.locked > 0:
-            acct.unlock(spec.base if o.side == "sell" else spec.quote, o.locked)
+            acct.unlock(_locked_asset(spec, o), o.locked)
             o.locked = 0.0
         o.status = status
         o.updated_ms = now_ms
@@ -355,11 +380,24 @@ class Engine:
 
     # ------------------------------------------------------------------ matching
     def advance(self, now_ms: int) -> int:
-        """Walk every symbol with resting orders along the price path up to ``now_ms``.
+        """Walk every symbol with resting orders along the price path up to ``now_ms``, and
+        the swaps' funding times and liquidation checks in between, in time order.
 
         Samples each second boundary after the last look, then ``now_ms``. Returns the number
         of fills made.
         """
+        with self._lock:
+            derivs = self.derivs
+            n = 0
+            for t in derivs.funding_times(now_ms):
+                n += self._advance_orders(t)
+                derivs.check(t)
+                derivs.settle_funding(t)
+            n += self._advance_orders(now_ms)
+            derivs.check(now_ms)
+            return n
+
+    def _advance_orders(self, now_ms: int) -> int:
         n = 0
         with self._lock:
             for symbol in list(self._resting):
@@ -400,7 +438,7 @@ class Engine:
             else:
                 return 0
             if o.type == "stop_market":
-                if o.side == "buy":  # re-reserve at the trigger price: the stop price was a guess
+                if o.side == "buy" and not spec.is_swap:  # re-reserve at the trigger price: the stop price was a guess
                     acct.unlock(spec.quote, o.locked)
                     o.locked = 0.0
                     if acct.free(spec.quote) + EPS < o.remaining * px:
@@ -430,8 +468,17 @@ class Engine:
         if qty <= 0:
             return
         rate = self.maker_fee if maker else self.taker_fee
+        pnl = 0.0
+        if spec.is_swap:
+            qty, fee, pnl = self.derivs.fill(acct, spec, o, qty, px, rate, t_ms)
+            fee_asset = spec.quote
+            if qty <= 0:  # reduce-only with nothing left to reduce: the rest is cancelled
+                self._close(o, "canceled" if o.filled else "expired", t_ms)
+                return
         quote_qty = tidy(qty * px)
-        if o.side == "buy":
+        if spec.is_swap:
+            pass
+        elif o.side == "buy":
             fee, fee_asset = tidy(qty * rate), spec.base
             if o.type == "market" or (o.type == "stop_market"):
                 acct.add_free(spec.quote, -quote_qty)
@@ -448,7 +495,7 @@ class Engine:
             acct.add_free(spec.quote, quote_qty - fee)
         f = Fill(id=next(self._fill_ids), order_id=o.id, client_id=o.client_id, symbol=o.symbol,
                  side=o.side, price=px, qty=qty, quote_qty=quote_qty, fee=fee, fee_asset=fee_asset,
-                 fee_rate=rate, maker=maker, time_ms=t_ms)
+                 fee_rate=rate, maker=maker, time_ms=t_ms, pnl=pnl)
         o.fills.append(f)
         self.fills.append(f)
         o.filled = round(o.filled + qty, spec.lot_decimals)
@@ -456,13 +503,39 @@ class Engine:
         o.updated_ms = t_ms
         if o.remaining <= 0:
             if o.locked > 0:  # rounding leftovers go back
-                acct.unlock(spec.base if o.side == "sell" else spec.quote, o.locked)
+                acct.unlock(_locked_asset(spec, o), o.locked)
                 o.locked = 0.0
             o.status = "filled"
         else:
             o.status = "partially_filled"
         if self.on_fill is not None:
             self.on_fill(f)
+        self._emit("trade", o, t_ms, f)
+
+    def with_derivs(self, now_ms: int, change: Callable[[Derivatives], T]) -> T:
+        """Catch up to ``now_ms``, then run ``change(self.derivs)`` under the engine's lock
+        (a setting: leverage, margin or position mode)."""
+        with self._lock:
+            self.advance(now_ms)
+            return change(self.derivs)
+
+    def book_forced(self, key: str, symbol: str, side: str, qty: float, px: float, t_ms: int, *,
+                    client_id: str, pos_side: str, margin_mode: str, pnl: float) -> None:
+        """Record an order the exchange made itself (a liquidation): filled at once at ``px``,
+        no fee, its events told like any other order's. Balances are the caller's business."""
+        spec = self.specs[symbol]
+        o = SimOrder(id=next(self._order_ids), key=key, client_id=client_id, symbol=symbol,
+                     side=side, type="market", amount=qty, price=None, stop_price=None,
+                     created_ms=t_ms, updated_ms=t_ms, reduce_only=True, pos_side=pos_side,
+                     margin_mode=margin_mode)
+        self.orders[o.id] = o
+        self._emit("new", o, t_ms)
+        f = Fill(id=next(self._fill_ids), order_id=o.id, client_id=client_id, symbol=symbol,
+                 side=side, price=px, qty=qty, quote_qty=tidy(qty * px), fee=0.0,
+                 fee_asset=spec.quote, fee_rate=0.0, maker=False, time_ms=t_ms, pnl=pnl)
+        o.fills.append(f)
+        self.fills.append(f)
+        o.filled, o.cost, o.status = qty, f.quote_qty, "filled"
         self._emit("trade", o, t_ms, f)
 
     # ------------------------------------------------------------------ state for tests
@@ -475,5 +548,12 @@ class Engine:
                 "orders": [order_dict(o) for o in self.orders.values()],
                 "balances": {k: {a: {"free": f, "locked": lk} for a, (f, lk) in acct.snapshot().items()}
                              for k, acct in self.accounts.items()},
+                "positions": [self.derivs.position_dict(p, now_ms or p.updated_ms)
+                              for p in self.derivs.positions.values() if p.qty],
             }
+
+
+def _locked_asset(spec: MarketSpec, o: SimOrder) -> str:
+    """What an open order keeps locked: spot sells base, spot buys and swaps the quote."""
+    return spec.base if o.side == "sell" and not spec.is_swap else spec.quote
 

@@ -95,7 +95,9 @@ class Reject(Exception):
     """The engine refuses a request; ``kind`` is what the venue maps to its own error code.
 
     Kinds: ``insufficient_funds``, ``duplicate_client_id``, ``unknown_order``, ``bad_quantity``,
-    ``bad_price``, ``min_notional``, ``unknown_symbol``, ``unsupported``.
+    ``bad_price``, ``min_notional``, ``unknown_symbol``, ``unsupported``; derivatives:
+    ``reduce_only`` (nothing to reduce in that direction), ``bad_leverage``, ``position_open``
+    (a setting that cannot change while positions or orders are open), ``bad_position_side``.
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -121,6 +123,7 @@ class Fill:
     fee_rate: float
     maker: bool
     time_ms: int
+    pnl: float = 0.0  # derivatives: profit or loss this fill realised (settle currency)
 
 
 @dataclass
@@ -146,6 +149,10 @@ class SimOrder:
     locked: float = 0.0  # still locked for this order (quote for buys, base for sells)
     triggered: bool = False
     fills: list[Fill] = field(default_factory=list)
+    # derivatives: reduce-only, the position side it trades (net | long | short), margin mode
+    reduce_only: bool = False
+    pos_side: str = "net"
+    margin_mode: str = ""
 
     @property
     def remaining(self) -> float:

@@ -52,7 +52,10 @@ class ExchangeServer(PushScheduler, PrivateSessions):
                              maker_fee=getattr(self.venue, "maker_fee", 0.001),
                              taker_fee=getattr(self.venue, "taker_fee", 0.001),
                              liquidity=sim.liquidity,
-                             first_order_id=getattr(self.venue, "first_order_id", 1000))
+                             first_order_id=getattr(self.venue, "first_order_id", 1000),
+                             derivatives=getattr(self.venue, "derivatives", False),
+                             funding_interval_ms=int(sim.funding_interval_s * 1000),
+                             default_leverage=getattr(self.venue, "default_leverage", 10.0))
         self.faults = FaultState()
         self.weights = WeightLimiter(sim.weight_limit) if sim.weight_limit else None
         self.stats = Stats()

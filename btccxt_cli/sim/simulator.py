@@ -43,6 +43,7 @@ class Simulator:
         liquidity: multiple of each second's 1s-candle volume resting orders can fill per second.
         check_timestamps: refuse signed requests whose timestamp is off the exchange clock
             (binance ``recvWindow``, okx 30 s), as the exchanges do.
+        funding_interval_s: swaps' funding period (8 h as on the exchanges; shorter in tests).
     """
 
     #: methods that read immutable or locked data: ``SimThread`` calls them from the caller's
@@ -57,7 +58,7 @@ class Simulator:
                  ports: dict[str, int] | None = None, ws_ping_interval_s: float = 20.0,
                  weight_limit: int | None = None, api_keys: Iterable[SimKey] | None = None,
                  balances: dict[str, float] | None = None, liquidity: float = 1.0,
-                 check_timestamps: bool = True) -> None:
+                 check_timestamps: bool = True, funding_interval_s: float = 8 * 3600) -> None:
         exchanges = tuple(exchanges)
         if not exchanges:
             raise ValueError("simulate at least one exchange")
@@ -82,6 +83,9 @@ class Simulator:
         self.start_balances = dict(balances) if balances is not None else None
         self.liquidity = float(liquidity)
         self.check_timestamps = bool(check_timestamps)
+        if funding_interval_s < 1:
+            raise ValueError(f"funding_interval_s must be >= 1, not {funding_interval_s}")
+        self.funding_interval_s = float(funding_interval_s)
         self.model = MarketModel(seed)
         self._servers: dict[str, ExchangeServer] = {
             ex: ExchangeServer(self, ex, (symbols or {}).get(ex), (ports or {}).get(ex, 0))

@@ -172,6 +172,7 @@ class SimSettings(Protocol):
     start_balances: dict[str, float] | None
     liquidity: float
     check_timestamps: bool
+    funding_interval_s: float
 
 
 class ServerAPI(Protocol):

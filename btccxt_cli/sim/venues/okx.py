@@ -52,6 +52,7 @@ from btccxt_cli.sim.venues import (
     retry_after_headers,
 )
 from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs, event_error, read_request
+from btccxt_cli.sim.venues.okx_swap import SwapAccount
 from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class OkxVenue(Venue):
     maker_fee = okx_private.MAKER_FEE
     taker_fee = okx_private.TAKER_FEE
     first_order_id = okx_private.FIRST_ORDER_ID
+    derivatives = True  # swaps trade with positions (venues/okx_swap.py)
+    default_leverage = 10.0
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -117,6 +120,24 @@ class OkxVenue(Venue):
             info = self._instrument(s)
             self._instruments[info["instType"]].append(info)
         self.private_ws = OkxPrivateWs(self)  # /ws/v5/private: login, orders, account
+        self.swap = SwapAccount(self)  # positions, leverage, modes, funding
+
+    def ct_val(self, symbol: str) -> float:
+        """Base units per contract (``ctVal``); 1 for spot."""
+        spec = self.specs[symbol]
+        return 10.0 ** -(spec.contract_value_decimals or 0) if spec.is_swap else 1.0
+
+    def contracts(self, symbol: str, base: float) -> float:
+        """A base amount in okx's size unit: contracts for swaps, base for spot."""
+        spec = self.specs[symbol]
+        if not spec.is_swap:
+            return base
+        return round(base / self.ct_val(symbol), spec.contract_lot_decimals)
+
+    def base_amount(self, symbol: str, sz: float) -> float:
+        """okx's ``sz`` (contracts for swaps) in base currency."""
+        spec = self.specs[symbol]
+        return round(sz * self.ct_val(symbol), spec.lot_decimals) if spec.is_swap else sz
 
     def check_symbol(self, symbol: str) -> None:
         _base, quote, settle = split_symbol(symbol)
@@ -140,6 +161,7 @@ class OkxVenue(Venue):
             web.get("/ws/v5/business", self.ws_business),
             web.get("/ws/v5/public", self.ws_public),
             *okx_private.private_routes(self),  # signed: balance, orders, fills
+            *self.swap.routes(),  # positions, leverage, modes, funding
             *self.private_ws.routes(),  # /ws/v5/private: login, orders, account
         ]
 

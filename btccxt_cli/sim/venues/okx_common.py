@@ -40,6 +40,11 @@ REJECTS = {
     "min_notional": ("51020", "Order amount should be greater than the min available amount."),
     "unknown_symbol": ("51001", "Instrument ID does not exist"),
     "unsupported": ("51000", "Parameter ordType error"),
+    "reduce_only": ("51169", "Order failed because you don't have any positions in this direction "
+                             "for this contract to reduce or close."),
+    "bad_position_side": ("51000", "Parameter posSide error"),
+    "position_open": ("59000", "Settings failed. Close any open positions or orders before "
+                               "modifying settings."),
 }
 
 

@@ -32,7 +32,9 @@ Placement errors come back as okx sends them, HTTP 200 with ``code "1"``::
      "sCode": "51008", "sMsg": "Order failed. Insufficient USDT balance in account.", "tag": "",
      "ts": "1695190491421"}], "inTime": "...", "outTime": "..."}
 
-Spot in cash mode only; swaps and margin answer 51000. Must not import ccxt or anything from
+Spot in cash mode; swaps (``-SWAP``) in ``cross`` or ``isolated`` mode with ``sz`` in contracts,
+``reduceOnly`` and ``posSide`` (positions, leverage and funding: ``okx_swap.py``); margin
+trading answers 51000. Must not import ccxt or anything from
 the client side of btccxt.
 """
 
@@ -54,6 +56,8 @@ from btccxt_cli.sim.venues.okx_common import (
     STATE,
     TAKER_FEE,
     Refused,
+    check_inst_type,
+    limited,
     num,
     ok,
     order_ids,
@@ -79,6 +83,14 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
     def engine() -> Engine:
         return server.engine
 
+    def inst_type(symbol: str) -> str:
+        return "SWAP" if venue.specs[symbol].is_swap else "SPOT"
+
+    def of_type(symbol: str, params: dict[str, Any]) -> bool:
+        """The order or fill of ``symbol`` is of the asked ``instType`` (all when none is)."""
+        wanted = params.get("instType")
+        return wanted in (None, "") or wanted == inst_type(symbol)
+
     def order_json(o: SimOrder) -> dict[str, Any]:
         spec = venue.specs[o.symbol]
         last = o.fills[-1] if o.fills else None
@@ -86,25 +98,34 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
         created = o.created_ms
         if a is not None:
             created = book.trigger_time(a, o) or created
+        swap = spec.is_swap
+
+        def sz(base: float) -> float:
+            return venue.contracts(o.symbol, base)
+
+        lever = engine().derivs.leverage_of(o.key, o.symbol, o.pos_side) if swap else 0.0
         return {
-            "accFillSz": num(o.filled), "algoClOrdId": a.client_id if a else "",
+            "accFillSz": num(sz(o.filled)), "algoClOrdId": a.client_id if a else "",
             "algoId": str(a.algo_id) if a else "", "attachAlgoClOrdId": "",
             "attachAlgoOrds": [], "avgPx": num(o.average) if o.average else "", "cTime": str(created),
             "cancelSource": "", "cancelSourceReason": "", "category": "normal", "ccy": "",
             "clOrdId": book.shown_cid(o), "fee": num(-o.fee_total) if o.fills else "0",
             "feeCcy": o.fee_asset or (spec.base if o.side == "buy" else spec.quote),
-            "fillPx": num(last.price) if last else "", "fillSz": num(last.qty) if last else "0",
+            "fillPx": num(last.price) if last else "", "fillSz": num(sz(last.qty)) if last else "0",
             "fillTime": str(last.time_ms) if last else "", "instId": venue.inst_id(o.symbol),
-            "instType": "SPOT", "isTpLimit": "false", "lever": "", "linkedAlgoOrd": {"algoId": ""},
-            "ordId": str(o.id), "ordType": REGULAR_TYPE.get(o.type, o.type), "pnl": "0", "posSide": "net",
+            "instType": inst_type(o.symbol), "isTpLimit": "false",
+            "lever": num(lever) if swap else "", "linkedAlgoOrd": {"algoId": ""},
+            "ordId": str(o.id), "ordType": REGULAR_TYPE.get(o.type, o.type),
+            "pnl": num(sum(f.pnl for f in o.fills)), "posSide": o.pos_side,
             "px": num(o.price) if o.price is not None else "", "pxType": "", "pxUsd": "", "pxVol": "",
-            "quickMgnType": "", "rebate": "0", "rebateCcy": spec.quote, "reduceOnly": "false",
+            "quickMgnType": "", "rebate": "0", "rebateCcy": spec.quote,
+            "reduceOnly": "true" if o.reduce_only else "false",
             "side": o.side, "slOrdPx": "", "slTriggerPx": "", "slTriggerPxType": "",
             # okx's order sources: 6 = placed by a trigger order, 7 = by a TP/SL (conditional) order
             "source": "" if a is None else ("6" if a.ord_type == "trigger" else "7"),
             "state": STATE[o.status], "stpId": "", "stpMode": "cancel_maker",
-            "sz": num(o.quote_amount if o.quote_amount is not None else o.amount),
-            "tag": a.tag if a else "", "tdMode": "cash",
+            "sz": num(o.quote_amount if o.quote_amount is not None else sz(o.amount)),
+            "tag": a.tag if a else "", "tdMode": o.margin_mode if swap else "cash",
             "tgtCcy": "quote_ccy" if o.quote_amount is not None else "base_ccy",
             "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "",
             "tradeId": str(last.id) if last else "", "tradeQuoteCcy": spec.quote,
@@ -113,10 +134,12 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
 
     def fill_json(f: Fill) -> dict[str, Any]:
         ts = str(f.time_ms)
-        return {"side": f.side, "fillSz": num(f.qty), "fillPx": num(f.price), "fillPxVol": "",
-                "fillFwdPx": "", "fee": num(-f.fee), "fillPnl": "0", "ordId": str(f.order_id),
-                "feeRate": num(-f.fee_rate), "instType": "SPOT", "fillPxUsd": "",
-                "instId": venue.inst_id(f.symbol), "posSide": "net",
+        return {"side": f.side, "fillSz": num(venue.contracts(f.symbol, f.qty)), "fillPx": num(f.price),
+                "fillPxVol": "",
+                "fillFwdPx": "", "fee": num(-f.fee), "fillPnl": num(f.pnl), "ordId": str(f.order_id),
+                "feeRate": num(-f.fee_rate), "instType": inst_type(f.symbol), "fillPxUsd": "",
+                "instId": venue.inst_id(f.symbol),
+                "posSide": o.pos_side if (o := engine().orders.get(f.order_id)) else "net",
                 "clOrdId": a.client_id if (a := book.algo_of.get(f.order_id)) else f.client_id,
                 "billId": str(f.id), "subType": "1" if f.side == "buy" else "2", "fillMarkVol": "",
                 "tag": "", "fillTime": ts, "execType": "M" if f.maker else "T", "fillIdxPx": "",
@@ -158,8 +181,12 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
             return result("51001", "Instrument ID does not exist", cid)
         if cid and (len(cid) > 32 or not cid.isalnum()):
             return result("51000", "Parameter clOrdId error", cid)
-        if params.get("tdMode") != "cash":
+        swap = venue.specs[symbol].is_swap
+        td_mode = params.get("tdMode")
+        if td_mode not in (("cross", "isolated") if swap else ("cash",)):
             return result("51000", "Parameter tdMode error", cid)
+        reduce_only = str(params.get("reduceOnly", "false")).lower() == "true"
+        pos_side = str(params.get("posSide") or "") or None
         side = params.get("side")
         if side not in ("buy", "sell"):
             return result("51000", "Parameter side error", cid)
@@ -179,15 +206,23 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
                 return result("51000", "Parameter px error", cid)
         # okx's own default for spot market buys is the quote currency
         tgt = params.get("tgtCcy") or ("quote_ccy" if ord_type == "market" and side == "buy" else "base_ccy")
-        quote = sz if (ord_type == "market" and side == "buy" and tgt == "quote_ccy") else None
+        quote = sz if (ord_type == "market" and side == "buy" and tgt == "quote_ccy" and not swap) else None
+        if swap:  # contracts of ctVal base units
+            if abs(sz * 10 ** venue.specs[symbol].contract_lot_decimals
+                   - round(sz * 10 ** venue.specs[symbol].contract_lot_decimals)) > 1e-6:
+                return result("51121", "Order quantity must be a multiple of the lot size.", cid)
+            sz = venue.base_amount(symbol, sz)
         spec = venue.specs[symbol]
         try:
             o = engine().place(key, symbol, str(side), str(ord_type), now_ms=server.now_ms(),
                                amount=None if quote is not None else sz, price=px, quote_amount=quote,
-                               client_id=cid or None)
+                               client_id=cid or None, reduce_only=reduce_only,
+                               pos_side=pos_side, margin_mode=td_mode if swap else None)
         except Reject as rej:
             code, msg = REJECTS.get(rej.kind, ("51000", rej.message))
-            return result(code, msg.format(ccy=spec.quote if side == "buy" else spec.base), cid)
+            if swap and rej.kind == "insufficient_funds":
+                code, msg = "51008", "Order failed. Insufficient {ccy} margin in account"
+            return result(code, msg.format(ccy=spec.quote if side == "buy" or swap else spec.base), cid)
         return result("0", "Order placed", cid, str(o.id), str(params.get("tag") or ""))
 
     def placed(results: list[dict[str, Any]]) -> web.Response:
@@ -253,26 +288,11 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
             raise Refused("51603", "Order does not exist")
         return ok([order_json(o)])
 
-    def check_inst_type(params: dict[str, Any], required: bool) -> None:
-        t = params.get("instType")
-        if t is None and required:
-            raise Refused("50014", "Parameter instType can not be empty.", 400)
-        if t is not None and t not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
-            raise Refused("51000", "Parameter instType error", 400)
-
-    def limited(rows: list[Any], params: dict[str, Any]) -> list[Any]:
-        try:
-            limit = int(params.get("limit") or 100)
-        except ValueError:
-            raise Refused("51000", "Parameter limit error", 400) from None
-        return rows[:max(1, min(limit, 100))]
-
     async def pending(request: web.Request, key: str, params: dict[str, Any]) -> web.StreamResponse:
         check_inst_type(params, required=False)
         symbol = symbol_of(venue, params, required=False)
-        if params.get("instType") not in (None, "SPOT"):
-            return ok([])
-        rows = [o for o in engine().open_orders(key, symbol, now_ms=server.now_ms()) if book.visible(o)]
+        rows = [o for o in engine().open_orders(key, symbol, now_ms=server.now_ms())
+                if book.visible(o) and of_type(o.symbol, params)]
         return ok(limited([order_json(o) for o in reversed(rows)], params))
 
     async def history(request: web.Request, key: str, params: dict[str, Any]) -> web.StreamResponse:
@@ -283,9 +303,8 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
         state = params.get("state")  # ccxt: filled (fetch_closed_orders), canceled
         if state not in (None, "", "filled", "canceled", "mmp_canceled"):
             raise Refused("51000", "Parameter state error", 400)
-        if params.get("instType") != "SPOT":
-            return ok([])
         rows = [o for o in eng.orders.values() if o.key == key and not o.is_open and book.visible(o)
+                and of_type(o.symbol, params)
                 and (symbol is None or o.symbol == symbol) and (not state or STATE[o.status] == state)]
         return ok(limited([order_json(o) for o in reversed(rows)], params))
 
@@ -295,8 +314,7 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
         oid = params.get("ordId")
         rows = engine().account_fills(key, symbol=symbol, order_id=int(oid) if oid and str(oid).isdigit()
                                       else None, now_ms=server.now_ms())
-        if params.get("instType") not in (None, "SPOT"):
-            rows = []
+        rows = [f for f in rows if of_type(f.symbol, params)]
         begin, end = params.get("begin"), params.get("end")
         rows = [f for f in rows if (not begin or f.time_ms >= int(begin))
                 and (not end or f.time_ms <= int(end))]
