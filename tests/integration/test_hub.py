@@ -98,7 +98,7 @@ def test_kill9_hub_and_restart_delivers_every_missed_bar_in_order(sim_factory, r
 
     try:
         store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
-        res = run_feeds(store, [sym], live_bars=8, timeout=45, backfill_bars=2,
+        res = run_feeds(store, [sym], live_bars=6, timeout=45, backfill_bars=2,
                         on_next=after_live(3, kill_and_restart))
         assert not res.timed_out, res.notes
         seen = res.bars[sym]
@@ -123,7 +123,7 @@ def test_standby_hub_takes_over_when_the_leader_dies(sim_factory, redis_server, 
     try:
         standby.wait_for("standing by")
         store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
-        res = run_feeds(store, [sym], live_bars=8, timeout=45, backfill_bars=2,
+        res = run_feeds(store, [sym], live_bars=6, timeout=45, backfill_bars=2,
                         on_next=after_live(3, leader.kill))
         assert not res.timed_out, res.notes
         seen = res.bars[sym]
@@ -155,7 +155,7 @@ def test_redis_frozen_for_10s_then_every_bar_in_order(sim_factory, valkey_factor
 
     try:
         store = CCXTStore(EX, hub_url=server.url, hub_namespace=ns)
-        res = run_feeds(store, [sym], live_bars=6, timeout=60, backfill_bars=2,
+        res = run_feeds(store, [sym], live_bars=4, timeout=60, backfill_bars=2,
                         on_next=after_live(2, freeze))
         assert resumed.is_set()
         assert not res.timed_out, res.notes
@@ -255,7 +255,7 @@ def test_a_leader_cut_off_from_redis_is_replaced_then_steps_down(sim_factory, re
     try:
         standby.wait_for("standing by")
         store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
-        res = run_feeds(store, [sym], live_bars=10, timeout=50, backfill_bars=2,
+        res = run_feeds(store, [sym], live_bars=7, timeout=50, backfill_bars=2,
                         on_next=after_live(3, partition))
         assert not res.timed_out, res.notes
         assert_matches_truth(sim, EX, sym, "1s", res.bars[sym], tf_ms=1000)
