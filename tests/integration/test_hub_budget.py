@@ -90,3 +90,22 @@ def test_a_429_seen_by_one_process_pauses_every_process(sim_factory, redis_serve
     wait = b.btccxt_budget.take(1)  # the other process's next call waits out the Retry-After
     assert 3.0 <= wait <= 4.0, wait
     assert a.btccxt_budget.pauses == 1
+
+
+def test_btccxt_backfill_draws_from_the_shared_budget(sim_factory, redis_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _fresh_budget(redis_server)
+    sim = sim_factory(exchanges=(EX,))
+    env = dict(os.environ, BTCCXT_RATE_LIMIT_SHARED=redis_server.url)
+    res = subprocess.run([sys.executable, "-m", "btccxt_cli", "backfill", "BTC/USDT", "-e", EX,
+                          "-t", "1s", "--since", "5m", "--sim-url", sim.url(EX), "--db",
+                          str(tmp_path / "c.sqlite"), "--limit", "100", "--json"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    r = redis_server.client()
+    bucket = r.hgetall(f"btccxt:budget:{EX}:rest")
+    r.close()
+    assert bucket and float(bucket[b"tokens"]) < 20, bucket  # its calls drew tokens
