@@ -109,3 +109,20 @@ def test_btccxt_backfill_draws_from_the_shared_budget(sim_factory, redis_server,
     bucket = r.hgetall(f"btccxt:budget:{EX}:rest")
     r.close()
     assert bucket and float(bucket[b"tokens"]) < 20, bucket  # its calls drew tokens
+
+
+def test_a_store_with_rate_limit_shared_draws_every_client_from_the_budget(sim_factory,
+                                                                           redis_server):
+    from btccxt_cli.bt.store import CCXTStore
+
+    _fresh_budget(redis_server)
+    sim = sim_factory(exchanges=(EX,))
+    store = CCXTStore(EX, sim_url=sim.url(EX), rate_budget=redis_server.url)
+    try:
+        ex = store.sync_exchange()  # markets and the clock: two calls through the budget
+        ex.fetch_ohlcv("BTC/USDT", "1s", limit=5)
+        assert ex.btccxt_budget.calls >= 3
+        aex = store.run_async(store.async_exchange()).result(30)  # the loop's client too
+        assert aex.btccxt_budget.calls >= 1
+    finally:
+        store.stop()
