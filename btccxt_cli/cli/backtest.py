@@ -10,7 +10,7 @@ backfill``'s progress; ``--offline`` refuses a hole instead, naming it (exit 2).
 
 Exit codes: 0 done; 1 the exchange kept failing while downloading missing bars; 2 bad config,
 option, output path, a hole with ``--offline``, or a missing optional dependency; 3 the
-strategy raised (its traceback is shown).
+strategy raised (its traceback is shown); 130 Ctrl-C (one line).
 
 ccxt, backtrader, rich and plotly load inside the command only.
 """
@@ -109,6 +109,9 @@ def backtest_command(
         raise typer.Exit(exc.exit_code) from None
     except BtccxtError as exc:
         fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (bars downloaded are kept)
+        sys.stderr.write("interrupted: the backtest was stopped; no output file was written\n")
+        raise typer.Exit(130) from None
     finally:
         if sim is not None:
             sim.stop()

@@ -209,3 +209,36 @@ def test_report_without_plotly_names_the_extra(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "--report needs plotly" in p.stderr and "btccxt[report]" in p.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_ctrl_c_stops_a_backtest_with_one_line(sim: Any, tmp_path: Path) -> None:
+    import signal
+
+    started = tmp_path / "started"
+    strat = tmp_path / "slow.py"
+    strat.write_text(f"""import time
+from pathlib import Path
+import backtrader as bt
+
+
+class Slow(bt.Strategy):
+    def next(self):
+        Path({str(started)!r}).touch()
+        while True:  # until Ctrl-C
+            time.sleep(0.01)
+""")
+    cfg = _config(tmp_path, sim, strategy=f"path: {strat}")
+    since, until = _window()
+    report = tmp_path / "r.html"
+    p = btccxt("backtest", str(cfg), "--since", str(since), "--until", str(until), "--report",
+               str(report))
+    deadline = time.monotonic() + 60
+    while not started.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the strategy's first bar (a condition, not a delay)
+    assert started.exists(), p.communicate(timeout=5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == ("interrupted: the backtest was stopped; no output "
+                                            "file was written")
+    assert "Traceback" not in err and not report.exists()
