@@ -4,7 +4,7 @@ REST (all GET, errors as ``{"code": -1121, "msg": "Invalid symbol."}`` with HTTP
 
     /api/v3/ping  /api/v3/time  /api/v3/exchangeInfo  /api/v3/klines  /api/v3/uiKlines
     /api/v1/ping  /api/v1/time
-    /fapi/v1/exchangeInfo  /dapi/v1/exchangeInfo  /eapi/v1/exchangeInfo   (no symbols)
+    /dapi/v1/exchangeInfo  /eapi/v1/exchangeInfo   (no symbols; USD-M /fapi: binance_futures.py)
     /fapi/v1/time  /dapi/v1/time  /fapi/v1/ping  /dapi/v1/ping
     /sapi/v1/capital/config/getall  /sapi/v1/margin/allPairs  /sapi/v1/margin/isolated/allPairs
         (empty lists: load_markets() asks for them when API keys are set)
@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.grids import EPOCH_GRIDS, MONDAY_WEEK, UTC_MONTH
-from btccxt_cli.sim.market import Candle, MarketSpec
+from btccxt_cli.sim.market import Candle, MarketSpec, split_symbol
 from btccxt_cli.sim.venues import (
     MAJORS,
+    SWAPS,
     Venue,
     binance_private,
     dumps,
@@ -52,6 +53,7 @@ from btccxt_cli.sim.venues import (
     loads,
     retry_after_headers,
 )
+from btccxt_cli.sim.venues.binance_futures import UsdmFutures
 from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
 from btccxt_cli.timeframes import BarGrid
 
@@ -85,10 +87,11 @@ def _f8(x: float) -> str:
 
 
 class BinanceVenue(Venue):
-    """Binance spot (``api.binance.com`` / ``stream.binance.com``)."""
+    """Binance spot (``api.binance.com`` / ``stream.binance.com``) and USD-M perpetuals
+    (``fapi.binance.com``, REST only: ``binance_futures.py``)."""
 
     id = "binance"
-    default_symbols = MAJORS
+    default_symbols = MAJORS + SWAPS
     # binance's weeks open on Monday 00:00 UTC, its months on the 1st (UTC); the rest on
     # multiples of their length since 1970
     grids = {**EPOCH_GRIDS, "1w": MONDAY_WEEK, "1M": UTC_MONTH}
@@ -97,20 +100,26 @@ class BinanceVenue(Venue):
     maker_fee = binance_private.MAKER_FEE
     taker_fee = binance_private.TAKER_FEE
     first_order_id = binance_private.FIRST_ORDER_ID
+    derivatives = True  # USD-M perpetuals trade with positions (venues/binance_futures.py)
+    default_leverage = 20.0
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
-        self.by_id: dict[str, str] = {self.market_id(s): s for s in self.symbols}
-        self._markets = [self._market_info(s) for s in self.symbols]
+        spot = [s for s in self.symbols if not self.specs[s].is_swap]
+        self.by_id: dict[str, str] = {self.market_id(s): s for s in spot}  # spot ids
+        self._markets = [self._market_info(s) for s in spot]
         self.user_data = BinanceUserData(self)  # private stream on the WebSocket API
+        self.futures = UsdmFutures(self)  # fapi: USD-M perpetuals
 
     def check_symbol(self, symbol: str) -> None:
-        if ":" in symbol:
-            raise ValueError(f"the binance simulator serves spot markets only, not {symbol!r}")
+        _base, quote, settle = split_symbol(symbol)
+        if settle is not None and (settle != quote or quote != "USDT"):
+            raise ValueError(f"the binance simulator serves spot and USDT-margined perpetuals "
+                             f"only, not {symbol!r}")
 
     @staticmethod
     def market_id(symbol: str) -> str:
-        return symbol.replace("/", "")
+        return symbol.partition(":")[0].replace("/", "")
 
     @property
     def heartbeat(self) -> float | None:
@@ -128,7 +137,6 @@ class BinanceVenue(Venue):
             web.get("/fapi/v1/time", self.time),
             web.get("/dapi/v1/time", self.time),
             web.get("/api/v3/exchangeInfo", self.exchange_info),
-            web.get("/fapi/v1/exchangeInfo", self.empty_exchange_info),
             web.get("/dapi/v1/exchangeInfo", self.empty_exchange_info),
             web.get("/eapi/v1/exchangeInfo", self.empty_exchange_info),
             web.get("/api/v3/klines", self.klines),
@@ -143,12 +151,15 @@ class BinanceVenue(Venue):
             web.get("/stream/ws/{name}", self.ws_raw),
             web.get("/stream", self.ws_combined),
             *binance_private.private_routes(self),  # signed: account, orders, trades
+            *self.futures.routes(),  # fapi: USD-M perpetuals
             *self.user_data.routes(),  # WebSocket API /ws-api/v3: user data stream
         ]
 
     def on_order_event(self, event: OrderEvent, sessions: list[PrivateSession]) -> None:
-        """Order events of the sessions' account go out on the user data stream."""
-        self.user_data.on_order_event(event, sessions)
+        """Order events of the sessions' account go out on the (spot) user data stream; the
+        USD-M user data stream is not simulated."""
+        if not self.specs[event.order.symbol].is_swap:
+            self.user_data.on_order_event(event, sessions)
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
@@ -211,7 +222,8 @@ class BinanceVenue(Venue):
         market_id = q.get("symbol")
         if not market_id:
             return _err(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        symbol = self.by_id.get(market_id)
+        ids = self.futures.by_id if request.path.startswith("/fapi/") else self.by_id
+        symbol = ids.get(market_id)
         if symbol is None:
             return _err(-1121, "Invalid symbol.")
         interval = q.get("interval")

@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["private_routes", "MAKER_FEE", "TAKER_FEE", "FIRST_ORDER_ID"]
+__all__ = ["private_routes", "authenticate", "signed", "number", "Refused", "missing", "MAKER_FEE", "TAKER_FEE",
+           "FIRST_ORDER_ID"]
 
 MAKER_FEE = 0.001
 TAKER_FEE = 0.001
@@ -81,7 +82,7 @@ _REJECTS = {
 }
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """A request binance refuses before it reaches the engine."""
 
     def __init__(self, code: int, msg: str, status: int = 400) -> None:
@@ -89,8 +90,83 @@ class _Refused(Exception):
         self.response = json_response({"code": code, "msg": msg}, status=status)
 
 
-def _missing(name: str) -> _Refused:
-    return _Refused(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+def missing(name: str) -> Refused:
+    return Refused(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+async def authenticate(venue: Any, request: web.Request) -> tuple[str, dict[str, str]]:
+    """The API key of a signed request and its parameters (query and body, without the
+    signature); :class:`Refused` as binance would refuse it. ``venue``: the binance venue."""
+    server = venue.server
+    key = request.headers.get("X-MBX-APIKEY", "")
+    if not key:
+        raise Refused(-2014, "API-key format invalid.", 401)
+    sim_key = server.engine.keys.get(key)
+    if sim_key is None:
+        raise Refused(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+    raw_query = request.rel_url.raw_query_string
+    body = (await request.text()) if request.can_read_body else ""
+    params: dict[str, str] = {}
+    given = None
+    parts: list[str] = []
+    for chunk in (raw_query, body):
+        kept = []
+        for piece in chunk.split("&") if chunk else []:
+            if piece.startswith("signature="):
+                given = piece[len("signature="):]
+                continue
+            kept.append(piece)
+        parts.append("&".join(kept))
+        params.update(parse_qsl(chunk, keep_blank_values=True))
+    params.pop("signature", None)
+    if not given:
+        raise missing("signature")
+    # binance signs the query string followed directly by the body
+    payload = parts[0] + parts[1]
+    if not same_signature(hmac_sha256_hex(sim_key.secret, payload), given.lower()):
+        raise Refused(-1022, "Signature for this request is not valid.")
+    ts_raw = params.get("timestamp")
+    if not ts_raw or not ts_raw.isdigit():
+        raise missing("timestamp")
+    window = params.get("recvWindow", str(RECV_WINDOW_DEFAULT))
+    try:
+        recv_window = int(float(window))
+    except ValueError:
+        raise Refused(-1100, "Illegal characters found in parameter 'recvWindow'; legal range "
+                       "is '^[0-9]{1,20}$'.") from None
+    if recv_window > RECV_WINDOW_MAX:
+        raise Refused(-1131, "recvWindow must be less than 60000")
+    if server.sim.check_timestamps:
+        now, ts = server.now_ms(), int(ts_raw)
+        if ts >= now + 1000:
+            raise Refused(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+        if now - ts > recv_window:
+            raise Refused(-1021, "Timestamp for this request is outside of the recvWindow.")
+    return key, params
+
+
+
+def number(params: dict[str, str], name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise Refused(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                       "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.") from None
+
+
+def signed(venue: Any, fn: Any) -> Any:
+    """An aiohttp handler that authenticates and calls ``fn(request, key, params)``; a
+    :class:`Refused` becomes binance's error answer."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            key, params = await authenticate(venue, request)
+            return await fn(request, key, params)
+        except Refused as exc:
+            return exc.response
+    return wrapped
 
 
 def _f8(x: float | None) -> str:
@@ -104,81 +180,24 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
     def engine() -> Engine:
         return server.engine
 
-    async def authenticate(request: web.Request) -> tuple[str, dict[str, str]]:
-        key = request.headers.get("X-MBX-APIKEY", "")
-        if not key:
-            raise _Refused(-2014, "API-key format invalid.", 401)
-        sim_key = engine().keys.get(key)
-        if sim_key is None:
-            raise _Refused(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-        raw_query = request.rel_url.raw_query_string
-        body = (await request.text()) if request.can_read_body else ""
-        params: dict[str, str] = {}
-        given = None
-        parts: list[str] = []
-        for chunk in (raw_query, body):
-            kept = []
-            for piece in chunk.split("&") if chunk else []:
-                if piece.startswith("signature="):
-                    given = piece[len("signature="):]
-                    continue
-                kept.append(piece)
-            parts.append("&".join(kept))
-            params.update(parse_qsl(chunk, keep_blank_values=True))
-        params.pop("signature", None)
-        if not given:
-            raise _missing("signature")
-        # binance signs the query string followed directly by the body
-        payload = parts[0] + parts[1]
-        if not same_signature(hmac_sha256_hex(sim_key.secret, payload), given.lower()):
-            raise _Refused(-1022, "Signature for this request is not valid.")
-        ts_raw = params.get("timestamp")
-        if not ts_raw or not ts_raw.isdigit():
-            raise _missing("timestamp")
-        window = params.get("recvWindow", str(RECV_WINDOW_DEFAULT))
-        try:
-            recv_window = int(float(window))
-        except ValueError:
-            raise _Refused(-1100, "Illegal characters found in parameter 'recvWindow'; legal range "
-                           "is '^[0-9]{1,20}$'.") from None
-        if recv_window > RECV_WINDOW_MAX:
-            raise _Refused(-1131, "recvWindow must be less than 60000")
-        if server.sim.check_timestamps:
-            now, ts = server.now_ms(), int(ts_raw)
-            if ts >= now + 1000:
-                raise _Refused(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
-            if now - ts > recv_window:
-                raise _Refused(-1021, "Timestamp for this request is outside of the recvWindow.")
-        return key, params
-
     def symbol_of(params: dict[str, str], required: bool = True) -> str | None:
         market_id = params.get("symbol")
         if not market_id:
             if required:
-                raise _missing("symbol")
+                raise missing("symbol")
             return None
         symbol = venue.by_id.get(market_id)
         if symbol is None:
-            raise _Refused(-1121, "Invalid symbol.")
+            raise Refused(-1121, "Invalid symbol.")
         return symbol
-
-    def number(params: dict[str, str], name: str) -> float | None:
-        raw = params.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise _Refused(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                           "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.") from None
 
     def lookup(key: str, params: dict[str, str], symbol: str | None) -> tuple[int | None, str | None]:
         oid, cid = params.get("orderId"), params.get("origClientOrderId")
         if not oid and not cid:
-            raise _Refused(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both "
+            raise Refused(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both "
                            "were empty/null!")
         if oid and not oid.isdigit():
-            raise _Refused(-1100, "Illegal characters found in parameter 'orderId'; legal range is "
+            raise Refused(-1100, "Illegal characters found in parameter 'orderId'; legal range is "
                            "'^[0-9]{1,20}$'.")
         return (int(oid) if oid else None), (cid or None)
 
@@ -201,13 +220,7 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
                 "time": f.time_ms, "isBuyer": f.side == "buy", "isMaker": f.maker, "isBestMatch": True}
 
     def handler(fn: Any) -> Any:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                key, params = await authenticate(request)
-                return await fn(request, key, params)
-            except _Refused as exc:
-                return exc.response
-        return wrapped
+        return signed(venue, fn)
 
     # ------------------------------------------------------------------ endpoints
     async def account(request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
@@ -232,31 +245,31 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
         assert symbol is not None
         side = params.get("side", "")
         if side not in ("BUY", "SELL"):
-            raise _missing("side") if not side else _Refused(-1100, "Illegal characters found in parameter 'side'.")
+            raise missing("side") if not side else Refused(-1100, "Illegal characters found in parameter 'side'.")
         raw_type = params.get("type", "")
         if not raw_type:
-            raise _missing("type")
+            raise missing("type")
         kind = _TYPES.get(raw_type)
         if kind is None:
             logger.warning("binance sim: order type %s is not simulated", raw_type)
-            raise _Refused(-1116, "Invalid orderType.")
+            raise Refused(-1116, "Invalid orderType.")
         tif = params.get("timeInForce")
         if kind in ("limit", "stop_limit"):
             if not tif:
-                raise _missing("timeInForce")
+                raise missing("timeInForce")
             if tif != "GTC":
                 logger.warning("binance sim: timeInForce %s is not simulated", tif)
-                raise _Refused(-1115, "Invalid timeInForce.")
+                raise Refused(-1115, "Invalid timeInForce.")
         amount = number(params, "quantity")
         quote = number(params, "quoteOrderQty")
         price = number(params, "price")
         stop = number(params, "stopPrice")
         if amount is None and not (kind == "market" and quote is not None):
-            raise _missing("quantity")
+            raise missing("quantity")
         if kind in ("limit", "stop_limit") and price is None:
-            raise _missing("price")
+            raise missing("price")
         if kind in ("stop_market", "stop_limit") and stop is None:
-            raise _missing("stopPrice")
+            raise missing("stopPrice")
         resp_type = params.get("newOrderRespType") or ("FULL" if kind in ("market", "limit") else "ACK")
         now = server.now_ms()
         try:
@@ -284,7 +297,7 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
         oid, cid = lookup(key, params, symbol)
         o = engine().find(key, symbol=symbol, order_id=oid, client_id=cid, now_ms=server.now_ms())
         if o is None:
-            raise _Refused(-2013, "Order does not exist.")
+            raise Refused(-2013, "Order does not exist.")
         return json_response(order_json(o))
 
     async def cancel_order(request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
@@ -294,7 +307,7 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
         try:
             o = engine().cancel(key, now_ms=now, symbol=symbol, order_id=oid, client_id=cid)
         except Reject:
-            raise _Refused(-2011, "Unknown order sent.") from None
+            raise Refused(-2011, "Unknown order sent.") from None
         body = order_json(o)
         for k in ("time", "updateTime", "isWorking", "icebergQty", "workingTime", "stopPrice"):
             body.pop(k, None)
@@ -329,7 +342,7 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
                  and (end is None or f.time_ms <= end) and (from_id is None or f.id >= from_id)]
         limit = int(number(params, "limit") or 500)
         if limit < 1 or limit > 1000:
-            raise _Refused(-1130, "Data sent for parameter 'limit' is not valid.")
+            raise Refused(-1130, "Data sent for parameter 'limit' is not valid.")
         fills = fills[:limit] if (from_id is not None or start is not None) else fills[-limit:]
         return json_response([fill_json(f) for f in fills])
 
