@@ -122,6 +122,8 @@ class Engine:
         self.taker_fee = float(taker_fee)
         self.liquidity = float(liquidity)
         self.unique_client_ids = unique_client_ids
+        #: ms a lookup does not see a new order (the server wires its ``lookup_lag`` fault here)
+        self.lookup_lag: Callable[[], int] = lambda: 0
         default = dict(balances if balances is not None else DEFAULT_BALANCES)
         self.keys: dict[str, SimKey] = {}
         self.accounts: dict[str, Account] = {}
@@ -203,9 +205,20 @@ class Engine:
     def account(self, key: str) -> Account:
         return self.accounts[key]
 
+    def lagging(self, o: SimOrder, now_ms: int) -> bool:
+        """A lookup at ``now_ms`` does not see ``o`` yet (the ``lookup_lag`` fault)."""
+        return now_ms - o.created_ms < self.lookup_lag()
+
     def find(self, key: str, *, symbol: str | None = None, order_id: int | None = None,
              client_id: str | None = None, now_ms: int | None = None) -> SimOrder | None:
-        """An order of ``key`` by exchange id or client id (the newest with that client id)."""
+        """An order of ``key`` by exchange id or client id (the newest with that client id).
+        With ``now_ms`` (a client's lookup) an order younger than the ``lookup_lag`` fault is
+        not found."""
+        o = self._find(key, symbol=symbol, order_id=order_id, client_id=client_id, now_ms=now_ms)
+        return None if o is not None and now_ms is not None and self.lagging(o, now_ms) else o
+
+    def _find(self, key: str, *, symbol: str | None = None, order_id: int | None = None,
+              client_id: str | None = None, now_ms: int | None = None) -> SimOrder | None:
         with self._lock:
             if now_ms is not None:
                 self.advance(now_ms)

@@ -22,6 +22,9 @@ Faults (one method each on ``Simulator``/``SimThread``, and ``POST /_sim/faults/
 ``order_ack_fault`` the next N order placements are executed, then the answer is delayed past
                     the client's timeout (``delay``), the connection reset (``reset``) or an
                     HTTP 500 sent (``500``): the ambiguous case a client must resolve by lookup
+``lookup_lag``      for N ms after an order's create, lookups of it (by id or client id) answer
+                    "no such order" with the exchange's own code (binance -2013, okx 51603): a
+                    read replica lagging behind the matching engine
 ``clear_faults``    back to normal
 =================== ====================================================================
 """
@@ -36,6 +39,7 @@ __all__ = ["FaultState", "FAULT_NAMES", "REST_ERROR_STATUSES", "DROP_MODES", "AC
 FAULT_NAMES = (
     "drop", "outage", "stall", "duplicate", "reorder", "delay_pushes", "rest_errors",
     "rest_delay", "drop_subscription", "clear_faults", "order_ack_fault", "rest_hole",
+    "lookup_lag",
 )
 REST_ERROR_STATUSES = (418, 429, 500, 502, 503)
 DROP_MODES = ("close", "reset")
@@ -60,6 +64,7 @@ class FaultState:
     ack_fault_count: int = 0
     ack_fault_ms: int = 0
     rest_holes: tuple[tuple[str, int, int], ...] = ()  # (symbol or "", first open, last open)
+    lookup_lag_ms: int = 0  # an order is not found by lookups for this long after its create
 
     def clear(self) -> None:
         for f in fields(self):
@@ -109,6 +114,9 @@ class FaultState:
         """The bar of ``symbol`` opening at ``open_ms`` is left out of REST answers."""
         return any(a <= open_ms <= b and (not s or s == symbol) for s, a, b in self.rest_holes)
 
+    def set_lookup_lag(self, ms: float) -> None:
+        self.lookup_lag_ms = int(_non_negative("ms", ms))
+
     def set_push_delay(self, ms: float) -> None:
         self.push_delay_ms = int(_non_negative("ms", ms))
 
@@ -148,6 +156,7 @@ class FaultState:
             },
             "rest_delay_ms": self.rest_delay_ms,
             "rest_holes": [list(h) for h in self.rest_holes],
+            "lookup_lag_ms": self.lookup_lag_ms,
             "order_ack_fault": {"mode": self.ack_fault_mode, "remaining": self.ack_fault_count,
                                 "ms": self.ack_fault_ms},
         }

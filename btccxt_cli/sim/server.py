@@ -57,6 +57,7 @@ class ExchangeServer(PushScheduler, PrivateSessions):
                              funding_interval_ms=int(sim.funding_interval_s * 1000),
                              default_leverage=getattr(self.venue, "default_leverage", 10.0))
         self.faults = FaultState()
+        self.engine.lookup_lag = lambda: self.faults.lookup_lag_ms  # the lookup_lag fault
         self.weights = WeightLimiter(sim.weight_limit) if sim.weight_limit else None
         self.stats = Stats()
         self.conns: dict[str, Connection] = {}

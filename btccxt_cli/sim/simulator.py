@@ -223,6 +223,11 @@ class Simulator:
         the connection (``reset``) or answer HTTP 500 (``500``)."""
         self.server(exchange).faults.set_ack_fault(mode, count, ms)
 
+    def lookup_lag(self, exchange: str, ms: float = 2000) -> None:
+        """For ``ms`` after each order's create, lookups of that order answer "no such order"
+        (binance -2013, okx 51603), as a lagging read replica does; 0 turns it off."""
+        self.server(exchange).faults.set_lookup_lag(ms)
+
     def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]:
         """Every order the exchange holds (of one API key, or all), oldest first."""
         server = self.server(exchange)

@@ -260,7 +260,7 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
         for o in reversed(list(eng.orders.values())):
             if (o.key == key and (symbol is None or o.symbol == symbol) and book.visible(o)
                     and book.shown_cid(o) == cid):
-                return o
+                return None if eng.lagging(o, now) else o
         return None
 
     async def cancel(request: web.Request, key: str, params: dict[str, Any]) -> web.StreamResponse:
