@@ -47,8 +47,10 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from backtrader.position import Position
 from backtrader.utils import date2num
 
+from btccxt_cli.bt.fees import FeeBook
 from btccxt_cli.bt.ordersync import Event, OrderSync
 from btccxt_cli.bt.positions import OrderLimits, Positions
+from btccxt_cli.bt.runlock import RunLock
 from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
@@ -109,6 +111,12 @@ class CCXTBroker(bt.BrokerBase):
             ``"websocket"`` (wherever ccxt.pro has ``watchOrders``) or ``"poll"``.
         reconcile_interval: seconds between REST polls of live orders while the WebSocket
             order stream is up (default 10; while it is down, ``poll_interval`` applies).
+        run_scope: the run's identity in the orders database (default ``""``; ``btccxt run``
+            passes the config file and strategy): a run adopts, sweeps and cancels only the
+            orders of its scope, and a second live run on the same database, account and
+            scope is refused (``bt/runlock.py``).
+        watch_for: seconds an order given up on "not found" stays watched (``bt/sweep.py``).
+        sweep_interval: seconds between sweeps of the exchange's open orders for ours.
         clock: time source.
     """
 
@@ -126,6 +134,9 @@ class CCXTBroker(bt.BrokerBase):
         ("adopt_holdings", False),
         ("updates", "auto"),
         ("reconcile_interval", 10.0),
+        ("run_scope", ""),
+        ("watch_for", 600.0),
+        ("sweep_interval", 60.0),
         ("clock", SYSTEM_CLOCK),
     )
 
@@ -152,12 +163,15 @@ class CCXTBroker(bt.BrokerBase):
         self._markets: dict[str, Any] = {}
         self._shadow: dict[Any, Position] = {}  # trade bookkeeping of each data's fills
         self.positions = Positions()  # the bot's own (bt/positions.py)
+        self.fees = FeeBook()  # fees per currency, valued in the quote (bt/fees.py)
         self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
         self._unconfirmed: tuple[list[str], str | None] = ([], None)  # what cerebro took last
         self._sent: collections.deque[float] = collections.deque()
         self._open_count = 0
         self.db: OrderStore | None = None
         self.sync: OrderSync | None = None
+        self.run_lock: RunLock | None = None
+        self._late: set[str] = set()  # orders given up, then found at the exchange
         self.started = False
         self.killed = False
         self._stop_lock = threading.Lock()
@@ -182,27 +196,33 @@ class CCXTBroker(bt.BrokerBase):
             return
         self._run_thread = threading.get_ident()
         path = self.p.db_path or default_orders_path()
+        self.run_lock = RunLock(path, self.account, self.p.run_scope, started_ms=self.clock.time_ms())
+        self.run_lock.acquire()  # one live run per database, account and scope
         self.db = OrderStore(path if str(path) == ":memory:" else Path(path))
         self.db.start_run(self.run_id, self.account, self.clock.time_ms())
-        adopt = tuple(dict.fromkeys(self._symbol(d) for d in self._datas())) \
-            if self.p.adopt_holdings else ()
+        symbols = tuple(dict.fromkeys(self._symbol(d) for d in self._datas()))
+        adopt = symbols if self.p.adopt_holdings else ()
         self.sync = OrderSync(self.store, self.db, self.account, on_events=self._on_sync_events,
                               poll_interval=self.p.poll_interval,
                               balance_interval=self.p.balance_interval,
                               ambiguous_timeout=self.p.ambiguous_timeout,
                               updates=self.p.updates, reconcile_interval=self.p.reconcile_interval,
-                              adopt=adopt, clock=self.clock)
+                              adopt=adopt, clock=self.clock, scope=self.p.run_scope,
+                              symbols=symbols, watch_for=self.p.watch_for,
+                              sweep_interval=self.p.sweep_interval)
         fut = self.store.run_async(self.sync.start())
         try:
             events = fut.result(self.p.start_timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
             self.db.close()
+            self.run_lock.release()
             raise BtccxtError(f"{self.store.exchange_id}: the live broker did not start within "
                               f"{self.p.start_timeout:g} s (markets, balances, reconciliation)",
                               hint="check the network and the exchange status") from None
         except BaseException:
             self.db.close()
+            self.run_lock.release()
             raise
         ready = [ev for ev in events if ev.kind == "ready"]
         self._apply(ready)  # markets, balances and the bot's positions now
@@ -251,6 +271,8 @@ class CCXTBroker(bt.BrokerBase):
                 self._deliver_at_stop()
         if self.db is not None:
             self.db.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
         self.started = False
 
     def _stop_with_store(self) -> None:
@@ -380,20 +402,27 @@ class CCXTBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ extras
     def cancel_all(self, timeout: float = 15.0) -> bool:
-        """Cancel every live order of this account and wait for the answers (any thread).
+        """Cancel every live order this broker tracks and wait for the answers (any thread).
 
-        Returns False if the exchange did not answer in time.
+        Returns False if the exchange did not answer in time, or some order could not be
+        cancelled (an order whose create outcome is unknown and that is not found yet: it is
+        cancelled as soon as it is found, in this run or, adopted, in the next).
         """
         if self.sync is None or not self.started:
             return True
         done: concurrent.futures.Future = concurrent.futures.Future()
         self.sync.send("cancel_all", done)
         try:
-            done.result(timeout)
-            return True
+            left = done.result(timeout)
         except concurrent.futures.TimeoutError:
             logger.error("cancelling open orders did not finish within %.0f s", timeout)
             return False
+        if left:
+            logger.error("%d order(s) could not be cancelled yet (%s): not found at the exchange "
+                         "yet, or the cancel failed; they are cancelled once found",
+                         len(left), ", ".join(left))
+            return False
+        return True
 
     def kill(self, reason: str, timeout: float = 15.0) -> bool:
         """The kill switch: cancel every open order; no new order is accepted afterwards."""
@@ -458,7 +487,7 @@ class CCXTBroker(bt.BrokerBase):
         rec = OrderRecord(client_id=cid, account=self.account, run_id=self.run_id, seq=seq,
                           symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
                           amount=abs(float(order.created.size)), price=price, stop_price=stop,
-                          status="pending", created_ms=now, updated_ms=now)
+                          status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope)
         self.db.insert_order(rec)  # stored before it is sent: a crash leaves a row to reconcile
         order.addinfo(client_id=cid)
         self._live[cid] = _Live(rec, order, order.data)
@@ -580,6 +609,8 @@ class CCXTBroker(bt.BrokerBase):
                 self.updates_reason = str(ev.data.get("reason", ""))
                 self._updates_changes.append((self.updates_via, self.updates_reason))
             elif ev.kind == "adopt" and ev.rec is not None:
+                if ev.data.get("late"):
+                    self._late.add(ev.rec.client_id)
                 self._adopt.append(ev.rec)
                 self._materialize()
             elif ev.kind == "fill" and ev.fill is not None:
@@ -629,6 +660,9 @@ class CCXTBroker(bt.BrokerBase):
         order.p.simulated = False  # but the strategy must be notified like any order
         order.addcomminfo(self.getcommissioninfo(data))
         order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)
+        if rec.client_id in self._late:  # given up on "not found", then found: told as it is
+            self._late.discard(rec.client_id)
+            order.addinfo(late=True, reason=rec.reason)
         order.submit(self)
         return order
 
@@ -657,9 +691,7 @@ class CCXTBroker(bt.BrokerBase):
             order.accept(self)
             self._notify(order)
         size = f.amount if f.side == "buy" else -f.amount
-        market = self._markets.get(f.symbol) or {}
-        comm = f.fee if f.fee_currency == market.get("quote") else (
-            f.fee * f.price if f.fee_currency == market.get("base") else 0.0)
+        comm = self.fees.add(order, f, self._markets.get(f.symbol) or {}, ev.data.get("fee_value"))
         pos = self._shadow.get(data)
         if pos is None:  # trades open from the bot's position at start
             pos = self._shadow[data] = Position(*self.positions.at_start.get(f.symbol, (0.0, 0.0)))

@@ -42,11 +42,14 @@ import json
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt.fees import fee_value
 from btccxt_cli.bt.positions import amount_tolerance
+from btccxt_cli.bt.sweep import Watch
 from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.log import redact
@@ -72,6 +75,10 @@ UPDATE_MODES = ("auto", "websocket", "poll")
 ALGO_STOP_EXCHANGES = ("okx",)
 _ALGO = "algo:"
 _SIGNED = re.compile(r"(signature|sign)=[^&\s\"']+", re.IGNORECASE)
+#: a known order is given up as gone only after this many lookups found nothing, spread over
+#: at least ``ambiguous_timeout`` seconds (lookups may lag a create: binance -2013, okx 51603)
+LOST_AFTER_MISSES = 3
+_MISS_WAIT_MAX = 8.0  # longest wait between lookups of a known order not found
 
 
 @dataclass
@@ -119,14 +126,29 @@ class _Tracked:
     cancel_requested: bool = False
     cancel_sent: bool = False
     since_mono: float | None = None  # when the create outcome became unknown
-    fee: float = 0.0  # sum of the fills' fees
-    fee_currency: str | None = None
+    fees: dict[str, float] = field(default_factory=dict)  # the fills' fees, per currency
+    missing_since: float | None = None  # a known order not found since (broker clock)
+    misses: int = 0  # lookups in a row that did not find it
+    next_lookup: float = 0.0  # no lookup before (broker clock): backoff while not found
+    watch_until: float = 0.0  # watched after it was given up (sweep.Watch)
+    watch_wait: float = 0.0
 
     def add(self, f: FillRecord) -> None:
         self.trades.add(f.trade_id)
         self.traded += f.amount
-        self.fee += f.fee
-        self.fee_currency = f.fee_currency or self.fee_currency
+        cur = f.fee_currency or ""
+        self.fees[cur] = self.fees.get(cur, 0.0) + f.fee
+
+    @property
+    def fee(self) -> float:
+        """The fee of the fee currency (the one currency, or the largest of several)."""
+        return self.fees.get(self.fee_currency or "", 0.0)
+
+    @property
+    def fee_currency(self) -> str | None:
+        if not self.fees:
+            return None
+        return max(self.fees, key=lambda c: self.fees[c]) or None
 
 
 class OrderSync:
@@ -150,13 +172,20 @@ class OrderSync:
         adopt: symbols whose position starts as the account's whole holding of their base
             currency (``broker.adopt_holdings``); the ledger of the others moves only with
             this bot's fills.
+        scope: the run scope (``broker.run_scope``): only orders stored with it are adopted,
+            swept or revived.
+        symbols: the broker's symbols, whose open orders the sweeps read.
+        watch_for: seconds an order given up on "not found" stays watched (``bt/sweep.py``).
+        sweep_interval: seconds between sweeps of the exchange's open orders.
     """
 
     def __init__(self, store: Any, db: OrderStore, account: str, *,
                  on_events: Callable[[list[Event]], None], poll_interval: float = 1.0,
                  balance_interval: float = 5.0, ambiguous_timeout: float = 35.0,
                  updates: str = "auto", reconcile_interval: float = 10.0,
-                 adopt: tuple[str, ...] = (), clock: Clock = SYSTEM_CLOCK) -> None:
+                 adopt: tuple[str, ...] = (), clock: Clock = SYSTEM_CLOCK, scope: str = "",
+                 symbols: tuple[str, ...] = (), watch_for: float = 600.0,
+                 sweep_interval: float = 60.0) -> None:
         if updates not in UPDATE_MODES:
             raise ValueError(f"updates must be one of {', '.join(UPDATE_MODES)}, not {updates!r}")
         self.store = store
@@ -170,7 +199,14 @@ class OrderSync:
         self.reconcile_interval = max(reconcile_interval, poll_interval)
         self.adopt = tuple(adopt)
         self.clock = clock
+        self.scope = scope
+        self.symbols = tuple(symbols)
         self.tracked: dict[str, _Tracked] = {}
+        self.watch = Watch(self, watch_for=watch_for, sweep_interval=sweep_interval)
+        #: order metrics (``runtime/metrics.py``): rejects, unknown_creates, lost (given up on
+        #: "not found"), revived, nonce_retries, worker_failures
+        self.counts: Counter[str] = Counter()
+        self._fee_rates: dict[str, tuple[float, float]] = {}  # fee currency -> (price, when)
         self._queue: asyncio.Queue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -207,9 +243,10 @@ class OrderSync:
         events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances,
                                            "holdings": held,
                                            "precision_mode": getattr(self._ex, "precisionMode", None)}))
-        live = self.db.live_orders(self.account)
+        self.db.claim_unscoped(self.account, self.scope)
+        live = self.db.live_orders(self.account, self.scope)
         # final but short of fills (reading them failed, then the run ended): read them now
-        live += [r for r in self.db.untold_final_orders(self.account)
+        live += [r for r in self.db.untold_final_orders(self.account, self.scope)
                  if sum(f.amount for f in self.db.fills(r.client_id)) + self._tol(r) < r.filled]
         for rec in live:
             t = _Tracked(rec, since_mono=self.clock.monotonic())
@@ -221,6 +258,7 @@ class OrderSync:
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
         events += self._replay_final({r.client_id for r in live})
+        events += await self.watch.sweep()  # orders of ours the exchange has and we lost
         if self.adopt:  # after the fills made while down are in the ledger: never counted twice
             adopted = await self._adopt_holdings()
             if adopted:
@@ -244,10 +282,10 @@ class OrderSync:
         follow, then its final state (``Completed``, ``Canceled``, ``Rejected`` ...)."""
         events: list[Event] = []
         by_order: dict[str, list[FillRecord]] = {}
-        for rec in self.db.untold_final_orders(self.account):
+        for rec in self.db.untold_final_orders(self.account, self.scope):
             if rec.client_id not in live:  # adopted live just now: told as it goes
                 by_order[rec.client_id] = []
-        for f in self.db.undelivered_fills(self.account):
+        for f in self.db.undelivered_fills(self.account, self.scope):
             if f.client_id not in live:
                 by_order.setdefault(f.client_id, []).append(f)
         for cid, fills in by_order.items():
@@ -365,6 +403,7 @@ class OrderSync:
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the broker alive whatever one cycle did
+                self.counts["worker_failures"] += 1
                 logger.exception("order worker cycle failed")
                 await asyncio.sleep(self.poll_interval)
 
@@ -445,6 +484,9 @@ class OrderSync:
             oid = str(order["id"])
             t = next((x for x in self.tracked.values() if x.rec.exchange_id == oid), None)
         if t is None:
+            w = self.watch.match(order)
+            if w is not None and (w.rec.symbol == order.get("symbol") or not order.get("symbol")):
+                return await self.watch.revive(w, {**order, "fee": None}, "a push")
             return []  # not ours, or final already
         if t.rec.symbol != order.get("symbol") and order.get("symbol"):
             return []
@@ -472,12 +514,13 @@ class OrderSync:
                 cmd[1].set_result(True)
         elif name == "cancel_all":
             fut: asyncio.Future | Any = cmd[1]
+            left: list[str] | None = None
             try:
-                events = await self.cancel_all()
+                events, left = await self.cancel_all()
                 self._emit(events)
             finally:
                 if hasattr(fut, "set_result") and not fut.done():
-                    fut.set_result(True)
+                    fut.set_result(left)
 
     def _emit(self, events: list[Event]) -> None:
         if events:
@@ -507,8 +550,16 @@ class OrderSync:
         if amount != rec.amount:
             self._update(t, amount=amount)
         try:
-            order = await self._ex.create_order(rec.symbol, ccxt_type, rec.side, amount, price, params)
-        except (ccxt.ExchangeError, ccxt.InvalidNonce) as exc:  # the exchange said no ...
+            try:
+                order = await self._ex.create_order(rec.symbol, ccxt_type, rec.side, amount, price,
+                                                    params)
+            except ccxt.InvalidNonce as exc:  # a timestamp refused: nothing was placed
+                order = await self._create_again(t, exc, ccxt_type, amount, price, params)
+                if order is None:
+                    return self._reject(t, f"{exchange_message(exc)}: the exchange refused the "
+                                           "request's timestamp twice, after reading its clock; "
+                                           "check this machine's clock (NTP)")
+        except ccxt.ExchangeError as exc:  # the exchange said no ...
             if _status_unknown(exc):  # ... unless it says it does not know (binance -1006/-1007)
                 return await self._ambiguous(t, exc)
             logger.warning("order %s %s %s %g refused by %s: %s", rec.client_id, rec.side,
@@ -525,8 +576,31 @@ class OrderSync:
         self._balance_due = True
         return events
 
+    async def _create_again(self, t: _Tracked, exc: BaseException, ccxt_type: str, amount: float,
+                            price: float | None, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The exchange refused the create's timestamp (``InvalidNonce``: it placed nothing):
+        read its clock and send the same order once more, with the same client order id (a
+        second placement of one id is refused, so it cannot be placed twice). None: refused
+        for its timestamp again. Any other failure of the second call is raised."""
+        import ccxt
+
+        rec = t.rec
+        self.counts["nonce_retries"] += 1
+        logger.warning("order %s: %s refused the request's timestamp (%s); reading its clock and "
+                       "sending the same order again (same client order id)", rec.client_id,
+                       self.store.exchange_id, exchange_message(exc))
+        read = getattr(self.store, "read_clock", None)
+        if read is not None:
+            await read()
+        try:
+            return await self._ex.create_order(rec.symbol, ccxt_type, rec.side, amount, price,
+                                               dict(params))
+        except ccxt.InvalidNonce:
+            return None
+
     async def _ambiguous(self, t: _Tracked, exc: BaseException) -> list[Event]:
         rec = t.rec
+        self.counts["unknown_creates"] += 1
         logger.warning("order %s: create outcome unknown (%s); looking it up by client order id",
                        rec.client_id, type(exc).__name__)
         t.since_mono = self.clock.monotonic()
@@ -537,9 +611,56 @@ class OrderSync:
         return events
 
     def _reject(self, t: _Tracked, reason: str) -> list[Event]:
+        self.counts["rejects"] += 1
         self._update(t, status="rejected", reason=reason)
         self.tracked.pop(t.rec.client_id, None)
         return [Event("order", rec=_copy(t.rec)), self._count()]
+
+    def _give_up(self, t: _Tracked, status: str, reason: str) -> list[Event]:
+        """A verdict on "not found": told to the strategy, and the order stays watched (a
+        lagging lookup or a late insert may still show it: ``bt/sweep.py``)."""
+        self.counts["lost"] += 1
+        events = self._reject(t, reason) if status == "rejected" else []
+        if status != "rejected":
+            self._update(t, status=status, reason=reason)
+            self.tracked.pop(t.rec.client_id, None)
+            events = [Event("order", rec=_copy(t.rec)), self._count()]
+        self.watch.add(t)
+        return events
+
+    async def lookup(self, rec: OrderRecord, by_client_id: bool = False) -> dict[str, Any]:
+        """The order as the exchange has it: by its id, or by client order id while its id is
+        unknown (or ``by_client_id``). Raises ccxt's ``OrderNotFound`` when it has none."""
+        if _is_algo(rec) and not by_client_id:
+            return await self._ex.fetch_order(rec.exchange_id[len(_ALGO):], rec.symbol,
+                                              {"trigger": True})
+        if rec.exchange_id and not by_client_id:
+            return await self._ex.fetch_order(rec.exchange_id, rec.symbol)
+        params: dict[str, Any] = {"clientOrderId": rec.client_id}
+        if self._algo_stop(rec):
+            params["trigger"] = True
+        return await self._ex.fetch_order(None, rec.symbol, params)
+
+    def _missed(self, t: _Tracked) -> list[Event]:
+        """A lookup of a known order found nothing: give it up only after
+        ``LOST_AFTER_MISSES`` misses spread over ``ambiguous_timeout`` (looked up with a
+        backoff meanwhile); one "not found" right after a create is a lagging read."""
+        rec = t.rec
+        now = self.clock.monotonic()
+        if t.missing_since is None:
+            t.missing_since = now
+        t.misses += 1
+        waited = now - t.missing_since
+        if t.misses < LOST_AFTER_MISSES or waited < self.ambiguous_timeout:
+            wait = min(_MISS_WAIT_MAX, self.poll_interval * 2 ** (t.misses - 1))
+            t.next_lookup = now + wait
+            logger.info("order %s (%s) not found at the exchange (%d time(s) in %.0f s); looking "
+                        "again in %.1f s", rec.client_id, rec.exchange_id, t.misses, waited, wait)
+            return []
+        logger.warning("order %s (%s) is no longer known to the exchange (%d lookups in %.0f s); "
+                       "watched a while longer", rec.client_id, rec.exchange_id, t.misses, waited)
+        return self._give_up(t, "canceled", f"the exchange no longer knows this order ({t.misses} "
+                                            f"lookups in {waited:.0f} s found nothing)")
 
     # ------------------------------------------------------------------ refresh one order
     async def _refresh(self, t: _Tracked, order: dict[str, Any] | None = None) -> list[Event]:
@@ -550,34 +671,22 @@ class OrderSync:
         events: list[Event] = []
         if order is None:
             try:
-                if _is_algo(rec):
-                    order = await self._ex.fetch_order(rec.exchange_id[len(_ALGO):], rec.symbol,
-                                                       {"trigger": True})
-                elif rec.exchange_id:
-                    order = await self._ex.fetch_order(rec.exchange_id, rec.symbol)
-                else:
-                    params: dict[str, Any] = {"clientOrderId": rec.client_id}
-                    if self._algo_stop(rec):
-                        params["trigger"] = True
-                    order = await self._ex.fetch_order(None, rec.symbol, params)
+                order = await self.lookup(rec)
             except ccxt.OrderNotFound:
                 if rec.exchange_id is None and rec.status in ("unknown", "pending", "sending"):
                     if t.since_mono is None:
                         t.since_mono = self.clock.monotonic()
                     waited = self.clock.monotonic() - t.since_mono
                     if waited >= self.ambiguous_timeout:
-                        return self._reject(t, f"not found at the exchange {waited:.0f} s after the "
-                                               "create call failed; it was not sent again")
+                        return self._give_up(t, "rejected", f"not found at the exchange {waited:.0f} "
+                                             "s after the create call failed; it was not sent again")
                     return events
-                logger.warning("order %s (%s) is no longer known to the exchange", rec.client_id,
-                               rec.exchange_id)
-                self._update(t, status="canceled", reason="the exchange no longer knows this order")
-                self.tracked.pop(rec.client_id, None)
-                return [Event("order", rec=_copy(t.rec)), self._count()]
+                return self._missed(t)
             except Exception as exc:  # a read: simply try again on the next poll
                 logger.info("order %s: lookup failed (%s); next poll retries", rec.client_id,
                             exchange_message(exc))
                 return events
+        t.missing_since, t.misses = None, 0  # the exchange has it
         if self._algo_stop(rec) and (rec.exchange_id is None or _is_algo(rec)):
             order, more = await self._algo(t, order)
             if more is not None:
@@ -664,7 +773,8 @@ class OrderSync:
                         exchange_message(exc))
             return []
         events: list[Event] = []
-        base = ((getattr(self._ex, "markets", None) or {}).get(rec.symbol) or {}).get("base")
+        market = (getattr(self._ex, "markets", None) or {}).get(rec.symbol) or {}
+        base = market.get("base")
         for tr in sorted(trades, key=lambda x: (x.get("timestamp") or 0, str(x.get("id")))):
             tid = str(tr.get("id"))
             if tid in t.trades:
@@ -682,7 +792,9 @@ class OrderSync:
                 f.fee if base is not None and f.fee_currency == base else 0.0)
             held = self.db.add_fill_to_ledger(f, delta)
             if held is not None:
-                events.append(Event("fill", fill=f, data={"holding": (held.size, held.price)}))
+                value = await fee_value(self._ex, f, market, self._fee_rates, self.clock.monotonic())
+                events.append(Event("fill", fill=f, data={"holding": (held.size, held.price),
+                                                          "fee_value": value}))
         return events
 
     # ------------------------------------------------------------------ cancel
@@ -712,31 +824,53 @@ class OrderSync:
             return []
         return await self._refresh(t)
 
-    async def cancel_all(self) -> list[Event]:
-        """Cancel every live order of this account (the kill switch); returns the events."""
-        events: list[Event] = []
-        for t in list(self.tracked.values()):
+    async def cancel_all(self) -> tuple[list[Event], list[str]]:
+        """Cancel every order this worker tracks (the kill switch), all at once (ccxt's rate
+        limiter spaces the calls; their round trips overlap). An order whose create outcome is
+        unknown is looked up first and cancelled if found. Returns the events and the client
+        ids of the orders still not known to be final (not found yet, or the cancel failed)."""
+        todo = list(self.tracked.values())
+        for t in todo:
             t.cancel_requested = True
+
+        async def one(t: _Tracked) -> list[Event]:
+            events: list[Event] = []
             if t.rec.exchange_id is None:
                 events += await self._refresh(t)
-            events += await self._cancel(t)
-        return events
+            if t.rec.client_id in self.tracked and t.rec.exchange_id is not None:
+                events += await self._cancel(t)
+            return events
+
+        results = await asyncio.gather(*(one(t) for t in todo), return_exceptions=True)
+        events: list[Event] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                logger.warning("kill switch: a cancel failed (%s)", exchange_message(r))
+            else:
+                events += r
+        left = [t.rec.client_id for t in todo if t.rec.client_id in self.tracked
+                and (t.rec.exchange_id is None or not t.cancel_sent)]
+        return events, left
 
     # ------------------------------------------------------------------ poll
     async def _poll(self) -> None:
         self.polls += 1
         # an order whose create outcome is unknown is looked up every poll_interval, stream or not
-        unsure = any(t.rec.status in ("unknown", "pending", "sending") for t in self.tracked.values())
+        unsure = any(t.rec.status in ("unknown", "pending", "sending") or t.missing_since is not None
+                     for t in self.tracked.values())
         interval = self.reconcile_interval if self.via == "websocket" and not unsure else self.poll_interval
         self._next_poll = self._wall() + interval
         events: list[Event] = []
         for t in list(self.tracked.values()):
             if t.rec.client_id not in self.tracked:
                 continue
+            if t.missing_since is not None and self.clock.monotonic() < t.next_lookup:
+                continue  # not found lately: looked up again after its backoff
             if t.cancel_requested and t.rec.exchange_id is not None and not t.cancel_sent:
                 events += await self._cancel(t)
             else:
                 events += await self._refresh(t)
+        events += await self.watch.check()
         now = self.clock.monotonic()
         # with the stream up, balances change by our fills (read at once) or by transfers
         every = max(self.balance_interval, self.reconcile_interval) if self.via == "websocket" \

@@ -15,7 +15,7 @@ Schema (created on first open)::
     orders(client_id TEXT PRIMARY KEY, account TEXT, run_id TEXT, seq INTEGER, symbol TEXT,
            side TEXT, type TEXT, amount REAL, price REAL, stop_price REAL, exchange_id TEXT,
            status TEXT, filled REAL, cost REAL, fee REAL, fee_currency TEXT, reason TEXT,
-           created_ms INTEGER, updated_ms INTEGER, notified INTEGER)
+           created_ms INTEGER, updated_ms INTEGER, notified INTEGER, scope TEXT)
     fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
           PRIMARY KEY(account, trade_id))
@@ -23,7 +23,9 @@ Schema (created on first open)::
     positions(account TEXT, symbol TEXT, size REAL, price REAL, adopted REAL,
               updated_ms INTEGER, PRIMARY KEY(account, symbol))
 
-``account`` is ``exchange:<first 16 hex of sha256(api key)>``: never the key itself. Order
+``account`` is ``exchange:<first 16 hex of sha256(api key)>``: never the key itself. ``scope``
+is the run scope (``broker.run_scope``): a run adopts only the orders of its own scope (rows
+written before scopes existed say ``''`` and are claimed by the first run that starts). Order
 statuses: ``pending`` (written, not yet sent), ``sending``, ``unknown`` (the create call failed
 in a way that does not say whether the exchange got it), ``open``, ``closed`` (filled),
 ``canceled``, ``expired``, ``rejected``. The first five are *live*.
@@ -165,6 +167,7 @@ class OrderRecord:
     fee_currency: str | None = None
     reason: str | None = None
     notified: bool = False  # the strategy was told its final status
+    scope: str = ""  # the run scope that placed it (broker.run_scope)
 
     @property
     def live(self) -> bool:
@@ -247,6 +250,8 @@ class OrderStore:
             cols = {r[1] for r in self._db.execute("PRAGMA table_info(orders)")}
             if "notified" not in cols:  # orders of older files were told (new rows say 0)
                 self._db.execute("ALTER TABLE orders ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
+            if "scope" not in cols:  # rows of older files: claimed by the first run to start
+                self._db.execute("ALTER TABLE orders ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -303,18 +308,30 @@ class OrderStore:
                                    (client_id,)).fetchone()
         return _order(row) if row else None
 
-    def untold_final_orders(self, account: str) -> list[OrderRecord]:
-        """Final orders of ``account`` whose final status the strategy was never told."""
-        return self._orders("account = ? AND notified = 0 AND status IN (?, ?, ?, ?)",
-                            (account, *FINAL_STATUSES))
+    def untold_final_orders(self, account: str, scope: str = "") -> list[OrderRecord]:
+        """Final orders of ``account`` and run ``scope`` whose final status the strategy was
+        never told."""
+        return self._orders("account = ? AND scope = ? AND notified = 0 AND status IN (?, ?, ?, ?)",
+                            (account, scope, *FINAL_STATUSES))
+
+    def claim_unscoped(self, account: str, scope: str) -> int:
+        """Orders of ``account`` stored before run scopes existed (scope ``''``) become
+        ``scope``'s; returns how many."""
+        if not scope:
+            return 0
+        with self._lock:
+            cur = self._db.execute("UPDATE orders SET scope = ? WHERE account = ? AND scope = ''",
+                                   (scope, account))
+            return cur.rowcount
 
     def mark_notified(self, client_id: str) -> None:
         with self._lock:
             self._db.execute("UPDATE orders SET notified = 1 WHERE client_id = ?", (client_id,))
 
-    def live_orders(self, account: str) -> list[OrderRecord]:
-        """Orders of ``account`` that are not final, oldest first."""
-        return self._orders("account = ? AND status IN (?, ?, ?, ?)", (account, *LIVE_STATUSES))
+    def live_orders(self, account: str, scope: str = "") -> list[OrderRecord]:
+        """Orders of ``account`` and run ``scope`` that are not final, oldest first."""
+        return self._orders("account = ? AND scope = ? AND status IN (?, ?, ?, ?)",
+                            (account, scope, *LIVE_STATUSES))
 
     def orders(self, account: str | None = None) -> list[OrderRecord]:
         if account is None:
@@ -383,11 +400,15 @@ class OrderStore:
         self._db.execute(f"INSERT OR REPLACE INTO positions ({', '.join(_HOLDING_COLS)}) VALUES "
                          f"({', '.join('?' for _ in _HOLDING_COLS)})", [getattr(h, c) for c in _HOLDING_COLS])
 
-    def undelivered_fills(self, account: str) -> list[FillRecord]:
-        """Fills of ``account`` the strategy was never told of, whatever their order's status."""
+    def undelivered_fills(self, account: str, scope: str = "") -> list[FillRecord]:
+        """Fills of ``account``'s orders of run ``scope`` the strategy was never told of,
+        whatever their order's status."""
+        cols = ", ".join(f"f.{c}" for c in _FILL_COLS)
         with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_FILL_COLS)} FROM fills WHERE account = ? "
-                                    "AND delivered = 0 ORDER BY time_ms, trade_id", (account,)).fetchall()
+            rows = self._db.execute(f"SELECT {cols} FROM fills f JOIN orders o ON o.client_id = "
+                                    "f.client_id WHERE f.account = ? AND o.scope = ? AND "
+                                    "f.delivered = 0 ORDER BY f.time_ms, f.trade_id",
+                                    (account, scope)).fetchall()
         return [FillRecord(*r[:-1], delivered=bool(r[-1])) for r in rows]
 
     def fills(self, client_id: str, *, undelivered_only: bool = False) -> list[FillRecord]:

@@ -358,10 +358,13 @@ def test_large_fill_sums_in_coarse_lots_still_end_the_order(sim_factory: Any, tm
     def done(s: Any) -> bool:
         return any(n.client_id == rec.client_id and n.status == "Canceled" for n in out.notes)
 
-    run(sim, "binance", lambda s, n: None, done, db=db, out=out, symbol=symbol)
+    # given up after lookups that find nothing for ambiguous_timeout (issue 19 item 4)
+    run(sim, "binance", lambda s, n: None, done, db=db, out=out, symbol=symbol,
+        broker_kw={"ambiguous_timeout": 1.0})
     assert not out.timed_out, out.notes
     mine = [n for n in out.notes if n.client_id == rec.client_id]
-    assert [n.status for n in mine] == ["Accepted", "Canceled"]
+    # the stored fills are told at start, the verdict once the lookups gave up
+    assert [n.status for n in mine] == ["Accepted", "Partial", "Canceled"]
     assert mine[-1].size == pytest.approx(TOTAL)
     assert out.broker.open_orders() == []
 
