@@ -107,7 +107,7 @@ def _serve(cfg: Any, url: str, *, plain: bool, duration: float | None) -> None:
                                      "rate_budget": cfg.rate_limit.shared},
                        mode=cfg.feed.mode, backfill=backfill, ohlcv_limit=cfg.feed.ohlcv_limit,
                        maxlen=cfg.hub.maxlen, lease_s=cfg.hub.lease, heartbeat_s=cfg.hub.heartbeat,
-                       max_wanted=cfg.hub.max_wanted, on_line=line)
+                       max_wanted=cfg.hub.max_wanted, on_line=line if plain else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     timer = threading.Timer(duration, stop.set) if duration else None

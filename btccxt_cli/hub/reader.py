@@ -115,6 +115,7 @@ class HubReader:
         loop = asyncio.get_running_loop()
         next_check = 0.0
         asked: set[str] = set()
+        got = 0  # entries the last XREAD returned
         while self._subs:
             try:
                 r = self._client()
@@ -124,10 +125,14 @@ class HubReader:
                     if new:
                         await r.sadd(self.keys.wanted, *new)
                         asked.update(new)
-                if loop.time() >= next_check:
-                    next_check = loop.time() + self.check_s
+                # the heartbeat/state check is a round trip of its own: it waits for a
+                # quiet moment (the last XREAD timed out) unless a whole period overdue, so
+                # it does not hold up bars closing together
+                now = loop.time()
+                if now >= next_check and (not got or now >= next_check + self.check_s):
+                    next_check = now + self.check_s
                     await self._check(r)
-                await self._read(r, block_ms=int(self.check_s * 1000))
+                got = await self._read(r, block_ms=int(self.check_s * 1000))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone or hung: every series is DISCONNECTED
@@ -196,12 +201,13 @@ class HubReader:
         self._apply(sub, res)
         return len(res)
 
-    async def _read(self, r: Any, *, block_ms: int) -> None:
-        """One XREAD over every series that is up; history series move to LIVE once read."""
+    async def _read(self, r: Any, *, block_ms: int) -> int:
+        """One XREAD over every series that is up; history series move to LIVE once read.
+        Returns how many entries it read."""
         ups = {k: s for k, s in self._subs.items() if s.down is None and s.series.phase != s.series.OVER}
         if not ups:
             await asyncio.sleep(self.check_s)
-            return
+            return 0
         hist = [s for s in ups.values() if s.series.phase == s.series.HISTORY]
         for sub in hist:
             if sub.warm:
@@ -220,6 +226,7 @@ class HubReader:
         for sub in hist:
             if got.get(sub.key, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
                 sub.series.go_live()
+        return sum(got.values())
 
     async def _warm_from_cache(self, r: Any, sub: _Sub) -> None:
         """History the stream no longer (or not yet) holds, from the local cache: the unbroken
@@ -279,4 +286,7 @@ class HubReader:
             out.append(Emitted(c, src))
         if out:
             s.note_message()
-            s.deliver(out)
+            # no GIL hand-over per series: one XREAD answers for many series (bars closing
+            # together), and the strategy's next() needs them all; the feed thread runs
+            # when this loop next waits on Redis
+            s.deliver(out, handoff=False)

@@ -356,7 +356,8 @@ class Series:
         return (due - self.exchange_now_ms()) / 1000.0
 
     # ------------------------------------------------------------ delivery and status
-    def deliver(self, emitted: list[Emitted], *, write_cache: bool = True) -> None:
+    def deliver(self, emitted: list[Emitted], *, write_cache: bool = True,
+                handoff: bool | None = None) -> None:
         if not emitted:
             return
         ns = self.clock.perf_ns()
@@ -368,7 +369,7 @@ class Series:
             st.last_bar = emitted[-1].candle
             if any(e.source is BarSource.GAPFILL for e in emitted):
                 st.gaps_filled += 1
-        self.pipe.put_many(evs)
+        self.pipe.put_many(evs, handoff=handoff)
         # after the hand-off; the store's cache (cache.writer.LiveCache) only queues the bars
         # for its writer thread: no SQLite wait on the event loop or the strategy's thread
         if write_cache and self.cache is not None:

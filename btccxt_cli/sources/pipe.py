@@ -46,6 +46,7 @@ class Pipe:
         self.high_water = high_water
         self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.closed = False
+        self.handoff = True  # put_many hands the GIL to the consumer (see put_many)
 
     def __len__(self) -> int:
         return len(self._q)
@@ -56,14 +57,18 @@ class Pipe:
             _RINGS[0] += 1
             self._cv.notify_all()
 
-    def put_many(self, evs: Iterable[FeedEvent]) -> None:
+    def put_many(self, evs: Iterable[FeedEvent], *, handoff: bool | None = None) -> None:
         with self._cv:
             self._q.extend(evs)
             _RINGS[0] += 1
             self._cv.notify_all()
         # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
-        # goes on parsing the next message and the strategy thread waits for it.
-        time.sleep(0)
+        # goes on parsing the next message and the strategy thread waits for it. A producer
+        # with more ready for other pipes (handoff=False, or the pipe's ``handoff`` False)
+        # fills them all first: the consumer gets the GIL when the producer next blocks (or
+        # at the interpreter's switch interval), not once per pipe.
+        if self.handoff if handoff is None else handoff:
+            time.sleep(0)
 
     def get(self, timeout: float | None) -> FeedEvent | None:
         """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""
