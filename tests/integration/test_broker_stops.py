@@ -40,8 +40,7 @@ def _rows(db: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", ["stop", "stop_limit"])
 def test_a_stop_rests_then_triggers_and_fills(sim_factory: Any, tmp_path: Path, exchange: str,
                                               kind: str, updates: str) -> None:
-    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1},
-                      check_timestamps=False)
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1})
     out = Outcome()
     plan: dict[str, Any] = {}
 
