@@ -6,8 +6,9 @@ number in the quote currency, so:
 
 * a quote fee is taken as it is; a base fee is valued at the fill's price;
 * a third currency's fee is valued at that currency's price in the quote currency, read by the
-  order worker when the fill arrives (:func:`fee_value`: the ticker of ``FEE/QUOTE``, or the
-  inverse of ``QUOTE/FEE``; kept a minute), and carried by the fill's event;
+  order worker when the fill arrives (:func:`fee_value`: the last price of ``FEE/QUOTE`` (the
+  ticker, else the last 1m close), or the inverse of ``QUOTE/FEE``; kept a minute), and carried
+  by the fill's event;
 * whatever the currency, ``order.info["fees"]`` holds the fees of the order's fills per
   currency, as the exchange charged them (never summed across currencies under one label).
 
@@ -18,6 +19,7 @@ it is still in ``order.info["fees"]``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from btccxt_cli.cache.orders import FillRecord
@@ -29,10 +31,11 @@ logger = logging.getLogger(__name__)
 RATE_TTL = 60.0  # seconds a third currency's price is reused
 
 
-async def fee_value(ex: Any, fill: FillRecord, market: dict[str, Any],
+async def fee_value(price_of: Callable[[str], Awaitable[float]], markets: dict[str, Any],
+                    fill: FillRecord, market: dict[str, Any],
                     cache: dict[str, tuple[float, float]], now: float) -> float | None:
     """The fee of ``fill`` in the quote currency of ``market`` (None: not known). Reads a
-    ticker only for a fee in a third currency (the order worker's loop)."""
+    price (``price_of(symbol)``, 0 when it has none) only for a fee in a third currency."""
     base, quote, cur = market.get("base"), market.get("quote"), fill.fee_currency
     if not fill.fee or cur is None or cur == quote:
         return fill.fee
@@ -41,17 +44,14 @@ async def fee_value(ex: Any, fill: FillRecord, market: dict[str, Any],
     hit = cache.get(cur)
     if hit is not None and now - hit[1] < RATE_TTL:
         return fill.fee * hit[0]
-    markets = getattr(ex, "markets", None) or {}
     rate: float | None = None
-    try:
-        if f"{cur}/{quote}" in markets:
-            rate = float((await ex.fetch_ticker(f"{cur}/{quote}")).get("last") or 0.0) or None
-        elif f"{quote}/{cur}" in markets:
-            inv = float((await ex.fetch_ticker(f"{quote}/{cur}")).get("last") or 0.0)
-            rate = 1.0 / inv if inv else None
-    except Exception as exc:
-        logger.info("the price of %s in %s (a fee currency) could not be read: %s", cur, quote, exc)
+    if f"{cur}/{quote}" in markets:
+        rate = await price_of(f"{cur}/{quote}") or None
+    elif f"{quote}/{cur}" in markets:
+        inv = await price_of(f"{quote}/{cur}")
+        rate = 1.0 / inv if inv else None
     if rate is None:
+        logger.info("no price of %s in %s (a fee currency)", cur, quote)
         return None
     cache[cur] = (rate, now)
     return fill.fee * rate

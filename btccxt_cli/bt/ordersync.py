@@ -792,7 +792,8 @@ class OrderSync:
                 f.fee if base is not None and f.fee_currency == base else 0.0)
             held = self.db.add_fill_to_ledger(f, delta)
             if held is not None:
-                value = await fee_value(self._ex, f, market, self._fee_rates, self.clock.monotonic())
+                value = await fee_value(self._last_price, self._ex.markets or {}, f, market,
+                                        self._fee_rates, self.clock.monotonic())
                 events.append(Event("fill", fill=f, data={"holding": (held.size, held.price),
                                                           "fee_value": value}))
         return events

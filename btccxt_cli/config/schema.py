@@ -434,6 +434,11 @@ class BrokerConfig(BaseModel):
         10.0, strict=True, ge=1, le=600,
         description="Live broker: seconds between REST checks of open orders while the WebSocket "
         "order stream is up.")
+    run_scope: str | None = Field(
+        None, min_length=1, max_length=200, description="Live broker: the run's identity in the "
+        "orders database: a run adopts, sweeps and cancels only the orders of its scope, and a "
+        "second live run on the same database, account and scope is refused. Default: the config "
+        "file and the strategy; give two runs of one config different scopes to run both.")
 
 
 class DashboardConfig(BaseModel):

@@ -220,10 +220,15 @@ class Runner:
         if db is None:
             db = check_output_file(default_orders_path(), what="orders database",
                                    option="$BTCCXT_ORDERS_DB (default orders database)")
+        from btccxt_cli.bt.runlock import default_scope
+
+        cfg = self.config
+        scope = b.run_scope or default_scope(cfg.source.file or self.config_dir,
+                                             str(cfg.strategy.name or cfg.strategy.path))
         return CCXTBroker(store=self.store, db_path=db, limits=limits,
                           poll_interval=b.poll_interval, updates=b.updates,
                           reconcile_interval=b.reconcile_interval,
-                          adopt_holdings=b.adopt_holdings, clock=self.clock)
+                          adopt_holdings=b.adopt_holdings, run_scope=scope, clock=self.clock)
 
     def preflight(self) -> list[str]:
         """What a live run will trade with: exchange, account balances, symbols, limits.

@@ -240,3 +240,33 @@ def test_orders_of_another_run_scope_are_not_adopted_nor_cancelled(
     assert not out_a2.timed_out
     assert [n.status for n in out_a2.notes] == ["Accepted"] and out_a2.notes[0].client_id == cid
     assert SYMBOL == sim.orders(exchange)[0]["symbol"]
+
+
+def test_a_fee_in_a_third_currency_is_valued_at_its_last_price(sim_factory: Any) -> None:
+    """A fee charged in neither the base nor the quote (binance's BNB) is valued at that
+    currency's last price in the quote, read through ccxt from the exchange (it used to be 0)."""
+    from btccxt_cli.bt.fees import fee_value
+    from btccxt_cli.bt.ordersync import OrderSync
+    from btccxt_cli.bt.store import CCXTStore
+    from btccxt_cli.cache.orders import FillRecord
+
+    from .test_broker import KEYS
+
+    sim = sim_factory(exchanges=("binance",))
+    store = CCXTStore("binance", sim_url=sim.url("binance"), config=dict(KEYS))
+    fill = FillRecord("a", "t1", "bx1", SYMBOL, "buy", 50_000.0, 0.01, 0.002, "ETH", 1)
+    cache: dict[str, tuple[float, float]] = {}
+
+    async def value() -> tuple[float | None, float]:
+        ex = await store.async_exchange()
+        with OrderStore(":memory:") as db:
+            sync = OrderSync(store, db, "a", on_events=lambda evs: None)
+            sync._ex = ex
+            v = await fee_value(sync._last_price, ex.markets, fill, ex.markets[SYMBOL], cache, 0.0)
+        return v, float((await ex.fetch_ohlcv("ETH/USDT", "1m", limit=2))[-1][4])
+
+    try:
+        v, eth = store.run_async(value()).result(20)
+    finally:
+        store.stop()
+    assert v == pytest.approx(0.002 * cache["ETH"][0]) and v == pytest.approx(0.002 * eth, rel=0.05)
