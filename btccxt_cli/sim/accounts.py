@@ -467,7 +467,8 @@ class Engine:
         if not crossed:
             return 0
         avail = self._available(o.symbol, t_ms)
-        qty = min(o.remaining, math.floor(avail * spec.lot_scale + 1e-9) / spec.lot_scale)
+        qty = o.remaining if math.isinf(avail) else min(  # liquidity=inf: fill in full
+            o.remaining, math.floor(avail * spec.lot_scale + 1e-9) / spec.lot_scale)
         if qty <= 0:
             return 0
         self._use(o.symbol, t_ms, qty)

@@ -38,7 +38,7 @@ def test_simulator_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="not simulated"):
         Simulator(exchanges=("gemini",))
     with pytest.raises(ValueError, match="spot"):
-        Simulator(exchanges=("binance",), symbols={"binance": ["BTC/USDT:USDT"]})
+        Simulator(exchanges=("binance",), symbols={"binance": ["BTC/USD:BTC"]})  # coin-margined
     with pytest.raises(ValueError, match="loopback"):
         Simulator(host="0.0.0.0")
     with pytest.raises(ValueError, match="not simulated"):
