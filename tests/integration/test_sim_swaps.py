@@ -16,6 +16,7 @@ import pytest
 from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.sim.accounts import DEFAULT_KEY
+from tests.integration.test_sim_private_ws import cid, ready, run, until_order
 
 pytestmark = pytest.mark.live
 
@@ -179,3 +180,28 @@ def test_okx_isolated_position_is_liquidated_when_margin_runs_out(okx: Any) -> N
     fee = 0.001 * 0.1 * pos["entryPrice"]
     assert usdt(ex) >= START_USDT - margin - fee - 1e-6  # an isolated position loses its margin at most
     assert usdt(ex) < START_USDT - 0.5 * margin
+
+
+def test_okx_private_stream_pushes_swap_orders_in_contracts(okx: Any) -> None:
+    """ccxt.pro's watch_orders (okx ``orders`` channel, instType ANY) sees a swap order as REST
+    reports it: contracts, not base units, and reduce-only."""
+    sim, _ex, _clock = okx
+
+    async def main() -> None:
+        pro = make_exchange("okx", kind="pro", sim_url=sim.url("okx"), config=GOOD)
+        try:
+            await ready(pro)
+            await pro.create_order(SWAP, "market", "buy", 3, params={"clientOrderId": "swOpen1"})
+            opened = await until_order(pro, cid("swOpen1", "closed"))
+            assert (opened["symbol"], opened["amount"], opened["filled"]) == (SWAP, 3, 3)
+            assert opened["info"]["instType"] == "SWAP" and opened["reduceOnly"] is False
+            await pro.create_order(SWAP, "market", "sell", 3,
+                                   params={"clientOrderId": "swClose1", "reduceOnly": True})
+            closed = await until_order(pro, cid("swClose1", "closed"))
+            assert closed["reduceOnly"] is True and closed["filled"] == 3
+            assert float(closed["info"]["pnl"]) == pytest.approx(
+                float((await pro.fetch_order(closed["id"], SWAP))["info"]["pnl"]))
+        finally:
+            await pro.close()
+
+    run(main())

@@ -18,12 +18,13 @@ sends them (ccxt: ``AuthenticationError``; 60006 ``InvalidNonce``)::
     {"event": "error", "code": "60006", "msg": "Timestamp request expired", "connId": "..."}
     {"event": "error", "code": "60009", "msg": "Login failed.", "connId": "..."}      malformed
 
-Channels: ``orders`` (``instType`` SPOT, MARGIN or ANY carry the spot orders; SWAP, FUTURES and
-OPTION stay silent; optional ``instId``) pushes every change of an order: the REST order's
+Channels: ``orders`` (``instType`` SPOT, MARGIN or ANY carry the spot orders, SWAP or ANY the
+swap orders (sizes in contracts); FUTURES and OPTION stay silent; optional ``instId``) pushes
+every change of an order: the REST order's
 fields plus the last fill's ``fillSz fillPx tradeId fillTime fillFee fillFeeCcy execType`` (empty
 unless the push is a fill). ``account`` (optional ``ccy``) pushes a snapshot of every currency at
 once after subscribing, then the order's two currencies after each change. ``positions`` and
-``balance_and_position`` are acknowledged and stay silent (spot only); other channels get 60018;
+``balance_and_position`` are acknowledged and stay silent (no position pushes); other channels get 60018;
 a private channel before login gets 60011. Text ``ping`` gets ``pong``.
 
 Orders placed by algo (stop) orders, which rest in the engine as stop orders, are pushed from the
@@ -215,13 +216,15 @@ class OkxPrivateWs:
         o = event.order
         order = self._pushed_order(event)
         inst_id = self.venue.inst_id(o.symbol)
+        swap = self.venue.specs[o.symbol].is_swap
         now = self.server.now_ms()
         for session in sessions:
             uid = self.uid(session.key)
             for echo in list(session.channels.values()):
                 channel = echo["channel"]
                 if channel == "orders" and order is not None:
-                    if echo["instType"] not in _SPOT_TYPES or echo.get("instId", inst_id) != inst_id:
+                    wanted = ("SWAP", "ANY") if swap else _SPOT_TYPES
+                    if echo["instType"] not in wanted or echo.get("instId", inst_id) != inst_id:
                         continue
                     family = echo.get("instFamily")
                     if family is not None and family != inst_id:
@@ -286,8 +289,14 @@ class OkxPrivateWs:
         o: SimOrder = event.order
         f = event.fill
         spec = self.venue.specs[o.symbol]
+        swap = spec.is_swap
+
+        def sz(base: float) -> float:  # contracts of ctVal for swaps
+            return self.venue.contracts(o.symbol, base)
+
+        lever = self.server.engine.derivs.leverage_of(o.key, o.symbol, o.pos_side) if swap else 0.0
         return {
-            "accFillSz": _num(o.filled), "algoClOrdId": "", "algoId": "", "amendResult": "",
+            "accFillSz": _num(sz(o.filled)), "algoClOrdId": "", "algoId": "", "amendResult": "",
             "amendSource": "", "attachAlgoClOrdId": "", "attachAlgoOrds": [],
             "avgPx": _num(o.average) if o.average else "", "cTime": str(o.created_ms),
             "cancelSource": "", "cancelSourceReason": "", "category": "normal", "ccy": "", "clOrdId": o.client_id,
@@ -296,19 +305,21 @@ class OkxPrivateWs:
             "feeCcy": o.fee_asset or (spec.base if o.side == "buy" else spec.quote),
             "fillFee": _num(-f.fee) if f else "0", "fillFeeCcy": f.fee_asset if f else "",
             "fillFwdPx": "", "fillMarkPx": "", "fillMarkVol": "", "fillNotionalUsd": "",
-            "fillPnl": "0", "fillPx": _num(f.price) if f else "", "fillPxUsd": "",
-            "fillPxVol": "", "fillSz": _num(f.qty) if f else "0",
+            "fillPnl": _num(f.pnl) if f else "0", "fillPx": _num(f.price) if f else "",
+            "fillPxUsd": "", "fillPxVol": "", "fillSz": _num(sz(f.qty)) if f else "0",
             "fillTime": str(f.time_ms) if f else "", "instId": self.venue.inst_id(o.symbol),
-            "instType": "SPOT", "isTpLimit": "false", "lastPx": _num(f.price) if f else "",
-            "lever": "", "linkedAlgoOrd": {"algoId": ""}, "msg": "", "notionalUsd": "",
-            "ordId": str(o.id), "ordType": _ORD_TYPE[o.type], "pnl": "0", "posSide": "net",
+            "instType": "SWAP" if swap else "SPOT", "isTpLimit": "false",
+            "lastPx": _num(f.price) if f else "", "lever": _num(lever) if swap else "",
+            "linkedAlgoOrd": {"algoId": ""}, "msg": "", "notionalUsd": "",
+            "ordId": str(o.id), "ordType": _ORD_TYPE[o.type],
+            "pnl": _num(sum(x.pnl for x in o.fills)), "posSide": o.pos_side,
             "px": _num(o.price) if o.price is not None else "", "pxType": "", "pxUsd": "",
             "pxVol": "", "quickMgnType": "", "rebate": "0", "rebateCcy": spec.quote,
-            "reduceOnly": "false", "reqId": "", "side": o.side, "slOrdPx": "", "slTriggerPx": "",
+            "reduceOnly": "true" if o.reduce_only else "false", "reqId": "", "side": o.side, "slOrdPx": "", "slTriggerPx": "",
             "slTriggerPxType": "", "source": "", "state": _STATE[o.status], "stpId": "",
             "stpMode": "cancel_maker",
-            "sz": _num(o.quote_amount if o.quote_amount is not None else o.amount),
-            "tag": "", "tdMode": "cash",
+            "sz": _num(o.quote_amount if o.quote_amount is not None else sz(o.amount)),
+            "tag": "", "tdMode": o.margin_mode if swap else "cash",
             "tgtCcy": "quote_ccy" if o.quote_amount is not None else "base_ccy",
             "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "",
             "tradeId": str(f.id) if f else "", "tradeQuoteCcy": spec.quote,
