@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
+#: order events counted for Prometheus (``order_metrics``)
+ORDER_COUNTS = ("rejects", "unknown_creates", "lost", "revived", "nonce_retries", "worker_failures")
 #: seconds a normal stop waits for the worker to finish what the strategy sent (well inside
 #: the run's stop grace)
 FLUSH_TIMEOUT = 2.0
@@ -450,6 +452,21 @@ class CCXTBroker(bt.BrokerBase):
                             pnl=value - self._value0 if self._value0 is not None else 0.0,
                             balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
                             orders=orders, updates=self.updates_via)
+
+    def order_metrics(self) -> dict[str, float]:
+        """Order figures for Prometheus (any thread): counts since start (``rejects``,
+        ``unknown_creates``, ``lost``, ``revived``, ``nonce_retries``, ``worker_failures``) and
+        now (``tracked``; ``stuck``: create outcome unknown, or not found lately; ``watched``)."""
+        sync = self.sync
+        if sync is None:
+            return {}
+        out: dict[str, float] = {k: float(sync.counts.get(k, 0)) for k in ORDER_COUNTS}
+        tracked = list(sync.tracked.values())
+        out["tracked"] = float(len(tracked))
+        out["stuck"] = float(sum(1 for t in tracked if t.rec.status in ("pending", "sending", "unknown")
+                                 or t.missing_since is not None))
+        out["watched"] = float(len(sync.watch.watched))
+        return out
 
     def updates_changes(self) -> list[tuple[str, str]]:
         """Every change of how order updates arrive since the last call, in order:

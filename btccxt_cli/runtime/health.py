@@ -9,7 +9,10 @@ app of ``runtime/metrics.py``, or another process's) so one port serves ``/metri
   ``loop_timeout`` seconds (when a probe is given).
 * ``/readyz``: every feed is LIVE, its last bar closed less than two bar lengths ago (the
   exchange's bar grid, ``timeframes.bar_grid``), and in live mode the broker's order updates
-  are not down (``reconnecting``). One entry per feed says which check failed.
+  are not down (``reconnecting``). One entry per feed says which check failed. With
+  ``exchange_clock``, the time sync too (:func:`clock_readiness`): not ready when this
+  machine's clock is more than ``MAX_CLOCK_OFFSET_S`` off the exchange's, or the exchange
+  clock was not read for longer than ``max_age_s``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,29 @@ from typing import Any
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.model import FeedStatus
 
-__all__ = ["Health", "feed_readiness", "mount", "serve", "PATHS"]
+__all__ = ["Health", "feed_readiness", "clock_readiness", "mount", "serve", "PATHS",
+           "MAX_CLOCK_OFFSET_S"]
 
 logger = logging.getLogger(__name__)
 
 PATHS = ("/healthz", "/readyz")
+#: seconds this machine's clock may be off the exchange's before /readyz says not ready (the
+#: offset is applied when signing, but a clock this far off needs fixing: NTP)
+MAX_CLOCK_OFFSET_S = 5.0
+
+
+def clock_readiness(offset_ms: float, age_s: float, max_age_s: float | None) -> dict[str, Any]:
+    """The time sync's readiness: the last offset within ``MAX_CLOCK_OFFSET_S`` and read
+    less than ``max_age_s`` ago (None: no age limit)."""
+    reasons = []
+    if abs(offset_ms) > MAX_CLOCK_OFFSET_S * 1000:
+        reasons.append(f"this machine's clock is {offset_ms / -1000:+.1f} s off the exchange's "
+                       "(check NTP)")
+    if max_age_s is not None and age_s > max_age_s:
+        reasons.append(f"the exchange clock was last read {age_s:.0f} s ago (more than "
+                       f"{max_age_s:.0f} s)")
+    return {"offset_ms": round(offset_ms), "age_s": round(age_s, 1), "max_age_s": max_age_s,
+            "ready": not reasons, "reason": "; ".join(reasons)}
 
 
 def feed_readiness(f: FeedStatus, exchange: str | None, now_ms: int) -> dict[str, Any]:
@@ -83,6 +104,9 @@ class Health:
         self.broker = broker
         self.extra = extra
         self.clock = clock
+        #: ``(offset_ms, age_s, max_age_s)`` of the exchange clock's last reading, or None when
+        #: it was never read (set by the runner; None: no time-sync check)
+        self.exchange_clock: Callable[[], tuple[float, float, float | None] | None] | None = None
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         loop_ok = True
@@ -108,6 +132,11 @@ class Health:
                 body["broker"] = {"updates": via, "ready": up}
                 if not up:
                     ready = body["ready"] = False
+        sync = self.exchange_clock() if self.exchange_clock is not None else None
+        if sync is not None:
+            body["exchange_clock"] = clock_readiness(*sync)
+            if not body["exchange_clock"]["ready"]:
+                ready = body["ready"] = False
         if self.extra is not None:
             try:
                 body.update(self.extra())

@@ -43,6 +43,10 @@ class RunMetrics:
             "Time from a bar's close (exchange clock) to the strategy seeing it, live bars.",
             ["exchange", "symbol"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        #: the live broker's ``order_metrics()`` (set by the runner; None: paper)
+        self.orders: Callable[[], dict[str, float]] | None = None
+        #: the exchange clock: ``(offset_ms, age_s, max_age_s)`` of the last reading, or None
+        self.exchange_clock: Callable[[], tuple[float, float, float | None] | None] | None = None
         self.registry.register(_Collector(self))
         self.server: Any = None
         self.port: int | None = None
@@ -117,3 +121,32 @@ class _Collector:
                                     labels=["exchange"])
         total.add_metric([ex], self.m._rest_calls())
         yield from (bars, reconnects, gaps, rest, skipped, revised, state, age, total)
+        yield from self._orders(ex)
+
+    def _orders(self, ex: str) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        figures = self.m.orders() if self.m.orders is not None else {}
+        if figures:
+            counts = CounterMetricFamily(
+                "btccxt_order_events", "Live orders: rejects, unknown creates, orders given up on "
+                "'not found' (lost) and found again (revived), timestamp retries, worker failures.",
+                labels=["exchange", "event"])
+            now = GaugeMetricFamily("btccxt_orders", "Live orders now: tracked, stuck (create "
+                                    "outcome unknown or not found lately), watched after a verdict.",
+                                    labels=["exchange", "state"])
+            for k, v in figures.items():
+                if k in ("tracked", "stuck", "watched"):
+                    now.add_metric([ex, k], v)
+                else:
+                    counts.add_metric([ex, k], v)
+            yield from (counts, now)
+        clock = self.m.exchange_clock() if self.m.exchange_clock is not None else None
+        if clock is not None:
+            offset = GaugeMetricFamily("btccxt_exchange_clock_offset_seconds",
+                                       "The exchange's clock minus ours, as last read.", labels=["exchange"])
+            offset.add_metric([ex], clock[0] / 1000.0)
+            age = GaugeMetricFamily("btccxt_exchange_clock_age_seconds",
+                                    "Seconds since the exchange clock was last read.", labels=["exchange"])
+            age.add_metric([ex], clock[1])
+            yield from (offset, age)

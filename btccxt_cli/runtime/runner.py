@@ -194,9 +194,24 @@ class Runner:
             self.metrics = RunMetrics(self.store.status, lambda: self.store.rest_calls, ex.id)
             from btccxt_cli.runtime.unattended import run_health
 
-            port = self.metrics.serve(self.metrics_port, cfg.metrics.host, health=run_health(self))
+            health = run_health(self)
+            health.exchange_clock = self._exchange_clock
+            self.metrics.exchange_clock = self._exchange_clock
+            if self.live and self.broker is not None:
+                self.metrics.orders = self.broker.order_metrics
+            port = self.metrics.serve(self.metrics_port, cfg.metrics.host, health=health)
             self.monitor.event(f"metrics on http://{cfg.metrics.host}:{port}/metrics "
                                "(health: /healthz, /readyz)")
+
+    def _exchange_clock(self) -> tuple[float, float, float | None] | None:
+        """The store's last reading of the exchange clock: (offset ms, age s, max age s:
+        three reading periods), None if never read (any thread)."""
+        st = self.store
+        offset, at = getattr(st, "_offset_ms", None), getattr(st, "_offset_at", None)
+        if offset is None or at is None:
+            return None
+        every = float(getattr(st, "clock_refresh", 0.0) or 0.0)
+        return float(offset), max(0.0, st.clock.monotonic() - at), 3 * every if every > 0 else None
 
     def _path(self, p: Path | None) -> Path | None:
         if p is None or p.is_absolute() or self.config_dir is None:
