@@ -13,9 +13,10 @@ fills, and jumps of the exchange's clock past a resting order's crossing.
 
 Meanwhile a fault thread injects, every EVERY seconds (drawn at random, every kind once in a
 seeded order before any repeats): socket drops (close frame, TCP reset), a WebSocket outage, a
-REST + WebSocket outage, a stall, bursts of REST 5xx or 429, and lost create answers
-(``order_ack_fault`` delay / reset / 500: the order executes, its answer is lost; the broker must
-look it up by client order id and never send it again).
+REST + WebSocket outage, a stall, bursts of REST 5xx or 429, lagging lookups (``lookup_lag``:
+a new order is "not found" for 1-4 s, binance -2013 / okx 51603; the broker must not give it
+up), and lost create answers (``order_ack_fault`` delay / reset / 500: the order executes, its
+answer is lost; the broker must look it up by client order id and never send it again).
 
 Crash points (``--crashes N``, spread over the trading time): the strategy places a market
 order and dies while it is told of its fill (the order is ``closed`` in the refresh that stored
@@ -69,7 +70,11 @@ BALANCES = {QUOTE: 1_000_000.0, BASE: 10.0}
 SIM_KW: dict[str, Any] = {"balances": BALANCES, "check_timestamps": False, "liquidity": 0.3}
 #: every fault kind the chaos thread injects
 FAULT_KINDS = ("drop_close", "drop_reset", "ws_outage", "outage", "stall", "rest_5xx", "rest_429",
-               "ack_delay", "ack_reset", "ack_500")
+               "ack_delay", "ack_reset", "ack_500", "lookup_lag")
+#: lagging lookups (``lookup_lag``): orders created while it is on are not found for this many
+#: ms after their create (binance -2013, okx 51603); on until the next fault. Below the test's
+#: ambiguous_timeout, so a lost create is still found before it is given up
+LOOKUP_LAG_MS = (1000, 4000)
 #: what the strategy does on each current bar, with weights
 ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
            ("cancel", 1), ("jump", 1), ("idle", 1))
@@ -191,6 +196,7 @@ class Chaos(threading.Thread):
         self.log: list[tuple[float, str]] = []
         self.stop = threading.Event()
         self.paused = threading.Event()  # no faults while a crashed run restarts
+        self.lagging = False  # lookup_lag is on
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -207,6 +213,9 @@ class Chaos(threading.Thread):
             if not cycle:
                 cycle = self.rng.sample(FAULT_KINDS, len(FAULT_KINDS))
             kind = cycle.pop()
+            if self.lagging:  # lagging lookups last until the next fault
+                self.sim.lookup_lag(self.exchange, ms=0)
+                self.lagging = False
             label = self.inject(kind)
             at = now_s() - self.t0
             self.log.append((at, kind))
@@ -240,6 +249,11 @@ class Chaos(threading.Thread):
             count = rng.randint(1, 2)
             sim.order_ack_fault(ex, mode=mode, count=count, ms=ACK_DELAY_MS)
             return f"{kind} x{count}"
+        elif kind == "lookup_lag":
+            ms = rng.randint(*LOOKUP_LAG_MS)
+            sim.lookup_lag(ex, ms=ms)
+            self.lagging = True
+            return f"{kind} {ms} ms"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         return kind

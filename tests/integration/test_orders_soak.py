@@ -1,5 +1,6 @@
 """The order chaos soak (bench/orders_soak.py), short: CCXTBroker through cerebro against the
-simulator, real ccxt / ccxt.pro, while every fault kind hits the sockets and the REST calls.
+simulator, real ccxt / ccxt.pro, while every fault kind hits the sockets and the REST calls,
+lagging lookups (an order "not found" for seconds after its create) included.
 
 No order is duplicated or lost, each order's notifications are a valid sequence, every fill
 reaches the strategy and the order database exactly once, and the broker ends with the
@@ -22,7 +23,7 @@ import orders_soak  # noqa: E402
 pytestmark = pytest.mark.live
 
 SEED = 11
-DURATION = 24.0  # seconds of trading; ~13 faults, so every kind at least once
+DURATION = 26.0  # seconds of trading; ~14 faults, so every kind at least once
 EVERY = (1.4, 2.0)
 #: the simulator never executes a create after answering it (its faults hit before the
 #: handler, or after the engine ran it), so a short lookup window is safe here
