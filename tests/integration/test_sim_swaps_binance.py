@@ -5,14 +5,18 @@ flipped to a long, funding rates and a payment, liquidation. ManualClock as in
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ccxt
 import pytest
 
 from btccxt_cli.clock import ManualClock
+from btccxt_cli.exchange.factory import make_exchange
+from tests.integration.test_sim_private_ws import cid, run, until_order
 from tests.integration.test_sim_swaps import (
     FUNDING_S,
+    GOOD,
     START_USDT,
     SWAP,
     engine_price,
@@ -128,3 +132,35 @@ def test_binance_isolated_position_is_liquidated_when_margin_runs_out(binance: A
     assert order["clientOrderId"].startswith("autoclose-") and order["side"] == "buy"
     fee = 0.001 * 0.1 * pos["entryPrice"]
     assert START_USDT - margin - fee - 1e-6 <= wallet(ex) < START_USDT - 0.5 * margin
+
+
+def test_binance_usdm_user_data_stream_pushes_orders_and_the_position(binance: Any) -> None:
+    """ccxt.pro's linear watch_orders (listen key, ``/private/ws``) sees a perpetual order open
+    and close as REST reports it, with the reduce-only flag; the spot stream gets none of it."""
+    sim, _ex, _clock = binance
+
+    async def main() -> None:
+        pro = make_exchange(EX, kind="pro", sim_url=sim.url(EX), config=GOOD)
+        try:
+            await pro.load_markets()
+            watch = asyncio.ensure_future(pro.watch_orders(SWAP))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while not sim.stats(EX)["private_sessions"]:  # the socket is bound to the account
+                assert loop.time() < deadline and not watch.done(), "no user data socket"
+                await asyncio.sleep(0.02)  # polls a condition, with the deadline above
+            await pro.create_order(SWAP, "market", "buy", 0.02, params={"clientOrderId": "umOpen1"})
+            opened = await until_order(pro, cid("umOpen1", "closed"))
+            assert (opened["symbol"], opened["amount"], opened["filled"]) == (SWAP, 0.02, 0.02)
+            await pro.create_order(SWAP, "market", "sell", 0.02,
+                                   params={"clientOrderId": "umClose1", "reduceOnly": True})
+            closed = await until_order(pro, cid("umClose1", "closed"))
+            assert closed["reduceOnly"] is True
+            rest = await pro.fetch_my_trades(SWAP)
+            assert float(closed["info"]["rp"]) == pytest.approx(float(rest[-1]["info"]["realizedPnl"]))
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        finally:
+            await pro.close()
+
+    run(main())

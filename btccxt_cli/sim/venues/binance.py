@@ -54,6 +54,8 @@ from btccxt_cli.sim.venues import (
     retry_after_headers,
 )
 from btccxt_cli.sim.venues.binance_futures import UsdmFutures
+from btccxt_cli.sim.venues.binance_usdm_stream import CHANNEL as USDM_CHANNEL
+from btccxt_cli.sim.venues.binance_usdm_stream import UsdmUserData
 from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
 from btccxt_cli.timeframes import BarGrid
 
@@ -110,6 +112,7 @@ class BinanceVenue(Venue):
         self._markets = [self._market_info(s) for s in spot]
         self.user_data = BinanceUserData(self)  # private stream on the WebSocket API
         self.futures = UsdmFutures(self)  # fapi: USD-M perpetuals
+        self.usdm_stream = UsdmUserData(self)  # their user data stream (listen key)
 
     def check_symbol(self, symbol: str) -> None:
         _base, quote, settle = split_symbol(symbol)
@@ -152,14 +155,19 @@ class BinanceVenue(Venue):
             web.get("/stream", self.ws_combined),
             *binance_private.private_routes(self),  # signed: account, orders, trades
             *self.futures.routes(),  # fapi: USD-M perpetuals
+            *self.usdm_stream.routes(),  # /fapi/v1/listenKey, /private/ws
             *self.user_data.routes(),  # WebSocket API /ws-api/v3: user data stream
         ]
 
     def on_order_event(self, event: OrderEvent, sessions: list[PrivateSession]) -> None:
-        """Order events of the sessions' account go out on the (spot) user data stream; the
-        USD-M user data stream is not simulated."""
-        if not self.specs[event.order.symbol].is_swap:
-            self.user_data.on_order_event(event, sessions)
+        """Order events of the sessions' account go out on the spot user data stream (WebSocket
+        API) or, for perpetuals, on the USD-M one (listen key)."""
+        if self.specs[event.order.symbol].is_swap:
+            self.usdm_stream.on_order_event(event, sessions)
+        else:
+            spot = [s for s in sessions if USDM_CHANNEL not in s.channels]
+            if spot:
+                self.user_data.on_order_event(event, spot)
 
     # ------------------------------------------------------------------ errors
     def error_response(self, status: int, retry_after: float | None = None) -> web.Response:
