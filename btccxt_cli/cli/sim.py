@@ -83,6 +83,9 @@ def sim_command(
     liquidity: float = typer.Option(
         1.0, "--liquidity", min=0.000001, help="Resting orders fill at most this multiple of each "
         "second's 1s-candle volume per second (larger orders fill in parts)."),
+    funding_interval: float = typer.Option(
+        8 * 3600, "--funding-interval", min=1, help="Seconds between the perpetual swaps' "
+        "funding settlements (8 h as on the exchanges)."),
 ) -> None:
     """Serve simulated exchanges (REST + WebSocket) on 127.0.0.1 until interrupted."""
     exchanges = list(dict.fromkeys(exchange or DEFAULT_EXCHANGES))
@@ -99,7 +102,8 @@ def sim_command(
         asyncio.run(_serve(exchanges=exchanges, symbols=by_exchange, seed=seed,
                            clock_offset_ms=clock_offset_ms, push_interval_ms=push_interval_ms,
                            ports=ports, ws_ping_interval_s=ws_ping_interval, api_keys=keys,
-                           balances=start, liquidity=liquidity))
+                           balances=start, liquidity=liquidity,
+                           funding_interval_s=funding_interval))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -205,3 +205,23 @@ def test_okx_private_stream_pushes_swap_orders_in_contracts(okx: Any) -> None:
             await pro.close()
 
     run(main())
+
+
+def test_btccxt_sim_takes_the_funding_interval_from_a_flag() -> None:
+    import os
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "sim", "-e", "okx",
+                          "--funding-interval", "120"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        line = p.stdout.readline().split() if p.stdout else []
+        assert line and line[0] == "okx", p.stderr.read() if p.stderr else line
+        ex = make_exchange("okx", sim_url=line[1])
+        rate = ex.fetch_funding_rate(SWAP)
+        assert int(rate["info"]["nextFundingTime"]) - rate["fundingTimestamp"] == 120_000
+    finally:
+        p.terminate()
+        p.communicate(timeout=10)
+    assert p.returncode == 0
