@@ -3,7 +3,7 @@ counters, and :class:`ServerAPI`, the part of an exchange server a venue may use
 
 Import order inside ``btccxt_cli.sim`` (each imports only from the ones before it)::
 
-    market, grids, faults, weights, ledger, accounts, positions  (pure state)
+    market, grids, faults, weights, ledger, positions, matching, accounts  (pure state)
     wire            (this module)
     venues          (wire protocols; see ServerAPI)
     scheduler, sessions, server   (the generic ExchangeServer)
