@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
+from btccxt_cli.config.schema import LoggingConfig
 from tests.cli.test_run_cli import btccxt, read_events, write_config
 
 ISO = re.compile(r"^bar (\S+) 1s (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) O ")
@@ -41,7 +42,7 @@ def test_log_lines_above_the_dashboard_carry_one_time_and_one_level():
     from btccxt_cli.cli.common import setup_run_logging
 
     console = Console(width=160, record=True, color_system=None, file=io.StringIO())
-    cfg = SimpleNamespace(logging=SimpleNamespace(level="INFO", file=None))
+    cfg = SimpleNamespace(logging=LoggingConfig(level="INFO"))
     try:
         setup_run_logging(cfg, console)
         logging.getLogger("btccxt_cli.sources.ws").warning("socket error; 2 series reconnect in %.2f s", 10.666)
