@@ -47,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt.adoption import adopt_holdings, last_price, replay_final
+from btccxt_cli.bt.adoption import copy as _copy
 from btccxt_cli.bt.fees import fee_value
 from btccxt_cli.bt.positions import amount_tolerance
 from btccxt_cli.bt.sweep import Watch
@@ -257,10 +259,10 @@ class OrderSync:
             # fills stored but never delivered (a crash between the two)
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
-        events += self._replay_final({r.client_id for r in live})
+        events += replay_final(self, {r.client_id for r in live})
         events += await self.watch.sweep()  # orders of ours the exchange has and we lost
         if self.adopt:  # after the fills made while down are in the ledger: never counted twice
-            adopted = await self._adopt_holdings()
+            adopted = await adopt_holdings(self)
             if adopted:
                 events.append(Event("adopted", data=adopted))
         events.append(self._count())
@@ -274,76 +276,6 @@ class OrderSync:
         if stream:
             self._ws_task = asyncio.ensure_future(self._watch())
         return events
-
-    def _replay_final(self, live: set[str]) -> list[Event]:
-        """Final orders the strategy was never told of, or not of every fill: a market order is
-        ``closed`` in the refresh that stores its fill, so a crash or a stop before cerebro took
-        the notification leaves them untold. Each such order is adopted again, its untold fills
-        follow, then its final state (``Completed``, ``Canceled``, ``Rejected`` ...)."""
-        events: list[Event] = []
-        by_order: dict[str, list[FillRecord]] = {}
-        for rec in self.db.untold_final_orders(self.account, self.scope):
-            if rec.client_id not in live:  # adopted live just now: told as it goes
-                by_order[rec.client_id] = []
-        for f in self.db.undelivered_fills(self.account, self.scope):
-            if f.client_id not in live:
-                by_order.setdefault(f.client_id, []).append(f)
-        for cid, fills in by_order.items():
-            rec = self.db.get_order(cid)
-            if rec is None:
-                continue
-            logger.info("order %s (%s, %d fill(s) untold): the strategy was never told; told now",
-                        cid, rec.status, len(fills))
-            events.append(Event("adopt", rec=_copy(rec)))
-            events += [Event("fill", fill=f) for f in fills]
-            events.append(Event("order", rec=_copy(rec)))
-        return events
-
-    async def _adopt_holdings(self) -> dict[str, tuple[float, float]]:
-        """``broker.adopt_holdings``, once per account and symbol: the first adopted symbol of
-        each base currency is raised to the account's whole holding of it (less what other
-        symbols of that base hold). Later starts adopt nothing more (the coins are the bot's
-        and move with its fills; a restart after fills made while down must not count them
-        twice). Returns the positions it changed."""
-        markets = self._ex.markets or {}
-        ledger = self.db.holdings(self.account)
-        todo = [s for s in self.adopt if (markets.get(s) or {}).get("spot")
-                and not (s in ledger and ledger[s].adopted)]
-        if not todo:
-            return {}
-        balances = await self._fetch_balance(strict=True)  # read after the fills made while down
-        out: dict[str, tuple[float, float]] = {}
-        seen: set[str] = set()
-        for symbol in todo:
-            base = markets[symbol]["base"]
-            if base in seen:
-                continue
-            seen.add(base)
-            others = sum(h.size for s, h in ledger.items()
-                         if s != symbol and (markets.get(s) or {}).get("base") == base)
-            total = (balances or {}).get(base, (0.0, 0.0, 0.0))[2] - others
-            if total <= (ledger[symbol].size if symbol in ledger else 0.0):
-                continue
-            price = await self._last_price(symbol)
-            held = self.db.adopt(self.account, symbol, total, price, self.clock.time_ms())
-            out[symbol] = (held.size, held.price)
-            logger.warning("%s: the bot may trade the account's %g %s, %g of them held before "
-                           "(broker.adopt_holdings)", symbol, held.size, base, held.adopted)
-        return out
-
-    async def _last_price(self, symbol: str) -> float:
-        """The last trade price (the ticker, else the last 1m close; 0 if neither answers):
-        the entry price of adopted coins."""
-        try:
-            return float((await self._ex.fetch_ticker(symbol)).get("last") or 0.0)
-        except Exception as exc:
-            logger.debug("%s: no ticker (%s)", symbol, exchange_message(exc))
-        try:
-            rows = await self._ex.fetch_ohlcv(symbol, "1m", limit=2)
-            return float(rows[-1][4]) if rows else 0.0
-        except Exception as exc:
-            logger.info("%s: no price for the adopted coins (%s)", symbol, exchange_message(exc))
-            return 0.0
 
     async def flush(self) -> None:
         """Return once every command queued before this call is done (a create answered and
@@ -792,7 +724,7 @@ class OrderSync:
                 f.fee if base is not None and f.fee_currency == base else 0.0)
             held = self.db.add_fill_to_ledger(f, delta)
             if held is not None:
-                value = await fee_value(self._last_price, self._ex.markets or {}, f, market,
+                value = await fee_value(lambda sym: last_price(self._ex, sym), self._ex.markets or {}, f, market,
                                         self._fee_rates, self.clock.monotonic())
                 events.append(Event("fill", fill=f, data={"holding": (held.size, held.price),
                                                           "fee_value": value}))
@@ -932,10 +864,6 @@ def _order_id(order: dict[str, Any]) -> str:
     algo's)."""
     info = order.get("info") or {}
     return str(info.get("ordId") or order["id"]) if isinstance(info, dict) else str(order["id"])
-
-
-def _copy(rec: OrderRecord) -> OrderRecord:
-    return OrderRecord(**{k: getattr(rec, k) for k in rec.__dataclass_fields__})
 
 
 def _status_unknown(exc: BaseException) -> bool:

@@ -245,8 +245,8 @@ def test_orders_of_another_run_scope_are_not_adopted_nor_cancelled(
 def test_a_fee_in_a_third_currency_is_valued_at_its_last_price(sim_factory: Any) -> None:
     """A fee charged in neither the base nor the quote (binance's BNB) is valued at that
     currency's last price in the quote, read through ccxt from the exchange (it used to be 0)."""
+    from btccxt_cli.bt.adoption import last_price
     from btccxt_cli.bt.fees import fee_value
-    from btccxt_cli.bt.ordersync import OrderSync
     from btccxt_cli.bt.store import CCXTStore
     from btccxt_cli.cache.orders import FillRecord
 
@@ -259,10 +259,8 @@ def test_a_fee_in_a_third_currency_is_valued_at_its_last_price(sim_factory: Any)
 
     async def value() -> tuple[float | None, float]:
         ex = await store.async_exchange()
-        with OrderStore(":memory:") as db:
-            sync = OrderSync(store, db, "a", on_events=lambda evs: None)
-            sync._ex = ex
-            v = await fee_value(sync._last_price, ex.markets, fill, ex.markets[SYMBOL], cache, 0.0)
+        v = await fee_value(lambda s: last_price(ex, s), ex.markets, fill, ex.markets[SYMBOL],
+                            cache, 0.0)
         return v, float((await ex.fetch_ohlcv("ETH/USDT", "1m", limit=2))[-1][4])
 
     try:
