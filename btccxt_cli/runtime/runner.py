@@ -235,15 +235,19 @@ class Runner:
         if db is None:
             db = check_output_file(default_orders_path(), what="orders database",
                                    option="$BTCCXT_ORDERS_DB (default orders database)")
-        from btccxt_cli.bt.runlock import default_scope
-
-        cfg = self.config
-        scope = b.run_scope or default_scope(cfg.source.file or self.config_dir,
-                                             str(cfg.strategy.name or cfg.strategy.path))
         return CCXTBroker(store=self.store, db_path=db, limits=limits,
                           poll_interval=b.poll_interval, updates=b.updates,
                           reconcile_interval=b.reconcile_interval,
-                          adopt_holdings=b.adopt_holdings, run_scope=scope, clock=self.clock)
+                          adopt_holdings=b.adopt_holdings, run_scope=self._run_scope(),
+                          clock=self.clock)
+
+    def _run_scope(self) -> str:
+        """``broker.run_scope``, else the config file and the strategy (``bt/runlock.py``)."""
+        from btccxt_cli.bt.runlock import default_scope
+
+        cfg = self.config
+        return cfg.broker.run_scope or default_scope(cfg.source.file or self.config_dir,
+                                                     str(cfg.strategy.name or cfg.strategy.path))
 
     def preflight(self) -> list[str]:
         """What a live run will trade with: exchange, account balances, symbols, limits.
@@ -276,6 +280,13 @@ class Runner:
                  f"  symbols   {', '.join(s.symbol for s in cfg.symbol_feeds())}"]
         account = account_id(cfg.exchange.id, ex.apiKey)  # the bot's own positions: docs/orders.md
         own = read_holdings(self._path(cfg.broker.orders_db) or default_orders_path(), account)
+        from btccxt_cli.bt.runlock import RunLock
+
+        # another live run on this database, account and scope: refused before the prompt
+        probe = RunLock(self._path(cfg.broker.orders_db) or default_orders_path(), account,
+                        self._run_scope(), started_ms=self.clock.time_ms())
+        probe.acquire()
+        probe.release()
         lines.append("  may sell  " + may_trade([s.symbol for s in cfg.symbol_feeds()], held, own,
                                                 cfg.broker.adopt_holdings))
         lim = cfg.broker.limits

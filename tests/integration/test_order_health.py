@@ -44,6 +44,7 @@ def test_a_second_live_run_on_the_same_scope_is_refused_in_one_line(
         assert len(lines) == 1, err
         assert f"(pid {first.pid}, started " in lines[0] and "orders.sqlite" in lines[0]
         assert "broker.run_scope" in err and "Traceback" not in err
+        assert "LIVE TRADING" not in out  # refused before the summary and its prompt
         # the first run's order was neither adopted nor cancelled by the second
         assert _status(live_sim, mine) == ["new"]
         other = cfg.with_name("other.yaml")  # another scope (run_scope) runs beside it
