@@ -10,9 +10,13 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
 * Every order carries a client order id ``bx<run id><sequence>`` (letters and digits, which
   both binance and okx accept), stored before it is sent; a failed create is looked up by
   that id, never resent.
-* On start, orders left live by an earlier run (same database, same account) are adopted:
+* On start, orders left live by an earlier run (same database, account and run scope; a
+  second live run on one scope is refused, ``bt/runlock.py``) are adopted:
   the strategy gets ``Accepted`` for each, then the fills that happened while it was down;
   so are final orders with fills the strategy was never told of (a crash or a stop in between).
+* An order given up on "not found" stays watched; found again, it is told as a late adopted
+  order (``order.info.late``) with its fills (``bt/sweep.py``). Fees are kept per currency in
+  ``order.info["fees"]``, ``comm`` in the quote currency (``bt/fees.py``).
 * A normal stop lets the worker finish what was sent and tells the strategy what is pending;
   a fill is marked delivered only once its notification went out.
 * Cash is the free balance of the quote currency. A data's position is the bot's own

@@ -9,11 +9,17 @@ Idempotency (style habit 4, ``docs/orders.md``):
 * ``create_order`` is called at most once per client order id, ever. The order is in SQLite
   (status ``pending``) before the call, ``sending`` during it.
 * A definitive refusal (ccxt ``ExchangeError``: insufficient funds, invalid order, bad symbol,
-  credentials ...) or a refused timestamp (``InvalidNonce``) rejects the order.
+  credentials ...) rejects the order. A refused timestamp (``InvalidNonce``, caught first: the
+  exchange placed nothing) reads the exchange clock and sends the same order once more with the
+  same client order id; refused so again, it is rejected with a hint to check the clock.
 * Anything else (timeout, reset connection, 5xx, 429, ...) is *ambiguous*: the order becomes
   ``unknown`` and is looked up by its client id at once and on every poll. Found: it goes on
   as if the answer had arrived. Not found after ``ambiguous_timeout`` seconds (longer than the
   exchanges' receive windows, after which they refuse a late request): rejected, not resent.
+* "Not found" is weak evidence (``bt/sweep.py``): a known order is given up only after
+  ``LOST_AFTER_MISSES`` lookups over ``ambiguous_timeout``; an order given up stays watched,
+  and sweeps of the exchange's open orders and recent trades find ours again (revived and told
+  to the strategy as a late adopted order). Only orders of this run scope are adopted.
 * Cancels are idempotent; a cancel that fails is sent again on the next poll while the order
   is still open.
 
