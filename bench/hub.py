@@ -10,7 +10,8 @@ direct runner (websocket to the simulator) on 20 symbols. Prints:
 - exchange connections the simulator saw (target: the hub's only, plus the direct runner's);
 - latency from the simulator's ``perf_counter_ns()`` just before it sends a bar's closing
   update to a runner's ``next()`` seeing it, p50/p99, hub runners vs the direct runner
-  (CLOCK_MONOTONIC is shared by the processes of one machine);
+  (CLOCK_MONOTONIC is shared by the processes of one machine), and the latency the hub adds
+  to the same bar (a hub runner's ``next()`` minus the direct runner's), p50/p90/p99;
 - the hub's CPU (user+system seconds per wall second);
 - Redis memory for an hour-equivalent of 1s bars on SYMBOLS streams (written with the hub's
   own entry format and MAXLEN), per bar and in all.
@@ -76,8 +77,11 @@ def runner_main(args: argparse.Namespace) -> None:
     timer = threading.Timer(args.seconds, cerebro.runstop)
     timer.daemon = True
     timer.start()
+    wall0, cpu0 = time.monotonic(), time.process_time()
     cerebro.run()
+    cpu = (time.process_time() - cpu0) / max(1e-9, time.monotonic() - wall0)
     Path(args.out).write_text(json.dumps(rows), encoding="utf-8")
+    Path(args.out + ".cpu").write_text(repr(cpu), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -134,6 +138,23 @@ def redis_memory(url: str, symbols: int, hours: float, maxlen: int) -> tuple[int
     return after - before, symbols * min(n, maxlen)
 
 
+def added_same_bar(outs: list[Path], direct_out: Path) -> list[float]:
+    """Per bar both saw live (the direct runner's 20 symbols), after the first 3 s: a hub
+    runner's next() minus the direct runner's, in ms. Pairing by bar takes out what both
+    share (the simulator's send, the exchange socket's parse), which dominates the spread of
+    each side's own close->next() figure."""
+    rows = json.loads(direct_out.read_text())
+    first = min((r[1] for r in rows), default=0)
+    direct = {(sym, ts): t for sym, ts, t, src, _ in rows if src == "live" and ts >= first + 3000}
+    out = []
+    for path in outs:
+        for sym, ts, t, src, _ in json.loads(path.read_text()):
+            d = direct.get((sym, ts))
+            if d is not None and src == "live":
+                out.append((t - d) / 1e6)
+    return out
+
+
 # ----------------------------------------------------------------------------- the bench
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -179,6 +200,7 @@ def main() -> None:
         outs = []
         wall0 = time.monotonic()
         cpu0 = cpu_s(hub.pid)
+        vk0, me0 = cpu_s(vk.pid), time.process_time()
         me = str(Path(__file__).resolve())
         for i, n in enumerate(sizes):
             out = tmp / f"r{i}.json"
@@ -192,7 +214,9 @@ def main() -> None:
                                        str(args.seconds), "--out", str(direct_out)]))
         for p in procs[1:]:
             p.wait(args.seconds + 120)
-        cpu = (cpu_s(hub.pid) - cpu0) / (time.monotonic() - wall0)
+        wall = time.monotonic() - wall0
+        cpu = (cpu_s(hub.pid) - cpu0) / wall
+        vk_cpu, sim_cpu = (cpu_s(vk.pid) - vk0) / wall, (time.process_time() - me0) / wall
         stats = sim.stats(EX)
 
         recv: dict[str, list[float]] = {}
@@ -237,7 +261,22 @@ def main() -> None:
         if hub_lat and direct:
             print(f"added by the hub: p50 {statistics.median(hub_lat) - statistics.median(direct):+.2f} ms"
                   f", p99 {pct(hub_lat, 0.99) - pct(direct, 0.99):+.2f} ms")
+        paired = added_same_bar(outs, direct_out)
+        if paired:
+            print(f"added by the hub, same bar (a hub runner's next() minus the direct runner's): "
+                  f"p50 {statistics.median(paired):+.2f} ms  p90 {pct(paired, 0.9):+.2f} ms  "
+                  f"p99 {pct(paired, 0.99):+.2f} ms  ({len(paired)} bars)")
         print(f"hub CPU: {cpu * 100:.1f} % of one core")
+
+        def runner_cpu(out: Path) -> float:
+            path = Path(str(out) + ".cpu")
+            return float(path.read_text()) if path.exists() else float("nan")
+
+        hub_cpus = [runner_cpu(o) for o in outs]
+        print(f"CPU, % of one core (including start-up): hub runners {sum(hub_cpus) * 100:.1f} "
+              f"(each {', '.join(f'{c * 100:.1f}' for c in hub_cpus)}), direct runner "
+              f"{runner_cpu(direct_out) * 100:.1f}, valkey-server {vk_cpu * 100:.1f}, simulator "
+              f"{sim_cpu * 100:.1f}; load average {os.getloadavg()[0]:.2f}")
         print(f"Redis memory, {args.memory_hours:g} h of 1s bars on {args.symbols} streams "
               f"({entries} entries, MAXLEN ~{DEFAULT_MAXLEN}): {mem / 2**20:.1f} MiB, "
               f"{mem / max(1, entries):.0f} B/bar")
