@@ -266,6 +266,7 @@ class OrderSync:
             events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
         events += replay_final(self, {r.client_id for r in live})
+        self.watch.resume()  # given up lately, by an earlier run: still watched
         events += await self.watch.sweep()  # orders of ours the exchange has and we lost
         if self.adopt:  # after the fills made while down are in the ledger: never counted twice
             adopted = await adopt_holdings(self)

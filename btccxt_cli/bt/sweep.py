@@ -5,8 +5,9 @@ create), and a create whose answer was lost may still be inserted after the brok
 looking (binance -1007 says so). So a verdict reached on "not found" (``Rejected`` after
 ``ambiguous_timeout``, ``Canceled`` after repeated misses of a known order) is not the end:
 
-* the order stays **watched** for ``watch_for`` seconds: looked up by client order id (or its
-  id) with a backoff (``WATCH_FIRST`` s doubling to ``WATCH_MAX``), and a push of it revives it;
+* the order stays **watched** for ``watch_for`` seconds from its verdict, in the next run too:
+  looked up by client order id (or its id) with a backoff (``WATCH_FIRST`` s doubling to
+  ``WATCH_MAX``), and a push of it revives it;
 * a **sweep** at start and every ``sweep_interval`` seconds reads the exchange's open orders of
   the broker's symbols, and while orders are watched its recent trades, for client order ids of
   this database and run scope that are no longer tracked;
@@ -56,6 +57,27 @@ class Watch:
         t.watch_wait = WATCH_FIRST
         t.next_lookup = now + WATCH_FIRST
         self.watched[t.rec.client_id] = t
+
+    def resume(self) -> int:
+        """At start: watch again the orders an earlier run gave up less than ``watch_for`` ago
+        (for what is left of it); returns how many."""
+        from btccxt_cli.bt.ordersync import _Tracked
+
+        sync = self.sync
+        now_ms = sync.clock.time_ms()
+        n = 0
+        for rec in sync.db.given_up(sync.account, sync.scope, now_ms - int(self.watch_for * 1000)):
+            if rec.client_id in sync.tracked:
+                continue
+            t = _Tracked(rec)
+            for f in sync.db.fills(rec.client_id):
+                t.add(f)
+            self.add(t)
+            t.watch_until -= max(0.0, (now_ms - rec.updated_ms) / 1000.0)
+            n += 1
+        if n:
+            logger.info("%d order(s) given up by an earlier run on \"not found\" are watched again", n)
+        return n
 
     def match(self, order: dict[str, Any]) -> _Tracked | None:
         """The watched order a pushed or swept exchange order is, if any."""
@@ -172,6 +194,12 @@ class Watch:
         sync = self.sync
         rec = t.rec
         self.watched.pop(rec.client_id, None)
+        status = str(order.get("status") or "open")
+        if status in ("canceled", "cancelled", "expired", "rejected") and \
+                float(order.get("filled") or 0.0) <= t.traded + sync._tol(rec):
+            logger.info("order %s given up as %s is %s at the exchange, without fills: nothing "
+                        "more to tell", rec.client_id, rec.status, status)
+            return []
         self.revived += 1
         sync.counts["revived"] += 1
         was = rec.status

@@ -324,6 +324,13 @@ class OrderStore:
                                    (scope, account))
             return cur.rowcount
 
+    def given_up(self, account: str, scope: str, since_ms: int) -> list[OrderRecord]:
+        """Orders of ``account`` and ``scope`` given up on "not found" (``bt/sweep.py``) since
+        ``since_ms``: watched again by the next run."""
+        return self._orders("account = ? AND scope = ? AND status IN ('rejected', 'canceled') AND "
+                            "updated_ms >= ? AND (reason LIKE 'not found at the exchange%' OR "
+                            "reason LIKE 'the exchange no longer knows%')", (account, scope, since_ms))
+
     def mark_notified(self, client_id: str) -> None:
         with self._lock:
             self._db.execute("UPDATE orders SET notified = 1 WHERE client_id = ?", (client_id,))

@@ -145,6 +145,39 @@ def test_the_start_sweep_finds_an_order_given_up_by_an_earlier_run(
     assert [o["status"] for o in sim.orders(exchange)] == ["canceled"]
 
 
+def test_an_order_given_up_is_still_watched_by_the_next_run(sim_factory: Any, tmp_path: Path) -> None:
+    """A lost create given up (Rejected) just before the run stopped: the next run watches it
+    for what is left of ``watch_for`` and tells its fill when a lookup finds it filled (an
+    open-orders sweep cannot: it is closed)."""
+    exchange = "binance"
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    sim.order_ack_fault(exchange, mode="reset")  # executed (filled); the answer is lost
+    sim.lookup_lag(exchange, ms=600_000)  # and no lookup finds it in this run
+    out1 = Outcome()
+
+    def act1(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["m"] = s.buy(size=0.01)
+
+    _run_with(out1, sim, exchange, act1, lambda s: has(out1, lambda st: st.orders.get("m"), "Rejected"),
+              db, broker_kw={"ambiguous_timeout": 0.5, "updates": "poll"})
+    assert not out1.timed_out, out1.notes
+    cid = out1.last(out1.strategy.orders["m"].ref).client_id
+    assert [o["status"] for o in sim.orders(exchange)] == ["filled"]
+    sim.clear_faults(exchange)
+    out2 = Outcome()
+
+    def told(s: Any) -> bool:
+        return any(n.client_id == cid and n.status == "Completed" for n in out2.notes)
+
+    _run_with(out2, sim, exchange, lambda s, n: None, told, db, broker_kw={"updates": "poll"})
+    assert not out2.timed_out, out2.notes
+    assert [n.status for n in out2.notes if n.client_id == cid] == ["Accepted", "Completed"]
+    fee = sim.orders(exchange)[0]["fee"]
+    assert out2.broker.getposition(out2.strategy.data).size == pytest.approx(0.01 - fee)
+
+
 def test_a_refused_timestamp_is_sent_again_once_with_the_same_client_id(
         sim_factory: Any, tmp_path: Path) -> None:
     """binance -1021 (ccxt InvalidNonce) placed nothing: the broker reads the exchange clock
