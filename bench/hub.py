@@ -12,7 +12,10 @@ direct runner (websocket to the simulator) on 20 symbols. Prints:
   update to a runner's ``next()`` seeing it, p50/p99, hub runners vs the direct runner
   (CLOCK_MONOTONIC is shared by the processes of one machine), and the latency the hub adds
   to the same bar (a hub runner's ``next()`` minus the direct runner's), p50/p90/p99;
-- the hub's CPU (user+system seconds per wall second);
+- the floor of the hub's own hop: one XADD to a reader process's XREAD BLOCK, with nothing
+  else running, p50/p99;
+- CPU (user+system seconds per wall second) of the hub, the runners, valkey-server and the
+  simulator;
 - Redis memory for an hour-equivalent of 1s bars on SYMBOLS streams (written with the hub's
   own entry format and MAXLEN), per bar and in all.
 """
@@ -138,11 +141,55 @@ def redis_memory(url: str, symbols: int, hours: float, maxlen: int) -> tuple[int
     return after - before, symbols * min(n, maxlen)
 
 
+def hop_reader(url: str, n: int, out: str) -> None:
+    """(child) XREAD BLOCK on one stream with redis.asyncio, as a runner does; write each
+    entry's XADD->wake time (ms)."""
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    async def run() -> list[float]:
+        r = aredis.Redis.from_url(url)
+        last, lat = "0-0", []
+        while len(lat) < n:
+            for _, entries in await r.xread({"hop": last}, block=5000) or []:
+                now = time.perf_counter_ns()
+                for eid, fields in entries:
+                    last = eid
+                    lat.append((now - int(fields[b"t"])) / 1e6)
+        await r.aclose()
+        return lat
+
+    Path(out).write_text(json.dumps(asyncio.run(run())), encoding="utf-8")
+
+
+def bare_hop(url: str, folder: Path, n: int = 200) -> list[float]:
+    """The floor of the hub's hop: one XADD from this process to a reader process's XREAD
+    BLOCK, nothing else running (one entry every 20 ms)."""
+    import redis
+
+    out = folder / "hop.json"
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--hop-reader",
+                              "--url", url, "--out", str(out), "--names", str(n)])
+    r = redis.Redis.from_url(url)
+    try:
+        for i in range(n):
+            time.sleep(0.02 if i else 1.0)  # a paced writer (the reader starts in the first 1 s)
+            r.xadd("hop", {"t": str(time.perf_counter_ns())}, id=f"{i + 1}-0")
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        r.delete("hop")
+    return json.loads(out.read_text()) if out.exists() else []
+
+
 def added_same_bar(outs: list[Path], direct_out: Path) -> list[float]:
     """Per bar both saw live (the direct runner's 20 symbols), after the first 3 s: a hub
     runner's next() minus the direct runner's, in ms. Pairing by bar takes out what both
     share (the simulator's send, the exchange socket's parse), which dominates the spread of
-    each side's own close->next() figure."""
+    each side's own close->next() figure. A runner on more symbols than the direct one also
+    waits for its other symbols' bars: like for like is the 20-symbol hub runner only."""
     rows = json.loads(direct_out.read_text())
     first = min((r[1] for r in rows), default=0)
     direct = {(sym, ts): t for sym, ts, t, src, _ in rows if src == "live" and ts >= first + 3000}
@@ -163,6 +210,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--memory-hours", type=float, default=1.0)
     ap.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--hop-reader", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--direct", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--url", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ns", default=EX, help=argparse.SUPPRESS)
@@ -171,6 +219,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.runner:
         runner_main(args)
+        return
+    if args.hop_reader:
+        hop_reader(args.url, int(args.names), args.out)
         return
 
     from btccxt_cli.hub.keys import DEFAULT_MAXLEN
@@ -237,6 +288,7 @@ def main() -> None:
         per_runner = [lat(o) for o in outs]
         hub_lat = [x for xs in per_runner for x in xs]
         direct = lat(direct_out)
+        hop = bare_hop(url, tmp)
         mem, entries = redis_memory(url, args.symbols, args.memory_hours, DEFAULT_MAXLEN)
         print(f"# bench/hub.py on {platform.machine()} {os.cpu_count()} cores, Python "
               f"{platform.python_version()}: {args.symbols} symbols of 1s bars, {args.runners} hub "
@@ -261,11 +313,17 @@ def main() -> None:
         if hub_lat and direct:
             print(f"added by the hub: p50 {statistics.median(hub_lat) - statistics.median(direct):+.2f} ms"
                   f", p99 {pct(hub_lat, 0.99) - pct(direct, 0.99):+.2f} ms")
-        paired = added_same_bar(outs, direct_out)
-        if paired:
-            print(f"added by the hub, same bar (a hub runner's next() minus the direct runner's): "
-                  f"p50 {statistics.median(paired):+.2f} ms  p90 {pct(paired, 0.9):+.2f} ms  "
-                  f"p99 {pct(paired, 0.99):+.2f} ms  ({len(paired)} bars)")
+        like = [o for n, o in zip(sizes, outs, strict=True) if n == 20]
+        for what, group in (("all hub runners", outs), ("hub runners on the direct runner's 20 "
+                                                        "symbols only (like for like)", like)):
+            paired = added_same_bar(group, direct_out)
+            if paired and (group is outs or len(like) < len(outs)):
+                print(f"added by the hub, same bar (next() minus the direct runner's), {what}: "
+                      f"p50 {statistics.median(paired):+.2f} ms  p90 {pct(paired, 0.9):+.2f} ms  "
+                      f"p99 {pct(paired, 0.99):+.2f} ms  ({len(paired)} bars)")
+        if hop:
+            print(f"the floor, one XADD -> a reader process's XREAD BLOCK wake-up with nothing else "
+                  f"running: p50 {statistics.median(hop):.2f} ms  p99 {pct(hop, 0.99):.2f} ms")
         print(f"hub CPU: {cpu * 100:.1f} % of one core")
 
         def runner_cpu(out: Path) -> float:
