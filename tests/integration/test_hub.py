@@ -316,3 +316,65 @@ def test_a_queue_that_overflows_while_redis_is_away_restarts_the_feeds_from_rest
         server.resume()
         stop.set()
         thread.join(15)
+
+
+def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redis_server):
+    """The runner's heartbeat/state check waits for a quiet moment (an XREAD that timed out) so
+    it does not hold up a burst of bars; when bars never stop (here one every 0.1 s, shorter
+    than the XREAD's block), it still runs at most a period late. The hub's own writes are
+    played with its key names and entry format (no hub could keep a 1s stream this busy)."""
+    import time
+
+    import redis
+
+    from btccxt_cli.hub.keys import HubKeys, encode_bar, series_field
+    from btccxt_cli.model import BarSource, Candle, FeedState
+    from btccxt_cli.sources.base import SeriesParams
+
+    ns = namespace()
+    keys = HubKeys(ns)
+    busy, quiet = "AAA/USDT", "BBB/USDT"
+    r = redis.Redis.from_url(redis_server.url)
+    r.set(keys.alive, "test-hub", px=60_000)
+    r.hset(keys.states, mapping={series_field(busy, "1s"): "LIVE", series_field(quiet, "1s"): "LIVE"})
+    stop = threading.Event()
+    t0 = int(time.time()) * 1000  # the runner starts at the bar forming now
+
+    def publish() -> None:
+        w = redis.Redis.from_url(redis_server.url)
+        i = 0
+        while not stop.wait(0.1):  # the hub's pace here, not a synchronisation
+            i += 1
+            c = Candle(t0 + i * 1000, 1.0, 1.0, 1.0, 1.0, 1.0)
+            w.xadd(keys.bars(busy, "1s"), encode_bar(c, BarSource.LIVE), id=f"{c.ts}-0")
+        w.close()
+
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+    handles = [store.attach(SeriesParams(symbol=s, timeframe="1s", mode="hub", backfill_start=False),
+                            name=s) for s in (busy, quiet)]
+    writer = threading.Thread(target=publish, daemon=True)
+    writer.start()
+    try:
+        busy_pipe, quiet_pipe = (h.series.pipe for h in handles)
+
+        def next_event(pipe, kind: str, timeout: float):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ev = pipe.get(0.2)  # wakes on the pipe's doorbell
+                if ev is not None and ev.kind == kind and (kind != "state" or
+                                                           ev.state is FeedState.DISCONNECTED):
+                    return ev
+            return None
+
+        assert next_event(busy_pipe, "bar", 10) is not None  # bars flow
+        r.hset(keys.states, series_field(quiet, "1s"), FeedState.DISCONNECTED.value)
+        down = next_event(quiet_pipe, "state", 3.0)  # the check runs every 0.5 s, <= 1 s late
+        assert down is not None and "exchange feed is down" in down.message
+        while busy_pipe.get(0) is not None:  # what came meanwhile ...
+            pass
+        assert next_event(busy_pipe, "bar", 2) is not None  # ... and bars still come
+    finally:
+        stop.set()
+        writer.join(5)
+        store.stop()
+        r.close()
