@@ -9,6 +9,7 @@
 ``GET  /_sim/identity``                  which prices this simulator serves (its seed)
 ``GET  /_sim/faults``                    current fault state
 ``GET  /_sim/orders?key=``               every order of the private API (one API key, or all)
+``GET  /_sim/positions?key=``            every open swap position (one API key, or all)
 ``GET  /_sim/balances?key=``             balances of one API key (default: the test key)
 ``POST /_sim/faults/<name>``             apply a fault; JSON body = keyword arguments
 =======================================  ==========================================================
@@ -57,6 +58,8 @@ class ControlTarget(Protocol):
 
     def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]: ...
 
+    def positions(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]: ...
+
     def balances(self, exchange: str, key: str = ...) -> dict[str, dict[str, float]]: ...
 
     def fault(self, exchange: str, name: str, **kwargs: Any) -> Any: ...
@@ -72,7 +75,7 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
             "endpoints": ["GET /_sim/stats", "POST /_sim/reset_stats",
                           "GET /_sim/truth?symbol=&timeframe=&since=&until=", "GET /_sim/time",
                           "GET /_sim/identity", "GET /_sim/faults", "POST /_sim/faults/<name>",
-                          "GET /_sim/orders?key=",
+                          "GET /_sim/orders?key=", "GET /_sim/positions?key=",
                           "GET /_sim/balances?key="],
             "faults": list(FAULT_NAMES),
             "symbols": sim.symbols(exchange),
@@ -107,6 +110,10 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
             return _bad(str(exc))
         return json_response({"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
                               "candles": [list(c) for c in candles]})
+
+    async def positions(request: web.Request) -> web.Response:
+        return json_response({"exchange": exchange,
+                              "positions": sim.positions(exchange, request.query.get("key") or None)})
 
     async def orders(request: web.Request) -> web.Response:
         return json_response({"exchange": exchange,
@@ -153,6 +160,7 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
         web.get("/_sim/truth", truth),
         web.get("/_sim/faults", faults),
         web.get("/_sim/orders", orders),
+        web.get("/_sim/positions", positions),
         web.get("/_sim/balances", balances),
         web.post("/_sim/faults/{name}", apply_fault),
     ]

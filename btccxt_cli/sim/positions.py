@@ -284,7 +284,7 @@ class Derivatives:
             margin = tidy(opening * px / pos.leverage)
             acct.lock(spec.quote, margin)
             new_qty = round(pos.qty + sign * opening, spec.lot_decimals)
-            pos.entry = (abs(pos.qty) * pos.entry + opening * px) / abs(new_qty)
+            pos.entry = px if not pos.qty else (abs(pos.qty) * pos.entry + opening * px) / abs(new_qty)
             pos.qty = new_qty
             pos.margin = tidy(pos.margin + margin)
         fee = tidy(qty * px * rate)

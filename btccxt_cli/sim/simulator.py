@@ -234,6 +234,13 @@ class Simulator:
         rows = server.engine.state(server.now_ms())["orders"]
         return [r for r in rows if key is None or r["key"] == key]
 
+    def positions(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]:
+        """Every open swap position (of one API key, or all): side, qty (signed, base units),
+        entry, mark, upnl, margin, maint, leverage, mode, realised, fees, funding, liq_price."""
+        server = self.server(exchange)
+        rows = server.engine.state(server.now_ms())["positions"]
+        return [r for r in rows if key is None or r["key"] == key]
+
     def balances(self, exchange: str, key: str = DEFAULT_KEY.key) -> dict[str, dict[str, float]]:
         """``{asset: {"free": x, "locked": y}}`` of one account."""
         server = self.server(exchange)

@@ -16,6 +16,7 @@ import pytest
 from btccxt_cli.clock import SYSTEM_CLOCK, ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.sim.accounts import DEFAULT_KEY
+from tests.integration.simtools import get_json
 from tests.integration.test_sim_private_ws import cid, ready, run, until_order
 
 pytestmark = pytest.mark.live
@@ -109,6 +110,11 @@ def test_okx_short_flip_and_reduce_only_refusals(okx: Any) -> None:
     long = one_position(ex)
     assert (long["side"], long["contracts"], long["entryPrice"]) == ("long", 2, flip_px)
     assert long["id"] != short["id"]
+    # the simulator's own view, in process and over the control API: 2 contracts of 0.01 BTC
+    (mine,) = sim.positions("okx", DEFAULT_KEY.key)
+    assert (mine["qty"], mine["entry"], mine["mode"]) == (pytest.approx(0.02), flip_px, "cross")
+    shown = get_json(sim.url("okx") + "/_sim/positions")["positions"]
+    assert [(p["symbol"], p["qty"]) for p in shown] == [(SWAP, pytest.approx(0.02))]
     # a reduce-only order larger than the position fills only up to it
     ex.create_order(SWAP, "market", "sell", 4, params={"reduceOnly": True})
     assert ex.fetch_positions([SWAP]) == []
