@@ -322,7 +322,10 @@ class HubPublisher:
 
         k = self.keys
         batch = [self._pending[i] for i in range(min(len(self._pending), 2000))]
-        p = self._redis.pipeline(transaction=False)
+        # MULTI/EXEC: Redis wakes a runner's XREAD BLOCK after the whole batch, not at its
+        # first XADD (which would answer with one bar and need a second read for the rest);
+        # a refused XADD (an id already there) still fails alone
+        p = self._redis.pipeline(transaction=True)
         for sym, tf, ev in batch:
             if ev.kind == "bar":
                 p.xadd(k.bars(sym, tf), encode_bar(ev.candle, ev.source), id=f"{ev.candle.ts}-0",

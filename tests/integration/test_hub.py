@@ -378,3 +378,35 @@ def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redi
         writer.join(5)
         store.stop()
         r.close()
+
+
+def test_a_bar_redis_refuses_in_a_publish_batch_does_not_hold_back_the_others(redis_server):
+    """The hub publishes a batch in one MULTI/EXEC (a runner's XREAD wakes once, with all of
+    it); a bar already in its stream is refused alone, the rest of the batch lands."""
+    import redis
+
+    from btccxt_cli.hub.keys import HubKeys, series_field
+    from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState
+    from btccxt_cli.runtime.hubd import HubPublisher
+
+    ns, sym = namespace(), "AAA/USDT"
+    keys = HubKeys(ns)
+
+    def bar(ts: int) -> FeedEvent:
+        return FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE)
+
+    pub = HubPublisher(EX, [], redis_server.url, namespace=ns)
+    pub._redis = r = redis.Redis.from_url(redis_server.url)
+    try:
+        pub._pending.append((sym, "1s", bar(2000)))
+        pub._flush()
+        pub._pending.extend([(sym, "1s", bar(1000)), (sym, "1s", bar(2000)),
+                             (sym, "1s", FeedEvent("state", state=FeedState.LIVE)),
+                             (sym, "1s", bar(3000))])
+        pub._flush()
+        assert (pub.stats.published, pub.stats.refused) == (2, 2)
+        assert [eid for eid, _ in r.xrange(keys.bars(sym, "1s"))] == [b"2000-0", b"3000-0"]
+        assert r.hget(keys.states, series_field(sym, "1s")) == b"LIVE"
+        assert not pub._pending
+    finally:
+        r.close()
