@@ -54,6 +54,8 @@ BENCHES = [
     ("Cache write lock held by another process: bar lateness, locked vs lock free (10 symbols)",
      ["cache_lock.py", "--symbols", "10", "--hold", "6", "--bars", "12"],
      ["cache_lock.py", "--symbols", "2", "--hold", "2", "--bars", "4"]),
+    ("Kill switch: cancelling many resting orders (REST answers 50 ms late)",
+     ["kill_switch.py", "--orders", "10", "40"], ["kill_switch.py", "--orders", "5"]),
     ("Stopping: SIGTERM to exit, normal, strategy stuck in next(), during start-up",
      ["stop.py", "--rounds", "5", "--grace", "2"], ["stop.py", "--rounds", "1", "--grace", "1"]),
     ("Notifications and health: an event record with/without the notifier, delivery, /readyz",
