@@ -342,6 +342,8 @@ class ExchangeServer(PushScheduler, PrivateSessions):
             "ws_connections_open": len(self.conns),
             "ws_connections_total": s.ws_connections_total,
             "ws_rejected": s.ws_rejected,
+            "ws_limit_closes": s.ws_limit_closes,
+            "ws_limit_refusals": s.ws_limit_refusals,
             "subscriptions": {cid: list(c.subs.values()) for cid, c in self.conns.items()},
             "subscribe_requests": s.subscribe_requests,
             "unsubscribe_requests": s.unsubscribe_requests,

@@ -44,6 +44,9 @@ class Simulator:
         check_timestamps: refuse signed requests whose timestamp is off the exchange clock
             (binance ``recvWindow``, okx 30 s), as the exchanges do.
         funding_interval_s: swaps' funding period (8 h as on the exchanges; shorter in tests).
+        ws_limits: per exchange, WebSocket limits overriding the exchange's documented ones
+            (``venues/ws_limits.py``: ``streams_per_connection``, ``messages_per_second``,
+            ``args_per_request``, ``request_bytes``; 0 turns one off).
     """
 
     #: methods that read immutable or locked data: ``SimThread`` calls them from the caller's
@@ -58,7 +61,8 @@ class Simulator:
                  ports: dict[str, int] | None = None, ws_ping_interval_s: float = 20.0,
                  weight_limit: int | None = None, api_keys: Iterable[SimKey] | None = None,
                  balances: dict[str, float] | None = None, liquidity: float = 1.0,
-                 check_timestamps: bool = True, funding_interval_s: float = 8 * 3600) -> None:
+                 check_timestamps: bool = True, funding_interval_s: float = 8 * 3600,
+                 ws_limits: dict[str, dict[str, int]] | None = None) -> None:
         exchanges = tuple(exchanges)
         if not exchanges:
             raise ValueError("simulate at least one exchange")
@@ -86,6 +90,8 @@ class Simulator:
         if funding_interval_s < 1:
             raise ValueError(f"funding_interval_s must be >= 1, not {funding_interval_s}")
         self.funding_interval_s = float(funding_interval_s)
+        # WebSocket limits lowered per exchange (venues/ws_limits.py), e.g. for a cheap test
+        self.ws_limits = {ex: dict(v) for ex, v in (ws_limits or {}).items()}
         self.model = MarketModel(seed)
         self._servers: dict[str, ExchangeServer] = {
             ex: ExchangeServer(self, ex, (symbols or {}).get(ex), (ports or {}).get(ex, 0))

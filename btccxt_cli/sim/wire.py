@@ -139,6 +139,8 @@ class Stats:
     rest_errors_injected: int = 0
     ws_connections_total: int = 0
     ws_rejected: int = 0
+    ws_limit_closes: int = 0  # sockets closed for breaking the exchange's WebSocket limits
+    ws_limit_refusals: int = 0  # requests refused for breaking them (the socket stays open)
     subscribe_requests: int = 0
     unsubscribe_requests: int = 0
     ignored_streams: int = 0
@@ -173,6 +175,7 @@ class SimSettings(Protocol):
     liquidity: float
     check_timestamps: bool
     funding_interval_s: float
+    ws_limits: dict[str, dict[str, int]]
 
 
 class ServerAPI(Protocol):

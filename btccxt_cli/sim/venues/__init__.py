@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 from aiohttp import web
 
 from btccxt_cli.sim.market import Candle, MarketSpec, split_symbol
+from btccxt_cli.sim.venues.ws_limits import WsLimits
 from btccxt_cli.sim.wire import dumps, json_response, loads, retry_after_headers
 from btccxt_cli.timeframes import BarGrid
 
@@ -48,9 +49,14 @@ class Venue:
     intervals: ClassVar[dict[str, str]] = {}
     #: venue interval (REST and WS) -> where the real exchange opens its bars
     grids: ClassVar[dict[str, BarGrid]] = {}
+    #: the exchange's documented WebSocket limits (see ``ws_limits.py``); the simulator's
+    #: ``ws_limits`` argument overrides them per exchange
+    ws_limits: ClassVar[dict[str, int]] = {}
 
     def __init__(self, server: ServerAPI, symbols: list[str] | None) -> None:
         self.server = server
+        overrides = (getattr(server.sim, "ws_limits", None) or {}).get(self.id)
+        self.limits = WsLimits(self.ws_limits, overrides)
         self.symbols: list[str] = list(symbols) if symbols else list(self.default_symbols)
         for s in self.symbols:
             split_symbol(s)  # ValueError on garbage

@@ -57,6 +57,7 @@ from btccxt_cli.sim.venues.binance_futures import UsdmFutures
 from btccxt_cli.sim.venues.binance_usdm_stream import CHANNEL as USDM_CHANNEL
 from btccxt_cli.sim.venues.binance_usdm_stream import UsdmUserData
 from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
+from btccxt_cli.sim.venues.ws_limits import CLOSE_POLICY
 from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class BinanceVenue(Venue):
     taker_fee = binance_private.TAKER_FEE
     first_order_id = binance_private.FIRST_ORDER_ID
     derivatives = True  # USD-M perpetuals trade with positions (venues/binance_futures.py)
+    # binance closes a socket past 1024 streams or 5 incoming messages a second (docs/data-core.md)
+    ws_limits = {"streams_per_connection": 1024, "messages_per_second": 5}
     default_leverage = 20.0
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
@@ -396,6 +399,9 @@ class BinanceVenue(Venue):
         req_id = msg.get("id")
         method = msg.get("method")
         params = msg.get("params")
+        if self.limits.too_fast(conn.extra):
+            await self._close_over_limit(conn, "Too many requests")
+            return
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
                 await self._reply(conn, {"error": {"code": 2, "msg": "Invalid request: params must "
@@ -404,6 +410,11 @@ class BinanceVenue(Venue):
             if any(not _STREAM_RE.match(p) for p in params):
                 await self._reply(conn, {"error": {"code": 2, "msg": "Invalid request: invalid "
                                                    "stream"}, "id": req_id})
+                return
+            held = conn.extra.setdefault("names", [])
+            if method == "SUBSCRIBE" and self.limits.too_many_streams(
+                    len(held), len(set(params) - set(held))):
+                await self._close_over_limit(conn, "Too many streams")
                 return
             for p in params:
                 if method == "SUBSCRIBE":
@@ -427,3 +438,9 @@ class BinanceVenue(Venue):
 
     async def _reply(self, conn: Connection, obj: dict[str, Any]) -> None:
         await self.server.send(conn, dumps(obj))
+
+    async def _close_over_limit(self, conn: Connection, why: str) -> None:
+        """Close a socket that broke a limit (1008, policy violation), as binance does."""
+        self.server.stats.ws_limit_closes += 1
+        logger.info("binance sim: closing socket %s: %s", conn.id, why)
+        await conn.ws.close(code=CLOSE_POLICY, message=why.encode())

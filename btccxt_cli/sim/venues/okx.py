@@ -99,6 +99,8 @@ class OkxVenue(Venue):
     """OKX v5 (``www.okx.com`` / ``ws.okx.com``): spot and linear swaps."""
 
     id = "okx"
+    # okx refuses a request whose args together exceed 64 KB (docs/data-core.md)
+    ws_limits = {"request_bytes": 65536}
     default_symbols = MAJORS + SWAPS
     grids = BARS
     # what ccxt's REST asks for: the utc bars from 6h up
@@ -324,6 +326,11 @@ class OkxVenue(Venue):
             return
         op, args = req
         if op in ("subscribe", "unsubscribe"):
+            if self.limits.too_many_args(args, len(dumps(args))):
+                self.server.stats.ws_limit_refusals += 1
+                await self._event_error(conn, "60012", f"Invalid request: {len(args)} args "
+                                        "exceed the limit of one request")
+                return
             if op == "subscribe":
                 self.server.stats.subscribe_requests += 1
             else:

@@ -1,0 +1,61 @@
+"""The WebSocket limits a simulated exchange enforces the way the real one does.
+
+Each venue declares its exchange's documented limits in ``Venue.ws_limits`` (docs/data-core.md,
+"Many symbols"); ``Simulator(ws_limits={"binance": {"streams_per_connection": 20}})`` lowers
+them so a test stays cheap. Keys (absent or 0: not enforced):
+
+``streams_per_connection``  streams one socket may hold (binance: 1024, closes the socket)
+``messages_per_second``     text messages a socket may send per second (binance: 5, closes it)
+``args_per_request``        arguments one subscribe request may carry (okx, bybit: refused)
+``request_bytes``           length of one request's arguments (okx: 64 KB, refused)
+
+The message rate is counted on the wall clock (``time.monotonic``), not the simulator's
+clock: it limits what crosses the socket, which ccxt paces in real time.
+
+Must not import ccxt or anything from the client side of btccxt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+__all__ = ["CLOSE_POLICY", "LIMIT_KEYS", "WsLimits"]
+
+LIMIT_KEYS = ("streams_per_connection", "messages_per_second", "args_per_request", "request_bytes")
+CLOSE_POLICY = 1008  # RFC 6455 policy violation: what binance closes an over-limit socket with
+
+
+class WsLimits:
+    """One venue's effective limits (its defaults with the simulator's overrides)."""
+
+    def __init__(self, defaults: dict[str, int], overrides: dict[str, int] | None) -> None:
+        unknown = set(overrides or {}) - set(LIMIT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown WebSocket limits {sorted(unknown)} (known: {LIMIT_KEYS})")
+        self.values: dict[str, int] = {**defaults, **(overrides or {})}
+
+    def get(self, name: str) -> int:
+        return int(self.values.get(name) or 0)
+
+    def too_fast(self, extra: dict[str, Any]) -> bool:
+        """Count one incoming message of a socket (its ``Connection.extra``); True when it
+        is over ``messages_per_second`` within the last second."""
+        rate = self.get("messages_per_second")
+        if not rate:
+            return False
+        now = time.monotonic()
+        stamps: deque[float] = extra.setdefault("msg_times", deque())
+        stamps.append(now)
+        while stamps and now - stamps[0] >= 1.0:
+            stamps.popleft()
+        return len(stamps) > rate
+
+    def too_many_streams(self, held: int, adding: int) -> bool:
+        cap = self.get("streams_per_connection")
+        return bool(cap) and held + adding > cap
+
+    def too_many_args(self, args: list[Any], encoded_len: int) -> bool:
+        cap, size = self.get("args_per_request"), self.get("request_bytes")
+        return bool(cap and len(args) > cap) or bool(size and encoded_len > size)
