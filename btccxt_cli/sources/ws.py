@@ -22,6 +22,7 @@ from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.liveness import Liveness, Redial
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
+from btccxt_cli.sources.shards import market_kind, pin_connection, shard_size
 
 __all__ = ["WsHub"]
 
@@ -56,11 +57,15 @@ class _Group:
     ccxt.pro paces outgoing socket messages (binance: a cost of 5 in its token bucket, about
     4 subscribes a second), so one ``watch_ohlcv`` per series takes 25 s to subscribe 100
     symbols, at start and after every drop. A group subscribes all its series in one
-    message, and ccxt re-subscribes the whole group when the loop watches again.
+    message, and ccxt re-subscribes the whole group when the loop watches again. A group is
+    one shard: at most ``shards.shard_size`` streams, on socket ``index`` of its market kind
+    where ccxt addresses sockets by index (binance).
     """
 
-    def __init__(self, subs: list[_Sub]) -> None:
+    def __init__(self, subs: list[_Sub], kind: str = "", index: int = 0) -> None:
         self.subs = subs
+        self.kind = kind
+        self.index = index
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -89,6 +94,7 @@ class WsHub:
         self.batch = tapped and bool(exchange.has.get("watchOHLCVForSymbols"))
         self._pending: list[_Sub] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._groups: list[_Group] = []  # live shards (their sizes decide where new series go)
         # a failed REST read makes the exchange "dark": probed about once a second, and its
         # first sign of life (REST answer, socket message) ends every reconnect wait at once
         self.life = Liveness(self._probe, gate=gate, on_back=self._retry_rest_now)
@@ -122,19 +128,40 @@ class WsHub:
         self._flush = None
         subs = [sub for sub in self._pending if sub.series.phase != sub.series.OVER]
         self._pending = []
-        kinds: dict[tuple[object, ...], list[_Sub]] = {}
+        kinds: dict[str, list[_Sub]] = {}
         for sub in subs:  # one batch per market type: ccxt serves spot and swaps on different sockets
             try:
-                m = self.exchange.market(sub.series.p.symbol)
-                kind: tuple[object, ...] = (m.get("type"), m.get("linear"), m.get("inverse"))
+                kind = market_kind(self.exchange.market(sub.series.p.symbol))
             except Exception:
-                kind = (sub.series.p.symbol,)
+                kind = f"?{sub.series.p.symbol}"
             kinds.setdefault(kind, []).append(sub)
-        for members in kinds.values():
-            group = _Group(members)
-            for sub in members:
-                sub.group = group
-            group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(members)} series")
+        for kind, members in kinds.items():
+            for index, shard in self._shards(kind, members):
+                group = _Group(shard, kind, index)
+                for sub in shard:
+                    sub.group = group
+                self._groups.append(group)
+                group.task = asyncio.create_task(self._watch_group(group),
+                                                 name=f"watch {len(shard)} series")
+
+    def _shards(self, kind: str, members: list[_Sub]) -> list[tuple[int, list[_Sub]]]:
+        """Split new series of one market kind into shards within the exchange's limit per
+        socket, filling the sockets already in use first (lowest index first)."""
+        size = shard_size(self.exchange, kind)
+        load: dict[int, int] = {}
+        self._groups = [g for g in self._groups if g.subs]
+        for g in self._groups:
+            if g.kind == kind:
+                load[g.index] = load.get(g.index, 0) + len(g.subs)
+        out: list[tuple[int, list[_Sub]]] = []
+        index, rest = 0, list(members)
+        while rest:
+            free = size - load.get(index, 0)
+            if free > 0:
+                out.append((index, rest[:free]))
+                rest = rest[free:]
+            index += 1
+        return out
 
     async def remove(self, series: Series) -> None:
         key = (series.p.symbol, self._interval(series.p.timeframe))
@@ -251,6 +278,7 @@ class WsHub:
         refusals = 0
         while any(sub.series.phase != sub.series.OVER for sub in group.subs):
             try:
+                pin_connection(ex, group.index)  # no await between this and ccxt reading it
                 await ex.watch_ohlcv_for_symbols(group.pairs)
             except asyncio.CancelledError:
                 raise
@@ -319,6 +347,7 @@ class WsHub:
             group.task.cancel()
             await asyncio.gather(group.task, return_exceptions=True)
         try:
+            pin_connection(self.exchange, group.index)
             await asyncio.wait_for(self.exchange.un_watch_ohlcv_for_symbols(group.pairs), 5)
         except Exception:
             logger.debug("un_watch_ohlcv_for_symbols failed", exc_info=True)

@@ -1,0 +1,129 @@
+"""Many symbols on one exchange: batch subscriptions are split into shards within the
+exchange's WebSocket limits, which the simulator enforces as the exchange does (binance
+closes an over-limit socket with 1008, okx refuses an over-limit request). The limits are
+lowered (20 streams) so the test stays cheap; bench/many.py measures the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from btccxt_cli.bt.store import CCXTStore
+from btccxt_cli.exchange.factory import make_exchange
+from tests.integration.harness import assert_matches_truth, run_feeds
+from tests.integration.simtools import after_live
+
+N = 60
+LIMIT = 20
+SPOT = [f"Z{i:03d}/USDT" for i in range(N)]
+
+
+def _many_sim(sim_factory, exchange: str, limits: dict[str, int]):
+    return sim_factory(exchanges=(exchange,), symbols={exchange: SPOT}, ws_limits={exchange: limits})
+
+
+def _run_and_drop(sim, exchange: str) -> tuple[object, list[dict]]:
+    """N symbols of 1s bars; the sockets are dropped once every series has 2 live bars; the
+    simulator's stats are taken just before the drop and once every series has 4."""
+    seen: list[dict] = []
+    store = CCXTStore(exchange, sim_url=sim.url(exchange), config={"options": {"btccxtWsShard": LIMIT}})
+
+    def before_drop() -> None:
+        seen.append(sim.stats(exchange))
+        sim.drop(exchange)
+
+    drop = after_live(2, before_drop)
+    later = after_live(4, lambda: seen.append(sim.stats(exchange)))
+
+    def hook(strat) -> None:
+        drop(strat)
+        later(strat)
+
+    res = run_feeds(store, SPOT, live_bars=5, backfill_bars=3, use_websocket=True, on_next=hook,
+                    timeout=40)
+    assert not res.timed_out, "not every series reached 5 live bars"
+    assert len(seen) == 2, seen
+    return res, seen
+
+
+def _socket_loads(stats: dict) -> list[int]:
+    return sorted(len(subs) for subs in stats["subscriptions"].values() if subs)
+
+
+def test_binance_shards_60_symbols_over_sockets_of_20_streams_and_restores_them(sim_factory):
+    sim = _many_sim(sim_factory, "binance", {"streams_per_connection": LIMIT})
+    res, (before, after) = _run_and_drop(sim, "binance")
+    assert _socket_loads(before) == [LIMIT] * (N // LIMIT), before["subscriptions"]
+    assert _socket_loads(after) == [LIMIT] * (N // LIMIT), after["subscriptions"]  # all restored
+    assert after["ws_limit_closes"] == 0
+    assert after["drops"] >= N // LIMIT
+    for sym in SPOT[:: N // 6]:
+        assert_matches_truth(sim, "binance", sym, "1s", res.bars[sym], tf_ms=1000)
+
+
+def test_okx_sends_60_symbols_as_requests_of_20_args_and_restores_them(sim_factory):
+    sim = _many_sim(sim_factory, "okx", {"args_per_request": LIMIT})
+    res, (before, after) = _run_and_drop(sim, "okx")
+    assert sum(_socket_loads(before)) == N and sum(_socket_loads(after)) == N
+    assert after["ws_limit_refusals"] == 0
+    assert after["subscribe_requests"] >= 2 * N // LIMIT  # before and after the drop
+    for sym in SPOT[:: N // 6]:
+        assert_matches_truth(sim, "okx", sym, "1s", res.bars[sym], tf_ms=1000)
+
+
+# ------------------------------------------------------------------ the simulator's enforcement
+def test_binance_closes_a_socket_subscribing_past_its_stream_limit(sim_factory):
+    """What ccxt.pro alone does with one batch of 25 symbols: one socket, closed with 1008."""
+    sim = _many_sim(sim_factory, "binance", {"streams_per_connection": LIMIT})
+
+    async def go() -> BaseException:
+        ex = make_exchange("binance", kind="pro", sim_url=sim.url("binance"))
+        try:
+            await ex.load_markets()
+            with pytest.raises(Exception) as err:
+                await asyncio.wait_for(ex.watch_ohlcv_for_symbols([[s, "1s"] for s in SPOT[:25]]), 10)
+            return err.value
+        finally:
+            await ex.close()
+
+    exc = asyncio.run(go())
+    assert "1008" in str(exc) or "Too many streams" in str(exc), repr(exc)
+    assert sim.stats("binance")["ws_limit_closes"] == 1
+
+
+def test_binance_closes_a_socket_sending_more_than_5_messages_a_second(sim_factory):
+    sim = _many_sim(sim_factory, "binance", {})
+    url = sim.url("binance").replace("http", "ws") + "/ws"
+
+    async def go() -> tuple[int | None, int]:
+        answers = 0
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            for i in range(6):
+                await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    answers += 1
+            return ws.close_code, answers
+
+    code, answers = asyncio.run(go())
+    assert (code, answers) == (1008, 5)
+    assert sim.stats("binance")["ws_limit_closes"] == 1
+
+
+def test_okx_refuses_a_request_past_its_args_limit(sim_factory):
+    sim = _many_sim(sim_factory, "okx", {"args_per_request": LIMIT})
+    url = sim.url("okx").replace("http", "ws") + "/ws/v5/business"
+    args = [{"channel": "candle1s", "instId": s.replace("/", "-")} for s in SPOT[:LIMIT + 1]]
+
+    async def go() -> dict:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"op": "subscribe", "args": args}))
+            return json.loads((await ws.receive(timeout=5)).data)
+
+    answer = asyncio.run(go())
+    assert answer["event"] == "error" and answer["code"] == "60012", answer
+    assert sim.stats("okx")["ws_limit_refusals"] == 1
+    assert sum(len(v) for v in sim.stats("okx")["subscriptions"].values()) == 0
