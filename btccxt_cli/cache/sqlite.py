@@ -8,10 +8,13 @@ Schema (created on first open; ``docs/backfill.md`` documents it for users)::
     empty_ranges(exchange TEXT, symbol TEXT, timeframe TEXT, start_ms INTEGER, end_ms INTEGER,
                  PRIMARY KEY(exchange, symbol, timeframe, start_ms)) WITHOUT ROWID
     meta(key TEXT PRIMARY KEY, value TEXT)
+    markets(exchange TEXT, symbol TEXT, tick_size REAL, PRIMARY KEY(exchange, symbol)) WITHOUT ROWID
 
 ``ts`` is the bar's open time in epoch milliseconds (UTC). ``empty_ranges`` holds bar-open
 ranges (both ends inclusive) the exchange confirmed it has no bars for, merged per series, so
-a rerun does not ask again. The journal is WAL with ``synchronous=NORMAL``: a committed page
+a rerun does not ask again. ``markets`` holds each market's price step (tick size) as last
+loaded from the exchange, so an offline backtest knows it. The journal is WAL with
+``synchronous=NORMAL``: a committed page
 survives a killed process, and readers in other processes never block the writer.
 
 One connection, shared by threads under a lock (``check_same_thread=False``): meant for one
@@ -58,6 +61,10 @@ CREATE TABLE IF NOT EXISTS empty_ranges (
     PRIMARY KEY (exchange, symbol, timeframe, start_ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS markets (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, tick_size REAL NOT NULL,
+    PRIMARY KEY (exchange, symbol)
+) WITHOUT ROWID;
 """
 
 # Rows whose values did not change are not rewritten, so the count says what changed.
@@ -240,7 +247,24 @@ class OhlcvCache:
                          (exchange, symbol, timeframe, lo, hi))
         return n
 
+    def put_tick_sizes(self, exchange: str, ticks: dict[str, float]) -> None:
+        """Record the price step of each symbol (markets just loaded from the exchange)."""
+        rows = [(exchange, sym, float(t)) for sym, t in ticks.items() if t and t > 0]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany("INSERT OR REPLACE INTO markets (exchange, symbol, tick_size) "
+                             "VALUES (?, ?, ?)", rows)
+
     # ------------------------------------------------------------ reads
+    def tick_sizes(self, exchange: str, symbols: Iterable[str]) -> dict[str, float]:
+        """The recorded price step of each of ``symbols`` that has one."""
+        with self._lock:
+            rows = self.conn.execute("SELECT symbol, tick_size FROM markets WHERE exchange = ?",
+                                     (exchange,)).fetchall()
+        want = set(symbols)
+        return {str(s): float(t) for s, t in rows if s in want}
+
     def read(self, exchange: str, symbol: str, timeframe: str, since_ms: int | None = None,
              until_ms: int | None = None) -> list[Candle]:
         """Bars with ``since <= ts < until``, oldest first."""

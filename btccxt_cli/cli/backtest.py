@@ -131,6 +131,7 @@ class _Job:
         self.since_ms = self.until_ms = 0
         self.sweep: dict[str, list[Any]] = {}
         self.cache_path: Path | None = None
+        self.ticks: dict[str, float] | None = None
 
     # ------------------------------------------------------------ checks (before anything runs)
     def check(self) -> None:
@@ -199,6 +200,7 @@ class _Job:
         try:
             plans = bk.plan(cfg, self.since_ms, self.until_ms)
             self._fill_holes(cache, plans)
+            self.ticks = self._ticks(cache)
             if self.sweep:
                 rows = memory_rows(bk.load_rows(cache, self.source, plans))  # loaded once
                 self._run_sweep(rows, plans)
@@ -235,6 +237,45 @@ class _Job:
                                 until_ms=p.end_ms, backoff=Backoff(0.5, 30.0),
                                 on_progress=progress(f"{self.source} {p.symbol} {p.timeframe}"))
                 bf.run()
+        self._record_ticks(cache, client)
+
+    def _record_ticks(self, cache: Any, client: Any) -> None:
+        """The price steps of the markets ``client`` loaded, into the cache's markets record."""
+        from btccxt_cli.runtime.assembly import tick_sizes
+
+        if getattr(client, "markets", None):
+            cache.put_tick_sizes(self.source, tick_sizes(client, list(client.markets)))
+
+    def _ticks(self, cache: Any) -> dict[str, float] | None:
+        """Each symbol's price step for ``broker.slippage: {ticks: N}``: the cache's markets
+        record; online, markets are loaded (and recorded) when it lacks one."""
+        from btccxt_cli.config.schema import SlippageTicks
+        from btccxt_cli.errors import ConfigError
+
+        slip = self.cfg.broker.slippage
+        if not isinstance(slip, SlippageTicks) or not slip.ticks:
+            return None
+        symbols = list(dict.fromkeys(s.symbol for s in self.cfg.symbol_feeds()))
+        have = cache.tick_sizes(self.source, symbols)
+        if len(have) < len(symbols) and not self.offline:
+            from btccxt_cli.exchange.errors import map_ccxt_error
+            from btccxt_cli.exchange.factory import make_exchange
+
+            client = make_exchange(self.cfg.exchange.id, kind="sync", sim_url=self.sim_url)
+            try:
+                client.load_markets()
+            except Exception as exc:
+                raise map_ccxt_error(exc, exchange=client, what="load markets") from None
+            self._record_ticks(cache, client)
+            have = cache.tick_sizes(self.source, symbols)
+        for sym in symbols:
+            if sym not in have:
+                how = ("run the backtest once without --offline (it records the markets)"
+                       if self.offline else "use a fraction for broker.slippage")
+                raise ConfigError(f"broker.slippage: the price step (tick size) of {sym} is "
+                                  f"unknown ({self.source} in {self.cache_path})",
+                                  key="--offline" if self.offline else "broker.slippage", hint=how)
+        return have
 
     def _window(self, plans: list[Any]) -> dict[str, Any]:
         from btccxt_cli.runtime.backtest_metrics import iso_ms
@@ -260,7 +301,7 @@ class _Job:
         total = max((p.window_bars for p in plans), default=0)
         with _Progress(self.json_out, total, "backtest") as tick:
             res = run_backtest(self.cfg, self.config_dir, rows, self.since_ms, self.until_ms,
-                               curve=self.report is not None, on_progress=tick)
+                               curve=self.report is not None, on_progress=tick, ticks=self.ticks)
         if self.json_out:
             sys.stdout.write(json_doc(res, self._window(plans)) + "\n")
         else:
@@ -293,7 +334,7 @@ class _Job:
                   for vals in itertools.product(*(self.sweep[n] for n in names))]
         with _Progress(self.json_out, len(combos), "runs") as tick:
             runs = sweep(self.cfg, self.config_dir, rows, self.since_ms, self.until_ms, combos,
-                         jobs=self.jobs, on_done=tick)
+                         jobs=self.jobs, on_done=tick, ticks=self.ticks)
         runs = sort_runs(runs, self.sort)
         if self.json_out:
             sys.stdout.write(json_sweep(runs, self._window(plans), self.sort) + "\n")

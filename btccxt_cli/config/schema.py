@@ -27,11 +27,13 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
     StrictBool,
     StrictStr,
+    Tag,
 )
 
 from btccxt_cli.errors import ConfigError
@@ -45,6 +47,7 @@ __all__ = [
     "StrategyConfig",
     "BrokerConfig",
     "BrokerLimitsConfig",
+    "SlippageTicks",
     "DashboardConfig",
     "LoggingConfig",
     "EventsConfig",
@@ -393,6 +396,20 @@ class BrokerLimitsConfig(BaseModel):
         None, strict=True, ge=1, description="Orders sent in any 60 s window; null: no limit.")
 
 
+def _slippage_kind(v: Any) -> str:
+    """A mapping is the ticks form, anything else the fraction (one branch's error only)."""
+    return "ticks" if isinstance(v, dict | SlippageTicks) else "fraction"
+
+
+class SlippageTicks(BaseModel):
+    """Paper slippage in ticks: ``{ticks: N}`` moves fills N price steps against the order."""
+
+    model_config = _FROZEN
+
+    ticks: int = Field(..., strict=True, ge=0, le=100_000,
+                       description="Price steps (the market's price precision) per fill.")
+
+
 class BrokerConfig(BaseModel):
     """Where orders go."""
 
@@ -406,10 +423,14 @@ class BrokerConfig(BaseModel):
     commission: float = Field(
         0.001, strict=True, ge=0, lt=1, description="Commission per trade as a fraction (0.001 = 0.1%)."
     )
-    slippage: float = Field(
-        0.0, strict=True, ge=0, lt=0.5, description="Paper broker (paper runs and backtests alike): "
-        "fills move against the order by this fraction of the price (0.0005 = 0.05%), market "
-        "fills at the bar's open too; 0: fills at the bar's prices.")
+    slippage: Annotated[
+        Annotated[Annotated[float, Field(strict=True, ge=0, lt=0.5)], Tag("fraction")]
+        | Annotated[SlippageTicks, Tag("ticks")],
+        Discriminator(_slippage_kind)] = Field(
+        0.0, description="Paper broker (paper runs and backtests alike): fills move against the "
+        "order by this fraction of the price (0.0005 = 0.05%), or by {ticks: N} ticks of each "
+        "symbol's price step (its market's price precision), market fills at the bar's open too, "
+        "never beyond the bar's range; 0: fills at the bar's prices.")
     limits: BrokerLimitsConfig = Field(default_factory=BrokerLimitsConfig,
                                        description="Live broker: per-symbol and rate limits.")
     adopt_holdings: bool = Field(

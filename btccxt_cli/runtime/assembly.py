@@ -5,9 +5,13 @@ it itself: both call these.
 
 * ``new_cerebro()``: bounded memory (``exactbars=1``, each data keeps ``lookback`` bars),
   notifications delivered at once (``quicknotify``), no default observers.
-* ``paper_broker(broker, cfg)``: backtrader's ``BackBroker`` with the config's cash,
+* ``paper_broker(broker, cfg, ticks)``: backtrader's ``BackBroker`` with the config's cash,
   commission and slippage (``broker.slippage``: a fraction of the price, backtrader's
-  ``set_slippage_perc``, applied to market fills at the bar's open too).
+  ``set_slippage_perc``; or ``{ticks: N}``, backtrader's ``set_slippage_fixed(N * tick)`` with
+  each data's own tick; applied to market fills at the bar's open too, never beyond the bar).
+  Tick sizes come from ``ticks`` (a backtest: the cache's ``markets`` record) or else from the
+  markets of the data's store (a run).
+* ``tick_size(market, precision_mode)``: a ccxt market's price step.
 * ``add_feeds(cerebro, store, cfg)``: one ``CCXTFeed`` per symbol with the config's feed
   settings (timeframe, warm-up as ``backfill_bars``/``fromdate``, lookback, mode). The store
   is a ``CCXTStore`` (live bars) or a ``ReplayStore`` (``bt/replay.py``: bars from the cache).
@@ -19,10 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from btccxt_cli.config.schema import BrokerConfig, Config, SymbolFeed
+from btccxt_cli.config.schema import BrokerConfig, Config, SlippageTicks, SymbolFeed
+from btccxt_cli.errors import BtccxtError
 from btccxt_cli.timeframes import to_backtrader
 
-__all__ = ["new_cerebro", "paper_broker", "feed_kwargs", "add_feeds"]
+__all__ = ["new_cerebro", "paper_broker", "feed_kwargs", "add_feeds", "tick_size", "tick_sizes"]
+
+_DECIMAL_PLACES, _TICK_SIZE = 2, 4  # ccxt's precisionMode values
 
 
 def new_cerebro() -> Any:
@@ -32,14 +39,84 @@ def new_cerebro() -> Any:
     return bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
 
 
-def paper_broker(broker: Any, cfg: BrokerConfig) -> Any:
-    """Set up backtrader's paper broker: cash, commission and slippage of the config."""
+def paper_broker(broker: Any, cfg: BrokerConfig, ticks: dict[str, float] | None = None) -> Any:
+    """Set up backtrader's paper broker: cash, commission and slippage of the config.
+
+    ``{ticks: N}`` slippage turns ``broker`` (a plain ``BackBroker``) into a ``_TickSlipBroker``
+    in place: the runner and the backtest both hand over ``cerebro.broker`` as it is.
+    """
     broker.setcash(cfg.cash)
     broker.setcommission(commission=cfg.commission)
-    if cfg.slippage:
+    if isinstance(cfg.slippage, SlippageTicks):
+        if cfg.slippage.ticks:
+            broker.__class__ = _tick_broker_class()
+            broker.btccxt_ticks = cfg.slippage.ticks
+            broker.btccxt_tick_sizes = dict(ticks or {})
+    elif cfg.slippage:
         broker.set_slippage_perc(cfg.slippage, slip_open=True, slip_limit=True, slip_match=True,
                                  slip_out=False)
     return broker
+
+
+def tick_size(market: dict[str, Any] | None, precision_mode: int | None) -> float | None:
+    """A ccxt market's price step: ``precision.price`` as a tick size (``TICK_SIZE``) or as
+    decimal places (``DECIMAL_PLACES``); None when unknown."""
+    p = ((market or {}).get("precision") or {}).get("price")
+    if p is None:
+        return None
+    if precision_mode == _TICK_SIZE:
+        return float(p) if float(p) > 0 else None
+    if precision_mode == _DECIMAL_PLACES:
+        return 10.0 ** -float(p)
+    return None
+
+
+def tick_sizes(exchange: Any, symbols: list[str]) -> dict[str, float]:
+    """The price step of each of ``symbols`` known to ``exchange``'s loaded markets."""
+    mode = getattr(exchange, "precisionMode", None)
+    out = {}
+    for sym in symbols:
+        t = tick_size((exchange.markets or {}).get(sym), mode)
+        if t is not None:
+            out[sym] = t
+    return out
+
+
+_TICK_BROKER: Any = None
+
+
+def _tick_broker_class() -> Any:
+    """``BackBroker`` with fixed slippage of N ticks of each order's own data."""
+    global _TICK_BROKER
+    if _TICK_BROKER is not None:
+        return _TICK_BROKER
+    import backtrader as bt
+
+    class _TickSlipBroker(bt.brokers.BackBroker):  # type: ignore[misc,name-defined]
+        btccxt_ticks: int = 0
+        btccxt_tick_sizes: dict[str, float]
+
+        def _try_exec(self, order: Any) -> Any:
+            tick = self._tick_of(order.data)
+            self.set_slippage_fixed(self.btccxt_ticks * tick, slip_open=True, slip_limit=True,
+                                    slip_match=True, slip_out=False)
+            return super()._try_exec(order)
+
+        def _tick_of(self, data: Any) -> float:
+            name = data._name
+            tick = self.btccxt_tick_sizes.get(name)
+            if tick is None:  # a run: the markets its store loaded at start
+                store = getattr(data.p, "store", None)
+                ex = store.sync_exchange() if hasattr(store, "sync_exchange") else None
+                tick = tick_sizes(ex, [name]).get(name) if ex is not None else None
+                if tick is None:
+                    raise BtccxtError(f"broker.slippage: the price step (tick size) of {name} "
+                                      "is unknown", hint="use a fraction for broker.slippage")
+                self.btccxt_tick_sizes[name] = tick
+            return tick
+
+    _TICK_BROKER = _TickSlipBroker
+    return _TICK_BROKER
 
 
 def feed_kwargs(cfg: Config, sf: SymbolFeed) -> dict[str, Any]:

@@ -131,11 +131,12 @@ def check_param_names(cls: type, names: list[str]) -> None:
 # ---------------------------------------------------------------- one run
 def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_ms: int,
                  *, params: dict[str, Any] | None = None, curve: bool = False,
-                 on_progress: Any = None) -> BacktestResult:
+                 on_progress: Any = None, ticks: dict[str, float] | None = None) -> BacktestResult:
     """Run the config's strategy over ``rows`` (``bt/replay.py``: ``cache_rows`` or
     ``memory_rows``) as a live run started at ``since_ms``, until ``until_ms``.
 
-    ``params`` override the config's strategy params (a sweep's combination). Raises
+    ``params`` override the config's strategy params (a sweep's combination); ``ticks``: each
+    symbol's price step, for ``broker.slippage: {ticks: N}`` (the cache's markets). Raises
     ``StrategyFailed`` (exit 3) when the strategy raises, with its own traceback.
     """
     import backtrader as bt
@@ -147,7 +148,7 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
     cls, path = check_strategy(cfg, config_dir)  # run's loading and param checks
     merged = {**cfg.strategy.params, **(params or {})}
     cerebro = new_cerebro()
-    paper_broker(cerebro.broker, cfg.broker)
+    paper_broker(cerebro.broker, cfg.broker, ticks)
     store = ReplayStore(cfg.exchange.id, rows, since_ms, until_ms)
     add_feeds(cerebro, store, cfg)
     cerebro.addstrategy(cls, **merged)
@@ -194,7 +195,8 @@ _SHARED: dict[str, Any] = {}  # a sweep's inputs, inherited by forked workers (l
 
 
 def sweep(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_ms: int,
-          combos: list[dict[str, Any]], *, jobs: int = 1, on_done: Any = None) -> list[BacktestResult]:
+          combos: list[dict[str, Any]], *, jobs: int = 1, on_done: Any = None,
+          ticks: dict[str, float] | None = None) -> list[BacktestResult]:
     """One run per combination of params, on ``jobs`` processes; the bars (``rows``, from
     ``memory_rows``) are loaded once by the caller and inherited by every worker (fork).
 
@@ -203,7 +205,8 @@ def sweep(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_
     """
     import multiprocessing
 
-    _SHARED.update(cfg=cfg, config_dir=config_dir, rows=rows, since=since_ms, until=until_ms)
+    _SHARED.update(cfg=cfg, config_dir=config_dir, rows=rows, since=since_ms, until=until_ms,
+                   ticks=ticks)
     results: list[BacktestResult] = []
     try:
         if jobs <= 1 or len(combos) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -229,6 +232,6 @@ def _one(combo: dict[str, Any]) -> BacktestResult:
     s = _SHARED
     try:
         return run_backtest(s["cfg"], s["config_dir"], s["rows"], s["since"], s["until"],
-                            params=combo)
+                            params=combo, ticks=s["ticks"])
     except StrategyFailed as exc:
         return BacktestResult(params={**s["cfg"].strategy.params, **combo}, error=exc.message)

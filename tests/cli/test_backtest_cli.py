@@ -20,7 +20,7 @@ from typing import Any
 from btccxt_cli.cache.sqlite import OhlcvCache
 from btccxt_cli.model import Candle
 
-from .test_run_cli import btccxt, write_config
+from .test_run_cli import btccxt, read_events, write_config
 
 SOURCE = "binance@sim:seed-1"
 SMA = "name: sma_cross\n  params: {fast: 2, slow: 4}"
@@ -179,6 +179,110 @@ def test_slippage_moves_paper_fills_against_the_order(sim: Any, tmp_path: Path) 
         want = min(bar.open * 1.01, bar.high) if a["side"] == "buy" else max(bar.open * 0.99, bar.low)
         assert abs(b["price"] - want) < 1e-9 * want
         assert b["price"] != a["price"] or bar.open in (bar.high, bar.low)
+
+
+def _sim_ticks(sim: Any) -> dict[str, float]:
+    """The simulator's price steps, as ccxt reads its markets."""
+    from btccxt_cli.exchange.factory import make_exchange
+    from btccxt_cli.runtime.assembly import tick_sizes
+
+    client = make_exchange("binance", kind="sync", sim_url=sim.url("binance"))
+    client.load_markets()
+    return tick_sizes(client, ["BTC/USDT", "ETH/USDT"])
+
+
+def _slipped(side: str, bar: Any, move: float) -> float:
+    """A market fill at the bar's open moved ``move`` against the order, within the bar."""
+    return min(bar.open + move, bar.high) if side == "buy" else max(bar.open - move, bar.low)
+
+
+def test_slippage_in_ticks_moves_backtest_fills_by_ticks_times_tick_size(sim: Any,
+                                                                       tmp_path: Path) -> None:
+    ticks = _sim_ticks(sim)
+    assert set(ticks) == {"BTC/USDT", "ETH/USDT"} and all(t > 0 for t in ticks.values())
+    assert ticks["BTC/USDT"] != ticks["ETH/USDT"]  # each symbol slips by its own step
+    since, until = _window()
+    plain = _config(tmp_path, sim)
+    code, out, err = _backtest(plain, since, until, "--json")
+    assert code == 0, err[-3000:]
+    base = json.loads(out)["orders"]
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:  # recorded when markets loaded
+        assert cache.tick_sizes(SOURCE, ["BTC/USDT", "ETH/USDT"]) == ticks
+        bars = {(s, c.ts): c for s in ("BTC/USDT", "ETH/USDT")
+                for c in cache.read(SOURCE, s, "1s", since, until)}
+    slipped_cfg = _config(tmp_path, sim, broker="broker:\n  slippage: {ticks: 3}\n")
+    code, out, err = _backtest(slipped_cfg, since, until, "--json", "--offline")
+    assert code == 0, err[-3000:]
+    slipped = json.loads(out)["orders"]
+    assert base and [(o["time"], o["side"]) for o in slipped] == [(o["time"], o["side"]) for o in base]
+    moved = 0
+    for a, b in zip(base, slipped, strict=True):
+        bar = bars[(a["symbol"], a["time"])]
+        assert abs(a["price"] - bar.open) < 1e-9 * bar.open
+        want = _slipped(a["side"], bar, 3 * ticks[a["symbol"]])
+        assert abs(b["price"] - want) < 1e-9 * want, (a, b, bar)
+        moved += b["price"] == (bar.open + 3 * ticks[a["symbol"]] if a["side"] == "buy"
+                                else bar.open - 3 * ticks[a["symbol"]])
+    assert moved, "at least one fill moved by exactly 3 ticks (inside its bar)"
+
+
+def test_tick_size_reads_both_ccxt_precision_modes() -> None:
+    from btccxt_cli.runtime.assembly import tick_size
+
+    assert tick_size({"precision": {"price": 0.05}}, 4) == 0.05  # TICK_SIZE
+    assert tick_size({"precision": {"price": 2}}, 2) == 0.01  # DECIMAL_PLACES
+    assert tick_size({"precision": {"price": None}}, 4) is None
+    assert tick_size(None, 4) is None
+
+
+def test_slippage_in_ticks_offline_without_a_recorded_tick_is_one_line(sim: Any,
+                                                                       tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim, symbols=("BTC/USDT",), broker="broker:\n  slippage: {ticks: 2}\n")
+    since, until = _window()
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:  # bars, but markets never loaded
+        _fill(cache, sim, "BTC/USDT", since - 5000, until)
+    code, out, err = _backtest(cfg, since, until, "--offline")
+    assert code == 2, err
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert "tick size" in line and "BTC/USDT" in line and "without --offline" in line, line
+    code, out, err = _backtest(cfg, since, until, "--json")  # online once: markets recorded
+    assert code == 0, err[-3000:]
+    code, out, err = _backtest(cfg, since, until, "--json", "--offline")
+    assert code == 0, err[-3000:]
+
+
+def test_slippage_in_ticks_moves_paper_run_fills_the_same(sim: Any, tmp_path: Path) -> None:
+    ticks = _sim_ticks(sim)
+    strat = tmp_path / "flip.py"
+    strat.write_text("""import backtrader as bt
+
+
+class Flip(bt.Strategy):
+    def next(self):
+        for d in self.datas:
+            if self.getposition(d).size:
+                self.sell(data=d, size=0.001)
+            else:
+                self.buy(data=d, size=0.001)
+""")
+    cfg = write_config(tmp_path, sim.url("binance"), strategy=f"path: {strat}",
+                       extra="broker:\n  slippage: {ticks: 2}\n")
+    ev = tmp_path / "events.jsonl"
+    p = btccxt("run", str(cfg), "--plain", "--max-bars", "4", "--events", str(ev))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-3000:]
+    fills = [r for r in read_events(ev) if r["type"] == "order" and r["event"] == "Completed"]
+    assert {r["side"] for r in fills} == {"buy", "sell"}, fills
+    moved = 0
+    for r in fills:
+        [t] = sim.truth("binance", r["symbol"], "1s", r["bar"], r["bar"] + 1000)
+        bar = Candle(*t[:6])
+        move = 2 * ticks[r["symbol"]]
+        want = _slipped(r["side"], bar, move)
+        assert abs(r["price"] - want) < 1e-9 * want, (r, bar)
+        moved += r["price"] == (bar.open + move if r["side"] == "buy" else bar.open - move)
+    assert moved, "at least one fill moved by exactly 2 ticks (inside its bar)"
 
 
 def test_bad_input_is_one_line_like_run(sim: Any, tmp_path: Path) -> None:
