@@ -282,6 +282,8 @@ class _Run:
                     if exc.exit_code == 2:  # bad input: one line, no summary
                         raise
                     error = exc
+                if error is None:  # markets are loaded: keep their price steps for
+                    error = self._keep_tick_sizes(client, cache)  # an --offline backtest
                 with ProgressView(self.json_out) as progress:
                     for bf in fillers:
                         if self.interrupted or error is not None:
@@ -313,6 +315,16 @@ class _Run:
             if self.json_out:
                 raise typer.Exit(error.exit_code)
             raise error
+
+    def _keep_tick_sizes(self, client: Any, cache: OhlcvCache) -> BtccxtError | None:
+        """Record each symbol's price step (``broker.slippage: {ticks: N}`` in a backtest)."""
+        from btccxt_cli.runtime.assembly import tick_sizes
+
+        try:
+            cache.put_tick_sizes(self.source, tick_sizes(client, self.symbols))
+        except sqlite3.Error as exc:
+            return cache_error(self.db_path, exc)
+        return None
 
     def _filler(self, client: Any, cache: OhlcvCache, symbol: str) -> Backfiller:
         from btccxt_cli.cache.backfill import Backfiller

@@ -82,6 +82,8 @@ def test_json_summary(sim, tmp_path):
     with OhlcvCache(db) as cache:
         for sym in ("BTC/USDT", "ETH/USDT"):
             assert cache.read(SRC, sym, "1m") == sim.truth("binance", sym, "1m", since, until)
+        # each market's price step, for an --offline backtest with slippage in ticks
+        assert cache.tick_sizes(SRC, ["BTC/USDT", "ETH/USDT"]) == {"BTC/USDT": 0.1, "ETH/USDT": 0.01}
     # rerun: only the newest cached bar is read again
     r = invoke("BTC/USDT", "--sim-url", sim.url("binance"), "--since", str(since),
                "--until", str(until), "--db", str(db), "--json")
