@@ -270,7 +270,7 @@ class _Job:
             have = cache.tick_sizes(self.source, symbols)
         for sym in symbols:
             if sym not in have:
-                how = ("run the backtest once without --offline (it records the markets)"
+                how = ("run the backtest once without --offline, or `btccxt backfill` (both record the markets)"
                        if self.offline else "use a fraction for broker.slippage")
                 raise ConfigError(f"broker.slippage: the price step (tick size) of {sym} is "
                                   f"unknown ({self.source} in {self.cache_path})",
