@@ -24,7 +24,7 @@ def copy(rec: OrderRecord) -> OrderRecord:
     return OrderRecord(**{k: getattr(rec, k) for k in rec.__dataclass_fields__})
 
 
-def replay_final(sync: OrderSync, live: set[str]) -> list[Event]:
+async def replay_final(sync: OrderSync, live: set[str]) -> list[Event]:
     """Final orders the strategy was never told of, or not of every fill: a market order is
     ``closed`` in the refresh that stores its fill, so a crash or a stop before cerebro took
     the notification leaves them untold. Each such order is adopted again, its untold fills
@@ -33,14 +33,14 @@ def replay_final(sync: OrderSync, live: set[str]) -> list[Event]:
 
     events: list[Event] = []
     by_order: dict[str, list[FillRecord]] = {}
-    for rec in sync.db.untold_final_orders(sync.account, sync.scope):
+    for rec in await sync._db(sync.db.untold_final_orders, sync.account, sync.scope):
         if rec.client_id not in live:  # adopted live just now: told as it goes
             by_order[rec.client_id] = []
-    for f in sync.db.undelivered_fills(sync.account, sync.scope):
+    for f in await sync._db(sync.db.undelivered_fills, sync.account, sync.scope):
         if f.client_id not in live:
             by_order.setdefault(f.client_id, []).append(f)
     for cid, fills in by_order.items():
-        rec = sync.db.get_order(cid)
+        rec = await sync._db(sync.db.get_order, cid)
         if rec is None:
             continue
         logger.info("order %s (%s, %d fill(s) untold): the strategy was never told; told now",
@@ -58,7 +58,7 @@ async def adopt_holdings(sync: OrderSync) -> dict[str, tuple[float, float]]:
     and move with its fills; a restart after fills made while down must not count them
     twice). Returns the positions it changed."""
     markets = sync._ex.markets or {}
-    ledger = sync.db.holdings(sync.account)
+    ledger = await sync._db(sync.db.holdings, sync.account)
     todo = [s for s in sync.adopt if (markets.get(s) or {}).get("spot")
             and not (s in ledger and ledger[s].adopted)]
     if not todo:
@@ -77,7 +77,7 @@ async def adopt_holdings(sync: OrderSync) -> dict[str, tuple[float, float]]:
         if total <= (ledger[symbol].size if symbol in ledger else 0.0):
             continue
         price = await last_price(sync._ex, symbol)
-        held = sync.db.adopt(sync.account, symbol, total, price, sync.clock.time_ms())
+        held = await sync._db(sync.db.adopt, sync.account, symbol, total, price, sync.clock.time_ms())
         out[symbol] = (held.size, held.price)
         logger.warning("%s: the bot may trade the account's %g %s, %g of them held before "
                        "(broker.adopt_holdings)", symbol, held.size, base, held.adopted)

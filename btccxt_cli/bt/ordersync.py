@@ -44,12 +44,14 @@ Imports ccxt only inside functions (through the store's client). No backtrader h
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +232,9 @@ class OrderSync:
         self.ws_pushes = 0  # order updates received by WebSocket
         self.polls = 0  # REST polls of live orders
         self.stopped = threading.Event()
+        #: every OrderStore call of the loop runs here, in order, so a database held by
+        #: another process never blocks the loop (its feeds, watches and this worker)
+        self._dbx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")
 
     # ------------------------------------------------------------------ thread-safe commands
     def send(self, *command: Any) -> None:
@@ -247,26 +252,28 @@ class OrderSync:
         self._ex = await self.store.async_exchange()
         events: list[Event] = []
         balances = await self._fetch_balance(strict=True)  # rejected keys stop the run here
-        held = {s: (h.size, h.price) for s, h in self.db.holdings(self.account).items()}
+        held = {s: (h.size, h.price) for s, h in (await self._db(self.db.holdings, self.account)).items()}
         events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances,
                                            "holdings": held,
                                            "precision_mode": getattr(self._ex, "precisionMode", None)}))
-        self.db.claim_unscoped(self.account, self.scope)
-        live = self.db.live_orders(self.account, self.scope)
+        await self._db(self.db.claim_unscoped, self.account, self.scope)
+        live = await self._db(self.db.live_orders, self.account, self.scope)
         # final but short of fills (reading them failed, then the run ended): read them now
-        live += [r for r in self.db.untold_final_orders(self.account, self.scope)
-                 if sum(f.amount for f in self.db.fills(r.client_id)) + self._tol(r) < r.filled]
+        for r in await self._db(self.db.untold_final_orders, self.account, self.scope):
+            if sum(f.amount for f in await self._db(self.db.fills, r.client_id)) + self._tol(r) < r.filled:
+                live.append(r)
         for rec in live:
             t = _Tracked(rec, since_mono=self.clock.monotonic())
-            for f in self.db.fills(rec.client_id):
+            for f in await self._db(self.db.fills, rec.client_id):
                 t.add(f)
             self.tracked[rec.client_id] = t
             events.append(Event("adopt", rec=_copy(rec)))
             # fills stored but never delivered (a crash between the two)
-            events += [Event("fill", fill=f) for f in self.db.fills(rec.client_id, undelivered_only=True)]
+            events += [Event("fill", fill=f)
+                       for f in await self._db(self.db.fills, rec.client_id, undelivered_only=True)]
             events += await self._refresh(t)
-        events += replay_final(self, {r.client_id for r in live})
-        self.watch.resume()  # given up lately, by an earlier run: still watched
+        events += await replay_final(self, {r.client_id for r in live})
+        await self.watch.resume()  # given up lately, by an earlier run: still watched
         events += await self.watch.sweep()  # orders of ours the exchange has and we lost
         if self.adopt:  # after the fills made while down are in the ledger: never counted twice
             adopted = await adopt_holdings(self)
@@ -298,7 +305,16 @@ class OrderSync:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._task = self._ws_task = None
+        if not self.stopped.is_set():
+            await self._db(_stored)  # the last writes are in the database
+            self._dbx.shutdown(wait=False)
         self.stopped.set()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` (an OrderStore call) on the database thread, after every
+        write queued before it (so a read sees them)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._dbx, functools.partial(fn, *args, **kwargs))
 
     def _wall(self) -> float:
         """The event loop's time: polls are scheduled in real time, whatever ``clock`` is (the
@@ -338,7 +354,7 @@ class OrderSync:
                 if self._wall() >= self._next_poll:
                     await self._poll()
                 elif self._balance_due:  # something traded: cash and positions now
-                    self._emit(await self._balance())
+                    await self._emit(await self._balance())
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the broker alive whatever one cycle did
@@ -438,17 +454,18 @@ class OrderSync:
     async def _command(self, cmd: tuple[Any, ...]) -> None:
         name = cmd[0]
         if name == "ws":
-            self._emit(await self._pushed(cmd[1]))
+            await self._emit(await self._pushed(cmd[1]))
         elif name == "via":
-            self._emit([Event("updates", data={"via": cmd[1], "reason": cmd[2]})])
+            await self._emit([Event("updates", data={"via": cmd[1], "reason": cmd[2]})])
         elif name == "create":
-            self._emit(await self._create(cmd[1]))
+            await self._emit(await self._create(cmd[1]))
         elif name == "cancel":
             t = self.tracked.get(cmd[1])
             if t is not None:
                 t.cancel_requested = True
-                self._emit(await self._cancel(t))
+                await self._emit(await self._cancel(t))
         elif name == "flush":
+            await self._db(_stored)
             if not cmd[1].done():
                 cmd[1].set_result(True)
         elif name == "cancel_all":
@@ -456,13 +473,15 @@ class OrderSync:
             left: list[str] | None = None
             try:
                 events, left = await self.cancel_all()
-                self._emit(events)
+                await self._emit(events)
             finally:
                 if hasattr(fut, "set_result") and not fut.done():
                     fut.set_result(left)
 
-    def _emit(self, events: list[Event]) -> None:
+    async def _emit(self, events: list[Event]) -> None:
+        """Hand ``events`` over once the writes they tell of are stored."""
         if events:
+            await self._db(_stored)
             self.on_events(events)
 
     # ------------------------------------------------------------------ create
@@ -729,7 +748,7 @@ class OrderSync:
             # the base currency is not the bot's to sell), in the transaction that stores it
             delta = (f.amount if f.side == "buy" else -f.amount) - (
                 f.fee if base is not None and f.fee_currency == base else 0.0)
-            held = self.db.add_fill_to_ledger(f, delta)
+            held = await self._db(self.db.add_fill_to_ledger, f, delta)
             if held is not None:
                 value = await fee_value(lambda sym: last_price(self._ex, sym), self._ex.markets or {}, f, market,
                                         self._fee_rates, self.clock.monotonic())
@@ -817,7 +836,7 @@ class OrderSync:
             else self.balance_interval
         if self._balance_due or now - self._last_balance >= every:
             events += await self._balance()
-        self._emit(events)
+        await self._emit(events)
 
     async def _balance(self) -> list[Event]:
         bal = await self._fetch_balance()
@@ -850,7 +869,21 @@ class OrderSync:
         values["updated_ms"] = self.clock.time_ms()
         for k, v in values.items():
             setattr(t.rec, k, v)
-        self.db.update_order(t.rec.client_id, **values)
+        # stored by the database thread, in order: before any later call there (reads, the
+        # ledger of a fill) and before the next events are handed over (``_emit``)
+        stored = self._dbx.submit(self.db.update_order, t.rec.client_id, **values)
+        stored.add_done_callback(functools.partial(_write_failed, t.rec.client_id))
+
+
+def _stored() -> None:
+    """Nothing: awaited on the database thread, it returns once the writes before it are done."""
+
+
+def _write_failed(client_id: str, fut: Future) -> None:
+    exc = fut.exception() if not fut.cancelled() else None
+    if exc is not None:
+        logger.error("order %s: its update could not be stored in the orders database (%s: %s); "
+                     "is another program holding the file?", client_id, type(exc).__name__, exc)
 
 
 def _prime_balance_cache(ex: Any) -> None:

@@ -58,7 +58,7 @@ class Watch:
         t.next_lookup = now + WATCH_FIRST
         self.watched[t.rec.client_id] = t
 
-    def resume(self) -> int:
+    async def resume(self) -> int:
         """At start: watch again the orders an earlier run gave up less than ``watch_for`` ago
         (for what is left of it); returns how many."""
         from btccxt_cli.bt.ordersync import _Tracked
@@ -66,11 +66,12 @@ class Watch:
         sync = self.sync
         now_ms = sync.clock.time_ms()
         n = 0
-        for rec in sync.db.given_up(sync.account, sync.scope, now_ms - int(self.watch_for * 1000)):
+        for rec in await sync._db(sync.db.given_up, sync.account, sync.scope,
+                                  now_ms - int(self.watch_for * 1000)):
             if rec.client_id in sync.tracked:
                 continue
             t = _Tracked(rec)
-            for f in sync.db.fills(rec.client_id):
+            for f in await sync._db(sync.db.fills, rec.client_id):
                 t.add(f)
             self.add(t)
             t.watch_until -= max(0.0, (now_ms - rec.updated_ms) / 1000.0)
@@ -148,7 +149,7 @@ class Watch:
         except Exception as exc:
             logger.info("sweep of %s trades failed (%s)", symbol, exc)
             return []
-        known = {r.exchange_id for r in sync.db.orders(sync.account) if r.exchange_id}
+        known = {r.exchange_id for r in await sync._db(sync.db.orders, sync.account) if r.exchange_id}
         events: list[Event] = []
         lookups = 0
         for tr in trades:
@@ -176,13 +177,13 @@ class Watch:
             return []
         t = self.watched.get(cid)
         if t is None:
-            rec = sync.db.get_order(cid)
+            rec = await sync._db(sync.db.get_order, cid)
             if rec is None or rec.account != sync.account or rec.scope != sync.scope or rec.live:
                 return []  # another database's or run scope's order, or tracked by now
             from btccxt_cli.bt.ordersync import _Tracked
 
             t = _Tracked(rec)
-            for f in sync.db.fills(cid):
+            for f in await sync._db(sync.db.fills, cid):
                 t.add(f)
         return await self.revive(t, order, where)
 
