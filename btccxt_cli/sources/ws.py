@@ -347,13 +347,17 @@ class WsHub:
             group.task.cancel()
             await asyncio.gather(group.task, return_exceptions=True)
         try:
-            pin_connection(self.exchange, group.index)
-            await asyncio.wait_for(self.exchange.un_watch_ohlcv_for_symbols(group.pairs), 5)
+            await asyncio.wait_for(self._unwatch_group(group), 5)
         except Exception:
             logger.debug("un_watch_ohlcv_for_symbols failed", exc_info=True)
             for sub in group.subs:
                 self._forget_subscription(sub.series)
         group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(group.subs)} series")
+
+    async def _unwatch_group(self, group: _Group) -> None:
+        # pinned inside the task wait_for runs: ccxt reads the socket index as the call starts
+        pin_connection(self.exchange, group.index)
+        await self.exchange.un_watch_ohlcv_for_symbols(group.pairs)
 
     def _fall_back_to_rest(self, sub: _Sub, why: str) -> None:
         """No WebSocket OHLCV for this series: poll REST instead (one read per bar), and say so."""

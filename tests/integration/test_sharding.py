@@ -127,3 +127,27 @@ def test_okx_refuses_a_request_past_its_args_limit(sim_factory):
     assert answer["event"] == "error" and answer["code"] == "60012", answer
     assert sim.stats("okx")["ws_limit_refusals"] == 1
     assert sum(len(v) for v in sim.stats("okx")["subscriptions"].values()) == 0
+
+
+def test_a_silent_shard_is_renewed_on_its_own_socket(sim_factory):
+    """The simulator forgets one symbol's stream: the watchdog renews that shard (unsubscribe
+    and subscribe again) on the shard's own socket; the other shards stay as they are."""
+    sim = _many_sim(sim_factory, "binance", {"streams_per_connection": LIMIT})
+    store = CCXTStore("binance", sim_url=sim.url("binance"),
+                      config={"options": {"btccxtWsShard": LIMIT}})
+    seen: list[dict] = []
+    forget = after_live(2, lambda: sim.drop_subscription("binance", SPOT[25]))
+    later = after_live(12, lambda: seen.append(sim.stats("binance")))
+
+    def hook(strat) -> None:
+        forget(strat)
+        later(strat)
+
+    res = run_feeds(store, SPOT, live_bars=13, backfill_bars=2, use_websocket=True, on_next=hook,
+                    timeout=40)
+    assert not res.timed_out
+    stats = seen[0]
+    assert _socket_loads(stats) == [LIMIT] * (N // LIMIT), stats["subscriptions"]
+    assert stats["unsubscribe_requests"] == 1 and stats["ws_limit_closes"] == 0
+    assert stats["ws_connections_total"] == N // LIMIT  # no socket was closed or added
+    assert_matches_truth(sim, "binance", SPOT[25], "1s", res.bars[SPOT[25]], tf_ms=1000)
