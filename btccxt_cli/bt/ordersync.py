@@ -78,6 +78,8 @@ _VIA_LOG_MAX = 1000
 #: exchanges whose order stream (ccxt.pro ``watch_orders``) is tested against the simulator;
 #: ``updates="auto"`` uses WebSocket updates on these and REST polling elsewhere
 WS_ORDER_EXCHANGES = ("binance", "okx")
+AUTH_TIMEOUT = 10.0
+"""Seconds the order stream's login may take before it counts as failed (and is retried)."""
 UPDATE_MODES = ("auto", "websocket", "poll")
 #: exchanges whose spot stop orders are algo orders with ids of their own (okx): before the
 #: trigger the order is stored with exchange id ``algo:<algoId>`` and read with
@@ -378,8 +380,8 @@ class OrderSync:
                     # stream is live, and a poll reads whatever changed while it was not
                     _prime_balance_cache(self._ex)
                     auth = getattr(self._ex, "authenticate", None)
-                    if auth is not None:
-                        await auth()
+                    if auth is not None:  # bounded: a refused login can leave ccxt's answer
+                        await asyncio.wait_for(auth(), AUTH_TIMEOUT)  # unresolved for ever
                     watching = asyncio.ensure_future(self._ex.watch_orders())
                     try:
                         done, _ = await asyncio.wait({watching}, timeout=0.2)
@@ -406,6 +408,7 @@ class OrderSync:
                 delay = backoff.failure()
                 self._set_via("reconnecting", f"order stream lost ({type(exc).__name__}); polling "
                               f"every {self.poll_interval:g} s, reconnecting in {delay:.1f} s")
+                await self._reread_clock_if_refused(exc)
                 await asyncio.sleep(delay)
                 continue
             backoff.success()
@@ -851,6 +854,7 @@ class OrderSync:
 
                 raise map_ccxt_error(exc, exchange=self._ex, what="read the account balances") from exc
             logger.warning("%s: reading balances failed (%s)", self.store.exchange_id, exchange_message(exc))
+            await self._reread_clock_if_refused(exc)
             return None
         self._last_balance = self.clock.monotonic()
         self._balance_due = False
@@ -861,6 +865,17 @@ class OrderSync:
             used = float((raw.get("used") or {}).get(asset) or 0.0)
             out[asset] = (free, used, total)
         return out
+
+    async def _reread_clock_if_refused(self, exc: BaseException) -> None:
+        """A signed request (the order stream's login, a balance read) refused for its timestamp
+        (``InvalidNonce``: binance -1021, okx 50102) means our estimate of the exchange clock is
+        stale (the clock stepped): read it again, so the next attempt is signed right."""
+        import ccxt
+
+        if any(isinstance(e, ccxt.InvalidNonce) for e in (exc, exc.__cause__, exc.__context__)):
+            read = getattr(self.store, "read_clock", None)
+            if read is not None:
+                await read()
 
     def _count(self) -> Event:
         return Event("orders", data={"open": len(self.tracked)})

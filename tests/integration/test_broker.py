@@ -92,7 +92,7 @@ def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable
     store = CCXTStore(exchange, sim_url=sim.url(exchange), config={**KEYS, **(store_cfg or {})})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
     data = store.getdata(dataname=symbol, name=symbol, timeframe=bt.TimeFrame.Seconds,
-                         compression=1, backfill_bars=1, use_websocket=True, **(data_kw or {}))
+                         compression=1, backfill_bars=1, **{"use_websocket": True, **(data_kw or {})})
     cerebro.adddata(data)
     for name, kw in more_data:  # (symbol, getdata keyword arguments)
         cerebro.adddata(store.getdata(dataname=name, name=name, **kw))

@@ -398,6 +398,7 @@ def test_the_worker_ends_an_order_whose_fills_sum_a_little_short(sim_factory: An
         pushed = {"id": "987654321", "status": "closed", "filled": TOTAL, "cost": TOTAL * 7.0,
                   "fee": None}
         store.run_async(sync._refresh(t, pushed)).result(10)
+        store.run_async(sync._db(lambda: None)).result(10)  # the queued writes are stored
         assert rec.client_id not in sync.tracked  # final: not looked up again
         assert db.get_order(rec.client_id).status == "closed"
         assert sim.stats("binance")["rest"].get("/api/v3/myTrades", 0) == 0  # no fill re-read

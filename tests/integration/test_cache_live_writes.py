@@ -24,7 +24,7 @@ HOLD = 5  # live bars (seconds) the lock is held
 def test_a_locked_cache_delays_no_bar_and_gets_the_rows_once_released(sim: Any, tmp_path: Any) -> None:
     db = tmp_path / "ohlcv.sqlite"
     OhlcvCache(db).close()
-    other = sqlite3.connect(db, isolation_level=None, timeout=0)  # the other process
+    other = sqlite3.connect(db, isolation_level=None, timeout=10)  # the other process (waits out a write of ours)
     store = CCXTStore("binance", sim_url=sim.url("binance"), cache=db)
     live: list[Any] = []  # (bar, ms after its close when the strategy got it, locked?)
     state = {"locked": False, "unwritten": None}
