@@ -40,12 +40,13 @@ import hashlib
 import logging
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from btccxt_cli.paths import check_output_file, data_dir
 
 __all__ = ["OrderStore", "OrderRecord", "FillRecord", "Holding", "account_id",
            "default_orders_path", "read_holdings", "may_trade", "LIVE_STATUSES", "FINAL_STATUSES"]
@@ -98,13 +99,7 @@ def default_orders_path() -> Path:
     env = os.environ.get("BTCCXT_ORDERS_DB")
     if env:
         return Path(env).expanduser()
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    elif os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "btccxt" / "orders.sqlite"
+    return data_dir() / "orders.sqlite"
 
 
 def read_holdings(path: str | Path, account: str) -> dict[str, Holding]:
@@ -238,8 +233,8 @@ class OrderStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":  # a missing folder only inside btccxt's data folder
+            self.path = str(check_output_file(self.path, what="orders database", option="db_path"))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         with self._lock:
