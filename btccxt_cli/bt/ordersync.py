@@ -550,9 +550,7 @@ class OrderSync:
         logger.warning("order %s: %s refused the request's timestamp (%s); reading its clock and "
                        "sending the same order again (same client order id)", rec.client_id,
                        self.store.exchange_id, exchange_message(exc))
-        read = getattr(self.store, "read_clock", None)
-        if read is not None:
-            await read()
+        await self._read_clock()
         try:
             return await self._ex.create_order(rec.symbol, ccxt_type, rec.side, amount, price,
                                                dict(params))
@@ -873,9 +871,13 @@ class OrderSync:
         import ccxt
 
         if any(isinstance(e, ccxt.InvalidNonce) for e in (exc, exc.__cause__, exc.__context__)):
-            read = getattr(self.store, "read_clock", None)
-            if read is not None:
-                await read()
+            await self._read_clock()
+
+    async def _read_clock(self) -> None:
+        """Read the exchange clock now (a store without one, as in some tests, has nothing to read)."""
+        read = getattr(self.store, "read_clock", None)
+        if read is not None:
+            await read()
 
     def _count(self) -> Event:
         return Event("orders", data={"open": len(self.tracked)})
