@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = [
     "Candle", "BarSource", "FeedState", "FeedEvent", "FeedStatus", "ConnectionStatus",
-    "BrokerStatus", "Snapshot", "DataNote",
+    "BrokerStatus", "DerivPosition", "Snapshot", "DataNote",
 ]
 
 
@@ -151,6 +151,29 @@ class BrokerStatus:
     balances: dict[str, float] = field(default_factory=dict)  # asset -> total (live only)
     orders: list[str] = field(default_factory=list)  # one line per open order (live only)
     updates: str = ""  # live: how order changes arrive ("websocket", "reconnecting", "polling")
+    derivs: list[DerivPosition] = field(default_factory=list)  # swap/futures positions
+
+
+@dataclass(frozen=True, slots=True)
+class DerivPosition:
+    """One swap/futures position for the broker panel (paper or live).
+
+    ``size`` in base units, signed (long > 0, short < 0); ``liquidation`` None when unknown;
+    ``funding``: funding paid so far in this run (quote units; negative: received)."""
+
+    symbol: str
+    size: float
+    entry: float
+    mark: float
+    upnl: float
+    liquidation: float | None
+    leverage: float
+    margin_mode: str
+    funding: float = 0.0
+
+    @property
+    def side(self) -> str:
+        return "long" if self.size > 0 else "short" if self.size < 0 else "flat"
 
 
 @dataclass(slots=True)

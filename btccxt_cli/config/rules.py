@@ -22,6 +22,7 @@ from btccxt_cli.timeframes import parse_timeframe
 __all__ = [
     "RULES",
     "check_config",
+    "check_broker_leverage",
     "check_sim_and_sandbox",
     "check_credentials_pair",
     "check_symbol_format",
@@ -198,12 +199,33 @@ def check_broker_mode(config: Config) -> None:
 def check_broker_limits(config: Config) -> None:
     """Every symbol named in ``broker.limits`` is one of ``symbols``."""
     listed = {s.symbol for s in config.symbols}
-    for key in ("max_position", "max_notional"):
+    for key in ("max_position", "max_notional", "max_leverage"):
         for symbol in getattr(config.broker.limits, key):
             if symbol not in listed:
                 raise config.source.error(
                     ("broker", "limits", key, symbol), f"{symbol} is not one of the symbols",
                     hint=f"symbols: {', '.join(sorted(listed))}", at_key=True)
+
+
+def check_broker_leverage(config: Config) -> None:
+    """Per-symbol ``leverage`` and ``margin_mode`` name listed symbols; no symbol's leverage is
+    above its ``limits.max_leverage``."""
+    b = config.broker
+    listed = {s.symbol for s in config.symbols}
+    for key in ("leverage", "margin_mode"):
+        value = getattr(b, key)
+        for symbol in value if isinstance(value, dict) else ():
+            if symbol not in listed:
+                raise config.source.error(
+                    ("broker", key, symbol), f"{symbol} is not one of the symbols",
+                    hint=f"symbols: {', '.join(sorted(listed))}", at_key=True)
+    for symbol, cap in b.limits.max_leverage.items():
+        lev = b.leverage_of(symbol)
+        if lev > cap:
+            path = ("broker", "leverage", symbol) if isinstance(b.leverage, dict) else ("broker", "leverage")
+            raise config.source.error(
+                path, f"leverage {lev:g} for {symbol} is above broker.limits.max_leverage[{symbol}] "
+                f"= {cap:g}", hint=f"lower the leverage to {cap:g} or less, or raise the limit")
 
 
 RULES: tuple[Callable[[Config], None], ...] = (
@@ -217,6 +239,7 @@ RULES: tuple[Callable[[Config], None], ...] = (
     check_strategy_source,
     check_broker_mode,
     check_broker_limits,
+    check_broker_leverage,
 )
 """Every rule, in order; ``check_config`` stops at the first that fails."""
 

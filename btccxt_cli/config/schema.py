@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 FeedMode = Literal["rest", "threaded", "websocket", "hub"]
 BrokerMode = Literal["paper", "live"]
+MarginMode = Literal["isolated", "cross"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 KeyPath = tuple[str | int, ...]
@@ -394,6 +395,14 @@ class BrokerLimitsConfig(BaseModel):
         description="Per symbol, the largest absolute position value (quote units) open orders may reach.")
     max_orders_per_minute: int | None = Field(
         None, strict=True, ge=1, description="Orders sent in any 60 s window; null: no limit.")
+    max_leverage: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Swaps: per symbol, the highest broker.leverage the run may set (a config "
+        "asking for more is refused at load).")
+    min_liquidation_distance: float | None = Field(
+        None, strict=True, gt=0, lt=1,
+        description="Swaps: an order that would bring the position's estimated liquidation "
+        "price within this fraction of the price (0.1 = 10 %) is rejected unsent; null: no check.")
 
 
 def _slippage_kind(v: Any) -> str:
@@ -414,6 +423,16 @@ class BrokerConfig(BaseModel):
     """Where orders go."""
 
     model_config = _FROZEN
+
+    def leverage_of(self, symbol: str) -> float:
+        """``leverage`` for ``symbol`` (1 when a per-symbol map does not name it)."""
+        lev = self.leverage
+        return float(lev.get(symbol, 1.0)) if isinstance(lev, dict) else float(lev)
+
+    def margin_mode_of(self, symbol: str) -> str:
+        """``margin_mode`` for ``symbol`` (isolated when a per-symbol map does not name it)."""
+        mode = self.margin_mode
+        return str(mode.get(symbol, "isolated")) if isinstance(mode, dict) else str(mode)
 
     mode: BrokerMode = Field(
         "paper", description="paper: simulated fills in backtrader's broker; live: real orders on "
@@ -438,6 +457,18 @@ class BrokerConfig(BaseModel):
         "already holds (its position in each symbol starts as the account's whole balance of the "
         "base currency). false: its position starts at zero and moves only with its own fills, "
         "and it never sells coins it did not buy.")
+    leverage: Annotated[float, Field(strict=True, ge=1, le=125)] | dict[
+        str, Annotated[float, Field(strict=True, ge=1, le=125)]] = Field(
+        1.0, description="Swaps and futures: leverage, one number for every symbol or one per "
+        "symbol (others: 1). Live: set on the exchange at start; paper and backtest: the margin "
+        "an order locks is its value / leverage. Spot symbols ignore it.")
+    margin_mode: MarginMode | dict[str, MarginMode] = Field(
+        "isolated", description="Swaps and futures: isolated (each position risks only its own "
+        "margin) or cross (the whole wallet backs every position), one for every symbol or one "
+        "per symbol (others: isolated). Live: set on the exchange at start.")
+    funding: bool = Field(
+        True, strict=True, description="Swaps, paper and backtest: pay and receive the "
+        "exchange's historical funding rates on open positions (live: the exchange pays them).")
     kill_switch_file: Path | None = Field(
         None, description="Live broker: when this file exists, open orders are cancelled and the run "
         "stops (relative to the config file). SIGUSR1 does the same.")

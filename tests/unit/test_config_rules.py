@@ -117,3 +117,30 @@ def test_backfill_start_must_not_be_in_the_future() -> None:
                                                               "backfill": "2026-02-01"}]), clock)
     assert err.value.key == "symbols[1].backfill"
     rules.check_backfill_start(make(feed={"backfill": 500}), clock)  # a count is never future
+
+
+SWAP_CFG = ("exchange: {{id: okx}}\nsymbols:\n  - BTC/USDT:USDT\n  - ETH/USDT:USDT\n"
+            "strategy: {{name: s}}\nbroker:\n{extra}")
+
+
+def test_leverage_and_margin_mode_are_per_symbol_or_for_all() -> None:
+    cfg = loads_config(SWAP_CFG.format(extra="  leverage: {BTC/USDT:USDT: 5}\n"
+                                             "  margin_mode: cross\n"), env={})
+    assert cfg.broker.leverage_of("BTC/USDT:USDT") == 5.0
+    assert cfg.broker.leverage_of("ETH/USDT:USDT") == 1.0
+    assert cfg.broker.margin_mode_of("ETH/USDT:USDT") == "cross"
+    cfg = loads_config(SWAP_CFG.format(extra="  leverage: 3\n"), env={})
+    assert cfg.broker.leverage_of("ETH/USDT:USDT") == 3.0
+    assert cfg.broker.margin_mode_of("BTC/USDT:USDT") == "isolated"
+
+
+def test_leverage_above_its_cap_or_for_an_unlisted_symbol_is_refused_with_its_line() -> None:
+    text = SWAP_CFG.format(extra="  leverage: 10\n  limits:\n    max_leverage: {BTC/USDT:USDT: 5}\n")
+    with pytest.raises(ConfigError, match=r"above broker.limits.max_leverage\[BTC/USDT:USDT\] = 5") as info:
+        loads_config(text, file="c.yaml", env={})
+    assert (info.value.key, info.value.line) == ("broker.leverage", 7)
+    assert "lower the leverage" in str(info.value)
+    with pytest.raises(ConfigError, match="SOL/USDT:USDT is not one of the symbols"):
+        loads_config(SWAP_CFG.format(extra="  margin_mode: {SOL/USDT:USDT: cross}\n"), env={})
+    with pytest.raises(ConfigError):
+        loads_config(SWAP_CFG.format(extra="  leverage: 0.5\n"), env={})
