@@ -8,17 +8,18 @@ are always shown whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from rich.console import Group
 from rich.text import Text
 
 from btccxt_cli.model import FeedStatus
 
-__all__ = ["Column", "COLUMNS", "ColumnMemory", "fit", "price", "sparkline", "table", "GAP",
-           "STATE_STYLE"]
+__all__ = ["Column", "COLUMNS", "ColumnMemory", "fit", "line_of", "price", "sparkline", "table",
+           "GAP", "STATE_STYLE"]
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 GAP = 2  # spaces between two columns
@@ -69,12 +70,13 @@ def _count(kind: str) -> Callable[[FeedStatus, list[float]], str]:
 
 @dataclass(frozen=True)
 class Column:
-    """One column: ``rank`` 0 is always shown; higher ranks give way first."""
+    """One column: ``rank`` 0 is always shown; higher ranks give way first. ``cell`` makes the
+    text of one row (a ``FeedStatus`` and its closes here; other tables pass their own)."""
 
     key: str
     header: str
     rank: int
-    cell: Callable[[FeedStatus, list[float]], str]
+    cell: Callable[[Any, Any], str]
     left: bool = False
     seed: int = 0  # width reserved from the start (e.g. the longest common state)
 
@@ -120,20 +122,20 @@ class ColumnMemory:
         return rows
 
 
-def fit(widths: dict[str, int], width: int) -> list[Column]:
+def fit(widths: dict[str, int], width: int, columns: Sequence[Column] = COLUMNS) -> list[Column]:
     """The columns that fit ``width``: every rank-0 column, then whole ranks in order while
     they fit (the first rank that does not fit ends the list, so the order never changes)."""
-    chosen = [c for c in COLUMNS if c.rank == 0]
+    chosen = [c for c in columns if c.rank == 0]
 
     def total(cols: list[Column]) -> int:
         return sum(widths[c.key] for c in cols) + GAP * (len(cols) - 1)
 
-    for rank in sorted({c.rank for c in COLUMNS} - {0}):
-        more = chosen + [c for c in COLUMNS if c.rank == rank]
+    for rank in sorted({c.rank for c in columns} - {0}):
+        more = chosen + [c for c in columns if c.rank == rank]
         if total(more) > width:
             break
         chosen = more
-    return [c for c in COLUMNS if c in chosen]  # display order
+    return [c for c in columns if c in chosen]  # display order
 
 
 def table(title: str, rows: list[list[str]], cols: list[Column], widths: dict[str, int]) -> Group:
@@ -145,19 +147,24 @@ def table(title: str, rows: list[list[str]], cols: list[Column], widths: dict[st
     total = sum(widths[c.key] for c in cols) + GAP * (len(cols) - 1)
     index = {c.key: i for i, c in enumerate(COLUMNS)}
     lines = [Text(title, style="italic", no_wrap=True, overflow="ellipsis"),
-             _line([c.header for c in cols], cols, widths, header=True),
+             line_of([c.header for c in cols], cols, widths, header=True),
              Text("─" * total, style="dim", no_wrap=True)]
-    lines += [_line([row[index[c.key]] for c in cols], cols, widths) for row in rows]
+    lines += [line_of([row[index[c.key]] for c in cols], cols, widths) for row in rows]
     return Group(*lines)
 
 
-def _line(cells: list[str], cols: list[Column], widths: dict[str, int], *, header: bool = False) -> Text:
+def _state_style(c: Column, text: str) -> str:
+    return STATE_STYLE.get(text, "") if c.key == "state" else ""
+
+
+def line_of(cells: list[str], cols: list[Column], widths: dict[str, int], *, header: bool = False,
+            style_of: Callable[[Column, str], str] = _state_style) -> Text:
+    """One row of ``cells`` at the columns' widths, ``GAP`` apart (headers bold)."""
     line = Text(no_wrap=True, overflow="ellipsis")
     for i, (c, text) in enumerate(zip(cols, cells, strict=True)):
         if i:
             line.append(" " * GAP)
         w = widths[c.key]
         cell = text.ljust(w) if c.left else text.rjust(w)
-        style = "bold" if header else (STATE_STYLE.get(text, "") if c.key == "state" else "")
-        line.append(cell, style=style)
+        line.append(cell, style="bold" if header else style_of(c, text))
     return line

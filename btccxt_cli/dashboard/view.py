@@ -8,6 +8,8 @@ the run). A ``DashboardView`` remembers the widest cell of every column, so colu
 their width from one refresh to the next. The frame is never taller than the terminal (less
 one line) and leaves its two rightmost columns free, so Rich never has to crop or scroll it
 and the echo of Ctrl-C cannot push it down: the last frame stays as it was.
+Swap/futures positions (``BrokerStatus.derivs``) get a table of their own in the broker panel
+(``derivs.py``), as many rows as leave the Bars table a few; spot runs have none.
 
 Tested with fixed-size, colourless capture consoles against golden text renders.
 """
@@ -22,6 +24,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from btccxt_cli.dashboard.columns import STATE_STYLE, ColumnMemory, fit, sparkline, table
+from btccxt_cli.dashboard.derivs import deriv_lines
 from btccxt_cli.model import Snapshot
 
 __all__ = ["DashboardView", "render", "sparkline"]
@@ -29,6 +32,8 @@ __all__ = ["DashboardView", "render", "sparkline"]
 _TABLE_OVERHEAD = 3  # title, header, rule under the header
 _MAX_ORDER_LINES = 3
 _FREE_COLUMNS = 2
+_MAX_DERIV_LINES = 9  # the positions table: a header and up to 8 rows ("+K more" included)
+_MIN_BAR_ROWS = 4  # Bars rows the positions table leaves when the terminal is short
 Item = tuple[str, str, str]  # label, value, value style
 
 
@@ -41,6 +46,7 @@ class DashboardView:
 
     def __init__(self, page_s: float = 5.0) -> None:
         self.memory = ColumnMemory()
+        self.deriv_widths: dict[str, int] = {}  # the positions table's widest cells
         self.page_s = page_s
 
     def __call__(self, snap: Snapshot) -> RenderableType:
@@ -64,8 +70,13 @@ class _Frame:
         limit = max(8, (options.height or options.max_height) - 1)
         inner = max(10, width - 4)  # a panel's border and padding
         conn = _pack(_connection_items(snap), inner) if snap.connection is not None else []
-        broker = _broker_lines(snap, inner) if snap.broker is not None else []
-        fixed = 1 + _TABLE_OVERHEAD + (len(conn) + 2 if conn else 0) + (len(broker) + 2 if broker else 0)
+        head, tail = _broker_lines(snap, inner) if snap.broker is not None else ([], [])
+        fixed = 1 + _TABLE_OVERHEAD + (len(conn) + 2 if conn else 0) + (len(head) + len(tail) + 2 if head else 0)
+        # swap positions: as many rows as leave a few Bars rows and an event line
+        room = limit - fixed - 3 - max(1, min(len(snap.feeds), _MIN_BAR_ROWS))
+        derivs = deriv_lines(snap, inner, max(1, min(_MAX_DERIV_LINES, room)), self.view.deriv_widths)
+        broker = head + derivs + tail
+        fixed += len(derivs)
         rows_room = max(1, limit - fixed - 3)  # at least one event line below
         yield _header(snap, width)
         yield self._bars(width, rows_room)
@@ -132,13 +143,18 @@ def _connection_items(snap: Snapshot) -> list[Item]:
             ("REST calls", str(c.rest_calls), ""), ("429s", str(c.rate_limited), "")]
 
 
-def _broker_lines(snap: Snapshot, width: int) -> list[Text]:
+def _broker_lines(snap: Snapshot, width: int) -> tuple[list[Text], list[Text]]:
+    """The broker panel's fields, and the lines that go below its swap positions."""
     b = snap.broker
     assert b is not None
-    pos = ", ".join(f"{k} {v:g}" for k, v in b.positions.items() if v) or "none"
-    lines = _pack([("mode", b.mode, ""), ("cash", f"{b.cash:,.2f}", ""), ("value", f"{b.value:,.2f}", ""),
-                   ("P&L", f"{b.pnl:+,.2f}", ""), ("trades", str(b.trades), ""),
-                   ("open orders", str(b.open_orders), ""), ("positions", pos, "")], width)
+    swaps = {p.symbol for p in b.derivs}  # shown in their own table
+    pos = ", ".join(f"{k} {v:g}" for k, v in b.positions.items() if v and k not in swaps)
+    items = [("mode", b.mode, ""), ("cash", f"{b.cash:,.2f}", ""), ("value", f"{b.value:,.2f}", ""),
+             ("P&L", f"{b.pnl:+,.2f}", ""), ("trades", str(b.trades), ""),
+             ("open orders", str(b.open_orders), "")]
+    if pos or not swaps:
+        items.append(("positions", pos or "none", ""))
+    head, lines = _pack(items, width), []
     if b.updates:
         style = {"websocket": "green", "reconnecting": "yellow", "connecting": "yellow"}.get(b.updates, "")
         lines.append(_line("updates", b.updates, style))
@@ -148,7 +164,7 @@ def _broker_lines(snap: Snapshot, width: int) -> list[Text]:
     if len(b.orders) > len(orders):
         orders = orders[:-1] + [f"... and {len(b.orders) - len(orders) + 1} more"]
     lines += [_line("order", o) for o in orders]
-    return lines
+    return head, lines
 
 
 def _line(label: str, value: str, style: str = "") -> Text:

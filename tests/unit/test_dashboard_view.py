@@ -14,7 +14,14 @@ from rich.console import Console
 
 from btccxt_cli.dashboard.columns import price
 from btccxt_cli.dashboard.view import DashboardView, render, sparkline
-from btccxt_cli.model import BrokerStatus, Candle, ConnectionStatus, FeedStatus, Snapshot
+from btccxt_cli.model import (
+    BrokerStatus,
+    Candle,
+    ConnectionStatus,
+    DerivPosition,
+    FeedStatus,
+    Snapshot,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "dashboard"
 REGEN = bool(os.environ.get("BTCCXT_REGEN_GOLDEN"))
@@ -163,3 +170,90 @@ def test_sparkline_edges():
     assert sparkline([]) == ""
     assert sparkline([5, 5]) == "▄▄"
     assert sparkline([1, 2]) == "▁█"
+
+
+# a long with a liquidation price and funding paid, a short (cross) with funding received
+SWAPS = [DerivPosition("BTC/USDT:USDT", 0.25, 58210.4, 59160.1, 237.43, 47012.7, 5, "isolated", 1.82),
+         DerivPosition("ETH/USDT:USDT", -3.5, 2980.15, 3021.45, -144.55, 3890.2, 3, "cross", -0.64)]
+
+
+def swaps_snapshot(n: int, positions: list[DerivPosition]) -> Snapshot:
+    snap = feeds_snapshot(n)
+    assert snap.broker is not None
+    snap.broker.mode = "live"
+    snap.broker.positions = {"BTC/USDT": 0.01, **{p.symbol: p.size for p in positions}}
+    snap.broker.derivs = positions
+    return snap
+
+
+def many_swaps(k: int) -> list[DerivPosition]:
+    return SWAPS + [DerivPosition(f"C{i:03d}/USDT:USDT", 10.0 * i, 10.0, 10.0 + i / 7, i * 1.43, None, 2,
+                                  "isolated") for i in range(1, k - 1)]
+
+
+def position_rows(text: str) -> dict[str, list[str]]:
+    """The broker panel's position rows by symbol (their words, the panel's borders dropped)."""
+    rows = {}
+    for line in text.splitlines():
+        words = line.strip("│ ").split()
+        if words and words[0].endswith(":USDT") and words[1:2] in (["long"], ["short"]):
+            rows[words[0]] = words
+    return rows
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (140, 45)])
+def test_swap_positions_golden(width: int, height: int) -> None:
+    """Each position in a row of its own: symbol, side, size, unrealised P&L always; at 80
+    columns the least important columns (entry, distance to liquidation) give way."""
+    snap = swaps_snapshot(3, SWAPS)
+    text = draw(DashboardView()(snap), width, height)
+    assert len(text.splitlines()) <= height - 1 and max(len(line) for line in text.splitlines()) <= width
+    assert_whole(text, snap.feeds)
+    rows = position_rows(text)
+    assert rows["BTC/USDT:USDT"][:3] == ["BTC/USDT:USDT", "long", "0.250"]  # the feed's amount decimals
+    assert rows["ETH/USDT:USDT"][:3] == ["ETH/USDT:USDT", "short", "3.5"]  # size without its sign
+    for sym, needles in {"BTC/USDT:USDT": ("+237.43", "47012.7", "5x", "iso", "-1.82"),
+                         "ETH/USDT:USDT": ("-144.55", "3890.2", "3x", "cross", "+0.64")}.items():
+        for needle in needles:
+            assert needle in rows[sym], (needle, rows[sym])
+    wide = width >= 140
+    assert ("58210.4" in rows["BTC/USDT:USDT"]) is wide  # entry
+    assert ("20.5%" in rows["BTC/USDT:USDT"]) is wide  # distance to liquidation
+    assert "positions BTC/USDT 0.01" in text  # spot holdings stay in the fields; swaps only below
+    assert "BTC/USDT:USDT 0.25" not in text
+    golden = GOLDEN / f"swaps_{width}x{height}.txt"
+    if REGEN:
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8"), f"layout changed: compare with {golden.name}"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_swap_rows_stay_whole_at_every_width(width: int) -> None:
+    text = draw(render(swaps_snapshot(3, SWAPS)), width, 60)
+    assert max(len(line) for line in text.splitlines()) <= width
+    rows = position_rows(text)
+    assert set(rows) == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    assert all(row[3:] and any(w in row for w in ("+237.43", "-144.55")) for row in rows.values()), rows
+
+
+@pytest.mark.parametrize(("width", "height", "shown"), [(80, 24, 2), (140, 45, 7)])
+def test_many_positions_show_the_largest_upnl_first_and_count_the_rest(
+        width: int, height: int, shown: int) -> None:
+    positions = many_swaps(20)
+    snap = swaps_snapshot(20, positions)
+    text = draw(DashboardView()(snap), width, height)
+    assert len(text.splitlines()) <= height - 1, text
+    rows = position_rows(text)
+    by_upnl = sorted(positions, key=lambda p: -abs(p.upnl))
+    assert list(rows) == [p.symbol for p in by_upnl[:shown]], text
+    rest = by_upnl[shown:]
+    assert f"+{len(rest)} more positions (uPnL {sum(p.upnl for p in rest):+,.2f})" in text
+    bars = [f for f in snap.feeds if any(line.split()[:1] == [f.symbol] for line in text.splitlines())]
+    assert len(bars) >= 4  # the positions leave the Bars table some rows
+
+
+def test_spot_runs_have_no_positions_table() -> None:
+    text = draw(render(feeds_snapshot(3)), 140, 45)
+    assert "uPnL" not in text and not position_rows(text)
+    assert text == (GOLDEN / "screen_140x45_n3.txt").read_text(encoding="utf-8").replace(
+        "running 0s", "running 754s")
