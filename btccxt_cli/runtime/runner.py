@@ -17,6 +17,7 @@ from btccxt_cli.config.schema import Config
 from btccxt_cli.errors import BtccxtError, ConfigError, TemporaryError
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
 from btccxt_cli.paths import check_output_file
+from btccxt_cli.runtime.assembly import paper_derivs
 from btccxt_cli.runtime.backtest_metrics import order_bar_ms
 from btccxt_cli.runtime.state import RunMonitor
 from btccxt_cli.runtime.stopping import EXIT_FORCED, STOP_GRACE, StopWatch, exit_code_of, raised_at
@@ -172,7 +173,7 @@ class Runner:
         if self.live:
             self.broker = cerebro.broker = self._live_broker()
         else:
-            paper_broker(cerebro.broker, cfg.broker)
+            paper_broker(cerebro.broker, cfg.broker, symbols=[s.symbol for s in cfg.symbol_feeds()])
         f = cfg.feed
         self.feeds.extend(add_feeds(cerebro, self.store, cfg))
         cerebro.addstrategy(_observed(strat_cls, self), **cfg.strategy.params)
@@ -294,7 +295,17 @@ class Runner:
         parts += [f"max_notional {k} {v:g}" for k, v in lim.max_notional.items()]
         if lim.max_orders_per_minute:
             parts.append(f"max_orders_per_minute {lim.max_orders_per_minute}")
+        parts += [f"max_leverage {k} {v:g}" for k, v in lim.max_leverage.items()]
+        if lim.min_liquidation_distance:
+            parts.append(f"min_liquidation_distance {lim.min_liquidation_distance:g}")
         lines.append("  limits    " + (", ".join(parts) or "none"))
+        # swaps (ccxt symbols with a :settle part): what the run sets on the exchange at start
+        swaps: dict[str, list[str]] = {}
+        for s in (f.symbol for f in cfg.symbol_feeds() if ":" in f.symbol):
+            swaps.setdefault(f"{cfg.broker.leverage_of(s):g}x {cfg.broker.margin_mode_of(s)}", []).append(s)
+        if swaps:
+            lines.append("  swaps     " + "; ".join(f"{k}: {', '.join(v)}" for k, v in swaps.items())
+                         + " (leverage and margin mode, set on the exchange at start)")
         kill = self._path(cfg.broker.kill_switch_file)
         lines.append(f"  kill      SIGUSR1{f' or the file {kill}' if kill else ''}")
         lines.append(f"  orders db {self._path(cfg.broker.orders_db) or default_orders_path()}")
@@ -428,7 +439,8 @@ class Runner:
         self.monitor.set_broker(BrokerStatus(
             mode="paper", cash=br.getcash(), value=value, positions=positions,
             open_orders=len([o for o in br.orders if o.alive()]) if hasattr(br, "orders") else 0,
-            trades=self.trades, pnl=value - self.config.broker.cash))
+            trades=self.trades, pnl=value - self.config.broker.cash,
+            derivs=paper_derivs(br, strat.datas)))
 
     # ------------------------------------------------------------------ run / stop
     def stop(self, reason: str) -> None:

@@ -45,7 +45,8 @@ class LiveProbe(bt.Strategy):
 """
 
 
-def write_config(tmp_path: Path, sim_url: str, *, mode: str = "live", broker_extra: str = "") -> Path:
+def write_config(tmp_path: Path, sim_url: str, *, mode: str = "live", broker_extra: str = "",
+                 symbols: str = "[BTC/USDT]", limits_extra: str = "") -> Path:
     (tmp_path / "probe.py").write_text(PROBE)
     cfg = tmp_path / "live.yaml"
     cfg.write_text(f"""exchange:
@@ -53,7 +54,7 @@ def write_config(tmp_path: Path, sim_url: str, *, mode: str = "live", broker_ext
   sim: {sim_url}
   api_key: ${{BTCCXT_LIVE_KEY}}
   secret: ${{BTCCXT_LIVE_SECRET}}
-symbols: [BTC/USDT]
+symbols: {symbols}
 feed:
   mode: websocket
   timeframe: 1s
@@ -68,7 +69,7 @@ broker:
   limits:
     max_position: {{BTC/USDT: 0.5}}
     max_orders_per_minute: 10
-{broker_extra}logging:
+{limits_extra}{broker_extra}logging:
   level: INFO
   file: run.log
 events:
@@ -125,6 +126,29 @@ def test_non_interactive_live_run_without_yes_is_refused_after_the_summary(
     assert "balances  USDT 5000" in out and "symbols   BTC/USDT" in out
     assert "max_position BTC/USDT 0.5" in out
     assert "pass --yes" in err
+    assert live_sim.orders("binance") == []
+    assert "swaps     " not in out and "leverage" not in out  # spot only: no swap lines
+
+
+def test_live_summary_names_each_swaps_leverage_and_margin_mode(live_sim: Any, tmp_path: Path) -> None:
+    """Swap symbols (a ``:settle`` part): the leverage and margin mode the run sets on the
+    exchange, grouped, and the swap limits; the spot symbol is not among them."""
+    cfg = write_config(tmp_path, live_sim.url("binance"),
+                       symbols="[BTC/USDT, BTC/USDT:USDT, ETH/USDT:USDT]",
+                       limits_extra="    max_leverage: {BTC/USDT:USDT: 10}\n"
+                                    "    min_liquidation_distance: 0.15\n",
+                       broker_extra="  leverage: {BTC/USDT:USDT: 5, ETH/USDT:USDT: 3}\n"
+                                    "  margin_mode: {ETH/USDT:USDT: cross}\n")
+    p = btccxt("run", str(cfg), "--plain", "--live")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert "pass --yes" in err
+    lines = out.splitlines()
+    limits = next(line for line in lines if line.startswith("  limits    "))
+    assert limits.endswith("max_orders_per_minute 10, max_leverage BTC/USDT:USDT 10, "
+                           "min_liquidation_distance 0.15"), limits
+    assert "  swaps     5x isolated: BTC/USDT:USDT; 3x cross: ETH/USDT:USDT (leverage and margin " \
+        "mode, set on the exchange at start)" in lines, out
     assert live_sim.orders("binance") == []
 
 
