@@ -9,6 +9,8 @@ they do not all fit, the last line says how many more there are and their unreal
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 
 from btccxt_cli.dashboard.columns import Column, fit, line_of, price
@@ -32,18 +34,27 @@ def _to_liq(p: DerivPosition, d: Decimals) -> str:
 
 
 def _money(v: float) -> str:
-    return f"{v:+,.2f}"
+    return f"{round(v, 2) + 0.0:+,.2f}"  # + 0.0: never "-0.00"
+
+
+def _num(v: float | None, decimals: int | None, digits: int = 8) -> str:
+    """``price`` with the symbol's decimals; without them ``digits`` significant digits in
+    plain notation (a position's symbol need not have a feed: never ``2e+06``)."""
+    if v is None or decimals is not None or not v or not math.isfinite(v):
+        return price(v, decimals, digits)
+    text = f"{v:.{max(0, digits - 1 - math.floor(math.log10(abs(v))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 # display order; ``rank`` is the order of importance (ties give way together)
 DERIV_COLUMNS: tuple[Column, ...] = (
     Column("symbol", "symbol", 0, lambda p, d: p.symbol, left=True),
     Column("side", "side", 0, lambda p, d: p.side, left=True, seed=len("short")),
-    Column("size", "size", 0, lambda p, d: price(abs(p.size), d[1], 6)),
-    Column("entry", "entry", 5, lambda p, d: price(p.entry, d[0])),
-    Column("mark", "mark", 3, lambda p, d: price(p.mark, d[0])),
+    Column("size", "size", 0, lambda p, d: _num(abs(p.size), d[1], 6)),
+    Column("entry", "entry", 5, lambda p, d: _num(p.entry, d[0])),
+    Column("mark", "mark", 3, lambda p, d: _num(p.mark, d[0])),
     Column("upnl", "uPnL", 0, lambda p, d: _money(p.upnl)),
-    Column("liq", "liq", 1, lambda p, d: price(p.liquidation, d[0])),
+    Column("liq", "liq", 1, lambda p, d: _num(p.liquidation, d[0])),
     Column("to_liq", "to liq", 6, _to_liq),
     Column("lev", "lev", 2, _leverage, left=True),
     # funding's effect on the money, like uPnL: negative when paid, positive when received
@@ -54,7 +65,7 @@ DERIV_COLUMNS: tuple[Column, ...] = (
 def _style(c: Column, text: str) -> str:
     if c.key in ("upnl", "funding"):
         return "red" if text.startswith("-") else "green" if text.strip("+0.,") else ""
-    return "red" if c.key == "side" and text == "short" else ""
+    return ""
 
 
 def deriv_lines(snap: Snapshot, width: int, room: int, widths: dict[str, int]) -> list[Text]:

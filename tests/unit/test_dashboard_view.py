@@ -257,3 +257,20 @@ def test_spot_runs_have_no_positions_table() -> None:
     assert "uPnL" not in text and not position_rows(text)
     assert text == (GOLDEN / "screen_140x45_n3.txt").read_text(encoding="utf-8").replace(
         "running 0s", "running 754s")
+
+
+def test_position_numbers_read_plainly_without_a_feed_and_zero_is_never_negative() -> None:
+    """A position whose symbol has no feed (no market decimals): plain notation, never 2e+06;
+    funding of 0 (and a tiny unrealised loss) show as +0.00, never -0.00."""
+    pos = DerivPosition("1000PEPE/USDT:USDT", -2_000_000.0, 0.00001234, 0.00001201, -0.001, 0.0000155,
+                        10, "isolated", 0.0)
+    rows = position_rows(draw(render(swaps_snapshot(1, [pos])), 140, 45))
+    assert rows["1000PEPE/USDT:USDT"][:9] == ["1000PEPE/USDT:USDT", "short", "2000000", "0.00001234",
+                                              "0.00001201", "+0.00", "0.0000155", "29.1%", "10x"], rows
+    assert rows["1000PEPE/USDT:USDT"][-1] == "+0.00"
+
+
+def test_a_short_terminal_keeps_one_line_for_the_positions() -> None:
+    text = draw(DashboardView()(swaps_snapshot(20, SWAPS)), 80, 16)
+    assert len(text.splitlines()) <= 15, text
+    assert "2 positions (uPnL +92.88)" in text and not position_rows(text)
