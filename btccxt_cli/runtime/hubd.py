@@ -35,10 +35,10 @@ from btccxt_cli.hub.keys import (
     DEFAULT_LEASE_S,
     DEFAULT_MAXLEN,
     HubKeys,
-    encode_bar,
     parse_series_field,
     series_field,
 )
+from btccxt_cli.hub.publish import Batch, LoopPublisher, is_refusal, queue_batch
 from btccxt_cli.model import FeedEvent
 from btccxt_cli.sources.base import SeriesParams
 from btccxt_cli.timeframes import timeframe_ms
@@ -116,6 +116,11 @@ class HubPublisher:
         self._confirmed = False  # the lease was read since Redis last failed
         self.pending_cap = pending_cap
         self._feeds_dropped = False  # the queue overflowed: feeds restart when Redis is back
+        # bars are published from the store's loop (no thread wake-up per close) while Redis
+        # answers and nothing is queued; this thread owns the pipes otherwise (publish.py)
+        self._gate = threading.Lock()
+        self._wake = threading.Event()  # the loop publisher stopped: this thread takes over
+        self._fast: LoopPublisher | None = None
 
     # ------------------------------------------------------------------ main loop
     def run(self, stop: threading.Event) -> None:
@@ -148,8 +153,11 @@ class HubPublisher:
                         if now >= next_wanted:
                             next_wanted = now + 1.0
                             self._wanted()
-                        self._drain()
-                        self._flush()
+                        if not self._fast_on():
+                            with self._gate:
+                                self._drain()
+                                self._flush()
+                                self._go_fast()
                     self._redis_ok()
                 except redis.RedisError as exc:
                     self._redis_down(exc)
@@ -158,6 +166,10 @@ class HubPublisher:
             self._shutdown()
 
     def _wait(self, stop: threading.Event, timeout: float) -> None:
+        if self._fast_on():  # the loop publishes; wake when it hands back (or to tick)
+            self._wake.wait(timeout)
+            self._wake.clear()
+            return
         if self._pending and self.stats.redis == "up":
             return
         handles = list(self._handles.values())
@@ -174,13 +186,15 @@ class HubPublisher:
             self._line(f"redis {self.url.split('@')[-1]}: up")
 
     def _redis_down(self, exc: Exception) -> None:
+        self._slow()
         self._confirmed = False
         text = f"down ({exc.__class__.__name__}: {exc})"
         if not self.stats.redis.startswith("down"):
             self._line(f"redis: {text}; {len(self._pending)} events kept until it answers")
         self.stats.redis = text
         if self.stats.leading:
-            self._drain()  # keep bars moving out of the pipes into the bounded queue
+            with self._gate:
+                self._drain()  # keep bars moving out of the pipes into the bounded queue
 
     # ------------------------------------------------------------------ leadership
     def _lease(self) -> None:
@@ -258,6 +272,8 @@ class HubPublisher:
         # thread publishes them in one pipeline: no GIL hand-over per bar (the 20 bars of a
         # burst reach the pipes within 1-2 ms, not 7-17), one XREAD wake per burst a runner
         handle.series.pipe.handoff = False
+        if self._fast is not None:
+            handle.series.pipe.on_put = self._fast.on_put
         self._handles[(symbol, timeframe)] = handle
 
     def _wanted(self) -> None:
@@ -281,6 +297,7 @@ class HubPublisher:
             extra += 1
 
     def _step_down(self) -> None:
+        self._slow()
         self.stats.leading = False
         self.stats.role = "standby"
         self._pending.clear()  # the new leader reads the gap from REST itself
@@ -289,8 +306,72 @@ class HubPublisher:
     def _stop_store(self) -> None:
         store, self.store = self.store, None
         self._handles.clear()
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            fast.enabled = False
         if store is not None:
+            if fast is not None:
+                try:
+                    store.run_async(fast.aclose()).result(5)
+                except Exception:
+                    logger.debug("closing the loop publisher", exc_info=True)
             store.stop()
+
+    # ------------------------------------------------------------------ the loop publisher
+    def _fast_on(self) -> bool:
+        return self._fast is not None and self._fast.enabled
+
+    def _loop_publisher(self) -> LoopPublisher | None:
+        """The store's loop publisher, made on first use (websocket feeds run on the loop)."""
+        if self._fast is None and self.store is not None and self.mode == "websocket":
+            fast = LoopPublisher(self.url, self._gate, take=self._take, build=self._queue,
+                                 done=self._results, failed=self._loop_failed)
+            self.store.run_async(fast.bind()).result(5)
+            self._fast = fast
+            for h in self._handles.values():
+                h.series.pipe.on_put = fast.on_put
+        return self._fast
+
+    def _go_fast(self) -> None:
+        """(gate held) Hand publishing to the store's loop: leading, Redis answering, the
+        lease read since it last failed, nothing queued."""
+        if (not self.stats.leading or self._pending or not self._confirmed
+                or self.stats.redis.startswith("down")):
+            return
+        fast = self._loop_publisher()
+        if fast is not None:
+            fast.enabled = True
+            self._wake.clear()
+            fast.kick()  # what arrived while this thread published
+
+    def _slow(self) -> None:
+        """Take publishing back from the loop (waits for a batch on its way)."""
+        if self._fast is not None and self._fast.enabled:
+            with self._gate:
+                self._fast.enabled = False
+
+    def _take(self, limit: int = 2000) -> Batch:
+        """Up to ``limit`` bars and states from the feeds' pipes."""
+        batch: Batch = []
+        for (sym, tf), h in list(self._handles.items()):
+            pipe = h.series.pipe
+            while len(batch) < limit:
+                ev = pipe.get(0)
+                if ev is None:
+                    break
+                if ev.kind in ("bar", "state"):
+                    batch.append((sym, tf, ev))
+                elif ev.kind == "end":
+                    self._line(f"{sym} {tf}: feed ended: {ev.message}")
+        return batch
+
+    def _loop_failed(self, batch: Batch, exc: BaseException) -> None:
+        # first in the queue, before anything still in the pipes: streams stay in order
+        self._pending.extendleft(reversed(batch))
+        self.stats.pending = len(self._pending)
+        self._confirmed = False
+        logger.debug("hub: publishing from the loop failed (%s); the thread takes over", exc)
+        self._wake.set()
 
     # ------------------------------------------------------------------ publishing
     def _drain(self) -> None:
@@ -303,43 +384,31 @@ class HubPublisher:
             self._pending.clear()
             self._stop_store()
             self._feeds_dropped = True
-        for (sym, tf), h in list(self._handles.items()):
-            pipe = h.series.pipe
-            while len(self._pending) < self.pending_cap:
-                ev = pipe.get(0)
-                if ev is None:
-                    break
-                if ev.kind in ("bar", "state"):
-                    self._pending.append((sym, tf, ev))
-                elif ev.kind == "end":
-                    self._line(f"{sym} {tf}: feed ended: {ev.message}")
+        self._pending.extend(self._take(max(0, self.pending_cap - len(self._pending))))
         self.stats.pending = len(self._pending)
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        import redis
-
-        k = self.keys
         batch = [self._pending[i] for i in range(min(len(self._pending), 2000))]
         # MULTI/EXEC: Redis wakes a runner's XREAD BLOCK after the whole batch, not at its
         # first XADD (which would answer with one bar and need a second read for the rest);
         # a refused XADD (an id already there) still fails alone
         p = self._redis.pipeline(transaction=True)
-        for sym, tf, ev in batch:
-            if ev.kind == "bar":
-                p.xadd(k.bars(sym, tf), encode_bar(ev.candle, ev.source), id=f"{ev.candle.ts}-0",
-                       maxlen=self.maxlen, approximate=True)
-            else:
-                state = ev.state.value if ev.state is not None else ""
-                p.hset(k.states, series_field(sym, tf), state)
-                p.xadd(k.events, {"series": series_field(sym, tf), "state": state,
-                                  "message": ev.message or "", "hub": self.id},
-                       maxlen=10_000, approximate=True)
+        self._queue(p, batch)
         results = p.execute(raise_on_error=False)
         for _ in batch:
             self._pending.popleft()
         self.stats.pending = len(self._pending)
+        self._results(batch, results)
+
+    def _queue(self, p: Any, batch: Batch) -> None:
+        queue_batch(p, self.keys, batch, maxlen=self.maxlen, hub_id=self.id)
+
+    def _results(self, batch: Batch, results: list) -> None:
+        """Count what Redis took and refused (both publishers)."""
+        import redis
+
         it = iter(results)
         for sym, tf, ev in batch:
             name = series_field(sym, tf)
@@ -351,7 +420,7 @@ class HubPublisher:
                            + (f" ({ev.message})" if ev.message else ""))
                 continue
             if isinstance(res, redis.ResponseError):
-                if "equal or smaller" in str(res):
+                if is_refusal(res):
                     self.stats.refused += 1
                     continue
                 logger.warning("hub: publishing %s %s failed: %s", sym, tf, res)
@@ -375,10 +444,12 @@ class HubPublisher:
     def _shutdown(self) -> None:
         r = self._redis
         was_leading = self.stats.leading
+        self._slow()
         if was_leading and r is not None:
             try:
-                self._drain()
-                self._flush()
+                with self._gate:
+                    self._drain()
+                    self._flush()
             except Exception:
                 logger.debug("final publish", exc_info=True)
         self._stop_store()

@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from btccxt_cli.model import FeedEvent
 
@@ -47,6 +47,8 @@ class Pipe:
         self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.closed = False
         self.handoff = True  # put_many hands the GIL to the consumer (see put_many)
+        # called after every put, on the producer's thread (the hub publishes from its loop)
+        self.on_put: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._q)
@@ -56,12 +58,16 @@ class Pipe:
             self._q.append(ev)
             _RINGS[0] += 1
             self._cv.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     def put_many(self, evs: Iterable[FeedEvent], *, handoff: bool | None = None) -> None:
         with self._cv:
             self._q.extend(evs)
             _RINGS[0] += 1
             self._cv.notify_all()
+        if self.on_put is not None:
+            self.on_put()
         # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
         # goes on parsing the next message and the strategy thread waits for it. A producer
         # with more ready for other pipes (handoff=False, or the pipe's ``handoff`` False)
