@@ -64,23 +64,38 @@ def test_health_readiness_and_status_follow_a_run_and_its_feed_drop(sim, tmp_pat
         code, body = get(base + "/healthz")
         assert (code, body) == (200, {"status": "ok", "event_loop": True})
         ready = base + "/readyz"
+        # both feeds' history is over once the strategy saw them LIVE (states travel in order
+        # with the bars): the counts cannot move after that
+        out.wait_for("event BTC/USDT LIVE")
+        out.wait_for("event ETH/USDT LIVE")
         code, body = until(lambda: (r := get(ready))[0] == 200 and r, what=lambda: get(ready))
         assert body["ready"] is True and body["account"]["mode"] == "paper"
         feeds = {f["symbol"]: f for f in body["feeds"]}
         assert set(feeds) == {"BTC/USDT", "ETH/USDT"}
-        for f in feeds.values():
+        printed = "".join(out.lines)
+        for sym, f in feeds.items():
             assert f["state"] == "LIVE" and f["timeframe"] == "1s" and f["max_age_s"] == 2.0
-            assert 0 <= f["last_bar_age_s"] < 2.0 and f["bars"]["backfill"] == 5
+            assert 0 <= f["last_bar_age_s"] < 2.0
+            # 5 bars asked; the fifth may come live, and a bar that closes while history
+            # loads is history too (docs/data-core.md): what the strategy was given counts
+            told = len(re.findall(rf"^bar {re.escape(sym)} 1s .*\[backfill\]$", printed, re.M))
+            assert f["bars"]["backfill"] == told >= 4, (f, printed[-2000:])
 
-        rc, text, err = status(base)
-        assert rc == 0, err
+        # a 1 s bar late by two on a loaded machine is not ready for a moment: ask again
+        rc, text, err = until(lambda: (r := status(base))[0] == 0 and r, what=lambda: status(base))
         assert "READY" in text and "BTC/USDT" in text and "ETH/USDT" in text and "LIVE" in text
-        rc, text, err = status(base, "--json")
-        assert rc == 0 and json.loads(text)["ready"] is True
+        rc, text, err = until(lambda: (r := status(base, "--json"))[0] == 0 and r,
+                              what=lambda: status(base, "--json"))
+        assert json.loads(text)["ready"] is True
 
         sim.outage("binance", 6.0, ws=True, rest=False)  # the socket drops; upgrades refused
-        code, body = until(lambda: (r := get(ready))[0] == 503 and r,
-                           what=lambda: (get(ready), "".join(out.lines[-20:])))
+
+        def dropped() -> Any:  # not ready because a feed is down (not only a late bar)
+            code, body = get(ready)
+            return code == 503 and any(f["state"] == "DISCONNECTED" for f in body["feeds"]) \
+                and (code, body)
+
+        code, body = until(dropped, what=lambda: (get(ready), "".join(out.lines[-20:])))
         assert body["ready"] is False
         assert any(f["state"] == "DISCONNECTED" and "state DISCONNECTED" in f["reason"]
                    for f in body["feeds"])
@@ -91,7 +106,7 @@ def test_health_readiness_and_status_follow_a_run_and_its_feed_drop(sim, tmp_pat
         else:
             assert rc == 1 and json.loads(text)["ready"] is False
         until(lambda: get(ready)[0] == 200, timeout=60, what=lambda: get(ready))  # LIVE again
-        assert status(base)[0] == 0
+        until(lambda: status(base)[0] == 0, what=lambda: status(base))
     finally:
         p.send_signal(signal.SIGINT)
         stdout, stderr = out.finish(30)
