@@ -9,11 +9,18 @@ Schema (created on first open; ``docs/backfill.md`` documents it for users)::
                  PRIMARY KEY(exchange, symbol, timeframe, start_ms)) WITHOUT ROWID
     meta(key TEXT PRIMARY KEY, value TEXT)
     markets(exchange TEXT, symbol TEXT, tick_size REAL, PRIMARY KEY(exchange, symbol)) WITHOUT ROWID
+    funding(exchange TEXT, symbol TEXT, ts INTEGER, rate REAL,
+            PRIMARY KEY(exchange, symbol, ts)) WITHOUT ROWID
+    funding_ranges(exchange TEXT, symbol TEXT, start_ms INTEGER, end_ms INTEGER,
+                   PRIMARY KEY(exchange, symbol, start_ms)) WITHOUT ROWID
 
 ``ts`` is the bar's open time in epoch milliseconds (UTC). ``empty_ranges`` holds bar-open
 ranges (both ends inclusive) the exchange confirmed it has no bars for, merged per series, so
 a rerun does not ask again. ``markets`` holds each market's price step (tick size) as last
-loaded from the exchange, so an offline backtest knows it. The journal is WAL with
+loaded from the exchange, so an offline backtest knows it. ``funding`` holds swaps' funding
+rates by settlement time (``ts``, epoch ms), and ``funding_ranges`` the time ranges (both ends
+inclusive, merged) whose settlements were all downloaded, so a rerun or an offline backtest
+knows what it has. The journal is WAL with
 ``synchronous=NORMAL``: a committed page
 survives a killed process, and readers in other processes never block the writer.
 
@@ -64,6 +71,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS markets (
     exchange TEXT NOT NULL, symbol TEXT NOT NULL, tick_size REAL NOT NULL,
     PRIMARY KEY (exchange, symbol)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS funding (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, ts INTEGER NOT NULL, rate REAL NOT NULL,
+    PRIMARY KEY (exchange, symbol, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS funding_ranges (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+    PRIMARY KEY (exchange, symbol, start_ms)
 ) WITHOUT ROWID;
 """
 
@@ -256,7 +271,45 @@ class OhlcvCache:
             conn.executemany("INSERT OR REPLACE INTO markets (exchange, symbol, tick_size) "
                              "VALUES (?, ?, ?)", rows)
 
+    def put_funding(self, exchange: str, symbol: str, rates: Iterable[tuple[int, float]],
+                    covered: Range | None = None) -> None:
+        """Store funding rates ``(settlement ms, rate)`` and, in the same transaction, record
+        that every settlement in ``covered`` (ms, both ends inclusive) is now stored."""
+        rows = [(exchange, symbol, int(t), float(r)) for t, r in rates]
+        with self._write() as conn:
+            conn.executemany("INSERT OR REPLACE INTO funding (exchange, symbol, ts, rate) "
+                             "VALUES (?, ?, ?, ?)", rows)
+            if covered is None or covered[1] < covered[0]:
+                return
+            a, b = int(covered[0]), int(covered[1])
+            near = conn.execute("SELECT start_ms, end_ms FROM funding_ranges WHERE exchange = ? "
+                                "AND symbol = ? AND start_ms <= ? AND end_ms >= ?",
+                                (exchange, symbol, b + 1, a - 1)).fetchall()
+            merged = merge_ranges([(a, b), *near], 1)
+            conn.executemany("DELETE FROM funding_ranges WHERE exchange = ? AND symbol = ? "
+                             "AND start_ms = ?", [(exchange, symbol, s) for s, _ in near])
+            conn.executemany("INSERT OR REPLACE INTO funding_ranges (exchange, symbol, start_ms, "
+                             "end_ms) VALUES (?, ?, ?, ?)",
+                             [(exchange, symbol, s, e) for s, e in merged])
+
     # ------------------------------------------------------------ reads
+    def funding(self, exchange: str, symbol: str, since_ms: int | None = None,
+                until_ms: int | None = None) -> list[tuple[int, float]]:
+        """Stored funding rates ``(settlement ms, rate)`` with ``since <= ts < until``, in order."""
+        lo, hi = _bounds(since_ms, until_ms)
+        with self._lock:
+            rows = self.conn.execute("SELECT ts, rate FROM funding WHERE exchange = ? AND symbol = ? "
+                                     "AND ts >= ? AND ts < ? ORDER BY ts",
+                                     (exchange, symbol, lo, hi)).fetchall()
+        return [(int(t), float(r)) for t, r in rows]
+
+    def funding_ranges(self, exchange: str, symbol: str) -> list[Range]:
+        """The time ranges (ms, inclusive) whose funding settlements are all stored, in order."""
+        with self._lock:
+            rows = self.conn.execute("SELECT start_ms, end_ms FROM funding_ranges WHERE exchange = ? "
+                                     "AND symbol = ? ORDER BY start_ms", (exchange, symbol)).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
     def tick_sizes(self, exchange: str, symbols: Iterable[str]) -> dict[str, float]:
         """The recorded price step of each of ``symbols`` that has one."""
         with self._lock:

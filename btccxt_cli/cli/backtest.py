@@ -132,6 +132,7 @@ class _Job:
         self.sweep: dict[str, list[Any]] = {}
         self.cache_path: Path | None = None
         self.ticks: dict[str, float] | None = None
+        self.funding: dict[str, list[tuple[int, float]]] | None = None
 
     # ------------------------------------------------------------ checks (before anything runs)
     def check(self) -> None:
@@ -201,6 +202,7 @@ class _Job:
             plans = bk.plan(cfg, self.since_ms, self.until_ms)
             self._fill_holes(cache, plans)
             self.ticks = self._ticks(cache)
+            self.funding = self._funding(cache, plans)
             if self.sweep:
                 rows = memory_rows(bk.load_rows(cache, self.source, plans))  # loaded once
                 self._run_sweep(rows, plans)
@@ -277,6 +279,42 @@ class _Job:
                                   key="--offline" if self.offline else "broker.slippage", hint=how)
         return have
 
+    def _funding(self, cache: Any, plans: list[Any]) -> dict[str, list[tuple[int, float]]] | None:
+        """Each swap's funding rates over the warm-up and the window (``broker.funding``): the
+        cache's, the missing ones downloaded first (``fetch_funding_rate_history``); with
+        ``--offline`` a missing range is one line naming the symbol."""
+        from btccxt_cli.bt.funding import fill_funding, is_swap, missing_funding
+        from btccxt_cli.errors import ConfigError
+        from btccxt_cli.runtime.backtest_metrics import iso_ms
+
+        symbols = list(dict.fromkeys(p.symbol for p in plans if is_swap(p.symbol)))
+        if not self.cfg.broker.funding or not symbols:
+            return None
+        lo, hi = min(p.start_ms for p in plans), self.until_ms
+        client: Any = None
+        out = {}
+        for sym in symbols:
+            gaps = missing_funding(cache, self.source, sym, lo, hi)
+            if gaps and self.offline:
+                a, b = gaps[0]
+                raise ConfigError(f"the cache has no funding rates of {sym} from {iso_ms(a)} to "
+                                  f"{iso_ms(b)} ({self.source} in {self.cache_path})",
+                                  key="--offline", hint="run the backtest once without --offline "
+                                  "to download them, or set broker.funding: false")
+            if gaps:
+                from btccxt_cli.exchange.errors import map_ccxt_error
+                from btccxt_cli.exchange.factory import make_exchange
+
+                if client is None:
+                    client = make_exchange(self.cfg.exchange.id, kind="sync", sim_url=self.sim_url)
+                try:
+                    fill_funding(cache, client, self.source, sym, lo, hi)
+                except Exception as exc:
+                    raise map_ccxt_error(exc, exchange=client,
+                                         what=f"download the funding rates of {sym}") from None
+            out[sym] = cache.funding(self.source, sym, lo, hi + 1)
+        return out
+
     def _window(self, plans: list[Any]) -> dict[str, Any]:
         from btccxt_cli.runtime.backtest_metrics import iso_ms
 
@@ -301,7 +339,8 @@ class _Job:
         total = max((p.window_bars for p in plans), default=0)
         with _Progress(self.json_out, total, "backtest") as tick:
             res = run_backtest(self.cfg, self.config_dir, rows, self.since_ms, self.until_ms,
-                               curve=self.report is not None, on_progress=tick, ticks=self.ticks)
+                               curve=self.report is not None, on_progress=tick, ticks=self.ticks,
+                               funding=self.funding)
         if self.json_out:
             sys.stdout.write(json_doc(res, self._window(plans)) + "\n")
         else:
@@ -334,7 +373,7 @@ class _Job:
                   for vals in itertools.product(*(self.sweep[n] for n in names))]
         with _Progress(self.json_out, len(combos), "runs") as tick:
             runs = sweep(self.cfg, self.config_dir, rows, self.since_ms, self.until_ms, combos,
-                         jobs=self.jobs, on_done=tick, ticks=self.ticks)
+                         jobs=self.jobs, on_done=tick, ticks=self.ticks, funding=self.funding)
         runs = sort_runs(runs, self.sort)
         if self.json_out:
             sys.stdout.write(json_sweep(runs, self._window(plans), self.sort) + "\n")

@@ -10,7 +10,13 @@ it itself: both call these.
   ``set_slippage_perc``; or ``{ticks: N}``, backtrader's ``set_slippage_fixed(N * tick)`` with
   each data's own tick; applied to market fills at the bar's open too, never beyond the bar).
   Tick sizes come from ``ticks`` (a backtest: the cache's ``markets`` record) or else from the
-  markets of the data's store (a run).
+  markets of the data's store (a run). Swaps and futures (``BTC/USDT:USDT``) get backtrader's
+  futures-like margin (``broker.leverage``, ``broker.margin_mode``) and, with
+  ``broker.funding``, pay their funding (``bt/funding_broker.py``): the rates a backtest read
+  from the cache (``rates``), or in a run the ones polled from the exchange. Spot symbols are
+  untouched.
+* ``swap_specs(cfg, markets)``: the swaps of a config with their leverage and margin mode.
+* ``paper_derivs(broker, datas)``: the broker panel's swap rows of a paper broker.
 * ``tick_size(market, precision_mode)``: a ccxt market's price step.
 * ``add_feeds(cerebro, store, cfg)``: one ``CCXTFeed`` per symbol with the config's feed
   settings (timeframe, warm-up as ``backfill_bars``/``fromdate``, lookback, mode). The store
@@ -27,7 +33,8 @@ from btccxt_cli.config.schema import BrokerConfig, Config, SlippageTicks, Symbol
 from btccxt_cli.errors import BtccxtError
 from btccxt_cli.timeframes import to_backtrader
 
-__all__ = ["new_cerebro", "paper_broker", "feed_kwargs", "add_feeds", "tick_size", "tick_sizes"]
+__all__ = ["new_cerebro", "paper_broker", "feed_kwargs", "add_feeds", "tick_size", "tick_sizes",
+           "swap_specs", "paper_derivs"]
 
 _DECIMAL_PLACES, _TICK_SIZE = 2, 4  # ccxt's precisionMode values
 
@@ -39,11 +46,16 @@ def new_cerebro() -> Any:
     return bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
 
 
-def paper_broker(broker: Any, cfg: BrokerConfig, ticks: dict[str, float] | None = None) -> Any:
-    """Set up backtrader's paper broker: cash, commission and slippage of the config.
+def paper_broker(broker: Any, cfg: BrokerConfig, ticks: dict[str, float] | None = None, *,
+                 symbols: list[str] | None = None, markets: dict[str, Any] | None = None,
+                 rates: Any = None) -> Any:
+    """Set up backtrader's paper broker: cash, commission and slippage of the config, and
+    margin and funding for the swaps among ``symbols``.
 
     ``{ticks: N}`` slippage turns ``broker`` (a plain ``BackBroker``) into a ``_TickSlipBroker``
-    in place: the runner and the backtest both hand over ``cerebro.broker`` as it is.
+    in place, swaps into a subclass of it with margin and funding: the runner and the backtest
+    both hand over ``cerebro.broker`` as it is. ``rates``: the swaps' funding rates
+    (``bt/funding.py:HistoryRates``; None: polled from the data's exchange).
     """
     broker.setcash(cfg.cash)
     broker.setcommission(commission=cfg.commission)
@@ -55,7 +67,32 @@ def paper_broker(broker: Any, cfg: BrokerConfig, ticks: dict[str, float] | None 
     elif cfg.slippage:
         broker.set_slippage_perc(cfg.slippage, slip_open=True, slip_limit=True, slip_match=True,
                                  slip_out=False)
+    specs = swap_specs(cfg, symbols or [], markets)
+    if specs:
+        from btccxt_cli.bt.funding_broker import setup_swaps
+
+        setup_swaps(broker, specs, cfg.commission, funding=cfg.funding, rates=rates)
     return broker
+
+
+def swap_specs(cfg: BrokerConfig, symbols: list[str],
+               markets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{symbol: SwapSpec(leverage, margin_mode)}`` for the swaps and futures of ``symbols``
+    (a ccxt market ``swap``/``future``, or a symbol with a settle part)."""
+    from btccxt_cli.bt.funding import is_swap
+    from btccxt_cli.bt.funding_broker import SwapSpec
+
+    return {s: SwapSpec(cfg.leverage_of(s), cfg.margin_mode_of(s)) for s in dict.fromkeys(symbols)
+            if is_swap(s, (markets or {}).get(s))}
+
+
+def paper_derivs(broker: Any, datas: list[Any]) -> list[Any]:
+    """The swap rows (``model.DerivPosition``) of a paper broker, for ``BrokerStatus.derivs``."""
+    if getattr(broker, "btccxt_swaps", None) is None:
+        return []
+    from btccxt_cli.bt.funding_broker import swap_derivs
+
+    return swap_derivs(broker, datas)
 
 
 def tick_size(market: dict[str, Any] | None, precision_mode: int | None) -> float | None:

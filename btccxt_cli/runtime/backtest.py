@@ -66,6 +66,7 @@ class BacktestResult:
     orders: list[dict[str, Any]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     curve: list[tuple[int, float]] = field(default_factory=list)
+    funding: list[Any] = field(default_factory=list)  # bt/funding_broker.py: FundingPaid
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,16 +132,20 @@ def check_param_names(cls: type, names: list[str]) -> None:
 # ---------------------------------------------------------------- one run
 def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_ms: int,
                  *, params: dict[str, Any] | None = None, curve: bool = False,
-                 on_progress: Any = None, ticks: dict[str, float] | None = None) -> BacktestResult:
+                 on_progress: Any = None, ticks: dict[str, float] | None = None,
+                 funding: dict[str, list[tuple[int, float]]] | None = None) -> BacktestResult:
     """Run the config's strategy over ``rows`` (``bt/replay.py``: ``cache_rows`` or
     ``memory_rows``) as a live run started at ``since_ms``, until ``until_ms``.
 
     ``params`` override the config's strategy params (a sweep's combination); ``ticks``: each
-    symbol's price step, for ``broker.slippage: {ticks: N}`` (the cache's markets). Raises
+    symbol's price step, for ``broker.slippage: {ticks: N}`` (the cache's markets);
+    ``funding``: each swap's funding rates ``(settlement ms, rate)`` (the cache's; a swap
+    without any pays none). Raises
     ``StrategyFailed`` (exit 3) when the strategy raises, with its own traceback.
     """
     import backtrader as bt
 
+    from btccxt_cli.bt.funding import HistoryRates
     from btccxt_cli.bt.replay import ReplayStore
     from btccxt_cli.runtime.assembly import add_feeds, new_cerebro, paper_broker
     from btccxt_cli.runtime.backtest_metrics import make_recorder, metrics_of
@@ -148,7 +153,8 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
     cls, path = check_strategy(cfg, config_dir)  # run's loading and param checks
     merged = {**cfg.strategy.params, **(params or {})}
     cerebro = new_cerebro()
-    paper_broker(cerebro.broker, cfg.broker, ticks)
+    paper_broker(cerebro.broker, cfg.broker, ticks, symbols=[s.symbol for s in cfg.symbol_feeds()],
+                 rates=HistoryRates(funding or {}))
     store = ReplayStore(cfg.exchange.id, rows, since_ms, until_ms)
     add_feeds(cerebro, store, cfg)
     cerebro.addstrategy(cls, **merged)
@@ -174,6 +180,11 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
                          orders=rec.orders, trades=rec.trades)
     for sym, counts in _bars_seen(store).items():
         res.per_symbol.setdefault(sym, {}).update(counts)
+    swaps = getattr(strat.broker, "btccxt_swaps", None)
+    if swaps is not None:  # funding paid per swap (negative: received)
+        for sym in swaps.specs:
+            res.per_symbol.setdefault(sym, {})["funding"] = swaps.paid.get(sym, 0.0)
+        res.funding = list(swaps.payments)
     if curve:
         res.curve = rec.curve()
     return res
@@ -196,7 +207,8 @@ _SHARED: dict[str, Any] = {}  # a sweep's inputs, inherited by forked workers (l
 
 def sweep(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_ms: int,
           combos: list[dict[str, Any]], *, jobs: int = 1, on_done: Any = None,
-          ticks: dict[str, float] | None = None) -> list[BacktestResult]:
+          ticks: dict[str, float] | None = None,
+          funding: dict[str, list[tuple[int, float]]] | None = None) -> list[BacktestResult]:
     """One run per combination of params, on ``jobs`` processes; the bars (``rows``, from
     ``memory_rows``) are loaded once by the caller and inherited by every worker (fork).
 
@@ -206,7 +218,7 @@ def sweep(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int, until_
     import multiprocessing
 
     _SHARED.update(cfg=cfg, config_dir=config_dir, rows=rows, since=since_ms, until=until_ms,
-                   ticks=ticks)
+                   ticks=ticks, funding=funding)
     results: list[BacktestResult] = []
     try:
         if jobs <= 1 or len(combos) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -232,6 +244,6 @@ def _one(combo: dict[str, Any]) -> BacktestResult:
     s = _SHARED
     try:
         return run_backtest(s["cfg"], s["config_dir"], s["rows"], s["since"], s["until"],
-                            params=combo, ticks=s["ticks"])
+                            params=combo, ticks=s["ticks"], funding=s["funding"])
     except StrategyFailed as exc:
         return BacktestResult(params={**s["cfg"].strategy.params, **combo}, error=exc.message)

@@ -1,0 +1,292 @@
+"""The paper broker's swaps: margin, leverage and funding on backtrader's ``BackBroker``.
+
+``runtime/assembly.py:paper_broker`` calls ``setup_swaps`` for the swaps of a config (paper runs
+and backtests alike):
+
+* **Margin.** Each swap gets a commission info of its own (``name=symbol``): futures-like
+  (``stocklike=False``), margin ``price / leverage`` (``automargin=1/leverage``), the percent
+  commission of ``broker.commission``, ``mult`` 1. Shorts are allowed and an order locks only
+  its margin. backtrader then moves the cash with the price every bar (mark to market) and
+  gives the margin back on close, so the cash after a round trip is ``size * (exit - entry) -
+  fees``.
+* **Value.** backtrader values an open future at ``|size| * margin(close)``, the margin at
+  today's price, while the cash holds the margin locked at the entry; ``_get_value`` takes the
+  difference out, so the value is ``cash + |size| * entry / leverage`` (the locked margin):
+  starting cash plus the price P&L, minus fees and funding.
+* **Funding.** With ``broker.funding``, every settlement ``t`` of the symbol's funding series
+  (``bt/funding.py``: ``HistoryRates`` in a backtest, ``LiveRates`` polled from the exchange in
+  a paper run) that falls in a bar ``(previous close, close]`` charges the position held
+  through that bar ``size * mark * rate`` (``mark``: the bar's close; longs pay a positive
+  rate, shorts receive it) with ``add_cash``. A rate not known yet (a paper run, just after
+  the settlement) is charged when it is, with the size and mark of its bar.
+
+``swap_derivs(broker, datas)``: the swaps' rows for the broker panel (``model.DerivPosition``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from btccxt_cli.bt.funding import LiveRates
+from btccxt_cli.model import DerivPosition
+
+__all__ = ["SwapSpec", "FundingPaid", "setup_swaps", "swap_derivs", "liquidation_estimate",
+           "MAINT_RATE"]
+
+logger = logging.getLogger(__name__)
+
+MAINT_RATE = 0.004
+_MAX_WINDOWS = 10_000  # bars kept while a run's funding schedule is unknown
+"""Maintenance margin rate of the paper liquidation estimate (tier 1 of the majors)."""
+
+
+@dataclass(frozen=True)
+class SwapSpec:
+    leverage: float
+    margin_mode: str
+
+
+@dataclass(frozen=True)
+class FundingPaid:
+    """One settlement charged: ``amount`` paid (negative: received)."""
+
+    symbol: str
+    time_ms: int
+    size: float
+    mark: float
+    rate: float
+    amount: float
+
+
+@dataclass
+class _SwapState:
+    """The broker's swap bookkeeping (reset when cerebro starts the broker)."""
+
+    specs: dict[str, SwapSpec]
+    rates: Any  # HistoryRates | LiveRates | None (a run: LiveRates made at the first bar)
+    funding: bool
+    paid: dict[str, float] = field(default_factory=dict)
+    payments: list[FundingPaid] = field(default_factory=list)
+    closes: dict[Any, int] = field(default_factory=dict)  # data -> close ms of its last bar
+    pending: list[tuple[str, int, float, float]] = field(default_factory=list)  # sym, t, size, mark
+    windows: list[tuple[str, int, int, float, float]] = field(default_factory=list)  # + lo, close
+    warned: bool = False
+
+
+def liquidation_estimate(entry: float, size: float, leverage: float, margin_mode: str) -> float | None:
+    """Isolated: where the margin runs out down to the maintenance margin,
+    ``entry * (1 - 1/lev + 0.004)`` long, ``entry * (1 + 1/lev - 0.004)`` short; cross: None
+    (it depends on the whole account)."""
+    if margin_mode != "isolated" or not size or entry <= 0:
+        return None
+    lev = max(1.0, float(leverage))
+    return entry * (1 - 1 / lev + MAINT_RATE) if size > 0 else entry * (1 + 1 / lev - MAINT_RATE)
+
+
+def setup_swaps(broker: Any, specs: dict[str, SwapSpec], commission: float, *, funding: bool,
+                rates: Any = None) -> Any:
+    """Margin commission infos for ``specs`` and the swap broker class, on ``broker`` in place
+    (a ``BackBroker``, or the tick-slippage subclass of it). Returns ``broker``."""
+    import backtrader as bt
+
+    for sym, spec in specs.items():
+        broker.setcommission(commission=commission, commtype=bt.CommInfoBase.COMM_PERC,
+                             percabs=True, stocklike=False, mult=1.0, leverage=1.0,
+                             automargin=1.0 / spec.leverage, name=sym)
+    broker.__class__ = swap_broker_class(type(broker))
+    broker.btccxt_swaps = _SwapState(dict(specs), rates, funding)
+    return broker
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def swap_broker_class(base: type) -> type:
+    """``base`` (a ``BackBroker`` class) with the swaps' value and funding."""
+    if base in _CLASSES or getattr(base, "_btccxt_swap_class", False):
+        return _CLASSES.get(base, base)
+
+    class _SwapBroker(base):  # type: ignore[misc,valid-type]
+        _btccxt_swap_class = True
+        btccxt_swaps: _SwapState
+
+        def start(self) -> None:
+            st = self.btccxt_swaps
+            st.paid.clear()
+            st.payments.clear()
+            st.closes.clear()
+            st.pending.clear()
+            st.windows.clear()
+            super().start()
+
+        def stop(self) -> None:
+            rates = self.btccxt_swaps.rates
+            if rates is not None:
+                rates.stop()
+            super().stop()
+
+        def next(self) -> None:
+            super().next()
+            st = self.btccxt_swaps
+            if st.funding and _charge(self, st):
+                self._get_value()  # the funding is in this cycle's value
+
+        def _get_value(self, datas: Any = None, lever: bool = False) -> Any:
+            if datas is not None and len(datas) == 1:
+                return super()._get_value(datas, lever)
+            super()._get_value(datas, lever)
+            specs = self.btccxt_swaps.specs
+            over = 0.0
+            for data in datas or self.positions:
+                spec = specs.get(data._name)
+                pos = self.positions[data]
+                if spec is not None and pos.size:
+                    over += abs(pos.size) * (data.close[0] - pos.price) / spec.leverage
+            if over:  # backtrader counted the margin at today's price, not the one locked
+                self._value -= over
+                self._valuemkt -= over
+                self._valuelever -= over
+                self._valuemktlever -= over
+                self._fundval = self._value / self._fundshares
+            return self._value if not lever else self._valuelever
+
+    _CLASSES[base] = _SwapBroker
+    return _SwapBroker
+
+
+def _charge(broker: Any, st: _SwapState) -> bool:
+    """Charge the settlements in each swap's newest bar; True when any cash moved."""
+    _held_bars(broker, st)
+    if st.rates is None:
+        return False
+    if st.windows:  # bars seen before a run's rates knew the schedule
+        windows, st.windows = st.windows, []
+        for sym, lo, close, size, mark in windows:
+            ts = st.rates.times(sym, lo, close)
+            if ts is None:
+                st.windows.append((sym, lo, close, size, mark))
+            else:
+                st.pending.extend((sym, t, size, mark) for t in ts)
+    moved = False
+    still = []
+    for sym, t, size, mark in st.pending:
+        rate = st.rates.rate(sym, t)
+        if rate is None:
+            still.append((sym, t, size, mark))
+        else:
+            moved |= _pay(broker, st, sym, t, size, mark, rate)
+    st.pending = still
+    return moved
+
+
+def _held_bars(broker: Any, st: _SwapState) -> None:
+    """Each swap's newest bar with a position: its settlements into ``pending``."""
+    for data, pos in list(broker.positions.items()):
+        sym = data._name
+        if sym not in st.specs or not len(data):
+            continue
+        close = _bar_close_ms(data)
+        last = st.closes.get(data)
+        if close is None or last == close:
+            continue
+        st.closes[data] = close
+        if not pos.size:
+            continue
+        rates = st.rates if st.rates is not None else _live_rates(st, data)
+        if rates is None:
+            continue
+        lo = last if last is not None else _bar_open_ms(data, close)
+        size, mark = float(pos.size), float(data.close[0])
+        ts = rates.times(sym, lo, close)
+        if ts is None:  # the schedule is not known yet
+            if len(st.windows) >= _MAX_WINDOWS:
+                del st.windows[0]
+                logger.warning("funding: the schedule of %s is still unknown; a settlement "
+                               "may go uncharged", sym)
+            st.windows.append((sym, lo, close, size, mark))
+        else:
+            st.pending.extend((sym, t, size, mark) for t in ts)
+
+
+def _pay(broker: Any, st: _SwapState, sym: str, t: int, size: float, mark: float,
+         rate: float) -> bool:
+    amount = size * mark * rate
+    broker.add_cash(-amount)
+    st.paid[sym] = st.paid.get(sym, 0.0) + amount
+    st.payments.append(FundingPaid(sym, t, size, mark, rate, amount))
+    logger.debug("funding %s at %d: %g x %g x %g = %g paid", sym, t, size, mark, rate, amount)
+    return amount != 0
+
+
+def _bar_close_ms(data: Any) -> int | None:
+    """Close time (ms) of ``data``'s current bar (a ``CCXTFeed``: its series' grid)."""
+    ev = data.current_event() if hasattr(data, "current_event") else None
+    series = getattr(data, "series", None)
+    if ev is not None and series is not None:
+        return int(series.grid.close_of(ev.candle.ts))
+    import backtrader as bt
+
+    return int(round(bt.num2date(data.datetime[0]).timestamp() * 1000)) if len(data) else None
+
+
+def _bar_open_ms(data: Any, close_ms: int) -> int:
+    ev = data.current_event() if hasattr(data, "current_event") else None
+    return int(ev.candle.ts) if ev is not None else close_ms - 1
+
+
+def _live_rates(st: _SwapState, data: Any) -> Any:
+    """A paper run: rates polled from the data's exchange (made once, at the first bar)."""
+    store = getattr(data.p, "store", None)
+    make = getattr(store, "_make", None)
+    if make is None:
+        if not st.warned:
+            st.warned = True
+            logger.warning("funding: no funding rates for %s (its store cannot poll them); "
+                           "no funding is charged", data._name)
+        return None
+    st.rates = LiveRates(lambda: _loaded(make("sync")), list(st.specs),
+                         clock=getattr(store, "clock", None) or _system_clock()).start()
+    if hasattr(store, "on_stop"):
+        store.on_stop(st.rates.stop)
+    return st.rates
+
+
+def _loaded(ex: Any) -> Any:
+    ex.load_markets()
+    return ex
+
+
+def _system_clock() -> Any:
+    from btccxt_cli.clock import SYSTEM_CLOCK
+
+    return SYSTEM_CLOCK
+
+
+def swap_derivs(broker: Any, datas: list[Any]) -> list[DerivPosition]:
+    """The broker panel's swap rows of a paper broker: each swap with a position or funding
+    paid (entry, mark = last close, unrealised P&L, isolated liquidation estimate, leverage,
+    margin mode, funding paid in this run)."""
+    st = getattr(broker, "btccxt_swaps", None)
+    if st is None:
+        return []
+    held = getattr(broker, "positions", {})
+    out = []
+    for d in datas:
+        spec = st.specs.get(d._name)
+        if spec is None:
+            continue
+        pos = held[d] if d in held else None
+        size = float(pos.size) if pos is not None else 0.0
+        paid = st.paid.get(d._name, 0.0)
+        if not size and not paid:
+            continue
+        entry = float(pos.price) if pos is not None and size else 0.0
+        mark = float(d.close[0]) if len(d) else entry
+        out.append(DerivPosition(
+            symbol=d._name, size=size, entry=entry, mark=mark,
+            upnl=size * (mark - entry) if size else 0.0,
+            liquidation=liquidation_estimate(entry, size, spec.leverage, spec.margin_mode),
+            leverage=spec.leverage, margin_mode=spec.margin_mode, funding=paid))
+    return out

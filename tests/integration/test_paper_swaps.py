@@ -1,0 +1,293 @@
+"""Swaps on the paper broker (paper runs and ``btccxt backtest``): margin and leverage from
+backtrader's futures-like commission info, funding from the exchange's funding-rate history,
+and the funding-rate feed, all against the simulator's binance USD-M perpetual with a short
+funding interval.
+
+Expected figures are computed by hand from the simulator's own answers: fills from the
+backtest's orders, closes from ``sim.truth``, rates from ccxt ``fetch_funding_rate_history``
+on a client of its own (not the cache the code under test wrote)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from btccxt_cli.exchange.factory import make_exchange
+from tests.cli.test_run_cli import btccxt, read_events
+
+pytestmark = pytest.mark.live
+
+SWAP = "BTC/USDT:USDT"
+SOURCE = "binance@sim:seed-1"
+CASH = 10_000.0
+FEE = 0.001
+LEV = 5.0
+
+HOLD = '''import backtrader as bt
+
+
+class Hold(bt.Strategy):
+    """Open ``size`` on the first live bar (buy or sell), close it after ``hold`` live bars."""
+
+    params = (("side", "buy"), ("size", 0.5), ("hold", 25))
+
+    def start(self):
+        self.live = False
+        self.n = 0
+
+    def notify_data(self, data, status, *args, **kwargs):
+        if data._getstatusname(status) == "LIVE":
+            self.live = True
+
+    def next(self):
+        if not self.live:
+            return
+        self.n += 1
+        if self.n == 1:
+            (self.buy if self.p.side == "buy" else self.sell)(size=self.p.size)
+        elif self.n == self.p.hold:
+            self.close()
+'''
+
+
+def _config(tmp_path: Path, sim_url: str, side: str, *, extra: str = "") -> Path:
+    strat = tmp_path / "hold.py"
+    strat.write_text(HOLD)
+    cfg = tmp_path / "swap.yaml"
+    cfg.write_text(f"""exchange:
+  id: binance
+  sim: {sim_url}
+broker:
+  leverage: {LEV:g}
+  commission: {FEE}
+{extra}symbols:
+  - {SWAP}
+feed:
+  cache: {tmp_path / 'ohlcv.sqlite'}
+  timeframe: 1s
+  backfill: 5
+strategy:
+  path: {strat}
+  params: {{side: {side}}}
+""")
+    return cfg
+
+
+def _backtest(cfg: Path, since: int, until: int, *args: str) -> tuple[int, str, str]:
+    p = btccxt("backtest", str(cfg), "--since", str(since), "--until", str(until), *args)
+    out, err = p.communicate(timeout=90)
+    return p.returncode, out, err
+
+
+def _window() -> tuple[int, int]:
+    now = int(time.time()) * 1000
+    return now - 40_000, now - 2000
+
+
+def _rates(sim: Any, since: int, until: int) -> dict[int, float]:
+    ex = make_exchange("binance", sim_url=sim.url("binance"))
+    got = ex.fetch_funding_rate_history(SWAP, since=since, limit=1000)
+    return {int(r["timestamp"]): float(r["fundingRate"]) for r in got if since <= r["timestamp"] <= until}
+
+
+def _close_at(sim: Any, t: int) -> float:
+    """The close of the 1s bar that closes at ``t`` (the mark of a settlement at ``t``)."""
+    [bar] = sim.truth("binance", SWAP, "1s", t - 1000, t)
+    return float(bar[4])
+
+
+def _by_hand(sim: Any, orders: list[dict[str, Any]], rates: dict[int, float]) -> tuple[float, float]:
+    """(expected final value, funding paid) of one open-then-close round trip."""
+    opened, closed = orders
+    sign = 1.0 if opened["side"] == "buy" else -1.0
+    size = opened["size"]
+    price_pnl = sign * size * (closed["price"] - opened["price"])
+    fees = FEE * size * (opened["price"] + closed["price"])
+    # held through the bars [open fill's bar, close fill's bar): settlements in (open, close]
+    funding = sum(sign * size * _close_at(sim, t) * r for t, r in rates.items()
+                  if opened["time"] < t <= closed["time"])
+    return CASH + price_pnl - fees - funding, funding
+
+
+@pytest.fixture
+def swap_sim(sim_factory: Any) -> Any:
+    return sim_factory(exchanges=("binance",), funding_interval_s=5)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_a_backtested_long_and_short_book_price_pnl_minus_fees_minus_funding(
+        swap_sim: Any, tmp_path: Path, side: str) -> None:
+    cfg = _config(tmp_path, swap_sim.url("binance"), side)
+    since, until = _window()
+    code, out, err = _backtest(cfg, since, until, "--json")
+    assert code == 0, err[-3000:]
+    doc = json.loads(out)
+    orders = doc["orders"]
+    assert [o["side"] for o in orders] == ([side, "sell" if side == "buy" else "buy"])
+    assert all(o["status"] == "Completed" and o["size"] == 0.5 for o in orders)
+    # 0.5 BTC is ~3 times the cash: only the margin (price / 5) is locked, and a short opens
+    assert orders[0]["price"] * 0.5 > 2 * CASH
+    rates = _rates(swap_sim, since - 10_000, until)
+    held = [t for t in rates if orders[0]["time"] < t <= orders[1]["time"]]
+    assert len(held) >= 3, "the position is held over several settlements"
+    want, funding = _by_hand(swap_sim, orders, rates)
+    assert doc["per_symbol"][SWAP]["funding"] == pytest.approx(funding, abs=1e-9)
+    assert doc["metrics"]["final_value"] == pytest.approx(want, abs=1e-6)
+    assert doc["metrics"]["fees"] == pytest.approx(sum(o["fee"] for o in orders), abs=1e-9)
+    assert funding != 0
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_the_value_of_an_open_swap_is_cash_plus_its_price_pnl_minus_fee_and_funding(
+        swap_sim: Any, tmp_path: Path, side: str) -> None:
+    """Every cycle while the position is open, the broker's value is the starting cash plus
+    the price P&L at the close, minus the fee and the funding so far (backtrader alone counts
+    the margin at the close's price: off by ``size * (close - entry) / leverage``)."""
+    from btccxt_cli.bt.replay import memory_rows
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.model import Candle
+    from btccxt_cli.runtime.backtest import run_backtest
+
+    cfg = load_config(_config(tmp_path, swap_sim.url("binance"), side))
+    since, until = _window()
+    bars = [Candle(*r[:6]) for r in swap_sim.truth("binance", SWAP, "1s", since - 5000, until)]
+    rates = _rates(swap_sim, since - 10_000, until)
+    res = run_backtest(cfg, tmp_path, memory_rows({(SWAP, "1s"): bars}), since, until, curve=True,
+                       funding={SWAP: sorted(rates.items())})
+    opened, closed = res.orders
+    sign = 1.0 if side == "buy" else -1.0
+    close_of = {c.ts + 1000: c.close for c in bars}
+    checked = 0
+    for stamp, value in res.curve:
+        close_ms = stamp + 1  # bars are stamped at their close - 1 ms
+        if not opened["time"] < close_ms <= closed["time"]:
+            continue
+        paid = sum(sign * 0.5 * close_of[t] * r for t, r in rates.items()
+                   if opened["time"] < t <= close_ms)
+        want = CASH - opened["fee"] + sign * 0.5 * (close_of[close_ms] - opened["price"]) - paid
+        assert value == pytest.approx(want, abs=1e-6), (close_ms, value, want)
+        checked += 1
+    assert checked >= 20
+    assert [p.time_ms for p in res.funding] == sorted(t for t in rates if opened["time"] < t <= closed["time"])
+
+
+def test_an_offline_backtest_reads_the_cached_funding_and_names_a_missing_one(
+        swap_sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, swap_sim.url("binance"), "buy")
+    since, until = _window()
+    code, out, err = _backtest(cfg, since, until, "--json")
+    assert code == 0, err[-3000:]
+    online = json.loads(out)
+    db = tmp_path / "ohlcv.sqlite"
+    with sqlite3.connect(db) as conn:  # what the first run downloaded, under the sim's source
+        stored = dict(conn.execute("SELECT ts, rate FROM funding WHERE exchange = ? AND symbol = ?",
+                                   (SOURCE, SWAP)).fetchall())
+        assert stored == _rates(swap_sim, min(stored), until)
+        conn.execute("UPDATE funding SET rate = rate * 3")  # the cache, not the exchange, is read
+    code, out, err = _backtest(cfg, since, until, "--json", "--offline")
+    assert code == 0, err[-3000:]
+    offline = json.loads(out)
+    assert offline["orders"] == online["orders"]
+    paid = online["per_symbol"][SWAP]["funding"]
+    assert offline["per_symbol"][SWAP]["funding"] == pytest.approx(3 * paid, abs=1e-9)
+    assert offline["metrics"]["final_value"] == pytest.approx(
+        online["metrics"]["final_value"] - 2 * paid, abs=1e-6)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM funding_ranges")
+    code, out, err = _backtest(cfg, since, until, "--offline")
+    assert code == 2, err
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: --offline: the cache has no funding rates of {SWAP} from "), line
+    assert SOURCE in line and "without --offline" in line and "broker.funding: false" in line
+    # broker.funding: false needs no rates
+    cfg.write_text(cfg.read_text().replace("broker:\n", "broker:\n  funding: false\n", 1))
+    code, out, err = _backtest(cfg, since, until, "--json", "--offline")
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["per_symbol"][SWAP]["funding"] == 0
+
+
+def test_a_paper_run_pays_funding_and_shows_it_in_the_broker_status(
+        sim_factory: Any, tmp_path: Path) -> None:
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.runtime.runner import Runner
+
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=2)
+    cfg = load_config(_config(tmp_path, sim.url("binance"), "buy", extra="  margin_mode: isolated\n"))
+    before = {t.ident for t in threading.enumerate()}
+    ev = tmp_path / "events.jsonl"
+    runner = Runner(cfg, sim_url=sim.url("binance"), max_bars=9, config_dir=tmp_path, events=ev)
+    summary = runner.run()
+    assert summary.reason == "--max-bars 9 reached"
+    st = runner.cerebro.broker.btccxt_swaps
+    pays = st.payments
+    assert len(pays) >= 2, pays
+    [fill] = [r for r in read_events(ev) if r["type"] == "order" and r["event"] == "Completed"]
+    assert pays[0].time_ms == fill["bar"] - fill["bar"] % 2000 + 2000  # none missed after the fill
+    rates = _rates(sim, pays[0].time_ms, pays[-1].time_ms)
+    assert [p.time_ms for p in pays] == sorted(rates)  # every settlement, once, in order
+    for p in pays:
+        assert p.size == 0.5
+        assert p.rate == rates[p.time_ms]
+        assert p.mark == _close_at(sim, p.time_ms)
+        assert p.amount == pytest.approx(0.5 * p.mark * p.rate, abs=1e-12)
+    broker = runner.monitor.snapshot().broker
+    assert broker is not None and broker.mode == "paper"
+    [row] = broker.derivs
+    entry = runner.cerebro.broker.positions[runner.feeds[0]].price
+    assert (row.symbol, row.size, row.side, row.entry) == (SWAP, 0.5, "long", entry)
+    assert (row.leverage, row.margin_mode) == (LEV, "isolated")
+    assert row.funding == pytest.approx(sum(p.amount for p in pays), abs=1e-12)
+    assert row.liquidation == pytest.approx(entry * (1 - 1 / LEV + 0.004))
+    assert row.upnl == pytest.approx(0.5 * (row.mark - entry))
+    assert broker.value == pytest.approx(CASH - FEE * 0.5 * entry + row.upnl - row.funding, abs=1e-6)
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()
+            and t.name == "btccxt-funding"]
+    assert left == []
+
+
+def test_the_funding_feed_delivers_the_simulators_rates_in_order(sim_factory: Any,
+                                                                 tmp_path: Path) -> None:
+    import backtrader as bt
+
+    from btccxt_cli.bt.funding_feed import CCXTFundingFeed
+    from btccxt_cli.bt.store import CCXTStore
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=1)
+    store = CCXTStore("binance", sim_url=sim.url("binance"))
+    seen: list[tuple[int, float]] = []
+    start_ms = int(time.time() * 1000)
+
+    class Watch(bt.Strategy):
+        def next(self) -> None:
+            d = self.datas[0]
+            ms = int(round(bt.num2date(d.datetime[0]).timestamp() * 1000))
+            seen.append((ms, d.close[0]))
+            if len(seen) >= 8 and ms > start_ms + 1000:  # history, then live settlements
+                self.env.runstop()
+
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+        cerebro.adddata(CCXTFundingFeed(store=store, symbol=SWAP, backfill=5, cache=cache),
+                        name="funding")
+        cerebro.addstrategy(Watch)
+        timer = threading.Timer(30, cerebro.runstop)
+        timer.start()
+        try:
+            cerebro.run()
+        finally:
+            timer.cancel()
+            store.stop()
+        assert len(seen) >= 8 and seen[-1][0] > start_ms + 1000, f"delivered in 30 s: {seen}"
+        truth = _rates(sim, seen[0][0], seen[-1][0])
+        assert seen == sorted(truth.items())  # every settlement, in order, with its rate
+        assert [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)] == [1000] * (len(seen) - 1)
+        cached = cache.funding(SOURCE, SWAP)  # the history went through the cache
+        assert len(cached) >= 4 and cached == seen[:len(cached)]
