@@ -68,13 +68,14 @@ def missing_funding(cache: Any, source: str, symbol: str, lo: int, hi: int) -> l
     return subtract_ranges([(lo, hi)], cache.funding_ranges(source, symbol), 1)
 
 
-def fill_funding(cache: Any, client: Any, source: str, symbol: str, lo: int, hi: int) -> int:
+def fill_funding(cache: Any, client: Any, source: str, symbol: str, lo: int, hi: int, *,
+                 page: int = PAGE) -> int:
     """Download the settlements of ``[lo, hi]`` the cache lacks into it; returns the rates
     stored. Each page is committed with the range it covers (a rerun resumes)."""
     n = 0
     for a, b in missing_funding(cache, source, symbol, lo, hi):
         start = a
-        for rows, upto in fetch_rates(client, symbol, a, b):
+        for rows, upto in fetch_rates(client, symbol, a, b, page):
             cache.put_funding(source, symbol, rows, (start, upto))
             n += len(rows)
             start = upto + 1

@@ -291,3 +291,24 @@ def test_the_funding_feed_delivers_the_simulators_rates_in_order(sim_factory: An
         assert [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)] == [1000] * (len(seen) - 1)
         cached = cache.funding(SOURCE, SWAP)  # the history went through the cache
         assert len(cached) >= 4 and cached == seen[:len(cached)]
+
+
+def test_funding_downloads_resume_where_the_cache_stops(sim_factory: Any, tmp_path: Path) -> None:
+    from btccxt_cli.bt.funding import fill_funding, missing_funding
+    from btccxt_cli.cache.sqlite import OhlcvCache
+
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=1)
+    client = make_exchange("binance", sim_url=sim.url("binance"))
+    client.load_markets()
+    now = int(time.time()) * 1000
+    a, m, b = now - 20_000, now - 10_500, now - 1000
+    with OhlcvCache(tmp_path / "ohlcv.sqlite") as cache:
+        assert fill_funding(cache, client, SOURCE, SWAP, a, m, page=4) == 10  # 3 pages
+        assert missing_funding(cache, SOURCE, SWAP, a, b) == [(m + 1, b)]
+        sim.reset_stats("binance")
+        assert fill_funding(cache, client, SOURCE, SWAP, a, b, page=4) == 10  # only what it lacks
+        asked = sim.stats("binance")["rest"]
+        assert sum(n for path, n in asked.items() if "fundingRate" in path) == 3, asked
+        assert cache.funding_ranges(SOURCE, SWAP) == [(a, b)]
+        assert dict(cache.funding(SOURCE, SWAP)) == _rates(sim, a, b)
+        assert fill_funding(cache, client, SOURCE, SWAP, a + 5000, b - 5000) == 0  # all cached
