@@ -72,7 +72,8 @@ async def adopt_holdings(sync: OrderSync) -> dict[str, tuple[float, float]]:
             continue
         seen.add(base)
         others = sum(h.size for s, h in ledger.items()
-                     if s != symbol and (markets.get(s) or {}).get("base") == base)
+                     if s != symbol and (markets.get(s) or {}).get("base") == base
+                     and (markets.get(s) or {}).get("spot"))  # a swap's position holds no coins
         total = (balances or {}).get(base, (0.0, 0.0, 0.0))[2] - others
         if total <= (ledger[symbol].size if symbol in ledger else 0.0):
             continue

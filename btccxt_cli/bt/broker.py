@@ -26,8 +26,11 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
 * Local limits (:class:`OrderLimits`) and the bot's position reject an order before it leaves,
   with a reason: a sell of more than the bot holds, a position or notional beyond its cap
   counting every open order.
-* Spot markets only; stop and stop-limit orders on binance (plain orders) and okx (algo
-  orders, followed to the order they place when they trigger).
+* Spot markets, with stop and stop-limit orders on binance (plain orders) and okx (algo
+  orders, followed to the order they place when they trigger); and linear swaps on binance
+  and okx (``bt/derivs.py``, ``bt/swapbook.py``, ``docs/swaps.md``): long and short, leverage
+  and margin mode set at start, sizes in base units (contracts converted both ways),
+  reduce-only closes, funding and liquidations told through ``notify_store``.
 
 Only ``bt/`` imports backtrader; ccxt is reached through the store.
 """
@@ -51,10 +54,12 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from backtrader.position import Position
 from backtrader.utils import date2num
 
+from btccxt_cli.bt.derivs import SWAP_EXCHANGES, SwapSettings, is_contract
 from btccxt_cli.bt.fees import FeeBook
 from btccxt_cli.bt.ordersync import Event, OrderSync
 from btccxt_cli.bt.positions import OrderLimits, Positions
 from btccxt_cli.bt.runlock import RunLock
+from btccxt_cli.bt.swapbook import SwapBook
 from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
@@ -123,6 +128,11 @@ class CCXTBroker(bt.BrokerBase):
             scope is refused (``bt/runlock.py``).
         watch_for: seconds an order given up on "not found" stays watched (``bt/sweep.py``).
         sweep_interval: seconds between sweeps of the exchange's open orders for ours.
+        leverage: swaps, set on the exchange at start: one number, or ``{symbol: number}``
+            (others 1).
+        margin_mode: swaps, ``"isolated"`` or ``"cross"``, or ``{symbol: mode}`` (others
+            isolated).
+        funding_interval: swaps, seconds between reads of funding payments.
         clock: time source.
     """
 
@@ -143,6 +153,9 @@ class CCXTBroker(bt.BrokerBase):
         ("run_scope", ""),
         ("watch_for", 600.0),
         ("sweep_interval", 60.0),
+        ("leverage", 1.0),
+        ("margin_mode", "isolated"),
+        ("funding_interval", 30.0),
         ("clock", SYSTEM_CLOCK),
     )
 
@@ -170,6 +183,7 @@ class CCXTBroker(bt.BrokerBase):
         self._shadow: dict[Any, Position] = {}  # trade bookkeeping of each data's fills
         self.positions = Positions()  # the bot's own (bt/positions.py)
         self.fees = FeeBook()  # fees per currency, valued in the quote (bt/fees.py)
+        self.swaps = SwapBook({}, {})  # swaps: the exchange's positions, funding (bt/swapbook.py)
         self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
         self._unconfirmed: tuple[list[str], str | None] = ([], None)  # what cerebro took last
         self._sent: collections.deque[float] = collections.deque()
@@ -208,6 +222,7 @@ class CCXTBroker(bt.BrokerBase):
         self.db.start_run(self.run_id, self.account, self.clock.time_ms())
         symbols = tuple(dict.fromkeys(self._symbol(d) for d in self._datas()))
         adopt = symbols if self.p.adopt_holdings else ()
+        swap = self._swap_settings(symbols)
         self.sync = OrderSync(self.store, self.db, self.account, on_events=self._on_sync_events,
                               poll_interval=self.p.poll_interval,
                               balance_interval=self.p.balance_interval,
@@ -215,7 +230,8 @@ class CCXTBroker(bt.BrokerBase):
                               updates=self.p.updates, reconcile_interval=self.p.reconcile_interval,
                               adopt=adopt, clock=self.clock, scope=self.p.run_scope,
                               symbols=symbols, watch_for=self.p.watch_for,
-                              sweep_interval=self.p.sweep_interval)
+                              sweep_interval=self.p.sweep_interval, swap=swap,
+                              funding_interval=self.p.funding_interval)
         fut = self.store.run_async(self.sync.start())
         try:
             events = fut.result(self.p.start_timeout)
@@ -243,6 +259,22 @@ class CCXTBroker(bt.BrokerBase):
         adopted = sum(1 for ev in events if ev.kind == "adopt")
         logger.info("live broker on %s started: run %s, %d live order(s) of earlier runs adopted",
                     self.store.exchange_id, self.run_id, adopted)
+
+    def _swap_settings(self, symbols: tuple[str, ...]) -> SwapSettings:
+        """Leverage and margin mode per symbol (``leverage``/``margin_mode`` params), checked
+        against ``limits.max_leverage``."""
+        lev, mode = self.p.leverage, self.p.margin_mode
+        levs = {s: float(lev.get(s, 1.0) if isinstance(lev, dict) else lev) for s in symbols}
+        modes = {s: str(mode.get(s, "isolated") if isinstance(mode, dict) else mode) for s in symbols}
+        for s in symbols:
+            cap = self.limits.max_leverage.get(s)
+            if cap is not None and levs[s] > cap:
+                raise BtccxtError(f"{s}: leverage {levs[s]:g} is above limits.max_leverage {cap:g}",
+                                  hint="lower the leverage or raise the limit")
+            if modes[s] not in ("isolated", "cross"):
+                raise ValueError(f"margin_mode must be isolated or cross, not {modes[s]!r}")
+        self.swaps = SwapBook(levs, modes)
+        return SwapSettings(levs, modes)
 
     def _on_sync_events(self, events: list[Event]) -> None:
         """(loop thread) Hand a batch to the strategy thread and wake cerebro for it."""
@@ -325,6 +357,12 @@ class CCXTBroker(bt.BrokerBase):
             value = self._balances.get(self._currency(), (0.0, 0.0, 0.0))[2]
         seen: set[str] = set()
         for d in (datas if datas is not None else self._datas()):
+            symbol = self._symbol(d)
+            if is_contract(self._markets.get(symbol)):  # a swap: its P&L, not coins
+                if symbol not in seen:
+                    seen.add(symbol)
+                    value += self.swaps.upnl(symbol, float(d.close[0]) if len(d) else None)
+                continue
             base = self._base(d)
             if base is None or base in seen or len(d) == 0:
                 continue
@@ -376,10 +414,21 @@ class CCXTBroker(bt.BrokerBase):
         """Apply what the exchange said since the last call (strategy thread)."""
         self._confirm()
         self._apply_pending()
+        if self.swaps.notices:
+            self._tell_notices()
         if self._after_drain and not self._held:
             calls, self._after_drain = self._after_drain, []
             for fn in calls:
                 fn()
+
+    def _tell_notices(self) -> None:
+        """Funding payments and positions closed outside the bot, to every strategy's
+        ``notify_store(msg, data=..., symbol=..., ...)`` (strategy thread)."""
+        strats = list(getattr(getattr(self, "cerebro", None), "runningstrats", None) or [])
+        for msg, symbol, kwargs in self.swaps.take_notices():
+            data = next((d for d in self._datas() if self._symbol(d) == symbol), None)
+            for strat in strats:
+                strat.notify_store(msg, data=data, symbol=symbol, **kwargs)
 
     def after_drain(self, fn: Any) -> None:
         """Call ``fn`` on the strategy thread once every event received so far is applied
@@ -451,11 +500,13 @@ class CCXTBroker(bt.BrokerBase):
         orders = [f"{o.side} {o.symbol} {o.amount:g} {o.type}"
                   + (f" @ {o.price:.8g}" if o.price else "") + f" filled {o.filled:g} [{o.status}]"
                   for o in self.open_orders()[:8]]
+        closes = {self._symbol(d): float(d.close[0]) for d in datas if len(d)}
         return BrokerStatus(mode="live", cash=self.getcash(), value=value, positions=positions,
                             open_orders=self._open_count, trades=trades,
                             pnl=value - self._value0 if self._value0 is not None else 0.0,
                             balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
-                            orders=orders, updates=self.updates_via)
+                            orders=orders, updates=self.updates_via,
+                            derivs=self.swaps.rows(self.positions, closes))
 
     def order_metrics(self) -> dict[str, float]:
         """Order figures for Prometheus (any thread): counts since start (``rejects``,
@@ -509,13 +560,16 @@ class CCXTBroker(bt.BrokerBase):
                           symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
                           amount=abs(float(order.created.size)), price=price, stop_price=stop,
                           status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope)
+        # a swap order that only takes the bot's position towards zero goes reduce-only
+        extra = {"reduceOnly": True} if self.swaps.is_swap(self._markets.get(symbol)) and \
+            self.swaps.reduce_only(symbol, rec.side, rec.amount, self.positions, self._open_rest()) else {}
         self.db.insert_order(rec)  # stored before it is sent: a crash leaves a row to reconcile
         order.addinfo(client_id=cid)
         self._live[cid] = _Live(rec, order, order.data)
         self._by_ref[order.ref] = cid
         self._sent.append(self.clock.monotonic())
         self._open_count += 1
-        self.sync.send("create", replace(rec))  # the worker owns its copy
+        self.sync.send("create", replace(rec), extra)  # the worker owns its copy
         return order
 
     def _kind(self, order: Order) -> tuple[str, float | None, float | None]:
@@ -538,8 +592,15 @@ class CCXTBroker(bt.BrokerBase):
         market = self._markets.get(symbol)
         if market is None:
             return f"{symbol} is not a market of {self.store.exchange_id}"
-        if not market.get("spot"):
-            return f"{symbol}: live orders are for spot markets only"
+        swap = is_contract(market)
+        if not market.get("spot") and not swap:
+            return f"{symbol}: live orders are for spot markets and linear swaps only"
+        if swap and self.store.exchange_id not in SWAP_EXCHANGES:
+            return (f"{symbol}: live orders on swaps are supported on {', '.join(SWAP_EXCHANGES)} "
+                    "only")
+        if swap and order.exectype in (Order.Stop, Order.StopLimit):
+            return (f"{symbol}: stop orders on swaps are not supported by the live broker (use a "
+                    "limit order, or watch the stop in the strategy)")
         if oco is not None or order.parent is not None or not order.transmit:
             return "OCO and bracket orders are not supported by the live broker"
         et = order.exectype
@@ -561,8 +622,11 @@ class CCXTBroker(bt.BrokerBase):
             return (f"order rate limit reached: {len(self._sent)} orders in the last minute "
                     f"(broker.limits.max_orders_per_minute = {lim.max_orders_per_minute})")
         px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
-        return self.positions.refuse(symbol, "buy" if order.isbuy() else "sell", size, px,
-                                     self.limits, self._open_rest())
+        side = "buy" if order.isbuy() else "sell"
+        if swap:
+            return self.swaps.refuse(symbol, side, size, px, self.positions, self.limits,
+                                     self._open_rest())
+        return self.positions.refuse(symbol, side, size, px, self.limits, self._open_rest())
 
     def _open_rest(self) -> list[tuple[str, str, float]]:
         """What every open order has yet to fill (its amount less the fills already in the
@@ -634,6 +698,15 @@ class CCXTBroker(bt.BrokerBase):
                     self._late.add(ev.rec.client_id)
                 self._adopt.append(ev.rec)
                 self._materialize()
+            elif ev.kind == "positions":
+                self.swaps.on_positions(ev.data)
+            elif ev.kind == "funding":
+                self.swaps.on_funding(ev.data)
+            elif ev.kind == "outside":
+                self.swaps.on_outside(ev.data, self.positions)
+                data = next((d for d in self._datas() if self._symbol(d) == ev.data["symbol"]), None)
+                if data is not None and data in self._shadow:
+                    self._shadow[data] = Position(*ev.data["holding"])
             elif ev.kind == "fill" and ev.fill is not None:
                 self._on_fill(ev, touched)
             elif ev.kind == "order" and ev.rec is not None:

@@ -55,13 +55,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt import derivs
 from btccxt_cli.bt.adoption import adopt_holdings, last_price, replay_final
 from btccxt_cli.bt.adoption import copy as _copy
+from btccxt_cli.bt.derivs import SwapSettings
 from btccxt_cli.bt.fees import fee_value
 from btccxt_cli.bt.positions import amount_tolerance
 from btccxt_cli.bt.sweep import Watch
 from btccxt_cli.cache.orders import FillRecord, OrderRecord, OrderStore
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.errors import BtccxtError
 from btccxt_cli.log import redact
 
 __all__ = ["Event", "OrderSync", "exchange_message", "amount_tolerance", "CCXT_TYPES",
@@ -197,7 +200,8 @@ class OrderSync:
                  updates: str = "auto", reconcile_interval: float = 10.0,
                  adopt: tuple[str, ...] = (), clock: Clock = SYSTEM_CLOCK, scope: str = "",
                  symbols: tuple[str, ...] = (), watch_for: float = 600.0,
-                 sweep_interval: float = 60.0) -> None:
+                 sweep_interval: float = 60.0, swap: SwapSettings | None = None,
+                 funding_interval: float = 30.0) -> None:
         if updates not in UPDATE_MODES:
             raise ValueError(f"updates must be one of {', '.join(UPDATE_MODES)}, not {updates!r}")
         self.store = store
@@ -214,6 +218,10 @@ class OrderSync:
         self.scope = scope
         self.symbols = tuple(symbols)
         self.tracked: dict[str, _Tracked] = {}
+        self.swap = swap or SwapSettings({}, {})
+        self.funding_interval = funding_interval
+        self._funding_since = 0  # ms: funding payments from here on are read
+        self._next_funding = 0.0
         self.watch = Watch(self, watch_for=watch_for, sweep_interval=sweep_interval)
         #: order metrics (``runtime/metrics.py``): rejects, unknown_creates, lost (given up on
         #: "not found"), revived, nonce_retries, worker_failures
@@ -254,6 +262,7 @@ class OrderSync:
         self._ex = await self.store.async_exchange()
         events: list[Event] = []
         balances = await self._fetch_balance(strict=True)  # rejected keys stop the run here
+        await derivs.setup(self, self.symbols, self.swap)  # swaps: leverage, margin mode
         held = {s: (h.size, h.price) for s, h in (await self._db(self.db.holdings, self.account)).items()}
         events.append(Event("ready", data={"markets": self._ex.markets, "balances": balances,
                                            "holdings": held,
@@ -281,6 +290,7 @@ class OrderSync:
             adopted = await adopt_holdings(self)
             if adopted:
                 events.append(Event("adopted", data=adopted))
+        events += await self._swap_start()
         events.append(self._count())
         stream = self._stream_wanted()
         self.via = "connecting" if stream else "polling"
@@ -292,6 +302,58 @@ class OrderSync:
         if stream:
             self._ws_task = asyncio.ensure_future(self._watch())
         return events
+
+    async def _swap_start(self) -> list[Event]:
+        """Swaps after a restart: positions closed outside the bot while it was down lower its
+        ledger, funding paid since the last payment stored is told, and ``adopt_holdings``
+        adopts the account's position (long or short) once."""
+        markets = self._ex.markets or {}
+        if not any(derivs.is_contract(markets.get(s)) for s in self.symbols):
+            return []
+        held = await self._db(self.db.holdings, self.account)
+        opened = [h.updated_ms for s, h in held.items() if h.size and derivs.is_contract(markets.get(s))]
+        last = await self._db(self.db.last_funding_ms, self.account)
+        self._funding_since = (last + 1) if last is not None else min(opened or [self.clock.time_ms()])
+        positions = await derivs.read_positions(self, self.symbols, self.swap)
+        if positions is None:
+            raise BtccxtError(f"{self.store.exchange_id}: reading the account's positions failed",
+                              hint="check the API key's permissions and the network, then start again")
+        events = await derivs.outside_closes(self, positions, self.symbols)
+        if self.adopt:
+            now = self.clock.time_ms()
+            adopted = {}
+            for symbol in self.adopt:
+                pos = positions.get(symbol)
+                if pos is not None:
+                    h = await self._db(self.db.adopt_signed, self.account, symbol, pos.size,
+                                       pos.entry, now)
+                    if h is not None:
+                        adopted[symbol] = (h.size, h.price)
+            if adopted:
+                events.append(Event("adopted", data=adopted))
+        events.append(Event("positions", data=positions))
+        events += await derivs.read_funding(self, self.symbols, self._funding_since)
+        self._next_funding = self.clock.monotonic() + self.funding_interval
+        return events
+
+    async def _swap_poll(self) -> list[Event]:
+        """Positions (with each balance read) and funding (every ``funding_interval``)."""
+        markets = self._ex.markets or {}
+        if not any(derivs.is_contract(markets.get(s)) for s in self.symbols):
+            return []
+        events: list[Event] = []
+        positions = await derivs.read_positions(self, self.symbols, self.swap)
+        if positions is not None:
+            events += await derivs.outside_closes(self, positions, self.symbols)
+            events.append(Event("positions", data=positions))
+        if self.clock.monotonic() >= self._next_funding:
+            self._next_funding = self.clock.monotonic() + self.funding_interval
+            events += await derivs.read_funding(self, self.symbols, self._funding_since)
+        return events
+
+    def _tol_symbol(self, symbol: str, amount: float) -> float:
+        market = (getattr(self._ex, "markets", None) or {}).get(symbol)
+        return amount_tolerance(market, getattr(self._ex, "precisionMode", None), amount)
 
     async def flush(self) -> None:
         """Return once every command queued before this call is done (a create answered and
@@ -331,11 +393,23 @@ class OrderSync:
             return ""
         if self.updates == "auto" and self.store.exchange_id not in WS_ORDER_EXCHANGES:
             return ""
+        if self._binance_swaps():
+            return ""
         return "orders pushed by WebSocket (watch_orders)"
+
+    def _binance_swaps(self) -> bool:
+        """binance streams spot and USD-M orders on different sockets; the broker's stream is
+        the spot one, so a run with swaps polls (``docs/swaps.md``)."""
+        markets = self._ex.markets or {}
+        return self.store.exchange_id == "binance" and any(
+            derivs.is_contract(markets.get(s)) for s in self.symbols)
 
     def _no_stream_reason(self) -> str:
         if self.updates == "poll":
             return f"polling every {self.poll_interval:g} s (updates: poll)"
+        if self._binance_swaps():
+            return (f"polling every {self.poll_interval:g} s (binance futures orders are not on "
+                    "the spot order stream)")
         return (f"polling every {self.poll_interval:g} s (no tested order stream for "
                 f"{self.store.exchange_id})")
 
@@ -436,6 +510,7 @@ class OrderSync:
 
     async def _pushed(self, order: dict[str, Any]) -> list[Event]:
         """One order as the stream pushed it (the order of pushes is the exchange's)."""
+        order = derivs.in_base(order, self._ex.markets or {})
         cid = order.get("clientOrderId")
         t = self.tracked.get(str(cid)) if cid else None
         if t is None and order.get("id") is not None:
@@ -461,7 +536,7 @@ class OrderSync:
         elif name == "via":
             await self._emit([Event("updates", data={"via": cmd[1], "reason": cmd[2]})])
         elif name == "create":
-            await self._emit(await self._create(cmd[1]))
+            await self._emit(await self._create(cmd[1], *cmd[2:]))
         elif name == "cancel":
             t = self.tracked.get(cmd[1])
             if t is not None:
@@ -488,19 +563,24 @@ class OrderSync:
             self.on_events(events)
 
     # ------------------------------------------------------------------ create
-    async def _create(self, rec: OrderRecord) -> list[Event]:
-        """Send one order, once. See the module docstring for what follows a failure."""
+    async def _create(self, rec: OrderRecord, extra: dict[str, Any] | None = None) -> list[Event]:
+        """Send one order, once. See the module docstring for what follows a failure.
+        ``extra``: swaps, ``{"reduceOnly": True}`` for an order that only closes."""
         import ccxt
 
         t = _Tracked(rec)
         self.tracked[rec.client_id] = t
         self._update(t, status="sending")
         ccxt_type, trigger = CCXT_TYPES[rec.type]
-        params: dict[str, Any] = {"clientOrderId": rec.client_id}
+        params: dict[str, Any] = {"clientOrderId": rec.client_id, **(extra or {})}
         if trigger:
             params["stopLossPrice"] = rec.stop_price
+        market = (self._ex.markets or {}).get(rec.symbol)
+        cs = derivs.contract_size(market)  # swaps: the exchange counts contracts
+        if derivs.is_contract(market) and self.store.exchange_id == "okx":
+            params["marginMode"] = self.swap.margin_mode.get(rec.symbol, "isolated")
         try:
-            amount = float(self._ex.amount_to_precision(rec.symbol, rec.amount))
+            amount = float(self._ex.amount_to_precision(rec.symbol, round(rec.amount / cs, 12)))
             price = float(self._ex.price_to_precision(rec.symbol, rec.price)) if rec.price else None
             if rec.stop_price:
                 params["stopLossPrice"] = float(self._ex.price_to_precision(rec.symbol, rec.stop_price))
@@ -508,8 +588,8 @@ class OrderSync:
             return self._reject(t, f"{rec.symbol}: {exchange_message(exc)}")
         if amount <= 0:
             return self._reject(t, f"{rec.symbol}: the size rounds to 0 at the market's precision")
-        if amount != rec.amount:
-            self._update(t, amount=amount)
+        if abs(amount * cs - rec.amount) > 1e-12 * max(1.0, rec.amount):
+            self._update(t, amount=amount * cs)
         try:
             try:
                 order = await self._ex.create_order(rec.symbol, ccxt_type, rec.side, amount, price,
@@ -524,7 +604,7 @@ class OrderSync:
             if _status_unknown(exc):  # ... unless it says it does not know (binance -1006/-1007)
                 return await self._ambiguous(t, exc)
             logger.warning("order %s %s %s %g refused by %s: %s", rec.client_id, rec.side,
-                           rec.symbol, amount, self.store.exchange_id, exchange_message(exc))
+                           rec.symbol, amount * cs, self.store.exchange_id, exchange_message(exc))
             return self._reject(t, exchange_message(exc))
         except Exception as exc:  # no answer we can trust: look it up, never resend
             return await self._ambiguous(t, exc)
@@ -533,7 +613,8 @@ class OrderSync:
             oid = _ALGO + str(oid)
         self._update(t, status="open", exchange_id=str(oid) if oid is not None else None)
         events = [Event("order", rec=_copy(t.rec))]
-        events += await self._refresh(t, order if order.get("status") else None)
+        events += await self._refresh(t, derivs.in_base(order, self._ex.markets or {})
+                                      if order.get("status") else None)
         self._balance_due = True
         return events
 
@@ -591,14 +672,16 @@ class OrderSync:
         """The order as the exchange has it: by its id, or by client order id while its id is
         unknown (or ``by_client_id``). Raises ccxt's ``OrderNotFound`` when it has none."""
         if _is_algo(rec) and not by_client_id:
-            return await self._ex.fetch_order(rec.exchange_id[len(_ALGO):], rec.symbol,
-                                              {"trigger": True})
-        if rec.exchange_id and not by_client_id:
-            return await self._ex.fetch_order(rec.exchange_id, rec.symbol)
-        params: dict[str, Any] = {"clientOrderId": rec.client_id}
-        if self._algo_stop(rec):
-            params["trigger"] = True
-        return await self._ex.fetch_order(None, rec.symbol, params)
+            order = await self._ex.fetch_order(rec.exchange_id[len(_ALGO):], rec.symbol,
+                                               {"trigger": True})
+        elif rec.exchange_id and not by_client_id:
+            order = await self._ex.fetch_order(rec.exchange_id, rec.symbol)
+        else:
+            params: dict[str, Any] = {"clientOrderId": rec.client_id}
+            if self._algo_stop(rec):
+                params["trigger"] = True
+            order = await self._ex.fetch_order(None, rec.symbol, params)
+        return derivs.in_base(order, self._ex.markets or {})
 
     def _missed(self, t: _Tracked) -> list[Event]:
         """A lookup of a known order found nothing: give it up only after
@@ -722,7 +805,9 @@ class OrderSync:
     async def _fills(self, t: _Tracked) -> list[Event]:
         rec = t.rec
         try:
-            if self._ex.has.get("fetchOrderTrades"):
+            if self._ex.has.get("fetchOrderTrades") and not (
+                    self.store.exchange_id == "binance" and derivs.is_contract(
+                        (self._ex.markets or {}).get(rec.symbol))):  # spot only on binance
                 trades = await self._ex.fetch_order_trades(rec.exchange_id, rec.symbol)
             else:  # the account's recent trades, filtered to this order
                 mine = await self._ex.fetch_my_trades(rec.symbol, rec.created_ms - 60_000)
@@ -734,6 +819,7 @@ class OrderSync:
         events: list[Event] = []
         market = (getattr(self._ex, "markets", None) or {}).get(rec.symbol) or {}
         base = market.get("base")
+        trades = [derivs.in_base(tr, self._ex.markets or {}) for tr in trades]
         for tr in sorted(trades, key=lambda x: (x.get("timestamp") or 0, str(x.get("id")))):
             tid = str(tr.get("id"))
             if tid in t.trades:
@@ -837,6 +923,7 @@ class OrderSync:
             else self.balance_interval
         if self._balance_due or now - self._last_balance >= every:
             events += await self._balance()
+            events += await self._swap_poll()
         await self._emit(events)
 
     async def _balance(self) -> list[Event]:

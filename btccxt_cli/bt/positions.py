@@ -39,11 +39,16 @@ class OrderLimits:
         max_notional: per symbol, the largest absolute value of that position (quote units, at
             the order's price, else the last close).
         max_orders_per_minute: orders sent in any 60 s window.
+        max_leverage: swaps, per symbol, the highest leverage the broker may set.
+        min_liquidation_distance: swaps, an order that would bring the position's estimated
+            liquidation price within this fraction of the price is rejected.
     """
 
     max_position: dict[str, float] = field(default_factory=dict)
     max_notional: dict[str, float] = field(default_factory=dict)
     max_orders_per_minute: int | None = None
+    max_leverage: dict[str, float] = field(default_factory=dict)
+    min_liquidation_distance: float | None = None
 
 
 def amount_tolerance(market: dict[str, Any] | None, precision_mode: int | None,
@@ -61,7 +66,9 @@ def amount_tolerance(market: dict[str, Any] | None, precision_mode: int | None,
             step = float(prec)
         elif precision_mode == _DECIMAL_PLACES:
             step = 10.0 ** -float(prec)
-    if step > 0:
+    if step > 0:  # a swap's amounts are whole contracts
+        if (market or {}).get("contract"):
+            step *= float((market or {}).get("contractSize") or 1.0)
         return step / 2
     return 1e-9 * max(1.0, abs(amount))
 
@@ -95,15 +102,16 @@ class Positions:
         return self.get(symbol)[0], buys, sells
 
     def refuse(self, symbol: str, side: str, size: float, price: float, limits: OrderLimits,
-               open_rest: Iterable[OpenRest]) -> str | None:
+               open_rest: Iterable[OpenRest], short_ok: bool = False) -> str | None:
         """Why an order of ``size`` may not be sent (None: it may), counting every open order
-        as if it filled. ``price``: the order's, else the last close (for ``max_notional``)."""
+        as if it filled. ``price``: the order's, else the last close (for ``max_notional``).
+        ``short_ok``: a swap, where a sell beyond the bot's long opens a short."""
         market = self.markets.get(symbol) or {}
         held, buys, sells = self.exposure(symbol, open_rest)
         tol = self.tol(symbol, size)
         base = market.get("base", "")
         buy = side == "buy"
-        if not buy and size > held - sells + tol:
+        if not buy and not short_ok and size > held - sells + tol:
             free = max(0.0, held - sells)
             opened = f", {sells:g} of it in open sells" if sells > tol else ""
             return (f"{symbol}: a sell of {size:g} {base} is more than this bot holds "
@@ -136,8 +144,9 @@ class Positions:
         want: dict[str, float] = {}
         tol: dict[str, float] = {}
         for symbol, (size, _price) in self.held.items():
-            base = (self.markets.get(symbol) or {}).get("base")
-            if base is None or not size:
+            market = self.markets.get(symbol) or {}
+            base = market.get("base")
+            if base is None or not size or market.get("contract"):  # a swap holds no coins
                 continue
             held, _buys, sells = self.exposure(symbol, rests)
             want[base] = want.get(base, 0.0) + held - sells

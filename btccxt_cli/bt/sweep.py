@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from btccxt_cli.bt.derivs import in_base
+
 if TYPE_CHECKING:
     from btccxt_cli.bt.ordersync import Event, OrderSync, _Tracked
 
@@ -134,7 +136,7 @@ class Watch:
                 logger.info("sweep of %s open orders failed (%s); next sweep retries", symbol, exc)
                 continue
             for order in open_orders:
-                events += await self._found(order, "the open orders")
+                events += await self._found(in_base(order, sync._ex.markets or {}), "the open orders")
             if self.watched:
                 events += await self._trades(symbol)
         return events
@@ -167,7 +169,7 @@ class Watch:
                 logger.debug("sweep: order %s of a recent trade: %s", oid, exc)
                 self._seen_trades.discard(oid)
                 continue
-            events += await self._found(order, "the recent trades")
+            events += await self._found(in_base(order, sync._ex.markets or {}), "the recent trades")
         return events
 
     async def _found(self, order: dict[str, Any], where: str) -> list[Event]:

@@ -22,6 +22,14 @@ Schema (created on first open)::
     runs(run_id TEXT PRIMARY KEY, account TEXT, started_ms INTEGER, next_seq INTEGER)
     positions(account TEXT, symbol TEXT, size REAL, price REAL, adopted REAL,
               updated_ms INTEGER, PRIMARY KEY(account, symbol))
+    funding(account TEXT, id TEXT, symbol TEXT, amount REAL, time_ms INTEGER,
+            PRIMARY KEY(account, id))
+    outside(account TEXT, symbol TEXT, before REAL, after REAL, price REAL, reason TEXT,
+            time_ms INTEGER)
+
+``funding`` holds each swap funding payment once (``amount`` < 0: paid); ``outside`` records
+every time a swap position of the bot was closed outside its orders (a liquidation) and the
+ledger lowered to the exchange's.
 
 ``account`` is ``exchange:<first 16 hex of sha256(api key)>``: never the key itself. ``scope``
 is the run scope (``broker.run_scope``): a run adopts only the orders of its own scope (rows
@@ -80,6 +88,14 @@ CREATE TABLE IF NOT EXISTS positions (
     account TEXT NOT NULL, symbol TEXT NOT NULL, size REAL NOT NULL DEFAULT 0,
     price REAL NOT NULL DEFAULT 0, adopted REAL NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL,
     PRIMARY KEY (account, symbol)
+);
+CREATE TABLE IF NOT EXISTS funding (
+    account TEXT NOT NULL, id TEXT NOT NULL, symbol TEXT NOT NULL, amount REAL NOT NULL,
+    time_ms INTEGER NOT NULL, PRIMARY KEY (account, id)
+);
+CREATE TABLE IF NOT EXISTS outside (
+    account TEXT NOT NULL, symbol TEXT NOT NULL, before REAL NOT NULL, after REAL NOT NULL,
+    price REAL NOT NULL, reason TEXT NOT NULL, time_ms INTEGER NOT NULL
 );
 """
 
@@ -397,6 +413,57 @@ class OrderStore:
             held = replace(old.moved(extra, price, now_ms), adopted=old.adopted + extra)
             self._put_holding(held)
             return held
+
+    def set_outside(self, account: str, symbol: str, size: float, price: float, reason: str,
+                    now_ms: int) -> Holding:
+        """Lower the bot's swap position in ``symbol`` to ``size`` because the exchange closed
+        it outside the bot's orders (a liquidation), and record why (``outside``)."""
+        with self._lock:
+            old = self.holding(account, symbol)
+            held = replace(old, size=size, price=old.price if size else 0.0, updated_ms=now_ms)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._put_holding(held)
+                self._db.execute("INSERT INTO outside VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (account, symbol, old.size, size, price, reason, now_ms))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return held
+
+    def adopt_signed(self, account: str, symbol: str, size: float, price: float,
+                     now_ms: int) -> Holding | None:
+        """Swaps, ``broker.adopt_holdings``: the bot's position becomes the account's (long or
+        short) once: only when the ledger is flat and nothing was adopted before."""
+        with self._lock:
+            old = self.holding(account, symbol)
+            if old.size or old.adopted or not size:
+                return None
+            held = replace(old, size=size, price=price, adopted=abs(size), updated_ms=now_ms)
+            self._put_holding(held)
+            return held
+
+    def add_funding(self, account: str, pay_id: str, symbol: str, amount: float,
+                    time_ms: int) -> bool:
+        """Store one funding payment; False if it was stored before."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO funding VALUES (?, ?, ?, ?, ?)",
+                                   (account, pay_id, symbol, amount, time_ms))
+            return cur.rowcount == 1
+
+    def funding_since(self, account: str, since_ms: int) -> dict[str, float]:
+        """Funding per symbol of ``account`` since ``since_ms`` (< 0: paid)."""
+        with self._lock:
+            rows = self._db.execute("SELECT symbol, SUM(amount) FROM funding WHERE account = ? "
+                                    "AND time_ms >= ? GROUP BY symbol", (account, since_ms)).fetchall()
+        return {r[0]: float(r[1]) for r in rows}
+
+    def last_funding_ms(self, account: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(time_ms) FROM funding WHERE account = ?",
+                                   (account,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     def _put_holding(self, h: Holding) -> None:
         self._db.execute(f"INSERT OR REPLACE INTO positions ({', '.join(_HOLDING_COLS)}) VALUES "

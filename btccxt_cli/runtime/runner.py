@@ -229,7 +229,9 @@ class Runner:
                               hint="delete it to start a live run")
         limits = OrderLimits(max_position=dict(b.limits.max_position),
                              max_notional=dict(b.limits.max_notional),
-                             max_orders_per_minute=b.limits.max_orders_per_minute)
+                             max_orders_per_minute=b.limits.max_orders_per_minute,
+                             max_leverage=dict(b.limits.max_leverage),
+                             min_liquidation_distance=b.limits.min_liquidation_distance)
         from btccxt_cli.cache.orders import default_orders_path
 
         db = self._path(b.orders_db)  # a configured path was checked with the config
@@ -240,7 +242,8 @@ class Runner:
                           poll_interval=b.poll_interval, updates=b.updates,
                           reconcile_interval=b.reconcile_interval,
                           adopt_holdings=b.adopt_holdings, run_scope=self._run_scope(),
-                          clock=self.clock)
+                          leverage=b.leverage if isinstance(b.leverage, dict) else float(b.leverage),
+                          margin_mode=b.margin_mode, clock=self.clock)
 
     def _run_scope(self) -> str:
         """``broker.run_scope``, else the config file and the strategy (``bt/runlock.py``)."""

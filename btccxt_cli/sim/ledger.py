@@ -256,7 +256,7 @@ def order_dict(o: SimOrder) -> dict[str, Any]:
             "type": o.type, "amount": o.amount, "price": o.price, "stop_price": o.stop_price,
             "status": o.status, "filled": o.filled, "cost": o.cost, "fee": o.fee_total,
             "fee_asset": o.fee_asset, "created_ms": o.created_ms, "updated_ms": o.updated_ms,
-            "fills": len(o.fills)}
+            "fills": len(o.fills), "reduce_only": o.reduce_only}
 
 
 def is_on_grid(value: float, decimals: int) -> bool:

@@ -1,0 +1,281 @@
+"""Swaps and futures in the live broker's worker (``docs/swaps.md``): settings at start,
+contract sizes, the exchange's positions, funding payments and positions closed outside the
+bot's orders.
+
+Runs on the store's event-loop thread with :class:`~btccxt_cli.bt.ordersync.OrderSync`
+(``sync``); every amount that leaves this module is in base units (``contracts x
+contractSize``), the unit of the orders database, the ledger and the strategy.
+
+* **Start** (:func:`setup`): the account must be in one-way (net) position mode, else the run
+  is refused (a hedged account would need ``posSide`` on every order and can hold two
+  positions per symbol); then each swap symbol's margin mode and leverage are set through the
+  exchange's own endpoint (okx ``set-leverage`` with ``mgnMode``; binance ``marginType`` then
+  ``leverage``).
+* **Positions** (:func:`read_positions`): ``fetch_positions`` of the broker's swap symbols, as
+  :class:`ExPosition` (signed base size, entry, mark, unrealised P&L, liquidation price).
+* **Funding** (:func:`read_funding`): ``fetch_funding_history`` since the last payment stored;
+  each payment is stored once (``OrderStore.add_funding``) and told once.
+* **Closed outside** (:func:`outside_closes`): the bot's position must be contained in the
+  exchange's (same sign, not larger). When it is not, and no order of the bot in that symbol
+  is in flight (so no fill of ours is unread), the exchange closed it outside the bot's orders
+  (a liquidation: an ``autoclose-`` order; or a manual close): the ledger is lowered to the
+  exchange's position and the strategy told.
+
+No backtrader here; ccxt is reached through ``sync._ex``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from btccxt_cli.errors import BtccxtError
+
+if TYPE_CHECKING:
+    from btccxt_cli.bt.ordersync import Event, OrderSync
+
+__all__ = ["ExPosition", "SwapSettings", "is_contract", "contract_size", "in_base", "setup",
+           "read_positions", "read_funding", "outside_closes", "SWAP_EXCHANGES"]
+
+logger = logging.getLogger(__name__)
+
+#: exchanges whose swaps the live broker trades (tested against the simulator)
+SWAP_EXCHANGES = ("binance", "okx")
+#: maintenance margin rate used by the liquidation-distance estimate (okx/binance tier 1)
+MAINT_RATE = 0.004
+
+
+@dataclass(frozen=True)
+class SwapSettings:
+    """What the run sets on the exchange at start, per swap symbol."""
+
+    leverage: dict[str, float]
+    margin_mode: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ExPosition:
+    """The exchange's position in one symbol, in base units (``size`` signed: long > 0)."""
+
+    symbol: str
+    size: float
+    entry: float
+    mark: float
+    upnl: float
+    liquidation: float | None
+    leverage: float | None
+    margin_mode: str
+
+
+def is_contract(market: dict[str, Any] | None) -> bool:
+    """A swap or future (sized in contracts; positions, leverage, funding)."""
+    return bool(market and market.get("contract"))
+
+
+def contract_size(market: dict[str, Any] | None) -> float:
+    """Base units per contract (1 for spot)."""
+    if not is_contract(market):
+        return 1.0
+    return float((market or {}).get("contractSize") or 1.0)
+
+
+def in_base(item: dict[str, Any], markets: dict[str, Any]) -> dict[str, Any]:
+    """A ccxt order or trade with ``amount``/``filled``/``remaining`` in base units."""
+    cs = contract_size(markets.get(str(item.get("symbol"))))
+    if cs == 1.0:
+        return item
+    out = dict(item)
+    for key in ("amount", "filled", "remaining"):
+        if out.get(key) is not None:
+            out[key] = float(out[key]) * cs
+    return out
+
+
+def liquidation_estimate(size: float, entry: float, leverage: float,
+                         maint: float = MAINT_RATE) -> float | None:
+    """Where an isolated position of ``size`` at ``entry`` would be liquidated (cross margin is
+    backed by the wallet too: its real liquidation price is further away, so this errs on the
+    cautious side)."""
+    if not size or entry <= 0 or leverage <= 0:
+        return None
+    if size > 0:
+        return entry * (1 - 1 / leverage + maint)
+    return entry * (1 + 1 / leverage - maint)
+
+
+async def setup(sync: OrderSync, symbols: tuple[str, ...], settings: SwapSettings) -> None:
+    """Refuse a hedged account; set margin mode and leverage of every swap symbol."""
+    ex = sync._ex
+    swaps = [s for s in symbols if is_contract((ex.markets or {}).get(s))]
+    if not swaps:
+        return
+    exid = sync.store.exchange_id
+    if exid not in SWAP_EXCHANGES:
+        raise BtccxtError(f"{exid}: the live broker trades swaps on {', '.join(SWAP_EXCHANGES)} "
+                          f"only ({', '.join(swaps)})",
+                          hint="trade spot symbols on this exchange, or paper-trade the swaps")
+    from btccxt_cli.bt.ordersync import exchange_message
+
+    try:
+        mode = await ex.fetch_position_mode(swaps[0])
+    except Exception as exc:
+        raise BtccxtError(f"{exid}: reading the account's position mode failed: "
+                          f"{exchange_message(exc)}", hint="check the API key's permissions") from exc
+    if mode.get("hedged"):
+        raise BtccxtError(f"{exid}: the account is in hedge (long/short) position mode; the live "
+                          "broker trades one net position per symbol",
+                          hint="switch the account to one-way (net) position mode on the exchange")
+    for symbol in swaps:
+        lev = settings.leverage.get(symbol, 1.0)
+        mgn = settings.margin_mode.get(symbol, "isolated")
+        try:
+            if exid == "okx":  # one endpoint sets both (and mgnMode goes on each order)
+                if await _okx_leverage(ex, symbol, mgn) != lev:  # a change needs a flat symbol
+                    await ex.set_leverage(int(lev), symbol, {"marginMode": mgn})
+            else:
+                await ex.set_margin_mode(mgn, symbol)
+                await ex.set_leverage(int(lev), symbol)
+        except Exception as exc:
+            raise BtccxtError(
+                f"{exid}: setting {symbol} to {lev:g}x {mgn} failed: {exchange_message(exc)}",
+                hint="an open position or open orders in another margin mode block the change: "
+                     "close them, or set broker.margin_mode to the account's") from exc
+        logger.info("%s: %s set to %gx %s margin", exid, symbol, lev, mgn)
+
+
+async def _okx_leverage(ex: Any, symbol: str, mgn: str) -> float | None:
+    """okx: the symbol's leverage in margin mode ``mgn`` now (None if unknown)."""
+    try:
+        got = await ex.fetch_leverage(symbol, {"marginMode": mgn})
+    except Exception:
+        return None
+    lev = got.get("longLeverage") or got.get("shortLeverage")
+    return float(lev) if lev else None
+
+
+async def read_positions(sync: OrderSync, symbols: tuple[str, ...],
+                         settings: SwapSettings) -> dict[str, ExPosition] | None:
+    """The exchange's positions in the broker's swap symbols (missing: flat); None if the
+    read failed."""
+    ex = sync._ex
+    swaps = [s for s in symbols if is_contract((ex.markets or {}).get(s))]
+    if not swaps:
+        return {}
+    from btccxt_cli.bt.ordersync import exchange_message
+
+    try:
+        raw = await ex.fetch_positions(swaps)
+    except Exception as exc:
+        logger.warning("%s: reading positions failed (%s)", sync.store.exchange_id,
+                       exchange_message(exc))
+        return None
+    out: dict[str, ExPosition] = {}
+    for p in raw:
+        symbol = str(p.get("symbol"))
+        if symbol not in swaps:
+            continue
+        cs = float(p.get("contractSize") or contract_size((ex.markets or {}).get(symbol)))
+        size = float(p.get("contracts") or 0.0) * cs
+        if p.get("side") == "short":
+            size = -abs(size)
+        if not size:
+            continue
+        liq = p.get("liquidationPrice")
+        lev = p.get("leverage")
+        out[symbol] = ExPosition(
+            symbol=symbol, size=size + out[symbol].size if symbol in out else size,
+            entry=float(p.get("entryPrice") or 0.0), mark=float(p.get("markPrice") or 0.0),
+            upnl=float(p.get("unrealizedPnl") or 0.0),
+            liquidation=float(liq) if liq else None,
+            leverage=float(lev) if lev else settings.leverage.get(symbol),
+            margin_mode=str(p.get("marginMode") or settings.margin_mode.get(symbol, "")))
+    return out
+
+
+async def read_funding(sync: OrderSync, symbols: tuple[str, ...], since_ms: int) -> list[Event]:
+    """New funding payments of the broker's swap symbols since ``since_ms``, stored once."""
+    from btccxt_cli.bt.ordersync import Event, exchange_message
+
+    ex = sync._ex
+    swaps = {s for s in symbols if is_contract((ex.markets or {}).get(s))}
+    if not swaps:
+        return []
+    try:
+        rows = await ex.fetch_funding_history(None, since_ms)
+    except Exception as exc:
+        logger.info("%s: reading funding payments failed (%s); the next poll retries",
+                    sync.store.exchange_id, exchange_message(exc))
+        return []
+    events: list[Event] = []
+    for row in sorted(rows, key=lambda r: (r.get("timestamp") or 0, str(r.get("id")))):
+        symbol = str(row.get("symbol"))
+        if symbol not in swaps or row.get("id") is None:
+            continue
+        amount = float(row.get("amount") or 0.0)
+        t = int(row.get("timestamp") or 0)
+        if await sync._db(sync.db.add_funding, sync.account, str(row["id"]), symbol, amount, t):
+            logger.info("funding %s: %+.8g %s", symbol, amount, row.get("code") or "")
+            events.append(Event("funding", data={"symbol": symbol, "amount": amount, "time_ms": t,
+                                                 "id": str(row["id"]),
+                                                 "currency": row.get("code")}))
+    return events
+
+
+async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
+                         symbols: tuple[str, ...]) -> list[Event]:
+    """Lower the bot's ledger where the exchange holds less than it (same sign) or nothing;
+    never while an order of the bot in that symbol may have an unread fill."""
+    from btccxt_cli.bt.ordersync import Event
+
+    ex = sync._ex
+    busy = {t.rec.symbol for t in sync.tracked.values()}
+    events: list[Event] = []
+    held = await sync._db(sync.db.holdings, sync.account)
+    for symbol in symbols:
+        market = (ex.markets or {}).get(symbol)
+        h = held.get(symbol)
+        if not is_contract(market) or h is None or not h.size or symbol in busy:
+            continue
+        pos = positions.get(symbol)
+        have = pos.size if pos is not None else 0.0
+        tol = sync._tol_symbol(symbol, h.size)
+        if (have > 0) == (h.size > 0) and abs(have) + tol >= abs(h.size):
+            continue  # contained: the bot's position is (part of) the exchange's
+        after = have if (have > 0) == (h.size > 0) else 0.0
+        price = await _close_price(sync, symbol, pos)
+        reason = "liquidation" if await _liquidated(sync, symbol, h.updated_ms) else "closed outside"
+        new = await sync._db(sync.db.set_outside, sync.account, symbol, after, price, reason,
+                             sync.clock.time_ms())
+        logger.warning("%s: the bot's position of %g was %s at the exchange (now %g; the "
+                       "exchange holds %g)", symbol, h.size, reason, new.size, have)
+        events.append(Event("outside", data={"symbol": symbol, "before": h.size, "after": new.size,
+                                             "price": price, "reason": reason,
+                                             "holding": (new.size, new.price)}))
+    return events
+
+
+async def _liquidated(sync: OrderSync, symbol: str, since_ms: int) -> bool:
+    """Did the exchange close ``symbol`` by a liquidation order (``autoclose-`` client id, as
+    binance names them and the simulator does on both) since ``since_ms``?"""
+    try:
+        trades = await sync._ex.fetch_my_trades(symbol, max(0, since_ms - 60_000))
+    except Exception:
+        return False
+    for tr in trades:
+        info = tr.get("info") or {}
+        cid = str(info.get("clOrdId") or info.get("clientOrderId") or tr.get("clientOrderId") or "")
+        if cid.startswith("autoclose-"):
+            return True
+    return False
+
+
+async def _close_price(sync: OrderSync, symbol: str, pos: ExPosition | None) -> float:
+    if pos is not None and pos.mark:
+        return pos.mark
+    from btccxt_cli.bt.adoption import last_price
+
+    try:
+        return float(await last_price(sync._ex, symbol) or 0.0)
+    except Exception:
+        return 0.0

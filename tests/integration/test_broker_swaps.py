@@ -1,0 +1,231 @@
+"""CCXTBroker on linear swaps (okx SWAP, binance USD-M) against the simulator, through cerebro,
+real ccxt signing and real sockets: long, short, reduce-only closes, a flip, leverage and margin
+mode set at start, funding told and counted, a liquidation, a restart with an open position,
+and the bot never trading against a position it did not open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from btccxt_cli.exchange.factory import make_exchange
+from tests.integration.test_broker import KEYS, Outcome, Scripted, run
+
+pytestmark = pytest.mark.live
+
+SWAP = "BTC/USDT:USDT"
+
+
+class Noticed(Scripted):
+    """``Scripted`` that also keeps every ``notify_store`` notice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notices: list[tuple[str, dict[str, Any]]] = []
+
+    def notify_store(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.notices.append((msg, kwargs))
+
+
+def swap_sim(sim_factory: Any, exchange: str, funding_s: float = 8 * 3600, **kw: Any) -> Any:
+    return sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0},
+                       funding_interval_s=funding_s, **kw)
+
+
+def data_kw(exchange: str) -> dict[str, Any]:
+    # binance futures klines are served by REST only (the simulator has no futures kline stream)
+    return {"use_websocket": exchange == "okx"}
+
+
+def client(sim: Any, exchange: str) -> Any:
+    ex = make_exchange(exchange, sim_url=sim.url(exchange), config=KEYS)
+    ex.load_markets()
+    return ex
+
+
+def exchange_size(ex: Any) -> float:
+    """The account's position in SWAP in base units (signed)."""
+    total = 0.0
+    for p in ex.fetch_positions([SWAP]):
+        size = float(p["contracts"]) * float(p["contractSize"])
+        total += -size if p["side"] == "short" else size
+    return round(total, 10)
+
+
+def done_ref(out: Outcome, key: str) -> bool:
+    s = out.strategy
+    o = s.orders.get(key) if s is not None else None
+    return o is not None and "Completed" in out.statuses(o.ref)
+
+
+@pytest.mark.parametrize("exchange", ["okx", "binance"])
+def test_long_reduce_only_close_short_and_flip(sim_factory: Any, tmp_path: Path, exchange: str) -> None:
+    sim = swap_sim(sim_factory, exchange)
+    out = Outcome()
+    seen: dict[str, float] = {}
+
+    def act(s: Any, n: int) -> None:
+        o = s.orders
+        if "long" not in o:
+            o["long"] = s.buy(size=0.03)
+        elif done_ref(out, "long") and "close" not in o:
+            seen["after_long"] = s.getposition().size
+            o["close"] = s.sell(size=0.03)
+        elif done_ref(out, "close") and "short" not in o:
+            seen["after_close"] = s.getposition().size
+            o["short"] = s.sell(size=0.02)
+        elif done_ref(out, "short") and "flip" not in o:
+            seen["after_short"] = s.getposition().size
+            o["flip"] = s.buy(size=0.05)
+
+    def done(s: Any) -> bool:
+        return done_ref(out, "flip")
+
+    run(sim, exchange, act, done, db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
+        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
+    assert not out.timed_out, out.notes
+    s, br = out.strategy, out.broker
+    assert seen == {"after_long": pytest.approx(0.03), "after_close": pytest.approx(0.0),
+                    "after_short": pytest.approx(-0.02)}
+    assert br.getposition(s.data).size == pytest.approx(0.03)
+    # every fill the strategy was told, in base units
+    for key, size in (("long", 0.03), ("close", -0.03), ("short", -0.02), ("flip", 0.05)):
+        assert out.last(s.orders[key].ref).size == pytest.approx(size), key
+    ex = client(sim, exchange)
+    assert exchange_size(ex) == pytest.approx(0.03)
+    pos = ex.fetch_positions([SWAP])[0]
+    assert pos["marginMode"] == "isolated"
+    if exchange == "okx":
+        assert pos["leverage"] == 3
+    by_cid = {o["client_id"]: o for o in sim.orders(exchange)}
+    flags = {key: by_cid[out.last(s.orders[key].ref).client_id].get("reduce_only")
+             for key in ("long", "close", "short", "flip")}
+    assert flags == {"long": False, "close": True, "short": False, "flip": False}
+    # the broker panel's row is the bot's position
+    (row,) = br.status().derivs
+    assert (row.symbol, row.side, row.leverage, row.margin_mode) == (SWAP, "long", 3.0, "isolated")
+    assert row.size == pytest.approx(0.03) and row.liquidation is not None
+
+
+def engine_price(sim: Any, exchange: str, t_ms: int) -> float:
+    return float(sim.sim.server(exchange).engine.price(SWAP, t_ms))
+
+
+def test_restart_keeps_the_position_and_a_liquidation_while_down_is_told(sim_factory: Any,
+                                                                         tmp_path: Path) -> None:
+    sim = swap_sim(sim_factory, "okx", check_timestamps=False)  # the test jumps its clock
+    db = tmp_path / "o.sqlite"
+    kw = {"leverage": 100, "margin_mode": "isolated"}
+    first = run(sim, "okx", lambda s, n: s.orders.setdefault("long", s.buy(size=0.1)),
+                lambda s: done_ref(first_out, "long"), db=db, symbol=SWAP, out=(first_out := Outcome()),
+                data_kw=data_kw("okx"), broker_kw=kw, timeout=30)
+    assert not first.timed_out, first.notes
+    # a restart: the bot's position is its own fills' (kept in the orders database)
+    seen: dict[str, float] = {}
+
+    def act(s: Any, n: int) -> None:
+        seen.setdefault("at_restart", s.getposition().size)
+
+    second = run(sim, "okx", act, lambda s: "at_restart" in seen, db=db, symbol=SWAP,
+                 data_kw=data_kw("okx"), broker_kw=kw, timeout=30)
+    assert not second.timed_out
+    assert seen["at_restart"] == pytest.approx(0.1)
+    # while no bot runs, the price falls to the liquidation price: the exchange closes it
+    ex = client(sim, "okx")
+    (pos,) = ex.fetch_positions([SWAP])
+    liq = float(pos["liquidationPrice"])
+    t = sim.now_ms() - sim.now_ms() % 1000
+    start = t
+    while engine_price(sim, "okx", t) > liq:
+        t += 1000
+        assert t - start < 86_400_000, "the price path never reached the liquidation price"
+    sim.sim.clock_offset_ms += t + 2000 - sim.now_ms()
+    assert ex.fetch_positions([SWAP]) == []
+    third = run(sim, "okx", lambda s, n: None, lambda s: bool(s.notices), db=db, symbol=SWAP,
+                data_kw=data_kw("okx"), broker_kw=kw, timeout=30, strategy=Noticed)
+    assert not third.timed_out
+    (msg, info), = third.strategy.notices
+    assert msg == "position_closed" and info["reason"] == "liquidation"
+    assert (info["before"], info["after"], info["symbol"]) == (pytest.approx(0.1), 0.0, SWAP)
+    assert info["data"] is third.strategy.data
+    assert third.broker.getposition(third.strategy.data).size == 0.0
+    assert third.broker.status().derivs == []
+
+
+def test_funding_payments_are_told_once_and_shown(sim_factory: Any, tmp_path: Path) -> None:
+    sim = swap_sim(sim_factory, "okx", funding_s=2)  # a settlement every 2 s
+    db = tmp_path / "o.sqlite"
+
+    def act(s: Any, n: int) -> None:
+        s.orders.setdefault("long", s.buy(size=0.05))
+
+    def done(s: Any) -> bool:
+        return sum(1 for m, _ in s.notices if m == "funding") >= 2
+
+    out = run(sim, "okx", act, done, db=db, symbol=SWAP, data_kw=data_kw("okx"),
+              broker_kw={"funding_interval": 0.2, "balance_interval": 0.2}, timeout=30,
+              strategy=Noticed)
+    assert not out.timed_out
+    told = [info for m, info in out.strategy.notices if m == "funding"]
+    paid = {str(r["id"]): r for r in client(sim, "okx").fetch_funding_history(SWAP)}
+    # each payment the exchange made while the bot held the position, told once, as paid
+    assert len({i["time_ms"] for i in told}) == len(told)
+    for info in told:
+        row = paid[info["id"]]
+        assert info["amount"] == pytest.approx(row["amount"]) and info["currency"] == "USDT"
+        assert info["data"] is out.strategy.data
+    (row,) = out.broker.status().derivs
+    assert row.funding == pytest.approx(-sum(i["amount"] for i in told))
+    # the orders database holds each payment once: every one told, none the exchange did not pay
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        stored = [r[0] for r in con.execute("SELECT id FROM funding")]
+    assert len(stored) == len(set(stored)) and set(stored) <= set(paid)
+    assert {i["id"] for i in told} <= set(stored)
+
+
+def test_the_bot_never_closes_a_position_it_did_not_open(sim_factory: Any, tmp_path: Path) -> None:
+    sim = swap_sim(sim_factory, "okx")
+    manual = client(sim, "okx")
+    manual.set_leverage(1, SWAP, {"marginMode": "isolated"})
+    # someone's long of 0.05 BTC, before the bot (isolated 1x: the settings the bot asks for)
+    manual.create_order(SWAP, "market", "buy", 5, params={"marginMode": "isolated"})
+    out = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        o = s.orders
+        if "short" not in o:
+            o["short"] = s.sell(size=0.02)  # would close 0.02 of that long: refused
+            o["long"] = s.buy(size=0.02)
+        elif done_ref(out, "long") and "close" not in o:
+            o["close"] = s.sell(size=0.02)  # the bot's own long: allowed, reduce-only
+
+    out = run(sim, "okx", act, lambda s: done_ref(out, "close"), db=tmp_path / "o.sqlite",
+              out=out, symbol=SWAP, data_kw=data_kw("okx"), timeout=30)
+    assert not out.timed_out, out.notes
+    s = out.strategy
+    assert out.statuses(s.orders["short"].ref) == ["Submitted", "Rejected"]
+    reason = out.last(s.orders["short"].ref).reason
+    assert "long of 0.05 BTC this bot did not open" in reason and "adopt_holdings" in reason
+    assert out.broker.getposition(s.data).size == pytest.approx(0.0)
+    assert exchange_size(manual) == pytest.approx(0.05)  # untouched
+
+
+def test_a_hedged_account_or_settings_blocked_by_a_position_refuse_the_start(sim_factory: Any,
+                                                                            tmp_path: Path) -> None:
+    from btccxt_cli.errors import BtccxtError
+
+    sim = swap_sim(sim_factory, "okx")
+    manual = client(sim, "okx")
+    manual.set_position_mode(True)
+    with pytest.raises(BtccxtError, match="hedge .*position mode.*switch the account to one-way"):
+        run(sim, "okx", lambda s, n: None, lambda s: True, db=tmp_path / "a.sqlite", symbol=SWAP,
+            data_kw=data_kw("okx"))
+    manual.set_position_mode(False)
+    manual.create_order(SWAP, "market", "buy", 1)  # a cross position: isolated cannot be set
+    with pytest.raises(BtccxtError, match=r"setting BTC/USDT:USDT to 2x isolated failed.*59000"):
+        run(sim, "okx", lambda s, n: None, lambda s: True, db=tmp_path / "b.sqlite", symbol=SWAP,
+            data_kw=data_kw("okx"), broker_kw={"leverage": 2})

@@ -1,0 +1,86 @@
+"""The live broker's swap checks on the strategy thread (``bt/swapbook.py``): the bot never
+trades against a position it did not open, reduce-only closes, the liquidation-distance limit,
+and the broker panel's rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from btccxt_cli.bt.derivs import ExPosition, in_base, liquidation_estimate
+from btccxt_cli.bt.positions import OrderLimits, Positions
+from btccxt_cli.bt.swapbook import SwapBook
+
+SWAP = "BTC/USDT:USDT"
+MARKET = {"symbol": SWAP, "base": "BTC", "quote": "USDT", "contract": True, "swap": True,
+          "contractSize": 0.01, "precision": {"amount": 1.0}}
+
+
+def book(held: float = 0.0, entry: float = 0.0, exchange: float | None = None,
+         lev: float = 5.0) -> tuple[SwapBook, Positions]:
+    pos = Positions()
+    pos.markets = {SWAP: MARKET}
+    pos.precision_mode = 4  # TICK_SIZE
+    if held:
+        pos.held[SWAP] = (held, entry)
+    sb = SwapBook({SWAP: lev}, {SWAP: "isolated"})
+    have = held if exchange is None else exchange
+    if have:
+        sb.on_positions({SWAP: ExPosition(SWAP, have, entry or 100.0, 100.0, 0.0, None, lev, "isolated")})
+    return sb, pos
+
+
+def test_contract_amounts_become_base_units_and_tolerance_is_one_contract() -> None:
+    order = {"symbol": SWAP, "amount": 3.0, "filled": 2.0, "remaining": 1.0}
+    assert in_base(order, {SWAP: MARKET}) == {"symbol": SWAP, "amount": 0.03, "filled": 0.02,
+                                              "remaining": 0.01}
+    assert in_base({"symbol": "BTC/USDT", "amount": 3.0}, {SWAP: MARKET})["amount"] == 3.0
+    _sb, pos = book()
+    assert pos.tol(SWAP) == pytest.approx(0.005)  # half a contract of 0.01 BTC
+
+
+def test_a_short_is_allowed_but_never_against_a_position_the_bot_did_not_open() -> None:
+    sb, pos = book()
+    assert sb.refuse(SWAP, "sell", 0.02, 100.0, pos, OrderLimits(), []) is None
+    sb, pos = book(exchange=0.05)  # someone's long of 0.05 BTC
+    reason = sb.refuse(SWAP, "sell", 0.02, 100.0, pos, OrderLimits(), [])
+    assert reason and "long of 0.05 BTC this bot did not open" in reason
+    assert sb.refuse(SWAP, "buy", 0.02, 100.0, pos, OrderLimits(), []) is None  # beside it: fine
+    sb, pos = book(held=0.02, entry=100.0, exchange=0.07)  # the bot's 0.02 in an account long 0.07
+    assert sb.refuse(SWAP, "sell", 0.02, 100.0, pos, OrderLimits(), []) is None  # its own
+    assert sb.refuse(SWAP, "sell", 0.03, 100.0, pos, OrderLimits(), []) is not None  # past zero
+    # counting open sells: a second close of the same 0.02 would go short against the long
+    assert sb.refuse(SWAP, "sell", 0.02, 100.0, pos, OrderLimits(), [(SWAP, "sell", 0.02)]) is not None
+
+
+def test_reduce_only_is_for_orders_that_only_take_the_bot_towards_zero() -> None:
+    sb, pos = book(held=0.03, entry=100.0)
+    assert sb.reduce_only(SWAP, "sell", 0.03, pos, [])
+    assert not sb.reduce_only(SWAP, "sell", 0.05, pos, [])  # a flip opens a short
+    assert not sb.reduce_only(SWAP, "sell", 0.02, pos, [(SWAP, "sell", 0.02)])  # 0.01 left to close
+    assert not sb.reduce_only(SWAP, "buy", 0.01, pos, [])
+    sb, pos = book(held=-0.02, entry=100.0)
+    assert sb.reduce_only(SWAP, "buy", 0.02, pos, []) and not sb.reduce_only(SWAP, "sell", 0.01, pos, [])
+
+
+def test_an_order_bringing_the_liquidation_price_too_close_is_rejected_with_numbers() -> None:
+    limits = OrderLimits(min_liquidation_distance=0.1)
+    sb, pos = book(lev=20.0)  # 1/20 - 0.4 % = 4.6 % away: too close
+    reason = sb.refuse(SWAP, "buy", 0.01, 100.0, pos, limits, [])
+    assert reason and "estimated liquidation price of 95.4" in reason and "4.6%" in reason
+    assert "min_liquidation_distance = 0.1" in reason
+    sb, pos = book(lev=5.0)  # 19.6 % away
+    assert sb.refuse(SWAP, "sell", 0.01, 100.0, pos, limits, []) is None
+    assert liquidation_estimate(-0.01, 100.0, 5.0) == pytest.approx(119.6)
+    # closing is never stopped by it
+    sb, pos = book(held=0.05, entry=100.0, lev=20.0)
+    assert sb.refuse(SWAP, "sell", 0.05, 100.0, pos, limits, []) is None
+
+
+def test_panel_rows_show_the_bots_position_with_the_exchanges_liquidation_and_funding() -> None:
+    sb, pos = book(held=-0.02, entry=100.0, lev=5.0)
+    sb.on_funding({"symbol": SWAP, "amount": 0.3, "time_ms": 1, "id": "1", "currency": "USDT"})
+    (row,) = sb.rows(pos, {SWAP: 90.0})
+    assert (row.side, row.size, row.mark, row.leverage, row.margin_mode) == ("short", -0.02, 90.0, 5.0, "isolated")
+    assert row.upnl == pytest.approx(0.2) and row.funding == pytest.approx(-0.3)
+    assert row.liquidation == pytest.approx(119.6)
+    assert [n[0] for n in sb.take_notices()] == ["funding"] and sb.take_notices() == []
