@@ -312,3 +312,44 @@ def test_funding_downloads_resume_where_the_cache_stops(sim_factory: Any, tmp_pa
         assert cache.funding_ranges(SOURCE, SWAP) == [(a, b)]
         assert dict(cache.funding(SOURCE, SWAP)) == _rates(sim, a, b)
         assert fill_funding(cache, client, SOURCE, SWAP, a + 5000, b - 5000) == 0  # all cached
+
+
+def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_factory: Any) -> None:
+    """The documented use (docs/swaps.md): cerebro lines the two feeds up by time, so each
+    cycle sees a settlement no later than its newest bar, and every settlement arrives."""
+    import backtrader as bt
+
+    from btccxt_cli.bt.funding_feed import CCXTFundingFeed
+    from btccxt_cli.bt.store import CCXTStore
+
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=2)
+    store = CCXTStore("binance", sim_url=sim.url("binance"))
+    cycles: list[tuple[int, int, float]] = []
+
+    def ms(num: float) -> int:
+        return int(round(bt.num2date(num).timestamp() * 1000))
+
+    class Both(bt.Strategy):
+        def next(self) -> None:
+            price, funding = self.datas
+            cycles.append((ms(price.datetime[0]), ms(funding.datetime[0]), funding.close[0]))
+            if len({f for _, f, _ in cycles}) >= 5:
+                self.env.runstop()
+
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    cerebro.adddata(store.getdata(dataname=SWAP, timeframe=bt.TimeFrame.Seconds, compression=1,
+                                  backfill_bars=3), name=SWAP)
+    cerebro.adddata(CCXTFundingFeed(store=store, symbol=SWAP, backfill=2), name="funding")
+    cerebro.addstrategy(Both)
+    timer = threading.Timer(40, cerebro.runstop)
+    timer.start()
+    try:
+        cerebro.run()
+    finally:
+        timer.cancel()
+        store.stop()
+    settled = sorted({(f, r) for _, f, r in cycles})
+    assert len(settled) >= 5, cycles
+    assert all(f <= p + 1 for p, f, _ in cycles)  # never a settlement after the newest bar
+    truth = _rates(sim, settled[0][0], settled[-1][0])
+    assert settled == sorted(truth.items())
