@@ -353,3 +353,12 @@ def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_fa
     assert all(f <= p + 1 for p, f, _ in cycles)  # never a settlement after the newest bar
     truth = _rates(sim, settled[0][0], settled[-1][0])
     assert settled == sorted(truth.items())
+
+
+def test_the_paper_liquidation_estimate_is_isolated_only() -> None:
+    from btccxt_cli.bt.funding_broker import liquidation_estimate
+
+    assert liquidation_estimate(60_000, 0.5, 5, "isolated") == pytest.approx(60_000 * (1 - 0.2 + 0.004))
+    assert liquidation_estimate(60_000, -0.5, 5, "isolated") == pytest.approx(60_000 * (1 + 0.2 - 0.004))
+    assert liquidation_estimate(60_000, 0.5, 5, "cross") is None
+    assert liquidation_estimate(60_000, 0.0, 5, "isolated") is None
