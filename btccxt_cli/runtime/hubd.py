@@ -325,7 +325,7 @@ class HubPublisher:
         """The store's loop publisher, made on first use (websocket feeds run on the loop)."""
         if self._fast is None and self.store is not None and self.mode == "websocket":
             fast = LoopPublisher(self.url, self._gate, take=self._take, build=self._queue,
-                                 done=self._results, failed=self._loop_failed)
+                                 done=self._results, failed=self._loop_failed, clock=self.clock)
             self.store.run_async(fast.bind()).result(5)
             self._fast = fast
             for h in self._handles.values():

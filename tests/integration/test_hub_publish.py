@@ -91,3 +91,79 @@ def test_bars_go_out_from_the_hubs_loop_and_its_thread_takes_over_while_redis_is
         assert len(seen) >= 10, seen
         assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
     r.close()
+
+
+def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_server):
+    """Hundreds of closing updates are parsed in one loop turn; bars read ``hold_s`` before
+    the turn ends are sent during it (one MULTI/EXEC), not after the last symbol's message:
+    the first symbols' runners do not wait for the whole burst. The rest of the burst goes
+    out when the loop turns without a new bar."""
+    import redis
+
+    from btccxt_cli.clock import ManualClock
+    from btccxt_cli.hub.keys import HubKeys
+    from btccxt_cli.hub.publish import LoopPublisher, queue_batch
+    from btccxt_cli.model import BarSource, Candle, FeedEvent
+    from btccxt_cli.sources.loop import LoopThread
+    from btccxt_cli.sources.pipe import Pipe
+
+    keys = HubKeys(namespace())
+    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    pipes = {s: Pipe() for s in syms}
+    clock = ManualClock()
+    published: list[list[str]] = []
+    last = threading.Event()
+
+    def take():
+        batch = []
+        for s, pipe in pipes.items():
+            while (ev := pipe.get(0)) is not None:
+                batch.append((s, "1s", ev))
+        return batch
+
+    def done(batch, results) -> None:
+        published.append([s for s, _, _ in batch])
+        if "CCC/USDT" in published[-1]:
+            last.set()
+
+    def failed(batch, exc) -> None:
+        raise AssertionError(f"publishing failed: {exc}")
+
+    pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
+                        build=lambda p, b: queue_batch(p, keys, b, maxlen=100, hub_id="t"),
+                        hold_s=0.003, clock=clock)
+    for pipe in pipes.values():
+        pipe.on_put = pub.on_put
+    check = redis.Redis.from_url(redis_server.url)
+    loop = LoopThread(name="burst")
+    loop.start()
+
+    def bar(ts: int) -> FeedEvent:
+        return FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE)
+
+    def one_turn() -> list[int]:
+        """(loop) One callback, as ccxt's reader parsing a burst: what Redis holds meanwhile."""
+        lens = []
+        pipes["AAA/USDT"].put(bar(1000))
+        lens.append(check.xlen(keys.bars("AAA/USDT", "1s")))  # held for the rest
+        clock.advance(0.004)  # parsing the next messages took longer than hold_s
+        pipes["BBB/USDT"].put(bar(1000))
+        lens.append(check.xlen(keys.bars("AAA/USDT", "1s")))  # sent, with BBB's
+        lens.append(check.xlen(keys.bars("BBB/USDT", "1s")))
+        pipes["CCC/USDT"].put(bar(1000))
+        lens.append(check.xlen(keys.bars("CCC/USDT", "1s")))  # waits for the turn's end
+        return lens
+
+    async def bind_and_turn() -> list[int]:
+        await pub.bind()
+        pub.enabled = True
+        return one_turn()
+
+    try:
+        assert loop.call(bind_and_turn(), timeout=10) == [0, 1, 1, 0]
+        assert last.wait(10), published
+        assert published == [["AAA/USDT", "BBB/USDT"], ["CCC/USDT"]]
+        assert check.xlen(keys.bars("CCC/USDT", "1s")) == 1
+    finally:
+        loop.stop(cleanup=pub.aclose())
+        check.close()
