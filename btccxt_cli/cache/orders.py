@@ -141,8 +141,13 @@ def may_trade(symbols: Iterable[str], totals: dict[str, float], held: dict[str, 
     (or, with ``adopt_holdings``, everything the account holds of the base currency)."""
     parts = []
     seen: set[str] = set()
+    swaps = []
     for symbol in symbols:
         base = symbol.split("/")[0]
+        if ":" in symbol:  # a swap: the bot's own position, long or short (docs/swaps.md)
+            size = held[symbol].size if symbol in held else 0.0
+            swaps.append(f"{symbol} {size:+g} {base}")
+            continue
         if adopt:
             size = 0.0 if base in seen else totals.get(base, 0.0)
             seen.add(base)
@@ -151,7 +156,11 @@ def may_trade(symbols: Iterable[str], totals: dict[str, float], held: dict[str, 
         parts.append(f"{symbol} {size:g} {base}")
     why = ("everything the account holds (broker.adopt_holdings)" if adopt else
            "bought by its own orders; coins the account held before are never sold")
-    return ", ".join(parts) + f" ({why})"
+    out = ", ".join(parts) + f" ({why})" if parts else ""
+    if swaps:
+        out += ("; " if out else "") + ", ".join(swaps) + (
+            " (swaps: the bot's own position; it never trades against one it did not open)")
+    return out
 
 
 @dataclass

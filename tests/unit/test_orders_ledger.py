@@ -60,6 +60,10 @@ def test_may_trade_says_what_the_bot_may_sell() -> None:
         "before are never sold)")
     assert may_trade(["BTC/USDT", "BTC/USDC"], {"BTC": 1.0}, held, adopt=True) == (
         "BTC/USDT 1 BTC, BTC/USDC 0 BTC (everything the account holds (broker.adopt_holdings))")
+    swap = {"BTC/USDT:USDT": Holding(ACCOUNT, "BTC/USDT:USDT", -0.02)}
+    assert may_trade(["BTC/USDT:USDT"], {"BTC": 1.0}, swap, adopt=False) == (
+        "BTC/USDT:USDT -0.02 BTC (swaps: the bot's own position; it never trades against one it "
+        "did not open)")
 
 
 def test_final_orders_are_told_once_and_older_files_are_not_replayed(tmp_path: Path) -> None:
