@@ -15,6 +15,10 @@ contractSize``), the unit of the orders database, the ledger and the strategy.
   :class:`ExPosition` (signed base size, entry, mark, unrealised P&L, liquidation price).
 * **Funding** (:func:`read_funding`): ``fetch_funding_history`` since the last payment stored;
   each payment is stored once (``OrderStore.add_funding``) and told once.
+* **Foreign part** (:func:`foreign_sizes`): what the exchange holds beyond the bot's ledger,
+  taken with each positions read where no order of the bot in that symbol is in flight or
+  watched (then no fill of ours is missing from the ledger or unread in the read); the strategy
+  thread keeps it between reads, which its own fills do not change.
 * **Closed outside** (:func:`outside_closes`): the bot's position must be contained in the
   exchange's (same sign, not larger). When it is not, and no order of the bot in that symbol
   is in flight (so no fill of ours is unread), the exchange closed it outside the bot's orders
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from btccxt_cli.bt.ordersync import Event, OrderSync
 
 __all__ = ["ExPosition", "SwapSettings", "is_contract", "contract_size", "in_base", "setup",
-           "read_positions", "read_funding", "outside_closes", "SWAP_EXCHANGES"]
+           "read_positions", "read_funding", "outside_closes", "foreign_sizes", "SWAP_EXCHANGES"]
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +257,26 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
                                              "price": price, "reason": reason,
                                              "holding": (new.size, new.price)}))
     return events
+
+
+async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
+                        symbols: tuple[str, ...]) -> dict[str, float | None]:
+    """Per swap symbol, what the exchange holds beyond the bot's ledger (signed, base units) as
+    of ``positions``; None where an order of the bot in that symbol is in flight or watched (the
+    read may hold a fill of it the ledger has not taken yet). Call right after the read, on the
+    worker (no fill is taken in between)."""
+    markets = sync._ex.markets or {}
+    busy = {t.rec.symbol for t in sync.tracked.values()}
+    busy |= {t.rec.symbol for t in sync.watch.watched.values()}
+    held = await sync._db(sync.db.holdings, sync.account)
+    out: dict[str, float | None] = {}
+    for symbol in symbols:
+        if not is_contract(markets.get(symbol)):
+            continue
+        pos, h = positions.get(symbol), held.get(symbol)
+        mine = h.size if h is not None else 0.0
+        out[symbol] = None if symbol in busy else (pos.size if pos is not None else 0.0) - mine
+    return out
 
 
 async def _liquidated(sync: OrderSync, symbol: str, since_ms: int) -> bool:

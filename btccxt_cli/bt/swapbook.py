@@ -4,9 +4,12 @@ swap passes before it is sent.
 
 * **One position per symbol** (net mode): the exchange nets every order of the account, so
   the bot's position (its ledger) is part of the exchange's, and the rest (``foreign``) was
-  opened by someone else. The bot never trades against a foreign position: an order that
-  would take the bot's position to the other side of it is rejected (it would close what the
-  bot did not open), unless ``broker.adopt_holdings`` made it the bot's.
+  opened by someone else: taken by the worker with a positions read while no order of the bot
+  in that symbol was in flight (``derivs.foreign_sizes``), and kept until the next such read
+  (the bot's own fills between reads move its ledger, not the foreign part). The bot never
+  trades against a foreign position: an order that would take the bot's position to the other
+  side of it is rejected (it would close what the bot did not open), unless
+  ``broker.adopt_holdings`` made it the bot's.
 * **Reduce-only**: an order that only takes the bot's position towards zero is sent
   ``reduceOnly``, so the exchange itself never lets it open a position.
 * **Liquidation distance** (``limits.min_liquidation_distance``): an order that grows the
@@ -42,6 +45,7 @@ class SwapBook:
         self.leverage = leverage
         self.margin_mode = margin_mode
         self.exchange: dict[str, ExPosition] = {}  # the exchange's positions, last read
+        self._foreign: dict[str, float] = {}  # the part the bot did not open, last known
         self.funding: dict[str, float] = {}  # funding this run, per symbol (< 0: paid)
         self.notices: list[tuple[str, str, dict[str, Any]]] = []  # (msg, symbol, kwargs)
 
@@ -49,8 +53,13 @@ class SwapBook:
         return is_contract(market)
 
     # ------------------------------------------------------------------ events
-    def on_positions(self, data: dict[str, ExPosition]) -> None:
-        self.exchange = dict(data)
+    def on_positions(self, data: dict[str, Any]) -> None:
+        """A positions read: ``{"positions": {symbol: ExPosition}, "foreign": {symbol: size or
+        None}}`` (None: an order of the bot was in flight; the last known part stays)."""
+        self.exchange = dict(data["positions"])
+        for symbol, size in (data.get("foreign") or {}).items():
+            if size is not None:
+                self._foreign[symbol] = float(size)
 
     def on_funding(self, data: dict[str, Any]) -> None:
         symbol = str(data["symbol"])
@@ -70,7 +79,11 @@ class SwapBook:
 
     # ------------------------------------------------------------------ checks
     def foreign(self, symbol: str, positions: Positions) -> float:
-        """What the exchange holds in ``symbol`` beyond the bot's position (signed)."""
+        """What the exchange holds in ``symbol`` beyond the bot's position (signed): as last
+        known from a read with no order of the bot in flight; before one, the last read less
+        the bot's position now."""
+        if symbol in self._foreign:
+            return self._foreign[symbol]
         pos = self.exchange.get(symbol)
         have = pos.size if pos is not None else 0.0
         return have - positions.get(symbol)[0]

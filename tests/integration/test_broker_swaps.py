@@ -109,6 +109,14 @@ def test_long_reduce_only_close_short_and_flip(sim_factory: Any, tmp_path: Path,
     assert row.size == pytest.approx(0.03) and row.liquidation is not None
 
 
+def once(key: str, side: str, size: float) -> Any:
+    """An ``act`` that places one order (on the first live bar) and nothing after it."""
+    def act(s: Any, n: int) -> None:
+        if key not in s.orders:
+            s.orders[key] = (s.buy if side == "buy" else s.sell)(size=size)
+    return act
+
+
 def engine_price(sim: Any, exchange: str, t_ms: int) -> float:
     return float(sim.sim.server(exchange).engine.price(SWAP, t_ms))
 
@@ -118,7 +126,7 @@ def test_restart_keeps_the_position_and_a_liquidation_while_down_is_told(sim_fac
     sim = swap_sim(sim_factory, "okx", check_timestamps=False)  # the test jumps its clock
     db = tmp_path / "o.sqlite"
     kw = {"leverage": 100, "margin_mode": "isolated"}
-    first = run(sim, "okx", lambda s, n: s.orders.setdefault("long", s.buy(size=0.1)),
+    first = run(sim, "okx", once("long", "buy", 0.1),
                 lambda s: done_ref(first_out, "long"), db=db, symbol=SWAP, out=(first_out := Outcome()),
                 data_kw=data_kw("okx"), broker_kw=kw, timeout=30)
     assert not first.timed_out, first.notes
@@ -158,13 +166,10 @@ def test_funding_payments_are_told_once_and_shown(sim_factory: Any, tmp_path: Pa
     sim = swap_sim(sim_factory, "okx", funding_s=2)  # a settlement every 2 s
     db = tmp_path / "o.sqlite"
 
-    def act(s: Any, n: int) -> None:
-        s.orders.setdefault("long", s.buy(size=0.05))
-
     def done(s: Any) -> bool:
         return sum(1 for m, _ in s.notices if m == "funding") >= 2
 
-    out = run(sim, "okx", act, done, db=db, symbol=SWAP, data_kw=data_kw("okx"),
+    out = run(sim, "okx", once("long", "buy", 0.05), done, db=db, symbol=SWAP, data_kw=data_kw("okx"),
               broker_kw={"funding_interval": 0.2, "balance_interval": 0.2}, timeout=30,
               strategy=Noticed)
     assert not out.timed_out
@@ -229,3 +234,43 @@ def test_a_hedged_account_or_settings_blocked_by_a_position_refuse_the_start(sim
     with pytest.raises(BtccxtError, match=r"setting BTC/USDT:USDT to 2x isolated failed.*59000"):
         run(sim, "okx", lambda s, n: None, lambda s: True, db=tmp_path / "b.sqlite", symbol=SWAP,
             data_kw=data_kw("okx"), broker_kw={"leverage": 2})
+
+
+def final_ref(out: Outcome, key: str) -> bool:
+    s = out.strategy
+    o = s.orders.get(key) if s is not None else None
+    return o is not None and any(st in ("Completed", "Canceled", "Rejected")
+                                 for st in out.statuses(o.ref))
+
+
+def test_an_order_right_after_a_fill_is_not_refused_for_a_position_the_exchange_read_missed(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """The exchange's positions are read now and then (here: at start only); between two reads
+    the bot's own fills move its ledger away from the last read. That difference is the bot's,
+    not someone else's: growing a long right after a fill, or a short right after a flip, is
+    sent (the order chaos soak on swaps found such orders refused as "against a position this
+    bot did not open")."""
+    sim = swap_sim(sim_factory, "okx")
+    out = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        o = s.orders
+        if "long" not in o:
+            o["long"] = s.buy(size=0.03)
+        elif done_ref(out, "long") and "more" not in o:
+            o["more"] = s.buy(size=0.02)  # the last read saw no position: not a foreign short
+        elif done_ref(out, "more") and "flip" not in o:
+            o["flip"] = s.sell(size=0.08)
+        elif done_ref(out, "flip") and "deeper" not in o:
+            o["deeper"] = s.sell(size=0.01)  # the bot's short of 0.03: not against a foreign long
+
+    run(sim, "okx", act, lambda s: final_ref(out, "deeper") or any(
+        final_ref(out, k) and not done_ref(out, k) for k in s.orders), db=tmp_path / "o.sqlite",
+        out=out, symbol=SWAP, data_kw=data_kw("okx"),
+        broker_kw={"balance_interval": 600, "reconcile_interval": 600}, timeout=40)
+    assert not out.timed_out, out.notes
+    s = out.strategy
+    for key in ("long", "more", "flip", "deeper"):
+        assert out.statuses(s.orders[key].ref)[-1] == "Completed", (key, out.last(s.orders[key].ref))
+    assert out.broker.getposition(s.data).size == pytest.approx(-0.04)
+    assert exchange_size(client(sim, "okx")) == pytest.approx(-0.04)

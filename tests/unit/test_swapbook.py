@@ -25,7 +25,8 @@ def book(held: float = 0.0, entry: float = 0.0, exchange: float | None = None,
     sb = SwapBook({SWAP: lev}, {SWAP: "isolated"})
     have = held if exchange is None else exchange
     if have:
-        sb.on_positions({SWAP: ExPosition(SWAP, have, entry or 100.0, 100.0, 0.0, None, lev, "isolated")})
+        sb.on_positions({"positions": {SWAP: ExPosition(SWAP, have, entry or 100.0, 100.0, 0.0,
+                                                        None, lev, "isolated")}})
     return sb, pos
 
 
@@ -50,6 +51,21 @@ def test_a_short_is_allowed_but_never_against_a_position_the_bot_did_not_open() 
     assert sb.refuse(SWAP, "sell", 0.03, 100.0, pos, OrderLimits(), []) is not None  # past zero
     # counting open sells: a second close of the same 0.02 would go short against the long
     assert sb.refuse(SWAP, "sell", 0.02, 100.0, pos, OrderLimits(), [(SWAP, "sell", 0.02)]) is not None
+
+
+def test_the_foreign_part_is_the_workers_while_nothing_was_in_flight_not_a_stale_read() -> None:
+    sb, pos = book()
+    sb.on_positions({"positions": {}, "foreign": {SWAP: 0.0}})  # flat, nothing in flight
+    pos.held[SWAP] = (0.03, 100.0)  # then the bot's own long fills: the read is stale
+    assert sb.foreign(SWAP, pos) == 0.0
+    assert sb.refuse(SWAP, "buy", 0.02, 100.0, pos, OrderLimits(), []) is None
+    # a read while an order was in flight says nothing about the foreign part: the last stays
+    ex = ExPosition(SWAP, 0.08, 100.0, 100.0, 0.0, None, 5.0, "isolated")
+    sb.on_positions({"positions": {SWAP: ex}, "foreign": {SWAP: None}})
+    assert sb.foreign(SWAP, pos) == 0.0
+    sb.on_positions({"positions": {SWAP: ex}, "foreign": {SWAP: 0.05}})  # someone's long
+    reason = sb.refuse(SWAP, "sell", 0.05, 100.0, pos, OrderLimits(), [])
+    assert reason and "long of 0.05 BTC this bot did not open" in reason
 
 
 def test_reduce_only_is_for_orders_that_only_take_the_bot_towards_zero() -> None:
