@@ -16,9 +16,10 @@ contractSize``), the unit of the orders database, the ledger and the strategy.
 * **Funding** (:func:`read_funding`): ``fetch_funding_history`` since the last payment stored;
   each payment is stored once (``OrderStore.add_funding``) and told once.
 * **Foreign part** (:func:`foreign_sizes`): what the exchange holds beyond the bot's ledger,
-  taken with each positions read where no order of the bot in that symbol is in flight or
-  watched (then no fill of ours is missing from the ledger or unread in the read); the strategy
-  thread keeps it between reads, which its own fills do not change.
+  taken with the read at start (the orders adopted then were read just before it) and with each
+  later read where no order of the bot in that symbol is in flight (then no fill of ours is
+  unread in the read); the strategy thread keeps it between reads, which its own fills do not
+  change.
 * **Closed outside** (:func:`outside_closes`): the bot's position must be contained in the
   exchange's (same sign, not larger). When it is not, and no order of the bot in that symbol
   is in flight (so no fill of ours is unread), the exchange closed it outside the bot's orders
@@ -260,14 +261,14 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
 
 
 async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
-                        symbols: tuple[str, ...]) -> dict[str, float | None]:
+                        symbols: tuple[str, ...], start: bool = False) -> dict[str, float | None]:
     """Per swap symbol, what the exchange holds beyond the bot's ledger (signed, base units) as
-    of ``positions``; None where an order of the bot in that symbol is in flight or watched (the
-    read may hold a fill of it the ledger has not taken yet). Call right after the read, on the
-    worker (no fill is taken in between)."""
+    of ``positions``; None where an order of the bot in that symbol is in flight (the read may
+    hold a fill of it the ledger has not taken yet), except at ``start`` (its orders were just
+    read: the best estimate there is). Call right after the read, on the worker (no fill is
+    taken in between)."""
     markets = sync._ex.markets or {}
-    busy = {t.rec.symbol for t in sync.tracked.values()}
-    busy |= {t.rec.symbol for t in sync.watch.watched.values()}
+    busy = set() if start else {t.rec.symbol for t in sync.tracked.values()}
     held = await sync._db(sync.db.holdings, sync.account)
     out: dict[str, float | None] = {}
     for symbol in symbols:

@@ -331,7 +331,7 @@ class OrderSync:
                         adopted[symbol] = (h.size, h.price)
             if adopted:
                 events.append(Event("adopted", data=adopted))
-        events.append(await self._positions_event(positions))
+        events.append(await self._positions_event(positions, start=True))
         events += await derivs.read_funding(self, self.symbols, self._funding_since)
         self._next_funding = self.clock.monotonic() + self.funding_interval
         return events
@@ -351,12 +351,13 @@ class OrderSync:
             events += await derivs.read_funding(self, self.symbols, self._funding_since)
         return events
 
-    async def _positions_event(self, positions: dict[str, derivs.ExPosition]) -> Event:
-        """The exchange's positions and, where no order of ours is in flight, the part of each
-        the bot did not open (``derivs.foreign_sizes``)."""
+    async def _positions_event(self, positions: dict[str, derivs.ExPosition],
+                               start: bool = False) -> Event:
+        """The exchange's positions and, where no order of ours is in flight (at ``start``:
+        everywhere), the part of each the bot did not open (``derivs.foreign_sizes``)."""
         return Event("positions", data={
             "positions": positions,
-            "foreign": await derivs.foreign_sizes(self, positions, self.symbols)})
+            "foreign": await derivs.foreign_sizes(self, positions, self.symbols, start=start)})
 
     def _tol_symbol(self, symbol: str, amount: float) -> float:
         market = (getattr(self._ex, "markets", None) or {}).get(symbol)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import backtrader as bt
 import pytest
 
 from btccxt_cli.exchange.factory import make_exchange
@@ -274,3 +275,42 @@ def test_an_order_right_after_a_fill_is_not_refused_for_a_position_the_exchange_
         assert out.statuses(s.orders[key].ref)[-1] == "Completed", (key, out.last(s.orders[key].ref))
     assert out.broker.getposition(s.data).size == pytest.approx(-0.04)
     assert exchange_size(client(sim, "okx")) == pytest.approx(-0.04)
+
+
+def test_after_a_restart_with_a_live_order_an_order_right_after_a_fill_is_not_refused(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """The read at start knows the foreign part though an adopted order is live (it was read
+    just before); later reads while it is live keep that part, whatever the bot's fills do."""
+    sim = swap_sim(sim_factory, "okx")
+    db = tmp_path / "o.sqlite"
+    kw = {"balance_interval": 600, "reconcile_interval": 600}
+    first = Outcome()
+
+    def place(s: Any, n: int) -> None:
+        if "rest" not in s.orders:  # far below the price: rests, and the next run adopts it
+            s.orders["rest"] = s.buy(size=0.01, price=round(float(s.data.close[0]) * 0.8, 1),
+                                     exectype=bt.Order.Limit)
+            s.orders["long"] = s.buy(size=0.03)
+
+    run(sim, "okx", place, lambda s: done_ref(first, "long"), db=db, out=first, symbol=SWAP,
+        data_kw=data_kw("okx"), broker_kw=kw, timeout=30)
+    assert not first.timed_out, first.notes
+    out = Outcome()
+
+    def act(s: Any, n: int) -> None:
+        o = s.orders
+        if "more" not in o:
+            o["more"] = s.buy(size=0.02)
+        elif done_ref(out, "more") and "again" not in o:
+            o["again"] = s.buy(size=0.01)  # the bot's 0.05 now, the start read saw 0.03: its own
+
+    run(sim, "okx", act, lambda s: final_ref(out, "again") or (
+        final_ref(out, "more") and not done_ref(out, "more")), db=db, out=out, symbol=SWAP,
+        data_kw=data_kw("okx"), broker_kw=kw, timeout=30)
+    assert not out.timed_out, out.notes
+    s = out.strategy
+    for key in ("more", "again"):
+        assert out.statuses(s.orders[key].ref)[-1] == "Completed", (key, out.last(s.orders[key].ref))
+    assert out.broker.getposition(s.data).size == pytest.approx(0.06)
+    assert exchange_size(client(sim, "okx")) == pytest.approx(0.06)
+    assert [o["status"] for o in sim.orders("okx") if o["price"]] == ["new"]  # adopted, live
