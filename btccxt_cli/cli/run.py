@@ -53,6 +53,7 @@ class _Signals:
         self.unwound = threading.Event()  # start-up let go after an early stop
         self.finished = threading.Event()  # the command is done
         self.watch: Any = None  # forces an early stop that start-up does not let go of
+        self._wake_fds: tuple[int, int, int] | None = None  # (read, write, previous wakeup fd)
 
     def arm(self) -> None:
         from btccxt_cli.runtime.stopping import StopWatch
@@ -64,6 +65,53 @@ class _Signals:
     def install(self) -> None:
         signal.signal(signal.SIGINT, self.handler)
         signal.signal(signal.SIGTERM, self.handler)
+        self._wake_fds = self._watch_wakeup_fd()
+
+    def _watch_wakeup_fd(self) -> tuple[int, int, int] | None:
+        """Python runs ``handler`` on the main thread only, between bytecodes: a signal that
+        lands just before the strategy enters a blocking call (or while it blocks it) is not
+        handled until that call returns, maybe never. The C-level handler also writes the
+        signal's number to the wakeup fd on whatever thread got it: a thread reading it asks
+        for the stop at once (the first signal's effect; ``handler`` later counts it once)."""
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # not the main thread (an in-process test runner)
+            return None
+        threading.Thread(target=self._read_wakeups, args=(r,), name="btccxt-signals",
+                         daemon=True).start()
+        return r, w, old
+
+    def _read_wakeups(self, fd: int) -> None:
+        try:
+            while data := os.read(fd, 64):  # b"": the write end was closed (uninstall)
+                for signum in data:
+                    if signum in (signal.SIGINT, signal.SIGTERM):
+                        self.wake(signal.Signals(signum).name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def wake(self, name: str) -> None:
+        """(signal thread) A stop signal was received: ask for the stop now, whatever the
+        main thread is doing; the stop watch forces it after the grace."""
+        runner, watch = self.runner, self.watch
+        if runner is not None:
+            runner.stop(f"signal {name}")
+        elif watch is not None:
+            watch.request(f"signal {name} during start-up")
+
+    def uninstall(self) -> None:
+        fds, self._wake_fds = self._wake_fds, None
+        if fds is not None:
+            _, w, old = fds
+            try:
+                signal.set_wakeup_fd(old)
+            except ValueError:  # noqa: S110 - not the main thread: leaving it as it is
+                pass
+            os.close(w)  # the reading thread ends on the pipe's end (and closes its side)
 
     def handler(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -132,6 +180,7 @@ def run_command(
         signals.unwound.set()
         if signals.watch is not None:
             signals.watch.disarm()
+        signals.uninstall()
     _leave_despite_threads(code, signals.grace)
     raise typer.Exit(code)
 
