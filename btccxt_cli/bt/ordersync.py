@@ -479,6 +479,8 @@ class OrderSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if name == "binance" and reset_binance_login(self._ex):
+                    await self._read_clock()  # a refused login is most often its timestamp
                 cause = exc.__context__ or exc.__cause__
                 if is_fatal(exc) or isinstance(exc, (TypeError, AttributeError)) or (
                         cause is not None and is_fatal(cause)):
@@ -996,6 +998,28 @@ def _write_failed(client_id: str, fut: Future) -> None:
     if exc is not None:
         logger.error("order %s: its update could not be stored in the orders database (%s: %s); "
                      "is another program holding the file?", client_id, type(exc).__name__, exc)
+
+
+def reset_binance_login(ex: Any) -> bool:
+    """Undo what a refused binance WebSocket-API login leaves behind in ccxt 4.5.90's client.
+
+    ccxt's ``ensure_user_data_stream_ws_subscribe_signature`` deletes the ``spot`` subscription
+    twice when the exchange refuses the login (e.g. for its timestamp, -1021): the second
+    ``del`` raises ``KeyError: 'spot'`` before the pending ``authenticate:signature:spot``
+    future is rejected, and every later login then waits on that future for ever. Dropping
+    both lets the next login start afresh. Returns True when there was something to drop."""
+    try:
+        url = ex.urls["api"]["ws"]["ws-api"]["spot"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    client = (getattr(ex, "clients", None) or {}).get(url)
+    if client is None:
+        return False
+    stale = client.futures.pop("authenticate:signature:spot", None)
+    if stale is not None and not stale.done():
+        stale.cancel()
+    had = client.subscriptions.pop("spot", None) is not None
+    return stale is not None or had
 
 
 def _prime_balance_cache(ex: Any) -> None:
