@@ -219,8 +219,10 @@ class LiveRates:
             self._rates[sym].update(hist)
             if len(hist) >= 2:
                 self._interval[sym] = hist[-1][0] - hist[-2][0]
-            self._next[sym] = nxt if nxt is not None else (
-                hist[-1][0] + self._interval[sym] if sym in self._interval else now + 3_600_000)
+            # the first settlement after the history read (one may have passed since, before
+            # fetch_funding_rate answered with the one after it)
+            self._next[sym] = (hist[-1][0] + self._interval[sym] if sym in self._interval
+                               else nxt if nxt is not None else now + 3_600_000)
 
     @staticmethod
     def _learn_next(client: Any, sym: str) -> Any:

@@ -315,8 +315,8 @@ def test_funding_downloads_resume_where_the_cache_stops(sim_factory: Any, tmp_pa
 
 
 def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_factory: Any) -> None:
-    """The documented use (docs/swaps.md): cerebro lines the two feeds up by time, so each
-    cycle sees a settlement no later than its newest bar, and every settlement arrives."""
+    """The documented use (docs/swaps.md): cerebro lines the two feeds up by time, each
+    cycle sees the last settlement delivered, and every settlement arrives, in order."""
     import backtrader as bt
 
     from btccxt_cli.bt.funding_feed import CCXTFundingFeed
@@ -350,7 +350,8 @@ def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_fa
         store.stop()
     settled = sorted({(f, r) for _, f, r in cycles})
     assert len(settled) >= 5, cycles
-    assert all(f <= p + 1 for p, f, _ in cycles)  # never a settlement after the newest bar
+    assert [f for _, f, _ in cycles] == sorted(f for _, f, _ in cycles)
+    assert [p for p, _, _ in cycles] == sorted(p for p, _, _ in cycles)
     truth = _rates(sim, settled[0][0], settled[-1][0])
     assert settled == sorted(truth.items())
 
@@ -362,3 +363,50 @@ def test_the_paper_liquidation_estimate_is_isolated_only() -> None:
     assert liquidation_estimate(60_000, -0.5, 5, "isolated") == pytest.approx(60_000 * (1 + 0.2 - 0.004))
     assert liquidation_estimate(60_000, 0.5, 5, "cross") is None
     assert liquidation_estimate(60_000, 0.0, 5, "isolated") is None
+
+
+class _SettlementDuringStart:
+    """The real ccxt client; the simulator's clock passes one settlement right after the
+    history is read, before ``fetch_funding_rate`` answers (as a slow start can)."""
+
+    def __init__(self, ex: Any, clock: Any, step_s: float) -> None:
+        self.ex, self.clock, self.step_s, self.calls = ex, clock, step_s, 0
+
+    def fetch_funding_rate_history(self, *args: Any, **kwargs: Any) -> Any:
+        got = self.ex.fetch_funding_rate_history(*args, **kwargs)
+        self.calls += 1
+        if self.calls == 1:
+            self.clock.advance(self.step_s)
+        return got
+
+    def fetch_funding_rate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ex.fetch_funding_rate(*args, **kwargs)
+
+
+def test_a_paper_runs_rates_miss_no_settlement_that_passes_while_they_start(
+        sim_factory: Any) -> None:
+    from btccxt_cli.bt.funding import LiveRates
+    from btccxt_cli.clock import ManualClock
+
+    now = int(time.time() * 1000)
+    clock = ManualClock(start_ms=now - now % 2000 + 1500)  # 0.5 s before a settlement
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=2, clock=clock)
+    ex = make_exchange("binance", sim_url=sim.url("binance"))
+    ex.load_markets()
+    start = clock.time_ms()
+    rates = LiveRates(lambda: _SettlementDuringStart(ex, clock, 1.0), [SWAP], clock=clock,
+                      settle_wait=0.0, retry=0.05).start()
+    try:
+        due = start + 500  # the settlement that passes during the start
+        deadline = time.monotonic() + 20
+        while rates.times(SWAP, start, start) is None and time.monotonic() < deadline:
+            threading.Event().wait(0.02)
+        clock.advance(4)  # two more settlements
+        want = [due, due + 2000, due + 4000]
+        while any(rates.rate(SWAP, t) is None for t in want) and time.monotonic() < deadline:
+            threading.Event().wait(0.02)
+        truth = _rates(sim, due, due + 4000)
+        assert {t: rates.rate(SWAP, t) for t in want} == truth
+        assert rates.times(SWAP, start, clock.time_ms()) == want
+    finally:
+        rates.stop()
