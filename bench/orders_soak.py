@@ -2,6 +2,7 @@
 
     python bench/orders_soak.py [--duration 300] [--seed N] [--exchanges binance okx]
                                 [--every 5 15] [--ambiguous-timeout 35] [--crashes 2] [--log FILE]
+                                [--swap]
 
 For each exchange, a backtrader strategy on 1 s bars (WebSocket feed) trades through
 ``CCXTBroker`` (``updates="auto"``: the order stream by WebSocket, REST polls while it is down)
@@ -30,6 +31,18 @@ notification sequence (Submitted, Accepted at most once per run, Partial*, one f
 strategy and stored in the order database equal the exchange's, once each, all delivered; the
 final cash and position equal the exchange's balances. Exit code 1 when any check fails.
 
+Swap mode (``--swap``; okx by default): the same on the linear swap ``BTC/USDT:USDT``
+(contracts of 0.01 BTC; the strategy's sizes are in BTC), 5x isolated, starting flat with
+``adopt_holdings=False``: sells open shorts, an order that crosses zero flips the position, one
+that only takes it towards zero goes reduce-only, and market, taker and crash orders turn towards
+zero once the position is beyond +-0.3 BTC; market orders close the whole position or flip it
+a little past zero now and then, and on every 4th bar (from flat: a short). No stop orders (the live broker refuses them on
+swaps). The final check adds: the broker's position (``getposition``) equals the exchange's
+(ccxt ``fetch_positions``, contracts x contractSize, signed) and the simulator's
+``positions()``; its cash is the exchange's free USDT; and no order was refused as trading
+against a position the bot did not open (there is none). binance swap runs read bars by REST
+and poll orders (the simulator has no futures kline stream).
+
 ``tests/integration/test_orders_soak.py`` runs a short version of the same soak.
 """
 
@@ -55,6 +68,7 @@ import backtrader as bt  # noqa: E402
 
 from btccxt_cli.bt.store import CCXTStore  # noqa: E402
 from btccxt_cli.cache.orders import OrderStore  # noqa: E402
+from btccxt_cli.exchange.factory import make_exchange  # noqa: E402
 from btccxt_cli.sim.accounts import DEFAULT_KEY  # noqa: E402
 from btccxt_cli.sim.app import SimThread  # noqa: E402
 from btccxt_cli.sim.plans import cross_plan  # noqa: E402
@@ -78,6 +92,16 @@ LOOKUP_LAG_MS = (1000, 4000)
 #: what the strategy does on each current bar, with weights
 ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
            ("cancel", 1), ("jump", 1), ("idle", 1))
+#: swap mode: the linear swap traded, its actions (no stops: refused on swaps; a market order
+#: of the whole position, and one past zero by a little), leverage and margin mode, and the
+#: position beyond which market, taker and crash orders turn towards zero
+SWAP_SYMBOL = "BTC/USDT:USDT"
+SWAP_ACTIONS = tuple(a for a in ACTIONS if a[0] != "stop") + (("close", 1), ("flip", 1))
+SWAP_LEVERAGE, SWAP_MARGIN = 5, "isolated"
+SWAP_BOUND = 0.3
+SWAP_FLIP_EVERY = 4  # every 4th bar acted on flips the position (from flat: opens a short)
+#: swap positions are sums of contracts x 0.01 (no fee in base units): equal up to float error
+SWAP_POSITION_TOL = 1e-9
 FINAL = ("Completed", "Canceled", "Rejected", "Expired")
 #: the exchange's status of an order each final notification stands for (None: not there)
 EXCHANGE_STATUS = {"Completed": "filled", "Canceled": "canceled", "Expired": "expired",
@@ -155,6 +179,8 @@ class SoakResult:
 
     exchange: str
     seed: int
+    symbol: str = SYMBOL
+    swap: bool = False
     trading_s: float = 0.0
     settling_s: float = 0.0
     timed_out: bool = False
@@ -169,6 +195,10 @@ class SoakResult:
     broker_position: float | None = None
     exchange_orders: list[dict[str, Any]] = field(default_factory=list)
     exchange_balances: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: swaps: the exchange's signed position in base units, as ccxt's ``fetch_positions`` and
+    #: the simulator's ``positions()`` show it (None: not read)
+    ccxt_position: float | None = None
+    sim_position: float | None = None
     db_orders: list[dict[str, Any]] = field(default_factory=list)
     db_fills: list[dict[str, Any]] = field(default_factory=list)
     ws_pushes: int = 0
@@ -267,6 +297,7 @@ class Control:
                  every: tuple[float, float], settle_timeout: float, say: Callable[[str], None],
                  result: SoakResult) -> None:
         self.sim, self.exchange, self.seed = sim, exchange, seed
+        self.symbol, self.swap = result.symbol, result.swap
         self.duration, self.every, self.settle_timeout = duration, every, settle_timeout
         self.say = say
         self.result = result
@@ -350,14 +381,16 @@ class Soaker(bt.Strategy):
             if p.cancel_at is not None and ctl.bars >= p.cancel_at:
                 p.cancel_at = None
                 self.cancel(p.order)
-        names, weights = zip(*ACTIONS, strict=True)
+        names, weights = zip(*(SWAP_ACTIONS if ctl.swap else ACTIONS), strict=True)
         action = ctl.rng.choices(names, weights)[0]
         if len(self.open) >= MAX_OPEN and action not in ("market", "cancel", "jump", "idle"):
             action = "cancel"
+        if ctl.swap and ctl.bars % SWAP_FLIP_EVERY == 0:  # shorts and flips in every run
+            action = "flip"
         if ctl.crash_due():
             ctl.say(f"  {ctl.exchange}: crash point {len(ctl.result.crashes) + 1}: a market "
                     "order whose fill the strategy dies on")
-            self._place("market", "buy", ctl.rng.uniform(0.001, 0.02))
+            self._place("market", self._side("buy"), ctl.rng.uniform(0.001, 0.02))
             ctl.crash_ref = self._last_ref
             return
         getattr(self, f"_do_{action}")()
@@ -405,19 +438,32 @@ class Soaker(bt.Strategy):
         cash, pos = self.broker.getcash(), self.broker.getposition(self.data).size
         quote = bal.get(QUOTE, {"free": 0.0, "locked": 0.0})
         base = bal.get(BASE, {"free": 0.0, "locked": 0.0})
-        if abs(cash - quote["free"]) <= CASH_TOL and \
-                abs(pos - base["free"] - base["locked"]) <= position_tol(
-                    sum(len(n.fills) for n in ctl.result.notes)):
+        if ctl.swap:
+            held, tol = sim_position(ctl.sim, ctl.exchange, ctl.symbol), SWAP_POSITION_TOL
+        else:
+            held = base["free"] + base["locked"]
+            tol = position_tol(sum(len(n.fills) for n in ctl.result.notes))
+        if abs(cash - quote["free"]) <= CASH_TOL and abs(pos - held) <= tol:
             assert ctl.wind_down_at is not None
             ctl.result.settled = True
             ctl.result.settling_s = now - ctl.wind_down_at
             self.env.runstop()
 
     # ------------------------------------------------------------------ actions
+    def _side(self, side: str) -> str:
+        """``side``, except on a swap whose position is beyond :data:`SWAP_BOUND`: the side
+        towards zero (the position stays bounded, flipping around zero)."""
+        if not self.ctl.swap:
+            return side
+        pos = self.broker.getposition(self.data).size
+        if abs(pos) <= SWAP_BOUND:
+            return side
+        return "sell" if pos > 0 else "buy"
+
     def _place(self, kind: str, side: str, size: float, *, price: float | None = None,
                plimit: float | None = None, exectype: int = bt.Order.Market,
                when_ms: int | None = None, cancel_after: int | None = None) -> None:
-        size = round(size, 5)
+        size = round(size, 4 if self.ctl.swap else 5)  # swap lot: 0.01 contract = 0.0001 BTC
         fn = self.buy if side == "buy" else self.sell
         kw: dict[str, Any] = {"size": size, "exectype": exectype}
         if price is not None:
@@ -435,11 +481,11 @@ class Soaker(bt.Strategy):
 
     def _do_market(self) -> None:
         rng = self.ctl.rng
-        self._place("market", rng.choice(["buy", "sell"]), rng.uniform(0.001, 0.02))
+        self._place("market", self._side(rng.choice(["buy", "sell"])), rng.uniform(0.001, 0.02))
 
     def _do_taker_limit(self) -> None:
         rng, px = self.ctl.rng, float(self.data.close[0])
-        side = rng.choice(["buy", "sell"])
+        side = self._side(rng.choice(["buy", "sell"]))
         price = px * (1.003 if side == "buy" else 0.997)
         self._place("taker_limit", side, rng.uniform(0.001, 0.02), price=price,
                     exectype=bt.Order.Limit)
@@ -447,7 +493,7 @@ class Soaker(bt.Strategy):
     def _do_cross_limit(self) -> None:
         ctl = self.ctl
         rng = ctl.rng
-        plan = cross_plan(ctl.sim.model, SYMBOL, ctl.sim.now_ms(), quiet_s=rng.uniform(1.0, 8.0),
+        plan = cross_plan(ctl.sim.model, ctl.symbol, ctl.sim.now_ms(), quiet_s=rng.uniform(1.0, 8.0),
                           horizon_s=600)
         # one in three large enough to fill in parts (SIM_KW's liquidity)
         size = rng.uniform(0.1, 0.4) if rng.random() < 0.33 else rng.uniform(0.001, 0.02)
@@ -467,7 +513,7 @@ class Soaker(bt.Strategy):
         rng, px = ctl.rng, float(self.data.close[0])
         stop_limit = rng.random() < 0.35
         if rng.random() < 0.5:  # one the path reaches: a sell stop it falls to, a buy it rises to
-            plan = cross_plan(ctl.sim.model, SYMBOL, ctl.sim.now_ms(),
+            plan = cross_plan(ctl.sim.model, ctl.symbol, ctl.sim.now_ms(),
                               quiet_s=rng.uniform(1.5, 8.0), horizon_s=600)
             side = "sell" if plan.side == "buy" else "buy"
             stop, when, cancel_after, kind = plan.price, plan.when_ms, None, "stop"
@@ -482,6 +528,19 @@ class Soaker(bt.Strategy):
         else:
             self._place(kind, side, rng.uniform(0.001, 0.02), price=stop,
                         exectype=bt.Order.Stop, when_ms=when, cancel_after=cancel_after)
+
+    def _do_close(self) -> None:
+        """Swaps: a market order of the bot's whole position (reduce-only unless open orders
+        reduce it too)."""
+        pos = round(self.broker.getposition(self.data).size, 4)
+        if pos:
+            self._place("close", "sell" if pos > 0 else "buy", abs(pos))
+
+    def _do_flip(self) -> None:
+        """Swaps: a market order that takes the position a little past zero."""
+        pos = self.broker.getposition(self.data).size
+        side = "sell" if pos >= 0 else "buy"
+        self._place("flip", side, abs(pos) + self.ctl.rng.uniform(0.001, 0.02))
 
     def _do_cancel(self) -> None:
         if self.open:
@@ -511,13 +570,19 @@ def _cerebro(sim: Any, exchange: str, ctl: Control, db: Path,
     store = CCXTStore(exchange, sim_url=sim.url(exchange),
                       config={**KEYS, "timeout": CCXT_TIMEOUT_MS})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
-    data = store.getdata(dataname=SYMBOL, name=SYMBOL, timeframe=bt.TimeFrame.Seconds,
-                         compression=1, backfill_bars=1, use_websocket=True,
+    # binance's futures klines are served by REST only (the simulator has no futures kline stream)
+    data = store.getdata(dataname=ctl.symbol, name=ctl.symbol, timeframe=bt.TimeFrame.Seconds,
+                         compression=1, backfill_bars=1,
+                         use_websocket=not (ctl.swap and exchange == "binance"),
                          ws_reconnect_delay=0.2, ws_max_reconnect_delay=1.0)
     cerebro.adddata(data)
-    # the account's 10 BTC are the bot's to trade (it sells as often as it buys)
+    # spot: the account's 10 BTC are the bot's to trade (it sells as often as it buys); swaps:
+    # the bot starts flat and its sells open shorts
+    swap_kw: dict[str, Any] = {"adopt_holdings": not ctl.swap}
+    if ctl.swap:
+        swap_kw.update(leverage=SWAP_LEVERAGE, margin_mode=SWAP_MARGIN)
     broker = store.getbroker(live=True, db_path=db, updates="auto", poll_interval=0.5,
-                             ambiguous_timeout=ambiguous_timeout, adopt_holdings=True)
+                             ambiguous_timeout=ambiguous_timeout, **swap_kw)
     cerebro.setbroker(broker)
     cerebro.addstrategy(Soaker, ctl=ctl)
     return store, cerebro, data, broker
@@ -525,13 +590,14 @@ def _cerebro(sim: Any, exchange: str, ctl: Control, db: Path,
 
 def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[float, float],
          db: Path, ambiguous_timeout: float = 35.0, settle_timeout: float | None = None,
-         crashes: int = 0, say: Callable[[str], None] = print) -> SoakResult:
+         crashes: int = 0, swap: bool = False, say: Callable[[str], None] = print) -> SoakResult:
     """One soak on ``exchange`` of ``sim`` (a started ``SimThread`` with ``check_timestamps``
     off and large balances, e.g. :data:`BALANCES`); returns what happened and the exchange's
     state afterwards. ``settle_timeout``: seconds the wind-down may take (default: the
     ambiguous timeout + 45 s). ``crashes``: crash points, spread over the trading time (each
-    restarts the run on the same order database)."""
-    result = SoakResult(exchange=exchange, seed=seed)
+    restarts the run on the same order database). ``swap``: trade :data:`SWAP_SYMBOL`."""
+    result = SoakResult(exchange=exchange, seed=seed, symbol=SWAP_SYMBOL if swap else SYMBOL,
+                        swap=swap)
     settle_timeout = settle_timeout if settle_timeout is not None else ambiguous_timeout + 45.0
     ctl = Control(sim, exchange, seed, duration, every, settle_timeout, say, result)
     ctl.crash_at = [duration * (i + 1) / (crashes + 1) for i in range(crashes)]
@@ -592,6 +658,9 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
         result.settling_s = now_s() - ctl.wind_down_at
     result.exchange_orders = sim.orders(exchange)
     result.exchange_balances = sim.balances(exchange)
+    if swap:
+        result.sim_position = sim_position(sim, exchange, result.symbol)
+        result.ccxt_position = ccxt_position(sim, exchange, result.symbol)
     store_db = OrderStore(db)
     try:
         dump = store_db.dump()
@@ -602,6 +671,24 @@ def soak(sim: Any, exchange: str, *, duration: float, seed: int, every: tuple[fl
     for placed in result.placed.values():
         placed.order = None  # let cerebro, the broker and the store go
     return result
+
+
+def sim_position(sim: Any, exchange: str, symbol: str) -> float:
+    """The simulated account's signed position in ``symbol`` (base units), from the engine."""
+    return sum(float(p["qty"]) for p in sim.positions(exchange, DEFAULT_KEY.key)
+               if p["symbol"] == symbol)
+
+
+def ccxt_position(sim: Any, exchange: str, symbol: str) -> float:
+    """The account's signed position in ``symbol`` (base units) as the exchange's API shows it:
+    ccxt ``fetch_positions``, contracts x contractSize."""
+    ex = make_exchange(exchange, sim_url=sim.url(exchange), config=KEYS)
+    ex.load_markets()
+    total = 0.0
+    for p in ex.fetch_positions([symbol]):
+        size = float(p["contracts"] or 0.0) * float(p["contractSize"] or 1.0)
+        total += -size if p["side"] == "short" else size
+    return total
 
 
 def _collect(result: SoakResult, broker: Any) -> None:
@@ -631,6 +718,12 @@ class Checks:
     sequence_errors: int = 0
     mismatches: int = 0  # final status, filled amount or balances differ from the exchange
     worker_errors: int = 0  # "order worker cycle failed" in the log
+    #: swaps: the bot's position along its fills (the order db's, in time order): lowest and
+    #: highest, fills that took it across zero, orders the exchange holds as reduce-only
+    low: float = 0.0
+    high: float = 0.0
+    flips: int = 0
+    reduce_only: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -769,10 +862,29 @@ def check(r: SoakResult) -> Checks:
     if r.broker_cash is None or abs(r.broker_cash - quote["free"]) > CASH_TOL:
         bad("mismatches", f"cash {r.broker_cash} in the broker, {quote['free']} free {QUOTE} on "
                           "the exchange")
-    total = base["free"] + base["locked"]
-    if r.broker_position is None or abs(r.broker_position - total) > position_tol(c.fills_exchange):
-        bad("mismatches", f"position {r.broker_position} in the broker, {total} {BASE} on the "
-                          "exchange")
+    if r.swap:
+        path = 0.0
+        for f in sorted(r.db_fills, key=lambda f: (int(f["time_ms"]), str(f["trade_id"]))):
+            before = path
+            path += float(f["amount"]) * (1 if f["side"] == "buy" else -1)
+            c.flips += (before > _EPS and path < -_EPS) or (before < -_EPS and path > _EPS)
+            c.low, c.high = min(c.low, path), max(c.high, path)
+        c.reduce_only = sum(bool(o.get("reduce_only")) for o in r.exchange_orders)
+        for name, held in (("fetch_positions", r.ccxt_position), ("the simulator", r.sim_position)):
+            if r.broker_position is None or held is None or \
+                    abs(r.broker_position - held) > SWAP_POSITION_TOL:
+                bad("mismatches", f"position {r.broker_position} {BASE} in the broker, {held} in "
+                                  f"{r.symbol} by {name}")
+        # nobody else trades the account: a refusal for a position the bot did not open is wrong
+        for n in r.notes:
+            if n.status == "Rejected" and "did not open" in (n.reason or ""):
+                bad("mismatches", f"{n.client_id or n.ref}: refused for a foreign position "
+                                  f"that does not exist: {n.reason}")
+    else:
+        total = base["free"] + base["locked"]
+        if r.broker_position is None or abs(r.broker_position - total) > position_tol(c.fills_exchange):
+            bad("mismatches", f"position {r.broker_position} in the broker, {total} {BASE} on the "
+                              "exchange")
 
     c.ambiguous = sum(1 for line in r.log if "create outcome unknown" in line)
     c.found = sum(1 for line in r.log if "found at the exchange by client order id" in line)
@@ -795,7 +907,7 @@ def report(r: SoakResult, c: Checks) -> list[str]:
     kinds = Counter(p.kind for p in r.placed.values())
     lost_stream = r.via_log.count("reconnecting")
     out = [
-        f"# order soak report: {r.exchange} (seed {r.seed})",
+        f"# order soak report: {r.exchange} {r.symbol} (seed {r.seed})",
         f"duration               {r.trading_s:.0f} s trading, {r.settling_s:.1f} s settling",
         f"faults injected        {len(r.faults)}: "
         + ", ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k]),
@@ -824,6 +936,13 @@ def report(r: SoakResult, c: Checks) -> list[str]:
         f"final balances         cash {r.broker_cash}, position {r.broker_position} "
         f"({'= the exchange' if not c.mismatches else 'see problems'})",
     ]
+    if r.swap:
+        out.append(f"swap position          {SWAP_LEVERAGE}x {SWAP_MARGIN}, from {c.low:+.4f} to "
+                   f"{c.high:+.4f} {BASE}, {c.flips} flip(s) across zero, {c.reduce_only} "
+                   "reduce-only order(s)")
+        sizes = [("none" if x is None else f"{x:+.6f}")
+                 for x in (r.broker_position, r.ccxt_position, r.sim_position)]
+        out.append("  final                broker {}, fetch_positions {}, simulator {}".format(*sizes))
     if c.problems:
         out.append("problems:")
         out += [f"  {p}" for p in c.problems[:40]]
@@ -837,7 +956,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=300, help="seconds of trading per exchange")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--exchanges", nargs="+", default=["binance", "okx"], choices=["binance", "okx"])
+    ap.add_argument("--exchanges", nargs="+", default=None, choices=["binance", "okx"],
+                    help="default: binance okx (spot), okx (--swap)")
     ap.add_argument("--every", type=float, nargs=2, default=(5.0, 15.0), metavar=("MIN", "MAX"),
                     help="seconds between faults (drawn at random)")
     ap.add_argument("--ambiguous-timeout", type=float, default=35.0,
@@ -845,26 +965,31 @@ def main() -> int:
     ap.add_argument("--crashes", type=int, default=0,
                     help="crash points: the strategy dies on a market order's fill and the run "
                          "restarts on the same order database")
+    ap.add_argument("--swap", action="store_true",
+                    help=f"trade the linear swap {SWAP_SYMBOL} ({SWAP_LEVERAGE}x {SWAP_MARGIN}, "
+                         "starting flat, shorts allowed; default exchange okx)")
     ap.add_argument("--log", type=Path, default=None,
                     help="write the broker's warnings here (default: printed on failure only)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    exchanges = args.exchanges or (["okx"] if args.swap else ["binance", "okx"])
+    symbol = SWAP_SYMBOL if args.swap else SYMBOL
     for name in ("btccxt_cli", "asyncio"):  # warnings go to the report (LogTap), not stderr
         quiet = logging.getLogger(name)
         quiet.propagate = False
         quiet.addHandler(logging.NullHandler())
-    print(f"# order soak: {' '.join(args.exchanges)}, {SYMBOL} 1s bars, updates auto, "
+    print(f"# order soak: {' '.join(exchanges)}, {symbol} 1s bars, updates auto, "
           f"{args.duration:.0f} s each, a fault every {args.every[0]:g}-{args.every[1]:g} s, "
           f"ccxt timeout {CCXT_TIMEOUT_MS} ms, ambiguous_timeout {args.ambiguous_timeout:g} s, "
           f"seed {seed}", flush=True)
     failed = 0
     t0 = now_s()
-    for exchange in args.exchanges:  # the same seed on each: one can be rerun alone
+    for exchange in exchanges:  # the same seed on each: one can be rerun alone
         with SimThread(exchanges=(exchange,), **SIM_KW) as sim, \
                 tempfile.TemporaryDirectory() as tmp:
             r = soak(sim, exchange, duration=args.duration, seed=seed, every=(args.every[0], args.every[1]),
                      db=Path(tmp) / "orders.sqlite", ambiguous_timeout=args.ambiguous_timeout,
-                     crashes=args.crashes, say=lambda s: print(s, flush=True))
+                     crashes=args.crashes, swap=args.swap, say=lambda s: print(s, flush=True))
         c = check(r)
         print()
         print("\n".join(report(r, c)), flush=True)
@@ -875,7 +1000,8 @@ def main() -> int:
             failed += 1
             print(f"rerun: python bench/orders_soak.py --exchanges {exchange} --seed {seed} "
                   f"--duration {args.duration:g} --every {args.every[0]:g} {args.every[1]:g} "
-                  f"--ambiguous-timeout {args.ambiguous_timeout:g} --crashes {args.crashes}")
+                  f"--ambiguous-timeout {args.ambiguous_timeout:g} --crashes {args.crashes}"
+                  + (" --swap" if args.swap else ""))
             print("last warnings:")
             print("\n".join(r.log[-40:]), flush=True)
         print()

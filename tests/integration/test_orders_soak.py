@@ -6,6 +6,10 @@ No order is duplicated or lost, each order's notifications are a valid sequence,
 reaches the strategy and the order database exactly once, and the broker ends with the
 exchange's balances, across a crash point too: the strategy dies while told of a market order's
 fill, and a new run on the same order database tells it once and goes on.
+
+On okx's linear swap too (5x isolated, starting flat: shorts, flips, reduce-only closes): the
+broker's position equals the exchange's (``fetch_positions`` and the simulator's), and no order
+is refused as trading against a position the bot did not open.
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ EVERY = (1.4, 2.0)
 #: handler, or after the engine ran it), so a short lookup window is safe here
 AMBIGUOUS_TIMEOUT = 5.0
 CRASHES = 1  # halfway: the strategy dies on a market order's fill; a new run goes on
+#: swaps: shorter, faults a little more often (every kind still at least once)
+SWAP_DURATION, SWAP_EVERY = 20.0, (1.1, 1.5)
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("exchange", ["binance", "okx"])
+@pytest.mark.parametrize(("exchange", "swap"), [("binance", False), ("okx", False), ("okx", True)],
+                         ids=["binance", "okx", "okx-swap"])
 def test_no_order_or_fill_is_lost_or_doubled_under_random_faults(
-        sim_factory: Any, tmp_path: Path, exchange: str) -> None:
+        sim_factory: Any, tmp_path: Path, exchange: str, swap: bool) -> None:
     sim = sim_factory(exchanges=(exchange,), **orders_soak.SIM_KW)
-    result = orders_soak.soak(sim, exchange, duration=DURATION, seed=SEED, every=EVERY,
+    result = orders_soak.soak(sim, exchange, duration=SWAP_DURATION if swap else DURATION,
+                              seed=SEED, every=SWAP_EVERY if swap else EVERY,
                               db=tmp_path / "orders.sqlite", ambiguous_timeout=AMBIGUOUS_TIMEOUT,
-                              settle_timeout=AMBIGUOUS_TIMEOUT + 40.0, crashes=CRASHES,
+                              settle_timeout=AMBIGUOUS_TIMEOUT + 40.0, crashes=CRASHES, swap=swap,
                               say=lambda s: None)
     checks = orders_soak.check(result)
     report = "\n".join(orders_soak.report(result, checks))
@@ -56,3 +64,7 @@ def test_no_order_or_fill_is_lost_or_doubled_under_random_faults(
     assert len(result.crashes) == CRASHES, context
     crashed = [o for o in result.db_orders if o["client_id"] in result.crashes]
     assert [o["status"] for o in crashed] == ["closed"] * CRASHES, context
+    if swap:  # shorts held and flips made; the position is the exchange's, as both show it
+        assert checks.low < 0 < checks.high and checks.flips >= 1, context
+        assert result.broker_position == pytest.approx(result.ccxt_position, abs=1e-9), context
+        assert result.broker_position == pytest.approx(result.sim_position, abs=1e-9), context
