@@ -84,13 +84,19 @@ def _s(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+_SOURCES: dict[str | bytes, BarSource] = {
+    **{src.value: src for src in BarSource}, **{src.value.encode(): src for src in BarSource}}
+
+
 def decode_bar(entry_id: str | bytes, fields: dict) -> tuple[Candle, BarSource]:
     """A stream entry back to the candle (open time from the id) and the hub's source."""
+    if b"o" in fields:  # the reader's case (bytes, parsed by hiredis): no decoding needed
+        ts = int(entry_id.partition(b"-")[0]) if isinstance(entry_id, bytes) else int(
+            entry_id.partition("-")[0])
+        c = Candle(ts, float(fields[b"o"]), float(fields[b"h"]), float(fields[b"l"]),
+                   float(fields[b"c"]), float(fields[b"v"]))
+        return c, _SOURCES.get(fields.get(b"s", b"live"), BarSource.LIVE)
     f = {_s(k): _s(v) for k, v in fields.items()}
     ts = int(_s(entry_id).split("-", 1)[0])
     c = Candle(ts, float(f["o"]), float(f["h"]), float(f["l"]), float(f["c"]), float(f["v"]))
-    try:
-        src = BarSource(f.get("s", "live"))
-    except ValueError:
-        src = BarSource.LIVE
-    return c, src
+    return c, _SOURCES.get(f.get("s", "live"), BarSource.LIVE)

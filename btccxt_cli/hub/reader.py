@@ -40,11 +40,21 @@ class _Sub:
         self.catching_up = False  # bars read now were missed: delivered as gapfill
         self.field = series_field(series.p.symbol, series.p.timeframe)
         self.warm = True  # history older than the stream may come from the local cache
+        # bytes, so that redis-py passes them to XREAD as they are: encoding hundreds of keys
+        # and ids again at every read was most of a read's CPU
+        self.bkey = key.encode()
+        self._last: tuple[int | None, bytes] = (None, b"0-0")
+
+    @property
+    def last_bid(self) -> bytes:
+        last = self.series.assembler.last_ts
+        if last != self._last[0]:  # once per new bar, not once per read
+            self._last = (last, f"{last}-0".encode() if last is not None and last >= 0 else b"0-0")
+        return self._last[1]
 
     @property
     def last_id(self) -> str:
-        last = self.series.assembler.last_ts
-        return f"{last}-0" if last is not None and last >= 0 else "0-0"
+        return self.last_bid.decode()
 
 
 class HubReader:
@@ -204,7 +214,8 @@ class HubReader:
     async def _read(self, r: Any, *, block_ms: int) -> int:
         """One XREAD over every series that is up; history series move to LIVE once read.
         Returns how many entries it read."""
-        ups = {k: s for k, s in self._subs.items() if s.down is None and s.series.phase != s.series.OVER}
+        ups = {s.bkey: s for s in self._subs.values()
+               if s.down is None and s.series.phase != s.series.OVER}
         if not ups:
             await asyncio.sleep(self.check_s)
             return 0
@@ -214,17 +225,17 @@ class HubReader:
                 sub.warm = False
                 await self._warm_from_cache(r, sub)
         block = None if hist else block_ms
-        res = await r.xread({k: s.last_id for k, s in ups.items()}, count=_BATCH, block=block)
+        res = await r.xread({k: s.last_bid for k, s in ups.items()}, count=_BATCH, block=block)
         self.reads += 1
-        got: dict[str, int] = {}
+        got: dict[bytes, int] = {}
         for key, entries in res or []:
-            k = key.decode() if isinstance(key, bytes) else key
+            k = key if isinstance(key, bytes) else key.encode()
             sub = ups.get(k)
             if sub is not None:
                 self._apply(sub, entries)
                 got[k] = len(entries)
         for sub in hist:
-            if got.get(sub.key, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
+            if got.get(sub.bkey, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
                 sub.series.go_live()
         return sum(got.values())
 

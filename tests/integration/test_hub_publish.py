@@ -167,3 +167,30 @@ def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_serv
     finally:
         loop.stop(cleanup=pub.aclose())
         check.close()
+
+
+def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_server):
+    """The entry format both ends share: what the hub writes, read back as a runner reads it
+    (bytes from hiredis) or as text, is the same candle (exact floats) and source."""
+    import redis
+
+    from btccxt_cli.hub.keys import HubKeys, decode_bar, encode_bar
+    from btccxt_cli.model import BarSource, Candle
+
+    key = HubKeys(namespace()).bars("AAA/USDT", "1s")
+    bars = [(Candle(1_700_000_000_000 + i * 1000, 0.1 + i, 1e-9 * 3, 12345.678901234567, 2 / 3,
+                    1e22 / 7), src) for i, src in enumerate(BarSource)]
+    raw, text = redis.Redis.from_url(redis_server.url), redis.Redis.from_url(
+        redis_server.url, decode_responses=True)
+    try:
+        for c, src in bars:
+            raw.xadd(key, encode_bar(c, src), id=f"{c.ts}-0")
+        for client in (raw, text):
+            assert [decode_bar(eid, f) for eid, f in client.xrange(key)] == bars
+        raw.xadd(key, {"o": "1", "h": "1", "l": "1", "c": "1", "v": "1", "s": "weird"},
+                 id="1800000000000-0")
+        for client in (raw, text):
+            assert decode_bar(*client.xrange(key)[-1])[1] is BarSource.LIVE
+    finally:
+        raw.close()
+        text.close()
