@@ -15,7 +15,8 @@ direct runner (websocket to the simulator) on 20 symbols. Prints:
 - the floor of the hub's own hop: one XADD to a reader process's XREAD BLOCK, with nothing
   else running, p50/p99;
 - CPU (user+system seconds per wall second) of the hub, the runners, valkey-server and the
-  simulator;
+  simulator; per runner and bar close (steady part): CPU, ``next()`` calls, XREADs, context
+  switches (what a close costs a runner, whatever else the machine runs);
 - Redis memory for an hour-equivalent of 1s bars on SYMBOLS streams (written with the hub's
   own entry format and MAXLEN), per bar and in all.
 """
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,13 +60,37 @@ def runner_main(args: argparse.Namespace) -> None:
         store = CCXTStore(EX, hub_url=args.url, hub_namespace=args.ns)
         kw = {}
     rows: list[tuple[str, int, int, str]] = []
+    steady: dict[str, float] = {}  # CPU, context switches and reads from 3 s into live bars
+
+    readers: list = []
+    strats: list = []
+
+    def usage() -> dict[str, float]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        if not readers:
+            readers.append(getattr(store, "_hub_reader", None))
+        reader = readers[0]
+        loop = next((t for t in threading.enumerate() if t.name == f"btccxt-{EX}"), None)
+        return {"cpu": time.process_time(), "vcsw": ru.ru_nvcsw, "ivcsw": ru.ru_nivcsw,
+                "reads": getattr(reader, "reads", 0), "t": time.monotonic(),
+                "loop": cpu_s(os.getpid(), loop.native_id) if loop is not None else 0.0}
 
     class Rec(bt.Strategy):
         def __init__(self) -> None:
             self._lens = {d: 0 for d in self.datas}
+            self._first = 0
+            self.calls = 0
+            strats.append(self)
 
         def next(self) -> None:
             t = time.perf_counter_ns()
+            self.calls += 1
+            if not self._first and rows:
+                self._first = rows[-1][1]
+            if self._first and not steady and rows and rows[-1][1] >= self._first + 3000:
+                steady.update(usage())
+                steady["bar"] = rows[-1][1]
+                steady["calls"] = self.calls
             for d in self.datas:
                 if len(d) > self._lens[d]:
                     self._lens[d] = len(d)
@@ -76,8 +102,17 @@ def runner_main(args: argparse.Namespace) -> None:
     for sym in args.names.split(","):
         cerebro.adddata(store.getdata(dataname=sym, name=sym, timeframe=bt.TimeFrame.Seconds,
                                       compression=1, backfill_start=False, **kw), name=sym)
+    end: dict[str, float] = {}
+
+    def finish() -> None:  # the end of the steady part, taken while the store still runs
+        if steady and rows and strats:
+            end.update(usage())
+            end["bar"] = rows[-1][1]
+            end["calls"] = strats[0].calls
+        cerebro.runstop()
+
     cerebro.addstrategy(Rec)
-    timer = threading.Timer(args.seconds, cerebro.runstop)
+    timer = threading.Timer(args.seconds, finish)
     timer.daemon = True
     timer.start()
     wall0, cpu0 = time.monotonic(), time.process_time()
@@ -85,11 +120,18 @@ def runner_main(args: argparse.Namespace) -> None:
     cpu = (time.process_time() - cpu0) / max(1e-9, time.monotonic() - wall0)
     Path(args.out).write_text(json.dumps(rows), encoding="utf-8")
     Path(args.out + ".cpu").write_text(repr(cpu), encoding="utf-8")
+    if end:  # per bar close (second) of the steady part: what one close costs this runner
+        closes = max(1, (end["bar"] - steady["bar"]) // 1000)
+        per = {k: (end[k] - steady[k]) / closes
+               for k in ("cpu", "vcsw", "ivcsw", "reads", "loop", "calls")}
+        Path(args.out + ".use").write_text(json.dumps(per), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- helpers
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """User+system CPU seconds of a process (or one of its threads)."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -325,6 +367,15 @@ def main() -> None:
             print(f"the floor, one XADD -> a reader process's XREAD BLOCK wake-up with nothing else "
                   f"running: p50 {statistics.median(hop):.2f} ms  p99 {pct(hop, 0.99):.2f} ms")
         print(f"hub CPU: {cpu * 100:.1f} % of one core")
+        for n, o in [*zip(sizes, outs, strict=True), ("direct", direct_out)]:
+            use = Path(str(o) + ".use")
+            if use.exists():
+                u = json.loads(use.read_text())
+                print(f"  runner {n!s:>6} symbols, per close: CPU {u['cpu'] * 1000:.2f} ms "
+                      f"({u['cpu'] * 1e6 / (20 if n == 'direct' else n):.0f} us a bar; its "
+                      f"event loop's thread {u.get('loop', 0) * 1000:.2f} ms), "
+                      f"next() calls {u['calls']:.1f}, XREADs {u['reads']:.1f}, context switches "
+                      f"{u['vcsw']:.1f} voluntary {u['ivcsw']:.1f} involuntary")
 
         def runner_cpu(out: Path) -> float:
             path = Path(str(out) + ".cpu")

@@ -13,6 +13,10 @@ the gap is read from REST and published in order. While Redis is away the leader
 bars in memory and publishes them when it answers again (unless another hub has taken the
 lease meanwhile: then it steps down and the new leader fills the gap itself).
 
+Bars go out from the store's event loop, in the turn that read them (``hub/publish.py``);
+this module's thread keeps the lease, the heartbeat and the ``wanted`` set, and publishes
+itself only while Redis is away or its queue is not empty.
+
 Key names: ``hub/keys.py``. The runners' side: ``hub/reader.py``.
 """
 
