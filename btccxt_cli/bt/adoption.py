@@ -14,7 +14,7 @@ from btccxt_cli.cache.orders import FillRecord, OrderRecord
 if TYPE_CHECKING:
     from btccxt_cli.bt.ordersync import Event, OrderSync
 
-__all__ = ["replay_final", "adopt_holdings", "last_price"]
+__all__ = ["replay_final", "adopt_holdings", "last_price", "ADOPT_READS"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +51,43 @@ async def replay_final(sync: OrderSync, live: set[str]) -> list[Event]:
     return events
 
 
-async def adopt_holdings(sync: OrderSync) -> dict[str, tuple[float, float]]:
+#: balance reads ``adopt_holdings`` tries for one with no fill of a live order around it
+ADOPT_READS = 3
+
+
+async def adopt_holdings(sync: OrderSync) -> tuple[list[Event], dict[str, tuple[float, float]]]:
     """``broker.adopt_holdings``, once per account and symbol: the first adopted symbol of
     each base currency is raised to the account's whole holding of it (less what other
     symbols of that base hold). Later starts adopt nothing more (the coins are the bot's
     and move with its fills; a restart after fills made while down must not count them
-    twice). Returns the positions it changed."""
+    twice).
+
+    An order still live may fill between the start's read of its fills and the balance read
+    here: the balance holds that fill, the ledger not yet, and the fill read later would
+    move the position a second time. So the live orders are read again after the balance:
+    a new fill goes into the ledger and the balance is read again, until a balance has no
+    new fill after it (``ADOPT_READS`` tries; else nothing is adopted on this start).
+    Returns the events of those reads and the positions it changed."""
     markets = sync._ex.markets or {}
     ledger = await sync._db(sync.db.holdings, sync.account)
     todo = [s for s in sync.adopt if (markets.get(s) or {}).get("spot")
             and not (s in ledger and ledger[s].adopted)]
     if not todo:
-        return {}
-    balances = await sync._fetch_balance(strict=True)  # read after the fills made while down
+        return [], {}
+    events: list[Event] = []
+    for _ in range(ADOPT_READS):
+        balances = await sync._fetch_balance(strict=True)  # read after the fills made while down
+        new: list[Event] = []
+        for t in list(sync.tracked.values()):  # fills made up to that read: into the ledger
+            new += await sync._refresh(t)
+        events += new
+        if not any(e.kind == "fill" for e in new):
+            break
+    else:
+        logger.warning("orders kept filling while the account's holdings were read; "
+                       "broker.adopt_holdings adopts nothing on this start (the next start does)")
+        return events, {}
+    ledger = await sync._db(sync.db.holdings, sync.account)
     out: dict[str, tuple[float, float]] = {}
     seen: set[str] = set()
     for symbol in todo:
@@ -82,7 +106,7 @@ async def adopt_holdings(sync: OrderSync) -> dict[str, tuple[float, float]]:
         out[symbol] = (held.size, held.price)
         logger.warning("%s: the bot may trade the account's %g %s, %g of them held before "
                        "(broker.adopt_holdings)", symbol, held.size, base, held.adopted)
-    return out
+    return events, out
 
 
 async def last_price(ex: Any, symbol: str) -> float:

@@ -764,7 +764,9 @@ class CCXTBroker(bt.BrokerBase):
         """The bot's position after a new fill (idempotent: a deferred fill passes twice)."""
         f = ev.fill
         assert f is not None
-        held = ev.data.get("holding")
+        # taken on the first pass only: a deferred fill passes again after later moves (the
+        # coins broker.adopt_holdings adopted at start), which its holding predates
+        held = ev.data.pop("holding", None)
         if held is not None:
             self.positions.held[f.symbol] = (float(held[0]), float(held[1]))
         lv = self._live.get(f.client_id)

@@ -287,7 +287,8 @@ class OrderSync:
         await self.watch.resume()  # given up lately, by an earlier run: still watched
         events += await self.watch.sweep()  # orders of ours the exchange has and we lost
         if self.adopt:  # after the fills made while down are in the ledger: never counted twice
-            adopted = await adopt_holdings(self)
+            read, adopted = await adopt_holdings(self)  # fills of live orders read around it
+            events += read
             if adopted:
                 events.append(Event("adopted", data=adopted))
         events += await self._swap_start()
@@ -426,10 +427,13 @@ class OrderSync:
         while True:
             try:
                 timeout = max(0.0, self._next_poll - self._wall())
-                try:
-                    cmd = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-                except asyncio.TimeoutError:
-                    cmd = None
+                if not self._queue.empty():  # commands first: a poll that is always due (it
+                    cmd = self._queue.get_nowait()  # takes longer than its interval) must not
+                else:  # starve them (wait_for with timeout 0 never takes a queued item)
+                    try:
+                        cmd = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+                    except asyncio.TimeoutError:
+                        cmd = None
                 if cmd is not None:
                     await self._command(cmd)
                     # drain what else is queued (each once, in order)

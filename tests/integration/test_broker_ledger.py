@@ -174,6 +174,54 @@ def test_adopted_holdings_are_adopted_once_and_fills_made_while_down_count_once(
     assert row["adopted"] == 1.0 and row["size"] == pytest.approx(held, abs=1e-8)
 
 
+def test_an_order_filling_between_the_start_and_the_adoption_counts_once(
+        sim_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """A buy of an earlier run is still open when the next start reads it, and fills before
+    ``broker.adopt_holdings`` reads the balance (forced: the exchange's clock jumps past the
+    crossing right before the adoption). The balance holds the fill: the position must count
+    it once (the savings adopted, plus the fill), not adopt it and add it again."""
+    from btccxt_cli.bt import ordersync
+
+    sim = sim_factory(exchanges=("binance",), balances=FUNDED, check_timestamps=False,
+                      liquidity=float("inf"))
+    db = tmp_path / "o.sqlite"
+    plan = cross_plan(sim.model, SYMBOL, sim.now_ms(), quiet_s=60)  # rests a minute at least
+    while plan.side != "buy":  # a buy: the first run does not adopt, so it may not sell
+        sim.sim.clock_offset_ms += 60_000
+        plan = cross_plan(sim.model, SYMBOL, sim.now_ms(), quiet_s=60)
+    out1 = Outcome()
+
+    def act1(s: Any, n: int) -> None:
+        if n == 1:
+            s.orders["buy"] = s.buy(size=0.1, price=plan.price, exectype=bt.Order.Limit)
+
+    run(sim, "binance", act1, lambda s: has(out1, lambda st: st.orders.get("buy"), "Accepted"),
+        db=db, out=out1)
+    assert not out1.timed_out, out1.notes
+
+    real = ordersync.adopt_holdings
+    seen: dict[str, Any] = {}
+
+    async def fill_first(sync: Any) -> Any:  # after the start read the order, before the balance
+        seen["before"] = [o["status"] for o in sim.orders("binance")]
+        sim.sim.clock_offset_ms += max(0, plan.when_ms + 2000 - sim.now_ms())
+        seen["after"] = [o["status"] for o in sim.orders("binance")]
+        return await real(sync)
+
+    monkeypatch.setattr(ordersync, "adopt_holdings", fill_first)
+    out2 = Outcome()
+    run(sim, "binance", lambda s, n: None, lambda s: any(n.status == "Completed" for n in out2.notes),
+        db=db, out=out2, broker_kw=ADOPT)
+    assert not out2.timed_out, out2.notes
+    assert seen == {"before": ["new"], "after": ["filled"]}  # the fill fell in between
+    held = _btc(sim, "binance")
+    assert held == pytest.approx(1.0 + 0.1 * 0.999, abs=1e-8)  # the fee is charged in BTC
+    assert out2.strategy.position.size == pytest.approx(held, abs=1e-8)  # not 1.0 + 2 fills
+    row = _dump(db)["positions"][0]
+    assert row["size"] == pytest.approx(held, abs=1e-8)
+    assert row["adopted"] == pytest.approx(1.0, abs=1e-8)  # the savings, not the fill
+
+
 # --------------------------------------------------------------------------- issue 19 item 2
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_buying_again_on_completed_cannot_breach_max_position(sim_factory: Any, tmp_path: Path,
