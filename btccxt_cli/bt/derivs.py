@@ -139,7 +139,12 @@ async def setup(sync: OrderSync, symbols: tuple[str, ...], settings: SwapSetting
                 if await _okx_leverage(ex, symbol, mgn) != lev:  # a change needs a flat symbol
                     await ex.set_leverage(int(lev), symbol, {"marginMode": mgn})
             else:
-                await ex.set_margin_mode(mgn, symbol)
+                import ccxt
+
+                try:
+                    await ex.set_margin_mode(mgn, symbol)
+                except ccxt.MarginModeAlreadySet:  # -4046: already so (a restart, say)
+                    pass
                 await ex.set_leverage(int(lev), symbol)
         except Exception as exc:
             raise BtccxtError(
@@ -282,14 +287,24 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
 
 async def _liquidated(sync: OrderSync, symbol: str, since_ms: int) -> bool:
     """Did the exchange close ``symbol`` by a liquidation order (``autoclose-`` client id, as
-    binance names them and the simulator does on both) since ``since_ms``?"""
+    binance names them and the simulator does on both) since ``since_ms``? okx trades carry
+    the client id; binance trades only the order id, so the orders not of this bot are read."""
     try:
         trades = await sync._ex.fetch_my_trades(symbol, max(0, since_ms - 60_000))
     except Exception:
         return False
-    for tr in trades:
+    ours = {r.exchange_id for r in await sync._db(sync.db.orders, sync.account) if r.exchange_id}
+    looked = 0
+    for tr in reversed(trades):  # the newest first: a liquidation is the last trade
         info = tr.get("info") or {}
         cid = str(info.get("clOrdId") or info.get("clientOrderId") or tr.get("clientOrderId") or "")
+        oid = str(tr.get("order") or "")
+        if not cid and oid and oid not in ours and looked < 3:
+            looked += 1
+            try:
+                cid = str((await sync._ex.fetch_order(oid, symbol)).get("clientOrderId") or "")
+            except Exception:
+                cid = ""
         if cid.startswith("autoclose-"):
             return True
     return False
