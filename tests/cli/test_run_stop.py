@@ -51,7 +51,8 @@ SLOW_IMPORT = """import time
 import backtrader as bt
 
 print("IMPORTING", flush=True)
-time.sleep(60)  # start-up takes long (a slow import, a slow exchange ...)
+for _ in range(600):  # start-up takes long (a slow import, a slow exchange ...), in Python: a
+    time.sleep(0.1)  # signal landing before a sleep began is handled when that sleep ends
 
 
 class Late(bt.Strategy):
