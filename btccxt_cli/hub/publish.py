@@ -21,13 +21,14 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.hub.keys import HubKeys, encode_bar, series_field
 from btccxt_cli.model import FeedEvent
 
-__all__ = ["LoopPublisher", "queue_batch", "is_refusal", "Batch"]
+__all__ = ["LoopPublisher", "queue_batch", "is_refusal", "Batch", "take_events", "count_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,55 @@ def is_refusal(res: Any) -> bool:
     return "equal or smaller" in str(res)
 
 
+def take_events(handles: dict[tuple[str, str], Any], limit: int,
+                line: Callable[[str], None]) -> Batch:
+    """Up to ``limit`` bars and states from the pipes of ``handles`` (``(symbol, tf)`` ->
+    the store's feed handle); a feed's end is told to ``line``."""
+    batch: Batch = []
+    for (sym, tf), h in list(handles.items()):
+        pipe = h.series.pipe
+        while len(batch) < limit:
+            ev = pipe.get(0)
+            if ev is None:
+                break
+            if ev.kind in ("bar", "state"):
+                batch.append((sym, tf, ev))
+            elif ev.kind == "end":
+                line(f"{sym} {tf}: feed ended: {ev.message}")
+    return batch
+
+
+def count_results(stats: Any, batch: Batch, results: list, line: Callable[[str], None], *,
+                  per_bar: bool) -> None:
+    """Count in ``stats`` (the hub's ``HubStats``) what Redis took and refused of a batch;
+    state changes, and with ``per_bar`` every bar published, go to ``line``."""
+    import redis
+
+    it = iter(results)
+    for sym, tf, ev in batch:
+        name = series_field(sym, tf)
+        res = next(it)
+        if ev.kind == "state":
+            next(it)
+            stats.states[name] = ev.state.value if ev.state is not None else ""
+            line(f"{sym} {tf}: {stats.states[name]}" + (f" ({ev.message})" if ev.message else ""))
+            continue
+        if isinstance(res, redis.ResponseError):
+            if is_refusal(res):
+                stats.refused += 1
+                continue
+            logger.warning("hub: publishing %s %s failed: %s", sym, tf, res)
+            continue
+        stats.published += 1
+        stats.per_series[name] = stats.per_series.get(name, 0) + 1
+        stats.last_bar[name] = ev.candle.ts
+        if per_bar:
+            c = ev.candle
+            when = datetime.fromtimestamp(c.ts / 1000, tz=timezone.utc).strftime("%H:%M:%S")
+            line(f"{sym} {tf} {when} o={c.open} h={c.high} l={c.low} c={c.close} v={c.volume} "
+                 f"({ev.source.value})")
+
+
 class LoopPublisher:
     """Publishes the hub's bars from the event loop their feeds run on (module docstring).
 
@@ -66,7 +116,8 @@ class LoopPublisher:
         failed: (gate held) a batch Redis did not take, and why; it must be kept for the
             publisher thread, which owns publishing until it turns this one on again.
         timeout_s: Redis socket timeout.
-        hold_s: how long the first bar of a burst may wait for the rest of it.
+        hold_s: how long the first bar of a burst may wait for the rest of it (each next
+            part of a long burst waits twice as long as the one before).
     """
 
     def __init__(self, url: str, gate: threading.Lock, *, take: Callable[[], Batch],
@@ -81,6 +132,7 @@ class LoopPublisher:
         self.failed = failed
         self.timeout_s = timeout_s
         self.hold_s = hold_s
+        self._hold = hold_s  # this burst's next part waits this long (doubles per part)
         self.clock = clock
         self._first: float | None = None  # when the oldest bar not yet taken was put
         self.enabled = False  # set and cleared by the publisher thread, with the gate held
@@ -106,7 +158,8 @@ class LoopPublisher:
             self._first = now
         if not self.enabled:
             return
-        if now - self._first >= self.hold_s and threading.get_ident() == self._loop_thread:
+        if now - self._first >= self._hold and threading.get_ident() == self._loop_thread:
+            self._hold *= 2  # the next part of this burst waits twice as long (see _step)
             self._publish()  # a long burst: what is read so far goes now, mid-turn
         elif not self._scheduled:
             self.kick()
@@ -126,14 +179,21 @@ class LoopPublisher:
         # bars that close together arrive as a burst of socket messages; the loop reads them
         # all before it waits on the socket again. One loop turn without a new put ends it:
         # the whole burst goes in one MULTI/EXEC, so a runner's XREAD wakes once for it. A
-        # long burst (hundreds of symbols) goes out in parts every ``hold_s`` (on_put): the
-        # first symbols' runners need not wait until the last symbol's message is parsed
+        # long burst (hundreds of symbols) goes out in parts (on_put), the first after
+        # ``hold_s``, each next one after twice the wait of the one before: the first
+        # symbols' runners need not wait until the last symbol's message is parsed, and a
+        # runner on all of them is not woken every ``hold_s`` (each XREAD over hundreds of
+        # streams costs it about a millisecond of CPU)
         held = self.clock.monotonic() - self._first if self._first is not None else 0.0
-        if self._puts != self._seen and held < self.hold_s:
+        if self._puts != self._seen and held < self._hold:
             self._seen = self._puts
             asyncio.get_running_loop().call_soon(self._step)
             return
         self._scheduled = False
+        if self._puts == self._seen:
+            self._hold = self.hold_s  # a loop turn without a new bar: the burst is over
+        else:
+            self._hold *= 2
         self._publish()
 
     def _client(self) -> Any:

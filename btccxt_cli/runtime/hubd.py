@@ -30,7 +30,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
@@ -42,7 +41,13 @@ from btccxt_cli.hub.keys import (
     parse_series_field,
     series_field,
 )
-from btccxt_cli.hub.publish import Batch, LoopPublisher, is_refusal, queue_batch
+from btccxt_cli.hub.publish import (
+    Batch,
+    LoopPublisher,
+    count_results,
+    queue_batch,
+    take_events,
+)
 from btccxt_cli.model import FeedEvent
 from btccxt_cli.sources.base import SeriesParams
 from btccxt_cli.timeframes import timeframe_ms
@@ -356,18 +361,7 @@ class HubPublisher:
 
     def _take(self, limit: int = 2000) -> Batch:
         """Up to ``limit`` bars and states from the feeds' pipes."""
-        batch: Batch = []
-        for (sym, tf), h in list(self._handles.items()):
-            pipe = h.series.pipe
-            while len(batch) < limit:
-                ev = pipe.get(0)
-                if ev is None:
-                    break
-                if ev.kind in ("bar", "state"):
-                    batch.append((sym, tf, ev))
-                elif ev.kind == "end":
-                    self._line(f"{sym} {tf}: feed ended: {ev.message}")
-        return batch
+        return take_events(self._handles, limit, self._line)
 
     def _loop_failed(self, batch: Batch, exc: BaseException) -> None:
         # first in the queue, before anything still in the pipes: streams stay in order
@@ -411,33 +405,7 @@ class HubPublisher:
 
     def _results(self, batch: Batch, results: list) -> None:
         """Count what Redis took and refused (both publishers)."""
-        import redis
-
-        it = iter(results)
-        for sym, tf, ev in batch:
-            name = series_field(sym, tf)
-            res = next(it)
-            if ev.kind == "state":
-                next(it)
-                self.stats.states[name] = ev.state.value if ev.state is not None else ""
-                self._line(f"{sym} {tf}: {self.stats.states[name]}"
-                           + (f" ({ev.message})" if ev.message else ""))
-                continue
-            if isinstance(res, redis.ResponseError):
-                if is_refusal(res):
-                    self.stats.refused += 1
-                    continue
-                logger.warning("hub: publishing %s %s failed: %s", sym, tf, res)
-                continue
-            self.stats.published += 1
-            self.stats.per_series[name] = self.stats.per_series.get(name, 0) + 1
-            self.stats.last_bar[name] = ev.candle.ts
-            if self.on_line is None:
-                continue
-            when = datetime.fromtimestamp(ev.candle.ts / 1000, tz=timezone.utc).strftime("%H:%M:%S")
-            self._line(f"{sym} {tf} {when} o={ev.candle.open} h={ev.candle.high} "
-                       f"l={ev.candle.low} c={ev.candle.close} v={ev.candle.volume} "
-                       f"({ev.source.value})")
+        count_results(self.stats, batch, results, self._line, per_bar=self.on_line is not None)
 
     def _line(self, text: str) -> None:
         logger.debug("hub: %s", text)

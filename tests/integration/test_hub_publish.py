@@ -96,8 +96,9 @@ def test_bars_go_out_from_the_hubs_loop_and_its_thread_takes_over_while_redis_is
 def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_server):
     """Hundreds of closing updates are parsed in one loop turn; bars read ``hold_s`` before
     the turn ends are sent during it (one MULTI/EXEC), not after the last symbol's message:
-    the first symbols' runners do not wait for the whole burst. The rest of the burst goes
-    out when the loop turns without a new bar."""
+    the first symbols' runners do not wait for the whole burst. Each next part waits twice
+    as long (a runner on every symbol is not woken every ``hold_s``); the rest goes out when
+    the loop turns without a new bar, and the next burst starts at ``hold_s`` again."""
     import redis
 
     from btccxt_cli.clock import ManualClock
@@ -108,11 +109,11 @@ def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_serv
     from btccxt_cli.sources.pipe import Pipe
 
     keys = HubKeys(namespace())
-    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"]
     pipes = {s: Pipe() for s in syms}
     clock = ManualClock()
     published: list[list[str]] = []
-    last = threading.Event()
+    cond = threading.Condition()
 
     def take():
         batch = []
@@ -122,9 +123,9 @@ def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_serv
         return batch
 
     def done(batch, results) -> None:
-        published.append([s for s, _, _ in batch])
-        if "CCC/USDT" in published[-1]:
-            last.set()
+        with cond:
+            published.append([s for s, _, _ in batch])
+            cond.notify_all()
 
     def failed(batch, exc) -> None:
         raise AssertionError(f"publishing failed: {exc}")
@@ -138,32 +139,47 @@ def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_serv
     loop = LoopThread(name="burst")
     loop.start()
 
-    def bar(ts: int) -> FeedEvent:
-        return FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE)
+    def put(sym: str, ts: int, after_s: float = 0.0) -> None:
+        clock.advance(after_s)  # parsing the messages before this one took this long
+        pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
 
-    def one_turn() -> list[int]:
+    def held() -> list[int]:
+        return [check.xlen(keys.bars(s, "1s")) for s in syms]
+
+    def burst() -> list[list[int]]:
         """(loop) One callback, as ccxt's reader parsing a burst: what Redis holds meanwhile."""
-        lens = []
-        pipes["AAA/USDT"].put(bar(1000))
-        lens.append(check.xlen(keys.bars("AAA/USDT", "1s")))  # held for the rest
-        clock.advance(0.004)  # parsing the next messages took longer than hold_s
-        pipes["BBB/USDT"].put(bar(1000))
-        lens.append(check.xlen(keys.bars("AAA/USDT", "1s")))  # sent, with BBB's
-        lens.append(check.xlen(keys.bars("BBB/USDT", "1s")))
-        pipes["CCC/USDT"].put(bar(1000))
-        lens.append(check.xlen(keys.bars("CCC/USDT", "1s")))  # waits for the turn's end
-        return lens
+        seen = []
+        put("AAA/USDT", 1000)
+        seen.append(held())  # held for the rest
+        put("BBB/USDT", 1000, 0.004)
+        seen.append(held())  # 4 ms > 3: sent, with BBB's
+        put("CCC/USDT", 1000)
+        put("DDD/USDT", 1000, 0.004)
+        seen.append(held())  # 4 ms < 6: held
+        put("EEE/USDT", 1000, 0.003)
+        seen.append(held())  # 7 ms > 6: sent
+        put("FFF/USDT", 1000)
+        seen.append(held())  # waits for the turn's end
+        return seen
 
-    async def bind_and_turn() -> list[int]:
+    async def bind_and_burst() -> list[list[int]]:
         await pub.bind()
         pub.enabled = True
-        return one_turn()
+        return burst()
+
+    async def next_burst() -> list[int]:
+        put("AAA/USDT", 2000)
+        put("BBB/USDT", 2000, 0.004)
+        return held()  # 4 ms > 3: the hold is back to hold_s
 
     try:
-        assert loop.call(bind_and_turn(), timeout=10) == [0, 1, 1, 0]
-        assert last.wait(10), published
-        assert published == [["AAA/USDT", "BBB/USDT"], ["CCC/USDT"]]
-        assert check.xlen(keys.bars("CCC/USDT", "1s")) == 1
+        assert loop.call(bind_and_burst(), timeout=10) == [
+            [0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1, 0]]
+        with cond:
+            assert cond.wait_for(lambda: len(published) >= 3, 10), published
+        assert published == [syms[:2], syms[2:5], syms[5:]]
+        assert loop.call(next_burst(), timeout=10) == [2, 2, 1, 1, 1, 1]
     finally:
         loop.stop(cleanup=pub.aclose())
         check.close()
