@@ -56,6 +56,14 @@ class CCXTFundingFeed(bt.feed.DataBase):
         self._last_ms: int | None = None
         self._live: LiveRates | None = None
 
+    def qbuffer(self, savemem: int = 0, replaying: bool = False) -> None:
+        """Bounded buffers (``exactbars=1``, as btccxt's cerebro runs) of at least 2 bars: a
+        cycle without a new settlement moves the lines forward and back, which on a 1-bar
+        buffer would drop the last rate (backtrader then reads an empty line)."""
+        super().qbuffer(savemem=savemem, replaying=replaying)
+        for line in self.lines:
+            line.minbuffer(2)
+
     def islive(self) -> bool:
         return self.p.rates is None and not self.p.historical
 

@@ -288,7 +288,10 @@ class _Job:
         from btccxt_cli.runtime.backtest_metrics import iso_ms
 
         symbols = list(dict.fromkeys(p.symbol for p in plans if is_swap(p.symbol)))
-        if not self.cfg.broker.funding or not symbols:
+        wanted = {s.symbol for s in self.cfg.symbol_feeds() if s.funding_feed}
+        if not self.cfg.broker.funding:  # rates only for the funding feeds that ask for them
+            symbols = [s for s in symbols if s in wanted]
+        if not symbols:
             return None
         lo, hi = min(p.start_ms for p in plans), self.until_ms
         client: Any = None

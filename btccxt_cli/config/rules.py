@@ -23,6 +23,7 @@ __all__ = [
     "RULES",
     "check_config",
     "check_broker_leverage",
+    "check_funding_feed",
     "check_sim_and_sandbox",
     "check_credentials_pair",
     "check_symbol_format",
@@ -207,6 +208,15 @@ def check_broker_limits(config: Config) -> None:
                     hint=f"symbols: {', '.join(sorted(listed))}", at_key=True)
 
 
+def check_funding_feed(config: Config) -> None:
+    """``funding_feed`` only on swaps (a symbol with a settle currency)."""
+    for i, s in enumerate(config.symbols):
+        if s.funding_feed and ":" not in s.symbol:
+            raise config.source.error(
+                ("symbols", i, "funding_feed"), f"{s.symbol} is not a swap: it has no funding rates",
+                hint="a swap has a settle currency, e.g. BTC/USDT:USDT", at_key=True)
+
+
 def check_broker_leverage(config: Config) -> None:
     """Per-symbol ``leverage`` and ``margin_mode`` name listed symbols; no symbol's leverage is
     above its ``limits.max_leverage``."""
@@ -240,6 +250,7 @@ RULES: tuple[Callable[[Config], None], ...] = (
     check_broker_mode,
     check_broker_limits,
     check_broker_leverage,
+    check_funding_feed,
 )
 """Every rule, in order; ``check_config`` stops at the first that fails."""
 

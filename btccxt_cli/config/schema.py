@@ -316,6 +316,10 @@ class SymbolConfig(BaseModel):
     drop_newest: bool | None = Field(None, strict=True, description="Overrides feed.drop_newest.")
     ohlcv_limit: int | None = Field(None, strict=True, ge=1, le=1000,
                                     description="Overrides feed.ohlcv_limit.")
+    funding_feed: bool = Field(
+        False, strict=True, description="Swaps: also add a data feed named '<symbol> funding' "
+        "whose close is the funding rate at each settlement (history, then live; a backtest "
+        "replays the cached rates). docs/swaps.md.")
 
 
 SymbolItem = Annotated[
@@ -650,6 +654,8 @@ class SymbolFeed:
     ohlcv_limit: int
     index: int
     """Position of the symbol in ``symbols`` (for error locations)."""
+    funding_feed: bool = False
+    """Also a funding-rate feed named ``<symbol> funding`` (swaps)."""
 
 
 class Config(BaseModel):
@@ -701,7 +707,7 @@ class Config(BaseModel):
                 backfill=s.backfill if s.backfill is not None else feed.backfill,
                 drop_newest=s.drop_newest if s.drop_newest is not None else feed.drop_newest,
                 ohlcv_limit=s.ohlcv_limit if s.ohlcv_limit is not None else feed.ohlcv_limit,
-                index=i,
+                index=i, funding_feed=s.funding_feed,
             ))
         return tuple(out)
 

@@ -174,11 +174,21 @@ def feed_kwargs(cfg: Config, sf: SymbolFeed) -> dict[str, Any]:
         watchdog_silence=f.watchdog_silence, lookback=cfg.lookback, **kw)
 
 
-def add_feeds(cerebro: Any, store: Any, cfg: Config) -> list[Any]:
-    """One feed per symbol of the config, added to ``cerebro`` in the config's order."""
+def add_feeds(cerebro: Any, store: Any, cfg: Config,
+              rates: dict[str, list[tuple[int, float]]] | None = None) -> list[Any]:
+    """One feed per symbol of the config, added to ``cerebro`` in the config's order; after a
+    swap with ``funding_feed``, its funding-rate feed ``<symbol> funding``
+    (``bt/funding_feed.py``): live from the exchange, or replaying ``rates`` (a backtest's
+    cached rates per symbol)."""
     feeds = []
     for sf in cfg.symbol_feeds():
         data = store.getdata(**feed_kwargs(cfg, sf))
         cerebro.adddata(data, name=sf.symbol)
         feeds.append(data)
+        if sf.funding_feed:
+            from btccxt_cli.bt.funding_feed import CCXTFundingFeed
+
+            fkw: dict[str, Any] = {"rates": list(rates.get(sf.symbol, []))} if rates is not None \
+                else {"store": store, "symbol": sf.symbol}
+            cerebro.adddata(CCXTFundingFeed(**fkw), name=f"{sf.symbol} funding")
     return feeds

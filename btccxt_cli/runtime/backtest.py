@@ -156,7 +156,7 @@ def run_backtest(cfg: Config, config_dir: Path | None, rows: Any, since_ms: int,
     paper_broker(cerebro.broker, cfg.broker, ticks, symbols=[s.symbol for s in cfg.symbol_feeds()],
                  rates=HistoryRates(funding or {}))
     store = ReplayStore(cfg.exchange.id, rows, since_ms, until_ms)
-    add_feeds(cerebro, store, cfg)
+    add_feeds(cerebro, store, cfg, rates=funding or {})
     cerebro.addstrategy(cls, **merged)
     plans = plan(cfg, since_ms, until_ms)
     window_ms = min(p.window_ms for p in plans)

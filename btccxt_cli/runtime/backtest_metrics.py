@@ -212,7 +212,7 @@ def metrics_of(strat: Any, rec: Any, *, cash: float, periods_per_year: float) ->
 def _first_open(strat: Any, stamp: int | None) -> int | None:
     if stamp is None:
         return None
-    return min(_bar_open(d, stamp) for d in strat.datas)
+    return min(_bar_open(d, stamp) for d in strat.datas if hasattr(d, "series"))  # price feeds
 
 
 def _get(node: Any, *keys: str) -> Any:

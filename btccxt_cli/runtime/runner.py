@@ -400,7 +400,7 @@ class Runner:
         assert mon is not None
         if self._stopping:  # a stop asked for just before cerebro.run() reset its flag
             self.cerebro.runstop()
-        for d in strat.datas:
+        for d in self.feeds:  # the price feeds (not a swap's funding-rate feed)
             n = len(d)
             seen = strat._btccxt_lens.get(d, 0)
             if n <= seen:
@@ -420,11 +420,11 @@ class Runner:
                        ev.source.value, lat)
         self._broker_status(strat)
         if self.max_bars is not None and all(mon.live_bars.get(d._name, 0) >= self.max_bars
-                                             for d in strat.datas):
+                                             for d in self.feeds):
             self.stop(f"--max-bars {self.max_bars} reached")
 
     def observe_status(self, data: Any, status: int, message: str) -> None:
-        if self.monitor is not None:
+        if self.monitor is not None and any(data is f for f in self.feeds):
             self.monitor.on_state(data._name, data._getstatusname(status), message)
 
     def _broker_status(self, strat: Any) -> None:

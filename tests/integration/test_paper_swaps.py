@@ -410,3 +410,71 @@ def test_a_paper_runs_rates_miss_no_settlement_that_passes_while_they_start(
         assert rates.times(SWAP, start, clock.time_ms()) == want
     finally:
         rates.stop()
+
+
+RECORD = '''import json
+
+import backtrader as bt
+
+
+class Record(bt.Strategy):
+    """Write every new settlement of the funding feed (time, rate) to ``out``."""
+
+    params = (("out", ""),)
+
+    def start(self):
+        self.seen = []
+
+    def next(self):
+        f = self.getdatabyname("BTC/USDT:USDT funding")
+        if len(f) and (not self.seen or self.seen[-1][0] != f.datetime[0]):
+            self.seen.append((f.datetime[0], f.close[0]))
+
+    def stop(self):
+        with open(self.p.out, "w") as fh:
+            json.dump([[bt.num2date(t).timestamp(), r] for t, r in self.seen], fh)
+'''
+
+
+def test_a_funding_feed_from_the_config_replays_the_cached_rates_in_a_backtest(
+        swap_sim: Any, tmp_path: Path) -> None:
+    """``symbols: [{symbol: ..., funding_feed: true}]``: the strategy reads the swap's funding
+    rates as a feed named '<symbol> funding', with broker.funding off (rates for the feed only)."""
+    cfg = _config(tmp_path, swap_sim.url("binance"), "buy", extra="  funding: false\n")
+    (tmp_path / "record.py").write_text(RECORD)
+    out_file = tmp_path / "seen.json"
+    text = cfg.read_text().replace(f"  - {SWAP}\n", f"  - {{symbol: {SWAP}, funding_feed: true}}\n")
+    text = text.replace(f"path: {tmp_path / 'hold.py'}", f"path: {tmp_path / 'record.py'}")
+    text = text.replace("params: {side: buy}", f"params: {{out: {out_file}}}")
+    cfg.write_text(text)
+    since, until = _window()
+    code, _out, err = _backtest(cfg, since, until)
+    assert code == 0, err[-3000:]
+    seen = {round(t * 1000): r for t, r in json.loads(out_file.read_text())}
+    rates = _rates(swap_sim, since, until)
+    inside = {t: r for t, r in rates.items() if since + 10_000 <= t <= until - 5000}
+    assert len(inside) >= 3
+    assert {t: seen[t] for t in inside} == pytest.approx(inside)  # every settlement, its rate
+    assert list(seen) == sorted(seen)
+
+
+def test_a_funding_feed_from_the_config_runs_live_beside_its_swap(sim_factory: Any,
+                                                                  tmp_path: Path) -> None:
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.runtime.runner import Runner
+
+    sim = sim_factory(exchanges=("binance",), funding_interval_s=2)
+    cfg_path = _config(tmp_path, sim.url("binance"), "buy")
+    (tmp_path / "record.py").write_text(RECORD)
+    out_file = tmp_path / "seen.json"
+    text = cfg_path.read_text().replace(f"  - {SWAP}\n", f"  - {{symbol: {SWAP}, funding_feed: true}}\n")
+    text = text.replace(f"path: {tmp_path / 'hold.py'}", f"path: {tmp_path / 'record.py'}")
+    text = text.replace("params: {side: buy}", f"params: {{out: {out_file}}}")
+    cfg_path.write_text(text)
+    runner = Runner(load_config(cfg_path), sim_url=sim.url("binance"), max_bars=8,
+                    config_dir=tmp_path)
+    summary = runner.run()
+    assert summary.reason == "--max-bars 8 reached"
+    seen = {round(t * 1000): r for t, r in json.loads(out_file.read_text())}
+    rates = _rates(sim, min(seen), max(seen))
+    assert seen == pytest.approx(rates) and len(seen) >= 3  # the history, then live settlements

@@ -144,3 +144,14 @@ def test_leverage_above_its_cap_or_for_an_unlisted_symbol_is_refused_with_its_li
         loads_config(SWAP_CFG.format(extra="  margin_mode: {SOL/USDT:USDT: cross}\n"), env={})
     with pytest.raises(ConfigError):
         loads_config(SWAP_CFG.format(extra="  leverage: 0.5\n"), env={})
+
+
+def test_a_funding_feed_is_for_swaps_only() -> None:
+    cfg = loads_config(SWAP_CFG.format(extra="  leverage: 2\n").replace(
+        "  - ETH/USDT:USDT\n", "  - {symbol: ETH/USDT:USDT, funding_feed: true}\n"), env={})
+    assert [s.funding_feed for s in cfg.symbol_feeds()] == [False, True]
+    text = SWAP_CFG.format(extra="  leverage: 2\n").replace(
+        "  - ETH/USDT:USDT\n", "  - {symbol: ETH/USDT, funding_feed: true}\n")
+    with pytest.raises(ConfigError, match="ETH/USDT is not a swap: it has no funding rates") as info:
+        loads_config(text, file="c.yaml", env={})
+    assert info.value.key == "symbols[1].funding_feed"
