@@ -157,7 +157,9 @@ def test_swap_flip_logs_the_live_brokers_funding_and_a_position_closed_outside(
 
     class Harnessed(swap_flip):  # type: ignore[misc,valid-type]
         """swap_flip with the harness's parameters and stop condition, holding its first
-        position (with an order every few bars the broker reads no funding: see the report)."""
+        position: the broker reads positions and funding only with its timed balance reads,
+        and every fill puts the next one off (bt/ordersync.py), so a flip each few bars
+        would keep funding from being told at all."""
 
         params = (("act", None), ("done", None), ("outcome", None), ("on_order", None))
 
@@ -181,7 +183,8 @@ def test_swap_flip_logs_the_live_brokers_funding_and_a_position_closed_outside(
 
     sim = sim_factory(exchanges=("okx",), balances={"USDT": 10_000.0}, funding_interval_s=1)
     db = tmp_path / "orders.sqlite"
-    kw = {"leverage": 3, "margin_mode": "isolated", "funding_interval": 0.2, "balance_interval": 0.2}
+    kw = {"leverage": 3, "margin_mode": "isolated", "funding_interval": 0.2, "balance_interval": 0.2,
+          "reconcile_interval": 1.0}  # positions and funding read every second while idle
 
     def funding_told_and_idle(s: Any) -> bool:  # the broker reads funding every few seconds
         return bool(logged(" funding ")) and all(o is None for o in s.pending.values())
