@@ -101,7 +101,6 @@ def test_the_readme_paper_command_goes_long_and_short(tmp_path: Path) -> None:
     check_flips(positions_held(events))
     assert re.search(r"swap_flip: BTC/USDT:USDT fast SMA (above|below) slow: going long 0\.01", err)
     assert re.search(r"swap_flip: BTC/USDT:USDT SELL 0\.0[12] @ [\d.]+, position now -0\.01", err)
-    assert not (ROOT / "configs" / "okx_swap_sim.orders.sqlite").exists()  # paper: no orders database
 
 
 def test_the_readme_live_commands_trade_on_the_simulator(tmp_path: Path) -> None:
