@@ -8,7 +8,10 @@ open orders and stops the run.
 Stop means stop: SIGINT/SIGTERM handlers are installed first thing, so a signal during
 start-up is a normal stop too (exit 0). After a stop request the run gets ``--stop-grace``
 seconds to return; a strategy stuck in ``next()`` is then stopped by force with one line naming
-where it was stuck (exit 4; ``runtime/stopping.py``). A second Ctrl-C/SIGTERM leaves at once.
+where it was stuck (exit 4; ``runtime/stopping.py``). A signal the main thread cannot handle
+at once (Python runs handlers there only, between bytecodes: it landed just before a blocking
+call) still asks for the stop: a thread reads the signal wakeup fd. A second Ctrl-C/SIGTERM
+leaves at once.
 Non-daemon threads still running after the run ended (a strategy's) get the same grace, then
 the process leaves without them.
 
