@@ -96,6 +96,10 @@ class BarAssembler:
         step = self._step
         return t + step if step else self._grid.next_open(t)
 
+    def close_of(self, t: int) -> int:
+        """End (the next bar's open) of the bar opened at ``t``."""
+        return self._next(t)
+
     def _prev(self, t: int) -> int:
         """Open of the bar before the one opened at ``t``."""
         step = self._step

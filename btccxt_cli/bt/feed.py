@@ -22,6 +22,10 @@ __all__ = ["CCXTFeed"]
 
 logger = logging.getLogger(__name__)
 
+# (clock, bar close in exchange ms) -> clock.monotonic() until which the feeds whose next bar
+# closes then wait for it (CCXTFeed._wait); cerebro asks its feeds from one thread
+_ALIGN: dict[tuple[int, int], float] = {}
+
 _STATUS = {
     FeedState.CONNECTED: bt.feed.DataBase.CONNECTED,
     FeedState.DISCONNECTED: bt.feed.DataBase.DISCONNECTED,
@@ -206,6 +210,7 @@ class CCXTFeed(bt.feed.DataBase):
                 return None  # let cerebro deliver the notification before the next bar
             if ev.kind == "end":
                 self._ended = True
+                pipe.close()  # anything after the end is never read: it must not count as waiting
                 return False
 
     def current_event(self) -> Any:
@@ -250,19 +255,32 @@ class CCXTFeed(bt.feed.DataBase):
 
     def _wait(self, pipe: Any, timeout: float) -> Any:
         """Wait up to ``timeout`` for this feed's next event, giving way as soon as another feed
-        has data (cerebro then serves it); but when this feed's own next bar is due, wait up
-        to ``align_wait`` for it whatever cerebro's ``qcheck`` says, so that bars closing
-        together reach ``next()`` together."""
-        clock = self._handle.series.clock
+        has data (cerebro then serves it); but when this feed's own next bar is due, wait for
+        it whatever cerebro's ``qcheck`` says, until ``align_wait`` after the first feed began
+        waiting for a bar closing at the same time, so that bars closing together reach
+        ``next()`` together. The window is shared: with 1,000 feeds it is ``align_wait`` per
+        bar close, not per feed (cerebro asks the feeds one after another)."""
+        s = self._handle.series
+        clock = s.clock
         now = clock.monotonic()
         end = now + timeout
-        align_until = now + float(self.p.align_wait) if self._handle.series.next_bar_due() else now
+        align_until = now
+        if s.next_bar_due():
+            key = (id(clock), s.grid.close_of(s.assembler.expected))
+            align_until = _ALIGN.get(key)
+            if align_until is None:
+                align_until = _ALIGN[key] = now + float(self.p.align_wait)
+                if len(_ALIGN) > 256:  # the oldest closes (dicts keep insertion order)
+                    for key in list(_ALIGN)[:128]:
+                        del _ALIGN[key]
         while True:
             deadline = max(end, align_until)
             left = deadline - clock.monotonic()
             if left <= 0:
                 return pipe.get(0)
-            ev = pipe.get(left)  # returns early when any pipe rings
+            # returns early when any pipe rings; outside the window, at once while another
+            # feed has events (cerebro serves them in this pass)
+            ev = pipe.get(left, give_way=clock.monotonic() >= align_until)
             if ev is not None:
                 return ev
             now = clock.monotonic()

@@ -113,6 +113,7 @@ class CCXTStore(ExchangeClock):
         self.clock_refresh = max(0.0, float(clock_refresh))
         self._clock_task: Any = None
         self._handles: list[FeedHandle] = []
+        self._queued = [0]  # events in all this store's pipes (sources.pipe.Pipe.get give_way)
         self._notifs: list[Any] = []
         self._broker: Any = None
         self._stop_hooks: list[Any] = []  # called first by stop() (the live broker's)
@@ -292,7 +293,7 @@ class CCXTStore(ExchangeClock):
         if hub and not self.hub_url:
             raise ValueError("feed mode hub needs CCXTStore(hub_url='redis://...')")
         series = Series(params, exchange_now_ms=self.exchange_now_ms, clock=self.clock,
-                        flagged=flagged, pipe=Pipe(), name=name or params.symbol,
+                        flagged=flagged, pipe=Pipe(queued=self._queued), name=name or params.symbol,
                         cache=None if hub else self.cache, cache_key=self.cache_key,
                         observe_exchange_ms=self.observe_exchange_ms)
         handle = FeedHandle(series)

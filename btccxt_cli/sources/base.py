@@ -312,7 +312,9 @@ class Series:
         if exp is not None:  # the first bar of the new grid at or after the one expected
             asm.last_ts = new.prev_open(new.ceil(exp))
 
-    def on_live(self, candles: list[Candle], closed: list[bool] | bool = False) -> list[Emitted]:
+    def on_live(self, candles: list[Candle], closed: list[bool] | bool = False, *,
+                handoff: bool | None = None) -> list[Emitted]:
+        """Apply one pushed message; ``handoff`` as in ``deliver``."""
         self.note_message()
         if (self._rest_rows and not self._grid_warned and candles
                 and not self.grid.on_grid(candles[-1].ts)):
@@ -321,9 +323,13 @@ class Series:
                              "bars are closed by REST reads", self.name, self.p.timeframe,
                              candles[-1].ts)
         if self.observe_exchange_ms is not None and candles:
-            flags = closed if isinstance(closed, list) else [closed] * len(candles)
-            self.observe_exchange_ms(max(self.grid.close_of(c.ts) if f else c.ts
-                                         for c, f in zip(candles, flags, strict=False)))
+            if len(candles) == 1:  # the usual message: one candle (no generator on the hot path)
+                c, f = candles[0], closed[0] if isinstance(closed, list) else closed
+                self.observe_exchange_ms(self.assembler.close_of(c.ts) if f else c.ts)
+            else:
+                flags = closed if isinstance(closed, list) else [closed] * len(candles)
+                self.observe_exchange_ms(max(self.assembler.close_of(c.ts) if f else c.ts
+                                             for c, f in zip(candles, flags, strict=False)))
         # a subscription snapshot (bitget, kraken) may close bars while history still loads:
         # they are history, not live bars
         source = BarSource.BACKFILL if self.phase == self.HISTORY else BarSource.LIVE
@@ -333,7 +339,7 @@ class Series:
         if self.p.debug:
             self.log.debug("%s: live %s closed=%s released=%d", self.name, candles, closed, len(out))
         if out:
-            self.deliver(out)
+            self.deliver(out, handoff=handoff)
         return out
 
     def next_bar_due(self) -> bool:

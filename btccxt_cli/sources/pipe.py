@@ -40,12 +40,14 @@ class Pipe:
     soon as something is put into *any* pipe (the shared doorbell).
     """
 
-    def __init__(self, high_water: int = 5_000) -> None:
+    def __init__(self, high_water: int = 5_000, *, queued: list[int] | None = None) -> None:
         self._q: deque[FeedEvent] = deque()
         self._cv = _BELL
         self.high_water = high_water
         self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.closed = False
+        # events waiting in this pipe and its siblings (one counter per store): see ``get``
+        self.queued = queued
         self.handoff = True  # put_many hands the GIL to the consumer (see put_many)
         # called after every put, on the producer's thread (the hub publishes from its loop)
         self.on_put: Callable[[], None] | None = None
@@ -56,6 +58,8 @@ class Pipe:
     def put(self, ev: FeedEvent) -> None:
         with self._cv:
             self._q.append(ev)
+            if self.queued is not None and not self.closed:
+                self.queued[0] += 1
             _RINGS[0] += 1
             self._cv.notify_all()
         if self.on_put is not None:
@@ -63,7 +67,10 @@ class Pipe:
 
     def put_many(self, evs: Iterable[FeedEvent], *, handoff: bool | None = None) -> None:
         with self._cv:
+            n = len(self._q)
             self._q.extend(evs)
+            if self.queued is not None and not self.closed:
+                self.queued[0] += len(self._q) - n
             _RINGS[0] += 1
             self._cv.notify_all()
         if self.on_put is not None:
@@ -76,13 +83,20 @@ class Pipe:
         if self.handoff if handoff is None else handoff:
             time.sleep(0)
 
-    def get(self, timeout: float | None) -> FeedEvent | None:
-        """Next event, waiting up to ``timeout`` seconds (0 = do not wait)."""
+    def get(self, timeout: float | None, *, give_way: bool = False) -> FeedEvent | None:
+        """Next event, waiting up to ``timeout`` seconds (0 = do not wait) or until any pipe
+        rings; ``give_way``: do not wait while another pipe sharing ``queued`` holds events
+        (cerebro asks its feeds one after another: a feed with nothing lets it go on to those
+        that have some)."""
+        queued = self.queued
         with self._cv:
-            if not self._q and timeout and not self.closed:
+            if (not self._q and timeout and not self.closed
+                    and not (give_way and queued is not None and queued[0] > 0)):
                 rang = _RINGS[0]
                 self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
             ev = self._q.popleft() if self._q else None
+            if ev is not None and queued is not None and not self.closed:
+                queued[0] -= 1
             if self._room_waiters and len(self._q) < self.high_water // 2:
                 waiters, self._room_waiters = self._room_waiters, []
             else:
@@ -100,6 +114,8 @@ class Pipe:
 
     def close(self) -> None:
         with self._cv:
+            if self.queued is not None and not self.closed:
+                self.queued[0] -= len(self._q)
             self.closed = True
             _RINGS[0] += 1
             self._cv.notify_all()

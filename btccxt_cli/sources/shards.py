@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "shard_size", "market_kind", "pin_connection"]
+__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAP_S", "shard_size", "market_kind",
+           "pin_connection", "socket_key"]
 
 #: (exchange, market kind) -> streams per batch subscription; kind None: every kind
 SHARD_SIZES: dict[tuple[str, str | None], int] = {
@@ -31,6 +32,10 @@ SHARD_SIZES: dict[tuple[str, str | None], int] = {
     ("bitget", None): 50,  # "fewer than 50 channels per connection" recommended
 }
 DEFAULT_SHARD = 200
+#: at least this long between two (un)subscribe messages of ours on one socket: binance closes a
+#: socket past 5 incoming messages a second (pongs count), and ccxt's own pacing (about 4 a
+#: second after a pause) leaves no room for them
+SUBSCRIBE_GAP_S = 0.35
 _PIN_HASH = "multipleOHLCV"  # ccxt.pro binance's subscription hash of watch_ohlcv_for_symbols
 
 
@@ -67,3 +72,10 @@ def pin_connection(exchange: Any, index: int) -> None:
     by_hash = (getattr(exchange, "options", None) or {}).get("streamBySubscriptionsHash")
     if by_hash is not None:
         by_hash[_PIN_HASH] = str(index)
+
+
+def socket_key(exchange: Any, kind: str, index: int) -> tuple[str, int]:
+    """Which socket a shard's messages go to: its own (``/ws/<index>``) where ccxt addresses
+    sockets by a stream index (binance), else the market kind's one shared socket."""
+    by_hash = (getattr(exchange, "options", None) or {}).get("streamBySubscriptionsHash")
+    return (kind, index if by_hash is not None else 0)

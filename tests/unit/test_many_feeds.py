@@ -1,0 +1,64 @@
+"""Many feeds on one cerebro: a feed with nothing gives way at once to feeds that have events,
+and the wait for bars closing together is one window per bar close, not one per feed."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from btccxt_cli.bt.feed import CCXTFeed
+from btccxt_cli.clock import ManualClock
+from btccxt_cli.model import FeedEvent
+from btccxt_cli.sources.base import Pipe, Series, SeriesParams
+
+
+def _in_thread(fn) -> list:
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "still waiting"
+    return out
+
+
+def test_a_pipe_with_nothing_gives_way_while_a_sibling_holds_events():
+    queued = [0]
+    a, b, other = Pipe(queued=queued), Pipe(queued=queued), Pipe()
+    b.put_many([FeedEvent("bar"), FeedEvent("bar")], handoff=False)
+    other.put(FeedEvent("bar"))  # another store's pipe: not counted
+    assert queued == [2]
+    # no put happens during the wait: without give_way this would sleep out its 30 s
+    assert _in_thread(lambda: a.get(30, give_way=True)) == [None]
+    assert b.get(0) is not None and queued == [1]
+    b.close()  # what is left in a closed pipe is never read: it does not count
+    assert queued == [0]
+    b.put(FeedEvent("bar"))
+    assert queued == [0]
+
+
+def _started(clock: ManualClock, name: str) -> Series:
+    p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
+    s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=[0]), name=name)
+    s.begin()
+    while s.pipe.get(0) is not None:  # its LIVE state
+        pass
+    return s
+
+
+def _feed(s: Series) -> SimpleNamespace:
+    return SimpleNamespace(_handle=SimpleNamespace(series=s), p=SimpleNamespace(align_wait=0.05))
+
+
+def test_feeds_waiting_for_bars_closing_together_share_one_window():
+    """Cerebro asks its feeds one after another; with 1,000 feeds a window of align_wait per
+    feed held a bar close back for up to 50 s. The window opens with the first feed that waits
+    for a bar closing then; a feed asked after it has passed gives way at once."""
+    clock = ManualClock()
+    first, later = _started(clock, "A/USDT"), _started(clock, "B/USDT")
+    clock.advance(60.0)  # the bar forming at the start has closed: each feed's next bar is due
+    assert first.next_bar_due() and later.next_bar_due()
+    first.pipe.put(FeedEvent("bar"))  # arrives within the window
+    assert _in_thread(lambda: CCXTFeed._wait(_feed(first), first.pipe, 0.0))[0] is not None
+    clock.advance(0.06)  # the window of that close is over
+    # (the manual clock stands still while waiting: a window of its own would never end)
+    assert _in_thread(lambda: CCXTFeed._wait(_feed(later), later.pipe, 0.0)) == [None]
