@@ -14,13 +14,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from btccxt_cli.sim.accounts import DEFAULT_KEY
+from tests.cli.test_live_cli import wait_for
 from tests.cli.test_run_cli import read_events
 
 pytestmark = pytest.mark.live
@@ -50,23 +50,18 @@ def positions_held(events: Path) -> list[float]:
     return held
 
 
+def long_and_short(events: Path) -> bool:
+    held = positions_held(events)
+    return any(h > 0 for h in held) and any(h < 0 for h in held)
+
+
 def run_until_long_and_short(args: list[str], *, cwd: Path, env: dict[str, str], events: Path,
-                             stop: Any, timeout: float = 45.0) -> tuple[subprocess.Popen, str, str]:
+                             stop: Any) -> tuple[subprocess.Popen, str, str]:
     p = subprocess.Popen([sys.executable, "-m", "btccxt_cli", *args, "--plain", "--events", str(events)],
                          cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    tick = threading.Event()
     try:
-        for _ in range(int(timeout * 10)):  # a condition on the events file, checked every 0.1 s
-            held = positions_held(events)
-            if any(h > 0 for h in held) and any(h < 0 for h in held):
-                break
-            if p.poll() is not None:
-                out, err = p.communicate()
-                raise AssertionError(f"the run ended early ({p.returncode}): {out[-1500:]} {err[-2500:]}")
-            tick.wait(0.1)
-        else:
-            raise AssertionError(f"no long and short within {timeout} s: {positions_held(events)}")
+        wait_for(lambda: long_and_short(events), p, timeout=45.0)
         stop(p)
         out, err = p.communicate(timeout=30)
     finally:
