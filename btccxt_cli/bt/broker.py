@@ -185,7 +185,8 @@ class CCXTBroker(bt.BrokerBase):
         self.fees = FeeBook()  # fees per currency, valued in the quote (bt/fees.py)
         self.swaps = SwapBook({}, {})  # swaps: the exchange's positions, funding (bt/swapbook.py)
         self._deferred: dict[str, list[Event]] = {}  # symbol -> events waiting for its first bar
-        self._unconfirmed: tuple[list[str], str | None] = ([], None)  # what cerebro took last
+        #: what cerebro took last: (its new trade ids, its client id if final, its client id)
+        self._unconfirmed: tuple[list[str], str | None, str | None] = ([], None, None)
         self._sent: collections.deque[float] = collections.deque()
         self._open_count = 0
         self.db: OrderStore | None = None
@@ -339,7 +340,7 @@ class CCXTBroker(bt.BrokerBase):
                 logger.exception("telling the strategy of order %s at stop failed",
                                  order.info.get("client_id"))
                 continue
-            self._unconfirmed = (trades, final)
+            self._unconfirmed = (trades, final, order.info.get("client_id"))
             self._confirm()
 
     # ------------------------------------------------------------------ backtrader API
@@ -443,15 +444,15 @@ class CCXTBroker(bt.BrokerBase):
             order, trades, final = self.notifs.popleft()
         except IndexError:
             return None
-        self._unconfirmed = (trades, final)
+        self._unconfirmed = (trades, final, order.info.get("client_id"))
         return order
 
     def _confirm(self) -> None:
-        (trades, final), self._unconfirmed = self._unconfirmed, ([], None)
+        (trades, final, cid), self._unconfirmed = self._unconfirmed, ([], None, None)
         if self.db is None:
             return
-        if trades:
-            self.db.mark_delivered(self.account, trades)
+        if trades:  # trade ids are the exchange's, unique only within an order
+            self.db.mark_delivered(self.account, trades, cid)
         if final is not None:
             self.db.mark_notified(final)
 

@@ -337,20 +337,27 @@ class OrderSync:
         self._next_funding = self.clock.monotonic() + self.funding_interval
         return events
 
-    async def _swap_poll(self) -> list[Event]:
-        """Positions (with each balance read) and funding (every ``funding_interval``)."""
+    def _has_swaps(self) -> bool:
         markets = self._ex.markets or {}
-        if not any(derivs.is_contract(markets.get(s)) for s in self.symbols):
+        return any(derivs.is_contract(markets.get(s)) for s in self.symbols)
+
+    async def _swap_positions(self) -> list[Event]:
+        """The exchange's positions, read with every balance read (after a fill too)."""
+        if not self._has_swaps():
             return []
         events: list[Event] = []
         positions = await derivs.read_positions(self, self.symbols, self.swap)
         if positions is not None:
             events += await derivs.outside_closes(self, positions, self.symbols)
             events.append(await self._positions_event(positions))
-        if self.clock.monotonic() >= self._next_funding:
-            self._next_funding = self.clock.monotonic() + self.funding_interval
-            events += await derivs.read_funding(self, self.symbols, self._funding_since)
         return events
+
+    async def _swap_funding(self) -> list[Event]:
+        """Funding payments, every ``funding_interval`` whatever else the poll did."""
+        if not self._has_swaps() or self.clock.monotonic() < self._next_funding:
+            return []
+        self._next_funding = self.clock.monotonic() + self.funding_interval
+        return await derivs.read_funding(self, self.symbols, self._funding_since)
 
     async def _positions_event(self, positions: dict[str, derivs.ExPosition],
                                start: bool = False) -> Event:
@@ -937,12 +944,14 @@ class OrderSync:
             else self.balance_interval
         if self._balance_due or now - self._last_balance >= every:
             events += await self._balance()
-            events += await self._swap_poll()
+        events += await self._swap_funding()
         await self._emit(events)
 
     async def _balance(self) -> list[Event]:
+        """Balances, and on swaps the positions (``derivs.read_positions``) with them."""
         bal = await self._fetch_balance()
-        return [Event("balance", data=bal)] if bal is not None else []
+        events = [Event("balance", data=bal)] if bal is not None else []
+        return events + await self._swap_positions()
 
     async def _fetch_balance(self, strict: bool = False) -> dict[str, tuple[float, float, float]] | None:
         try:

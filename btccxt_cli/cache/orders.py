@@ -18,7 +18,7 @@ Schema (created on first open)::
            created_ms INTEGER, updated_ms INTEGER, notified INTEGER, scope TEXT)
     fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
-          PRIMARY KEY(account, trade_id))
+          PRIMARY KEY(account, client_id, trade_id))
     runs(run_id TEXT PRIMARY KEY, account TEXT, started_ms INTEGER, next_seq INTEGER)
     positions(account TEXT, symbol TEXT, size REAL, price REAL, adopted REAL,
               updated_ms INTEGER, PRIMARY KEY(account, symbol))
@@ -64,6 +64,14 @@ logger = logging.getLogger(__name__)
 LIVE_STATUSES = ("pending", "sending", "unknown", "open")
 FINAL_STATUSES = ("closed", "canceled", "expired", "rejected")
 
+_FILLS_TABLE = """CREATE TABLE IF NOT EXISTS fills (
+    account TEXT NOT NULL, trade_id TEXT NOT NULL, client_id TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL, fee REAL NOT NULL DEFAULT 0,
+    fee_currency TEXT, time_ms INTEGER NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, client_id, trade_id)
+)"""
+_FILLS_INDEX = "CREATE INDEX IF NOT EXISTS fills_order ON fills (client_id)"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     client_id TEXT PRIMARY KEY, account TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -73,13 +81,7 @@ CREATE TABLE IF NOT EXISTS orders (
     fee_currency TEXT, reason TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_live ON orders (account, status);
-CREATE TABLE IF NOT EXISTS fills (
-    account TEXT NOT NULL, trade_id TEXT NOT NULL, client_id TEXT NOT NULL, symbol TEXT NOT NULL,
-    side TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL, fee REAL NOT NULL DEFAULT 0,
-    fee_currency TEXT, time_ms INTEGER NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (account, trade_id)
-);
-CREATE INDEX IF NOT EXISTS fills_order ON fills (client_id);
+""" + _FILLS_TABLE + ";\n" + _FILLS_INDEX + ";\n" + """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, account TEXT NOT NULL, started_ms INTEGER NOT NULL,
     next_seq INTEGER NOT NULL DEFAULT 1
@@ -272,6 +274,29 @@ class OrderStore:
                 self._db.execute("ALTER TABLE orders ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
             if "scope" not in cols:  # rows of older files: claimed by the first run to start
                 self._db.execute("ALTER TABLE orders ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+            self._key_fills_by_order()
+
+    def _key_fills_by_order(self) -> None:
+        """Files written before fills were keyed by their order too: binance numbers trades per
+        symbol and a fresh account (a simulator, a testnet) numbers them again, so one trade id
+        can belong to two of our orders; keyed by (account, trade id) alone, the second fill was
+        dropped as a duplicate and its order never completed. Rebuilds the table once."""
+        pk = [r[1] for r in self._db.execute("PRAGMA table_info(fills)") if r[5]]
+        if "client_id" in pk:
+            return
+        cols = ", ".join(_FILL_COLS)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE fills RENAME TO fills_before_v2")
+            self._db.execute("DROP INDEX IF EXISTS fills_order")
+            self._db.execute(_FILLS_TABLE)
+            self._db.execute(_FILLS_INDEX)
+            self._db.execute(f"INSERT INTO fills ({cols}) SELECT {cols} FROM fills_before_v2")
+            self._db.execute("DROP TABLE fills_before_v2")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -373,7 +398,7 @@ class OrderStore:
 
     # ------------------------------------------------------------------ fills
     def add_fill(self, rec: FillRecord) -> bool:
-        """Store a fill; False if that trade id was already stored."""
+        """Store a fill; False if that trade of that order was already stored."""
         with self._lock:
             cur = self._db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(_FILL_COLS)}) VALUES "
                                    f"({', '.join('?' for _ in _FILL_COLS)})",
@@ -497,10 +522,17 @@ class OrderStore:
             rows = self._db.execute(sql + " ORDER BY time_ms, trade_id", (client_id,)).fetchall()
         return [FillRecord(*r[:-1], delivered=bool(r[-1])) for r in rows]
 
-    def mark_delivered(self, account: str, trade_ids: Iterable[str]) -> None:
+    def mark_delivered(self, account: str, trade_ids: Iterable[str],
+                       client_id: str | None = None) -> None:
+        """The strategy was told of these fills (of order ``client_id``; None: of any order)."""
         with self._lock:
-            self._db.executemany("UPDATE fills SET delivered = 1 WHERE account = ? AND trade_id = ?",
-                                 [(account, t) for t in trade_ids])
+            if client_id is None:
+                self._db.executemany("UPDATE fills SET delivered = 1 WHERE account = ? AND "
+                                     "trade_id = ?", [(account, t) for t in trade_ids])
+            else:
+                self._db.executemany("UPDATE fills SET delivered = 1 WHERE account = ? AND "
+                                     "client_id = ? AND trade_id = ?",
+                                     [(account, client_id, t) for t in trade_ids])
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every order and fill (for tests and debugging)."""

@@ -333,3 +333,22 @@ def test_orders_go_out_while_every_poll_takes_longer_than_its_interval(sim_facto
                             "funding_interval": 0.05}, timeout=20)
     assert not result.timed_out, result.notes
     assert result.broker.sync.polls >= 1  # (before the fix: Submitted, then nothing)
+
+
+def test_funding_is_read_while_the_strategy_trades_every_bar(sim_factory: Any, tmp_path: Path) -> None:
+    """Each fill reads balances at once, which put the next periodic read (and funding with it)
+    off for ever while a strategy traded every few seconds: funding has its own timer."""
+    sim = swap_sim(sim_factory, "okx", funding_s=1)
+
+    def act(s: Any, n: int) -> None:
+        if n == 1:
+            s.buy(size=0.05)
+        else:
+            (s.buy if n % 2 else s.sell)(size=0.01)
+
+    out = run(sim, "okx", act, lambda s: sum(1 for m, _ in s.notices if m == "funding") >= 2 or s.n > 25,
+              db=tmp_path / "o.sqlite", symbol=SWAP, data_kw=data_kw("okx"),
+              broker_kw={"funding_interval": 0.5, "balance_interval": 5.0}, timeout=40,
+              strategy=Noticed)
+    assert not out.timed_out
+    assert sum(1 for m, _ in out.strategy.notices if m == "funding") >= 2, out.strategy.n

@@ -87,3 +87,39 @@ def test_final_orders_are_told_once_and_older_files_are_not_replayed(tmp_path: P
         db.mark_notified("bxnew")
         assert db.untold_final_orders(ACCOUNT) == []
         assert db.get_order("bxnew").notified is True
+
+
+def test_one_trade_id_in_two_orders_is_two_fills_and_delivered_per_order(tmp_path: Path) -> None:
+    """binance numbers trades per symbol, and a fresh account numbers them again: the same id
+    in two of our orders is two fills (keyed by order too), each told on its own."""
+    with OrderStore(tmp_path / "o.sqlite") as db:
+        a = FillRecord(ACCOUNT, "4000000", "bxa", "BTC/USDT", "buy", 100.0, 0.01, 0.0, None, 1)
+        b = FillRecord(ACCOUNT, "4000000", "bxb", "ETH/USDT", "buy", 10.0, 0.5, 0.0, None, 2)
+        assert db.add_fill_to_ledger(a, 0.01) is not None
+        assert db.add_fill_to_ledger(b, 0.5) is not None
+        assert db.add_fill(a) is False  # the same trade of the same order: once
+        db.mark_delivered(ACCOUNT, ["4000000"], "bxa")
+        assert [f.delivered for f in db.fills("bxa")] == [True]
+        assert [f.delivered for f in db.fills("bxb")] == [False]
+
+
+def test_an_older_file_keyed_by_trade_id_alone_is_rebuilt_with_its_fills(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with OrderStore(path) as db:
+        db.add_fill(FillRecord(ACCOUNT, "t1", "bxa", "BTC/USDT", "buy", 100.0, 0.01, 0.0, None, 1,
+                               delivered=True))
+    con = sqlite3.connect(path)  # as written before fills were keyed by their order
+    con.executescript("""
+        ALTER TABLE fills RENAME TO f0;
+        CREATE TABLE fills (account TEXT NOT NULL, trade_id TEXT NOT NULL, client_id TEXT NOT NULL,
+            symbol TEXT NOT NULL, side TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL,
+            fee REAL NOT NULL DEFAULT 0, fee_currency TEXT, time_ms INTEGER NOT NULL,
+            delivered INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (account, trade_id));
+        INSERT INTO fills SELECT * FROM f0; DROP TABLE f0;""")
+    con.close()
+    with OrderStore(path) as db:
+        assert [(f.trade_id, f.delivered) for f in db.fills("bxa")] == [("t1", True)]
+        assert db.add_fill(FillRecord(ACCOUNT, "t1", "bxb", "BTC/USDT", "sell", 101.0, 0.01, 0.0,
+                                      None, 2))
+    with OrderStore(path) as db:  # once: opening again changes nothing
+        assert len(db.dump()["fills"]) == 2
