@@ -239,7 +239,9 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
     from btccxt_cli.bt.ordersync import Event
 
     ex = sync._ex
-    busy = {t.rec.symbol for t in sync.tracked.values()}
+    # an order in flight, or given up and still watched, may have a fill not yet read
+    busy = {t.rec.symbol for t in sync.tracked.values()} | {
+        w.rec.symbol for w in sync.watch.watched.values()}
     events: list[Event] = []
     held = await sync._db(sync.db.holdings, sync.account)
     for symbol in symbols:
