@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from btccxt_cli.bt.orderkit import Event, exchange_message
 from btccxt_cli.cache.orders import FillRecord, OrderRecord
 
 if TYPE_CHECKING:
-    from btccxt_cli.bt.ordersync import Event, OrderSync
+    from btccxt_cli.bt.ordersync import OrderSync
 
 __all__ = ["replay_final", "adopt_holdings", "last_price", "ADOPT_READS"]
 
@@ -29,8 +30,6 @@ async def replay_final(sync: OrderSync, live: set[str]) -> list[Event]:
     ``closed`` in the refresh that stores its fill, so a crash or a stop before cerebro took
     the notification leaves them untold. Each such order is adopted again, its untold fills
     follow, then its final state (``Completed``, ``Canceled``, ``Rejected`` ...)."""
-    from btccxt_cli.bt.ordersync import Event
-
     events: list[Event] = []
     by_order: dict[str, list[FillRecord]] = {}
     for rec in await sync._db(sync.db.untold_final_orders, sync.account, sync.scope):
@@ -112,8 +111,6 @@ async def adopt_holdings(sync: OrderSync) -> tuple[list[Event], dict[str, tuple[
 async def last_price(ex: Any, symbol: str) -> float:
     """The last trade price (the ticker, else the last 1m close; 0 if neither answers):
     the entry price of adopted coins."""
-    from btccxt_cli.bt.ordersync import exchange_message
-
     try:
         return float((await ex.fetch_ticker(symbol)).get("last") or 0.0)
     except Exception as exc:

@@ -35,10 +35,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from btccxt_cli.bt.orderkit import Event, exchange_message
 from btccxt_cli.errors import BtccxtError
 
 if TYPE_CHECKING:
-    from btccxt_cli.bt.ordersync import Event, OrderSync
+    from btccxt_cli.bt.ordersync import OrderSync
 
 __all__ = ["ExPosition", "SwapSettings", "is_contract", "contract_size", "in_base", "setup",
            "read_positions", "read_funding", "outside_closes", "foreign_sizes", "SWAP_EXCHANGES"]
@@ -120,8 +121,6 @@ async def setup(sync: OrderSync, symbols: tuple[str, ...], settings: SwapSetting
         raise BtccxtError(f"{exid}: the live broker trades swaps on {', '.join(SWAP_EXCHANGES)} "
                           f"only ({', '.join(swaps)})",
                           hint="trade spot symbols on this exchange, or paper-trade the swaps")
-    from btccxt_cli.bt.ordersync import exchange_message
-
     try:
         mode = await ex.fetch_position_mode(swaps[0])
     except Exception as exc:
@@ -172,8 +171,6 @@ async def read_positions(sync: OrderSync, symbols: tuple[str, ...],
     swaps = [s for s in symbols if is_contract((ex.markets or {}).get(s))]
     if not swaps:
         return {}
-    from btccxt_cli.bt.ordersync import exchange_message
-
     try:
         raw = await ex.fetch_positions(swaps)
     except Exception as exc:
@@ -205,8 +202,6 @@ async def read_positions(sync: OrderSync, symbols: tuple[str, ...],
 
 async def read_funding(sync: OrderSync, symbols: tuple[str, ...], since_ms: int) -> list[Event]:
     """New funding payments of the broker's swap symbols since ``since_ms``, stored once."""
-    from btccxt_cli.bt.ordersync import Event, exchange_message
-
     ex = sync._ex
     swaps = {s for s in symbols if is_contract((ex.markets or {}).get(s))}
     if not swaps:
@@ -236,8 +231,6 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
                          symbols: tuple[str, ...]) -> list[Event]:
     """Lower the bot's ledger where the exchange holds less than it (same sign) or nothing;
     never while an order of the bot in that symbol may have an unread fill."""
-    from btccxt_cli.bt.ordersync import Event
-
     ex = sync._ex
     # an order in flight, or given up and still watched, may have a fill not yet read
     busy = {t.rec.symbol for t in sync.tracked.values()} | {

@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from btccxt_cli.bt.adoption import copy as _copy
 from btccxt_cli.bt.derivs import in_base
+from btccxt_cli.bt.orderkit import Event, _Tracked
 
 if TYPE_CHECKING:
-    from btccxt_cli.bt.ordersync import Event, OrderSync, _Tracked
+    from btccxt_cli.bt.ordersync import OrderSync
 
 __all__ = ["Watch", "WATCH_FIRST", "WATCH_MAX", "CLIENT_PREFIX"]
 
@@ -63,8 +65,6 @@ class Watch:
     async def resume(self) -> int:
         """At start: watch again the orders an earlier run gave up less than ``watch_for`` ago
         (for what is left of it); returns how many."""
-        from btccxt_cli.bt.ordersync import _Tracked
-
         sync = self.sync
         now_ms = sync.clock.time_ms()
         n = 0
@@ -182,8 +182,6 @@ class Watch:
             rec = await sync._db(sync.db.get_order, cid)
             if rec is None or rec.account != sync.account or rec.scope != sync.scope or rec.live:
                 return []  # another database's or run scope's order, or tracked by now
-            from btccxt_cli.bt.ordersync import _Tracked
-
             t = _Tracked(rec)
             for f in await sync._db(sync.db.fills, cid):
                 t.add(f)
@@ -192,8 +190,6 @@ class Watch:
     # ------------------------------------------------------------------ revive
     async def revive(self, t: _Tracked, order: dict[str, Any], where: str) -> list[Event]:
         """Track ``t`` again: the exchange has it after all."""
-        from btccxt_cli.bt.ordersync import Event, _copy
-
         sync = self.sync
         rec = t.rec
         self.watched.pop(rec.client_id, None)

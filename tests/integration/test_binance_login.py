@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from btccxt_cli.bt.ordersync import reset_binance_login
+from btccxt_cli.bt.orderkit import reset_binance_login
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.sim.accounts import DEFAULT_KEY
 
