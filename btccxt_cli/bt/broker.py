@@ -32,6 +32,10 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
   and margin mode set at start, sizes in base units (contracts converted both ways),
   reduce-only closes, funding and liquidations told through ``notify_store``.
 
+The broker is one class in parts: this file (parameters, start and stop, the backtrader API),
+``brokerorders.py`` (an order's checks on its way out), ``brokerevents.py`` (the worker's
+events turned into executions and notifications) and ``brokerview.py`` (status and figures).
+
 Only ``bt/`` imports backtrader; ccxt is reached through the store.
 """
 
@@ -40,21 +44,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
-import math
 import queue
 import secrets
 import threading
-from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import backtrader as bt
 from backtrader.order import BuyOrder, Order, SellOrder
 from backtrader.position import Position
-from backtrader.utils import date2num
 
-from btccxt_cli.bt.derivs import SWAP_EXCHANGES, SwapSettings, is_contract
+from btccxt_cli.bt.brokerevents import BrokerEvents, _Live
+from btccxt_cli.bt.brokerorders import STOP_ORDER_EXCHANGES, BrokerOrders
+from btccxt_cli.bt.brokerview import BrokerView
+from btccxt_cli.bt.derivs import SwapSettings, is_contract
 from btccxt_cli.bt.fees import FeeBook
 from btccxt_cli.bt.ordersync import Event, OrderSync
 from btccxt_cli.bt.positions import OrderLimits, Positions
@@ -63,41 +66,18 @@ from btccxt_cli.bt.swapbook import SwapBook
 from btccxt_cli.cache.orders import OrderRecord, OrderStore, account_id, default_orders_path
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.errors import BtccxtError
-from btccxt_cli.model import BrokerStatus
 from btccxt_cli.sources.pipe import ring
 
 __all__ = ["CCXTBroker", "OrderLimits", "STOP_ORDER_EXCHANGES"]
 
 logger = logging.getLogger(__name__)
 
-#: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
-#: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
-STOP_ORDER_EXCHANGES = ("binance", "okx")
-#: order events counted for Prometheus (``order_metrics``)
-ORDER_COUNTS = ("rejects", "unknown_creates", "lost", "revived", "nonce_retries", "worker_failures")
 #: seconds a normal stop waits for the worker to finish what the strategy sent (well inside
 #: the run's stop grace)
 FLUSH_TIMEOUT = 2.0
 
 
-class _Live:
-    """Strategy-thread view of one order."""
-
-    __slots__ = ("rec", "order", "data", "accepted", "final", "pre_filled", "in_ledger",
-                 "ledger_trades")
-
-    def __init__(self, rec: OrderRecord, order: Order | None, data: Any) -> None:
-        self.rec = rec
-        self.order = order
-        self.data = data
-        self.accepted = False
-        self.final = False
-        self.pre_filled = 0.0  # filled before this process (delivered by an earlier run)
-        self.in_ledger = 0.0  # fills already counted in the bot's position
-        self.ledger_trades: set[str] = set()
-
-
-class CCXTBroker(bt.BrokerBase):
+class CCXTBroker(BrokerEvents, BrokerOrders, BrokerView, bt.BrokerBase):
     """Live orders on the store's exchange account.
 
     Params:
@@ -422,14 +402,6 @@ class CCXTBroker(bt.BrokerBase):
             for fn in calls:
                 fn()
 
-    def _tell_notices(self) -> None:
-        """Funding payments and positions closed outside the bot, to every strategy's
-        ``notify_store(msg, data=..., symbol=..., ...)`` (strategy thread)."""
-        strats = list(getattr(getattr(self, "cerebro", None), "runningstrats", None) or [])
-        for msg, symbol, kwargs in self.swaps.take_notices():
-            data = next((d for d in self._datas() if self._symbol(d) == symbol), None)
-            for strat in strats:
-                strat.notify_store(msg, data=data, symbol=symbol, **kwargs)
 
     def after_drain(self, fn: Any) -> None:
         """Call ``fn`` on the strategy thread once every event received so far is applied
@@ -486,387 +458,6 @@ class CCXTBroker(bt.BrokerBase):
         self.killed = True
         return self.cancel_all(timeout)
 
-    def status(self, trades: int = 0) -> BrokerStatus:
-        """Balances, positions and open orders for the dashboard (strategy thread).
-
-        P&L is the value now minus the value once every data had its first bar (positions
-        cannot be valued before).
-        """
-        datas = self._datas()
-        positions = {getattr(d, "_name", "") or self._symbol(d): self.getposition(d).size
-                     for d in datas}
-        value = self.getvalue()
-        if self._value0 is None and all(len(d) for d in datas):
-            self._value0 = self.startingvalue = value
-        orders = [f"{o.side} {o.symbol} {o.amount:g} {o.type}"
-                  + (f" @ {o.price:.8g}" if o.price else "") + f" filled {o.filled:g} [{o.status}]"
-                  for o in self.open_orders()[:8]]
-        closes = {self._symbol(d): float(d.close[0]) for d in datas if len(d)}
-        return BrokerStatus(mode="live", cash=self.getcash(), value=value, positions=positions,
-                            open_orders=self._open_count, trades=trades,
-                            pnl=value - self._value0 if self._value0 is not None else 0.0,
-                            balances={a: t for a, (_f, _u, t) in self._balances.items() if t},
-                            orders=orders, updates=self.updates_via,
-                            derivs=self.swaps.rows(self.positions, closes))
-
-    def order_metrics(self) -> dict[str, float]:
-        """Order figures for Prometheus (any thread): counts since start (``rejects``,
-        ``unknown_creates``, ``lost``, ``revived``, ``nonce_retries``, ``worker_failures``) and
-        now (``tracked``; ``stuck``: create outcome unknown, or not found lately; ``watched``)."""
-        sync = self.sync
-        if sync is None:
-            return {}
-        out: dict[str, float] = {k: float(sync.counts.get(k, 0)) for k in ORDER_COUNTS}
-        tracked = list(sync.tracked.values())
-        out["tracked"] = float(len(tracked))
-        out["stuck"] = float(sum(1 for t in tracked if t.rec.status in ("pending", "sending", "unknown")
-                                 or t.missing_since is not None))
-        out["watched"] = float(len(sync.watch.watched))
-        return out
-
-    def updates_changes(self) -> list[tuple[str, str]]:
-        """Every change of how order updates arrive since the last call, in order:
-        ``(via, reason)`` (strategy thread; the runner writes them to the events file)."""
-        out, self._updates_changes = self._updates_changes, []
-        return out
-
-    def balances(self) -> dict[str, tuple[float, float, float]]:
-        """``{asset: (free, used, total)}`` as last read from the exchange."""
-        return dict(self._balances)
-
-    def open_orders(self) -> list[OrderRecord]:
-        """Orders this broker still tracks as live."""
-        return [lv.rec for lv in self._live.values() if not lv.final]
-
-    # ------------------------------------------------------------------ submit
-    def _submit(self, order: Order, oco: Any, info: dict[str, Any]) -> Order:
-        order.addinfo(**info)
-        order.addcomminfo(self.getcommissioninfo(order.data))
-        order.submit(self)
-        self._notify(order)
-        reason = self._refuse(order, oco)
-        if reason is not None:
-            logger.warning("order rejected locally: %s", reason)
-            order.addinfo(reason=reason)
-            order.reject(self)
-            self._notify(order)
-            return order
-        assert self.db is not None and self.sync is not None
-        symbol = self._symbol(order.data)
-        seq = self.db.next_seq(self.run_id)
-        cid = f"bx{self.run_id}{seq:05d}"
-        kind, price, stop = self._kind(order)
-        now = self.clock.time_ms()
-        rec = OrderRecord(client_id=cid, account=self.account, run_id=self.run_id, seq=seq,
-                          symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
-                          amount=abs(float(order.created.size)), price=price, stop_price=stop,
-                          status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope)
-        # a swap order that only takes the bot's position towards zero goes reduce-only
-        extra = {"reduceOnly": True} if self.swaps.is_swap(self._markets.get(symbol)) and \
-            self.swaps.reduce_only(symbol, rec.side, rec.amount, self.positions, self._open_rest()) else {}
-        self.db.insert_order(rec)  # stored before it is sent: a crash leaves a row to reconcile
-        order.addinfo(client_id=cid)
-        self._live[cid] = _Live(rec, order, order.data)
-        self._by_ref[order.ref] = cid
-        self._sent.append(self.clock.monotonic())
-        self._open_count += 1
-        self.sync.send("create", replace(rec), extra)  # the worker owns its copy
-        return order
-
-    def _kind(self, order: Order) -> tuple[str, float | None, float | None]:
-        et = order.exectype
-        if et in (Order.Market, Order.Close, None):
-            return "market", None, None
-        if et == Order.Limit:
-            return "limit", float(order.created.price), None
-        if et == Order.Stop:
-            return "stop_market", None, float(order.created.price)
-        return "stop_limit", float(order.created.pricelimit), float(order.created.price)
-
-    def _refuse(self, order: Order, oco: Any) -> str | None:
-        """Why an order may not be sent (None: it may)."""
-        if not self.started:
-            return "the live broker is not started"
-        if self.killed:
-            return "the kill switch was triggered; no new orders"
-        symbol = self._symbol(order.data)
-        market = self._markets.get(symbol)
-        if market is None:
-            return f"{symbol} is not a market of {self.store.exchange_id}"
-        swap = is_contract(market)
-        if not market.get("spot") and not swap:
-            return f"{symbol}: live orders are for spot markets and linear swaps only"
-        if swap and self.store.exchange_id not in SWAP_EXCHANGES:
-            return (f"{symbol}: live orders on swaps are supported on {', '.join(SWAP_EXCHANGES)} "
-                    "only")
-        if swap and order.exectype in (Order.Stop, Order.StopLimit):
-            return (f"{symbol}: stop orders on swaps are not supported by the live broker (use a "
-                    "limit order, or watch the stop in the strategy)")
-        if oco is not None or order.parent is not None or not order.transmit:
-            return "OCO and bracket orders are not supported by the live broker"
-        et = order.exectype
-        if et in (Order.StopTrail, Order.StopTrailLimit, Order.Historical):
-            return f"{order.getordername()} orders are not supported by the live broker"
-        if et in (Order.Stop, Order.StopLimit) and self.store.exchange_id not in STOP_ORDER_EXCHANGES:
-            return (f"{order.getordername()} orders are not supported on {self.store.exchange_id} "
-                    "by the live broker (use a limit order, or watch the stop in the strategy)")
-        if order.valid is not None:
-            return "order expiry (valid=) is not supported: live orders are good till cancelled"
-        size = abs(float(order.created.size))
-        if not size or math.isnan(size):
-            return "the order size must be > 0"
-        lim = self.limits
-        now = self.clock.monotonic()
-        while self._sent and now - self._sent[0] >= 60.0:
-            self._sent.popleft()
-        if lim.max_orders_per_minute is not None and len(self._sent) >= lim.max_orders_per_minute:
-            return (f"order rate limit reached: {len(self._sent)} orders in the last minute "
-                    f"(broker.limits.max_orders_per_minute = {lim.max_orders_per_minute})")
-        px = order.created.price or (float(order.data.close[0]) if len(order.data) else 0.0)
-        side = "buy" if order.isbuy() else "sell"
-        if swap:
-            return self.swaps.refuse(symbol, side, size, px, self.positions, self.limits,
-                                     self._open_rest())
-        return self.positions.refuse(symbol, side, size, px, self.limits, self._open_rest())
-
-    def _open_rest(self) -> list[tuple[str, str, float]]:
-        """What every open order has yet to fill (its amount less the fills already in the
-        bot's position)."""
-        return [(lv.rec.symbol, lv.rec.side, max(0.0, lv.rec.amount - lv.in_ledger))
-                for lv in self._live.values() if not lv.final]
-
-    # ------------------------------------------------------------------ events (strategy thread)
-    def _apply_pending(self) -> None:
-        while True:
-            try:
-                self._held.append(self._events.get_nowait())
-            except queue.Empty:
-                break
-        self._release()
-        while self._held:
-            self._apply(self._defer(self._held.pop(0)))
-        if self._adopt:
-            self._materialize()
-
-    def _defer(self, batch: list[Event]) -> list[Event]:
-        """A fill or a change of status cannot reach backtrader before its data has a bar
-        (trades, cancels and rejects read its datetime): it and every later event of its symbol
-        wait; other symbols go on. The bot's position moves at once all the same."""
-        now: list[Event] = []
-        for ev in batch:
-            rec = ev.fill if ev.fill is not None else ev.rec
-            symbol = rec.symbol if rec is not None else None
-            if symbol is not None and (symbol in self._deferred or (
-                    ev.kind in ("fill", "order") and self._no_bar(symbol))):
-                self._deferred.setdefault(symbol, []).append(ev)
-                if ev.kind == "fill":
-                    self._ledger_fill(ev)
-            else:
-                now.append(ev)
-        return now
-
-    def _release(self) -> None:
-        for symbol in [s for s in self._deferred if not self._no_bar(s)]:
-            self._apply(self._deferred.pop(symbol))
-
-    def _no_bar(self, symbol: str) -> bool:
-        data = next((d for d in self._datas() if self._symbol(d) == symbol), None)
-        return data is not None and len(data) == 0
-
-    def _apply(self, events: list[Event]) -> None:
-        touched: dict[str, list[str]] = {}
-        for ev in events:
-            if ev.kind == "ready":
-                self._markets = self.positions.markets = dict(ev.data.get("markets") or {})
-                self.positions.precision_mode = ev.data.get("precision_mode")
-                self.positions.held.update(ev.data.get("holdings") or {})
-                if ev.data.get("balances") is not None:
-                    self._balances = dict(ev.data["balances"])
-            elif ev.kind == "balance":
-                self._balances = dict(ev.data)
-                self.positions.reconcile(self._balances, self._open_rest())
-            elif ev.kind == "adopted":  # broker.adopt_holdings: positions the bot starts with
-                self.positions.held.update(ev.data)
-                self.positions.at_start.update(ev.data)
-            elif ev.kind == "orders":
-                self._open_count = int(ev.data.get("open", 0))
-            elif ev.kind == "updates":
-                self.updates_via = str(ev.data.get("via", ""))
-                self.updates_reason = str(ev.data.get("reason", ""))
-                self._updates_changes.append((self.updates_via, self.updates_reason))
-            elif ev.kind == "adopt" and ev.rec is not None:
-                if ev.data.get("late"):
-                    self._late.add(ev.rec.client_id)
-                self._adopt.append(ev.rec)
-                self._materialize()
-            elif ev.kind == "positions":
-                self.swaps.on_positions(ev.data)
-            elif ev.kind == "funding":
-                self.swaps.on_funding(ev.data)
-            elif ev.kind == "outside":
-                self.swaps.on_outside(ev.data, self.positions)
-                data = next((d for d in self._datas() if self._symbol(d) == ev.data["symbol"]), None)
-                if data is not None and data in self._shadow:
-                    self._shadow[data] = Position(*ev.data["holding"])
-            elif ev.kind == "fill" and ev.fill is not None:
-                self._on_fill(ev, touched)
-            elif ev.kind == "order" and ev.rec is not None:
-                self._on_order(ev.rec, touched)
-        for cid, trades in touched.items():
-            self._settle(cid, trades)
-
-    def _materialize(self) -> None:
-        """Backtrader orders for orders an earlier run left live (once datas exist)."""
-        datas = self._datas()
-        if not datas:
-            return
-        for rec in self._adopt:
-            fills = self.db.fills(rec.client_id) if self.db else []
-            data = next((d for d in datas if self._symbol(d) == rec.symbol), None)
-            if data is None:
-                logger.warning("adopted order %s on %s: no data feed for that symbol; it is "
-                               "tracked but the strategy is not told", rec.client_id, rec.symbol)
-                lv = _Live(rec, None, None)
-            else:
-                lv = _Live(rec, self._adopted_order(rec, data), data)
-            lv.pre_filled = sum(f.amount for f in fills if f.delivered)
-            lv.in_ledger = sum(f.amount for f in fills)  # stored fills are in the position
-            lv.ledger_trades = {f.trade_id for f in fills}
-            self._live[rec.client_id] = lv
-            if lv.order is None:
-                continue
-            self._by_ref[lv.order.ref] = rec.client_id
-            logger.info("adopted %s order %s %s %g %s from run %s", rec.status, rec.client_id,
-                        rec.side, rec.amount, rec.symbol, rec.run_id)
-            if rec.status in ("open", "closed", "canceled", "expired"):  # the exchange has it
-                lv.accepted = True
-                lv.order.accept(self)
-                self._notify(lv.order)
-        self._adopt = []
-
-    def _adopted_order(self, rec: OrderRecord, data: Any) -> Order:
-        cls = BuyOrder if rec.side == "buy" else SellOrder
-        et = {"market": Order.Market, "limit": Order.Limit, "stop_market": Order.Stop,
-              "stop_limit": Order.StopLimit}[rec.type]
-        # simulated=True builds the order without reading the data's current bar
-        order = cls(owner=None, data=data, size=rec.amount, price=rec.stop_price or rec.price,
-                    pricelimit=rec.price if rec.type == "stop_limit" else None, exectype=et,
-                    simulated=True)
-        order.p.simulated = False  # but the strategy must be notified like any order
-        order.addcomminfo(self.getcommissioninfo(data))
-        order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)
-        if rec.client_id in self._late:  # given up on "not found", then found: told as it is
-            self._late.discard(rec.client_id)
-            order.addinfo(late=True, reason=rec.reason)
-        order.submit(self)
-        return order
-
-    def _ledger_fill(self, ev: Event) -> None:
-        """The bot's position after a new fill (idempotent: a deferred fill passes twice)."""
-        f = ev.fill
-        assert f is not None
-        # taken on the first pass only: a deferred fill passes again after later moves (the
-        # coins broker.adopt_holdings adopted at start), which its holding predates
-        held = ev.data.pop("holding", None)
-        if held is not None:
-            self.positions.held[f.symbol] = (float(held[0]), float(held[1]))
-        lv = self._live.get(f.client_id)
-        if lv is not None and f.trade_id not in lv.ledger_trades:
-            lv.ledger_trades.add(f.trade_id)
-            lv.in_ledger += f.amount
-
-    def _on_fill(self, ev: Event, touched: dict[str, list[str]]) -> None:
-        f = ev.fill
-        assert f is not None
-        self._ledger_fill(ev)
-        lv = self._live.get(f.client_id)
-        if lv is None or lv.order is None:
-            return
-        order, data = lv.order, lv.data
-        if not lv.accepted:
-            lv.accepted = True
-            order.accept(self)
-            self._notify(order)
-        size = f.amount if f.side == "buy" else -f.amount
-        comm = self.fees.add(order, f, self._markets.get(f.symbol) or {}, ev.data.get("fee_value"))
-        pos = self._shadow.get(data)
-        if pos is None:  # trades open from the bot's position at start
-            pos = self._shadow[data] = Position(*self.positions.at_start.get(f.symbol, (0.0, 0.0)))
-        pprice_orig = pos.price
-        psize, pprice, opened, closed = pos.update(size, f.price)
-        comminfo = order.comminfo
-        closedcomm = comm * closed / size if size else 0.0
-        openedcomm = comm - closedcomm
-        closedvalue = comminfo.getoperationcost(closed, pprice_orig)
-        openedvalue = comminfo.getoperationcost(opened, f.price)
-        pnl = comminfo.profitandloss(-closed, pprice_orig, f.price) if closed else 0.0
-        dt = date2num(datetime.fromtimestamp(f.time_ms / 1000, tz=timezone.utc).replace(tzinfo=None))
-        order.execute(dt, size, f.price, closed, closedvalue, closedcomm, opened, openedvalue,
-                      openedcomm, None, pnl, psize, pprice)
-        touched.setdefault(f.client_id, []).append(f.trade_id)
-
-    def _on_order(self, rec: OrderRecord, touched: dict[str, list[str]]) -> None:
-        lv = self._live.get(rec.client_id)
-        if lv is None:
-            return
-        lv.rec = rec
-        touched.setdefault(rec.client_id, [])
-
-    def _settle(self, cid: str, trades: list[str]) -> None:
-        """One notification per order and batch, from the exchange's status and our fills."""
-        lv = self._live.get(cid)
-        if lv is None or lv.final:
-            return
-        self._settle_one(lv, trades)
-        if lv.final:  # nothing more will come: forget it (submits scan what is live)
-            self._live.pop(cid, None)
-            if lv.order is not None:
-                self._by_ref.pop(lv.order.ref, None)
-
-    def _settle_one(self, lv: _Live, trades: list[str]) -> None:
-        order, rec = lv.order, lv.rec
-        if order is None:
-            if rec.status not in ("pending", "sending", "unknown", "open"):
-                lv.final = True
-            return
-        executed = lv.pre_filled + abs(order.executed.size)
-        all_fills_in = executed + self.positions.tol(rec.symbol, rec.amount) >= rec.filled
-        if rec.status == "rejected":
-            lv.final = True
-            order.addinfo(reason=rec.reason or "rejected by the exchange")
-            if order.reject(self):
-                self._notify(order, trades)
-            return
-        if rec.status in ("pending", "sending", "unknown"):
-            if trades:
-                order.partial()
-                self._notify(order, trades)
-            return
-        if not lv.accepted:
-            lv.accepted = True
-            order.accept(self)
-            self._notify(order)
-        if rec.status == "closed" and all_fills_in:
-            lv.final = True
-            order.completed()
-            self._notify(order, trades)
-        elif rec.status in ("canceled", "expired") and all_fills_in:
-            lv.final = True
-            if rec.status == "canceled":
-                order.cancel()
-            else:
-                order.status = Order.Expired
-            if rec.reason:
-                order.addinfo(reason=rec.reason)
-            self._notify(order, trades)
-        elif trades:
-            order.partial()
-            self._notify(order, trades)
-
-    def _notify(self, order: Order, trades: list[str] | None = None) -> None:
-        cid = order.info.get("client_id") if order.status in (
-            Order.Completed, Order.Canceled, Order.Expired, Order.Rejected) else None
-        self.notifs.append((order.clone(), list(trades or []), cid))
 
     # ------------------------------------------------------------------ helpers
     def _datas(self) -> list[Any]:
