@@ -148,7 +148,7 @@ def may_trade(symbols: Iterable[str], totals: dict[str, float], held: dict[str, 
         base = symbol.split("/")[0]
         if ":" in symbol:  # a swap: the bot's own position, long or short (docs/swaps.md)
             size = held[symbol].size if symbol in held else 0.0
-            swaps.append(f"{symbol} {size:+g} {base}")
+            swaps.append(f"{symbol} {size:+g} {base}" if size else f"{symbol} 0 {base}")
             continue
         if adopt:
             size = 0.0 if base in seen else totals.get(base, 0.0)
