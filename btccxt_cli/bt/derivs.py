@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from btccxt_cli.bt.orderkit import Event, exchange_message
 from btccxt_cli.errors import BtccxtError
+from btccxt_cli.model import DerivPosition
 
 if TYPE_CHECKING:
     from btccxt_cli.bt.ordersync import OrderSync
@@ -60,18 +61,9 @@ class SwapSettings:
     margin_mode: dict[str, str]
 
 
-@dataclass(frozen=True)
-class ExPosition:
-    """The exchange's position in one symbol, in base units (``size`` signed: long > 0)."""
-
-    symbol: str
-    size: float
-    entry: float
-    mark: float
-    upnl: float
-    liquidation: float | None
-    leverage: float | None
-    margin_mode: str
+#: the exchange's position in one symbol, in base units (``size`` signed: long > 0): the
+#: broker panel's row type, read from ``fetch_positions`` (no funding: the broker counts it)
+ExPosition = DerivPosition
 
 
 def is_contract(market: dict[str, Any] | None) -> bool:
@@ -195,7 +187,7 @@ async def read_positions(sync: OrderSync, symbols: tuple[str, ...],
             entry=float(p.get("entryPrice") or 0.0), mark=float(p.get("markPrice") or 0.0),
             upnl=float(p.get("unrealizedPnl") or 0.0),
             liquidation=float(liq) if liq else None,
-            leverage=float(lev) if lev else settings.leverage.get(symbol),
+            leverage=float(lev) if lev else settings.leverage.get(symbol, 1.0),
             margin_mode=str(p.get("marginMode") or settings.margin_mode.get(symbol, "")))
     return out
 
