@@ -1,16 +1,22 @@
 """Close-to-strategy latency, beside the ccxt.pro floor measured in the same run.
 
-    python bench/latency.py [--bars 20] [--symbols 1 100] [--modes websocket threaded rest]
+    python bench/latency.py [--bars 20] [--symbols 1 100 1000] [--runs 5]
+                            [--modes websocket threaded rest]
 
 For every closed 1s bar: from the simulator's ``perf_counter_ns()`` just before it sends the
 bar's final update, to the strategy's ``next()`` seeing that bar (btccxt), or to a raw
-``watch_ohlcv`` return that carries the final values (the ccxt.pro floor). Simulator and
+``watch_ohlcv`` return that carries the final values (the ccxt.pro floor; past 100 symbols a
+``watch_ohlcv_for_symbols`` loop, ccxt.pro's way to watch many). Simulator and
 client share this process, so the clocks agree. Also REST calls per 60 live bars per symbol.
 
 REST modes have no push to time from: their latency runs from the bar's end (wall clock) and
 so includes the 250 ms settle delay by design. They poll once per bar per symbol; binance's rate limit (50 ms between calls) cannot
 serve 100 symbols of 1 s bars, so the 100-symbol REST cases run with the limiter off
-(``[no limiter]``): a simulator-only figure of our own overhead.
+(``[no limiter]``): a simulator-only figure of our own overhead. 1,000 symbols are measured in
+websocket mode only (REST cannot poll 1,000 symbols of 1 s bars).
+
+Each case runs ``--runs`` times (the floor and btccxt alternate in one simulator); the summary
+gives min / median / max over the runs of each run's p50 and p99, and the slowest bar of all.
 """
 
 from __future__ import annotations
@@ -80,12 +86,35 @@ def measure_floor(sim: SimThread, symbols: list[str], bars: int) -> list[float]:
             if len(measured) >= bars:
                 return
 
+    async def watch_all(ex, done: asyncio.Event) -> None:
+        """Past 100 symbols: one ``watch_ohlcv_for_symbols`` (one watch per symbol would need
+        a subscribe message each, 4 a second, over binance's 5 a second)."""
+        measured: dict[str, set[int]] = {s: set() for s in symbols}
+        first: dict[str, int] = {}
+        pairs = [[s, "1s"] for s in symbols]
+        while not done.is_set():
+            got = await ex.watch_ohlcv_for_symbols(pairs)
+            t = time.perf_counter_ns()
+            for sym, by_tf in got.items():
+                for r in by_tf.get("1s", []):
+                    ts = int(r[0])
+                    start = first.setdefault(sym, ts + 1000)
+                    if ts < start or ts in measured[sym]:
+                        continue
+                    sent = sim.close_sent_ns(EX, sym, "1s", ts)
+                    if sent is not None and tuple(float(x) for x in r[1:6]) == final(sym, ts):
+                        measured[sym].add(ts)
+                        samples.append((t - sent) / 1e6)
+            if all(len(v) >= bars for v in measured.values()):
+                return
+
     async def main() -> None:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
         await ex.load_markets()
         done = asyncio.Event()
+        work = [watch_all(ex, done)] if len(symbols) > 100 else [watch(ex, s, done) for s in symbols]
         try:
-            await asyncio.wait_for(asyncio.gather(*(watch(ex, s, done) for s in symbols)), bars + 30)
+            await asyncio.wait_for(asyncio.gather(*work), bars + 60)
         except asyncio.TimeoutError:
             print("  (floor: timed out)", file=sys.stderr)
         finally:
@@ -149,27 +178,51 @@ def measure_btccxt(sim: SimThread, symbols: list[str], bars: int, mode: str,
     return out, klines / max(1, live_bars) * 60
 
 
+def stats(xs: list[float]) -> tuple[float, float, float] | None:
+    return (statistics.median(xs), pct(xs, 0.99), max(xs)) if xs else None
+
+
+def spread(vals: list[float]) -> str:
+    return f"{min(vals):.2f}/{statistics.median(vals):.2f}/{max(vals):.2f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bars", type=int, default=20)
-    ap.add_argument("--symbols", type=int, nargs="+", default=[1, 100])
+    ap.add_argument("--symbols", type=int, nargs="+", default=[1, 100, 1000])
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--modes", nargs="+", default=["websocket", "threaded", "rest"])
     args = ap.parse_args()
-    names = [f"C{i:03d}/USDT" for i in range(max(args.symbols))]
-    print(f"# close-to-strategy latency (ms), 1s bars, {args.bars} bars per symbol")
+    names = [f"C{i:04d}/USDT" for i in range(max(args.symbols))]
+    print(f"# close-to-strategy latency (ms), 1s bars, {args.bars} bars per symbol, {args.runs} runs per case")
     print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"ccxt {ccxt.__version__} backtrader {bt.__version__} "
           f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
     print(f"{'case':<28} {'sym':>4} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9} {'REST/60 bars':>12}")
+    summary: list[tuple[str, int, list[tuple[float, float, float]]]] = []
     with SimThread(exchanges=(EX,), symbols={EX: names}) as sim:
         for n in args.symbols:
             syms = names[:n]
-            print(row("ccxt.pro floor (watch_ohlcv)", n, measure_floor(sim, syms, args.bars)), flush=True)
-            for mode in args.modes:
-                limiter = not (mode != "websocket" and n > 10)
-                xs, rest60 = measure_btccxt(sim, syms, args.bars, mode, limiter=limiter)
-                label = f"btccxt {mode}" + ("" if limiter else " [no limiter]")
-                print(row(label, n, xs, f"{rest60:.1f}"), flush=True)
+            modes = [m for m in args.modes if n <= 100 or m == "websocket"]
+            cases: dict[str, list[tuple[float, float, float]]] = {}
+            for _run in range(args.runs):
+                xs = measure_floor(sim, syms, args.bars)
+                print(row("ccxt.pro floor (watch_ohlcv)", n, xs), flush=True)
+                if (st := stats(xs)) is not None:
+                    cases.setdefault("ccxt.pro floor (watch_ohlcv)", []).append(st)
+                for mode in modes:
+                    limiter = not (mode != "websocket" and n > 10)
+                    xs, rest60 = measure_btccxt(sim, syms, args.bars, mode, limiter=limiter)
+                    label = f"btccxt {mode}" + ("" if limiter else " [no limiter]")
+                    print(row(label, n, xs, f"{rest60:.1f}"), flush=True)
+                    if (st := stats(xs)) is not None:
+                        cases.setdefault(label, []).append(st)
+            summary += [(label, n, runs) for label, runs in cases.items()]
+    print("\n# over the runs: min/median/max of each run's p50 and p99; the slowest bar of all (ms)")
+    print(f"{'case':<28} {'sym':>4} {'runs':>4} {'p50 min/med/max':>22} {'p99 min/med/max':>22} {'max':>9}")
+    for label, n, runs in summary:
+        print(f"{label:<28} {n:>4} {len(runs):>4} {spread([r[0] for r in runs]):>22} "
+              f"{spread([r[1] for r in runs]):>22} {max(r[2] for r in runs):>9.2f}")
     return 0
 
 

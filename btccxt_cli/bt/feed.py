@@ -65,8 +65,10 @@ class CCXTFeed(bt.feed.DataBase):
       bar's final update has not come this long after its end.
     - ``qcheck`` (0.5): longest wait (s) inside one ``_load`` call.
     - ``align_wait`` (0.05): when another feed's bar arrives while this feed's own next bar
-      is already due, keep waiting this long (s) for it, so that bars closing together reach
-      ``next()`` together; a feed whose next bar is not due yet gives way at once.
+      is already due, keep waiting for it until this long (s) after the first feed began
+      waiting for a bar closing at that time (one window per bar close, shared by the feeds),
+      so that bars closing together reach ``next()`` together; a feed whose next bar is not
+      due yet gives way at once.
     - ``lookback`` (None): with ``cerebro.run(exactbars=1)`` (bounded memory, as
       ``btccxt run`` does), keep at least this many bars of this data in memory; indicators
       keep their own minimum period. None keeps backtrader's default.
@@ -274,17 +276,17 @@ class CCXTFeed(bt.feed.DataBase):
                     for key in list(_ALIGN)[:128]:
                         del _ALIGN[key]
         while True:
-            deadline = max(end, align_until)
-            left = deadline - clock.monotonic()
+            now = clock.monotonic()
+            window = now < align_until  # waiting for this feed's own due bar, rings or not
+            left = (align_until if window else end) - now
             if left <= 0:
                 return pipe.get(0)
             # returns early when any pipe rings; outside the window, at once while another
             # feed has events (cerebro serves them in this pass)
-            ev = pipe.get(left, give_way=clock.monotonic() >= align_until)
+            ev = pipe.get(left, give_way=not window)
             if ev is not None:
                 return ev
-            now = clock.monotonic()
-            if now >= deadline or now >= align_until:
+            if clock.monotonic() >= align_until:
                 return None  # timed out, or another feed has data outside the window
 
     def _fill(self, ev: Any) -> None:

@@ -23,13 +23,8 @@ from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.liveness import Liveness, Redial
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
-from btccxt_cli.sources.shards import (
-    SUBSCRIBE_GAP_S,
-    market_kind,
-    pin_connection,
-    shard_size,
-    socket_key,
-)
+from btccxt_cli.sources.shards import market_kind, pin_connection, shard_size
+from btccxt_cli.sources.ws_shards import ShardMessages, client_of, until_dropped
 
 __all__ = ["WsHub"]
 
@@ -42,8 +37,6 @@ def _refuses_symbol(exc: BaseException) -> bool:
                             ccxt.AccountSuspended))
 
 logger = logging.getLogger(__name__)
-
-REWATCH_S = 0.1  # a tapped batch watches its shard again this long after an answer
 
 
 class _Sub:
@@ -106,10 +99,7 @@ class WsHub:
         self._flush: asyncio.TimerHandle | None = None
         self._groups: list[_Group] = []  # live shards (their sizes decide where new series go)
         self._hand_over_due = False
-        self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
-        self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
-        self._unwatch_timer: asyncio.TimerHandle | None = None
-        self._unwatch_tasks: set[asyncio.Task[None]] = set()
+        self.shards = ShardMessages(exchange)  # when each shard's (un)subscribes go
         # a failed REST read makes the exchange "dark": probed about once a second, and its
         # first sign of life (REST answer, socket message) ends every reconnect wait at once
         self.life = Liveness(self._probe, gate=gate, on_back=self._retry_rest_now)
@@ -151,7 +141,7 @@ class WsHub:
                 kind = f"?{sub.series.p.symbol}"
             kinds.setdefault(kind, []).append(sub)
         for kind, members in kinds.items():
-            members = self._join_queued(kind, members)
+            members = self.shards.join_queued(self._groups, kind, members)
             for index, shard in self._shards(kind, members):
                 group = _Group(shard, kind, index)
                 for sub in shard:
@@ -159,44 +149,6 @@ class WsHub:
                 self._groups.append(group)
                 group.task = asyncio.create_task(self._watch_group(group),
                                                  name=f"watch {len(shard)} series")
-
-    def _join_queued(self, kind: str, members: list[_Sub]) -> list[_Sub]:
-        """Put new series into groups still waiting to send their subscribe (within the shard
-        size): feeds added over seconds then cost a few messages, not one per 20 ms.
-        Returns the series left over."""
-        size = shard_size(self.exchange, kind)
-        load: dict[int, int] = {}
-        for g in self._groups:
-            if g.kind == kind:
-                load[g.index] = load.get(g.index, 0) + len(g.subs)
-        for g in self._groups:
-            if not members:
-                break
-            if g.kind != kind or not g.queued or not g.subs:
-                continue
-            free = size - load.get(g.index, 0)
-            if free > 0:
-                joining, members = members[:free], members[free:]
-                for sub in joining:
-                    sub.group = g
-                g.subs.extend(joining)
-                load[g.index] = load.get(g.index, 0) + len(joining)
-        return members
-
-    async def _pace(self, group: _Group) -> None:
-        """Wait for this shard's turn to send a message on its socket (``SUBSCRIBE_GAP_S``);
-        on the wall clock, as the exchange counts."""
-        loop = asyncio.get_running_loop()
-        key = socket_key(self.exchange, group.kind, group.index)
-        now = loop.time()
-        at = max(now, self._sends.get(key, now))
-        self._sends[key] = at + SUBSCRIBE_GAP_S
-        if at > now:
-            group.queued = True
-            try:
-                await asyncio.sleep(at - now)
-            finally:
-                group.queued = False
 
     def _shards(self, kind: str, members: list[_Sub]) -> list[tuple[int, list[_Sub]]]:
         """Split new series of one market kind into shards within the exchange's limit per
@@ -233,52 +185,13 @@ class WsHub:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # tell the exchange too, where ccxt can (the shared connection stays up), but in the
-        # background and in batches: ccxt paces socket messages (binance: 4 a second), so
-        # one awaited unsubscribe per series made stopping 1,000 feeds take minutes
-        self._unwatch_soon(None if group is None else (group.kind, group.index), series)
+        # tell the exchange too, where ccxt can (the shared connection stays up), later
+        self.shards.unwatch_soon(None if group is None else (group.kind, group.index),
+                                 series.p.symbol, series.p.timeframe)
         if not self._subs:
             self.life.close()
             if self._watchdog is not None:
                 self._watchdog.cancel()
-
-    def _unwatch_soon(self, shard: tuple[str, int] | None, series: Series) -> None:
-        """Unsubscribe a removed series once removals pause for 50 ms: one message per shard."""
-        self._unwatch.append((shard, series.p.symbol, series.p.timeframe))
-        if self._unwatch_timer is not None:
-            self._unwatch_timer.cancel()
-        self._unwatch_timer = asyncio.get_running_loop().call_later(0.05, self._unwatch_now)
-
-    def _unwatch_now(self) -> None:
-        self._unwatch_timer = None
-        todo, self._unwatch = self._unwatch, []
-        self._unwatch_tasks = {t for t in self._unwatch_tasks if not t.done()}
-        shards: dict[tuple[str, int], list[list[str]]] = {}
-        for shard, symbol, timeframe in todo:
-            if shard is None:
-                coro = self.exchange.un_watch_ohlcv(symbol, timeframe)
-            else:
-                shards.setdefault(shard, []).append([symbol, timeframe])
-                continue
-            self._unwatch_tasks.add(asyncio.create_task(self._unwatch_quietly(coro, symbol)))
-        for (kind, index), pairs in shards.items():
-            self._unwatch_tasks.add(asyncio.create_task(self._unwatch_quietly(
-                self._unwatch_pairs(index, pairs, kind), f"{len(pairs)} series")))
-
-    async def _unwatch_pairs(self, index: int, pairs: list[list[str]], kind: str) -> None:
-        await self._pace(_Group([], kind, index))
-        # pinned inside the task wait_for runs: ccxt reads the socket index as the call starts
-        pin_connection(self.exchange, index)
-        await self.exchange.un_watch_ohlcv_for_symbols(pairs)
-
-    @staticmethod
-    async def _unwatch_quietly(coro: Any, what: str) -> None:
-        try:
-            await asyncio.wait_for(coro, 5)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.debug("unsubscribing %s not possible", what, exc_info=True)
 
     # ---------------------------------------------------------------- signs of life
     def _rest_health(self, ok: bool) -> None:
@@ -385,8 +298,8 @@ class WsHub:
             try:
                 if subscribed:
                     subscribed = False
-                    await self._until_dropped(group, client)
-                await self._pace(group)
+                    await until_dropped(client, f"btccxt::shard::{id(group)}")
+                await self.shards.pace(group)
                 pin_connection(ex, group.index)  # no await between this and ccxt reading it
                 await ex.watch_ohlcv_for_symbols(group.pairs)
             except asyncio.CancelledError:
@@ -423,47 +336,7 @@ class WsHub:
                 if sub.down:
                     sub.series.note_backoff(None)
                     self._came_back(sub)
-            subscribed, client = True, self._client_of(group)
-
-    def _client_of(self, group: _Group) -> Any:
-        """The ccxt client (socket) holding the group's subscription, if it can be told."""
-        keys = subscription_keys(self.exchange, *group.pairs[0]) if group.pairs else set()
-        return next((c for c in list(getattr(self.exchange, "clients", {}).values())
-                     if any(k in (getattr(c, "subscriptions", None) or {}) for k in keys)), None)
-
-    async def _until_dropped(self, group: _Group, client: Any) -> None:
-        """(tapped batch) Pause before watching the shard again; raise if its socket fails.
-
-        The tap hands every message to the series, so the group's watch answers carry
-        nothing new; but each ``watch_ohlcv_for_symbols`` call costs ccxt work for every pair
-        of the shard (a future per stream, raced) and an answer came with every message: with
-        1,000 symbols that was most of the loop's time. So the loop watches again only every
-        ``REWATCH_S``; meanwhile one future of ours waits on the shard's ccxt client, which
-        ccxt fails with every other pending future of that client when the socket fails (and
-        cancels when it closes), so a drop is told at once, as before.
-        """
-        import ccxt
-
-        make = None if client is None else getattr(client, "future", None)
-        if make is None:  # the client cannot be told: watch again at once, as ccxt would
-            return
-        closed = ccxt.NetworkError("btccxt: the shard's connection closed")
-        if getattr(client, "error", None) is not None or client.closed():
-            raise closed  # failed before our future was there to be told
-        fut = make(f"btccxt::shard::{id(group)}")
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), REWATCH_S)
-        except asyncio.TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-        if fut.done():  # failed (or closed) while we waited, or while the wait was ending
-            if fut.cancelled():
-                raise closed
-            exc = fut.exception()
-            raise exc if isinstance(exc, Exception) else closed
+            subscribed, client = True, client_of(ex, group.pairs)
 
     def _tap_missing(self, subs: list[_Sub]) -> bool:
         """A watch answered but the tap saw none of it (or broke): ccxt changed inside."""
@@ -505,7 +378,7 @@ class WsHub:
         group.task = asyncio.create_task(self._watch_group(group), name=f"watch {len(group.subs)} series")
 
     async def _unwatch_group(self, group: _Group) -> None:
-        await self._unwatch_pairs(group.index, group.pairs, group.kind)
+        await self.shards.unwatch_pairs(group.index, group.pairs, group.kind)
 
     def _fall_back_to_rest(self, sub: _Sub, why: str) -> None:
         """No WebSocket OHLCV for this series: poll REST instead (one read per bar), and say so."""
