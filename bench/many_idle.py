@@ -2,7 +2,8 @@
 
     python bench/many_idle.py [--symbols 1000] [--minutes 3]
 
-One websocket feed of 1m bars per symbol (no backfill), ``exactbars=1`` as ``btccxt run``; the
+One websocket feed of 1m bars per symbol (no backfill; ``--exactbars 1`` as ``btccxt run``, but
+with 1,000 feeds backtrader 1.9.78's ``exactbars=1`` raised IndexError in ``_clk_update``); the
 simulator (``btccxt sim --generate-symbols N``) runs in its own process, so only btccxt's CPU
 is counted. After the feeds are LIVE, CPU is sampled every second (``time.process_time``) and
 RSS every second (``/proc/self/statm``). Seconds within 3 s of a bar close (the minute) count
@@ -41,6 +42,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--exactbars", type=int, default=0)
     args = ap.parse_args()
     sim = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "sim", "-e", "binance", "--port", "0",
                             "--generate-symbols", str(args.symbols)], stdout=subprocess.PIPE, text=True)
@@ -48,7 +50,7 @@ def main() -> int:
         url = sim.stdout.readline().split()[1]
         store = CCXTStore("binance", sim_url=url)
         symbols = sorted(s for s in store.sync_exchange().markets if s.startswith("C"))[: args.symbols]
-        cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=1)
+        cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=args.exactbars)
         for s in symbols:
             cerebro.adddata(store.getdata(dataname=s, name=s, timeframe=bt.TimeFrame.Minutes, compression=1,
                                           backfill_start=False, use_websocket=True), name=s)
@@ -80,7 +82,7 @@ def main() -> int:
         sim.wait(10)
     near = [r for r in rows if min(r[0] % 60, 60 - r[0] % 60) <= 3.0]
     between = [r for r in rows if r not in near]
-    print(f"# {len(symbols)} symbols of 1m bars, websocket, {args.minutes:g} min after all LIVE "
+    print(f"# {len(symbols)} symbols of 1m bars, websocket, exactbars={args.exactbars}, {args.minutes:g} min after all LIVE "
           f"({marks.get('live_s', 0):.1f} s), simulator in another process")
     print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"ccxt {ccxt.__version__} backtrader {bt.__version__} "
