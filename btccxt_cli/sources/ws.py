@@ -332,11 +332,20 @@ class WsHub:
                 self._untap(group.subs[0].series.name)
                 self._dissolve(group)  # one watch_ohlcv loop per series reads the results
                 return
+            now_on = client_of(ex, group.pairs)
+            if client is not None and now_on is not None and now_on is not client:
+                # the socket was replaced while nothing of ours waited on it (ccxt failed its
+                # futures before ours was there): the drop is told now, then the return
+                import ccxt
+
+                for sub in group.subs:
+                    if not sub.down:
+                        self._went_down(sub, ccxt.NetworkError("btccxt: the shard's socket dropped"))
             for sub in group.subs:
                 if sub.down:
                     sub.series.note_backoff(None)
                     self._came_back(sub)
-            subscribed, client = True, client_of(ex, group.pairs)
+            subscribed, client = True, now_on
 
     def _tap_missing(self, subs: list[_Sub]) -> bool:
         """A watch answered but the tap saw none of it (or broke): ccxt changed inside."""
