@@ -189,6 +189,7 @@ class WsHub:
         self.shards.unwatch_soon(None if group is None else (group.kind, group.index),
                                  series.p.symbol, series.p.timeframe)
         if not self._subs:
+            self.shards.drop()  # the last series: its sockets close, no unsubscribe is due
             self.life.close()
             if self._watchdog is not None:
                 self._watchdog.cancel()

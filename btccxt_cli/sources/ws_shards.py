@@ -94,6 +94,18 @@ class ShardMessages:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(0.05, self._unwatch_now)
 
+    def drop(self) -> None:
+        """Nothing is watched any more (the store is stopping): send no unsubscribe. Closing
+        the sockets ends every subscription, and a message sent after the close would open a
+        socket again (left for the interpreter to find unclosed at exit)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._unwatch = []
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = set()
+
     def _unwatch_now(self) -> None:
         self._timer = None
         todo, self._unwatch = self._unwatch, []
