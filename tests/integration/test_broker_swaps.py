@@ -153,15 +153,19 @@ def test_restart_keeps_the_position_and_a_liquidation_while_down_is_told(
         assert t - start < 86_400_000, "the price path never reached the liquidation price"
     sim.sim.clock_offset_ms += t + 2000 - sim.now_ms()
     assert ex.fetch_positions([SWAP]) == []
-    third = run(sim, exchange, lambda s, n: None, lambda s: bool(s.notices), db=db, symbol=SWAP,
+    def closed(s: Any) -> list[tuple[str, dict[str, Any]]]:  # (funding paid before it is told too)
+        return [(m, i) for m, i in s.notices if m == "position_closed"]
+
+    third = run(sim, exchange, lambda s, n: None, lambda s: bool(closed(s)), db=db, symbol=SWAP,
                 data_kw=data_kw(exchange), broker_kw=kw, timeout=30, strategy=Noticed)
     assert not third.timed_out
-    (msg, info), = third.strategy.notices
+    (msg, info), = closed(third.strategy)
     assert msg == "position_closed" and info["reason"] == "liquidation"
     assert (info["before"], info["after"], info["symbol"]) == (pytest.approx(0.1), 0.0, SWAP)
     assert info["data"] is third.strategy.data
     assert third.broker.getposition(third.strategy.data).size == 0.0
-    assert third.broker.status().derivs == []
+    # flat; a row stays only if funding was paid while down (the jump may pass a settlement)
+    assert [r.size for r in third.broker.status().derivs] in ([], [0.0])
 
 
 @pytest.mark.parametrize("exchange", ["okx", "binance"])
