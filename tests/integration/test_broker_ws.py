@@ -47,10 +47,10 @@ def _fills_in_db(db: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_a_fill_reaches_the_strategy_by_push_without_a_poll(sim_factory: Any, tmp_path: Path,
                                                             exchange: str) -> None:
-    # the tests jump the exchange's clock: a binance WS-API login refused for its timestamp is
-    # retried once the clock is read again (ordersync.reset_binance_login)
+    # the tests jump the exchange's clock, which these fill tests are not about: no timestamp
+    # check (a login refused for its timestamp is tests/integration/test_binance_login.py's)
     sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1},
-                      check_timestamps=True)
+                      check_timestamps=False)
     out = Outcome()
     plan: dict[str, Any] = {}
 
@@ -91,10 +91,10 @@ def test_a_fill_reaches_the_strategy_by_push_without_a_poll(sim_factory: Any, tm
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_a_lost_order_stream_falls_back_to_polling_and_loses_nothing(
         sim_factory: Any, tmp_path: Path, exchange: str) -> None:
-    # the tests jump the exchange's clock: a binance WS-API login refused for its timestamp is
-    # retried once the clock is read again (ordersync.reset_binance_login)
+    # the tests jump the exchange's clock, which these fill tests are not about: no timestamp
+    # check (a login refused for its timestamp is tests/integration/test_binance_login.py's)
     sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1},
-                      check_timestamps=True)
+                      check_timestamps=False)
     out = Outcome()
     plan: dict[str, Any] = {}
 
@@ -172,10 +172,10 @@ def test_fills_across_repeated_drops_are_told_once_each(sim_factory: Any, tmp_pa
                                                         exchange: str) -> None:
     """Four orders fill while the sockets drop around the fills in different ways: the fill
     pushed then the socket closed, the socket reset then the fill, the fill alone, both at once."""
-    # the tests jump the exchange's clock: a binance WS-API login refused for its timestamp is
-    # retried once the clock is read again (ordersync.reset_binance_login)
+    # the tests jump the exchange's clock, which these fill tests are not about: no timestamp
+    # check (a login refused for its timestamp is tests/integration/test_binance_login.py's)
     sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1},
-                      check_timestamps=True)
+                      check_timestamps=False)
     out = Outcome()
     script = [("jump", "close"), ("reset", "jump"), ("jump",), ("reset", "jump", "close")]
     state: dict[str, Any] = {"round": 0, "orders": []}
