@@ -155,11 +155,13 @@ class CCXTFeed(bt.feed.DataBase):
         return self._handle is not None and len(self._handle.series.pipe) > 0
 
     def qbuffer(self, savemem: int = 0, replaying: bool = False) -> None:
-        """Bounded buffers (``exactbars``), but never fewer than ``lookback`` bars."""
+        """Bounded buffers (``exactbars``), but never fewer than ``lookback`` bars, and never
+        fewer than 2: a cycle in which this feed has no new bar (others do) moves its lines
+        forward and back, which on a 1-bar buffer drops its last bar (backtrader then reads an
+        empty line: ``IndexError`` in ``_clk_update`` with many feeds)."""
         super().qbuffer(savemem=savemem, replaying=replaying)
-        if self.p.lookback:
-            for line in self.lines:
-                line.minbuffer(int(self.p.lookback))
+        for line in self.lines:
+            line.minbuffer(max(2, int(self.p.lookback or 0)))
 
     def start(self) -> None:
         super().start()
