@@ -50,7 +50,7 @@ class BrokerOrders:
                           amount=abs(float(order.created.size)), price=price, stop_price=stop,
                           status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope)
         # a swap order that only takes the bot's position towards zero goes reduce-only
-        extra = {"reduceOnly": True} if self.swaps.is_swap(self._markets.get(symbol)) and \
+        extra = {"reduceOnly": True} if is_contract(self._markets.get(symbol)) and \
             self.swaps.reduce_only(symbol, rec.side, rec.amount, self.positions, self._open_rest()) else {}
         self.db.insert_order(rec)  # stored before it is sent: a crash leaves a row to reconcile
         order.addinfo(client_id=cid)

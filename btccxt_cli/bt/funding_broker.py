@@ -29,6 +29,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt.derivs import MAINT_RATE
+from btccxt_cli.bt.derivs import liquidation_estimate as derivs_liquidation
 from btccxt_cli.bt.funding import LiveRates
 from btccxt_cli.model import DerivPosition
 
@@ -37,9 +39,7 @@ __all__ = ["SwapSpec", "FundingPaid", "setup_swaps", "swap_derivs", "liquidation
 
 logger = logging.getLogger(__name__)
 
-MAINT_RATE = 0.004
 _MAX_WINDOWS = 10_000  # bars kept while a run's funding schedule is unknown
-"""Maintenance margin rate of the paper liquidation estimate (tier 1 of the majors)."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,12 @@ class _SwapState:
 
 def liquidation_estimate(entry: float, size: float, leverage: float, margin_mode: str) -> float | None:
     """Isolated: where the margin runs out down to the maintenance margin,
-    ``entry * (1 - 1/lev + 0.004)`` long, ``entry * (1 + 1/lev - 0.004)`` short; cross: None
-    (it depends on the whole account)."""
-    if margin_mode != "isolated" or not size or entry <= 0:
+    ``entry * (1 - 1/lev + 0.004)`` long, ``entry * (1 + 1/lev - 0.004)`` short (the live
+    broker's estimate, ``derivs.liquidation_estimate``); cross: None (it depends on the whole
+    account)."""
+    if margin_mode != "isolated":
         return None
-    lev = max(1.0, float(leverage))
-    return entry * (1 - 1 / lev + MAINT_RATE) if size > 0 else entry * (1 + 1 / lev - MAINT_RATE)
+    return derivs_liquidation(size, entry, max(1.0, float(leverage)))
 
 
 def setup_swaps(broker: Any, specs: dict[str, SwapSpec], commission: float, *, funding: bool,

@@ -255,9 +255,7 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
             if adopted:
                 events.append(Event("adopted", data=adopted))
         events.append(await self._positions_event(positions, start=True))
-        events += await derivs.read_funding(self, self.symbols, self._funding_since)
-        self._next_funding = self.clock.monotonic() + self.funding_interval
-        return events
+        return events + await self._read_funding()
 
     def _has_swaps(self) -> bool:
         markets = self._ex.markets or {}
@@ -278,8 +276,16 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
         """Funding payments, every ``funding_interval`` whatever else the poll did."""
         if not self._has_swaps() or self.clock.monotonic() < self._next_funding:
             return []
+        return await self._read_funding()
+
+    async def _read_funding(self) -> list[Event]:
+        """New funding payments; the next read starts at the newest one told (an exchange
+        pages from ``since``: binance's income read gives the first 100 after it, so a fixed
+        start stopped seeing new payments after 100; the one at the boundary is stored once)."""
         self._next_funding = self.clock.monotonic() + self.funding_interval
-        return await derivs.read_funding(self, self.symbols, self._funding_since)
+        events = await derivs.read_funding(self, self.symbols, self._funding_since)
+        self._funding_since = max([self._funding_since, *(int(ev.data["time_ms"]) for ev in events)])
+        return events
 
     async def _positions_event(self, positions: dict[str, derivs.ExPosition],
                                start: bool = False) -> Event:

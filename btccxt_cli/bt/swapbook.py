@@ -49,9 +49,6 @@ class SwapBook:
         self.funding: dict[str, float] = {}  # funding this run, per symbol (< 0: paid)
         self.notices: list[tuple[str, str, dict[str, Any]]] = []  # (msg, symbol, kwargs)
 
-    def is_swap(self, market: dict[str, Any] | None) -> bool:
-        return is_contract(market)
-
     # ------------------------------------------------------------------ events
     def on_positions(self, data: dict[str, Any]) -> None:
         """A positions read: ``{"positions": {symbol: ExPosition}, "foreign": {symbol: size or

@@ -486,13 +486,6 @@ class OrderStore:
                                    (account, pay_id, symbol, amount, time_ms))
             return cur.rowcount == 1
 
-    def funding_since(self, account: str, since_ms: int) -> dict[str, float]:
-        """Funding per symbol of ``account`` since ``since_ms`` (< 0: paid)."""
-        with self._lock:
-            rows = self._db.execute("SELECT symbol, SUM(amount) FROM funding WHERE account = ? "
-                                    "AND time_ms >= ? GROUP BY symbol", (account, since_ms)).fetchall()
-        return {r[0]: float(r[1]) for r in rows}
-
     def last_funding_ms(self, account: str) -> int | None:
         with self._lock:
             row = self._db.execute("SELECT MAX(time_ms) FROM funding WHERE account = ?",

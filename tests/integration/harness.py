@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timezone
+from typing import Any
 
 import backtrader as bt
 
@@ -100,6 +101,19 @@ def run_feeds(store: CCXTStore, symbols: list[str], *, timeframe=bt.TimeFrame.Se
     finally:
         timer.cancel()
     return result
+
+
+def run_for(cerebro: Any, store: Any, timeout: float) -> None:
+    """Run ``cerebro`` until its strategy stops it or ``timeout`` seconds pass, then stop
+    ``store`` (its threads and sockets) whatever happened."""
+    timer = threading.Timer(timeout, cerebro.runstop)
+    timer.daemon = True
+    timer.start()
+    try:
+        cerebro.run()
+    finally:
+        timer.cancel()
+        store.stop()
 
 
 def truth_map(sim, exchange: str, symbol: str, timeframe: str, since: int, until: int) -> dict[int, tuple]:

@@ -193,6 +193,9 @@ def test_funding_payments_are_told_once_and_shown(sim_factory: Any, tmp_path: Pa
     # (payments read as the run stopped are counted, and their notices not yet handed over)
     late = [kw["amount"] for msg, _sym, kw in out.broker.swaps.notices if msg == "funding"]
     assert row.funding == pytest.approx(-sum(i["amount"] for i in told) - sum(late))
+    # each read starts at the newest payment told, not at the run's start (an exchange pages
+    # from there: binance's income read gives the first 100, so new ones would stop coming)
+    assert out.broker.sync._funding_since >= max(i["time_ms"] for i in told)
     # the orders database holds each payment once: every one told, none the exchange did not pay
     import sqlite3
 

@@ -20,6 +20,7 @@ import pytest
 
 from btccxt_cli.exchange.factory import make_exchange
 from tests.cli.test_run_cli import btccxt, read_events
+from tests.integration.harness import run_for
 
 pytestmark = pytest.mark.live
 
@@ -278,13 +279,7 @@ def test_the_funding_feed_delivers_the_simulators_rates_in_order(sim_factory: An
         cerebro.adddata(CCXTFundingFeed(store=store, symbol=SWAP, backfill=5, cache=cache),
                         name="funding")
         cerebro.addstrategy(Watch)
-        timer = threading.Timer(30, cerebro.runstop)
-        timer.start()
-        try:
-            cerebro.run()
-        finally:
-            timer.cancel()
-            store.stop()
+        run_for(cerebro, store, 30)
         assert len(seen) >= 8 and seen[-1][0] > start_ms + 1000, f"delivered in 30 s: {seen}"
         truth = _rates(sim, seen[0][0], seen[-1][0])
         assert seen == sorted(truth.items())  # every settlement, in order, with its rate
@@ -341,13 +336,7 @@ def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_fa
                                   backfill_bars=3), name=SWAP)
     cerebro.adddata(CCXTFundingFeed(store=store, symbol=SWAP, backfill=2), name="funding")
     cerebro.addstrategy(Both)
-    timer = threading.Timer(40, cerebro.runstop)
-    timer.start()
-    try:
-        cerebro.run()
-    finally:
-        timer.cancel()
-        store.stop()
+    run_for(cerebro, store, 40)
     settled = sorted({(f, r) for _, f, r in cycles})
     assert len(settled) >= 5, cycles
     assert [f for _, f, _ in cycles] == sorted(f for _, f, _ in cycles)
