@@ -25,8 +25,9 @@ from tests.integration.test_broker_ws import _fills_in_db, _place_crossing
 pytestmark = pytest.mark.live
 
 EX = "binance"
-HOLD_S = 3.0  # seconds the other connection holds the lock (from about 1 s before the fill)
+HOLD_S = 3.0  # seconds the other connection holds the lock (from LOCK_BEFORE_MS before the fill)
 LEAD_MS = 6000  # the exchange's clock jumps to this long before the crossing
+LOCK_BEFORE_MS = 1500  # the lock is taken this long before the crossing
 
 
 def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_released(
@@ -50,6 +51,14 @@ def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_releas
         state["released_ns"] = time.perf_counter_ns()
         released.set()
 
+    def lock() -> None:
+        other.execute("BEGIN EXCLUSIVE")  # the other process takes the write lock ...
+        state["locked_at"] = sim.now_ms()
+        state["locked_ns"] = time.perf_counter_ns()
+        timer = threading.Timer(HOLD_S, release)  # ... and holds it HOLD_S seconds
+        timer.daemon = True
+        timer.start()
+
     def act(s: Any, n: int) -> None:
         now = time.perf_counter_ns()
         stamp = int(round(s.data.datetime.datetime(0).replace(tzinfo=timezone.utc).timestamp() * 1000))
@@ -65,13 +74,14 @@ def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_releas
             # the exchange's clock moves to a few bars before the crossing (the feed fills
             # the gap), then the crossing comes in real time
             sim.sim.clock_offset_ms += max(0, plan["when"] - LEAD_MS - sim.now_ms())
-        elif "locked_at" not in state and sim.now_ms() >= plan["when"] - 1500:
-            other.execute("BEGIN EXCLUSIVE")  # the other process takes the write lock ...
-            state["locked_at"] = sim.now_ms()
-            state["locked_ns"] = time.perf_counter_ns()
-            timer = threading.Timer(HOLD_S, release)  # ... and holds it HOLD_S seconds
-            timer.daemon = True
-            timer.start()
+            # the other process takes the lock LOCK_BEFORE_MS before the crossing, on the
+            # exchange's clock, from a thread of its own: a strategy thread that a loaded
+            # machine delays must not let the fill in before the lock
+            wait_s = max(0.0, (plan["when"] - LOCK_BEFORE_MS - sim.now_ms()) / 1000)
+            locker = threading.Timer(wait_s, lock)
+            locker.daemon = True
+            state["locker"] = locker
+            locker.start()
 
     def on_order(s: Any, order: Any) -> None:
         if order.getstatusname() == "Completed":
@@ -86,6 +96,9 @@ def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_releas
             broker_kw={**ADOPT, "updates": "websocket", "poll_interval": 30.0,
                        "reconcile_interval": 60.0})
     finally:
+        if "locker" in state:
+            state["locker"].cancel()  # a run that ended early leaves no lock taken after it
+            state["locker"].join()
         if "locked_ns" in state:
             released.wait(HOLD_S + 5.0)
         other.close()
