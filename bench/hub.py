@@ -15,8 +15,10 @@ direct runner (websocket to the simulator) on 20 symbols. Prints:
 - the floor of the hub's own hop: one XADD to a reader process's XREAD BLOCK, with nothing
   else running, p50/p99;
 - CPU (user+system seconds per wall second) of the hub, the runners, valkey-server and the
-  simulator; per runner and bar close (steady part): CPU, ``next()`` calls, XREADs, context
-  switches (what a close costs a runner, whatever else the machine runs);
+  simulator; per runner and bar close (steady part): CPU, ``next()`` calls, XREADs of bars
+  and the stream keys they named (and how many read all the runner's streams), waits on the
+  notification stream, context switches (what a close costs a runner, whatever else the
+  machine runs);
 - Redis memory for an hour-equivalent of 1s bars on SYMBOLS streams (written with the hub's
   own entry format and MAXLEN), per bar and in all.
 """
@@ -72,7 +74,9 @@ def runner_main(args: argparse.Namespace) -> None:
         reader = readers[0]
         loop = next((t for t in threading.enumerate() if t.name == f"btccxt-{EX}"), None)
         return {"cpu": time.process_time(), "vcsw": ru.ru_nvcsw, "ivcsw": ru.ru_nivcsw,
-                "reads": getattr(reader, "reads", 0), "t": time.monotonic(),
+                "reads": getattr(reader, "reads", 0), "waits": getattr(reader, "waits", 0),
+                "keys": getattr(reader, "keys_read", 0), "full": getattr(reader, "full_reads", 0),
+                "t": time.monotonic(),
                 "loop": cpu_s(os.getpid(), loop.native_id) if loop is not None else 0.0}
 
     class Rec(bt.Strategy):
@@ -123,7 +127,7 @@ def runner_main(args: argparse.Namespace) -> None:
     if end:  # per bar close (second) of the steady part: what one close costs this runner
         closes = max(1, (end["bar"] - steady["bar"]) // 1000)
         per = {k: (end[k] - steady[k]) / closes
-               for k in ("cpu", "vcsw", "ivcsw", "reads", "loop", "calls")}
+               for k in ("cpu", "vcsw", "ivcsw", "reads", "waits", "keys", "full", "loop", "calls")}
         Path(args.out + ".use").write_text(json.dumps(per), encoding="utf-8")
 
 
@@ -374,7 +378,9 @@ def main() -> None:
                 print(f"  runner {n!s:>6} symbols, per close: CPU {u['cpu'] * 1000:.2f} ms "
                       f"({u['cpu'] * 1e6 / (20 if n == 'direct' else n):.0f} us a bar; its "
                       f"event loop's thread {u.get('loop', 0) * 1000:.2f} ms), "
-                      f"next() calls {u['calls']:.1f}, XREADs {u['reads']:.1f}, context switches "
+                      f"next() calls {u['calls']:.1f}, XREADs of bars {u['reads']:.1f} naming "
+                      f"{u.get('keys', 0):.0f} streams ({u.get('full', 0):.1f} of all its "
+                      f"streams), notification waits {u.get('waits', 0):.1f}, context switches "
                       f"{u['vcsw']:.1f} voluntary {u['ivcsw']:.1f} involuntary")
 
         def runner_cpu(out: Path) -> float:

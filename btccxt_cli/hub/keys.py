@@ -11,6 +11,13 @@ Under ``btccxt:{namespace}:`` (the namespace defaults to the exchange id):
 - ``leader``: the leadership lease (``SET NX PX``, renewed by the leader).
 - ``wanted``: a set of ``{symbol}|{timeframe}`` runners ask the hub for (bounded by the hub).
 - ``info``: a hash about the leading hub (exchange, price source, started, maxlen).
+- ``notify``: one small capped stream per hub (``MAXLEN ~ NOTIFY_MAXLEN``): after each batch
+  of bars, in the same ``MULTI/EXEC``, an entry (Redis's own id) with ``n``, the batch's
+  sequence number (``INCR`` of ``notify:seq``, so it counts on across hubs and failovers),
+  and ``k``, the ``{symbol}|{timeframe}`` of every series in the batch, one a line. Runners
+  block on this one key, then read only the streams of theirs it names; a gap in ``n`` (the
+  cap trimmed entries a runner had not read, the key deleted, Redis restarted) or a quiet
+  period makes them read all their streams from their last ids instead.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from dataclasses import dataclass
 from btccxt_cli.model import BarSource, Candle
 
 __all__ = ["HubKeys", "DEFAULT_MAXLEN", "encode_bar", "decode_bar", "series_field",
-           "parse_series_field", "DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S"]
+           "parse_series_field", "DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S", "NOTIFY_MAXLEN",
+           "NOTIFY_SCRIPT", "encode_moved", "decode_notify"]
 
 DEFAULT_MAXLEN = 100_000
 """Entries kept per stream (about 28 hours of 1 s bars, 69 days of 1 m bars)."""
@@ -28,6 +36,13 @@ DEFAULT_HEARTBEAT_S = 3.0
 """The heartbeat's TTL; the hub renews it every third of it."""
 DEFAULT_LEASE_S = 5.0
 """The leadership lease; a standby takes over this long after the leader stopped renewing."""
+NOTIFY_MAXLEN = 1000
+"""Notifications kept (about 200 s of a 200-symbol hub's batches of 1s bars; a runner further
+behind reads all its streams instead). Each names the series of one batch: at most a few KB."""
+NOTIFY_SCRIPT = """local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'k', ARGV[2])
+return n"""
+"""KEYS: notify, notify:seq; ARGV: the cap, the moved series (``encode_moved``)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,14 @@ class HubKeys:
     def info(self) -> str:
         return self._k("info")
 
+    @property
+    def notify(self) -> str:
+        return self._k("notify")
+
+    @property
+    def notify_seq(self) -> str:
+        return self._k("notify:seq")
+
 
 def series_field(symbol: str, timeframe: str) -> str:
     return f"{symbol}|{timeframe}"
@@ -73,6 +96,23 @@ def parse_series_field(value: str | bytes) -> tuple[str, str]:
     text = value.decode() if isinstance(value, bytes) else value
     symbol, _, tf = text.rpartition("|")
     return symbol, tf
+
+
+def encode_moved(fields: list[str]) -> str:
+    """The ``k`` of a notification: the series of a batch, one a line."""
+    return "\n".join(dict.fromkeys(fields))
+
+
+def decode_notify(fields: dict) -> tuple[int | None, list[bytes]]:
+    """A notification entry (bytes, as a runner reads it): its sequence number (None: not
+    one of ours) and the ``{symbol}|{timeframe}`` of the series that moved, as bytes."""
+    n = fields.get(b"n")
+    try:
+        seq = int(n) if n is not None else None
+    except ValueError:
+        seq = None
+    moved = fields.get(b"k")
+    return seq, (moved.split(b"\n") if moved else [])
 
 
 def encode_bar(c: Candle, source: BarSource) -> dict[str, str]:

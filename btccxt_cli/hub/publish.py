@@ -25,7 +25,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
-from btccxt_cli.hub.keys import HubKeys, encode_bar, series_field
+from btccxt_cli.hub.keys import (
+    NOTIFY_MAXLEN,
+    NOTIFY_SCRIPT,
+    HubKeys,
+    encode_bar,
+    encode_moved,
+    series_field,
+)
 from btccxt_cli.model import FeedEvent
 
 __all__ = ["LoopPublisher", "queue_batch", "is_refusal", "Batch", "take_events", "count_results"]
@@ -37,17 +44,24 @@ Batch = list[tuple[str, str, FeedEvent]]
 
 def queue_batch(p: Any, keys: HubKeys, batch: Batch, *, maxlen: int, hub_id: str) -> None:
     """Queue a batch's commands on pipeline ``p`` (sync or asyncio): an ``XADD`` per bar (the
-    bar's open time is its id), ``HSET`` + ``XADD`` to the events stream per state."""
+    bar's open time is its id), ``HSET`` + ``XADD`` to the events stream per state, and last,
+    when the batch has bars, one notification naming their series (``keys.py``: runners
+    block on that one key and read only the streams it names). Its answer comes after the
+    batch's others (``count_results`` does not read it)."""
+    moved: list[str] = []
     for sym, tf, ev in batch:
         if ev.kind == "bar":
             p.xadd(keys.bars(sym, tf), encode_bar(ev.candle, ev.source), id=f"{ev.candle.ts}-0",
                    maxlen=maxlen, approximate=True)
+            moved.append(series_field(sym, tf))
         else:
             state = ev.state.value if ev.state is not None else ""
             p.hset(keys.states, series_field(sym, tf), state)
             p.xadd(keys.events, {"series": series_field(sym, tf), "state": state,
                                  "message": ev.message or "", "hub": hub_id},
                    maxlen=10_000, approximate=True)
+    if moved:
+        p.eval(NOTIFY_SCRIPT, 2, keys.notify, keys.notify_seq, NOTIFY_MAXLEN, encode_moved(moved))
 
 
 def is_refusal(res: Any) -> bool:

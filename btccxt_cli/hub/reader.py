@@ -1,9 +1,15 @@
 """The runner's side of the hub: Redis streams into the store's series (``feed.mode: hub``).
 
-One ``HubReader`` per store, on the store's event loop. One ``XREAD BLOCK`` covers every
-series; each bar goes through the series' assembler rules (nothing at or before the last
-delivered bar is released, so a bar is never doubled) and its ``deliver``, so the feed, the
-dashboard and ``notify_data`` see what they see with a direct connection:
+One ``HubReader`` per store, on the store's event loop. It waits in one ``XREAD BLOCK`` on
+the hub's notification stream (``keys.py``: one entry per published batch, naming its
+series), then reads only the streams of its own that the batch moved, from their last ids.
+A gap in the notifications' sequence numbers (the capped stream trimmed entries it had not
+read, the key was deleted, Redis restarted) or a period without any makes it read every
+stream of its own from its last id instead, and start again from the notification stream's
+newest entry: a missed notification costs a read, never a bar. Each bar goes through the
+series' assembler rules (nothing at or before the last delivered bar is released, so a bar
+is never doubled) and its ``deliver``, so the feed, the dashboard and ``notify_data`` see
+what they see with a direct connection:
 
 - history (``backfill_bars``/``fromdate``) from the stream, as ``backfill`` bars, then LIVE;
 - DISCONNECTED when the hub's heartbeat is missing, Redis does not answer, or the hub says
@@ -21,7 +27,7 @@ import logging
 from typing import Any
 
 from btccxt_cli.bars.assembler import Emitted
-from btccxt_cli.hub.keys import HubKeys, decode_bar, series_field
+from btccxt_cli.hub.keys import HubKeys, decode_bar, decode_notify, series_field
 from btccxt_cli.model import BarSource, FeedState
 
 __all__ = ["HubReader"]
@@ -29,6 +35,7 @@ __all__ = ["HubReader"]
 logger = logging.getLogger(__name__)
 
 _BATCH = 1000  # entries per series per read
+_NOTES = 500  # notifications per read
 _REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
 
 
@@ -39,6 +46,7 @@ class _Sub:
         self.down: str | None = None  # why this series is DISCONNECTED (None: it is not)
         self.catching_up = False  # bars read now were missed: delivered as gapfill
         self.field = series_field(series.p.symbol, series.p.timeframe)
+        self.bfield = self.field.encode()
         self.warm = True  # history older than the stream may come from the local cache
         # bytes, so that redis-py passes them to XREAD as they are: encoding hundreds of keys
         # and ids again at every read was most of a read's CPU
@@ -77,7 +85,19 @@ class HubReader:
         self._task: asyncio.Task[None] | None = None
         self._redis: Any = None
         self._changed = asyncio.Event()
+        self._nkey = self.keys.notify.encode()
+        # the last notification read (None: not in step; read every stream, then start
+        # after the notification stream's newest entry) and its sequence number
+        self._note_id: bytes | None = None
+        self._note_n: int | None = None
+        self._more: set[bytes] = set()  # streams that held more than one read takes
+        # counters (tests and bench/hub.py): XREADs of bars, stream keys they named,
+        # notifications waited on, reads of every stream (start, gap, quiet period), gaps
         self.reads = 0
+        self.keys_read = 0
+        self.waits = 0
+        self.full_reads = 0
+        self.gaps = 0
         # the local OHLCV cache, read only: warm-up bars older than the stream holds, under
         # the price source the hub names (a simulator's bars never pose as the exchange's)
         self.cache = cache
@@ -148,6 +168,7 @@ class HubReader:
             except Exception as exc:  # Redis gone or hung: every series is DISCONNECTED
                 why = f"hub unreachable: {exc.__class__.__name__}: {exc}"
                 self._all_down(why)
+                self._note_id = None  # back in step by reading every stream
                 asked.clear()
                 self._changed.set()
                 next_check = 0.0
@@ -212,8 +233,9 @@ class HubReader:
         return len(res)
 
     async def _read(self, r: Any, *, block_ms: int) -> int:
-        """One XREAD over every series that is up; history series move to LIVE once read.
-        Returns how many entries it read."""
+        """Read what moved: after one notification wait, the streams it names; every stream
+        while a series reads its history or the reader is out of step. History series move
+        to LIVE once read. Returns how many entries it read."""
         ups = {s.bkey: s for s in self._subs.values()
                if s.down is None and s.series.phase != s.series.OVER}
         if not ups:
@@ -224,20 +246,75 @@ class HubReader:
             if sub.warm:
                 sub.warm = False
                 await self._warm_from_cache(r, sub)
-        block = None if hist else block_ms
-        res = await r.xread({k: s.last_bid for k, s in ups.items()}, count=_BATCH, block=block)
-        self.reads += 1
-        got: dict[bytes, int] = {}
-        for key, entries in res or []:
-            k = key if isinstance(key, bytes) else key.encode()
-            sub = ups.get(k)
-            if sub is not None:
-                self._apply(sub, entries)
-                got[k] = len(entries)
+        if hist or self._note_id is None:
+            return await self._read_all(r, ups, hist)
+        more = {k: ups[k] for k in self._more if k in ups}
+        self._more.clear()
+        if more:  # a stream held more than one read takes: the rest, before waiting
+            return await self._read_keys(r, more)
+        res = await r.xread({self._nkey: self._note_id}, count=_NOTES, block=block_ms)
+        self.waits += 1
+        if not res:  # a quiet period (or a hub that does not notify): back in step
+            self._note_id = None
+            return 0
+        moved: set[bytes] = set()
+        gap = False
+        for entry_id, fields in res[0][1]:
+            n, series = decode_notify(fields)
+            if n is None or self._note_n is None or n != self._note_n + 1:
+                gap = True  # notifications were missed: what they named is unknown
+            self._note_id, self._note_n = entry_id, n
+            moved.update(series)
+        if gap:
+            self.gaps += 1
+            return await self._read_all(r, ups, [], anchor=False)
+        by_field = {s.bfield: s for s in ups.values()}
+        mine = {sub.bkey: sub for f in moved if (sub := by_field.get(f)) is not None}
+        return await self._read_keys(r, mine) if mine else 0
+
+    async def _read_all(self, r: Any, ups: dict[bytes, _Sub], hist: list[_Sub], *,
+                        anchor: bool = True) -> int:
+        """Every stream from its last id (no wait). With ``anchor``, the notification stream's
+        newest entry is read first, in the same round trip: a batch published after it is
+        notified after it, one published before it is in the streams this read reads."""
+        self.full_reads += 1
+        streams = {k: s.last_bid for k, s in ups.items()}
+        if anchor:
+            pipe = r.pipeline(transaction=False)
+            pipe.xrevrange(self._nkey, "+", "-", count=1)
+            pipe.xread(streams, count=_BATCH)
+            newest, res = await pipe.execute()
+            if newest:
+                self._note_id, self._note_n = newest[0][0], decode_notify(newest[0][1])[0]
+            else:
+                self._note_id, self._note_n = b"0-0", None
+        else:
+            res = await r.xread(streams, count=_BATCH)
+        got = self._take(ups, res, len(streams))
         for sub in hist:
             if got.get(sub.bkey, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:
                 sub.series.go_live()
         return sum(got.values())
+
+    async def _read_keys(self, r: Any, subs: dict[bytes, _Sub]) -> int:
+        """The streams of ``subs`` from their last ids (no wait)."""
+        res = await r.xread({k: s.last_bid for k, s in subs.items()}, count=_BATCH)
+        return sum(self._take(subs, res, len(subs)).values())
+
+    def _take(self, subs: dict[bytes, _Sub], res: Any, nkeys: int) -> dict[bytes, int]:
+        """An XREAD's answer into the series; a stream that filled the read is read again."""
+        self.reads += 1
+        self.keys_read += nkeys
+        got: dict[bytes, int] = {}
+        for key, entries in res or []:
+            k = key if isinstance(key, bytes) else key.encode()
+            sub = subs.get(k)
+            if sub is not None:
+                self._apply(sub, entries)
+                got[k] = len(entries)
+                if len(entries) >= _BATCH and sub.series.phase != sub.series.HISTORY:
+                    self._more.add(k)
+        return got
 
     async def _warm_from_cache(self, r: Any, sub: _Sub) -> None:
         """History the stream no longer (or not yet) holds, from the local cache: the unbroken

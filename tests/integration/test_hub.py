@@ -319,16 +319,17 @@ def test_a_queue_that_overflows_while_redis_is_away_restarts_the_feeds_from_rest
 
 
 def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redis_server):
-    """The runner's heartbeat/state check waits for a quiet moment (an XREAD that timed out) so
-    it does not hold up a burst of bars; when bars never stop (here one every 0.1 s, shorter
-    than the XREAD's block), it still runs at most a period late. The hub's own writes are
-    played with its key names and entry format (no hub could keep a 1s stream this busy)."""
+    """The runner's heartbeat/state check waits for a quiet moment (a notification wait that
+    timed out) so it does not hold up a burst of bars; when bars never stop (here one every
+    0.1 s, shorter than the wait's block), it still runs at most a period late. The hub's own
+    writes are played with its batch code (no hub could keep a 1s stream this busy)."""
     import time
 
     import redis
 
-    from btccxt_cli.hub.keys import HubKeys, encode_bar, series_field
-    from btccxt_cli.model import BarSource, Candle, FeedState
+    from btccxt_cli.hub.keys import HubKeys, series_field
+    from btccxt_cli.hub.publish import queue_batch
+    from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState
     from btccxt_cli.sources.base import SeriesParams
 
     ns = namespace()
@@ -340,13 +341,16 @@ def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redi
     stop = threading.Event()
     t0 = int(time.time()) * 1000  # the runner starts at the bar forming now
 
-    def publish() -> None:
+    def publish() -> None:  # with the hub's batch code: the bar and its notification
         w = redis.Redis.from_url(redis_server.url)
         i = 0
         while not stop.wait(0.1):  # the hub's pace here, not a synchronisation
             i += 1
             c = Candle(t0 + i * 1000, 1.0, 1.0, 1.0, 1.0, 1.0)
-            w.xadd(keys.bars(busy, "1s"), encode_bar(c, BarSource.LIVE), id=f"{c.ts}-0")
+            p = w.pipeline(transaction=True)
+            queue_batch(p, keys, [(busy, "1s", FeedEvent("bar", c, BarSource.LIVE))], maxlen=100,
+                        hub_id="test-hub")
+            p.execute()
         w.close()
 
     store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)

@@ -1,0 +1,258 @@
+"""The hub's notification stream: a runner blocks on one key per hub, then reads only the
+streams of its own that a batch moved; a notification it misses costs it a read of all its
+streams, never a bar (real valkey-server, a real store in hub mode).
+
+The hub's writes are played with its own batch code (``queue_batch`` in one MULTI/EXEC, as
+both of its publishers send them), so each batch moves exactly the series a test names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from btccxt_cli.bt.store import CCXTStore
+from tests.hubtools import namespace
+
+pytestmark = pytest.mark.live
+
+EX = "binance"
+TF = "1s"
+
+
+class _Played:
+    """A hub's writes to Redis (its heartbeat, states and batches), with its batch code."""
+
+    def __init__(self, url: str, symbols: list[str]) -> None:
+        import redis
+
+        from btccxt_cli.hub.keys import HubKeys, series_field
+
+        self.keys = HubKeys(namespace())
+        self.r = redis.Redis.from_url(url)
+        self.r.set(self.keys.alive, "test-hub", px=120_000)
+        self.r.hset(self.keys.states, mapping={series_field(s, TF): "LIVE" for s in symbols})
+
+    def batch(self, bars: list[tuple[str, int]], *, then: Any = None) -> None:
+        """One batch of bars (``(symbol, open_ms)``) in one MULTI/EXEC; ``then(pipeline)``
+        queues more commands in the same transaction."""
+        from btccxt_cli.hub.publish import queue_batch
+        from btccxt_cli.model import BarSource, Candle, FeedEvent
+
+        p = self.r.pipeline(transaction=True)
+        queue_batch(p, self.keys, [
+            (sym, TF, FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, ts / 1000), BarSource.LIVE))
+            for sym, ts in bars], maxlen=1000, hub_id="test-hub")
+        if then is not None:
+            then(p)
+        p.execute()
+
+    def close(self) -> None:
+        self.r.close()
+
+
+def _attach(store: CCXTStore, symbols: list[str]) -> dict[str, Any]:
+    from btccxt_cli.sources.base import SeriesParams
+
+    return {s: store.attach(SeriesParams(symbol=s, timeframe=TF, mode="hub", backfill_start=False),
+                            name=s).series.pipe for s in symbols}
+
+
+def _bars(pipe: Any, n: int, timeout: float = 10.0) -> list[int]:
+    """The open times of the next ``n`` bars out of a feed's pipe (waits on its doorbell)."""
+    out: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        ev = pipe.get(0.2)
+        if ev is not None and ev.kind == "bar":
+            out.append(ev.candle.ts)
+    return out
+
+
+class _Monitor:
+    """Every command Redis runs, as MONITOR reports it, until ``stop``."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self.commands: list[str] = []
+        self._ready = threading.Event()
+        self._conn = redis.Redis.from_url(url)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _watch(self) -> None:
+        with self._conn.monitor() as m:
+            self._ready.set()
+            for c in m.listen():
+                if c["command"] == "ECHO monitor-stop":
+                    return
+                self.commands.append(c["command"])
+
+    def stop(self) -> list[str]:
+        import redis
+
+        with redis.Redis.from_url(self.url) as r:
+            r.echo("monitor-stop")
+        self._thread.join(10)
+        self._conn.close()
+        return self.commands
+
+
+def _bar_reads(commands: list[str], notify_key: str) -> list[list[str]]:
+    """The stream keys each XREAD of bars named (the notification wait excluded)."""
+    out = []
+    for cmd in commands:
+        parts = cmd.split(" ")
+        if parts[0].upper() != "XREAD" or "STREAMS" not in parts:
+            continue
+        rest = parts[parts.index("STREAMS") + 1:]
+        keys = rest[:len(rest) // 2]
+        if keys != [notify_key]:
+            out.append(keys)
+    return out
+
+
+def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_moved(
+        redis_server):
+    """A runner on 4 of a hub's 12 series waits on the hub's one notification key; after a
+    batch it XREADs only its streams that batch moved (one here), not its four; a batch of
+    other series costs it no read of bars at all."""
+    mine = [f"M{i}/USDT" for i in range(4)]
+    others = [f"O{i}/USDT" for i in range(8)]
+    hub = _Played(redis_server.url, mine + others)
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    try:
+        pipes = _attach(store, mine)
+        t0 = int(time.time()) * 1000  # the series start at the bar forming now
+        hub.batch([(s, t0) for s in mine + others])  # the runner gets in step
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0], s
+        reader = store._hub_reader
+        reader.check_s = 30.0  # no quiet-period read of every stream within this test
+        t0 += 1000
+        hub.batch([(s, t0) for s in mine + others])  # its next wait is a long one
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0], s
+        full_reads, gaps = reader.full_reads, reader.gaps
+        mon = _Monitor(redis_server.url)
+        moved = []
+        for i in range(8):
+            ts = t0 + (i + 1) * 1000
+            hub.batch([(o, ts) for o in others])  # none of the runner's
+            sym = mine[i % 4]
+            hub.batch([(sym, ts), *((o, ts + 500) for o in others[:3])])
+            moved.append(hub.keys.bars(sym, TF))
+            assert _bars(pipes[sym], 1) == [ts], (i, sym)
+        commands = mon.stop()
+        assert _bar_reads(commands, hub.keys.notify) == [[k] for k in moved], commands
+        assert (reader.full_reads, reader.gaps) == (full_reads, gaps)
+        assert any(c.startswith("XREAD") and hub.keys.notify in c and "BLOCK" in c
+                   for c in commands), commands
+    finally:
+        store.stop()
+        hub.close()
+
+
+@pytest.mark.parametrize("miss", ["deleted", "deleted-with-its-counter", "trimmed"])
+def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, miss):
+    """Bars whose notification the runner never sees (the notification stream deleted, its
+    sequence counter too as after a Redis restart, or trimmed to nothing by its cap) reach
+    the runner with the next notification's gap in the sequence: every bar, once, in
+    order."""
+    mine = ["A/USDT", "B/USDT"]
+    hub = _Played(redis_server.url, mine)
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+
+    def lose(p: Any) -> None:
+        if miss == "trimmed":
+            p.xtrim(hub.keys.notify, maxlen=0)
+        else:
+            p.delete(hub.keys.notify)
+            if miss == "deleted-with-its-counter":
+                p.delete(hub.keys.notify_seq)
+
+    try:
+        pipes = _attach(store, mine)
+        t0 = int(time.time()) * 1000
+        hub.batch([(s, t0) for s in mine])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0]
+        reader = store._hub_reader
+        reader.check_s = 30.0  # the gap, not a quiet period, must bring the bars
+        t0 += 1000
+        hub.batch([(s, t0) for s in mine])  # its next wait is a long one
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0]
+        gaps = reader.gaps
+        want = {s: [t0] for s in mine}
+        for k in range(1, 4):  # three batches whose notifications are lost
+            ts = t0 + k * 1000
+            hub.batch([(mine[k % 2], ts)], then=lose)
+            want[mine[k % 2]].append(ts)
+        hub.batch([(s, t0 + 5000) for s in mine])  # notified: the runner sees the gap
+        for s in mine:
+            want[s].append(t0 + 5000)
+            assert [t0, *_bars(pipes[s], len(want[s]) - 1)] == want[s], (miss, s)
+            assert _bars(pipes[s], 1, timeout=0.0) == []  # nothing twice
+        assert reader.gaps > gaps
+    finally:
+        store.stop()
+        hub.close()
+
+
+def test_redis_restarted_empty_then_every_bar_in_order_on_notifications_again(
+        sim_factory, valkey_factory, tmp_path):
+    """Redis restarts without its data (no persistence): the notification stream and its
+    counter start again from nothing, under a runner that had read up to sequence n. The
+    runner is told DISCONNECTED, reads every bar it missed in order when the hub is back
+    (the hub publishes the bars it kept meanwhile), then waits on notifications again."""
+    from tests.hubtools import HubProc, hub_config
+    from tests.integration.harness import assert_matches_truth, run_feeds
+    from tests.integration.simtools import after_live, states
+
+    sim = sim_factory(exchanges=(EX,))
+    server = valkey_factory()
+    ns = namespace()
+    sym = sim.symbols(EX)[3]
+    hub = HubProc(hub_config(tmp_path, "hub.yaml", sim_url=sim.url(EX), redis_url=server.url,
+                             ns=ns, symbols=[sym]))
+    store = CCXTStore(EX, hub_url=server.url, hub_namespace=ns)
+    readers: list[Any] = []
+    back: dict[str, int] = {}
+    restarted = threading.Event()
+
+    def restart() -> None:
+        readers.append(store._hub_reader)
+        server.stop()  # its streams, notification stream and counter are gone
+        t = threading.Timer(2.0, lambda: (server.start(), restarted.set()))
+        t.daemon = True
+        t.start()
+
+    def after_restart(strat: Any) -> None:
+        st = [state for d, state, _ in strat.p.result.notes if d == sym]
+        if "back" not in back and restarted.is_set() and "DISCONNECTED" in st and st[-1] == "LIVE":
+            back["back"] = readers[0].waits  # live again: the waits from here on
+
+    hook = after_live(2, restart)
+    try:
+        hub.wait_for(": LIVE")
+        res = run_feeds(store, [sym], live_bars=7, timeout=60, backfill_bars=2,
+                        on_next=lambda strat: (hook(strat), after_restart(strat)))
+        assert restarted.is_set()
+        assert not res.timed_out, res.notes
+        assert_matches_truth(sim, EX, sym, TF, res.bars[sym], tf_ms=1000)
+        st = states(res, sym)
+        i = st.index("DISCONNECTED")
+        assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
+        assert sum(s.source == "gapfill" for s in res.bars[sym]) >= 1, res.bars[sym]
+        # back on notifications: bars came after waits on the new notification stream
+        assert readers[0].waits > back["back"], (readers[0].waits, back)
+    finally:
+        hub.stop()
+        store.stop()
