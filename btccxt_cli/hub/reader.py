@@ -4,9 +4,10 @@ One ``HubReader`` per store, on the store's event loop. It waits in one ``XREAD 
 the hub's notification stream (``keys.py``: one entry per published batch, naming its
 series), then reads only the streams of its own that the batch moved, from their last ids.
 A gap in the notifications' sequence numbers (the capped stream trimmed entries it had not
-read, the key was deleted, Redis restarted) or a period without any makes it read every
-stream of its own from its last id instead, and start again from the notification stream's
-newest entry: a missed notification costs a read, never a bar. Each bar goes through the
+read, the key was deleted, Redis restarted) makes it read every stream of its own from its
+last id instead, and start again from the notification stream's newest entry: a missed
+notification costs a read, never a bar. So does a period without notifications when that
+stream holds none (a hub that sends none) or only entries older than the last one read. Each bar goes through the
 series' assembler rules (nothing at or before the last delivered bar is released, so a bar
 is never doubled) and its ``deliver``, so the feed, the dashboard and ``notify_data`` see
 what they see with a direct connection:
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 _BATCH = 1000  # entries per series per read
 _NOTES = 500  # notifications per read
 _REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
+
+
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 class _Sub:
@@ -254,8 +260,8 @@ class HubReader:
             return await self._read_keys(r, more)
         res = await r.xread({self._nkey: self._note_id}, count=_NOTES, block=block_ms)
         self.waits += 1
-        if not res:  # a quiet period (or a hub that does not notify): back in step
-            self._note_id = None
+        if not res:  # a quiet period: in step unless notifications stopped or went back
+            await self._quiet(r)
             return 0
         moved: set[bytes] = set()
         gap = False
@@ -271,6 +277,14 @@ class HubReader:
         by_field = {s.bfield: s for s in ups.values()}
         mine = {sub.bkey: sub for f in moved if (sub := by_field.get(f)) is not None}
         return await self._read_keys(r, mine) if mine else 0
+
+    async def _quiet(self, r: Any) -> None:
+        """After a wait without a notification: read every stream next time if the
+        notification stream has no entry (a hub that sends none: bars come each period) or
+        only older ones than the last read (a new stream); otherwise nothing was missed."""
+        newest = await r.xrevrange(self._nkey, "+", "-", count=1)
+        if not newest or _id(newest[0][0]) < _id(self._note_id or b"0-0"):
+            self._note_id = None
 
     async def _read_all(self, r: Any, ups: dict[bytes, _Sub], hist: list[_Sub], *,
                         anchor: bool = True) -> int:

@@ -80,6 +80,7 @@ class _Monitor:
 
         self.url = url
         self.commands: list[str] = []
+        self._cond = threading.Condition()
         self._ready = threading.Event()
         self._conn = redis.Redis.from_url(url)
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -92,7 +93,14 @@ class _Monitor:
             for c in m.listen():
                 if c["command"] == "ECHO monitor-stop":
                     return
-                self.commands.append(c["command"])
+                with self._cond:
+                    self.commands.append(c["command"])
+                    self._cond.notify_all()
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> None:
+        """Until ``pred(commands)`` holds (checked at each command Redis runs)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: pred(self.commands), timeout), self.commands[-20:]
 
     def stop(self) -> list[str]:
         import redis
@@ -157,6 +165,70 @@ def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_mo
     finally:
         store.stop()
         hub.close()
+
+
+def test_quiet_periods_cost_no_read_of_every_stream(redis_server):
+    """Between bar closes no notification comes for longer than the wait's block (1m bars,
+    or the second between 1s closes): each quiet period costs the runner one look at the
+    notification stream's newest entry, not a read of all its streams."""
+    mine = [f"Q{i}/USDT" for i in range(3)]
+    hub = _Played(redis_server.url, mine)
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    try:
+        pipes = _attach(store, mine)
+        t0 = int(time.time()) * 1000
+        hub.batch([(s, t0) for s in mine])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0]
+        reader = store._hub_reader
+        reader.check_s = 0.1  # quiet periods of 0.1 s
+        t0 += 1000
+        hub.batch([(s, t0) for s in mine])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0]
+        full_reads = reader.full_reads
+        mon = _Monitor(redis_server.url)
+
+        def quiet_waits(cmds: list[str]) -> int:
+            return sum(c.startswith("XREVRANGE") and hub.keys.notify in c for c in cmds)
+
+        mon.wait_for(lambda cmds: quiet_waits(cmds) >= 5)  # five quiet periods
+        hub.batch([(mine[1], t0 + 1000)])
+        assert _bars(pipes[mine[1]], 1) == [t0 + 1000]
+        commands = mon.stop()
+        assert _bar_reads(commands, hub.keys.notify) == [[hub.keys.bars(mine[1], TF)]], commands
+        assert reader.full_reads == full_reads
+    finally:
+        store.stop()
+        hub.close()
+
+
+def test_a_hub_that_sends_no_notifications_still_delivers_every_bar(redis_server):
+    """Bars written without notifications (a hub of an older version) reach the runner
+    after each quiet period, when it finds the notification stream empty: in order, once."""
+    import redis
+
+    from btccxt_cli.hub.keys import encode_bar
+    from btccxt_cli.model import BarSource, Candle
+
+    sym = "N/USDT"
+    hub = _Played(redis_server.url, [sym])
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    w = redis.Redis.from_url(redis_server.url)
+    try:
+        pipe = _attach(store, [sym])[sym]
+        t0 = int(time.time()) * 1000
+        want = [t0 + k * 1000 for k in range(5)]
+        for ts in want:
+            w.xadd(hub.keys.bars(sym, TF), encode_bar(Candle(ts, 1.0, 1.0, 1.0, 1.0, 1.0),
+                                                      BarSource.LIVE), id=f"{ts}-0")
+        assert _bars(pipe, len(want)) == want
+        assert _bars(pipe, 1, timeout=0.0) == []
+        assert not w.exists(hub.keys.notify)
+    finally:
+        store.stop()
+        hub.close()
+        w.close()
 
 
 @pytest.mark.parametrize("miss", ["deleted", "deleted-with-its-counter", "trimmed"])
