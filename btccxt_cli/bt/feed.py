@@ -106,6 +106,7 @@ class CCXTFeed(bt.feed.DataBase):
             raise TypeError("CCXTFeed needs store=CCXTStore(...)")
         self._handle: Any = None
         self._ended = False
+        self._rewound = 0
         # the events of the latest bars by open time: cerebro may load a bar and stash it
         # (rewind) before the strategy sees the previous one, so "the last loaded" is not
         # "the current"; current_event() looks the current bar up here
@@ -166,6 +167,7 @@ class CCXTFeed(bt.feed.DataBase):
     def start(self) -> None:
         super().start()
         self._ended = False
+        self._rewound = 0  # bars cerebro moved this feed back over (``rewind``), not yet re-read
         self._handle = self.p.store.attach(self.series_params(), name=self._name or self.p.dataname)
 
     def stop(self) -> None:
@@ -180,6 +182,40 @@ class CCXTFeed(bt.feed.DataBase):
     def status(self) -> Any:
         """Thread-safe status snapshot (state, last bar, counts, latency)."""
         return self._handle.series.status() if self._handle is not None else None
+
+    def next(self, datamaster: Any = None, ticks: bool = True) -> bool | None:
+        """backtrader's ``next``, without its cost when this feed has nothing (``_idle``)."""
+        if self._rewound:
+            self._rewound -= 1  # cerebro held this feed's bar back: the base moves to it
+        elif datamaster is None and not ticks and self._idle():
+            return None
+        return super().next(datamaster=datamaster, ticks=ticks)
+
+    def rewind(self, size: int = 1) -> None:
+        super().rewind(size)
+        self._rewound += size
+
+    def load(self) -> bool | None:
+        if self._idle():
+            return None
+        return super().load()
+
+    def _idle(self) -> bool:
+        """Nothing to give now, as ``_load`` would find, without backtrader's cost of asking.
+
+        Cerebro asks every feed once a pass (every ``qcheck`` and at every doorbell ring), and
+        backtrader's ``next``/``load`` measure the lines, move every line forward, ask
+        ``_load`` and move them back: between bar closes, passes over 1,000 idle feeds took
+        most of a run's CPU. A feed whose pipe is empty, that may not wait (cerebro's
+        ``qcheck`` budget for this pass is used up) and whose next bar is not due has
+        nothing, and says so at once."""
+        h = self._handle
+        if (h is None or h.driver is not None or self._qcheck or self._ended
+                or self._barstack or self._barstash or self.p.historical):
+            return False
+        s = h.series
+        pipe = s.pipe
+        return not len(pipe) and not pipe.closed and not s.next_bar_due()
 
     def _load(self) -> bool | None:
         if self._ended or self._handle is None:
@@ -241,6 +277,8 @@ class CCXTFeed(bt.feed.DataBase):
         land in the next one. So while this feed's next bar is due but not yet 2 s late, the
         clock check waits for it (a stalled feed still gets its resampled bar closed).
         """
+        if not self._filters:
+            return  # nothing to nudge (cerebro calls this for every feed in every pass)
         s = self.series
         if s is not None and s.phase == s.LIVE and s.next_bar_due():
             overdue = s.exchange_now_ms() - s.grid.close_of(s.assembler.expected)

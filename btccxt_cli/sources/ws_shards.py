@@ -19,7 +19,7 @@ __all__ = ["ShardMessages", "REWATCH_S", "client_of", "until_dropped"]
 
 logger = logging.getLogger(__name__)
 
-REWATCH_S = 0.1  # a tapped batch watches its shard again this long after an answer
+REWATCH_S = 1.0  # a tapped batch watches its shard again this long after an answer
 
 
 class _Shard(Protocol):

@@ -62,3 +62,48 @@ def test_feeds_waiting_for_bars_closing_together_share_one_window():
     clock.advance(0.06)  # the window of that close is over
     # (the manual clock stands still while waiting: a window of its own would never end)
     assert _in_thread(lambda: CCXTFeed._wait(_feed(later), later.pipe, 0.0)) == [None]
+
+
+class _OneSeriesStore:
+    """(ours) A store that hands the feed one series it was given: the feed's own logic runs."""
+
+    def __init__(self, series: Series) -> None:
+        self.series = series
+
+    def attach(self, params: object, *, name: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(series=self.series, driver=None)
+
+    def detach(self, handle: object) -> None:
+        pass
+
+
+def _bar(ts_ms: int, close: float) -> FeedEvent:
+    from btccxt_cli.model import BarSource, Candle
+
+    return FeedEvent("bar", candle=Candle(ts_ms, close, close, close, close, 1.0), source=BarSource.LIVE)
+
+
+def test_an_idle_feed_answers_at_once_and_a_bar_cerebro_held_back_is_still_given():
+    """Cerebro asks every feed once a pass; an idle feed says "nothing" without moving its lines
+    (the cost that made 1,000 idle feeds most of a run's CPU). A bar cerebro held back (it
+    rewinds a feed whose bar is later than another's) is given at the next ask, whatever the
+    feed's pipe holds."""
+    import backtrader as bt
+
+    clock = ManualClock()
+    s = _started(clock, "A/USDT")
+    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
+                    compression=1, backfill_start=False)
+    bt.Cerebro().adddata(feed)  # its environment, as in a run
+    feed._start()
+    feed.do_qcheck(False, 0.0)  # this pass's wait is used up (another feed waited)
+
+    assert feed.next(ticks=False) is None and len(feed) == 0  # idle: nothing, lines unmoved
+    s.pipe.put(_bar(0, 100.0))
+    assert feed.next(ticks=False) is True and len(feed) == 1 and feed.close[0] == 100.0
+    s.pipe.put(_bar(60_000, 101.0))
+    assert feed.next(ticks=False) is True and feed.close[0] == 101.0
+    feed.rewind()  # cerebro holds the 101 bar back (another feed's bar is earlier)
+    assert len(feed) == 1 and not len(s.pipe)
+    assert feed.next(ticks=False) is True and len(feed) == 2 and feed.close[0] == 101.0
+    assert feed.next(ticks=False) is None and len(feed) == 2  # idle again
