@@ -1,8 +1,9 @@
 """The runner's side of the hub: Redis streams into the store's series (``feed.mode: hub``).
 
-One ``HubReader`` per store, on the store's event loop. It waits in one ``XREAD BLOCK`` on
-the hub's notification stream (``keys.py``: one entry per published batch, naming its
-series), then reads only the streams of its own that the batch moved, from their last ids.
+One ``HubReader`` per store, on the store's event loop. With ``NOTIFY_FROM`` streams or more,
+it waits in one ``XREAD BLOCK`` on the hub's notification stream (``keys.py``: one entry per
+published batch, naming its series), then reads only the streams of its own that the batch
+moved, from their last ids; with fewer, it waits in one ``XREAD BLOCK`` over its streams.
 A gap in the notifications' sequence numbers (the capped stream trimmed entries it had not
 read, the key was deleted, Redis restarted) makes it read every stream of its own from its
 last id instead, and start again from the notification stream's newest entry: a missed
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 1000  # entries per series per read
 _NOTES = 500  # notifications per read
+NOTIFY_FROM = 100
+"""A reader with at least this many streams waits on the notification stream; one with fewer
+waits in one XREAD BLOCK over its streams (bench/RESULTS.md: a wait costs a runner about as
+much CPU as reading 100 more streams, and a runner on few of a hub's series is woken by
+every batch of the others when it waits on notifications, then needs a second round trip)."""
 _REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
 
 
@@ -79,10 +85,12 @@ class HubReader:
         namespace: the hub's key namespace (default: the exchange id).
         heartbeat_check_s: how often the heartbeat and the hub's states are read.
         timeout_s: Redis socket timeout; a Redis that stops answering counts as gone after it.
+        notify_from: from this many streams on, wait on the hub's notifications and read only
+            the streams a batch moved; with fewer, wait in one XREAD over them.
     """
 
     def __init__(self, url: str, namespace: str, *, heartbeat_check_s: float = 0.5,
-                 timeout_s: float = 2.0, cache: Any = None) -> None:
+                 timeout_s: float = 2.0, cache: Any = None, notify_from: int = NOTIFY_FROM) -> None:
         self.url = url
         self.keys = HubKeys(namespace)
         self.check_s = heartbeat_check_s
@@ -92,6 +100,7 @@ class HubReader:
         self._redis: Any = None
         self._changed = asyncio.Event()
         self._nkey = self.keys.notify.encode()
+        self.notify_from = notify_from
         # the last notification read (None: not in step; read every stream, then start
         # after the notification stream's newest entry) and its sequence number
         self._note_id: bytes | None = None
@@ -252,6 +261,10 @@ class HubReader:
             if sub.warm:
                 sub.warm = False
                 await self._warm_from_cache(r, sub)
+        if len(ups) < self.notify_from:  # few streams: one wait over them brings the bars
+            self._note_id = None
+            return await self._read_all(r, ups, hist, block=None if hist else block_ms,
+                                        anchor=False)
         if hist or self._note_id is None:
             return await self._read_all(r, ups, hist)
         more = {k: ups[k] for k in self._more if k in ups}
@@ -287,10 +300,11 @@ class HubReader:
             self._note_id = None
 
     async def _read_all(self, r: Any, ups: dict[bytes, _Sub], hist: list[_Sub], *,
-                        anchor: bool = True) -> int:
-        """Every stream from its last id (no wait). With ``anchor``, the notification stream's
-        newest entry is read first, in the same round trip: a batch published after it is
-        notified after it, one published before it is in the streams this read reads."""
+                        anchor: bool = True, block: int | None = None) -> int:
+        """Every stream from its last id (waiting ``block`` ms at most for one). With
+        ``anchor``, the notification stream's newest entry is read first, in the same round
+        trip: a batch published after it is notified after it, one published before it is
+        in the streams this read reads."""
         self.full_reads += 1
         streams = {k: s.last_bid for k, s in ups.items()}
         if anchor:
@@ -303,7 +317,7 @@ class HubReader:
             else:
                 self._note_id, self._note_n = b"0-0", None
         else:
-            res = await r.xread(streams, count=_BATCH)
+            res = await r.xread(streams, count=_BATCH, block=block)
         got = self._take(ups, res, len(streams))
         for sub in hist:
             if got.get(sub.bkey, 0) < _BATCH and sub.series.phase == sub.series.HISTORY:

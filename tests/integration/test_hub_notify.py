@@ -142,6 +142,7 @@ def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_mo
         for s in mine:
             assert _bars(pipes[s], 1) == [t0], s
         reader = store._hub_reader
+        reader.notify_from = 1  # waits on notifications whatever its number of streams
         reader.check_s = 30.0  # no quiet-period read of every stream within this test
         t0 += 1000
         hub.batch([(s, t0) for s in mine + others])  # its next wait is a long one
@@ -181,6 +182,7 @@ def test_quiet_periods_cost_no_read_of_every_stream(redis_server):
         for s in mine:
             assert _bars(pipes[s], 1) == [t0]
         reader = store._hub_reader
+        reader.notify_from = 1
         reader.check_s = 0.1  # quiet periods of 0.1 s
         t0 += 1000
         hub.batch([(s, t0) for s in mine])
@@ -231,6 +233,33 @@ def test_a_hub_that_sends_no_notifications_still_delivers_every_bar(redis_server
         w.close()
 
 
+def test_a_runner_on_few_streams_waits_on_them_not_on_the_notifications(redis_server):
+    """Below ``NOTIFY_FROM`` streams a runner waits in one XREAD BLOCK over its own streams:
+    one round trip brings its bars, and batches of the hub's other series do not wake it."""
+    from btccxt_cli.hub.reader import NOTIFY_FROM
+
+    mine = [f"F{i}/USDT" for i in range(4)]
+    others = [f"G{i}/USDT" for i in range(4)]
+    assert len(mine) < NOTIFY_FROM
+    hub = _Played(redis_server.url, mine + others)
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    try:
+        pipes = _attach(store, mine)
+        t0 = int(time.time()) * 1000
+        mon = _Monitor(redis_server.url)
+        for k in range(3):
+            hub.batch([(o, t0 + k * 1000) for o in others])
+            hub.batch([(mine[k], t0 + k * 1000)])
+            assert _bars(pipes[mine[k]], 1) == [t0 + k * 1000]
+        commands = mon.stop()
+        assert not [c for c in commands if c.startswith(("XREAD", "XREVRANGE"))
+                    and hub.keys.notify in c], commands
+        assert store._hub_reader.waits == 0
+    finally:
+        store.stop()
+        hub.close()
+
+
 @pytest.mark.parametrize("miss", ["deleted", "deleted-with-its-counter", "trimmed"])
 def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, miss):
     """Bars whose notification the runner never sees (the notification stream deleted, its
@@ -256,6 +285,7 @@ def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, m
         for s in mine:
             assert _bars(pipes[s], 1) == [t0]
         reader = store._hub_reader
+        reader.notify_from = 1  # waits on notifications whatever its number of streams
         reader.check_s = 30.0  # the gap, not a quiet period, must bring the bars
         t0 += 1000
         hub.batch([(s, t0) for s in mine])  # its next wait is a long one
@@ -307,6 +337,8 @@ def test_redis_restarted_empty_then_every_bar_in_order_on_notifications_again(
         t.start()
 
     def after_restart(strat: Any) -> None:
+        if not readers:  # waits on notifications whatever its number of streams
+            store._hub_reader.notify_from = 1
         st = [state for d, state, _ in strat.p.result.notes if d == sym]
         if "back" not in back and restarted.is_set() and "DISCONNECTED" in st and st[-1] == "LIVE":
             back["back"] = readers[0].waits  # live again: the waits from here on
