@@ -152,6 +152,18 @@ class BarAssembler:
             self._cover(since, last_final)
         return self._drain()
 
+    def start_at(self, ts: int) -> None:
+        """Before any release: the first bar to release is the one opened at ``ts`` (the bars
+        before it are not asked for). No-op once a bar was released, or for an earlier ``ts``."""
+        if self._released or self.last_ts is None:
+            return
+        first = self._prev(ts)
+        if first <= self.last_ts:
+            return
+        self.last_ts = first
+        self._pending = {t: v for t, v in self._pending.items() if t > first}
+        self._closed = {t: v for t, v in self._closed.items() if t > first}
+
     def take_notes(self) -> list[tuple]:
         """The skips and revisions since the last call (oldest first), forgotten here."""
         notes, self.notes = self.notes, []

@@ -157,6 +157,7 @@ class Series:
         self.data_notes = SeriesNotes(self.name, params.timeframe, params.exchange_id, self.log)
         self._history_asked = 0
         self._cached_tail: Candle | None = None  # the newest cached bar, left for REST to read
+        self._start_on_update = False  # no history: the first live update may move the start
 
     # ------------------------------------------------------------ plan
     def begin(self) -> None:
@@ -182,6 +183,11 @@ class Series:
                 self._warm_from = since
         else:
             self.assembler.last_ts = grid.prev_open(forming)  # first bar: the one forming now
+            # ... or, on a socket, the one its first update is about, if later: a subscription
+            # sent after that bar closed (1,000 symbols take a few subscribe messages, paced)
+            # never gets its final, and REST had to confirm it (hundreds of reads queued
+            # behind the rate limit at start-up, each holding its series' live bars back)
+            self._start_on_update = True
             self.go_live()
 
     def go_live(self) -> None:
@@ -330,6 +336,10 @@ class Series:
                 flags = closed if isinstance(closed, list) else [closed] * len(candles)
                 self.observe_exchange_ms(max(self.assembler.close_of(c.ts) if f else c.ts
                                              for c, f in zip(candles, flags, strict=False)))
+        if self._start_on_update and candles:
+            self._start_on_update = False
+            if self.phase == self.LIVE:
+                self.assembler.start_at(min(c.ts for c in candles))
         # a subscription snapshot (bitget, kraken) may close bars while history still loads:
         # they are history, not live bars
         source = BarSource.BACKFILL if self.phase == self.HISTORY else BarSource.LIVE
@@ -366,6 +376,7 @@ class Series:
                 handoff: bool | None = None) -> None:
         if not emitted:
             return
+        self._start_on_update = False  # the first bar is out: where to start is decided
         ns = self.clock.perf_ns()
         evs = [FeedEvent("bar", e.candle, e.source, recv_ns=ns) for e in emitted]
         with self._lock:

@@ -218,3 +218,61 @@ def test_store_clock_estimate_only_moves_forward_on_proof():
     assert store.exchange_now_ms() == clock.time_ms() + 5_000
     clock.advance(1.0)
     assert store.exchange_now_ms() == clock.time_ms() + 5_000
+
+
+def _c(ts: int, close: float = 1.5) -> Candle:
+    return Candle(ts, 1.0, 2.0, 0.5, close, 10.0)
+
+
+def test_a_socket_series_starts_at_the_bar_its_first_update_is_about():
+    """With no history, a series added at 10:00:30 starts at the 10:00 bar; but a subscription
+    sent after that bar closed (1,000 symbols take paced subscribe messages) never gets its
+    final, and REST had to confirm it: at start-up hundreds of such reads queued behind the
+    rate limit, each holding its series' live bars back for up to 10 s. The first update
+    decides: the first bar is the one it is about."""
+    clock = ManualClock(start_ms=1_700_000_000_000 - 1_700_000_000_000 % TF + 30_000)
+    forming = clock.time_ms() - 30_000
+    s = _series(clock, mode="websocket", backfill_start=False)
+    s.begin()
+    drain(s)
+    grace = s.p.grace_s
+    clock.set_ms(forming + TF + 500)  # the subscription went out after that bar closed
+    s.on_live([_c(forming + TF)], closed=False)  # its first update: the next bar forming
+    clock.set_ms(forming + TF + int(grace * 1000) + 1)
+    assert s.rest_due_in(grace) > 0  # no REST read for the bar the socket never covered
+    s.on_live([_c(forming + TF, close=1.7)], closed=True)
+    bars = [e for e in drain(s) if e.kind == "bar"]
+    assert [(b.candle.ts, b.candle.close, b.source) for b in bars] == [(forming + TF, 1.7, BarSource.LIVE)]
+
+
+def test_a_socket_series_keeps_the_bar_forming_at_its_start_when_the_update_covers_it():
+    clock = ManualClock(start_ms=1_700_000_000_000 - 1_700_000_000_000 % TF + 30_000)
+    forming = clock.time_ms() - 30_000
+    s = Series(SeriesParams(symbol="BTC/USDT", timeframe="1m", mode="websocket", backfill_start=False),
+               exchange_now_ms=clock.time_ms, clock=clock, flagged=True)
+    s.begin()
+    s.on_live([_c(forming)], closed=False)  # subscribed in time: that bar is the first
+    s.on_live([_c(forming + TF)], closed=False)  # its final lost, the next bar seen
+    assert s.assembler.expected == forming
+    clock.set_ms(forming + TF + int(s.p.grace_s * 1000))
+    assert s.rest_due_in(s.p.grace_s) <= 0  # REST confirms the first bar
+    s.on_rest([_c(forming), _c(forming + TF)], since=forming)
+    bars = [e for e in drain(s) if e.kind == "bar"]
+    assert [b.candle.ts for b in bars] == [forming]
+    # once a bar is out, a later update never moves the start
+    s.on_live([_c(forming + 3 * TF)], closed=True)
+    assert s.assembler.expected == forming + TF
+
+
+def test_the_start_moves_only_before_the_first_release():
+    from btccxt_cli.bars.assembler import BarAssembler
+
+    a = BarAssembler(TF, last_ts=0, flagged=True)
+    a.on_live([_c(TF)], closed=False)
+    a.start_at(3 * TF)
+    assert a.expected == 3 * TF and a.pending_opens == []
+    a.start_at(TF)  # earlier: no-op
+    assert a.expected == 3 * TF
+    assert [e.candle.ts for e in a.on_live([_c(3 * TF)], closed=True)] == [3 * TF]
+    a.start_at(10 * TF)  # after a release: no-op
+    assert a.expected == 4 * TF
