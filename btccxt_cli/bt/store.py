@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # exchanges that report the request weight used in the current minute, and their limits
 _WEIGHT_HEADERS = {"binance": "X-MBX-USED-WEIGHT-1M"}
+#: candles ccxt.pro keeps per watched symbol (its ``OHLCVLimit``, unless the config sets it)
+WS_CANDLES_KEPT = 20
 _WEIGHT_LIMITS = {"binance": 6000}
 
 
@@ -239,6 +241,11 @@ class CCXTStore(ExchangeClock):
             except Exception as exc:  # no ccxt.pro support: plain async REST still works
                 logger.info("%s: no ccxt.pro client (%s); using REST", self.exchange_id, exc)
                 ex = self._make("async")
+            if "OHLCVLimit" not in (self.config.get("options") or {}):
+                # ccxt.pro keeps this many candles per watched symbol (default 1,000); the
+                # feeds keep their own bars, so with 1,000 symbols ccxt's copies alone would
+                # grow the process by ~250 MB over a long run
+                ex.options["OHLCVLimit"] = WS_CANDLES_KEPT
             self._async_ex = ex
         ex = self._async_ex
         if not ex.markets:

@@ -35,3 +35,36 @@ def test_exactbars_with_lookback_bounds_buffers_and_keeps_lookback(sim):
                                                  strat.checks[-1][2] + 1_000)}
     for _, close_back, ts_now in strat.checks[-100:]:
         assert close_back == truth[ts_now - 49_000][4], "lookback bars hold the exchange's values"
+
+
+def test_ccxt_keeps_few_candles_per_symbol_and_bars_do_not_depend_on_them(sim):
+    """ccxt.pro keeps 1,000 candles per watched symbol by default: with 1,000 symbols ~250 MB
+    over a long run, a copy of what the feeds hold. The store keeps ccxt's to WS_CANDLES_KEPT
+    (a config's own ``OHLCVLimit`` wins); the bars reach the strategy whole either way: here
+    ccxt keeps 2 candles while 6 pass."""
+    from btccxt_cli.bt.store import WS_CANDLES_KEPT
+    from tests.integration.harness import assert_matches_truth, run_feeds
+
+    def client(store: CCXTStore, box: dict) -> object:
+        return lambda strategy: box.setdefault("ex", store._async_ex)  # (the run closes it)
+
+    store, box = CCXTStore("binance", sim_url=sim.url("binance")), {}
+    try:
+        res = run_feeds(store, ["BTC/USDT"], live_bars=1, timeout=30, backfill_start=False, use_websocket=True,
+                        on_next=client(store, box))
+        assert not res.timed_out
+        assert box["ex"].options["OHLCVLimit"] == WS_CANDLES_KEPT <= 50
+    finally:
+        store.stop()
+    store, box = CCXTStore("binance", sim_url=sim.url("binance"), config={"options": {"OHLCVLimit": 2}}), {}
+    try:
+        res = run_feeds(store, ["BTC/USDT"], live_bars=6, timeout=30, backfill_start=False, use_websocket=True,
+                        on_next=client(store, box))
+        ex = box["ex"]
+        assert not res.timed_out and ex.options["OHLCVLimit"] == 2
+        assert len(ex.ohlcvs["BTC/USDT"]["1s"]) == 2  # ccxt's copy stays small ...
+        seen = res.bars["BTC/USDT"]
+        assert [s.source for s in seen].count("live") == 6  # ... and every bar came whole
+        assert_matches_truth(sim, "binance", "BTC/USDT", "1s", seen, tf_ms=1000)
+    finally:
+        store.stop()
