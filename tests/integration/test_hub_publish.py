@@ -210,3 +210,92 @@ def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_ser
     finally:
         raw.close()
         text.close()
+
+
+def test_the_loop_sends_a_batch_without_waiting_for_its_answer_and_hands_back_those_unanswered(
+        valkey_factory):
+    """The loop publisher writes a batch and goes on; the answer is read when it comes. With
+    Redis frozen, batches stay on their way (the loop is not held up); when it answers they
+    are counted in order; when it does not within the timeout, every batch on its way goes
+    back to the thread in order, and sending them again doubles nothing."""
+    import redis
+
+    from btccxt_cli.hub.keys import HubKeys
+    from btccxt_cli.hub.publish import LoopPublisher, queue_batch
+    from btccxt_cli.model import BarSource, Candle, FeedEvent
+    from btccxt_cli.sources.loop import LoopThread
+    from btccxt_cli.sources.pipe import Pipe
+
+    server = valkey_factory()
+    keys = HubKeys(namespace())
+    sym = "AAA/USDT"
+    pipe = Pipe()
+    answered: list[list[int]] = []
+    handed_back: list[list[int]] = []
+    cond = threading.Condition()
+
+    def take():
+        batch = []
+        while (ev := pipe.get(0)) is not None:
+            batch.append((sym, "1s", ev))
+        return batch
+
+    def done(batch, results) -> None:
+        with cond:
+            answered.append([ev.candle.ts for _, _, ev in batch])
+            cond.notify_all()
+
+    def failed(batch, exc) -> None:
+        with cond:
+            handed_back.append([ev.candle.ts for _, _, ev in batch])
+            cond.notify_all()
+
+    def build(p, b) -> None:
+        queue_batch(p, keys, b, maxlen=100, hub_id="t")
+
+    pub = LoopPublisher(server.url, threading.Lock(), take=take, done=done, failed=failed,
+                        build=build, timeout_s=1.5)
+    loop = LoopThread(name="no-wait")
+    loop.start()
+
+    async def start() -> None:
+        await pub.bind()
+        pub.enabled = True
+
+    async def publish(ts: int) -> int:
+        pipe.put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
+        pub._publish()  # as the loop does at a burst's end
+        return pub.in_flight
+
+    def wait_for(pred) -> None:
+        with cond:
+            assert cond.wait_for(pred, 10), (answered, handed_back)
+
+    check = redis.Redis.from_url(server.url)
+    try:
+        loop.call(start(), timeout=10)
+        loop.call(publish(1000), timeout=10)
+        wait_for(lambda: answered == [[1000]])
+        server.pause()  # SIGSTOP: no answer until it resumes
+        assert loop.call(publish(2000), timeout=10) == 1  # sent; the loop went on
+        assert loop.call(publish(3000), timeout=10) == 2  # the next one too
+        assert answered == [[1000]] and handed_back == []
+        server.resume()
+        wait_for(lambda: len(answered) == 3)
+        assert answered == [[1000], [2000], [3000]]
+        server.pause()
+        loop.call(publish(4000), timeout=10)
+        loop.call(publish(5000), timeout=10)
+        wait_for(lambda: handed_back)  # not answered within 1.5 s: both back, in order
+        assert handed_back == [[4000, 5000]] and not pub.enabled
+        server.resume()
+        p = check.pipeline(transaction=True)  # the thread sends them again
+        build(p, [(sym, "1s", FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0),
+                                        BarSource.LIVE)) for ts in (4000, 5000)])
+        p.execute(raise_on_error=False)
+        assert [eid for eid, _ in check.xrange(keys.bars(sym, "1s"))] == [
+            f"{ts}-0".encode() for ts in (1000, 2000, 3000, 4000, 5000)]
+    finally:
+        server.resume()
+        loop.stop(cleanup=pub.aclose())
+        check.close()
