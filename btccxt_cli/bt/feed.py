@@ -107,6 +107,8 @@ class CCXTFeed(bt.feed.DataBase):
         self._handle: Any = None
         self._ended = False
         self._rewound = 0
+        self._ticks: Any = None  # (first tick name, line 0, [(tick name, line)]): _tick_fill
+        self._bar_lines: Any = None  # the lines a bar fills, in _fill's order
         # the events of the latest bars by open time: cerebro may load a bar and stash it
         # (rewind) before the strategy sees the previous one, so "the last loaded" is not
         # "the current"; current_event() looks the current bar up here
@@ -329,17 +331,37 @@ class CCXTFeed(bt.feed.DataBase):
             if clock.monotonic() >= align_until:
                 return None  # timed out, or another feed has data outside the window
 
+    def _tick_fill(self, force: bool = False) -> None:
+        """backtrader's ``_tick_fill`` (the bar is the tick), without looking its lines up by
+        name for every bar of every feed (cerebro calls it for each feed delivering a bar)."""
+        ticks = self._ticks
+        if ticks is None:
+            lines = self.lines
+            aliases = [a for a in self.getlinealiases() if a != "datetime"]
+            ticks = self._ticks = ("tick_" + self._getlinealias(0), lines[0],
+                                   [("tick_" + a, getattr(lines, a)) for a in aliases])
+        first, line0, pairs = ticks
+        if force or getattr(self, first, None) is None:
+            for name, line in pairs:
+                setattr(self, name, line[0])
+            self.tick_last = line0[0]
+
     def _fill(self, ev: Any) -> None:
         c = ev.candle
         dt = datetime.fromtimestamp(self.stamp_ms(c.ts) / 1000, tz=timezone.utc).replace(tzinfo=None)
-        lines = self.lines
-        lines.datetime[0] = bt.date2num(dt)
-        lines.open[0] = c.open
-        lines.high[0] = c.high
-        lines.low[0] = c.low
-        lines.close[0] = c.close
-        lines.volume[0] = c.volume
-        lines.openinterest[0] = 0.0
+        lines = self._bar_lines
+        if lines is None:
+            ls = self.lines
+            lines = self._bar_lines = (ls.datetime, ls.open, ls.high, ls.low, ls.close, ls.volume,
+                                       ls.openinterest)
+        ldt, lo, lh, ll, lc, lv, loi = lines
+        ldt[0] = bt.date2num(dt)
+        lo[0] = c.open
+        lh[0] = c.high
+        ll[0] = c.low
+        lc[0] = c.close
+        lv[0] = c.volume
+        loi[0] = 0.0
         if ev.source is BarSource.LIVE:
             s = self._handle.series
             s.note_latency(float(s.exchange_now_ms() - s.grid.close_of(c.ts)))

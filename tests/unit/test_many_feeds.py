@@ -107,3 +107,28 @@ def test_an_idle_feed_answers_at_once_and_a_bar_cerebro_held_back_is_still_given
     assert len(feed) == 1 and not len(s.pipe)
     assert feed.next(ticks=False) is True and len(feed) == 2 and feed.close[0] == 101.0
     assert feed.next(ticks=False) is None and len(feed) == 2  # idle again
+
+
+def test_a_feeds_ticks_and_lines_are_what_backtraders_own_code_gives():
+    """_fill and _tick_fill keep their lines at hand instead of looking them up by name per bar:
+    the values are backtrader's own."""
+    import backtrader as bt
+
+    clock = ManualClock()
+    s = _started(clock, "A/USDT")
+    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
+                    compression=1, backfill_start=False)
+    bt.Cerebro().adddata(feed)
+    feed._start()
+    feed.do_qcheck(False, 0.0)
+    s.pipe.put(_bar(60_000, 101.0))
+    assert feed.next(ticks=False) is True
+    feed._tick_fill(force=True)
+    ours = {k: getattr(feed, k) for k in dir(feed) if k.startswith("tick_")}
+    for k in ours:
+        setattr(feed, k, None)
+    bt.feed.AbstractDataBase._tick_fill(feed, force=True)
+    theirs = {k: getattr(feed, k) for k in dir(feed) if k.startswith("tick_")}
+    assert ours == theirs and ours["tick_close"] == 101.0 and ours["tick_last"] == 101.0
+    assert feed.datetime.datetime(0) == bt.num2date(feed.lines.datetime[0])
+    assert (feed.open[0], feed.high[0], feed.low[0], feed.volume[0]) == (101.0, 101.0, 101.0, 1.0)
