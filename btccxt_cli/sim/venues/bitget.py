@@ -39,6 +39,12 @@ An unknown instId or channel gets ``{"event": "error", "arg": {...}, "code": 300
 "instType:SPOT,channel:candle1m,instId:NOPEUSDT doesn't exist", "op": "subscribe"}``; other
 public channels (ticker, books, trade) are acknowledged and stay silent.
 
+Limits (``ws_limits``, as bitget documents them): a socket may send 10 messages a second (the
+text ``ping`` included); past that bitget disconnects it: ``{"event": "error", "code": 30007,
+"msg": "request over limit,connection close"}``, then a close (1008: bitget names no close
+code). A socket may hold 1,000 channels; a channel past that is refused with ``{"event":
+"error", "arg": {...}, "code": 30006, "msg": "request too many", "op": "subscribe"}``.
+
 Must not import ccxt or anything from the client side of btccxt.
 """
 
@@ -60,6 +66,7 @@ from btccxt_cli.sim.venues import (
     loads,
     retry_after_headers,
 )
+from btccxt_cli.sim.venues.ws_limits import CLOSE_POLICY
 from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
@@ -121,6 +128,8 @@ class BitgetVenue(Venue):
                  "1d": "1Dutc", "3d": "3Dutc", "1w": "1Wutc", "1M": "1Mutc"}  # spot REST
     grids = SPOT_GRANULARITY
     swap_only = {"2h": "2H"}  # ccxt's swap granularities spot lacks
+    # 10 messages a second (closed), 1,000 channels per socket (refused)
+    ws_limits = {"messages_per_second": 10, "streams_per_connection": 1000}
 
     def grid_for(self, timeframe: str) -> BarGrid:
         """Spot's grid for ``timeframe``, or the swaps' where only they have it (2h)."""
@@ -358,6 +367,9 @@ class BitgetVenue(Venue):
         return await self.server.serve_ws(request, "default", self._on_text)
 
     async def _on_text(self, conn: Connection, text: str) -> None:
+        if self.limits.too_fast(conn.extra):
+            await self._close_over_limit(conn)
+            return
         if text == "ping":
             await self.server.send(conn, b"pong")
             return
@@ -412,6 +424,10 @@ class BitgetVenue(Venue):
             self.server.unsubscribe(conn, key)
             await self.server.send(conn, dumps({"event": op, "arg": ident}))
             return
+        if key not in conn.subs and self.limits.too_many_streams(len(conn.subs), 1):
+            self.server.stats.ws_limit_refusals += 1
+            await self._error(conn, 30006, "request too many", op=op, arg=ident)
+            return
         self.server.subscribe(conn, key, f"{channel}:{inst_type}:{inst_id}", ident=ident)
         await self.server.send(conn, dumps({"event": op, "arg": ident}))
         if self.server.faults.stalled(self.server.clock.monotonic()):
@@ -423,6 +439,13 @@ class BitgetVenue(Venue):
         await self.server.send(conn, dumps({"action": "snapshot", "arg": ident,
                                             "data": [self._row(spec, c, mix=False) for c in bars],
                                             "ts": self.server.now_ms()}))
+
+    async def _close_over_limit(self, conn: Connection) -> None:
+        """Disconnect a socket sending past 10 messages a second, as bitget does."""
+        self.server.stats.ws_limit_closes += 1
+        logger.info("bitget sim: closing socket %s: over the message rate", conn.id)
+        await self._error(conn, 30007, "request over limit,connection close")
+        await conn.ws.close(code=CLOSE_POLICY, message=b"request over limit")
 
     async def _error(self, conn: Connection, code: int, msg: str, op: str | None = None,
                      arg: dict[str, Any] | None = None) -> None:

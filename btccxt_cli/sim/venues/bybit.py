@@ -36,6 +36,12 @@ connections but list nothing). ``{"op": "subscribe", "req_id": 1, "args":
 ``confirm`` is true on the final update of a bar. Other public topics (orderbook, publicTrade,
 tickers) are accepted and stay silent; a kline topic of an unknown symbol or interval is refused.
 
+Limits (``ws_limits``, as bybit documents them): a spot subscribe request carries at most 10
+args (more: ``{"success": false, "ret_msg": "args size >10", ...}``, nothing subscribed); on
+the derivatives sockets the topics one connection holds may total 21,000 characters (more: the
+request is refused the same way, ``ret_msg`` "args length exceeds 21000 characters per
+connection", the simulator's wording: bybit documents the limit, not its answer).
+
 Must not import ccxt or anything from the client side of btccxt.
 """
 
@@ -68,7 +74,6 @@ __all__ = ["BybitVenue"]
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 200
-SPOT_MAX_ARGS = 10  # bybit spot refuses more than 10 topics per request
 CATEGORIES = ("spot", "linear", "inverse", "option")
 WS_PATHS = {f"/v5/public/{c}": c for c in CATEGORIES}
 _TOPIC_RE = re.compile(r"^([A-Za-z]+(?:\.[A-Za-z]+)?)\.(.+)$")
@@ -88,6 +93,8 @@ class BybitVenue(Venue):
                  "1w": "W", "1M": "M"}
     grids = {**{iv: EPOCH_GRIDS[tf] for tf, iv in intervals.items() if tf in EPOCH_GRIDS},
              "W": MONDAY_WEEK, "M": UTC_MONTH}
+    # spot: 10 args per subscribe request; derivatives: 21,000 characters of topics per socket
+    ws_limits = {"args_per_request": 10, "args_chars": 21000}
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -306,6 +313,11 @@ class BybitVenue(Venue):
                 await self._reply(conn, {"success": False, "ret_msg": "error:args invalid", **base,
                                          "op": op})
                 return
+            over = self._over_limit(conn, op, args, category)
+            if over is not None:
+                self.server.stats.ws_limit_refusals += 1
+                await self._reply(conn, {"success": False, "ret_msg": over, **base, "op": op})
+                return
             if op == "subscribe":
                 self.server.stats.subscribe_requests += 1
             else:
@@ -336,10 +348,21 @@ class BybitVenue(Venue):
             return None
         return symbol, parts[1]
 
+    def _over_limit(self, conn: Connection, op: str, args: list[str], category: str) -> str | None:
+        """bybit's answer to a request past its limits (spot: args per request; derivatives:
+        characters of topics per socket), or None."""
+        if category == "spot":
+            cap = self.limits.get("args_per_request")
+            return f"args size >{cap}" if cap and len(args) > cap else None
+        if op == "subscribe":
+            held = conn.extra.get("topics", [])
+            if self.limits.too_many_chars(held, [a for a in args if a not in held]):
+                return (f"args length exceeds {self.limits.get('args_chars')} characters per "
+                        "connection")
+        return None
+
     def _check_topics(self, conn: Connection, op: str, args: list[str], category: str) -> str | None:
         """The error bybit would answer for this request, or None (all topics are fine)."""
-        if category == "spot" and len(args) > SPOT_MAX_ARGS:
-            return f"args size >{SPOT_MAX_ARGS}"
         for topic in args:
             if not _TOPIC_RE.match(topic):
                 return f"error:handler not found,topic:{topic}"

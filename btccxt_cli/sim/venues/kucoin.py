@@ -46,6 +46,13 @@ KuCoin has no "closed" flag: a candle is closed when one with a later time arriv
 are acknowledged and stay silent; a candle topic of an unknown symbol or type gets
 ``{"id": ..., "type": "error", "code": 404, "data": "topic ... is not found"}``.
 
+Limits (``ws_limits``, as kucoin documents them for spot): a socket may send 100 messages per
+10 seconds (pings included), one subscribe may name 100 topics (``/market/ticker:A,B,...``) and
+a socket may hold 400. Past them the request is refused with code 509 and not carried out,
+the socket stays open: ``{"id": ..., "type": "error", "code": 509, "data": "exceed max permits
+per 10 seconds"}``, ``"exceed max subscription count limitation of 100 per time"``, ``"exceed
+max subscription count limitation of 400 per session"``.
+
 Must not import ccxt or anything from the client side of btccxt.
 """
 
@@ -104,6 +111,8 @@ class KucoinVenue(Venue):
                  "8h": "8hour", "12h": "12hour", "1d": "1day", "1w": "1week", "1M": "1month"}
     grids = {**{t: EPOCH_GRIDS[tf] for tf, t in intervals.items() if tf in EPOCH_GRIDS},
              "1week": THURSDAY_WEEK, "1month": UTC_MONTH}
+    # 100 messages per 10 s, 100 topics per subscribe, 400 topics per socket: refused (509)
+    ws_limits = {"messages_per_10s": 100, "args_per_request": 100, "streams_per_connection": 400}
 
     def __init__(self, server: Any, symbols: list[str] | None) -> None:
         super().__init__(server, symbols)
@@ -335,6 +344,9 @@ class KucoinVenue(Venue):
             return
         req_id = str(msg.get("id") or "")
         kind = msg.get("type")
+        if self.limits.too_fast(conn.extra):
+            await self._refuse(conn, req_id, "exceed max permits per 10 seconds")
+            return
         if kind == "ping":
             await self._reply(conn, {"id": req_id, "type": "pong", "timestamp": self.server.now_ms() * 1000})
             return
@@ -347,10 +359,17 @@ class KucoinVenue(Venue):
             await self._reply(conn, {"id": req_id, "type": "error", "code": 400,
                                      "data": "topic is required"})
             return
+        over = self._over_limit(conn, kind, topic)
+        if over is not None:
+            await self._refuse(conn, req_id, over)
+            return
         if kind == "subscribe":
             self.server.stats.subscribe_requests += 1
         else:
             self.server.stats.unsubscribe_requests += 1
+        others: set[str] = conn.extra.setdefault("others", set())
+        if kind == "unsubscribe":
+            others.discard(topic)
         if topic.startswith(CANDLE_TOPIC):
             found = self._candle_topic(topic)
             if found is None:
@@ -367,8 +386,28 @@ class KucoinVenue(Venue):
             logger.warning("kucoin sim: topic %r is accepted but not simulated (nothing will be "
                            "pushed)", topic)
             self.server.stats.ignored_streams += 1
+            others.add(topic)
         if msg.get("response", True) is not False:
             await self._reply(conn, {"id": req_id, "type": "ack"})
+
+    def _over_limit(self, conn: Connection, kind: str, topic: str) -> str | None:
+        """kucoin's refusal of a subscribe past its topic limits, or None."""
+        if kind != "subscribe" or topic in conn.subs.values() or topic in conn.extra.get("others", ()):
+            return None
+        named = len(topic.partition(":")[2].split(","))
+        cap = self.limits.get("args_per_request")
+        if cap and named > cap:
+            return f"exceed max subscription count limitation of {cap} per time"
+        held = len(conn.subs) + sum(len(t.partition(":")[2].split(","))
+                                    for t in conn.extra.get("others", ()))
+        if self.limits.too_many_streams(held, named):
+            cap = self.limits.get("streams_per_connection")
+            return f"exceed max subscription count limitation of {cap} per session"
+        return None
+
+    async def _refuse(self, conn: Connection, req_id: str, why: str) -> None:
+        self.server.stats.ws_limit_refusals += 1
+        await self._reply(conn, {"id": req_id, "type": "error", "code": 509, "data": why})
 
     def _candle_topic(self, topic: str) -> tuple[str, str] | None:
         """``/market/candles:BTC-USDT_1min`` -> (unified symbol, type) when simulated."""

@@ -4,10 +4,17 @@ Each venue declares its exchange's documented limits in ``Venue.ws_limits`` (doc
 "Many symbols"); ``Simulator(ws_limits={"binance": {"streams_per_connection": 20}})`` lowers
 them so a test stays cheap. Keys (absent or 0: not enforced):
 
-``streams_per_connection``  streams one socket may hold (binance: 1024, closes the socket)
-``messages_per_second``     text messages a socket may send per second (binance: 5, closes it)
-``args_per_request``        arguments one subscribe request may carry (okx, bybit: refused)
+``streams_per_connection``  streams one socket may hold (binance: 1024, closes the socket;
+                            kucoin: 400, bitget: 1000, refused)
+``messages_per_second``     text messages a socket may send per second (binance: 5, bitget: 10,
+                            closes it)
+``messages_per_10s``        text messages a socket may send per 10 seconds (kucoin: 100,
+                            refused)
+``args_per_request``        arguments one subscribe request may carry (bybit spot: 10, kucoin:
+                            100 topics; refused)
 ``request_bytes``           length of one request's arguments (okx: 64 KB, refused)
+``args_chars``              length of all the topics one socket holds (bybit derivatives:
+                            21,000 characters, refused)
 
 The message rate is counted on the wall clock (``time.monotonic``), not the simulator's
 clock: it limits what crosses the socket, which ccxt paces in real time.
@@ -23,7 +30,8 @@ from typing import Any
 
 __all__ = ["CLOSE_POLICY", "LIMIT_KEYS", "WsLimits"]
 
-LIMIT_KEYS = ("streams_per_connection", "messages_per_second", "args_per_request", "request_bytes")
+LIMIT_KEYS = ("streams_per_connection", "messages_per_second", "messages_per_10s",
+              "args_per_request", "request_bytes", "args_chars")
 CLOSE_POLICY = 1008  # RFC 6455 policy violation: what binance closes an over-limit socket with
 
 
@@ -41,16 +49,22 @@ class WsLimits:
 
     def too_fast(self, extra: dict[str, Any]) -> bool:
         """Count one incoming message of a socket (its ``Connection.extra``); True when it
-        is over ``messages_per_second`` within the last second."""
-        rate = self.get("messages_per_second")
-        if not rate:
+        is over ``messages_per_second`` within the last second or ``messages_per_10s``
+        within the last 10 seconds."""
+        windows = [(w, cap) for w, cap in ((1.0, self.get("messages_per_second")),
+                                           (10.0, self.get("messages_per_10s"))) if cap]
+        if not windows:
             return False
         now = time.monotonic()
         stamps: deque[float] = extra.setdefault("msg_times", deque())
         stamps.append(now)
-        while stamps and now - stamps[0] >= 1.0:
+        longest = max(w for w, _cap in windows)
+        while stamps and now - stamps[0] >= longest:
             stamps.popleft()
-        return len(stamps) > rate
+        for window, cap in windows:
+            if sum(1 for t in stamps if now - t < window) > cap:
+                return True
+        return False
 
     def too_many_streams(self, held: int, adding: int) -> bool:
         cap = self.get("streams_per_connection")
@@ -59,3 +73,8 @@ class WsLimits:
     def too_many_args(self, args: list[Any], encoded_len: int) -> bool:
         cap, size = self.get("args_per_request"), self.get("request_bytes")
         return bool(cap and len(args) > cap) or bool(size and encoded_len > size)
+
+    def too_many_chars(self, held: list[str], adding: list[str]) -> bool:
+        """Whether the topics a socket holds and those it adds together exceed ``args_chars``."""
+        cap = self.get("args_chars")
+        return bool(cap) and sum(map(len, held)) + sum(map(len, adding)) > cap
