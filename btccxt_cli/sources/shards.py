@@ -12,14 +12,21 @@ Elsewhere (okx, bybit: one socket per market type) the shards are separate subsc
 on the shared socket, paced by ccxt's per-socket throttle.
 
 ``options.btccxtWsShard`` in the exchange config overrides the size (tests lower it).
+
+ccxt.pro paces the messages of each socket with the exchange's REST token bucket: about 133 a
+second on kucoin and 20 on bitget, where kucoin refuses past 100 messages in 10 seconds and
+bitget closes a socket past 10 a second. On those exchanges every series sends its own
+subscribe message (ccxt has no batch OHLCV call there), so a few dozen symbols broke the limit
+at start and after every drop. :func:`pace_sockets` sets ccxt's cost of one socket message so
+that its pacing stays within :data:`MESSAGE_RATES` (``options.btccxtWsRate`` overrides it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAP_S", "shard_size", "market_kind",
-           "pin_connection", "socket_key"]
+__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAP_S", "MESSAGE_RATES", "shard_size",
+           "market_kind", "pin_connection", "socket_key", "pace_sockets", "keep_successor_sockets"]
 
 #: (exchange, market kind) -> streams per batch subscription; kind None: every kind
 SHARD_SIZES: dict[tuple[str, str | None], int] = {
@@ -28,9 +35,16 @@ SHARD_SIZES: dict[tuple[str, str | None], int] = {
     ("binance", "inverse"): 200,
     ("okx", None): 500,  # one request's args may total 64 KB (~1,300 candle args)
     ("bybit", "spot"): 10,  # 10 args per subscribe request on spot
-    ("kucoin", None): 100,  # 100 topics per subscribe message
-    ("bitget", None): 50,  # "fewer than 50 channels per connection" recommended
+    # (derivatives: 21,000 characters of topics per socket, ~1,000 kline topics)
+    # kucoin, bitget: ccxt.pro 4.5 has no batch OHLCV call there (one subscribe per series,
+    # paced by pace_sockets); these apply if it gains one
+    ("kucoin", None): 100,  # 100 topics per subscribe message (400 per socket)
+    ("bitget", None): 50,  # "fewer than 50 channels per connection" recommended (1,000 max)
 }
+#: exchange -> messages a second ccxt may send on one socket: kucoin refuses past 100 in 10 s
+#: and bitget closes a socket past 10 a second (pings count on both; ccxt's pacing lets one
+#: more through after a pause)
+MESSAGE_RATES: dict[str, float] = {"kucoin": 8.0, "bitget": 7.0}
 DEFAULT_SHARD = 200
 #: at least this long between two (un)subscribe messages of ours on one socket: binance closes a
 #: socket past 5 incoming messages a second (pongs count), and ccxt's own pacing (about 4 a
@@ -79,3 +93,45 @@ def socket_key(exchange: Any, kind: str, index: int) -> tuple[str, int]:
     sockets by a stream index (binance), else the market kind's one shared socket."""
     by_hash = (getattr(exchange, "options", None) or {}).get("streamBySubscriptionsHash")
     return (kind, index if by_hash is not None else 0)
+
+
+def pace_sockets(exchange: Any) -> float | None:
+    """Make ccxt send at most ``MESSAGE_RATES[exchange.id]`` messages a second on each socket
+    (``options.btccxtWsRate`` overrides it), through the cost ccxt charges a socket message
+    in its token bucket (``options.ws.cost``, left alone when the config sets it). Returns the
+    rate set, or None."""
+    options = getattr(exchange, "options", None)
+    if not isinstance(options, dict):
+        return None
+    rate = options.get("btccxtWsRate") or MESSAGE_RATES.get(str(getattr(exchange, "id", "")))
+    refill = float((getattr(exchange, "tokenBucket", None) or {}).get("refillRate") or 0)  # per ms
+    ws = dict(options.get("ws") or {})
+    if not rate or refill <= 0 or "cost" in ws:
+        return None
+    ws["cost"] = refill * 1000.0 / float(rate)
+    options["ws"] = ws
+    return float(rate)
+
+
+def keep_successor_sockets(exchange: Any) -> None:
+    """Stop a closed socket's late close report from unregistering the socket that replaced it.
+
+    ccxt.pro 4.5 reports a close by the server twice: for the close frame, then (1006) when
+    its read loop ends. Each report deletes ``exchange.clients[url]``; when a watch opened the
+    replacement in between, the second deletes the replacement, which stays open with its
+    subscriptions while the next watches open a third socket and subscribe again there
+    (measured: after one drop, every series of kucoin and bitget twice, on two sockets).
+    Wraps ``exchange.on_close`` (ccxt hands it to each new client) to act only for the socket
+    the url is registered to."""
+    original = getattr(exchange, "on_close", None)
+    if original is None or getattr(original, "btccxt_guard", False):
+        return
+
+    def on_close(client: Any, code: Any) -> Any:
+        current = (getattr(exchange, "clients", None) or {}).get(getattr(client, "url", None))
+        if current is not None and current is not client:
+            return None  # a replaced socket: its successor stays registered
+        return original(client, code)
+
+    on_close.btccxt_guard = True  # type: ignore[attr-defined]
+    exchange.on_close = on_close

@@ -13,7 +13,14 @@ import logging
 from typing import Any, Protocol
 
 from btccxt_cli.exchange.taps import subscription_keys
-from btccxt_cli.sources.shards import SUBSCRIBE_GAP_S, pin_connection, shard_size, socket_key
+from btccxt_cli.sources.shards import (
+    SUBSCRIBE_GAP_S,
+    keep_successor_sockets,
+    pace_sockets,
+    pin_connection,
+    shard_size,
+    socket_key,
+)
 
 __all__ = ["ShardMessages", "REWATCH_S", "client_of", "until_dropped"]
 
@@ -41,6 +48,8 @@ class ShardMessages:
 
     def __init__(self, exchange: Any) -> None:
         self.exchange = exchange
+        pace_sockets(exchange)  # ccxt's own pacing of each socket within the exchange's rate
+        keep_successor_sockets(exchange)  # a dropped socket's late close spares its successor
         self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
         self._timer: asyncio.TimerHandle | None = None

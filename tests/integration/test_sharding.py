@@ -25,11 +25,14 @@ def _many_sim(sim_factory, exchange: str, limits: dict[str, int]):
     return sim_factory(exchanges=(exchange,), symbols={exchange: SPOT}, ws_limits={exchange: limits})
 
 
-def _run_and_drop(sim, exchange: str) -> tuple[object, list[dict]]:
-    """N symbols of 1s bars; the sockets are dropped once every series has 2 live bars; the
-    simulator's stats are taken just before the drop and once every series has 4."""
+def run_and_drop(sim, exchange: str, symbols: list[str] = SPOT,
+                  config: dict | None = None) -> tuple[object, list[dict]]:
+    """``symbols`` (N by default) of 1s bars; the sockets are dropped once every series has 2
+    live bars; the simulator's stats are taken just before the drop and once every series
+    has 4. ``config``: the exchange config (default: shards of ``LIMIT``)."""
     seen: list[dict] = []
-    store = CCXTStore(exchange, sim_url=sim.url(exchange), config={"options": {"btccxtWsShard": LIMIT}})
+    config = {"options": {"btccxtWsShard": LIMIT}} if config is None else config
+    store = CCXTStore(exchange, sim_url=sim.url(exchange), config=config)
 
     def before_drop() -> None:
         seen.append(sim.stats(exchange))
@@ -42,22 +45,22 @@ def _run_and_drop(sim, exchange: str) -> tuple[object, list[dict]]:
         drop(strat)
         later(strat)
 
-    res = run_feeds(store, SPOT, live_bars=5, backfill_bars=3, use_websocket=True, on_next=hook,
+    res = run_feeds(store, symbols, live_bars=5, backfill_bars=3, use_websocket=True, on_next=hook,
                     timeout=40)
     assert not res.timed_out, "not every series reached 5 live bars"
     assert len(seen) == 2, seen
     return res, seen
 
 
-def _socket_loads(stats: dict) -> list[int]:
+def socket_loads(stats: dict) -> list[int]:
     return sorted(len(subs) for subs in stats["subscriptions"].values() if subs)
 
 
 def test_binance_shards_60_symbols_over_sockets_of_20_streams_and_restores_them(sim_factory):
     sim = _many_sim(sim_factory, "binance", {"streams_per_connection": LIMIT})
-    res, (before, after) = _run_and_drop(sim, "binance")
-    assert _socket_loads(before) == [LIMIT] * (N // LIMIT), before["subscriptions"]
-    assert _socket_loads(after) == [LIMIT] * (N // LIMIT), after["subscriptions"]  # all restored
+    res, (before, after) = run_and_drop(sim, "binance")
+    assert socket_loads(before) == [LIMIT] * (N // LIMIT), before["subscriptions"]
+    assert socket_loads(after) == [LIMIT] * (N // LIMIT), after["subscriptions"]  # all restored
     assert after["ws_limit_closes"] == 0
     assert after["drops"] >= N // LIMIT
     for sym in SPOT[:: N // 6]:
@@ -66,8 +69,8 @@ def test_binance_shards_60_symbols_over_sockets_of_20_streams_and_restores_them(
 
 def test_okx_sends_60_symbols_as_requests_of_20_args_and_restores_them(sim_factory):
     sim = _many_sim(sim_factory, "okx", {"args_per_request": LIMIT})
-    res, (before, after) = _run_and_drop(sim, "okx")
-    assert sum(_socket_loads(before)) == N and sum(_socket_loads(after)) == N
+    res, (before, after) = run_and_drop(sim, "okx")
+    assert sum(socket_loads(before)) == N and sum(socket_loads(after)) == N
     assert after["ws_limit_refusals"] == 0
     assert after["subscribe_requests"] >= 2 * N // LIMIT  # before and after the drop
     for sym in SPOT[:: N // 6]:
@@ -147,7 +150,7 @@ def test_a_silent_shard_is_renewed_on_its_own_socket(sim_factory):
                     timeout=40)
     assert not res.timed_out
     stats = seen[0]
-    assert _socket_loads(stats) == [LIMIT] * (N // LIMIT), stats["subscriptions"]
+    assert socket_loads(stats) == [LIMIT] * (N // LIMIT), stats["subscriptions"]
     assert stats["unsubscribe_requests"] == 1 and stats["ws_limit_closes"] == 0
     assert stats["ws_connections_total"] == N // LIMIT  # no socket was closed or added
     assert_matches_truth(sim, "binance", SPOT[25], "1s", res.bars[SPOT[25]], tf_ms=1000)
