@@ -24,7 +24,7 @@ from typing import Any
 
 from btccxt_cli.model import Candle
 
-__all__ = ["Sink", "tapped_class", "has_tap", "subscription_keys", "TESTED_CCXT"]
+__all__ = ["forget_updates", "Sink", "tapped_class", "has_tap", "subscription_keys", "TESTED_CCXT"]
 
 TESTED_CCXT = ">=4.5.90,<4.6"  # the range in pyproject.toml: the internals below as of these
 
@@ -115,6 +115,29 @@ def tapped_class(exchange_id: str, base: type) -> type:
 
     return type(f"Tapped{base.__name__}", (base,), {"handle_ohlcv": handle_ohlcv, "btccxt_sink": None,
                                                     "btccxt_tap_broken": False})
+
+
+def forget_updates(ex: Any, pairs: list[list[str]]) -> int:
+    """Bound ccxt.pro's per-symbol record of updates not yet returned by a watch.
+
+    A candle cache (``ArrayCacheByTimestamp``) adds every candle's time to a set that only a
+    ``watch_ohlcv`` answer for that symbol empties. With the tap, a shard's batch watch
+    answers for one symbol now and then, so the sets of the others grew by a bar each bar:
+    with 1,000 symbols of 1m bars ~90 MB a day. Here a set larger than its cache is marked to
+    be emptied at the cache's next update (ccxt's own flag); returns how many. Reads ccxt's
+    private fields defensively: if they change, nothing happens."""
+    caches = getattr(ex, "ohlcvs", None)
+    if not isinstance(caches, dict):
+        return 0
+    marked = 0
+    for symbol, timeframe in pairs:
+        cache = (caches.get(symbol) or {}).get(timeframe)
+        tracker = getattr(cache, "_size_tracker", None)
+        limit = getattr(getattr(cache, "_deque", None), "maxlen", None)
+        if tracker is not None and limit and len(tracker) > limit and hasattr(cache, "_clear_updates"):
+            cache._clear_updates = True
+            marked += 1
+    return marked
 
 
 def subscription_keys(ex: Any, symbol: str, timeframe: str) -> set[str]:

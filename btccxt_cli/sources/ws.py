@@ -18,7 +18,7 @@ from typing import Any
 
 from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.errors import is_temporary
-from btccxt_cli.exchange.taps import TESTED_CCXT, subscription_keys
+from btccxt_cli.exchange.taps import TESTED_CCXT, forget_updates, subscription_keys
 from btccxt_cli.model import Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.liveness import Liveness, Redial
@@ -27,6 +27,8 @@ from btccxt_cli.sources.shards import market_kind, pin_connection, shard_size
 from btccxt_cli.sources.ws_shards import ShardMessages, client_of, until_dropped
 
 __all__ = ["WsHub"]
+
+FORGET_EVERY = 60  # a tapped shard bounds ccxt's update records every this many watches (~1 min)
 
 
 def _refuses_symbol(exc: BaseException) -> bool:
@@ -295,6 +297,7 @@ class WsHub:
         backoff = Redial(p.reconnect_delay, p.max_reconnect_delay, clock=self.clock)
         refusals = 0
         subscribed, client = False, None
+        rounds = 0
         while any(sub.series.phase != sub.series.OVER for sub in group.subs):
             try:
                 if subscribed:
@@ -347,6 +350,9 @@ class WsHub:
                     sub.series.note_backoff(None)
                     self._came_back(sub)
             subscribed, client = True, now_on
+            rounds += 1
+            if rounds % FORGET_EVERY == 0:
+                forget_updates(ex, group.pairs)  # ccxt's per-symbol sets, unbounded otherwise
 
     def _tap_missing(self, subs: list[_Sub]) -> bool:
         """A watch answered but the tap saw none of it (or broke): ccxt changed inside."""
