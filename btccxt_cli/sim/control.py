@@ -5,6 +5,9 @@
 ``GET  /_sim/stats``                     counters, subscriptions, faults (``Simulator.stats``)
 ``POST /_sim/reset_stats``               zero the counters
 ``GET  /_sim/truth?symbol=&timeframe=&since=&until=``   closed bars, oldest first
+``GET  /_sim/close_sent?symbol=&timeframe=&opens=t1,t2``   when each bar's final update was
+                                         first sent: ``time.perf_counter_ns()`` (on Linux the
+                                         system's monotonic clock: comparable across processes)
 ``GET  /_sim/time``                      the exchange's clock
 ``GET  /_sim/identity``                  which prices this simulator serves (its seed)
 ``GET  /_sim/faults``                    current fault state
@@ -73,7 +76,8 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
         return json_response({
             "exchange": exchange,
             "endpoints": ["GET /_sim/stats", "POST /_sim/reset_stats",
-                          "GET /_sim/truth?symbol=&timeframe=&since=&until=", "GET /_sim/time",
+                          "GET /_sim/truth?symbol=&timeframe=&since=&until=",
+                          "GET /_sim/close_sent?symbol=&timeframe=&opens=", "GET /_sim/time",
                           "GET /_sim/identity", "GET /_sim/faults", "POST /_sim/faults/<name>",
                           "GET /_sim/orders?key=", "GET /_sim/positions?key=",
                           "GET /_sim/balances?key="],
@@ -110,6 +114,19 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
             return _bad(str(exc))
         return json_response({"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
                               "candles": [list(c) for c in candles]})
+
+    async def close_sent(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            symbol, timeframe = q["symbol"], q.get("timeframe", "1m")
+            opens = [int(x) for x in q["opens"].split(",") if x]
+            sent = {str(t): sim.close_sent_ns(exchange, symbol, timeframe, t) for t in opens}
+        except KeyError as exc:
+            return _bad(f"missing query parameter {exc}")
+        except ValueError as exc:
+            return _bad(str(exc))
+        return json_response({"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
+                              "sent_ns": sent})
 
     async def positions(request: web.Request) -> web.Response:
         return json_response({"exchange": exchange,
@@ -158,6 +175,7 @@ def control_routes(sim: ControlTarget, server: ExchangeServer) -> list[web.Route
         web.get("/_sim/time", now),
         web.get("/_sim/identity", identity),
         web.get("/_sim/truth", truth),
+        web.get("/_sim/close_sent", close_sent),
         web.get("/_sim/faults", faults),
         web.get("/_sim/orders", orders),
         web.get("/_sim/positions", positions),

@@ -317,3 +317,29 @@ def test_control_api(sim: Any) -> None:
     status, text = _http("GET", base + "/api/v3/depth?symbol=BTCUSDT")
     assert status == 404 and "not simulated" in text
     assert sim.stats("binance")["unknown_paths"] == {"/api/v3/depth": 1}
+
+
+def test_control_api_tells_when_a_bars_final_was_sent(sim: Any) -> None:
+    """``/_sim/close_sent``: what ``close_sent_ns`` says, over HTTP (a client in another process
+    times bars against it: bench/latency.py --sim-process)."""
+    base = sim.url("binance")
+
+    async def two_finals() -> list[int]:
+        ex = make_exchange("binance", kind="pro", sim_url=base)
+        try:
+            opens: list[int] = []
+            while len(opens) < 3:  # the bar forming when subscribed, then two whole ones
+                for row in await ex.watch_ohlcv("BTC/USDT", "1s"):
+                    if int(row[0]) not in opens:
+                        opens.append(int(row[0]))
+            return opens[:2]
+        finally:
+            await ex.close()
+
+    opens = asyncio.run(asyncio.wait_for(two_finals(), 20))
+    status, body = _http("GET", f"{base}/_sim/close_sent?symbol=BTC/USDT&timeframe=1s"
+                                f"&opens={opens[0]},{opens[1]},0")
+    assert status == 200
+    want = {str(t): sim.close_sent_ns("binance", "BTC/USDT", "1s", t) for t in opens}
+    assert all(want.values()) and body["sent_ns"] == {**want, "0": None}
+    assert _http("GET", f"{base}/_sim/close_sent?symbol=BTC/USDT")[0] == 400
