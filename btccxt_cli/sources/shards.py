@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAP_S", "MESSAGE_RATES", "shard_size",
-           "market_kind", "pin_connection", "socket_key", "pace_sockets", "keep_successor_sockets"]
+           "SOCKET_TOPICS", "market_kind", "pin_connection", "socket_key", "pace_sockets",
+           "keep_successor_sockets", "spread_topics"]
 
 #: (exchange, market kind) -> streams per batch subscription; kind None: every kind
 SHARD_SIZES: dict[tuple[str, str | None], int] = {
@@ -45,6 +46,9 @@ SHARD_SIZES: dict[tuple[str, str | None], int] = {
 #: and bitget closes a socket past 10 a second (pings count on both; ccxt's pacing lets one
 #: more through after a pause)
 MESSAGE_RATES: dict[str, float] = {"kucoin": 8.0, "bitget": 7.0}
+#: exchange -> topics btccxt puts on one socket where ccxt.pro sends one subscribe per series
+#: to one socket: kucoin refuses past 400 topics a socket (room left for other channels)
+SOCKET_TOPICS: dict[str, int] = {"kucoin": 380}
 DEFAULT_SHARD = 200
 #: at least this long between two (un)subscribe messages of ours on one socket: binance closes a
 #: socket past 5 incoming messages a second (pongs count), and ccxt's own pacing (about 4 a
@@ -135,3 +139,59 @@ def keep_successor_sockets(exchange: Any) -> None:
 
     on_close.btccxt_guard = True  # type: ignore[attr-defined]
     exchange.on_close = on_close
+
+
+def spread_topics(exchange: Any) -> int | None:
+    """(kucoin) Spread the topics over sockets of at most ``SOCKET_TOPICS`` topics
+    (``options.btccxtWsShard`` overrides it); returns the size, or None where not needed.
+
+    ccxt.pro 4.5 subscribes every kucoin topic on the one socket of its bullet token
+    (``...&connectId=public``), and kucoin refuses the 401st. Each topic is given a socket
+    index, kept across reconnects and freed by its unsubscribe; socket ``n`` > 0 is the same
+    endpoint and token with ``connectId=public-<n>`` (the id is the client's to choose), so
+    ccxt opens one socket per index. Wraps the exchange's ``subscribe`` and ``un_subscribe``.
+    """
+    ex_id = str(getattr(exchange, "id", ""))
+    if ex_id not in SOCKET_TOPICS or getattr(exchange, "btccxt_spread", None) is not None:
+        return None
+    options = getattr(exchange, "options", None) or {}
+    size = max(1, int(options.get("btccxtWsShard") or SOCKET_TOPICS[ex_id]))
+    where: dict[str, int] = {}  # topic -> socket index
+    load: dict[int, int] = {}
+    subscribe, un_subscribe = exchange.subscribe, exchange.un_subscribe
+
+    def address(url: str, topic: str, adding: bool) -> str:
+        index = where.get(topic)
+        if index is None:
+            if not adding:
+                return url
+            index = next(i for i in range(len(load) + 1) if load.get(i, 0) < size)
+            where[topic] = index
+            load[index] = load.get(index, 0) + 1
+        if index == 0 or "connectId=" not in url:
+            return url
+        head, _sep, tail = url.partition("connectId=")
+        conn_id, amp, rest = tail.partition("&")
+        moved = f"{head}connectId={conn_id}-{index}{amp}{rest}"
+        if moved not in (getattr(exchange, "clients", None) or {}):
+            keep = getattr(exchange.client(url), "keepAlive", None)  # the token's ping interval
+            if keep:
+                exchange.client(moved).keepAlive = keep
+        return moved
+
+    async def spread_subscribe(url: str, message_hash: str, subscription_hash: str,
+                               *args: Any, **kwargs: Any) -> Any:
+        return await subscribe(address(url, subscription_hash, True), message_hash,
+                               subscription_hash, *args, **kwargs)
+
+    async def spread_un_subscribe(url: str, message_hash: str, topic: str, *args: Any,
+                                  **kwargs: Any) -> Any:
+        moved = address(url, topic, False)
+        index = where.pop(topic, None)
+        if index is not None:
+            load[index] -= 1
+        return await un_subscribe(moved, message_hash, topic, *args, **kwargs)
+
+    exchange.subscribe, exchange.un_subscribe = spread_subscribe, spread_un_subscribe
+    exchange.btccxt_spread = where
+    return size

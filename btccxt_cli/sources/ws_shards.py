@@ -20,6 +20,7 @@ from btccxt_cli.sources.shards import (
     pin_connection,
     shard_size,
     socket_key,
+    spread_topics,
 )
 
 __all__ = ["ShardMessages", "REWATCH_S", "client_of", "until_dropped"]
@@ -50,6 +51,7 @@ class ShardMessages:
         self.exchange = exchange
         pace_sockets(exchange)  # ccxt's own pacing of each socket within the exchange's rate
         keep_successor_sockets(exchange)  # a dropped socket's late close spares its successor
+        spread_topics(exchange)  # kucoin: at most 380 topics a socket, more sockets past that
         self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
         self._timer: asyncio.TimerHandle | None = None
