@@ -1,13 +1,17 @@
 """Close-to-strategy latency, beside the ccxt.pro floor measured in the same run.
 
-    python bench/latency.py [--bars 20] [--symbols 1 100 1000] [--runs 5]
+    python bench/latency.py [--bars 20] [--symbols 1 100 1000] [--runs 5] [--sim-process]
                             [--modes websocket threaded rest]
 
 For every closed 1s bar: from the simulator's ``perf_counter_ns()`` just before it sends the
 bar's final update, to the strategy's ``next()`` seeing that bar (btccxt), or to a raw
 ``watch_ohlcv`` return that carries the final values (the ccxt.pro floor; past 100 symbols a
 ``watch_ohlcv_for_symbols`` loop, ccxt.pro's way to watch many). Simulator and
-client share this process, so the clocks agree. Also REST calls per 60 live bars per symbol.
+client share this process, so the clocks agree; ``--sim-process`` runs the simulator in a
+process of its own, as an exchange would be (with 1,000 symbols of 1s bars an in-process
+simulator's sending is most of the load), and reads the send times over its control API after
+each run (``perf_counter_ns`` is the system's monotonic clock on Linux). Also REST calls per
+60 live bars per symbol.
 
 REST modes have no push to time from: their latency runs from the bar's end (wall clock) and
 so includes the 250 ms settle delay by design. They poll once per bar per symbol; binance's rate limit (50 ms between calls) cannot
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import backtrader as bt  # noqa: E402
 import ccxt  # noqa: E402
 
+from bench.simproc import SimProcess  # noqa: E402
 from btccxt_cli.bt.store import CCXTStore  # noqa: E402
 from btccxt_cli.exchange.factory import make_exchange  # noqa: E402
 from btccxt_cli.sim.app import SimThread  # noqa: E402
@@ -55,58 +60,38 @@ def row(name: str, nsym: int, xs: list[float], rest60: str = "") -> str:
 
 
 # ----------------------------------------------------------------------------- the floor
-def measure_floor(sim: SimThread, symbols: list[str], bars: int) -> list[float]:
-    """Raw ccxt.pro: one watch task per symbol; sample when a return carries a bar's final."""
-    samples: list[float] = []
-    truth_cache: dict[tuple[str, int], tuple] = {}
+def measure_floor(sim: SimThread | SimProcess, symbols: list[str], bars: int) -> list[float]:
+    """Raw ccxt.pro: one watch task per symbol; a sample where a return first carries a bar's
+    final values (matched with the simulator's truth after the run)."""
+    seen: list[tuple[str, int, int, tuple | None]] = []  # (symbol, bar open, perf ns, values)
+    passed: dict[str, int] = {}  # symbol -> newest bar open seen
+    first: dict[str, int] = {}
 
-    def final(sym: str, ts: int) -> tuple:
-        key = (sym, ts)
-        if key not in truth_cache:
-            rows = sim.truth(EX, sym, "1s", ts, ts + 1000)
-            truth_cache[key] = tuple(rows[0][1:6]) if rows else ()
-        return truth_cache[key]
+    def note(sym: str, rows: list, t: int) -> None:
+        for r in rows:
+            ts = int(r[0])
+            start = first.setdefault(sym, ts + 1000)  # skip the bar in progress when we joined
+            if ts >= start:
+                seen.append((sym, ts, t, tuple(float(x) for x in r[1:6])))  # ccxt updates rows in place
+                passed[sym] = max(passed.get(sym, 0), ts)
+
+    def enough(sym: str) -> bool:  # a later bar began: the last bar wanted has had its final
+        return sym in first and passed.get(sym, 0) >= first[sym] + bars * 1000
 
     async def watch(ex, sym: str, done: asyncio.Event) -> None:
-        measured: set[int] = set()
-        first: int | None = None
-        while not done.is_set():
+        while not done.is_set() and not enough(sym):
             rows = await ex.watch_ohlcv(sym, "1s")
-            t = time.perf_counter_ns()
-            for r in rows:
-                ts = int(r[0])
-                if first is None:
-                    first = ts + 1000  # skip the bar in progress when we joined
-                if ts < first or ts in measured:
-                    continue
-                sent = sim.close_sent_ns(EX, sym, "1s", ts)
-                if sent is not None and tuple(float(x) for x in r[1:6]) == final(sym, ts):
-                    measured.add(ts)
-                    samples.append((t - sent) / 1e6)
-            if len(measured) >= bars:
-                return
+            note(sym, rows, time.perf_counter_ns())
 
     async def watch_all(ex, done: asyncio.Event) -> None:
         """Past 100 symbols: one ``watch_ohlcv_for_symbols`` (one watch per symbol would need
         a subscribe message each, 4 a second, over binance's 5 a second)."""
-        measured: dict[str, set[int]] = {s: set() for s in symbols}
-        first: dict[str, int] = {}
         pairs = [[s, "1s"] for s in symbols]
-        while not done.is_set():
+        while not done.is_set() and not all(enough(s) for s in symbols):
             got = await ex.watch_ohlcv_for_symbols(pairs)
             t = time.perf_counter_ns()
             for sym, by_tf in got.items():
-                for r in by_tf.get("1s", []):
-                    ts = int(r[0])
-                    start = first.setdefault(sym, ts + 1000)
-                    if ts < start or ts in measured[sym]:
-                        continue
-                    sent = sim.close_sent_ns(EX, sym, "1s", ts)
-                    if sent is not None and tuple(float(x) for x in r[1:6]) == final(sym, ts):
-                        measured[sym].add(ts)
-                        samples.append((t - sent) / 1e6)
-            if all(len(v) >= bars for v in measured.values()):
-                return
+                note(sym, by_tf.get("1s", []), t)
 
     async def main() -> None:
         ex = make_exchange(EX, kind="pro", sim_url=sim.url(EX))
@@ -122,12 +107,42 @@ def measure_floor(sim: SimThread, symbols: list[str], bars: int) -> list[float]:
             await ex.close()
 
     asyncio.run(main())
+    return resolve(sim, seen)
+
+
+def resolve(sim: SimThread | SimProcess, seen: list[tuple[str, int, int, tuple | None]]) -> list[float]:
+    """Latency (ms) of each bar's first sighting that carries its final values (``None``
+    values: a closed bar by construction), from the simulator's send of that final."""
+    opens: dict[str, set[int]] = {}
+    for sym, ts, _t, _v in seen:
+        opens.setdefault(sym, set()).add(ts)
+    sent: dict[tuple[str, int], int | None] = {}
+    truth: dict[tuple[str, int], tuple] = {}
+    checked = {sym for sym, _ts, _t, v in seen if v is not None}
+    for sym, ts_set in opens.items():
+        ordered = sorted(ts_set)
+        if isinstance(sim, SimProcess):
+            sent.update({(sym, ts): ns for ts, ns in sim.closes_sent_ns(sym, "1s", ordered).items()})
+        else:
+            sent.update({(sym, ts): sim.close_sent_ns(EX, sym, "1s", ts) for ts in ordered})
+        if sym in checked:
+            for r in sim.truth(EX, sym, "1s", ordered[0], ordered[-1] + 1000):
+                truth[(sym, int(r[0]))] = tuple(float(x) for x in r[1:6])
+    samples: list[float] = []
+    done: set[tuple[str, int]] = set()
+    for sym, ts, t, values in sorted(seen, key=lambda x: x[2]):
+        key = (sym, ts)
+        ns = sent.get(key)
+        if key in done or ns is None or (values is not None and values != truth.get(key)):
+            continue
+        done.add(key)
+        samples.append((t - ns) / 1e6)
     return samples
 
 
 # ----------------------------------------------------------------------------- btccxt
 class Probe(bt.Strategy):
-    params = (("bars", 20), ("sim", None), ("out", None), ("marks", None))
+    params = (("bars", 20), ("sim", None), ("out", None), ("marks", None), ("seen", None))
 
     def __init__(self) -> None:
         self._lens = {d: 0 for d in self.datas}
@@ -150,14 +165,12 @@ class Probe(bt.Strategy):
                 # REST modes: nothing is pushed; measure from the bar's end (wall clock)
                 self.p.out.append((time.time_ns() - (ev.candle.ts + 1000) * 1_000_000) / 1e6)
                 continue
-            sent = self.p.sim.close_sent_ns(EX, d._name, "1s", ev.candle.ts)
-            if sent is not None:
-                self.p.out.append((t - sent) / 1e6)
+            self.p.seen.append((d._name, ev.candle.ts, t, None))
         if all(v >= self.p.bars for v in self._live.values()):
             self.env.runstop()
 
 
-def measure_btccxt(sim: SimThread, symbols: list[str], bars: int, mode: str,
+def measure_btccxt(sim: SimThread | SimProcess, symbols: list[str], bars: int, mode: str,
                    limiter: bool = True) -> tuple[list[float], float]:
     store = CCXTStore(EX, sim_url=sim.url(EX), config={"enableRateLimit": limiter})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
@@ -166,8 +179,9 @@ def measure_btccxt(sim: SimThread, symbols: list[str], bars: int, mode: str,
         cerebro.adddata(store.getdata(dataname=s, name=s, timeframe=bt.TimeFrame.Seconds, compression=1,
                                       backfill_start=False, **kw), name=s)
     out: list[float] = []
+    seen: list[tuple[str, int, int, None]] = []
     marks: dict = {"wall": mode != "websocket"}
-    cerebro.addstrategy(Probe, bars=bars, sim=sim, out=out, marks=marks)
+    cerebro.addstrategy(Probe, bars=bars, sim=sim, out=out, marks=marks, seen=seen)
     timer = threading.Timer(bars * 3 + 60, cerebro.runstop)
     timer.daemon = True
     timer.start()
@@ -175,7 +189,7 @@ def measure_btccxt(sim: SimThread, symbols: list[str], bars: int, mode: str,
     timer.cancel()
     klines = sim.stats(EX)["rest"].get("/api/v3/klines", 0)
     live_bars = bars * len(symbols)
-    return out, klines / max(1, live_bars) * 60
+    return out + resolve(sim, seen), klines / max(1, live_bars) * 60
 
 
 def stats(xs: list[float]) -> tuple[float, float, float] | None:
@@ -192,15 +206,20 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, nargs="+", default=[1, 100, 1000])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--modes", nargs="+", default=["websocket", "threaded", "rest"])
+    ap.add_argument("--sim-process", action="store_true",
+                    help="run the simulator in a process of its own (bars timed over its control API)")
     args = ap.parse_args()
-    names = [f"C{i:04d}/USDT" for i in range(max(args.symbols))]
-    print(f"# close-to-strategy latency (ms), 1s bars, {args.bars} bars per symbol, {args.runs} runs per case")
+    sim_cm = SimProcess(EX, max(args.symbols)) if args.sim_process else None
+    names = sim_cm.names if sim_cm else [f"C{i:04d}/USDT" for i in range(max(args.symbols))]
+    where = "in a process of its own" if sim_cm else "in this process"
+    print(f"# close-to-strategy latency (ms), 1s bars, {args.bars} bars per symbol, {args.runs} runs per case, "
+          f"simulator {where}")
     print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"ccxt {ccxt.__version__} backtrader {bt.__version__} "
           f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
     print(f"{'case':<28} {'sym':>4} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9} {'REST/60 bars':>12}")
     summary: list[tuple[str, int, list[tuple[float, float, float]]]] = []
-    with SimThread(exchanges=(EX,), symbols={EX: names}) as sim:
+    with sim_cm or SimThread(exchanges=(EX,), symbols={EX: names}) as sim:
         for n in args.symbols:
             syms = names[:n]
             modes = [m for m in args.modes if n <= 100 or m == "websocket"]

@@ -25,15 +25,12 @@ second, and in-process it shares btccxt's interpreter (and its GIL).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import backtrader as bt  # noqa: E402
 import ccxt  # noqa: E402
 
+from bench.simproc import SimProcess  # noqa: E402
 from btccxt_cli.bt.store import CCXTStore  # noqa: E402
 from btccxt_cli.sim.app import SimThread  # noqa: E402
 
@@ -67,35 +65,6 @@ class UntilLive(bt.Strategy):
         if len(self.p.live) == len(self.datas):
             self.p.stats.update(self.p.sim.stats(self.p.exchange))
             self.env.runstop()
-
-
-class SimProcess:
-    """``btccxt sim`` in a process of its own, reached through its control API (``/_sim/``)."""
-
-    def __init__(self, exchange: str, n: int) -> None:
-        self.exchange = exchange
-        self.proc = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "sim", "-e", exchange, "--port", "0",
-                                      "--generate-symbols", str(n)], stdout=subprocess.PIPE, text=True)
-        self._url = self.proc.stdout.readline().split()[1]
-        self.names = [f"C{i:03d}/USDT" for i in range(1, n + 1)]
-
-    def url(self, exchange: str) -> str:
-        return self._url
-
-    def stats(self, exchange: str) -> dict:
-        with urllib.request.urlopen(f"{self._url}/_sim/stats", timeout=10) as r:
-            return json.load(r)
-
-    def reset_stats(self, exchange: str) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self._url}/_sim/reset_stats", method="POST"),
-                               timeout=10).close()
-
-    def __enter__(self) -> SimProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def run_once(sim: SimThread | SimProcess, exchange: str, symbols: list[str], timeout: float,
