@@ -1,14 +1,17 @@
 """CPU and memory of a live run with many symbols of 1m bars (simulator in another process).
 
-    python bench/many_idle.py [--symbols 1000] [--minutes 3]
+    python bench/many_idle.py [--symbols 1000] [--minutes 3] [--exactbars 1] [--timeframe 1s]
 
-One websocket feed of 1m bars per symbol (no backfill; ``--exactbars 1`` as ``btccxt run``, but
-with 1,000 feeds backtrader 1.9.78's ``exactbars=1`` raised IndexError in ``_clk_update``); the
+One websocket feed of 1m bars per symbol (no backfill; ``--exactbars 1`` as ``btccxt run``); the
 simulator (``btccxt sim --generate-symbols N``) runs in its own process, so only btccxt's CPU
 is counted. After the feeds are LIVE, CPU is sampled every second (``time.process_time``) and
 RSS every second (``/proc/self/statm``). Seconds within 3 s of a bar close (the minute) count
 as "at the close", the others as "between closes": there a feed only receives the forming
 candle's updates (binance: one every 2 s per symbol in the simulator).
+
+``--timeframe 1s``: 1s bars instead, so that every bounded window of the run (the bars a
+series keeps for revisions and lookups, its latency window, ccxt's candles) fills within
+minutes and the RSS of the last third shows the plateau a 1m run reaches after hours.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--exactbars", type=int, default=0)
+    ap.add_argument("--timeframe", choices=("1m", "1s"), default="1m")
     args = ap.parse_args()
+    tf = (bt.TimeFrame.Seconds, 1) if args.timeframe == "1s" else (bt.TimeFrame.Minutes, 1)
     sim = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "sim", "-e", "binance", "--port", "0",
                             "--generate-symbols", str(args.symbols)], stdout=subprocess.PIPE, text=True)
     try:
@@ -52,7 +57,7 @@ def main() -> int:
         symbols = sorted(s for s in store.sync_exchange().markets if s.startswith("C"))[: args.symbols]
         cerebro = bt.Cerebro(stdstats=False, quicknotify=True, exactbars=args.exactbars)
         for s in symbols:
-            cerebro.adddata(store.getdata(dataname=s, name=s, timeframe=bt.TimeFrame.Minutes, compression=1,
+            cerebro.adddata(store.getdata(dataname=s, name=s, timeframe=tf[0], compression=tf[1],
                                           backfill_start=False, use_websocket=True), name=s)
         cerebro.addstrategy(bt.Strategy)
         rows: list[tuple[float, float, float]] = []  # (wall, cpu share, rss MB)
@@ -82,7 +87,7 @@ def main() -> int:
         sim.wait(10)
     near = [r for r in rows if min(r[0] % 60, 60 - r[0] % 60) <= 3.0]
     between = [r for r in rows if r not in near]
-    print(f"# {len(symbols)} symbols of 1m bars, websocket, exactbars={args.exactbars}, {args.minutes:g} min after all LIVE "
+    print(f"# {len(symbols)} symbols of {args.timeframe} bars, websocket, exactbars={args.exactbars}, {args.minutes:g} min after all LIVE "
           f"({marks.get('live_s', 0):.1f} s), simulator in another process")
     print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"ccxt {ccxt.__version__} backtrader {bt.__version__} "
