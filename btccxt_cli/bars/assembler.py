@@ -164,6 +164,13 @@ class BarAssembler:
         self._pending = {t: v for t, v in self._pending.items() if t > first}
         self._closed = {t: v for t, v in self._closed.items() if t > first}
 
+    def forget_forming(self) -> None:
+        """The live source lost updates (its socket dropped): the bars still forming are not
+        known whole. Without closed flags a later candle would close them with the state they
+        had before the loss; forgotten, they come again from the next updates (each carries the
+        candle's whole state) or from REST (a gap). Finals already known stay."""
+        self._pending.clear()
+
     def take_notes(self) -> list[tuple]:
         """The skips and revisions since the last call (oldest first), forgotten here."""
         notes, self.notes = self.notes, []

@@ -411,6 +411,10 @@ class WsHub:
 
     def _went_down(self, sub: _Sub, exc: BaseException) -> None:
         s = sub.series
+        if not s.assembler.flagged:
+            # no closed flags (kucoin, an untapped ccxt): the next candle after the restore
+            # would close the bar forming now with its state from before the drop
+            s.assembler.forget_forming()
         s.note(error=f"{type(exc).__name__}: {exc}", transport="rest-fallback")
         if not sub.down:
             sub.down = True

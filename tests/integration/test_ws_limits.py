@@ -114,14 +114,13 @@ def test_kucoin_30_symbols_subscribe_and_restore_within_its_limits(sim_factory):
     res, (before, after) = run_and_drop(sim, "kucoin", SYMBOLS,
                                         config={"options": {"btccxtWsShard": 10}})
     assert socket_loads(before) == [10, 10, 10] and socket_loads(after) == [10, 10, 10], after
-    stale = _stale_partials(sim, res, SYMBOLS)
-    _check_run(sim, "kucoin", res, before, after, SYMBOLS, skip=stale)
-    if stale:
-        # kucoin pushes no snapshot on subscribe and has no closed flag: the bar forming when
-        # the socket dropped, still forming in the assembler, is closed by the first later
-        # candle after the restore with its state from before the drop (its open, volume 0
-        # here), before REST can confirm it. A defect of the later-candle rule (bars/).
-        pytest.xfail(f"a bar forming across the drop is final with its stale partial: {stale}")
+    _check_run(sim, "kucoin", res, before, after, SYMBOLS)
+    # kucoin pushes no snapshot on subscribe and has no closed flag: the bar forming when the
+    # socket dropped used to be closed by the first later candle after the restore with its
+    # state from before the drop (its open, volume 0). Every series, every bar:
+    assert not _stale_partials(sim, res, SYMBOLS)
+    for sym in SYMBOLS:
+        assert_matches_truth(sim, "kucoin", sym, "1s", res.bars[sym], tf_ms=1000)
 
 
 def test_kucoin_removed_series_are_unsubscribed_on_their_own_sockets(sim_factory):
