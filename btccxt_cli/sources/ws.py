@@ -238,7 +238,6 @@ class WsHub:
         """Let the woken strategy thread take the GIL now (see ``Pipe.put_many``), once per
         pass of the event loop: after the messages read together, before the next read."""
         self._hand_over_due = False
-        self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         time.sleep(0)
 
     async def _watch(self, sub: _Sub) -> None:
