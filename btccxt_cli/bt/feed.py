@@ -189,6 +189,8 @@ class CCXTFeed(bt.feed.DataBase):
         """backtrader's ``next``, without its cost when this feed has nothing (``_idle``)."""
         if self._rewound:
             self._rewound -= 1  # cerebro held this feed's bar back: the base moves to it
+            if self._handle is not None:
+                self._handle.series.pipe.hold(-1)
         elif datamaster is None and not ticks and self._idle():
             return None
         return super().next(datamaster=datamaster, ticks=ticks)
@@ -196,6 +198,10 @@ class CCXTFeed(bt.feed.DataBase):
     def rewind(self, size: int = 1) -> None:
         super().rewind(size)
         self._rewound += size
+        if self._handle is not None:
+            # the held bar counts as waiting: the next pass must not sleep out its qcheck in
+            # another feed's wait while this bar is ready (it held bars up to 0.5 s)
+            self._handle.series.pipe.hold(size)
 
     def load(self) -> bool | None:
         if self._idle():
@@ -298,8 +304,9 @@ class CCXTFeed(bt.feed.DataBase):
         return timedelta(milliseconds=s.exchange_now_ms() - s.clock.time_ms())
 
     def _wait(self, pipe: Any, timeout: float) -> Any:
-        """Wait up to ``timeout`` for this feed's next event, giving way as soon as another feed
-        has data (cerebro then serves it); but when this feed's own next bar is due, wait for
+        """Wait up to ``timeout`` for this feed's next event, giving way (once live) as soon as
+        another feed has data or holds a bar cerebro moved it back over (cerebro then serves
+        it); but when this feed's own next bar is due, wait for
         it whatever cerebro's ``qcheck`` says, until ``align_wait`` after the first feed began
         waiting for a bar closing at the same time, so that bars closing together reach
         ``next()`` together. The window is shared: with 1,000 feeds it is ``align_wait`` per
@@ -324,8 +331,10 @@ class CCXTFeed(bt.feed.DataBase):
             if left <= 0:
                 return pipe.get(0)
             # returns early when any pipe rings; outside the window, at once while another
-            # feed has events (cerebro serves them in this pass)
-            ev = pipe.get(left, give_way=not window)
+            # feed has events (cerebro serves them in this pass), but only once this feed is
+            # live: while its history loads, its own bars are coming and it waits for them,
+            # so that feeds' histories reach the strategy together, as in backtrader
+            ev = pipe.get(left, give_way=not window and s.phase == s.LIVE)
             if ev is not None:
                 return ev
             if clock.monotonic() >= align_until:

@@ -119,7 +119,7 @@ class Series:
         self.exchange_now_ms = exchange_now_ms
         # told the exchange time a pushed bar proves (its open, or its close when flagged closed)
         self.observe_exchange_ms = observe_exchange_ms
-        self.pipe = pipe or Pipe()
+        self.pipe = pipe if pipe is not None else Pipe()  # (an empty pipe is falsy)
         self.name = name or params.symbol
         self.tf_ms = params.tf_ms
         self.grid = params.grid

@@ -51,6 +51,7 @@ class Pipe:
         self.handoff = True  # put_many hands the GIL to the consumer (see put_many)
         # called after every put, on the producer's thread (the hub publishes from its loop)
         self.on_put: Callable[[], None] | None = None
+        self._held = 0  # events the consumer holds outside the pipe (see ``hold``)
 
     def __len__(self) -> int:
         return len(self._q)
@@ -82,6 +83,16 @@ class Pipe:
         # at the interpreter's switch interval), not once per pipe.
         if self.handoff if handoff is None else handoff:
             time.sleep(0)
+
+    def hold(self, n: int) -> None:
+        """Count ``n`` events the consumer took but has not used yet as waiting (cerebro moved
+        its feed back over a loaded bar, ``rewind``): a sibling's wait gives way to them as
+        to events in a pipe. Negative: used now."""
+        with self._cv:
+            if self.queued is not None and not self.closed:
+                n = max(n, -self._held)
+                self.queued[0] += n
+                self._held += n
 
     def get(self, timeout: float | None, *, give_way: bool = False) -> FeedEvent | None:
         """Next event, waiting up to ``timeout`` seconds (0 = do not wait) or until any pipe
@@ -115,7 +126,8 @@ class Pipe:
     def close(self) -> None:
         with self._cv:
             if self.queued is not None and not self.closed:
-                self.queued[0] -= len(self._q)
+                self.queued[0] -= len(self._q) + self._held
+                self._held = 0
             self.closed = True
             _RINGS[0] += 1
             self._cv.notify_all()

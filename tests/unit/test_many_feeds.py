@@ -132,3 +132,48 @@ def test_a_feeds_ticks_and_lines_are_what_backtraders_own_code_gives():
     assert ours == theirs and ours["tick_close"] == 101.0 and ours["tick_last"] == 101.0
     assert feed.datetime.datetime(0) == bt.num2date(feed.lines.datetime[0])
     assert (feed.open[0], feed.high[0], feed.low[0], feed.volume[0]) == (101.0, 101.0, 101.0, 1.0)
+
+
+def test_a_bar_cerebro_held_back_counts_as_waiting_so_no_sibling_sleeps_out_its_qcheck():
+    """Cerebro rewinds a feed whose loaded bar is later than another's; the bar is then in the
+    feed's lines, not its pipe. The next pass asks the feeds in order, and the first may wait
+    up to qcheck (0.5 s) unless something waits elsewhere: the held bar must count, or it
+    reaches next() up to 0.5 s late."""
+    import backtrader as bt
+
+    clock = ManualClock()
+    queued = [0]
+
+    def series(name: str) -> Series:
+        p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
+        s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=queued), name=name)
+        s.begin()
+        while s.pipe.get(0) is not None:
+            pass
+        return s
+
+    a, b = series("A/USDT"), series("B/USDT")
+    feed = CCXTFeed(store=_OneSeriesStore(b), dataname="B/USDT", timeframe=bt.TimeFrame.Minutes,
+                    compression=1, backfill_start=False)
+    bt.Cerebro().adddata(feed)
+    feed._start()
+    feed.do_qcheck(False, 0.0)
+    b.pipe.put(_bar(60_000, 101.0))
+    assert feed.next(ticks=False) is True and queued == [0]
+    feed.rewind()  # held back: A's bar of an earlier time goes first
+    assert queued == [1]
+    assert _in_thread(lambda: a.pipe.get(30, give_way=True)) == [None]  # A gives way at once
+    assert feed.next(ticks=False) is True and feed.close[0] == 101.0 and queued == [0]
+    feed.rewind()
+    b.pipe.close()  # the feed stops: nothing of it counts any more
+    assert queued == [0]
+
+
+def test_a_series_keeps_the_empty_pipe_it_is_given():
+    """An empty pipe is falsy (``__len__``): ``pipe or Pipe()`` put a pipe of its own in place of
+    the store's, without the store's counter, and no feed ever gave way to a sibling's events."""
+    queued = [0]
+    pipe = Pipe(queued=queued)
+    s = Series(SeriesParams(symbol="A/USDT", timeframe="1m"), exchange_now_ms=ManualClock().time_ms,
+               clock=ManualClock(), pipe=pipe)
+    assert s.pipe is pipe and s.pipe.queued is queued
