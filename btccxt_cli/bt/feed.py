@@ -186,7 +186,16 @@ class CCXTFeed(bt.feed.DataBase):
         return self._handle.series.status() if self._handle is not None else None
 
     def next(self, datamaster: Any = None, ticks: bool = True) -> bool | None:
-        """backtrader's ``next``, without its cost when this feed has nothing (``_idle``)."""
+        """backtrader's ``next``, without its cost when this feed has nothing (``_idle``).
+
+        Cerebro asks a feed that gave nothing in a pass again, against the pass's master bar;
+        that second ask takes what is here (and waits out a due bar's ``align_wait`` window)
+        but never sleeps out ``qcheck`` again: feed after feed did (up to 0.5 s each) while
+        the bars the others gave waited for ``next()`` (with 1,000 feeds, a whole close's
+        bars of the last feeds reached it a bar late). A feed still loading its history
+        waits for it, so that histories reach the strategy together."""
+        if datamaster is not None and self._live_now():
+            self._qcheck = 0.0
         if self._rewound:
             self._rewound -= 1  # cerebro held this feed's bar back: the base moves to it
             if self._handle is not None:
@@ -194,6 +203,10 @@ class CCXTFeed(bt.feed.DataBase):
         elif datamaster is None and not ticks and self._idle():
             return None
         return super().next(datamaster=datamaster, ticks=ticks)
+
+    def _live_now(self) -> bool:
+        h = self._handle
+        return h is not None and h.series.phase == h.series.LIVE
 
     def rewind(self, size: int = 1) -> None:
         super().rewind(size)

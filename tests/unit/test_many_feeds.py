@@ -177,3 +177,25 @@ def test_a_series_keeps_the_empty_pipe_it_is_given():
     s = Series(SeriesParams(symbol="A/USDT", timeframe="1m"), exchange_now_ms=ManualClock().time_ms,
                clock=ManualClock(), pipe=pipe)
     assert s.pipe is pipe and s.pipe.queued is queued
+
+
+def test_cerebros_second_ask_against_the_master_never_sleeps_out_qcheck():
+    """In a pass where some feeds gave a bar, cerebro asks each of the others again against
+    the master bar. That ask waited up to qcheck per feed, one after another, while the
+    bars already given waited for next(): with 1,000 feeds the last feeds' bars of a close
+    reached it a bar late. It takes what is there, at once."""
+    import backtrader as bt
+
+    clock = ManualClock()
+    s = _started(clock, "A/USDT")
+    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
+                    compression=1, backfill_start=False, qcheck=30.0)
+    bt.Cerebro().adddata(feed)
+    feed._start()
+    feed.do_qcheck(True, 0.0)  # this pass may wait 30 s ...
+    assert feed._qcheck == 30.0
+    # ... but not in the second ask (nothing rings here: a wait would last the 30 s)
+    assert _in_thread(lambda: feed.next(datamaster=feed, ticks=False)) == [None]
+    s.pipe.put(_bar(0, 100.0))
+    feed.do_qcheck(True, 0.0)
+    assert _in_thread(lambda: feed.next(datamaster=feed, ticks=False)) == [True]
