@@ -77,6 +77,18 @@ class _OneSeriesStore:
         pass
 
 
+def _feed_on(series: Series, **kw: object) -> CCXTFeed:
+    """A started CCXTFeed of 1m bars on ``series`` (through ``_OneSeriesStore``), in a cerebro
+    (its environment, as in a run)."""
+    import backtrader as bt
+
+    feed = CCXTFeed(store=_OneSeriesStore(series), dataname=series.name, timeframe=bt.TimeFrame.Minutes,
+                    compression=1, backfill_start=False, **kw)
+    bt.Cerebro().adddata(feed)
+    feed._start()
+    return feed
+
+
 def _bar(ts_ms: int, close: float) -> FeedEvent:
     from btccxt_cli.model import BarSource, Candle
 
@@ -88,14 +100,10 @@ def test_an_idle_feed_answers_at_once_and_a_bar_cerebro_held_back_is_still_given
     (the cost that made 1,000 idle feeds most of a run's CPU). A bar cerebro held back (it
     rewinds a feed whose bar is later than another's) is given at the next ask, whatever the
     feed's pipe holds."""
-    import backtrader as bt
 
     clock = ManualClock()
     s = _started(clock, "A/USDT")
-    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
-                    compression=1, backfill_start=False)
-    bt.Cerebro().adddata(feed)  # its environment, as in a run
-    feed._start()
+    feed = _feed_on(s)
     feed.do_qcheck(False, 0.0)  # this pass's wait is used up (another feed waited)
 
     assert feed.next(ticks=False) is None and len(feed) == 0  # idle: nothing, lines unmoved
@@ -116,10 +124,7 @@ def test_a_feeds_ticks_and_lines_are_what_backtraders_own_code_gives():
 
     clock = ManualClock()
     s = _started(clock, "A/USDT")
-    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
-                    compression=1, backfill_start=False)
-    bt.Cerebro().adddata(feed)
-    feed._start()
+    feed = _feed_on(s)
     feed.do_qcheck(False, 0.0)
     s.pipe.put(_bar(60_000, 101.0))
     assert feed.next(ticks=False) is True
@@ -139,7 +144,6 @@ def test_a_bar_cerebro_held_back_counts_as_waiting_so_no_sibling_sleeps_out_its_
     feed's lines, not its pipe. The next pass asks the feeds in order, and the first may wait
     up to qcheck (0.5 s) unless something waits elsewhere: the held bar must count, or it
     reaches next() up to 0.5 s late."""
-    import backtrader as bt
 
     clock = ManualClock()
     queued = [0]
@@ -153,10 +157,7 @@ def test_a_bar_cerebro_held_back_counts_as_waiting_so_no_sibling_sleeps_out_its_
         return s
 
     a, b = series("A/USDT"), series("B/USDT")
-    feed = CCXTFeed(store=_OneSeriesStore(b), dataname="B/USDT", timeframe=bt.TimeFrame.Minutes,
-                    compression=1, backfill_start=False)
-    bt.Cerebro().adddata(feed)
-    feed._start()
+    feed = _feed_on(b)
     feed.do_qcheck(False, 0.0)
     b.pipe.put(_bar(60_000, 101.0))
     assert feed.next(ticks=False) is True and queued == [0]
@@ -184,14 +185,10 @@ def test_cerebros_second_ask_against_the_master_never_sleeps_out_qcheck():
     the master bar. That ask waited up to qcheck per feed, one after another, while the
     bars already given waited for next(): with 1,000 feeds the last feeds' bars of a close
     reached it a bar late. It takes what is there, at once."""
-    import backtrader as bt
 
     clock = ManualClock()
     s = _started(clock, "A/USDT")
-    feed = CCXTFeed(store=_OneSeriesStore(s), dataname="A/USDT", timeframe=bt.TimeFrame.Minutes,
-                    compression=1, backfill_start=False, qcheck=30.0)
-    bt.Cerebro().adddata(feed)
-    feed._start()
+    feed = _feed_on(s, qcheck=30.0)
     feed.do_qcheck(True, 0.0)  # this pass may wait 30 s ...
     assert feed._qcheck == 30.0
     # ... but not in the second ask (nothing rings here: a wait would last the 30 s)
