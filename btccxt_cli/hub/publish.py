@@ -6,7 +6,8 @@ bar and the ``XADD`` that sends it on. It sends with a blocking client, on purpo
 of hundreds of closing updates is parsed in one loop turn (tens of ms on a busy machine),
 and an ``await`` would send nothing until that turn ends, so the first symbols' bars would
 wait for the last one's. A blocking ``MULTI/EXEC`` costs the loop one round trip to Redis
-per batch (about 0.3 ms on the same host) and goes out mid-turn every ``hold_s``.
+per batch (about 0.3 ms on the same host); a batch goes when its close is complete, or
+``hold_s`` into a burst (``LoopPublisher``).
 
 The publisher thread (``runtime/hubd.py``) keeps the lease, the heartbeat, the ``wanted``
 set and every path where Redis is away; it turns the loop publisher on when nothing is
@@ -33,7 +34,7 @@ from btccxt_cli.hub.keys import (
     encode_moved,
     series_field,
 )
-from btccxt_cli.model import FeedEvent
+from btccxt_cli.model import BarSource, FeedEvent
 
 __all__ = ["LoopPublisher", "queue_batch", "is_refusal", "Batch", "take_events", "count_results"]
 
@@ -118,8 +119,31 @@ def count_results(stats: Any, batch: Batch, results: list, line: Callable[[str],
                  f"({ev.source.value})")
 
 
+class _Close:
+    """The live bars of one timeframe's latest close seen, and how many the close before had."""
+
+    __slots__ = ("ts", "got", "expect")
+
+    def __init__(self) -> None:
+        self.ts = -1
+        self.got = 0
+        self.expect = 0  # live bars of the close before (0: unknown yet)
+
+
 class LoopPublisher:
     """Publishes the hub's bars from the event loop their feeds run on (module docstring).
+
+    When a batch goes: bars that close together arrive as a burst of socket messages. The
+    burst of a close is complete when as many series of its timeframe have their live bar of
+    it as had one of the close before: it goes in one ``MULTI/EXEC`` as its last bar is read,
+    so a runner's XREAD wakes once for it, and nothing waits for a guess that the burst is
+    over. A burst that does not complete (a series joined or dropped, bars that are not live
+    closes) goes ``hold_s`` after its first bar. A long one (hundreds of symbols parsed back
+    to back) goes out in parts meanwhile, the first ``hold_s`` after its first bar and each
+    next one after twice the wait of the one before: the first symbols' runners need not
+    wait for the last symbol's message, and a runner on all of them is not woken every
+    ``hold_s`` (each XREAD over hundreds of streams costs it about a millisecond of CPU).
+    Puts less than ``hold_s`` apart belong to one burst.
 
     Args:
         url: ``redis://...``.
@@ -130,8 +154,7 @@ class LoopPublisher:
         failed: (gate held) a batch Redis did not take, and why; it must be kept for the
             publisher thread, which owns publishing until it turns this one on again.
         timeout_s: Redis socket timeout.
-        hold_s: how long the first bar of a burst may wait for the rest of it (each next
-            part of a long burst waits twice as long as the one before).
+        hold_s: how long the first bar of a burst that does not complete may wait for the rest.
     """
 
     def __init__(self, url: str, gate: threading.Lock, *, take: Callable[[], Batch],
@@ -149,65 +172,85 @@ class LoopPublisher:
         self._hold = hold_s  # this burst's next part waits this long (doubles per part)
         self.clock = clock
         self._first: float | None = None  # when the oldest bar not yet taken was put
+        self._last: float | None = None  # when the last event was put
+        self._closes: dict[str, _Close] = {}  # per timeframe
         self.enabled = False  # set and cleared by the publisher thread, with the gate held
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._redis: Any = None
-        self._puts = 0  # puts seen (a counter: one loop turn without a new one ends a burst)
-        self._seen = -1
-        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._flushing = False
         self.batches = 0
+        self.complete = 0  # batches sent because their close was complete (tests, bench)
 
     async def bind(self) -> None:
         """(on the loop) Publish from this loop."""
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
-    def on_put(self) -> None:
-        """A pipe got an event (on the producer's thread)."""
-        self._puts += 1
+    def putter(self, timeframe: str) -> Callable[[FeedEvent], None]:
+        """The ``on_put`` hook of a pipe of a series of ``timeframe``."""
+        close = self._closes.setdefault(timeframe, _Close())
+        return lambda ev: self.on_put(ev, close)
+
+    def on_put(self, ev: FeedEvent, close: _Close | None = None) -> None:
+        """A pipe got ``ev`` (on the producer's thread)."""
         now = self.clock.monotonic()
+        if self._last is None or now - self._last >= self.hold_s:
+            self._hold = self.hold_s  # a new burst
+        self._last = now
         if self._first is None:
             self._first = now
+        done = close is not None and ev.kind == "bar" and self._count(close, ev)
         if not self.enabled:
             return
-        if now - self._first >= self._hold and threading.get_ident() == self._loop_thread:
-            self._hold *= 2  # the next part of this burst waits twice as long (see _step)
+        on_loop = threading.get_ident() == self._loop_thread
+        if on_loop and done:
+            self.complete += 1
+            self._publish()
+        elif on_loop and now - self._first >= self._hold:
+            self._hold *= 2  # the next part of this burst waits twice as long
             self._publish()  # a long burst: what is read so far goes now, mid-turn
-        elif not self._scheduled:
-            self.kick()
+        else:
+            self._arm(on_loop)
+
+    @staticmethod
+    def _count(close: _Close, ev: FeedEvent) -> bool:
+        """Count a live bar; True when its close now has as many as the close before."""
+        if ev.source is not BarSource.LIVE:
+            return False
+        ts = ev.candle.ts
+        if ts > close.ts:
+            if close.got:
+                close.expect = close.got
+            close.ts, close.got = ts, 0
+        elif ts < close.ts:
+            return False
+        close.got += 1
+        return close.got == close.expect
+
+    def _arm(self, on_loop: bool) -> None:
+        """Publish what is waiting when the first of it has waited ``_hold`` (any thread)."""
+        loop = self.loop
+        if self._timer is not None or loop is None or loop.is_closed():
+            return
+        first = self._first if self._first is not None else self.clock.monotonic()
+        delay = max(0.0, first + self._hold - self.clock.monotonic())
+        if on_loop:
+            self._timer = loop.call_later(delay, self._due)
+        else:
+            self._timer = loop.call_soon_threadsafe(self._due)  # type: ignore[assignment]
 
     def kick(self) -> None:
-        """Publish what is waiting once the loop has read the burst (any thread)."""
+        """Publish what is waiting now (any thread): the publisher thread hands over."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        self._scheduled = True
-        if threading.get_ident() == self._loop_thread:
-            loop.call_soon(self._step)
-        else:
-            loop.call_soon_threadsafe(self._step)
+        loop.call_soon_threadsafe(self._publish)
 
-    def _step(self) -> None:
-        # bars that close together arrive as a burst of socket messages; the loop reads them
-        # all before it waits on the socket again. One loop turn without a new put ends it:
-        # the whole burst goes in one MULTI/EXEC, so a runner's XREAD wakes once for it. A
-        # long burst (hundreds of symbols) goes out in parts (on_put), the first after
-        # ``hold_s``, each next one after twice the wait of the one before: the first
-        # symbols' runners need not wait until the last symbol's message is parsed, and a
-        # runner on all of them is not woken every ``hold_s`` (each XREAD over hundreds of
-        # streams costs it about a millisecond of CPU)
-        held = self.clock.monotonic() - self._first if self._first is not None else 0.0
-        if self._puts != self._seen and held < self._hold:
-            self._seen = self._puts
-            asyncio.get_running_loop().call_soon(self._step)
-            return
-        self._scheduled = False
-        if self._puts == self._seen:
-            self._hold = self.hold_s  # a loop turn without a new bar: the burst is over
-        else:
-            self._hold *= 2
+    def _due(self) -> None:
+        self._timer = None
+        self._hold *= 2
         self._publish()
 
     def _client(self) -> Any:
@@ -228,6 +271,9 @@ class LoopPublisher:
             if not self.enabled:
                 return
             self._first = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             batch = self.take()
             if not batch:
                 return

@@ -282,7 +282,7 @@ class HubPublisher:
         # burst reach the pipes within 1-2 ms, not 7-17), one XREAD wake per burst a runner
         handle.series.pipe.handoff = False
         if self._fast is not None:
-            handle.series.pipe.on_put = self._fast.on_put
+            handle.series.pipe.on_put = self._fast.putter(timeframe)
         self._handles[(symbol, timeframe)] = handle
 
     def _wanted(self) -> None:
@@ -337,8 +337,8 @@ class HubPublisher:
                                  done=self._results, failed=self._loop_failed, clock=self.clock)
             self.store.run_async(fast.bind()).result(5)
             self._fast = fast
-            for h in self._handles.values():
-                h.series.pipe.on_put = fast.on_put
+            for (_sym, tf), h in self._handles.items():
+                h.series.pipe.on_put = fast.putter(tf)
         return self._fast
 
     def _go_fast(self) -> None:

@@ -49,8 +49,9 @@ class Pipe:
         # events waiting in this pipe and its siblings (one counter per store): see ``get``
         self.queued = queued
         self.handoff = True  # put_many hands the GIL to the consumer (see put_many)
-        # called after every put, on the producer's thread (the hub publishes from its loop)
-        self.on_put: Callable[[], None] | None = None
+        # called after every put with the last event put, on the producer's thread (the hub
+        # publishes from its loop)
+        self.on_put: Callable[[FeedEvent], None] | None = None
         self._held = 0  # events the consumer holds outside the pipe (see ``hold``)
 
     def __len__(self) -> int:
@@ -64,7 +65,7 @@ class Pipe:
             _RINGS[0] += 1
             self._cv.notify_all()
         if self.on_put is not None:
-            self.on_put()
+            self.on_put(ev)
 
     def put_many(self, evs: Iterable[FeedEvent], *, handoff: bool | None = None) -> None:
         with self._cv:
@@ -72,10 +73,11 @@ class Pipe:
             self._q.extend(evs)
             if self.queued is not None and not self.closed:
                 self.queued[0] += len(self._q) - n
+            last = self._q[-1] if len(self._q) > n else None
             _RINGS[0] += 1
             self._cv.notify_all()
-        if self.on_put is not None:
-            self.on_put()
+        if self.on_put is not None and last is not None:
+            self.on_put(last)
         # Hand the GIL to the woken consumer now: otherwise the producer (the socket loop)
         # goes on parsing the next message and the strategy thread waits for it. A producer
         # with more ready for other pipes (handoff=False, or the pipe's ``handoff`` False)

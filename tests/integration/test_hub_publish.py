@@ -93,12 +93,14 @@ def test_bars_go_out_from_the_hubs_loop_and_its_thread_takes_over_while_redis_is
     r.close()
 
 
-def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_server):
-    """Hundreds of closing updates are parsed in one loop turn; bars read ``hold_s`` before
-    the turn ends are sent during it (one MULTI/EXEC), not after the last symbol's message:
-    the first symbols' runners do not wait for the whole burst. Each next part waits twice
-    as long (a runner on every symbol is not woken every ``hold_s``); the rest goes out when
-    the loop turns without a new bar, and the next burst starts at ``hold_s`` again."""
+def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on_a_timer(
+        redis_server):
+    """Bars that close together go in one MULTI/EXEC as the last of them is read: a close is
+    complete when as many series of its timeframe have their live bar as at the close before
+    (one XREAD wake a runner, no guess that the burst is over). Until a close is known (the
+    first) or when one does not complete (a series dropped), what is read goes ``hold_s``
+    after the first bar of it; a long burst parsed back to back goes out in parts meanwhile,
+    each part waiting twice as long as the one before."""
     import redis
 
     from btccxt_cli.clock import ManualClock
@@ -134,55 +136,81 @@ def test_a_long_burst_goes_out_in_parts_while_the_loop_still_reads_it(redis_serv
                         build=lambda p, b: queue_batch(p, keys, b, maxlen=100, hub_id="t"),
                         hold_s=0.003, clock=clock)
     for pipe in pipes.values():
-        pipe.on_put = pub.on_put
+        pipe.on_put = pub.putter("1s")
     check = redis.Redis.from_url(redis_server.url)
     loop = LoopThread(name="burst")
     loop.start()
 
-    def put(sym: str, ts: int, after_s: float = 0.0) -> None:
+    def put(sym: str, ts: int, after_s: float = 0.0, src: BarSource = BarSource.LIVE) -> None:
         clock.advance(after_s)  # parsing the messages before this one took this long
-        pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
+        pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), src))
 
     def held() -> list[int]:
         return [check.xlen(keys.bars(s, "1s")) for s in syms]
 
-    def burst() -> list[list[int]]:
-        """(loop) One callback, as ccxt's reader parsing a burst: what Redis holds meanwhile."""
-        seen = []
-        put("AAA/USDT", 1000)
-        seen.append(held())  # held for the rest
-        put("BBB/USDT", 1000, 0.004)
-        seen.append(held())  # 4 ms > 3: sent, with BBB's
-        put("CCC/USDT", 1000)
-        put("DDD/USDT", 1000, 0.004)
-        seen.append(held())  # 4 ms < 6: held
-        put("EEE/USDT", 1000, 0.003)
-        seen.append(held())  # 7 ms > 6: sent
-        put("FFF/USDT", 1000)
-        seen.append(held())  # waits for the turn's end
-        return seen
+    def wait_parts(n: int) -> list[list[str]]:
+        with cond:
+            assert cond.wait_for(lambda: len(published) >= n, 10), published
+            return list(published)
 
-    async def bind_and_burst() -> list[list[int]]:
+    async def first_close() -> list[list[int]]:
+        """(loop) One callback, as ccxt's reader parsing a burst: what Redis holds meanwhile."""
         await pub.bind()
         pub.enabled = True
-        return burst()
+        seen = []
+        put("AAA/USDT", 1000)
+        seen.append(held())  # the first close: its size is not known, held for the rest
+        put("BBB/USDT", 1000, 0.0025)
+        seen.append(held())  # 2.5 ms < 3: held
+        put("CCC/USDT", 1000, 0.0025)
+        seen.append(held())  # 5 ms > 3: sent, with CCC's
+        put("DDD/USDT", 1000, 0.0025)
+        put("EEE/USDT", 1000, 0.0025)
+        put("FFF/USDT", 1000, 0.0025)
+        seen.append(held())  # 5 ms < 6 (the next part waits twice as long): held, for the timer
+        return seen
 
-    async def next_burst() -> list[int]:
-        put("AAA/USDT", 2000)
-        put("BBB/USDT", 2000, 0.004)
-        return held()  # 4 ms > 3: the hold is back to hold_s
+    async def close(ts: int, names: list[str]) -> list[list[int]]:
+        clock.advance(1.0)  # a new burst: the hold is back to hold_s
+        seen = []
+        for sym in names:
+            seen.append(held())
+            put(sym, ts)
+        seen.append(held())
+        return seen
 
     try:
-        assert loop.call(bind_and_burst(), timeout=10) == [
-            [0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0],
-            [1, 1, 1, 1, 1, 0]]
-        with cond:
-            assert cond.wait_for(lambda: len(published) >= 3, 10), published
-        assert published == [syms[:2], syms[2:5], syms[5:]]
-        assert loop.call(next_burst(), timeout=10) == [2, 2, 1, 1, 1, 1]
+        assert loop.call(first_close(), timeout=10) == [
+            [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]]
+        assert wait_parts(2) == [syms[:3], syms[3:]]
+        assert held() == [1] * 6
+
+        # the next close has as many live bars as this one: it goes as its sixth bar is read
+        seen = loop.call(close(2000, syms), timeout=10)
+        assert seen == [[1] * 6] * 6 + [[2] * 6]
+        assert wait_parts(3)[2] == syms and pub.complete == 1
+
+        # a close one series short goes on the timer
+        seen = loop.call(close(3000, syms[:5]), timeout=10)
+        assert seen[-1] == [2] * 6  # 5 of 6: held
+        assert wait_parts(4)[3] == syms[:5] and pub.complete == 1
+        assert held() == [3, 3, 3, 3, 3, 2]
+
+        # ... and the close after it is complete with those five
+        seen = loop.call(close(4000, syms[:5]), timeout=10)
+        assert seen[-1] == [4, 4, 4, 4, 4, 2]
+        assert pub.complete == 2
+
+        # bars that are not live closes (gap fill) go on the timer, never counted
+        loop.call(_call(lambda: put("FFF/USDT", 3000, src=BarSource.GAPFILL)), timeout=10)
+        assert wait_parts(6)[5] == ["FFF/USDT"] and pub.complete == 2
     finally:
         loop.stop(cleanup=pub.aclose())
         check.close()
+
+
+async def _call(fn):
+    return fn()
 
 
 def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_server):
