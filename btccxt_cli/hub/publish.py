@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from btccxt_cli.bars.closes import CloseCounter
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.hub.keys import (
     NOTIFY_MAXLEN,
@@ -119,17 +120,6 @@ def count_results(stats: Any, batch: Batch, results: list, line: Callable[[str],
                  f"({ev.source.value})")
 
 
-class _Close:
-    """The live bars of one timeframe's latest close seen, and how many the close before had."""
-
-    __slots__ = ("ts", "got", "expect")
-
-    def __init__(self) -> None:
-        self.ts = -1
-        self.got = 0
-        self.expect = 0  # live bars of the close before (0: unknown yet)
-
-
 class LoopPublisher:
     """Publishes the hub's bars from the event loop their feeds run on (module docstring).
 
@@ -173,7 +163,7 @@ class LoopPublisher:
         self.clock = clock
         self._first: float | None = None  # when the oldest bar not yet taken was put
         self._last: float | None = None  # when the last event was put
-        self._closes: dict[str, _Close] = {}  # per timeframe
+        self._closes: dict[str, CloseCounter] = {}  # per timeframe
         self.enabled = False  # set and cleared by the publisher thread, with the gate held
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -190,10 +180,10 @@ class LoopPublisher:
 
     def putter(self, timeframe: str) -> Callable[[FeedEvent], None]:
         """The ``on_put`` hook of a pipe of a series of ``timeframe``."""
-        close = self._closes.setdefault(timeframe, _Close())
+        close = self._closes.setdefault(timeframe, CloseCounter())
         return lambda ev: self.on_put(ev, close)
 
-    def on_put(self, ev: FeedEvent, close: _Close | None = None) -> None:
+    def on_put(self, ev: FeedEvent, close: CloseCounter | None = None) -> None:
         """A pipe got ``ev`` (on the producer's thread)."""
         now = self.clock.monotonic()
         if self._last is None or now - self._last >= self.hold_s:
@@ -201,7 +191,8 @@ class LoopPublisher:
         self._last = now
         if self._first is None:
             self._first = now
-        done = close is not None and ev.kind == "bar" and self._count(close, ev)
+        done = (close is not None and ev.kind == "bar" and ev.source is BarSource.LIVE
+                and close.count(ev.candle.ts))
         if not self.enabled:
             return
         on_loop = threading.get_ident() == self._loop_thread
@@ -213,21 +204,6 @@ class LoopPublisher:
             self._publish()  # a long burst: what is read so far goes now, mid-turn
         else:
             self._arm(on_loop)
-
-    @staticmethod
-    def _count(close: _Close, ev: FeedEvent) -> bool:
-        """Count a live bar; True when its close now has as many as the close before."""
-        if ev.source is not BarSource.LIVE:
-            return False
-        ts = ev.candle.ts
-        if ts > close.ts:
-            if close.got:
-                close.expect = close.got
-            close.ts, close.got = ts, 0
-        elif ts < close.ts:
-            return False
-        close.got += 1
-        return close.got == close.expect
 
     def _arm(self, on_loop: bool) -> None:
         """Publish what is waiting when the first of it has waited ``_hold`` (any thread)."""
