@@ -141,32 +141,6 @@ def resolve(sim: SimThread | SimProcess, seen: list[tuple[str, int, int, tuple |
 
 
 # ----------------------------------------------------------------------------- btccxt
-TRACE: list = []
-
-
-def trace_report(sim) -> None:
-    import collections
-    by = collections.defaultdict(list)
-    for name, ts, t, recv in TRACE:
-        by[ts].append((name, t, recv))
-    d = collections.defaultdict(list)
-    for ts, rows in sorted(by.items())[3:]:
-        sent = sim.closes_sent_ns(rows[0][0], "1s", [ts]) if False else None
-        names = [r[0] for r in rows]
-        s = {n: (sim.closes_sent_ns(n, "1s", [ts]) if hasattr(sim, "closes_sent_ns") else {ts: sim.close_sent_ns(EX, n, "1s", ts)})[ts] for n in names}
-        first_sent = min(s.values()); last_sent = max(s.values())
-        last_recv = max(r[2] for r in rows); first_recv = min(r[2] for r in rows)
-        nxt = max(r[1] for r in rows)
-        d["first sent->last sent"].append((last_sent - first_sent) / 1e6)
-        d["first sent->first pipe"].append((first_recv - first_sent) / 1e6)
-        d["first sent->last pipe"].append((last_recv - first_sent) / 1e6)
-        d["last pipe->next"].append((nxt - last_recv) / 1e6)
-        d["first sent->next"].append((nxt - first_sent) / 1e6)
-    for k, xs in d.items():
-        print(f"TRACE {k:26s} p50 {statistics.median(xs):7.2f} p90 {pct(xs, .9):7.2f} max {max(xs):7.2f}")
-    TRACE.clear()
-
-
 class Probe(bt.Strategy):
     params = (("bars", 20), ("sim", None), ("out", None), ("marks", None), ("seen", None))
 
@@ -192,7 +166,6 @@ class Probe(bt.Strategy):
                 self.p.out.append((time.time_ns() - (ev.candle.ts + 1000) * 1_000_000) / 1e6)
                 continue
             self.p.seen.append((d._name, ev.candle.ts, t, None))
-            TRACE.append((d._name, ev.candle.ts, t, ev.recv_ns))
         if all(v >= self.p.bars for v in self._live.values()):
             self.env.runstop()
 
@@ -214,7 +187,6 @@ def measure_btccxt(sim: SimThread | SimProcess, symbols: list[str], bars: int, m
     timer.start()
     cerebro.run()
     timer.cancel()
-    trace_report(sim)
     klines = sim.stats(EX)["rest"].get("/api/v3/klines", 0)
     live_bars = bars * len(symbols)
     return out + resolve(sim, seen), klines / max(1, live_bars) * 60

@@ -16,10 +16,11 @@ import logging
 import time
 from typing import Any
 
+from btccxt_cli.bars.closes import CloseCounter
 from btccxt_cli.clock import Clock
 from btccxt_cli.exchange.errors import is_temporary
 from btccxt_cli.exchange.taps import TESTED_CCXT, forget_updates, subscription_keys
-from btccxt_cli.model import Candle, FeedState
+from btccxt_cli.model import BarSource, Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.liveness import Liveness, Redial
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
@@ -28,6 +29,12 @@ from btccxt_cli.sources.ws_shards import ShardMessages, client_of, until_dropped
 
 __all__ = ["WsHub"]
 
+HAND_OVER_POLL_S = 0.0001
+"""How often the loop looks whether the strategy's thread took a complete close (``_hand_close_over``)."""
+HAND_OVER_STALL_S = 0.002
+"""The loop goes on when the strategy's thread took nothing for this long (it is busy elsewhere)."""
+HAND_OVER_MAX_S = 0.05
+"""... and after this long in any case."""
 FORGET_EVERY = 60  # a tapped shard bounds ccxt's update records every this many watches (~1 min)
 
 
@@ -101,6 +108,8 @@ class WsHub:
         self._flush: asyncio.TimerHandle | None = None
         self._groups: list[_Group] = []  # live shards (their sizes decide where new series go)
         self._hand_over_due = False
+        self._closes: dict[str, CloseCounter] = {}  # per interval: when a close is complete
+        self.handed_over = 0  # complete closes handed to the strategy's thread (tests, bench)
         self.shards = ShardMessages(exchange)  # when each shard's (un)subscribes go
         # a failed REST read makes the exchange "dark": probed about once a second, and its
         # first sign of life (REST answer, socket message) ends every reconnect wait at once
@@ -226,6 +235,12 @@ class WsHub:
         # no GIL hand-over per bar: bars closing together (one burst of messages) all reach
         # their pipes first, then the strategy's thread gets the GIL once (_hand_over)
         released = s.on_live(candles, closed, handoff=False)
+        if released and released[-1].source is BarSource.LIVE and s.pipe.handoff:
+            counter = self._closes.get(interval)
+            if counter is None:
+                counter = self._closes[interval] = CloseCounter()
+            if counter.count(released[-1].candle.ts):
+                self._hand_close_over(s.pipe.queued)
         if released and not self._hand_over_due:
             self._hand_over_due = True
             asyncio.get_running_loop().call_soon(self._hand_over)
@@ -233,6 +248,33 @@ class WsHub:
             sub.wake.set()
         if released and s.state is FeedState.CONNECTED and not s.assembler.has_gap():
             s.set_state(FeedState.LIVE)
+
+    def _hand_close_over(self, queued: list[int] | None) -> None:
+        """The last bar of a close is in its pipe: let the strategy's thread take them all
+        before this loop reads on.
+
+        Bars closing together come as a burst of messages, and right behind them the first
+        updates of the next bars (every symbol's). Both threads want the one GIL: while the
+        loop parsed those updates, the strategy's thread, woken for the close, waited for it
+        (up to the interpreter's 5 ms switch interval) with the close's last bars still to
+        take. So the loop sleeps in short steps (each lets the other thread run) until the
+        store's pipes are empty. It goes on when nothing was taken for ``HAND_OVER_STALL_S``
+        (the strategy's thread is busy elsewhere: a slow ``next()``, no cerebro at all) and
+        after ``HAND_OVER_MAX_S`` in any case. Real time on purpose: this is about the CPU,
+        not the exchange's clock. Pipes whose consumer is this loop itself (the hub's
+        publisher: ``handoff`` off) never come here."""
+        if queued is None or queued[0] <= 0:
+            return
+        self.handed_over += 1
+        start = moved = time.perf_counter()
+        left = queued[0]
+        while queued[0] > 0:
+            time.sleep(HAND_OVER_POLL_S)
+            now = time.perf_counter()
+            if queued[0] != left:
+                left, moved = queued[0], now
+            elif now - moved >= HAND_OVER_STALL_S or now - start >= HAND_OVER_MAX_S:
+                return
 
     def _hand_over(self) -> None:
         """Let the woken strategy thread take the GIL now (see ``Pipe.put_many``), once per

@@ -1,0 +1,139 @@
+"""The WebSocket loop hands a complete bar close to the strategy's thread before it reads on.
+
+``WsHub._sink`` is ours; it is called here as ccxt.pro's tapped ``handle_ohlcv`` calls it,
+on a running event loop, with a real ccxt.pro client that never connects. The consumer
+thread stands in for the strategy's (cerebro's feeds taking bars from their pipes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from btccxt_cli.bars.closes import CloseCounter
+from btccxt_cli.clock import ManualClock
+from btccxt_cli.exchange.factory import make_exchange
+from btccxt_cli.model import Candle
+from btccxt_cli.sources.base import RestGate, Series, SeriesParams
+from btccxt_cli.sources.pipe import Pipe
+from btccxt_cli.sources.rest import RestSchedule
+from btccxt_cli.sources.ws import HAND_OVER_STALL_S, WsHub, _Sub
+
+SYMS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+MINUTE = 60_000
+
+
+def test_a_close_counts_complete_with_as_many_live_bars_as_the_close_before():
+    c = CloseCounter()
+    assert [c.count(0), c.count(0), c.count(0)] == [False] * 3  # the first: size unknown
+    assert [c.count(MINUTE), c.count(MINUTE), c.count(MINUTE)] == [False, False, True]
+    assert c.count(0) is False  # a bar of an older close counts for nothing
+    assert [c.count(2 * MINUTE), c.count(2 * MINUTE)] == [False, False]  # one series short
+    assert [c.count(3 * MINUTE), c.count(3 * MINUTE)] == [False, True]  # two is the size now
+
+
+def _hub(clock: ManualClock, queued: list[int], *, handoff: bool = True) -> tuple[WsHub, dict]:
+    ex = make_exchange("binance", kind="pro", config={}, sim_url="http://127.0.0.1:9")
+    hub = WsHub(ex, tapped=False, gate=RestGate(), clock=clock)
+    series = {}
+    for sym in SYMS:
+        s = Series(SeriesParams(symbol=sym, timeframe="1m", mode="websocket", backfill_start=False),
+                   exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=queued), name=sym)
+        s.pipe.handoff = handoff
+        s.begin()
+        while s.pipe.get(0) is not None:  # its states
+            pass
+        hub._subs[(sym, "1m")] = _Sub(s, RestSchedule(s, hub.gate, clock, grace_s=1.0,
+                                                      polling=False))
+        series[sym] = s
+    return hub, series
+
+
+def _close(hub: WsHub, open_ms: int, syms: list[str]) -> None:
+    for sym in syms:
+        hub._sink(sym, "1m", [Candle(open_ms, 1.0, 2.0, 0.5, 1.5, 3.0)], [True])
+
+
+def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_all():
+    """Without the hand-over the loop went on to parse the next bars' first updates while
+    the strategy's thread, woken for the close, waited for the GIL (about 5 ms at 100
+    symbols). Here the consumer may start only as the close's last bar is read; it takes
+    every bar while the loop is still inside that bar's ``_sink``."""
+    clock = ManualClock(start_ms=10 * MINUTE)
+    queued = [0]
+    hub, series = _hub(clock, queued)
+    t0 = clock.time_ms()
+    go = threading.Event()
+    inside = [False]
+    taken: list[tuple[str, int, bool]] = []
+
+    def consume() -> None:
+        go.wait(10)
+        while len(taken) < len(SYMS):
+            for sym, s in series.items():
+                ev = s.pipe.get(0.5)
+                if ev is not None and ev.kind == "bar":
+                    taken.append((sym, ev.candle.ts, inside[0]))
+
+    async def main() -> None:
+        clock.advance(60.0)
+        _close(hub, t0, SYMS)  # the first close: its size is not known, no hand-over
+        assert hub.handed_over == 0 and queued == [3]
+        for s in series.values():
+            while s.pipe.get(0) is not None:
+                pass
+        clock.advance(60.0)
+        _close(hub, t0 + MINUTE, SYMS[:2])
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        inside[0] = True
+        go.set()
+        _close(hub, t0 + MINUTE, SYMS[2:])  # the close is complete in here
+        inside[0] = False
+        worker.join(10)
+
+    asyncio.run(main())
+    assert hub.handed_over == 1
+    assert queued == [0]
+    assert sorted(taken) == [(sym, t0 + MINUTE, True) for sym in SYMS]
+
+
+def test_a_strategy_thread_that_takes_nothing_holds_the_loop_only_briefly():
+    """No consumer at all (or a strategy busy in a long ``next()``): the loop goes on after
+    ``HAND_OVER_STALL_S`` without progress, and the bars stay in their pipes."""
+    clock = ManualClock(start_ms=10 * MINUTE)
+    queued = [0]
+    hub, series = _hub(clock, queued)
+    t0 = clock.time_ms()
+    waited: list[float] = []
+
+    async def main() -> None:
+        import time
+
+        for i in range(2):
+            clock.advance(60.0)
+            start = time.perf_counter()
+            _close(hub, t0 + i * MINUTE, SYMS)
+            waited.append(time.perf_counter() - start)
+
+    asyncio.run(main())
+    assert hub.handed_over == 1
+    assert queued == [6]  # nothing lost, nothing taken
+    assert waited[1] >= HAND_OVER_STALL_S  # it did wait for the close ...
+    assert waited[1] < 5.0  # ... and came back (the bound is HAND_OVER_MAX_S: a loaded CI box)
+
+
+def test_pipes_the_loop_itself_drains_are_never_waited_for():
+    """The hub's publisher takes its pipes on the loop (``handoff`` off): nothing to wait for."""
+    clock = ManualClock(start_ms=10 * MINUTE)
+    queued = [0]
+    hub, _series = _hub(clock, queued, handoff=False)
+    t0 = clock.time_ms()
+
+    async def main() -> None:
+        for i in range(3):
+            clock.advance(60.0)
+            _close(hub, t0 + i * MINUTE, SYMS)
+
+    asyncio.run(main())
+    assert hub.handed_over == 0 and queued == [9]
