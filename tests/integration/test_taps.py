@@ -107,3 +107,46 @@ def test_forgetting_one_stream_of_an_okx_batch_subscription(sim_factory):
     before, after = asyncio.run(main())
     assert before - after == {"multi:candle1m:BTC/USDT"}, (before, after)
     assert "multi:candle5m:BTC/USDT" in after
+
+
+def test_ccxt_handles_a_tapped_binance_candle_only_while_a_watch_waits_for_it(sim):
+    """With the tap's sink on, ccxt.pro's own handling of a kline message (its candle cache,
+    the answer to a watch) runs only while a watch waits for that stream: a batch
+    subscription watches once, then the sink takes every message. The sink sees every
+    message either way, with the symbol ccxt.pro would give it (spot by the socket's URL)."""
+    import json
+
+    async def main() -> tuple[list, dict, list, list]:
+        ex = make_exchange("binance", kind="pro", config={}, sim_url=sim.url("binance"))
+        ex.__class__ = taps.tapped_class("binance", type(ex))
+        seen: list = []
+        ex.btccxt_sink = lambda *got: seen.append(got)
+        try:
+            await ex.load_markets()
+            client = ex.client(ex.urls["api"]["ws"]["spot"] + "/stream")
+
+            def kline(t: int, closed: bool) -> str:
+                k = {"t": t, "T": t + 59_999, "s": "BTCUSDT", "i": "1m", "o": "1.5", "c": "2.5",
+                     "h": "3.5", "l": "0.5", "v": "7", "x": closed}
+                return json.dumps({"stream": "btcusdt@kline_1m",
+                                   "data": {"e": "kline", "E": t + 1, "s": "BTCUSDT", "k": k}})
+
+            client.handle_text_or_binary_message(kline(60_000, False))
+            client.handle_text_or_binary_message(kline(60_000, True))
+            untouched = dict(ex.ohlcvs)
+            waiting = client.future("ohlcv::BTC/USDT::1m")
+            client.handle_text_or_binary_message(kline(120_000, False))
+            answer = await asyncio.wait_for(waiting, 5)
+            client.handle_text_or_binary_message(kline(120_000, True))  # nobody waits again
+            cached = [list(r) for r in ex.ohlcvs["BTC/USDT"]["1m"]]
+            return seen, untouched, answer, cached
+        finally:
+            await ex.close()
+
+    seen, untouched, answer, cached = asyncio.run(main())
+    assert [(s[0], s[1], [c.ts for c in s[2]], s[3]) for s in seen] == [
+        ("BTC/USDT", "1m", [60_000], [False]), ("BTC/USDT", "1m", [60_000], [True]),
+        ("BTC/USDT", "1m", [120_000], [False]), ("BTC/USDT", "1m", [120_000], [True])]
+    assert untouched == {}  # no watch waited: ccxt's cache never saw the first two
+    assert answer[0] == "BTC/USDT" and answer[1] == "1m"
+    assert cached == [[120_000, 1.5, 3.5, 0.5, 2.5, 7.0]]  # the waited-for message only
