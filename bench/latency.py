@@ -1,6 +1,6 @@
 """Close-to-strategy latency, beside the ccxt.pro floor measured in the same run.
 
-    python bench/latency.py [--bars 20] [--symbols 1 100 1000] [--runs 5] [--sim-process]
+    python bench/latency.py [--bars 20] [--symbols 1 100 1000] [--runs 5] [--sim-process] [--trace]
                             [--modes websocket threaded rest]
 
 For every closed 1s bar: from the simulator's ``perf_counter_ns()`` just before it sends the
@@ -141,8 +141,42 @@ def resolve(sim: SimThread | SimProcess, seen: list[tuple[str, int, int, tuple |
 
 
 # ----------------------------------------------------------------------------- btccxt
+def trace_report(sim: SimThread | SimProcess, trace: list[tuple[str, int, int, int]]) -> None:
+    """``--trace``: where the time of each close went (after the first 3 closes), p50/p90/max
+    over the closes: the simulator's first and last final sent, the first and last bar into
+    a feed's pipe, the strategy's ``next()``."""
+    closes: dict[int, list[tuple[str, int, int]]] = {}
+    for name, ts, t, recv in trace:
+        closes.setdefault(ts, []).append((name, t, recv))
+    opens = sorted(closes)[3:]
+    sent: dict[tuple[str, int], int | None] = {}
+    for sym in {name for name, *_ in trace}:
+        if isinstance(sim, SimProcess):
+            sent.update({(sym, ts): ns for ts, ns in sim.closes_sent_ns(sym, "1s", opens).items()})
+        else:
+            sent.update({(sym, ts): sim.close_sent_ns(EX, sym, "1s", ts) for ts in opens})
+    steps: dict[str, list[float]] = {}
+    for ts in opens:
+        rows = closes[ts]
+        when = [ns for name, *_ in rows if (ns := sent.get((name, ts))) is not None]
+        if not when:
+            continue
+        first = min(when)
+        last_pipe, t_next = max(r[2] for r in rows), max(r[1] for r in rows)
+        for label, ns in (("first final sent -> last final sent", max(when)),
+                          ("first final sent -> first bar in a pipe", min(r[2] for r in rows)),
+                          ("first final sent -> last bar in a pipe", last_pipe)):
+            steps.setdefault(label, []).append((ns - first) / 1e6)
+        steps.setdefault("last bar in a pipe -> next()", []).append((t_next - last_pipe) / 1e6)
+        steps.setdefault("first final sent -> next()", []).append((t_next - first) / 1e6)
+    for label, xs in steps.items():
+        print(f"  trace {label:<40} p50 {statistics.median(xs):7.2f} p90 {pct(xs, 0.9):7.2f} "
+              f"max {max(xs):7.2f} ms")
+
+
 class Probe(bt.Strategy):
-    params = (("bars", 20), ("sim", None), ("out", None), ("marks", None), ("seen", None))
+    params = (("bars", 20), ("sim", None), ("out", None), ("marks", None), ("seen", None),
+              ("trace", None))
 
     def __init__(self) -> None:
         self._lens = {d: 0 for d in self.datas}
@@ -166,12 +200,14 @@ class Probe(bt.Strategy):
                 self.p.out.append((time.time_ns() - (ev.candle.ts + 1000) * 1_000_000) / 1e6)
                 continue
             self.p.seen.append((d._name, ev.candle.ts, t, None))
+            if self.p.trace is not None:
+                self.p.trace.append((d._name, ev.candle.ts, t, ev.recv_ns))
         if all(v >= self.p.bars for v in self._live.values()):
             self.env.runstop()
 
 
 def measure_btccxt(sim: SimThread | SimProcess, symbols: list[str], bars: int, mode: str,
-                   limiter: bool = True) -> tuple[list[float], float]:
+                   limiter: bool = True, trace: bool = False) -> tuple[list[float], float]:
     store = CCXTStore(EX, sim_url=sim.url(EX), config={"enableRateLimit": limiter})
     cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
     kw = {"websocket": {"use_websocket": True}, "threaded": {"use_threaded_data": True}, "rest": {}}[mode]
@@ -181,12 +217,15 @@ def measure_btccxt(sim: SimThread | SimProcess, symbols: list[str], bars: int, m
     out: list[float] = []
     seen: list[tuple[str, int, int, None]] = []
     marks: dict = {"wall": mode != "websocket"}
-    cerebro.addstrategy(Probe, bars=bars, sim=sim, out=out, marks=marks, seen=seen)
+    traced: list[tuple[str, int, int, int]] | None = [] if trace and mode == "websocket" else None
+    cerebro.addstrategy(Probe, bars=bars, sim=sim, out=out, marks=marks, seen=seen, trace=traced)
     timer = threading.Timer(bars * 3 + 60, cerebro.runstop)
     timer.daemon = True
     timer.start()
     cerebro.run()
     timer.cancel()
+    if traced:
+        trace_report(sim, traced)
     klines = sim.stats(EX)["rest"].get("/api/v3/klines", 0)
     live_bars = bars * len(symbols)
     return out + resolve(sim, seen), klines / max(1, live_bars) * 60
@@ -208,6 +247,9 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["websocket", "threaded", "rest"])
     ap.add_argument("--sim-process", action="store_true",
                     help="run the simulator in a process of its own (bars timed over its control API)")
+    ap.add_argument("--trace", action="store_true",
+                    help="websocket cases: print where each close's time went (first final sent, "
+                         "last bar into a feed's pipe, next())")
     args = ap.parse_args()
     sim_cm = SimProcess(EX, max(args.symbols)) if args.sim_process else None
     names = sim_cm.names if sim_cm else [f"C{i:04d}/USDT" for i in range(max(args.symbols))]
@@ -231,7 +273,8 @@ def main() -> int:
                     cases.setdefault("ccxt.pro floor (watch_ohlcv)", []).append(st)
                 for mode in modes:
                     limiter = not (mode != "websocket" and n > 10)
-                    xs, rest60 = measure_btccxt(sim, syms, args.bars, mode, limiter=limiter)
+                    xs, rest60 = measure_btccxt(sim, syms, args.bars, mode, limiter=limiter,
+                                                 trace=args.trace)
                     label = f"btccxt {mode}" + ("" if limiter else " [no limiter]")
                     print(row(label, n, xs, f"{rest60:.1f}"), flush=True)
                     if (st := stats(xs)) is not None:
