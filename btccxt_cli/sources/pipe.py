@@ -20,6 +20,9 @@ __all__ = ["Pipe", "ring"]
 # once (return None) instead of sleeping out its ``qcheck``.
 _BELL = threading.Condition()
 _RINGS = [0]
+WAITING = [0]
+"""Threads waiting on the shared doorbell now (in ``Pipe.get``/``Pipe.wait``): a strategy's
+thread waits there once it has taken what there was and ``next()`` returned."""
 
 
 def ring() -> None:
@@ -106,7 +109,11 @@ class Pipe:
             if (not self._q and timeout and not self.closed
                     and not (give_way and queued is not None and queued[0] > 0)):
                 rang = _RINGS[0]
-                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+                WAITING[0] += 1
+                try:
+                    self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+                finally:
+                    WAITING[0] -= 1
             ev = self._q.popleft() if self._q else None
             if ev is not None and queued is not None and not self.closed:
                 queued[0] -= 1
@@ -123,7 +130,11 @@ class Pipe:
         with self._cv:
             if not self._q and not self.closed and timeout > 0:
                 rang = _RINGS[0]
-                self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+                WAITING[0] += 1
+                try:
+                    self._cv.wait_for(lambda: self._q or self.closed or _RINGS[0] != rang, timeout)
+                finally:
+                    WAITING[0] -= 1
 
     def close(self) -> None:
         with self._cv:

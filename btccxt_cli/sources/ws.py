@@ -23,6 +23,7 @@ from btccxt_cli.exchange.taps import TESTED_CCXT, forget_updates, subscription_k
 from btccxt_cli.model import BarSource, Candle, FeedState
 from btccxt_cli.sources.base import RestGate, Series
 from btccxt_cli.sources.liveness import Liveness, Redial
+from btccxt_cli.sources.pipe import WAITING
 from btccxt_cli.sources.rest import RestSchedule, rest_keeper
 from btccxt_cli.sources.shards import market_kind, pin_connection, shard_size
 from btccxt_cli.sources.ws_shards import ShardMessages, client_of, until_dropped
@@ -258,7 +259,8 @@ class WsHub:
         loop parsed those updates, the strategy's thread, woken for the close, waited for it
         (up to the interpreter's 5 ms switch interval) with the close's last bars still to
         take. So the loop sleeps in short steps (each lets the other thread run) until the
-        store's pipes are empty. It goes on when nothing was taken for ``HAND_OVER_STALL_S``
+        store's pipes are empty and the strategy's thread waits for more (its ``next()`` has
+        run). It goes on when nothing was taken for ``HAND_OVER_STALL_S``
         (the strategy's thread is busy elsewhere: a slow ``next()``, no cerebro at all) and
         after ``HAND_OVER_MAX_S`` in any case. Real time on purpose: this is about the CPU,
         not the exchange's clock. Pipes whose consumer is this loop itself (the hub's
@@ -268,7 +270,7 @@ class WsHub:
         self.handed_over += 1
         start = moved = time.perf_counter()
         left = queued[0]
-        while queued[0] > 0:
+        while left > 0 or not WAITING[0]:
             time.sleep(HAND_OVER_POLL_S)
             now = time.perf_counter()
             if queued[0] != left:

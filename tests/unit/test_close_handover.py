@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from btccxt_cli.bars.closes import CloseCounter
 from btccxt_cli.clock import ManualClock
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.model import Candle
 from btccxt_cli.sources.base import RestGate, Series, SeriesParams
-from btccxt_cli.sources.pipe import Pipe
+from btccxt_cli.sources.pipe import Pipe, ring
 from btccxt_cli.sources.rest import RestSchedule
 from btccxt_cli.sources.ws import HAND_OVER_STALL_S, WsHub, _Sub
 
@@ -54,11 +55,16 @@ def _close(hub: WsHub, open_ms: int, syms: list[str]) -> None:
         hub._sink(sym, "1m", [Candle(open_ms, 1.0, 2.0, 0.5, 1.5, 3.0)], [True])
 
 
-def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_all():
+def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_all(monkeypatch):
     """Without the hand-over the loop went on to parse the next bars' first updates while
     the strategy's thread, woken for the close, waited for the GIL (about 5 ms at 100
     symbols). Here the consumer may start only as the close's last bar is read; it takes
-    every bar while the loop is still inside that bar's ``_sink``."""
+    every bar while the loop is still inside that bar's ``_sink``, and the loop goes on as
+    soon as the consumer waits for more (not on its no-progress bound, made long here)."""
+    from btccxt_cli.sources import ws
+
+    monkeypatch.setattr(ws, "HAND_OVER_STALL_S", 30.0)
+    monkeypatch.setattr(ws, "HAND_OVER_MAX_S", 30.0)
     clock = ManualClock(start_ms=10 * MINUTE)
     queued = [0]
     hub, series = _hub(clock, queued)
@@ -66,14 +72,16 @@ def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_al
     go = threading.Event()
     inside = [False]
     taken: list[tuple[str, int, bool]] = []
+    held: list[float] = []
 
     def consume() -> None:
         go.wait(10)
         while len(taken) < len(SYMS):
             for sym, s in series.items():
-                ev = s.pipe.get(0.5)
+                ev = s.pipe.get(0)
                 if ev is not None and ev.kind == "bar":
                     taken.append((sym, ev.candle.ts, inside[0]))
+        series[SYMS[0]].pipe.wait(10)  # for more, as cerebro after next(): woken below
 
     async def main() -> None:
         clock.advance(60.0)
@@ -88,14 +96,18 @@ def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_al
         worker.start()
         inside[0] = True
         go.set()
+        start = time.perf_counter()
         _close(hub, t0 + MINUTE, SYMS[2:])  # the close is complete in here
         inside[0] = False
+        held.append(time.perf_counter() - start)
+        ring()
         worker.join(10)
 
     asyncio.run(main())
     assert hub.handed_over == 1
     assert queued == [0]
     assert sorted(taken) == [(sym, t0 + MINUTE, True) for sym in SYMS]
+    assert held[0] < 10.0  # the loop went on while the consumer waited, not after its bounds
 
 
 def test_a_strategy_thread_that_takes_nothing_holds_the_loop_only_briefly():
