@@ -262,7 +262,8 @@ class WsHub:
         store's pipes are empty and the strategy's thread waits for more (its ``next()`` has
         run). It goes on when nothing was taken for ``HAND_OVER_STALL_S``
         (the strategy's thread is busy elsewhere: a slow ``next()``, no cerebro at all) and
-        after ``HAND_OVER_MAX_S`` in any case. Real time on purpose: this is about the CPU,
+        after ``HAND_OVER_MAX_S`` in any case, and at once when another thread asks the loop
+        for something (an order the strategy sent from ``next()``). Real time on purpose: this is about the CPU,
         not the exchange's clock. Pipes whose consumer is this loop itself (the hub's
         publisher: ``handoff`` off) never come here."""
         if queued is None or queued[0] <= 0:
@@ -270,9 +271,15 @@ class WsHub:
         self.handed_over += 1
         start = moved = time.perf_counter()
         left = queued[0]
+        # another thread asking this loop for something (the broker's order from next())
+        # ends the wait at once: the loop's ready queue grows only from other threads now
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        asked = len(ready) if ready is not None else 0
         while left > 0 or not WAITING[0]:
             time.sleep(HAND_OVER_POLL_S)
             now = time.perf_counter()
+            if ready is not None and len(ready) > asked:
+                return
             if queued[0] != left:
                 left, moved = queued[0], now
             elif now - moved >= HAND_OVER_STALL_S or now - start >= HAND_OVER_MAX_S:

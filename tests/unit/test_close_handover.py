@@ -149,3 +149,47 @@ def test_pipes_the_loop_itself_drains_are_never_waited_for():
 
     asyncio.run(main())
     assert hub.handed_over == 0 and queued == [9]
+
+
+def test_another_thread_asking_the_loop_ends_the_hand_over_at_once(monkeypatch):
+    """The strategy's ``next()`` sends an order: the broker asks the store's loop from the
+    strategy's thread (``call_soon_threadsafe``). The loop stops handing over at once and
+    runs it, without waiting for its no-progress bound (made long here)."""
+    from btccxt_cli.sources import ws
+
+    monkeypatch.setattr(ws, "HAND_OVER_STALL_S", 30.0)
+    monkeypatch.setattr(ws, "HAND_OVER_MAX_S", 30.0)
+    clock = ManualClock(start_ms=10 * MINUTE)
+    queued = [0]
+    hub, series = _hub(clock, queued)
+    t0 = clock.time_ms()
+    ran = threading.Event()
+    held: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        clock.advance(60.0)
+        _close(hub, t0, SYMS)
+        clock.advance(60.0)
+        _close(hub, t0 + MINUTE, SYMS[:2])
+
+        def strategy() -> None:  # takes the close, then "sends an order" before waiting
+            taken = 0
+            while taken < 6:
+                for s in series.values():
+                    if s.pipe.get(0) is not None:
+                        taken += 1
+            loop.call_soon_threadsafe(ran.set)
+
+        worker = threading.Thread(target=strategy, daemon=True)
+        worker.start()
+        start = time.perf_counter()
+        _close(hub, t0 + MINUTE, SYMS[2:])
+        held.append(time.perf_counter() - start)
+        await asyncio.sleep(0)
+        worker.join(10)
+
+    asyncio.run(main())
+    assert hub.handed_over == 1 and queued == [0]
+    assert ran.is_set()
+    assert held[0] < 10.0  # not the 30 s bound: the order's callback ended the wait
