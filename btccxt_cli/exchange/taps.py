@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 Sink = Callable[[str, str, list[Candle], list[bool]], None]
 
 
-def _symbol_of(ex: Any, client: Any, market_id: Any, spot: Callable[[Any], bool]) -> str:
+def _symbol_of(ex: Any, client: Any, market_id: Any) -> str:
     """``ex.safe_symbol`` of a market id on ``client``'s socket (spot or contract, as ccxt.pro
     decides by the socket's URL), remembered per socket and id: thousands of messages a
     second ask the same few hundred. Forgotten when ccxt loads its markets again."""
@@ -45,7 +45,7 @@ def _symbol_of(ex: Any, client: Any, market_id: Any, spot: Callable[[Any], bool]
     symbol = memo[1].get(key)
     if symbol is None:
         symbol = memo[1][key] = ex.safe_symbol(market_id, None, None,
-                                               "spot" if spot(client) else "contract")
+                                               "spot" if ex.is_spot_url(client) else "contract")
     return symbol
 
 
@@ -55,7 +55,7 @@ def _binance(ex: Any, client: Any, message: dict) -> tuple[str, str, list[Candle
     k = message.get("k")
     if not isinstance(k, dict) or message.get("e") != "kline":
         return None
-    symbol = _symbol_of(ex, client, k.get("s"), ex.is_spot_url)
+    symbol = _symbol_of(ex, client, k.get("s"))
     row = Candle(int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]),
                  float(k.get("v") or 0.0))
     return symbol, str(k.get("i")), [row], [bool(k.get("x"))]

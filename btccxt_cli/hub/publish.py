@@ -168,7 +168,7 @@ class LoopPublisher:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._redis: Any = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._flushing = False
         self.batches = 0
         self.complete = 0  # batches sent because their close was complete (tests, bench)
@@ -215,7 +215,7 @@ class LoopPublisher:
         if on_loop:
             self._timer = loop.call_later(delay, self._due)
         else:
-            self._timer = loop.call_soon_threadsafe(self._due)  # type: ignore[assignment]
+            self._timer = loop.call_soon_threadsafe(self._due)
 
     def kick(self) -> None:
         """Publish what is waiting now (any thread): the publisher thread hands over."""

@@ -260,12 +260,12 @@ class WsHub:
         (up to the interpreter's 5 ms switch interval) with the close's last bars still to
         take. So the loop sleeps in short steps (each lets the other thread run) until the
         store's pipes are empty and the strategy's thread waits for more (its ``next()`` has
-        run). It goes on when nothing was taken for ``HAND_OVER_STALL_S``
-        (the strategy's thread is busy elsewhere: a slow ``next()``, no cerebro at all) and
-        after ``HAND_OVER_MAX_S`` in any case, and at once when another thread asks the loop
-        for something (an order the strategy sent from ``next()``). Real time on purpose: this is about the CPU,
-        not the exchange's clock. Pipes whose consumer is this loop itself (the hub's
-        publisher: ``handoff`` off) never come here."""
+        run). It goes on when nothing was taken for ``HAND_OVER_STALL_S`` (the strategy's
+        thread is busy elsewhere: a slow ``next()``, no cerebro at all), after
+        ``HAND_OVER_MAX_S`` in any case, and at once when another thread asks the loop for
+        something (an order the strategy sent from ``next()``). Real time on purpose: this is
+        about the CPU, not the exchange's clock. Pipes whose consumer is this loop itself (the
+        hub's publisher: ``handoff`` off) never come here."""
         if queued is None or queued[0] <= 0:
             return
         self.handed_over += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import NamedTuple
 
 from btccxt_cli.bars.closes import CloseCounter
 from btccxt_cli.clock import ManualClock
@@ -33,7 +34,18 @@ def test_a_close_counts_complete_with_as_many_live_bars_as_the_close_before():
     assert [c.count(3 * MINUTE), c.count(3 * MINUTE)] == [False, True]  # two is the size now
 
 
-def _hub(clock: ManualClock, queued: list[int], *, handoff: bool = True) -> tuple[WsHub, dict]:
+class _Rig(NamedTuple):
+    hub: WsHub
+    series: dict[str, Series]
+    clock: ManualClock
+    queued: list[int]  # events waiting in all the series' pipes (the store's counter)
+    t0: int  # the open of the bar forming at the start
+
+
+def _rig(*, handoff: bool = True) -> _Rig:
+    """A hub with the three series of ``SYMS`` (1m, live, their pipes sharing one counter)."""
+    clock = ManualClock(start_ms=10 * MINUTE)
+    queued = [0]
     ex = make_exchange("binance", kind="pro", config={}, sim_url="http://127.0.0.1:9")
     hub = WsHub(ex, tapped=False, gate=RestGate(), clock=clock)
     series = {}
@@ -47,7 +59,16 @@ def _hub(clock: ManualClock, queued: list[int], *, handoff: bool = True) -> tupl
         hub._subs[(sym, "1m")] = _Sub(s, RestSchedule(s, hub.gate, clock, grace_s=1.0,
                                                       polling=False))
         series[sym] = s
-    return hub, series
+    return _Rig(hub, series, clock, queued, clock.time_ms())
+
+
+def _long_bounds(monkeypatch) -> None:
+    """The hand-over's no-progress and overall bounds at 30 s: what ends a wait sooner is
+    what the test is about."""
+    from btccxt_cli.sources import ws
+
+    monkeypatch.setattr(ws, "HAND_OVER_STALL_S", 30.0)
+    monkeypatch.setattr(ws, "HAND_OVER_MAX_S", 30.0)
 
 
 def _close(hub: WsHub, open_ms: int, syms: list[str]) -> None:
@@ -61,14 +82,8 @@ def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_al
     symbols). Here the consumer may start only as the close's last bar is read; it takes
     every bar while the loop is still inside that bar's ``_sink``, and the loop goes on as
     soon as the consumer waits for more (not on its no-progress bound, made long here)."""
-    from btccxt_cli.sources import ws
-
-    monkeypatch.setattr(ws, "HAND_OVER_STALL_S", 30.0)
-    monkeypatch.setattr(ws, "HAND_OVER_MAX_S", 30.0)
-    clock = ManualClock(start_ms=10 * MINUTE)
-    queued = [0]
-    hub, series = _hub(clock, queued)
-    t0 = clock.time_ms()
+    _long_bounds(monkeypatch)
+    hub, series, clock, queued, t0 = _rig()
     go = threading.Event()
     inside = [False]
     taken: list[tuple[str, int, bool]] = []
@@ -113,15 +128,10 @@ def test_the_loop_waits_in_the_last_bar_of_a_close_until_the_strategy_took_it_al
 def test_a_strategy_thread_that_takes_nothing_holds_the_loop_only_briefly():
     """No consumer at all (or a strategy busy in a long ``next()``): the loop goes on after
     ``HAND_OVER_STALL_S`` without progress, and the bars stay in their pipes."""
-    clock = ManualClock(start_ms=10 * MINUTE)
-    queued = [0]
-    hub, series = _hub(clock, queued)
-    t0 = clock.time_ms()
+    hub, _series, clock, queued, t0 = _rig()
     waited: list[float] = []
 
     async def main() -> None:
-        import time
-
         for i in range(2):
             clock.advance(60.0)
             start = time.perf_counter()
@@ -137,10 +147,7 @@ def test_a_strategy_thread_that_takes_nothing_holds_the_loop_only_briefly():
 
 def test_pipes_the_loop_itself_drains_are_never_waited_for():
     """The hub's publisher takes its pipes on the loop (``handoff`` off): nothing to wait for."""
-    clock = ManualClock(start_ms=10 * MINUTE)
-    queued = [0]
-    hub, _series = _hub(clock, queued, handoff=False)
-    t0 = clock.time_ms()
+    hub, _series, clock, queued, t0 = _rig(handoff=False)
 
     async def main() -> None:
         for i in range(3):
@@ -155,14 +162,8 @@ def test_another_thread_asking_the_loop_ends_the_hand_over_at_once(monkeypatch):
     """The strategy's ``next()`` sends an order: the broker asks the store's loop from the
     strategy's thread (``call_soon_threadsafe``). The loop stops handing over at once and
     runs it, without waiting for its no-progress bound (made long here)."""
-    from btccxt_cli.sources import ws
-
-    monkeypatch.setattr(ws, "HAND_OVER_STALL_S", 30.0)
-    monkeypatch.setattr(ws, "HAND_OVER_MAX_S", 30.0)
-    clock = ManualClock(start_ms=10 * MINUTE)
-    queued = [0]
-    hub, series = _hub(clock, queued)
-    t0 = clock.time_ms()
+    _long_bounds(monkeypatch)
+    hub, series, clock, queued, t0 = _rig()
     ran = threading.Event()
     held: list[float] = []
 
