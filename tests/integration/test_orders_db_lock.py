@@ -28,6 +28,7 @@ EX = "binance"
 HOLD_S = 3.0  # seconds the other connection holds the lock (from LOCK_BEFORE_MS before the fill)
 LEAD_MS = 6000  # the exchange's clock jumps to this long before the crossing
 LOCK_BEFORE_MS = 1500  # the lock is taken this long before the crossing
+QUIET_S = 15.0  # no crossing for this long after the order is planned
 
 
 def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_released(
@@ -64,7 +65,10 @@ def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_releas
         stamp = int(round(s.data.datetime.datetime(0).replace(tzinfo=timezone.utc).timestamp() * 1000))
         bars.append((s.data.series.grid.open_of(stamp), now))
         if n == 1:
-            _place_crossing(sim, s, plan, quiet_s=6.0)
+            # the crossing comes QUIET_S after the order is planned; the clock jumps to
+            # LEAD_MS before it once the order is accepted, which on a loaded machine took
+            # seconds (with 6 s, CI once saw the fill before the lock was taken)
+            _place_crossing(sim, s, plan, quiet_s=QUIET_S)
         o = s.orders.get("cross")
         if o is None or "Accepted" not in out.statuses(o.ref) or s.broker.updates_via != "websocket":
             return
@@ -104,7 +108,8 @@ def test_a_locked_orders_database_delays_no_bar_and_the_fill_is_told_once_releas
         other.close()
     assert not out.timed_out, (out.notes, out.broker.sync.via_log if out.broker.sync else None)
     assert state["exchange_status"] == "filled", "the order filled while the lock was held"
-    assert state["fills_while_locked"] == 0, "the lock kept the fill out while it was held"
+    assert state["fills_while_locked"] == 0, (
+        "the lock kept the fill out while it was held", plan, state.get("locked_at"))
 
     # bars the simulator pushed while the lock was held reached the strategy on time
     late = []
