@@ -285,6 +285,18 @@ def main() -> int:
     for label, n, runs in summary:
         print(f"{label:<28} {n:>4} {len(runs):>4} {spread([r[0] for r in runs]):>22} "
               f"{spread([r[1] for r in runs]):>22} {max(r[2] for r in runs):>9.2f}")
+    print("\n# btccxt over the floor of the same run (issue 18's targets: p50 and p99 <= 2x, slowest bar <= 3x)")
+    print(f"{'case':<28} {'sym':>4} {'runs':>4} {'p50 ratio min/med/max':>22} {'p99 ratio min/med/max':>22} "
+          f"{'max ratio':>9}")
+    floors = {n: runs for label, n, runs in summary if label.startswith("ccxt.pro floor")}
+    for label, n, runs in summary:
+        base = floors.get(n)
+        if label.startswith("ccxt.pro floor") or base is None or len(base) != len(runs):
+            continue
+        r50 = [r[0] / f[0] for r, f in zip(runs, base, strict=True)]
+        r99 = [r[1] / f[1] for r, f in zip(runs, base, strict=True)]
+        worst = max(r[2] for r in runs) / max(f[2] for f in base)
+        print(f"{label:<28} {n:>4} {len(runs):>4} {spread(r50):>22} {spread(r99):>22} {worst:>9.2f}")
     return 0
 
 

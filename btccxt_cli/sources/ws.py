@@ -245,7 +245,7 @@ class WsHub:
         if released and not self._hand_over_due:
             self._hand_over_due = True
             asyncio.get_running_loop().call_soon(self._hand_over)
-        if released or s.assembler.has_gap():
+        if s.assembler.has_gap() or (released and sub.schedule.needs_wake()):
             sub.wake.set()
         if released and s.state is FeedState.CONNECTED and not s.assembler.has_gap():
             s.set_state(FeedState.LIVE)
