@@ -150,3 +150,56 @@ def test_ccxt_handles_a_tapped_binance_candle_only_while_a_watch_waits_for_it(si
     assert untouched == {}  # no watch waited: ccxt's cache never saw the first two
     assert answer[0] == "BTC/USDT" and answer[1] == "1m"
     assert cached == [[120_000, 1.5, 3.5, 0.5, 2.5, 7.0]]  # the waited-for message only
+
+
+def test_binance_candle_messages_skip_ccxts_routing_table_and_land_where_ccxt_would_put_them(sim):
+    """The tapped binance class hands a kline event straight to ``handle_ohlcv``; every other
+    message goes through ccxt.pro's own ``handle_message``. Fed the same messages, it ends
+    with the same sink calls, the same candle and trade caches and the same answered watch
+    as a tapped class that lets ccxt route everything."""
+    import json
+
+    base = taps.tapped_class("binance", type(make_exchange("binance", kind="pro", config={})))
+    unrouted = type("Unrouted", (base,), {"handle_message": base.__mro__[1].handle_message})
+
+    def kline(t: int, closed: bool, **extra: object) -> dict:
+        k = {"t": t, "T": t + 59_999, "s": "BTCUSDT", "i": "1m", "o": "1.5", "c": "2.5",
+             "h": "3.5", "l": "0.5", "v": "7", "x": closed}
+        return {"e": "kline", "E": t + 1, "s": "BTCUSDT", "k": k, **extra}
+
+    trade = {"e": "trade", "E": 61_000, "s": "BTCUSDT", "t": 12, "p": "2.0", "q": "0.1", "T": 61_000, "m": True}
+    messages = [
+        {"stream": "btcusdt@kline_1m", "data": kline(60_000, False)},
+        kline(60_000, True),  # bare (a raw stream)
+        {"stream": "btcusdt@kline_1m", "data": kline(120_000, False)},  # a watch waits for this one
+        {"stream": "btcusdt@trade", "data": trade},  # not a candle: ccxt's route
+        {"result": None, "id": "7"},  # a request's answer: ccxt's route
+        kline(120_000, True, id="8"),  # not a plain event: ccxt's route
+    ]
+    assert [taps._binance_candle(m) is not None for m in messages] == [True, True, True, False, False, False]
+
+    async def feed(cls: type) -> tuple[list, list, list, list]:
+        ex = make_exchange("binance", kind="pro", config={}, sim_url=sim.url("binance"))
+        ex.__class__ = cls
+        seen: list = []
+        ex.btccxt_sink = lambda *got: seen.append((got[0], got[1], [c.ts for c in got[2]], got[3]))
+        try:
+            await ex.load_markets()
+            client = ex.client(ex.urls["api"]["ws"]["spot"] + "/stream")
+            answers = []
+            for i, m in enumerate(messages):
+                waiting = client.future("ohlcv::BTC/USDT::1m") if i == 2 else None
+                client.handle_text_or_binary_message(json.dumps(m))
+                if waiting is not None:
+                    answers.append(await asyncio.wait_for(waiting, 5))
+            candles = [list(r) for r in ex.ohlcvs["BTC/USDT"]["1m"]]
+            trades = [(t["id"], t["price"]) for t in (ex.trades or {}).get("BTC/USDT", [])]
+            return seen, answers, candles, trades
+        finally:
+            await ex.close()
+
+    routed, plain = asyncio.run(feed(base)), asyncio.run(feed(unrouted))
+    assert routed == plain
+    seen, answers, candles, _trades = routed
+    assert [s[2] for s in seen] == [[60_000], [60_000], [120_000], [120_000]]
+    assert answers and candles == [[120_000, 1.5, 3.5, 0.5, 2.5, 7.0]]
