@@ -178,6 +178,20 @@ class SyncRestDriver:
         self.schedule.on_rows(rows, since, self.exchange.last_response_headers)
 
 
+async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """Until ``event`` is set or ``timeout`` seconds passed (which sets it). Not
+    ``asyncio.wait_for``: on Python 3.11 it lost a cancel that came as the event was set
+    (the keeper then ran on past its store's stop), and it made a task of every wait."""
+    if timeout is None:
+        await event.wait()
+        return
+    handle = asyncio.get_running_loop().call_later(timeout, event.set)
+    try:
+        await event.wait()
+    finally:
+        handle.cancel()
+
+
 async def rest_keeper(schedule: RestSchedule, exchange: Any, wake: asyncio.Event) -> None:
     """Async twin of ``SyncRestDriver.pump`` as a task: reads whenever the schedule says."""
     s = schedule.series
@@ -190,9 +204,7 @@ async def rest_keeper(schedule: RestSchedule, exchange: Any, wake: asyncio.Event
         if wait is None or wait > 0:
             schedule.asleep_until = math.inf if wait is None else schedule.clock.monotonic() + wait
             try:
-                await asyncio.wait_for(wake.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
+                await _wait_event(wake, wait)
             finally:
                 schedule.asleep_until = 0.0
             continue

@@ -194,3 +194,44 @@ def test_another_thread_asking_the_loop_ends_the_hand_over_at_once(monkeypatch):
     assert hub.handed_over == 1 and queued == [0]
     assert ran.is_set()
     assert held[0] < 10.0  # not the 30 s bound: the order's callback ended the wait
+
+
+def test_a_close_wakes_no_rest_keeper_that_sleeps_until_its_next_read():
+    """A released live bar moves a keeper's next read later, never earlier: a keeper asleep
+    until its read is due is left asleep (at every close all of them woke, in the middle of
+    the close's burst of messages). A gap wakes its keeper to fill it now."""
+    from btccxt_cli.sources.rest import rest_keeper
+
+    hub, series, clock, _queued, t0 = _rig()
+    subs = list(hub._subs.values())
+
+    async def asleep() -> list[float]:
+        for _ in range(1000):  # the keepers run on this loop: let them reach their wait
+            if all(0.0 < sub.schedule.asleep_until < float("inf") for sub in subs):
+                return [sub.schedule.asleep_until for sub in subs]
+            await asyncio.sleep(0)
+        raise AssertionError([sub.schedule.asleep_until for sub in subs])
+
+    async def main() -> None:
+        keepers = [asyncio.create_task(rest_keeper(sub.schedule, None, sub.wake)) for sub in subs]
+        try:
+            planned = await asleep()  # until the forming bar's end plus the grace
+            for close in (t0, t0 + MINUTE):
+                clock.advance(60.0)
+                _close(hub, close, SYMS)
+                assert not any(sub.wake.is_set() for sub in subs)
+                await asyncio.sleep(0)
+                assert [sub.schedule.asleep_until for sub in subs] == planned  # still asleep
+            clock.advance(120.0)
+            hub._sink(SYMS[0], "1m", [Candle(t0 + 3 * MINUTE, 1.0, 2.0, 0.5, 1.5, 3.0)], [True])
+            assert series[SYMS[0]].assembler.has_gap() and subs[0].wake.is_set()
+            assert not subs[1].wake.is_set()
+            assert not subs[0].schedule.needs_wake()  # only a keeper with nothing planned
+            subs[0].schedule.asleep_until = float("inf")
+            assert subs[0].schedule.needs_wake()
+        finally:
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+
+    asyncio.run(main())
