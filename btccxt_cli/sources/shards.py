@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAP_S", "MESSAGE_RATES", "shard_size",
+__all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAPS", "subscribe_gap", "MESSAGE_RATES", "shard_size",
            "SOCKET_TOPICS", "market_kind", "pin_connection", "socket_key", "pace_sockets",
            "keep_successor_sockets", "spread_topics"]
 
@@ -50,10 +50,17 @@ MESSAGE_RATES: dict[str, float] = {"kucoin": 8.0, "bitget": 7.0}
 #: to one socket: kucoin refuses past 400 topics a socket (room left for other channels)
 SOCKET_TOPICS: dict[str, int] = {"kucoin": 380}
 DEFAULT_SHARD = 200
-#: at least this long between two (un)subscribe messages of ours on one socket: binance closes a
-#: socket past 5 incoming messages a second (pongs count), and ccxt's own pacing (about 4 a
-#: second after a pause) leaves no room for them
-SUBSCRIBE_GAP_S = 0.35
+#: exchange -> at least this long between two (un)subscribe messages of ours on one socket:
+#: binance closes a socket past 5 incoming messages a second (pongs count), and ccxt's own
+#: pacing (about 4 a second after a pause) leaves no room for them. Elsewhere ccxt's pacing
+#: (and ``MESSAGE_RATES``) alone: bybit documents no message rate (its limit is 10 args a
+#: spot request), and a gap there made 1,000 symbols (100 requests) take 35 s to subscribe.
+SUBSCRIBE_GAPS: dict[str, float] = {"binance": 0.35}
+
+
+def subscribe_gap(exchange: Any) -> float:
+    """Seconds between two subscribe messages of ours on one socket of ``exchange``."""
+    return SUBSCRIBE_GAPS.get(str(getattr(exchange, "id", "")), 0.0)
 _PIN_HASH = "multipleOHLCV"  # ccxt.pro binance's subscription hash of watch_ohlcv_for_symbols
 
 

@@ -302,6 +302,8 @@ class WsHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if s.phase == s.OVER:
+                    return  # the store is stopping and closed the socket: nothing went down
                 text = f"{type(exc).__name__}: {exc}"
                 if _refuses_symbol(exc):
                     s.note(error=text)
@@ -359,6 +361,8 @@ class WsHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if all(sub.series.phase == sub.series.OVER for sub in group.subs):
+                    return  # the store is stopping and closed the socket: nothing went down
                 if _refuses_symbol(exc) or not is_temporary(exc):
                     refusals += 1
                     if _refuses_symbol(exc) or refusals >= 2:

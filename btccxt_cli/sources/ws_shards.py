@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 from btccxt_cli.exchange.taps import subscription_keys
 from btccxt_cli.sources.shards import (
-    SUBSCRIBE_GAP_S,
     keep_successor_sockets,
     pace_sockets,
     pin_connection,
     shard_size,
     socket_key,
     spread_topics,
+    subscribe_gap,
 )
 
 __all__ = ["ShardMessages", "REWATCH_S", "client_of", "until_dropped"]
@@ -81,13 +81,16 @@ class ShardMessages:
         return members
 
     async def pace(self, shard: _Shard) -> None:
-        """Wait for this shard's turn to send a message on its socket (``SUBSCRIBE_GAP_S``);
+        """Wait for this shard's turn to send a message on its socket (``subscribe_gap``);
         on the wall clock, as the exchange counts."""
+        gap = subscribe_gap(self.exchange)
+        if gap <= 0:
+            return  # ccxt's own pacing of the socket
         loop = asyncio.get_running_loop()
         key = socket_key(self.exchange, shard.kind, shard.index)
         now = loop.time()
         at = max(now, self._sends.get(key, now))
-        self._sends[key] = at + SUBSCRIBE_GAP_S
+        self._sends[key] = at + gap
         if at > now:
             shard.queued = True
             try:

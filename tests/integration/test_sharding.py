@@ -154,3 +154,41 @@ def test_a_silent_shard_is_renewed_on_its_own_socket(sim_factory):
     assert stats["unsubscribe_requests"] == 1 and stats["ws_limit_closes"] == 0
     assert stats["ws_connections_total"] == N // LIMIT  # no socket was closed or added
     assert_matches_truth(sim, "binance", SPOT[25], "1s", res.bars[SPOT[25]], tf_ms=1000)
+
+
+def test_a_socket_closing_under_a_stopping_store_reports_nothing_down(sim_factory, caplog):
+    """A store stops by marking its series over, then closing the sockets, then cancelling
+    the watches: a shard that saw its socket close in between warned "socket error" and every
+    one of its series "WebSocket down" (hundreds of warnings when a 1,000-symbol run
+    stopped), and waited to redial. Here the socket closes (the exchange drops it) while the
+    series are over: the shards' watches end, and nothing is reported down."""
+    import logging
+    import threading
+    import time
+
+    from btccxt_cli.sources.base import SeriesParams
+
+    syms = SPOT[:30]
+    sim = sim_factory(exchanges=("bybit",), symbols={"bybit": syms})
+    store = CCXTStore("bybit", sim_url=sim.url("bybit"))
+    tick, deadline = threading.Event(), time.monotonic() + 30
+    try:
+        handles = [store.attach(SeriesParams(symbol=sym, timeframe="1m", mode="websocket",
+                                             backfill_start=False, exchange_id="bybit")) for sym in syms]
+        while sum(len(v) for v in sim.stats("bybit")["subscriptions"].values()) < len(syms):
+            assert time.monotonic() < deadline, sim.stats("bybit")["subscriptions"]
+            tick.wait(0.05)  # polling the simulator's count, with a deadline
+        groups = list(store._hub._groups)
+        assert len(groups) == 3  # shards of 10 args (bybit spot)
+        with caplog.at_level(logging.WARNING):
+            for h in handles:
+                h.series.phase = h.series.OVER  # as CCXTStore.stop does first
+            sim.drop("bybit")
+            while not all(g.task.done() for g in groups):
+                assert time.monotonic() < deadline, "a shard's watch went on after its socket closed"
+                tick.wait(0.05)
+    finally:
+        store.stop()
+    noisy = [r.getMessage() for r in caplog.records
+             if "WebSocket down" in r.getMessage() or "socket error" in r.getMessage()]
+    assert noisy == []
