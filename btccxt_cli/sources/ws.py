@@ -236,13 +236,15 @@ class WsHub:
         # no GIL hand-over per bar: bars closing together (one burst of messages) all reach
         # their pipes first, then the strategy's thread gets the GIL once (_hand_over)
         released = s.on_live(candles, closed, handoff=False)
+        more = False  # more bars of this close are coming: its hand-over follows the last
         if released and released[-1].source is BarSource.LIVE and s.pipe.handoff:
             counter = self._closes.get(interval)
             if counter is None:
                 counter = self._closes[interval] = CloseCounter()
             if counter.count(released[-1].candle.ts):
                 self._hand_close_over(s.pipe.queued)
-        if released and not self._hand_over_due:
+            more = counter.got < counter.expect
+        if released and not more and not self._hand_over_due:
             self._hand_over_due = True
             asyncio.get_running_loop().call_soon(self._hand_over)
         if s.assembler.has_gap() or (released and sub.schedule.needs_wake()):
