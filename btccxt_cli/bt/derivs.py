@@ -257,10 +257,14 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
     """Per swap symbol, what the exchange holds beyond the bot's ledger (signed, base units) as
     of ``positions``; None where an order of the bot in that symbol is in flight (the read may
     hold a fill of it the ledger has not taken yet), except at ``start`` (its orders were just
-    read: the best estimate there is). Call right after the read, on the worker (no fill is
-    taken in between)."""
+    read: the best estimate there is), or is watched after a "not found" (``bt/sweep.py``: a
+    lookup that lagged may yet show it placed and filled, and its fill is then in the
+    exchange's position but not in the ledger: measured, it was taken for a foreign position
+    and an order of the bot's was refused for it). Call right after the read, on the worker
+    (no fill is taken in between)."""
     markets = sync._ex.markets or {}
     busy = set() if start else {t.rec.symbol for t in sync.tracked.values()}
+    busy |= {t.rec.symbol for t in sync.watch.watched.values()}
     held = await sync._db(sync.db.holdings, sync.account)
     out: dict[str, float | None] = {}
     for symbol in symbols:

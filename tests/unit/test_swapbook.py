@@ -100,3 +100,32 @@ def test_panel_rows_show_the_bots_position_with_the_exchanges_liquidation_and_fu
     assert row.upnl == pytest.approx(0.2) and row.funding == pytest.approx(-0.3)
     assert row.liquidation == pytest.approx(119.6)
     assert [n[0] for n in sb.take_notices()] == ["funding"] and sb.take_notices() == []
+
+
+def test_an_order_given_up_but_still_watched_keeps_its_symbol_unmeasured() -> None:
+    """An order given up on "not found" stays watched (a lookup that lagged may yet show it
+    placed and filled). Its fill is then in the exchange's position and not in the ledger:
+    measured at that read, it was taken for a foreign long, and a later order of the bot's
+    was refused for a position that did not exist (the okx swap order soak, 1 run in many).
+    ``foreign_sizes`` runs on the broker's worker; a stand-in for its state here (ours)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from btccxt_cli.bt.derivs import foreign_sizes
+    from btccxt_cli.cache.orders import Holding
+
+    watched = SimpleNamespace(rec=SimpleNamespace(symbol=SWAP))
+
+    async def db(fn, *args):
+        return fn(*args)
+
+    def sync(watching: bool) -> SimpleNamespace:
+        return SimpleNamespace(
+            _ex=SimpleNamespace(markets={SWAP: MARKET}), tracked={}, account="a", _db=db,
+            watch=SimpleNamespace(watched={"c1": watched} if watching else {}),
+            db=SimpleNamespace(holdings=lambda account: {SWAP: Holding(account, SWAP, 0.02, 100.0)}))
+
+    ex = {SWAP: ExPosition(SWAP, 0.0294, 100.0, 100.0, 0.0, None, 5.0, "isolated")}  # + its fill
+    for start in (False, True):
+        assert asyncio.run(foreign_sizes(sync(True), ex, (SWAP,), start=start)) == {SWAP: None}
+        assert asyncio.run(foreign_sizes(sync(False), ex, (SWAP,), start=start)) == {SWAP: pytest.approx(0.0094)}
