@@ -35,3 +35,7 @@ class CloseCounter:
             return False
         self.got += 1
         return self.got == self.expect
+
+    def incomplete(self) -> bool:
+        """The latest close is of known size and still misses bars (more are coming)."""
+        return self.got < self.expect

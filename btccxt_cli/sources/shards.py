@@ -58,12 +58,12 @@ DEFAULT_SHARD = 200
 #: (and ``MESSAGE_RATES``) alone: bybit documents no message rate (its limit is 10 args a
 #: spot request), and a gap there made 1,000 symbols (100 requests) take 35 s to subscribe.
 SUBSCRIBE_GAPS: dict[str, float] = {"binance": 0.35}
+_PIN_HASH = "multipleOHLCV"  # ccxt.pro binance's subscription hash of watch_ohlcv_for_symbols
 
 
 def subscribe_gap(exchange: Any) -> float:
     """Seconds between two subscribe messages of ours on one socket of ``exchange``."""
     return SUBSCRIBE_GAPS.get(str(getattr(exchange, "id", "")), 0.0)
-_PIN_HASH = "multipleOHLCV"  # ccxt.pro binance's subscription hash of watch_ohlcv_for_symbols
 
 
 def market_kind(market: dict[str, Any]) -> str:

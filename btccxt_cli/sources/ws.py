@@ -234,7 +234,9 @@ class WsHub:
         sub.tap_seen = True
         s = sub.series
         # no GIL hand-over per bar: bars closing together (one burst of messages) all reach
-        # their pipes first, then the strategy's thread gets the GIL once (_hand_over)
+        # their pipes first, then the strategy's thread gets the GIL once: after the close's
+        # last bar (_hand_close_over), or once per loop pass where no close is counted
+        # (_hand_over)
         released = s.on_live(candles, closed, handoff=False)
         more = False  # more bars of this close are coming: its hand-over follows the last
         if released and released[-1].source is BarSource.LIVE and s.pipe.handoff:
@@ -243,7 +245,7 @@ class WsHub:
                 counter = self._closes[interval] = CloseCounter()
             if counter.count(released[-1].candle.ts):
                 self._hand_close_over(s.pipe.queued)
-            more = counter.got < counter.expect
+            more = counter.incomplete()
         if released and not more and not self._hand_over_due:
             self._hand_over_due = True
             asyncio.get_running_loop().call_soon(self._hand_over)

@@ -32,6 +32,8 @@ def test_a_close_counts_complete_with_as_many_live_bars_as_the_close_before():
     assert c.count(0) is False  # a bar of an older close counts for nothing
     assert [c.count(2 * MINUTE), c.count(2 * MINUTE)] == [False, False]  # one series short
     assert [c.count(3 * MINUTE), c.count(3 * MINUTE)] == [False, True]  # two is the size now
+    assert not c.incomplete()
+    assert c.count(4 * MINUTE) is False and c.incomplete()  # one of two: more to come
 
 
 class _Rig(NamedTuple):
