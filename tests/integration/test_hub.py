@@ -197,18 +197,26 @@ def test_warm_up_older_than_the_stream_comes_from_the_local_cache(sim_factory, r
     sim = sim_factory(exchanges=(EX,))
     ns = namespace()
     sym = sim.symbols(EX)[4]
-    source = cache_source(EX, sim.url(EX))
-    now = sim.now_ms() // 1000 * 1000
     cache_path = tmp_path / "ohlcv.sqlite"
-    cache = OhlcvCache(cache_path)
-    Backfiller(make_exchange(EX, kind="sync", sim_url=sim.url(EX)), cache, exchange_id=EX,
-               source=source, symbol=sym, timeframe="1s", since_ms=now - 90_000,
-               until_ms=(now - cache_ends_s * 1000) if cache_ends_s else None).run()
-    cache.close()
-    # a short stream that still overlaps the cache (the hub starts within its 10 bars)
+
+    def fill_cache() -> None:
+        now = sim.now_ms() // 1000 * 1000
+        cache = OhlcvCache(cache_path)
+        Backfiller(make_exchange(EX, kind="sync", sim_url=sim.url(EX)), cache, exchange_id=EX,
+                   source=cache_source(EX, sim.url(EX)), symbol=sym, timeframe="1s",
+                   since_ms=now - 90_000,
+                   until_ms=(now - cache_ends_s * 1000) if cache_ends_s else None).run()
+        cache.close()
+
+    if cache_ends_s:  # ends 30 s before the hub starts; its stream starts 10 bars before
+        fill_cache()
+    # a short stream (10 bars of history); the cache that joins it is filled once it runs,
+    # so that it overlaps the stream however long the hub takes to start
     hub = _start_hub(sim, redis_server.url, tmp_path, ns, [sym], backfill=10)
     try:
         hub.wait_for(": LIVE")
+        if not cache_ends_s:
+            fill_cache()
         store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns, cache=cache_path)
         res = run_feeds(store, [sym], live_bars=2, timeout=30, backfill_bars=60)
         assert not res.timed_out, res.notes
