@@ -46,7 +46,8 @@ class Simulator:
         funding_interval_s: swaps' funding period (8 h as on the exchanges; shorter in tests).
         ws_limits: per exchange, WebSocket limits overriding the exchange's documented ones
             (``venues/ws_limits.py``: ``streams_per_connection``, ``messages_per_second``,
-            ``args_per_request``, ``request_bytes``; 0 turns one off).
+            ``args_per_request``, ``request_bytes``, ``subscribes_per_hour`` ...; 0 turns
+            one off).
     """
 
     #: methods that read immutable or locked data: ``SimThread`` calls them from the caller's

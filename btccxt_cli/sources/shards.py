@@ -23,6 +23,7 @@ that its pacing stays within :data:`MESSAGE_RATES` (``options.btccxtWsRate`` ove
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAPS", "subscribe_gap", "MESSAGE_RATES", "shard_size",
@@ -49,8 +50,11 @@ MESSAGE_RATES: dict[str, float] = {"kucoin": 9.0, "bitget": 7.0}
 #: exchange -> topics btccxt puts on one socket where ccxt.pro sends one subscribe per series
 #: to one socket: kucoin refuses past 400 topics a socket, and paces each socket's subscribes
 #: (above): 200 a socket subscribe 1,000 symbols over 5 sockets in ~23 s (380: 3 sockets,
-#: 48 s), and a drop of all of them redials 5 (kucoin allows 30 connections a minute)
-SOCKET_TOPICS: dict[str, int] = {"kucoin": 200}
+#: 48 s), and a drop of all of them redials 5 (kucoin allows 30 connections a minute).
+#: bitget allows 240 subscribe requests an hour on a connection, recommends fewer than 50
+#: channels on one, and 100 connections an IP (300 opened in 5 minutes): 50 a socket
+#: subscribe 1,000 symbols over 20 sockets in ~7 s (one socket: 143 s and 1,000 requests)
+SOCKET_TOPICS: dict[str, int] = {"kucoin": 200, "bitget": 50}
 DEFAULT_SHARD = 200
 #: exchange -> at least this long between two (un)subscribe messages of ours on one socket:
 #: binance closes a socket past 5 incoming messages a second (pongs count), and ccxt's own
@@ -151,33 +155,62 @@ def keep_successor_sockets(exchange: Any) -> None:
 
 
 def spread_topics(exchange: Any) -> int | None:
-    """(kucoin) Spread the topics over sockets of at most ``SOCKET_TOPICS`` topics
+    """(kucoin, bitget) Spread the topics over sockets of at most ``SOCKET_TOPICS`` topics
     (``options.btccxtWsShard`` overrides it); returns the size, or None where not needed.
 
-    ccxt.pro 4.5 subscribes every kucoin topic on the one socket of its bullet token
-    (``...&connectId=public``), and kucoin refuses the 401st. Each topic is given a socket
-    index, kept across reconnects and freed by its unsubscribe; socket ``n`` > 0 is the same
-    endpoint and token with ``connectId=public-<n>`` (the id is the client's to choose), so
-    ccxt opens one socket per index. Wraps the exchange's ``subscribe`` and ``un_subscribe``.
+    ccxt.pro 4.5 subscribes every topic of these exchanges on one socket: kucoin's bullet
+    token (``...&connectId=public``), which refuses the 401st topic, and bitget's public URL,
+    where 1,000 topics would be 1,000 subscribe requests on one connection (bitget allows 240
+    an hour). Each topic is given a socket index, kept across reconnects and freed by its
+    unsubscribe; socket ``n`` > 0 is the same endpoint under another URL, so ccxt opens one
+    socket per index: kucoin's ``connectId=public-<n>`` (the id is the client's to choose),
+    bitget's ``#<n>`` (a fragment, never sent). Wraps kucoin's ``subscribe`` and
+    ``un_subscribe``, and bitget's ``watch`` for its public (un)subscribe messages.
     """
     ex_id = str(getattr(exchange, "id", ""))
     if ex_id not in SOCKET_TOPICS or getattr(exchange, "btccxt_spread", None) is not None:
         return None
     options = getattr(exchange, "options", None) or {}
     size = max(1, int(options.get("btccxtWsShard") or SOCKET_TOPICS[ex_id]))
-    where: dict[str, int] = {}  # topic -> socket index
-    load: dict[int, int] = {}
+    spread = _Spread(exchange, size)
+    if ex_id == "bitget":
+        _spread_bitget(exchange, spread)
+    else:
+        _spread_kucoin(exchange, spread)
+    exchange.btccxt_spread = spread.where
+    return size
+
+
+class _Spread:
+    """Which socket index each topic is on, and how many topics each index holds."""
+
+    def __init__(self, exchange: Any, size: int) -> None:
+        self.exchange, self.size = exchange, size
+        self.where: dict[str, int] = {}  # topic -> socket index
+        self.load: dict[int, int] = {}
+
+    def index(self, topic: str, adding: bool) -> int | None:
+        """The topic's socket index (a new one's: the first with room); None for a topic
+        that holds none and is not being added."""
+        index = self.where.get(topic)
+        if index is None and adding:
+            index = next(i for i in range(len(self.load) + 1) if self.load.get(i, 0) < self.size)
+            self.where[topic] = index
+            self.load[index] = self.load.get(index, 0) + 1
+        return index
+
+    def free(self, topic: str) -> None:
+        index = self.where.pop(topic, None)
+        if index is not None:
+            self.load[index] -= 1
+
+
+def _spread_kucoin(exchange: Any, spread: _Spread) -> None:
     subscribe, un_subscribe = exchange.subscribe, exchange.un_subscribe
 
     def address(url: str, topic: str, adding: bool) -> str:
-        index = where.get(topic)
-        if index is None:
-            if not adding:
-                return url
-            index = next(i for i in range(len(load) + 1) if load.get(i, 0) < size)
-            where[topic] = index
-            load[index] = load.get(index, 0) + 1
-        if index == 0 or "connectId=" not in url:
+        index = spread.index(topic, adding)
+        if not index or "connectId=" not in url:
             return url
         head, _sep, tail = url.partition("connectId=")
         conn_id, amp, rest = tail.partition("&")
@@ -196,11 +229,37 @@ def spread_topics(exchange: Any) -> int | None:
     async def spread_un_subscribe(url: str, message_hash: str, topic: str, *args: Any,
                                   **kwargs: Any) -> Any:
         moved = address(url, topic, False)
-        index = where.pop(topic, None)
-        if index is not None:
-            load[index] -= 1
+        spread.free(topic)
         return await un_subscribe(moved, message_hash, topic, *args, **kwargs)
 
     exchange.subscribe, exchange.un_subscribe = spread_subscribe, spread_un_subscribe
-    exchange.btccxt_spread = where
-    return size
+
+
+def _bitget_topic(message: Any) -> tuple[str, str] | None:
+    """``(op, topic)`` of a one-argument public (un)subscribe message, else None."""
+    if not isinstance(message, dict) or message.get("op") not in ("subscribe", "unsubscribe"):
+        return None
+    args = message.get("args")
+    if not isinstance(args, list) or len(args) != 1 or not isinstance(args[0], dict):
+        return None
+    return message["op"], json.dumps(args[0], sort_keys=True, default=str)
+
+
+def _spread_bitget(exchange: Any, spread: _Spread) -> None:
+    watch = exchange.watch
+    ws_urls = ((getattr(exchange, "urls", None) or {}).get("api") or {}).get("ws") or {}
+    public = {u for k, u in ws_urls.items() if k in ("public", "utaPublic") and isinstance(u, str)}
+
+    def spread_watch(url: str, message_hash: Any, message: Any = None, *args: Any,
+                     **kwargs: Any) -> Any:
+        got = _bitget_topic(message) if url in public else None
+        if got is not None:
+            op, topic = got
+            index = spread.index(topic, op == "subscribe")
+            if op == "unsubscribe":
+                spread.free(topic)
+            if index:
+                url = f"{url}#{index}"
+        return watch(url, message_hash, message, *args, **kwargs)
+
+    exchange.watch = spread_watch

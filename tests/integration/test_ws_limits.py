@@ -6,7 +6,8 @@ WebSocket limits, which the simulator enforces the way the exchange does (docs/s
   characters of topics per socket (refused);
 * kucoin: 100 messages per 10 s, 100 topics per subscribe, 400 topics per socket (refused,
   code 509);
-* bitget: 10 messages a second (error 30007 and a close), 1,000 channels per socket (30006).
+* bitget: 10 messages a second (error 30007 and a close), 1,000 channels per socket and 240
+  subscribe requests an hour per socket (30006).
 
 ccxt.pro 4.5.90 has no batch OHLCV call on kucoin and bitget: every series sends its own
 subscribe, on one socket, paced by ccxt at the exchange's REST rate (kucoin ~133, bitget 20 a
@@ -123,19 +124,20 @@ def test_kucoin_30_symbols_subscribe_and_restore_within_its_limits(sim_factory):
         assert_matches_truth(sim, "kucoin", sym, "1s", res.bars[sym], tf_ms=1000)
 
 
-def test_kucoin_removed_series_are_unsubscribed_on_their_own_sockets(sim_factory):
+@pytest.mark.parametrize("exchange", ["kucoin", "bitget"])
+def test_removed_series_are_unsubscribed_on_their_own_sockets(sim_factory, exchange):
     """12 series over sockets of 5 topics; removing the first 5 empties their socket and
     frees its room: the next series goes there, not to a fourth socket."""
     symbols = SPOT[:13]
-    sim = _sim(sim_factory, "kucoin", symbols, streams_per_connection=5)
-    store = CCXTStore("kucoin", sim_url=sim.url("kucoin"), config={"options": {"btccxtWsShard": 5}})
+    sim = _sim(sim_factory, exchange, symbols, streams_per_connection=5)
+    store = CCXTStore(exchange, sim_url=sim.url(exchange), config={"options": {"btccxtWsShard": 5}})
 
     def loads() -> list[int]:
-        return socket_loads(sim.stats("kucoin"))
+        return socket_loads(sim.stats(exchange))
 
     def attach(sym: str):
         return store.attach(SeriesParams(symbol=sym, timeframe="1s", mode="websocket",
-                                         backfill_start=False, exchange_id="kucoin"))
+                                         backfill_start=False, exchange_id=exchange))
 
     try:
         handles = [attach(sym) for sym in symbols[:12]]
@@ -145,7 +147,7 @@ def test_kucoin_removed_series_are_unsubscribed_on_their_own_sockets(sim_factory
         assert wait_until(lambda: loads() == [2, 5])
         attach(symbols[12])
         assert wait_until(lambda: loads() == [1, 2, 5])
-        stats = sim.stats("kucoin")
+        stats = sim.stats(exchange)
         assert stats["ws_limit_refusals"] == 0 and stats["unsubscribe_requests"] == 5
         assert len(stats["subscriptions"]) == 3  # the emptied socket took the new series
     finally:
@@ -241,6 +243,44 @@ def test_bitget_30_subscribes_stay_within_10_messages_a_second_and_are_restored(
     sim = _sim(sim_factory, "bitget")
     res, (before, after) = run_and_drop(sim, "bitget", SYMBOLS, config={})
     _check_run(sim, "bitget", res, before, after, SYMBOLS)
+
+
+def test_bitget_spreads_30_symbols_over_sockets_and_restores_them_there(sim_factory):
+    """A lowered 12 channels and 12 subscribe requests a socket (bitget: 1,000 channels, 240
+    requests an hour): ccxt alone sends every subscribe on one socket, and the 13th is refused;
+    btccxt spreads them over sockets of 10, again after the drop (a new socket's count starts
+    afresh)."""
+    sim = _sim(sim_factory, "bitget", streams_per_connection=12, subscribes_per_hour=12)
+    res, (before, after) = run_and_drop(sim, "bitget", SYMBOLS,
+                                        config={"options": {"btccxtWsShard": 10}})
+    assert socket_loads(before) == [10, 10, 10] and socket_loads(after) == [10, 10, 10], after
+    _check_run(sim, "bitget", res, before, after, SYMBOLS)
+    assert after["subscribe_requests"] >= 2 * M
+
+
+def test_bitget_refuses_subscribe_requests_past_its_count_an_hour(sim_factory):
+    sim = _sim(sim_factory, "bitget", SYMBOLS[:4], subscribes_per_hour=3)
+    url = sim.url("bitget").replace("http", "ws") + "/v2/ws/public"
+    args = [{"instType": "SPOT", "channel": "candle1s", "instId": s.replace("/", "")}
+            for s in SYMBOLS[:4]]
+
+    async def go() -> tuple[list[dict], bool, dict]:
+        events = []
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            for arg in args:
+                await ws.send_str(json.dumps({"op": "subscribe", "args": [arg]}))
+                while True:  # the answer, not the snapshot after it
+                    msg = json.loads((await ws.receive(timeout=5)).data)
+                    if msg.get("event"):
+                        events.append(msg)
+                        break
+            return events, ws.closed, sim.stats("bitget")  # while the socket is open
+
+    events, closed, stats = asyncio.run(go())
+    assert [e["event"] for e in events] == ["subscribe"] * 3 + ["error"], events
+    assert (events[3]["code"], events[3]["msg"], "arg" in events[3]) == (30006, "request too many", False)
+    assert not closed and stats["ws_limit_refusals"] == 1 and socket_loads(stats) == [3]
+    assert stats["subscribe_requests"] == 3
 
 
 def test_bitget_closes_a_socket_sending_more_than_10_messages_a_second(sim_factory):

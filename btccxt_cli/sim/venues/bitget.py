@@ -43,7 +43,9 @@ Limits (``ws_limits``, as bitget documents them): a socket may send 10 messages 
 text ``ping`` included); past that bitget disconnects it: ``{"event": "error", "code": 30007,
 "msg": "request over limit,connection close"}``, then a close (1008: bitget names no close
 code). A socket may hold 1,000 channels; a channel past that is refused with ``{"event":
-"error", "arg": {...}, "code": 30006, "msg": "request too many", "op": "subscribe"}``.
+"error", "arg": {...}, "code": 30006, "msg": "request too many", "op": "subscribe"}``. A socket
+may send 240 subscribe requests an hour; past that the whole request is refused the same way,
+without ``arg`` (bitget documents the limit, not its answer: the simulator's choice).
 
 Must not import ccxt or anything from the client side of btccxt.
 """
@@ -128,8 +130,10 @@ class BitgetVenue(Venue):
                  "1d": "1Dutc", "3d": "3Dutc", "1w": "1Wutc", "1M": "1Mutc"}  # spot REST
     grids = SPOT_GRANULARITY
     swap_only = {"2h": "2H"}  # ccxt's swap granularities spot lacks
-    # 10 messages a second (closed), 1,000 channels per socket (refused)
-    ws_limits = {"messages_per_second": 10, "streams_per_connection": 1000}
+    # 10 messages a second (closed), 1,000 channels per socket, 240 subscribe requests an hour
+    # per socket (refused)
+    ws_limits = {"messages_per_second": 10, "streams_per_connection": 1000,
+                 "subscribes_per_hour": 240}
 
     def grid_for(self, timeframe: str) -> BarGrid:
         """Spot's grid for ``timeframe``, or the swaps' where only they have it (2h)."""
@@ -391,6 +395,10 @@ class BitgetVenue(Venue):
             await self._error(conn, 30016, "Param error", op=op)
             return
         if op == "subscribe":
+            if self.limits.too_many_subscribes(conn.extra):
+                self.server.stats.ws_limit_refusals += 1
+                await self._error(conn, 30006, "request too many", op=op)
+                return
             self.server.stats.subscribe_requests += 1
         else:
             self.server.stats.unsubscribe_requests += 1

@@ -15,6 +15,8 @@ them so a test stays cheap. Keys (absent or 0: not enforced):
 ``request_bytes``           length of one request's arguments (okx: 64 KB, refused)
 ``args_chars``              length of all the topics one socket holds (bybit derivatives:
                             21,000 characters, refused)
+``subscribes_per_hour``     subscribe requests a socket may send per hour (bitget: 240,
+                            refused)
 
 The message rate is counted on the wall clock (``time.monotonic``), not the simulator's
 clock: it limits what crosses the socket, which ccxt paces in real time.
@@ -31,7 +33,7 @@ from typing import Any
 __all__ = ["CLOSE_POLICY", "LIMIT_KEYS", "WsLimits"]
 
 LIMIT_KEYS = ("streams_per_connection", "messages_per_second", "messages_per_10s",
-              "args_per_request", "request_bytes", "args_chars")
+              "args_per_request", "request_bytes", "args_chars", "subscribes_per_hour")
 CLOSE_POLICY = 1008  # RFC 6455 policy violation: what binance closes an over-limit socket with
 
 
@@ -64,6 +66,21 @@ class WsLimits:
         for window, cap in windows:
             if sum(1 for t in stamps if now - t < window) > cap:
                 return True
+        return False
+
+    def too_many_subscribes(self, extra: dict[str, Any]) -> bool:
+        """Count one subscribe request of a socket (its ``Connection.extra``); True when it is
+        over ``subscribes_per_hour`` within the last hour (a refused one does not count)."""
+        cap = self.get("subscribes_per_hour")
+        if not cap:
+            return False
+        now = time.monotonic()
+        stamps: deque[float] = extra.setdefault("subscribe_times", deque())
+        while stamps and now - stamps[0] >= 3600.0:
+            stamps.popleft()
+        if len(stamps) >= cap:
+            return True
+        stamps.append(now)
         return False
 
     def too_many_streams(self, held: int, adding: int) -> bool:
