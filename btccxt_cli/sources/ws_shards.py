@@ -51,7 +51,7 @@ class ShardMessages:
         self.exchange = exchange
         pace_sockets(exchange)  # ccxt's own pacing of each socket within the exchange's rate
         keep_successor_sockets(exchange)  # a dropped socket's late close spares its successor
-        spread_topics(exchange)  # kucoin, bitget: more sockets past 200 (50) topics
+        spread_topics(exchange)  # kucoin, bitget: more sockets past 200 (49) topics
         self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
         self._timer: asyncio.TimerHandle | None = None
