@@ -13,6 +13,7 @@ import logging
 from typing import Any, Protocol
 
 from btccxt_cli.exchange.taps import subscription_keys
+from btccxt_cli.sources.coalesce import coalesce_subscribes
 from btccxt_cli.sources.shards import (
     keep_successor_sockets,
     pace_sockets,
@@ -51,6 +52,7 @@ class ShardMessages:
         self.exchange = exchange
         pace_sockets(exchange)  # ccxt's own pacing of each socket within the exchange's rate
         keep_successor_sockets(exchange)  # a dropped socket's late close spares its successor
+        coalesce_subscribes(exchange)  # kraken, bitget: many series' subscribes in one message
         spread_topics(exchange)  # kucoin, bitget: more sockets past 200 (49) topics
         self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
