@@ -7,7 +7,7 @@ WebSocket limits, which the simulator enforces the way the exchange does (docs/s
 * kucoin: 100 messages per 10 s, 100 topics per subscribe, 400 topics per socket (refused,
   code 509);
 * bitget: 10 messages a second (error 30007 and a close), 1,000 channels per socket and 240
-  subscribe requests an hour per socket (30006).
+  subscribe requests an hour per socket (30006), 4,096 bytes of channels a request (30016).
 
 ccxt.pro 4.5.90 has no batch OHLCV call on kucoin and bitget: every series sends its own
 subscribe, on one socket, paced by ccxt at the exchange's REST rate (kucoin ~133, bitget 20 a
@@ -26,6 +26,7 @@ import pytest
 from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.exchange.factory import make_exchange
 from btccxt_cli.sources.base import SeriesParams
+from btccxt_cli.sources.coalesce import BITGET_ARGS_BYTES
 from btccxt_cli.sources.shards import MESSAGE_RATES, pace_sockets
 from tests.integration.harness import assert_matches_truth, run_feeds, truth_map
 from tests.integration.simtools import after_live
@@ -284,6 +285,35 @@ def test_bitget_refuses_subscribe_requests_past_its_count_an_hour(sim_factory):
     assert (events[3]["code"], events[3]["msg"], "arg" in events[3]) == (30006, "request too many", False)
     assert not closed and stats["ws_limit_refusals"] == 1 and socket_loads(stats) == [3]
     assert stats["subscribe_requests"] == 3
+
+
+def test_bitget_refuses_a_request_past_its_bytes_of_channels(sim_factory):
+    """The real 4,096 bytes: 70 args (about 4,100 bytes) in one request are refused, 60 are
+    taken; btccxt merges at most 4,000 bytes (coalesce.BITGET_ARGS_BYTES)."""
+    symbols = [f"Z{i:03d}/USDT" for i in range(70)]
+    sim = _sim(sim_factory, "bitget", symbols)
+    url = sim.url("bitget").replace("http", "ws") + "/v2/ws/public"
+    args = [{"instType": "SPOT", "channel": "candle1s", "instId": s.replace("/", "")}
+            for s in symbols]
+    assert len(json.dumps(args, separators=(",", ":"))) > 4096
+    assert len(json.dumps(args[:60], separators=(",", ":"))) <= BITGET_ARGS_BYTES
+
+    async def go() -> tuple[dict, list[dict], dict]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"op": "subscribe", "args": args}))
+            refused = json.loads((await ws.receive(timeout=5)).data)
+            await ws.send_str(json.dumps({"op": "subscribe", "args": args[:60]}))
+            acks: list[dict] = []
+            while len(acks) < 60:
+                msg = json.loads((await ws.receive(timeout=5)).data)
+                if msg.get("event"):
+                    acks.append(msg)
+            return refused, acks, sim.stats("bitget")
+
+    refused, acks, stats = asyncio.run(go())
+    assert (refused["event"], refused["code"]) == ("error", 30016), refused
+    assert {a["event"] for a in acks} == {"subscribe"}
+    assert stats["ws_limit_refusals"] == 1 and socket_loads(stats) == [60]
 
 
 def test_bitget_closes_a_socket_sending_more_than_10_messages_a_second(sim_factory):

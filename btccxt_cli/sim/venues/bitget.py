@@ -45,7 +45,9 @@ text ``ping`` included); past that bitget disconnects it: ``{"event": "error", "
 code). A socket may hold 1,000 channels; a channel past that is refused with ``{"event":
 "error", "arg": {...}, "code": 30006, "msg": "request too many", "op": "subscribe"}``. A socket
 may send 240 subscribe requests an hour; past that the whole request is refused the same way,
-without ``arg`` (bitget documents the limit, not its answer: the simulator's choice).
+without ``arg``. The channels of one request may total 4,096 bytes (as JSON); past that the
+request is refused with 30016 (bitget documents these two limits, not its answers: the
+simulator's choice).
 
 Must not import ccxt or anything from the client side of btccxt.
 """
@@ -131,9 +133,9 @@ class BitgetVenue(Venue):
     grids = SPOT_GRANULARITY
     swap_only = {"2h": "2H"}  # ccxt's swap granularities spot lacks
     # 10 messages a second (closed), 1,000 channels per socket, 240 subscribe requests an hour
-    # per socket (refused)
+    # per socket, 4,096 bytes of channels a request (refused)
     ws_limits = {"messages_per_second": 10, "streams_per_connection": 1000,
-                 "subscribes_per_hour": 240}
+                 "subscribes_per_hour": 240, "request_bytes": 4096}
 
     def grid_for(self, timeframe: str) -> BarGrid:
         """Spot's grid for ``timeframe``, or the swaps' where only they have it (2h)."""
@@ -393,6 +395,11 @@ class BitgetVenue(Venue):
             return
         if not isinstance(args, list) or not args or not all(isinstance(a, dict) for a in args):
             await self._error(conn, 30016, "Param error", op=op)
+            return
+        if self.limits.too_many_args(args, len(dumps(args))):
+            self.server.stats.ws_limit_refusals += 1
+            await self._error(conn, 30016, "Param error: the channels of one request exceed "
+                              f"{self.limits.get('request_bytes')} bytes", op=op)
             return
         if op == "subscribe":
             if self.limits.too_many_subscribes(conn.extra):

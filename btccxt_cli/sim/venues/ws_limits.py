@@ -12,7 +12,8 @@ them so a test stays cheap. Keys (absent or 0: not enforced):
                             refused)
 ``args_per_request``        arguments one subscribe request may carry (bybit spot: 10, kucoin:
                             100 topics; refused)
-``request_bytes``           length of one request's arguments (okx: 64 KB, refused)
+``request_bytes``           length of one request's arguments (okx: 64 KB, bitget: 4,096 bytes,
+                            refused)
 ``args_chars``              length of all the topics one socket holds (bybit derivatives:
                             21,000 characters, refused)
 ``subscribes_per_hour``     subscribe requests a socket may send per hour (bitget: 240,
