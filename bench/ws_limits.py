@@ -69,10 +69,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--ccxt-alone", action="store_true", help="no pacing or spreading by btccxt")
+    ap.add_argument("--swaps", action="store_true", help="linear perpetuals (bybit, bitget)")
     args = ap.parse_args()
     ex, n = args.exchange, args.symbols
-    names = [f"W{i:04d}/USDT" for i in range(n)]
-    print(f"# subscribing {n} symbols of 1m bars on {ex} (the simulator's default limits)")
+    names = [f"W{i:04d}/USDT" + (":USDT" if args.swaps else "") for i in range(n)]
+    print(f"# subscribing {n} {'swaps' if args.swaps else 'symbols'} of 1m bars on {ex} "
+          "(the simulator's default limits)")
     print(f"# {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"ccxt {ccxt.__version__} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
     print(f"{'run':>3} {'subscribed s':>12} {'sockets':>7} {'max topics/socket':>17} "

@@ -27,8 +27,8 @@ import json
 from typing import Any
 
 __all__ = ["SHARD_SIZES", "DEFAULT_SHARD", "SUBSCRIBE_GAPS", "subscribe_gap", "MESSAGE_RATES", "shard_size",
-           "SOCKET_TOPICS", "market_kind", "pin_connection", "socket_key", "pace_sockets",
-           "keep_successor_sockets", "spread_topics"]
+           "SOCKET_TOPICS", "SOCKET_PER_SHARD", "market_kind", "pin_connection", "socket_key",
+           "pin_shard_sockets", "pace_sockets", "keep_successor_sockets", "spread_topics"]
 
 #: (exchange, market kind) -> streams per batch subscription; kind None: every kind
 SHARD_SIZES: dict[tuple[str, str | None], int] = {
@@ -37,7 +37,7 @@ SHARD_SIZES: dict[tuple[str, str | None], int] = {
     ("binance", "inverse"): 200,
     ("okx", None): 500,  # one request's args may total 64 KB (~1,300 candle args)
     ("bybit", "spot"): 10,  # 10 args per subscribe request on spot
-    # (derivatives: 21,000 characters of topics per socket, ~1,000 kline topics)
+    # (derivatives: 21,000 characters of topics per socket: a socket per shard of 200)
     # kucoin, bitget: ccxt.pro 4.5 has no batch OHLCV call there (one subscribe per series,
     # paced by pace_sockets); these apply if it gains one
     ("kucoin", None): 100,  # 100 topics per subscribe message (400 per socket)
@@ -55,6 +55,11 @@ MESSAGE_RATES: dict[str, float] = {"kucoin": 9.0, "bitget": 7.0}
 #: channels on one, and 100 connections an IP (300 opened in 5 minutes): 49 a socket
 #: subscribe 1,000 symbols over 21 sockets in ~8.5 s (one socket: 144 s, 1,000 requests)
 SOCKET_TOPICS: dict[str, int] = {"kucoin": 200, "bitget": 49}
+#: exchange -> market kinds where each shard gets its own socket although ccxt.pro has one per
+#: kind: bybit derivatives hold at most 21,000 characters of topics a socket (1,000 kline
+#: topics are ~17,000-27,000); a shard of 200 is ~5,000 (shard ``n`` on the kind's URL with the
+#: fragment ``#<n>``, never sent: ccxt keys sockets by URL; :func:`pin_shard_sockets`)
+SOCKET_PER_SHARD: dict[str, tuple[str, ...]] = {"bybit": ("linear", "inverse")}
 DEFAULT_SHARD = 200
 #: exchange -> at least this long between two (un)subscribe messages of ours on one socket:
 #: binance closes a socket past 5 incoming messages a second (pongs count), and ccxt's own
@@ -103,13 +108,44 @@ def pin_connection(exchange: Any, index: int) -> None:
     by_hash = (getattr(exchange, "options", None) or {}).get("streamBySubscriptionsHash")
     if by_hash is not None:
         by_hash[_PIN_HASH] = str(index)
+    elif "btccxt_pin" in getattr(exchange, "__dict__", {}):
+        exchange.btccxt_pin = index  # read (and cleared) by pin_shard_sockets' wrappers
 
 
 def socket_key(exchange: Any, kind: str, index: int) -> tuple[str, int]:
     """Which socket a shard's messages go to: its own (``/ws/<index>``) where ccxt addresses
-    sockets by a stream index (binance), else the market kind's one shared socket."""
+    sockets by a stream index (binance) or btccxt gives each shard one (``SOCKET_PER_SHARD``),
+    else the market kind's one shared socket."""
     by_hash = (getattr(exchange, "options", None) or {}).get("streamBySubscriptionsHash")
-    return (kind, index if by_hash is not None else 0)
+    own = by_hash is not None or kind in SOCKET_PER_SHARD.get(str(getattr(exchange, "id", "")), ())
+    return (kind, index if own else 0)
+
+
+def pin_shard_sockets(exchange: Any) -> bool:
+    """(bybit derivatives) Send each shard's (un)subscribe to its own socket: the kind's URL
+    with the fragment ``#<index>`` for shard ``index`` > 0, as :func:`pin_connection` set it
+    right before the ccxt call (ccxt reaches ``watch_topics`` without suspending). Wraps
+    ``watch_topics`` and ``un_watch_topics``; returns whether it did."""
+    kinds = SOCKET_PER_SHARD.get(str(getattr(exchange, "id", "")))
+    if not kinds or "btccxt_pin" in getattr(exchange, "__dict__", {}):
+        return False
+    exchange.btccxt_pin = None
+    watch_topics, un_watch_topics = exchange.watch_topics, exchange.un_watch_topics
+
+    def address(url: str) -> str:
+        index, exchange.btccxt_pin = exchange.btccxt_pin, None
+        if index and any(url.endswith("/" + kind) for kind in kinds):
+            return f"{url}#{index}"
+        return url
+
+    async def pinned_watch_topics(url: str, *args: Any, **kwargs: Any) -> Any:
+        return await watch_topics(address(url), *args, **kwargs)
+
+    async def pinned_un_watch_topics(url: str, *args: Any, **kwargs: Any) -> Any:
+        return await un_watch_topics(address(url), *args, **kwargs)
+
+    exchange.watch_topics, exchange.un_watch_topics = pinned_watch_topics, pinned_un_watch_topics
+    return True
 
 
 def pace_sockets(exchange: Any) -> float | None:

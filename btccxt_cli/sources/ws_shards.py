@@ -18,6 +18,7 @@ from btccxt_cli.sources.shards import (
     keep_successor_sockets,
     pace_sockets,
     pin_connection,
+    pin_shard_sockets,
     shard_size,
     socket_key,
     spread_topics,
@@ -54,6 +55,7 @@ class ShardMessages:
         keep_successor_sockets(exchange)  # a dropped socket's late close spares its successor
         coalesce_subscribes(exchange)  # kraken, bitget: many series' subscribes in one message
         spread_topics(exchange)  # kucoin, bitget: more sockets past 200 (49) topics
+        pin_shard_sockets(exchange)  # bybit derivatives: a socket per shard
         self._sends: dict[tuple[str, int], float] = {}  # socket -> loop.time() of its next message
         self._unwatch: list[tuple[tuple[str, int] | None, str, str]] = []  # removed series
         self._timer: asyncio.TimerHandle | None = None

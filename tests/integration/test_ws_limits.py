@@ -108,6 +108,18 @@ def test_bybit_refuses_derivative_topics_past_the_characters_a_socket_may_hold(s
     assert stats["ws_limit_refusals"] == 1 and socket_loads(stats) == [2]
 
 
+def test_bybit_derivatives_put_each_shard_on_its_own_socket_within_its_characters(sim_factory):
+    """A lowered 170 characters of topics a socket (bybit: 21,000; ten "kline.1.Z000USDT" are
+    160): ccxt alone puts every derivative topic on one socket, and the 11th is refused;
+    btccxt's shards of 10 each go to their own socket, again after the drop."""
+    swaps = [s + ":USDT" for s in SYMBOLS]
+    sim = _sim(sim_factory, "bybit", swaps, args_chars=170)
+    res, (before, after) = run_and_drop(sim, "bybit", swaps,
+                                        config={"options": {"btccxtWsShard": 10}})
+    assert socket_loads(before) == [10, 10, 10] and socket_loads(after) == [10, 10, 10], after
+    _check_run(sim, "bybit", res, before, after, swaps)
+
+
 # ------------------------------------------------------------------ kucoin
 def test_kucoin_30_symbols_subscribe_and_restore_within_its_limits(sim_factory):
     """The real message rate, and a lowered 12 topics a socket (kucoin: 400): ccxt alone puts
