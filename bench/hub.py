@@ -14,6 +14,9 @@ direct runner (websocket to the simulator) on 20 symbols. Prints:
   to the same bar (a hub runner's ``next()`` minus the direct runner's), p50/p90/p99;
 - the floor of the hub's own hop: one XADD to a reader process's XREAD BLOCK, with nothing
   else running, p50/p99;
+- ``--runners-direct``: the baseline, the same runners each on its own exchange connection
+  and no hub, so that a hub run and a baseline run (interleaved) compare the runners' latency
+  under the same load of backtrader work;
 - CPU (user+system seconds per wall second) of the hub, the runners, valkey-server and the
   simulator; per runner and bar close (steady part): CPU, ``next()`` calls, XREADs of bars
   and the stream keys they named (and how many read all the runner's streams), waits on the
@@ -255,6 +258,8 @@ def main() -> None:
     ap.add_argument("--runners", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--memory-hours", type=float, default=1.0)
+    ap.add_argument("--runners-direct", action="store_true",
+                    help="the baseline: the runners connect to the exchange themselves (no hub)")
     ap.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--hop-reader", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--direct", default=None, help=argparse.SUPPRESS)
@@ -284,14 +289,18 @@ def main() -> None:
         cfg.write_text(f"exchange: {{id: {EX}, sim: '{sim.url(EX)}'}}\nsymbols: [{', '.join(names)}]\n"
                        "feed: {mode: websocket, timeframe: 1s, backfill: 0, cache: false}\n"
                        f"hub: {{url: '{url}'}}\ndashboard: {{enabled: false}}\n", encoding="utf-8")
-        hub = subprocess.Popen([sys.executable, "-m", "btccxt_cli", "hub", str(cfg)],
+        # the baseline runs no hub: a process that sleeps stands in for it (CPU ~0)
+        hub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]
+                               if args.runners_direct else
+                               [sys.executable, "-m", "btccxt_cli", "hub", str(cfg)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(hub)
         import redis
 
         r = redis.Redis.from_url(url)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(r.hgetall(f"btccxt:{EX}:states")) < len(names):
+        while not args.runners_direct and time.monotonic() < deadline \
+                and len(r.hgetall(f"btccxt:{EX}:states")) < len(names):
             time.sleep(0.2)  # a bench waits for the hub's subscriptions; no test here
         sizes = [20 + (len(names) - 20) * i // max(1, args.runners - 1) for i in range(args.runners)]
         outs = []
@@ -302,7 +311,8 @@ def main() -> None:
         for i, n in enumerate(sizes):
             out = tmp / f"r{i}.json"
             outs.append(out)
-            procs.append(subprocess.Popen([sys.executable, me, "--runner", "--url", url, "--names",
+            source = ["--direct", sim.url(EX)] if args.runners_direct else ["--url", url]
+            procs.append(subprocess.Popen([sys.executable, me, "--runner", *source, "--names",
                                            ",".join(names[:n]), "--seconds", str(args.seconds),
                                            "--out", str(out)]))
         direct_out = tmp / "direct.json"
@@ -336,10 +346,11 @@ def main() -> None:
         direct = lat(direct_out)
         hop = bare_hop(url, tmp)
         mem, entries = redis_memory(url, args.symbols, args.memory_hours, DEFAULT_MAXLEN)
+        kind = "DIRECT (baseline, no hub)" if args.runners_direct else "hub"
         print(f"# bench/hub.py on {platform.machine()} {os.cpu_count()} cores, Python "
-              f"{platform.python_version()}: {args.symbols} symbols of 1s bars, {args.runners} hub "
+              f"{platform.python_version()}: {args.symbols} symbols of 1s bars, {args.runners} {kind} "
               f"runners ({sizes[0]}..{sizes[-1]} symbols each) + 1 direct runner (20 symbols), "
-              f"{args.seconds:.0f} s")
+              f"{args.seconds:.0f} s; {time.strftime('%H:%M', time.gmtime())} UTC")
         print(f"exchange WebSocket connections: {stats['ws_connections_total']} "
               "(the hub's and the direct runner's)")
         for name, xs in (("hub runners", hub_lat), ("direct runner", direct)):
