@@ -7,6 +7,7 @@ crossing (``Simulator.clock_offset_ms``) to make the fill happen exactly when it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from btccxt_cli.sim.accounts import Engine
@@ -33,13 +34,21 @@ def cross_plan(model: MarketModel, symbol: str, now_ms: int, *, quiet_s: float =
     """
     spec = model.spec(symbol)
     eng = Engine(model, {symbol: spec}, [])
-    window = [eng.price(symbol, now_ms + i * 50) for i in range(int(quiet_s * 20) + 1)]
-    lo, hi = min(window) - spec.tick, max(window) + spec.tick
     start = (now_ms + int(quiet_s * 1000)) // 1000 * 1000 + 1000
+    # every 50 ms, and every whole second before ``start`` (the engine's checks: 50 ms steps
+    # from an unaligned ``now_ms`` never land on them, and a whole second priced past the
+    # window's range filled the order seconds early)
+    times = [now_ms + i * 50 for i in range(int(quiet_s * 20) + 1)]
+    times += range((now_ms // 1000 + 1) * 1000, start, 1000)
+    window = [eng.price(symbol, t) for t in times]
+    # on the tick grid, away from the window (rounded to the nearest, a sell's price could
+    # fall back inside the window's range and fill early)
+    lo = round(math.floor((min(window) - spec.tick) / spec.tick) * spec.tick, spec.price_decimals)
+    hi = round(math.ceil((max(window) + spec.tick) / spec.tick) * spec.tick, spec.price_decimals)
     for t in range(start, start + horizon_s * 1000, 1000):
         p = eng.price(symbol, t)
         if p <= lo:
-            return CrossPlan("buy", round(lo, spec.price_decimals), t)
+            return CrossPlan("buy", lo, t)
         if p >= hi:
-            return CrossPlan("sell", round(hi, spec.price_decimals), t)
+            return CrossPlan("sell", hi, t)
     raise ValueError(f"the price path of {symbol} stays in range for {horizon_s} s")
