@@ -102,8 +102,7 @@ class _Queue:
         self.task: asyncio.Task[None] | None = None
 
     def add(self, key: str, message: dict, item: Any) -> None:
-        first, items = self.by_key.setdefault(key, (message, []))
-        items.append(item)
+        self.by_key.setdefault(key, (message, []))[1].append(item)
 
     def take(self, spec: _Spec) -> dict | None:
         """The next merged message (as much of the oldest key's queue as one message

@@ -209,7 +209,7 @@ def spread_topics(exchange: Any) -> int | None:
         return None
     options = getattr(exchange, "options", None) or {}
     size = max(1, int(options.get("btccxtWsShard") or SOCKET_TOPICS[ex_id]))
-    spread = _Spread(exchange, size)
+    spread = _Spread(size)
     if ex_id == "bitget":
         _spread_bitget(exchange, spread)
     else:
@@ -221,8 +221,8 @@ def spread_topics(exchange: Any) -> int | None:
 class _Spread:
     """Which socket index each topic is on, and how many topics each index holds."""
 
-    def __init__(self, exchange: Any, size: int) -> None:
-        self.exchange, self.size = exchange, size
+    def __init__(self, size: int) -> None:
+        self.size = size
         self.where: dict[str, int] = {}  # topic -> socket index
         self.load: dict[int, int] = {}
 
