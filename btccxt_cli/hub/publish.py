@@ -37,33 +37,105 @@ from btccxt_cli.hub.keys import (
 )
 from btccxt_cli.model import BarSource, FeedEvent
 
-__all__ = ["LoopPublisher", "queue_batch", "is_refusal", "Batch", "take_events", "count_results"]
+__all__ = ["LoopPublisher", "BatchPacker", "send_batch", "is_refusal", "Batch", "take_events", "count_results"]
 
 logger = logging.getLogger(__name__)
 
 Batch = list[tuple[str, str, FeedEvent]]
 
 
-def queue_batch(p: Any, keys: HubKeys, batch: Batch, *, maxlen: int, hub_id: str) -> None:
-    """Queue a batch's commands on pipeline ``p`` (sync or asyncio): an ``XADD`` per bar (the
-    bar's open time is its id), ``HSET`` + ``XADD`` to the events stream per state, and last,
-    when the batch has bars, one notification naming their series (``keys.py``: runners
-    block on that one key and read only the streams it names). Its answer comes after the
-    batch's others (``count_results`` does not read it)."""
-    moved: list[str] = []
-    for sym, tf, ev in batch:
-        if ev.kind == "bar":
-            p.xadd(keys.bars(sym, tf), encode_bar(ev.candle, ev.source), id=f"{ev.candle.ts}-0",
-                   maxlen=maxlen, approximate=True)
-            moved.append(series_field(sym, tf))
-        else:
-            state = ev.state.value if ev.state is not None else ""
-            p.hset(keys.states, series_field(sym, tf), state)
-            p.xadd(keys.events, {"series": series_field(sym, tf), "state": state,
-                                 "message": ev.message or "", "hub": hub_id},
-                   maxlen=10_000, approximate=True)
-    if moved:
-        p.eval(NOTIFY_SCRIPT, 2, keys.notify, keys.notify_seq, NOTIFY_MAXLEN, encode_moved(moved))
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+
+def _resp(*args: bytes) -> bytes:
+    """One command in Redis's wire format (RESP): an array of bulk strings."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+class BatchPacker:
+    """A batch's commands as one ``MULTI/EXEC``, in Redis's wire format: an ``XADD`` per bar
+    (the bar's open time is its id), ``HSET`` + ``XADD`` to the events stream per state, and
+    last, when the batch has bars, one notification naming their series (``keys.py``: runners
+    block on that one key and read only the streams it names).
+
+    redis-py's pipeline spent about 30 us a bar on the hub's event loop (its per-command
+    argument checks and packing, then a reply callback per command): 6 ms for a close of
+    200 symbols, during which the loop read no socket. This writes the same commands,
+    the head of each stream's ``XADD`` made once, for a few us a bar (bench/RESULTS.md)."""
+
+    def __init__(self, keys: HubKeys, *, maxlen: int, hub_id: str) -> None:
+        self.keys = keys
+        self.maxlen = str(maxlen).encode()
+        self.hub_id = hub_id.encode()
+        self._heads: dict[tuple[str, str], tuple[bytes, str]] = {}
+
+    def _head(self, symbol: str, timeframe: str) -> tuple[bytes, str]:
+        """(the XADD's arguments up to the id, without the array's length; the series field)"""
+        key = self.keys.bars(symbol, timeframe).encode()
+        head = b"".join(b"$%d\r\n%s\r\n" % (len(a), a)
+                        for a in (b"XADD", key, b"MAXLEN", b"~", self.maxlen))
+        got = self._heads[(symbol, timeframe)] = (head, series_field(symbol, timeframe))
+        return got
+
+    def pack(self, batch: Batch) -> tuple[bytes, int]:
+        """(the bytes to send, how many commands are between MULTI and EXEC)"""
+        parts = [_MULTI]
+        moved: list[str] = []
+        n = 0
+        for sym, tf, ev in batch:
+            if ev.kind == "bar":
+                head, field = self._heads.get((sym, tf)) or self._head(sym, tf)
+                fields = encode_bar(ev.candle, ev.source)
+                # the id, the field names and values are ASCII (numbers, source names): one
+                # str, encoded once, is the cheap way; a non-ASCII one would raise, not corrupt
+                tail = "".join([f"${len(a)}\r\n{a}\r\n" for a in (
+                    f"{ev.candle.ts}-0", *(x for kv in fields.items() for x in kv))])
+                parts.append(b"*%d\r\n" % (6 + 2 * len(fields)) + head + tail.encode("ascii"))
+                moved.append(field)
+                n += 1
+            else:
+                field = series_field(sym, tf).encode()
+                state = (ev.state.value if ev.state is not None else "").encode()
+                parts.append(_resp(b"HSET", self.keys.states.encode(), field, state))
+                parts.append(_resp(b"XADD", self.keys.events.encode(), b"MAXLEN", b"~", b"10000",
+                                   b"*", b"series", field, b"state", state, b"message",
+                                   (ev.message or "").encode(), b"hub", self.hub_id))
+                n += 2
+        if moved:
+            parts.append(_resp(b"EVAL", NOTIFY_SCRIPT.encode(), b"2", self.keys.notify.encode(),
+                               self.keys.notify_seq.encode(), str(NOTIFY_MAXLEN).encode(),
+                               encode_moved(moved).encode()))
+            n += 1
+        parts.append(_EXEC)
+        return b"".join(parts), n
+
+
+def send_batch(client: Any, packed: tuple[bytes, int]) -> list:
+    """Send a ``BatchPacker.pack`` on a connection of ``client`` (a blocking redis-py client)
+    and return ``EXEC``'s answers, one per command, as ``pipeline.execute(raise_on_error=
+    False)`` would: a command Redis refused (an id already there) is a ``ResponseError`` in
+    the list. Anything else wrong (no answer, a command refused before ``EXEC``) raises, and
+    the connection is dropped: Redis applied all of the batch or none of it."""
+    import redis
+
+    payload, n = packed
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([payload])
+        conn.read_response()  # MULTI's OK
+        for _ in range(n):
+            conn.read_response()  # QUEUED (a refusal here raises; EXEC then aborts)
+        res = conn.read_response()
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: never reuse this connection
+        raise
+    finally:
+        pool.release(conn)
+    if not isinstance(res, list) or len(res) != n:
+        raise redis.ResponseError(f"EXEC answered {res!r} to {n} commands")
+    return res
 
 
 def is_refusal(res: Any) -> bool:
@@ -78,6 +150,8 @@ def take_events(handles: dict[tuple[str, str], Any], limit: int,
     batch: Batch = []
     for (sym, tf), h in list(handles.items()):
         pipe = h.series.pipe
+        if not len(pipe):  # most are empty when a part of a close goes: no lock for those
+            continue
         while len(batch) < limit:
             ev = pipe.get(0)
             if ev is None:
@@ -139,7 +213,7 @@ class LoopPublisher:
         url: ``redis://...``.
         gate: held while a batch is taken and published (shared with the publisher thread).
         take: (gate held) the events waiting in the feeds' pipes, as one batch.
-        build: queues a batch's commands on a pipeline (``queue_batch``).
+        build: a batch as the bytes of its ``MULTI/EXEC`` (``BatchPacker.pack``).
         done: (gate held) a batch and Redis's answers to it.
         failed: (gate held) a batch Redis did not take, and why; it must be kept for the
             publisher thread, which owns publishing until it turns this one on again.
@@ -148,7 +222,7 @@ class LoopPublisher:
     """
 
     def __init__(self, url: str, gate: threading.Lock, *, take: Callable[[], Batch],
-                 build: Callable[[Any, Batch], None], done: Callable[[Batch, list], None],
+                 build: Callable[[Batch], tuple[bytes, int]], done: Callable[[Batch, list], None],
                  failed: Callable[[Batch, BaseException], None], timeout_s: float = 2.0,
                  hold_s: float = 0.003, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
@@ -254,9 +328,7 @@ class LoopPublisher:
             if not batch:
                 return
             try:
-                p = self._client().pipeline(transaction=True)
-                self.build(p, batch)
-                results = p.execute(raise_on_error=False)
+                results = send_batch(self._client(), self.build(batch))
             except Exception as exc:  # noqa: BLE001 - the batch is kept, never lost
                 self.enabled = False
                 self.failed(batch, exc)

@@ -43,9 +43,10 @@ from btccxt_cli.hub.keys import (
 )
 from btccxt_cli.hub.publish import (
     Batch,
+    BatchPacker,
     LoopPublisher,
     count_results,
-    queue_batch,
+    send_batch,
     take_events,
 )
 from btccxt_cli.model import FeedEvent
@@ -116,6 +117,7 @@ class HubPublisher:
         self.on_line = on_line
         self.clock = clock
         self.id = hub_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._packer = BatchPacker(self.keys, maxlen=maxlen, hub_id=self.id)
         self.stats = HubStats()
         self.store: Any = None
         self._handles: dict[tuple[str, str], Any] = {}
@@ -333,7 +335,7 @@ class HubPublisher:
     def _loop_publisher(self) -> LoopPublisher | None:
         """The store's loop publisher, made on first use (websocket feeds run on the loop)."""
         if self._fast is None and self.store is not None and self.mode == "websocket":
-            fast = LoopPublisher(self.url, self._gate, take=self._take, build=self._queue,
+            fast = LoopPublisher(self.url, self._gate, take=self._take, build=self._packer.pack,
                                  done=self._results, failed=self._loop_failed, clock=self.clock)
             self.store.run_async(fast.bind()).result(5)
             self._fast = fast
@@ -392,16 +394,11 @@ class HubPublisher:
         # MULTI/EXEC: Redis wakes a runner's XREAD BLOCK after the whole batch, not at its
         # first XADD (which would answer with one bar and need a second read for the rest);
         # a refused XADD (an id already there) still fails alone
-        p = self._redis.pipeline(transaction=True)
-        self._queue(p, batch)
-        results = p.execute(raise_on_error=False)
+        results = send_batch(self._redis, self._packer.pack(batch))
         for _ in batch:
             self._pending.popleft()
         self.stats.pending = len(self._pending)
         self._results(batch, results)
-
-    def _queue(self, p: Any, batch: Batch) -> None:
-        queue_batch(p, self.keys, batch, maxlen=self.maxlen, hub_id=self.id)
 
     def _results(self, batch: Batch, results: list) -> None:
         """Count what Redis took and refused (both publishers)."""

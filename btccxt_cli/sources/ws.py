@@ -246,7 +246,9 @@ class WsHub:
             if counter.count(released[-1].candle.ts):
                 self._hand_close_over(s.pipe.queued)
             more = counter.incomplete()
-        if released and not more and not self._hand_over_due:
+        # a pipe whose consumer is this loop itself (the hub's publisher: ``handoff`` off) has
+        # no thread to hand the GIL to: a sleep(0) there only let the hub's other thread in
+        if released and not more and not self._hand_over_due and s.pipe.handoff:
             self._hand_over_due = True
             asyncio.get_running_loop().call_soon(self._hand_over)
         if s.assembler.has_gap() or (released and sub.schedule.needs_wake()):

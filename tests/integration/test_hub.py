@@ -336,7 +336,7 @@ def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redi
     import redis
 
     from btccxt_cli.hub.keys import HubKeys, series_field
-    from btccxt_cli.hub.publish import queue_batch
+    from btccxt_cli.hub.publish import BatchPacker, send_batch
     from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState
     from btccxt_cli.sources.base import SeriesParams
 
@@ -349,16 +349,15 @@ def test_a_series_the_hub_reports_down_is_told_while_other_bars_keep_coming(redi
     stop = threading.Event()
     t0 = int(time.time()) * 1000  # the runner starts at the bar forming now
 
+    packer = BatchPacker(keys, maxlen=100, hub_id="test-hub")
+
     def publish() -> None:  # with the hub's batch code: the bar and its notification
         w = redis.Redis.from_url(redis_server.url)
         i = 0
         while not stop.wait(0.1):  # the hub's pace here, not a synchronisation
             i += 1
             c = Candle(t0 + i * 1000, 1.0, 1.0, 1.0, 1.0, 1.0)
-            p = w.pipeline(transaction=True)
-            queue_batch(p, keys, [(busy, "1s", FeedEvent("bar", c, BarSource.LIVE))], maxlen=100,
-                        hub_id="test-hub")
-            p.execute()
+            send_batch(w, packer.pack([(busy, "1s", FeedEvent("bar", c, BarSource.LIVE))]))
         w.close()
 
     store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)

@@ -2,7 +2,7 @@
 streams of its own that a batch moved; a notification it misses costs it a read of all its
 streams, never a bar (real valkey-server, a real store in hub mode).
 
-The hub's writes are played with its own batch code (``queue_batch`` in one MULTI/EXEC, as
+The hub's writes are played with its own batch code (``BatchPacker`` in one MULTI/EXEC, as
 both of its publishers send them), so each batch moves exactly the series a test names.
 """
 
@@ -37,18 +37,19 @@ class _Played:
         self.r.hset(self.keys.states, mapping={series_field(s, TF): "LIVE" for s in symbols})
 
     def batch(self, bars: list[tuple[str, int]], *, then: Any = None) -> None:
-        """One batch of bars (``(symbol, open_ms)``) in one MULTI/EXEC; ``then(pipeline)``
-        queues more commands in the same transaction."""
-        from btccxt_cli.hub.publish import queue_batch
+        """One batch of bars (``(symbol, open_ms)``) in one MULTI/EXEC; ``then()`` returns
+        more commands (tuples of arguments) for the same transaction."""
+        from btccxt_cli.hub.publish import BatchPacker, _resp, send_batch
         from btccxt_cli.model import BarSource, Candle, FeedEvent
 
-        p = self.r.pipeline(transaction=True)
-        queue_batch(p, self.keys, [
+        payload, n = BatchPacker(self.keys, maxlen=1000, hub_id="test-hub").pack([
             (sym, TF, FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, ts / 1000), BarSource.LIVE))
-            for sym, ts in bars], maxlen=1000, hub_id="test-hub")
+            for sym, ts in bars])
         if then is not None:
-            then(p)
-        p.execute()
+            extra = [_resp(*(str(x).encode() for x in cmd)) for cmd in then()]
+            head, exec_ = payload.rsplit(b"*1\r\n", 1)  # EXEC, the last command
+            payload, n = head + b"".join(extra) + b"*1\r\n" + exec_, n + len(extra)
+        send_batch(self.r, (payload, n))
 
     def close(self) -> None:
         self.r.close()
@@ -270,13 +271,12 @@ def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, m
     hub = _Played(redis_server.url, mine)
     store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
 
-    def lose(p: Any) -> None:
+    def lose() -> list[tuple[str, ...]]:
         if miss == "trimmed":
-            p.xtrim(hub.keys.notify, maxlen=0)
-        else:
-            p.delete(hub.keys.notify)
-            if miss == "deleted-with-its-counter":
-                p.delete(hub.keys.notify_seq)
+            return [("XTRIM", hub.keys.notify, "MAXLEN", "0")]
+        if miss == "deleted-with-its-counter":
+            return [("DEL", hub.keys.notify), ("DEL", hub.keys.notify_seq)]
+        return [("DEL", hub.keys.notify)]
 
     try:
         pipes = _attach(store, mine)

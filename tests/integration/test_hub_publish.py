@@ -105,7 +105,7 @@ def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on
 
     from btccxt_cli.clock import ManualClock
     from btccxt_cli.hub.keys import HubKeys
-    from btccxt_cli.hub.publish import LoopPublisher, queue_batch
+    from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
     from btccxt_cli.model import BarSource, Candle, FeedEvent
     from btccxt_cli.sources.loop import LoopThread
     from btccxt_cli.sources.pipe import Pipe
@@ -133,7 +133,7 @@ def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on
         raise AssertionError(f"publishing failed: {exc}")
 
     pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
-                        build=lambda p, b: queue_batch(p, keys, b, maxlen=100, hub_id="t"),
+                        build=BatchPacker(keys, maxlen=100, hub_id="t").pack,
                         hold_s=0.003, clock=clock)
     for pipe in pipes.values():
         pipe.on_put = pub.putter("1s")
@@ -238,3 +238,71 @@ def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_ser
     finally:
         raw.close()
         text.close()
+
+
+def test_a_packed_batch_writes_what_redis_pys_own_commands_write(redis_server):
+    """The hub sends a batch as bytes it packs itself (``BatchPacker``): Redis must hold
+    exactly what redis-py's own commands for the same batch write (bars, states, the events
+    stream, the notification), non-ASCII text included, and a bar already there must come
+    back refused while the rest of the batch still lands."""
+    import redis
+
+    from btccxt_cli.hub.keys import NOTIFY_MAXLEN, NOTIFY_SCRIPT, HubKeys, encode_bar, encode_moved
+    from btccxt_cli.hub.publish import BatchPacker, is_refusal, send_batch
+    from btccxt_cli.model import BarSource, Candle, FeedEvent, FeedState
+
+    batch = [
+        ("AAA/USDT", "1s", FeedEvent("bar", Candle(1_000, 0.1, 1e-9 * 3, 12345.678901234567,
+                                                   2 / 3, 1e22 / 7), BarSource.LIVE)),
+        ("ÄÖÜ/USDT", "1m", FeedEvent("bar", Candle(60_000, 1.0, 2.0, 0.5, 1.5, 0.0),
+                                     BarSource.GAPFILL)),
+        ("AAA/USDT", "1s", FeedEvent("state", state=FeedState.DISCONNECTED,
+                                     message="socket closed: «1006»\nretrying")),
+        ("AAA/USDT", "1s", FeedEvent("bar", Candle(2_000, 3.0, 4.0, 2.0, 3.5, 7.25),
+                                     BarSource.BACKFILL)),
+    ]
+    ours, theirs = HubKeys(namespace()), HubKeys(namespace())
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        # redis-py's own commands for the same batch, as the hub sent them before
+        p = r.pipeline(transaction=True)
+        moved = []
+        for sym, tf, ev in batch:
+            if ev.kind == "bar":
+                p.xadd(theirs.bars(sym, tf), encode_bar(ev.candle, ev.source),
+                       id=f"{ev.candle.ts}-0", maxlen=100, approximate=True)
+                moved.append(f"{sym}|{tf}")
+            else:
+                p.hset(theirs.states, f"{sym}|{tf}", ev.state.value)
+                p.xadd(theirs.events, {"series": f"{sym}|{tf}", "state": ev.state.value,
+                                       "message": ev.message, "hub": "hub-ä"},
+                       maxlen=10_000, approximate=True)
+        p.eval(NOTIFY_SCRIPT, 2, theirs.notify, theirs.notify_seq, NOTIFY_MAXLEN,
+               encode_moved(moved))
+        expected = p.execute()
+
+        packer = BatchPacker(ours, maxlen=100, hub_id="hub-ä")
+        got = send_batch(r, packer.pack(batch))
+        assert len(got) == len(expected) == 6
+        assert [type(x) for x in got] == [type(x) for x in expected]
+
+        def held(k: HubKeys) -> tuple:
+            return ({tf: r.xrange(k.bars(sym, tf)) for sym, tf, _ in batch},
+                    r.hgetall(k.states),
+                    [f for _, f in r.xrange(k.events)],
+                    [f for _, f in r.xrange(k.notify)])
+
+        assert held(ours) == held(theirs)
+        assert held(ours)[0]["1s"][0][1][b"c"] == repr(2 / 3).encode()
+
+        # again, with one new bar: the two already there are refused, the new one lands
+        again = [*batch, ("AAA/USDT", "1s", FeedEvent("bar", Candle(3_000, 1, 1, 1, 1, 1),
+                                                      BarSource.LIVE))]
+        res = send_batch(r, packer.pack(again))
+        assert [is_refusal(x) for x in res] == [True, True, False, False, True, False, False]
+        assert isinstance(res[0], redis.ResponseError)
+        assert [eid for eid, _ in r.xrange(ours.bars("AAA/USDT", "1s"))] == [
+            b"1000-0", b"2000-0", b"3000-0"]
+        assert r.get(ours.notify_seq) == b"2"
+    finally:
+        r.close()
