@@ -109,10 +109,10 @@ class CCXTFeed(bt.feed.DataBase):
         self._rewound = 0
         self._ticks: Any = None  # (first tick name, line 0, [(tick name, line)]): _tick_fill
         self._bar_lines: Any = None  # the lines a bar fills, in _fill's order
-        # the events of the latest bars by open time: cerebro may load a bar and stash it
-        # (rewind) before the strategy sees the previous one, so "the last loaded" is not
-        # "the current"; current_event() looks the current bar up here
-        self._recent: OrderedDict[int, Any] = OrderedDict()
+        # the events of the latest bars, by the datetime number _fill wrote into the lines:
+        # cerebro may load a bar and stash it (rewind) before the strategy sees the previous
+        # one, so "the last loaded" is not "the current"; current_event() looks it up here
+        self._recent: OrderedDict[float, Any] = OrderedDict()
         self.symbol = self.p.dataname
         self.ccxt_timeframe = from_backtrader(self.p.timeframe, self.p.compression)
         self._validate()
@@ -278,11 +278,9 @@ class CCXTFeed(bt.feed.DataBase):
         """The ``FeedEvent`` (candle, source, recv_ns) of the bar in the lines now, if known."""
         if not len(self):
             return None
-        dt = bt.num2date(self.lines.datetime[0]).replace(tzinfo=timezone.utc)
-        stamp = int(round(dt.timestamp() * 1000))
-        if self.p.bar_stamp == "open":
-            return self._recent.get(stamp)
-        return self._recent.get(self._handle.series.grid.open_of(stamp))  # stamp: close - 1 ms
+        # keyed by the very datetime number _fill wrote: no date conversion per feed and bar
+        # (a runner asks every feed at every next())
+        return self._recent.get(self.lines.datetime[0])
 
     def stamp_ms(self, open_ms: int) -> int:
         """The backtrader datetime (ms) of the bar that opened at ``open_ms``."""
@@ -377,7 +375,7 @@ class CCXTFeed(bt.feed.DataBase):
             lines = self._bar_lines = (ls.datetime, ls.open, ls.high, ls.low, ls.close, ls.volume,
                                        ls.openinterest)
         ldt, lo, lh, ll, lc, lv, loi = lines
-        ldt[0] = bt.date2num(dt)
+        num = ldt[0] = bt.date2num(dt)
         lo[0] = c.open
         lh[0] = c.high
         ll[0] = c.low
@@ -389,6 +387,6 @@ class CCXTFeed(bt.feed.DataBase):
             s.note_latency(float(s.exchange_now_ms() - s.grid.close_of(c.ts)))
         self.last_event = ev  # the bar just loaded (see current_event for the current one)
         recent = self._recent
-        recent[c.ts] = ev
+        recent[num] = ev
         if len(recent) > 64:
             recent.popitem(last=False)
