@@ -69,6 +69,22 @@ def test_okx_swap_websocket_and_rest(sim):
     assert_matches_truth(sim, "okx", "BTC/USDT:USDT", "1s", res2.bars["BTC/USDT:USDT"], tf_ms=1000)
 
 
+def test_bars_stamped_at_their_close_are_the_truth_and_carry_their_events(sim):
+    """``bar_stamp="close"``: backtrader's datetime is the bar's close less 1 ms, and
+    ``current_event()`` (what ``btccxt run`` and the funding broker read at every ``next()``)
+    still finds each bar's own event: its candle and whether it came live or from history."""
+    store = CCXTStore("binance", sim_url=sim.url("binance"))
+    res = run_feeds(store, ["BTC/USDT", "ETH/USDT"], live_bars=3, backfill_bars=5,
+                    use_websocket=True, bar_stamp="close")
+    assert not res.timed_out
+    for sym, seen in res.bars.items():
+        assert_matches_truth(sim, "binance", sym, "1s", seen, tf_ms=1000)
+        assert all(s.stamp == s.ts + 999 for s in seen), sym
+        # every bar's event was found (the harness records "?" for one that was not)
+        assert [s.source for s in seen if s.source not in ("backfill", "live")] == [], sym
+        assert sum(s.source == "live" for s in seen) >= 3, sym
+
+
 def test_resampling_a_live_1s_feed_into_5s(sim):
     store = CCXTStore("binance", sim_url=sim.url("binance"))
     res = run_feeds(store, ["BTC/USDT"], live_bars=10**9, backfill_bars=30, use_websocket=True,
