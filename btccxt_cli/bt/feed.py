@@ -107,6 +107,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._handle: Any = None
         self._ended = False
         self._rewound = 0
+        self._given = False  # a held-back bar given again, still counted until the pass ends
         self._ticks: Any = None  # (first tick name, line 0, [(tick name, line)]): _tick_fill
         self._bar_lines: Any = None  # the lines a bar fills, in _fill's order
         # the events of the latest bars, by the datetime number _fill wrote into the lines:
@@ -170,6 +171,7 @@ class CCXTFeed(bt.feed.DataBase):
         super().start()
         self._ended = False
         self._rewound = 0  # bars cerebro moved this feed back over (``rewind``), not yet re-read
+        self._given = False
         self._handle = self.p.store.attach(self.series_params(), name=self._name or self.p.dataname)
 
     def stop(self) -> None:
@@ -196,13 +198,29 @@ class CCXTFeed(bt.feed.DataBase):
         waits for it, so that histories reach the strategy together."""
         if datamaster is not None and self._live_now():
             self._qcheck = 0.0
+        if self._given:  # the bar given at the last ask never reached a pass's end
+            self._unhold()
         if self._rewound:
             self._rewound -= 1  # cerebro held this feed's bar back: the base moves to it
-            if self._handle is not None:
-                self._handle.series.pipe.hold(-1)
-        elif datamaster is None and not ticks and self._idle():
+            self._given = True  # its count (``rewind``) carries over until the pass ends
+            return super().next(datamaster=datamaster, ticks=ticks)
+        if datamaster is None and not ticks and self._idle():
             return None
-        return super().next(datamaster=datamaster, ticks=ticks)
+        ret = super().next(datamaster=datamaster, ticks=ticks)
+        if ret and not self._given and not self._rewound and self._handle is not None:
+            # a bar given in this pass counts as waiting until the pass ends (``_tick_fill``):
+            # with every feed live, cerebro lets each feed sleep out its qcheck (0.5 s), and a
+            # feed asked after this one with nothing of its own did, while this bar waited for
+            # next() (bars arriving after their close's next() reached the next one 0.5 s
+            # late, under load in about one run in three of ``bench/hub.py --runners 10``)
+            self._given = True
+            self._handle.series.pipe.hold(1)
+        return ret
+
+    def _unhold(self) -> None:
+        self._given = False
+        if self._handle is not None:
+            self._handle.series.pipe.hold(-1)
 
     def _live_now(self) -> bool:
         h = self._handle
@@ -211,7 +229,10 @@ class CCXTFeed(bt.feed.DataBase):
     def rewind(self, size: int = 1) -> None:
         super().rewind(size)
         self._rewound += size
-        if self._handle is not None:
+        if self._given:  # held back again in the pass that gave it: it counts already
+            self._given = False
+            size -= 1
+        if self._handle is not None and size:
             # the held bar counts as waiting: the next pass must not sleep out its qcheck in
             # another feed's wait while this bar is ready (it held bars up to 0.5 s)
             self._handle.series.pipe.hold(size)
@@ -353,7 +374,10 @@ class CCXTFeed(bt.feed.DataBase):
 
     def _tick_fill(self, force: bool = False) -> None:
         """backtrader's ``_tick_fill`` (the bar is the tick), without looking its lines up by
-        name for every bar of every feed (cerebro calls it for each feed delivering a bar)."""
+        name for every bar of every feed (cerebro calls it for each feed delivering a bar,
+        at the end of the pass: a bar held back and given again stops counting as waiting)."""
+        if self._given:
+            self._unhold()
         ticks = self._ticks
         if ticks is None:
             lines = self.lines

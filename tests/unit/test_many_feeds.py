@@ -160,14 +160,69 @@ def test_a_bar_cerebro_held_back_counts_as_waiting_so_no_sibling_sleeps_out_its_
     feed = _feed_on(b)
     feed.do_qcheck(False, 0.0)
     b.pipe.put(_bar(60_000, 101.0))
-    assert feed.next(ticks=False) is True and queued == [0]
+    assert feed.next(ticks=False) is True and queued == [1]  # given: counts till the pass ends
     feed.rewind()  # held back: A's bar of an earlier time goes first
     assert queued == [1]
     assert _in_thread(lambda: a.pipe.get(30, give_way=True)) == [None]  # A gives way at once
-    assert feed.next(ticks=False) is True and feed.close[0] == 101.0 and queued == [0]
+    assert feed.next(ticks=False) is True and feed.close[0] == 101.0
+    feed._tick_fill(force=True)  # cerebro's end of the pass: the bar goes to next()
+    assert queued == [0]
     feed.rewind()
     b.pipe.close()  # the feed stops: nothing of it counts any more
     assert queued == [0]
+
+
+def test_a_bar_given_in_a_pass_keeps_later_siblings_from_sleeping_out_their_qcheck():
+    """With every feed live, cerebro lets each feed it asks wait up to qcheck (0.5 s) for a
+    bar. A feed that gave its bar in a pass took it out of its pipe; a sibling asked after it
+    with nothing of its own (its next bar not due) then slept out its qcheck, while the bar
+    given waited for next(). It happened to bars that arrived after their close's next()
+    had run (a hub runner under load): they reached the next one 0.5 s late, in about one
+    run in three of ``bench/hub.py --runners 10``. A bar given counts as waiting until the
+    pass ends (``_tick_fill``), or the feed's next ask at the latest; a bar held back
+    (``rewind``) and given again likewise, counted once."""
+
+    clock = ManualClock()
+    queued = [0]
+
+    def series(name: str) -> Series:
+        p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
+        s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=queued), name=name)
+        s.begin()
+        while s.pipe.get(0) is not None:
+            pass
+        return s
+
+    late, done = series("A/USDT"), series("B/USDT")
+    first, second = _feed_on(late, qcheck=30.0), _feed_on(done, qcheck=30.0)
+    late.pipe.put(_bar(0, 100.0))  # it came after its close's next(): B's went then
+    # the next pass, with qcheck (all feeds live: backtrader lets each wait)
+    first.do_qcheck(True, 0.0)
+    second.do_qcheck(True, 0.0)
+    assert first.next(ticks=False) is True and first.close[0] == 100.0
+    assert queued == [1]  # given: waits for next()
+    # B, asked after A in the same pass, answers at once (nothing rings here: a wait would
+    # last its 30 s)
+    assert _in_thread(lambda: second.next(ticks=False)) == [None]
+    first._tick_fill(force=True)  # the pass ends: the bar goes to next()
+    assert queued == [0]
+
+    # held back (another feed's bar is earlier), given again in the next pass: the same
+    late.pipe.put(_bar(60_000, 101.0))
+    first.do_qcheck(True, 0.0)
+    assert first.next(ticks=False) is True
+    first.rewind()
+    assert queued == [1]  # counted once
+    first.do_qcheck(True, 0.0)
+    second.do_qcheck(True, 0.0)
+    assert first.next(ticks=False) is True and first.close[0] == 101.0 and queued == [1]
+    assert _in_thread(lambda: second.next(ticks=False)) == [None]
+    first.rewind()  # held back again in the pass that gave it
+    assert queued == [1]
+    # given, and the pass ended without a tick fill (a replayed feed): its next ask ends it
+    assert first.next(ticks=False) is True and queued == [1]
+    first.do_qcheck(False, 0.0)
+    assert first.next(ticks=False) is None and queued == [0]
 
 
 def test_a_series_keeps_the_empty_pipe_it_is_given():
