@@ -36,9 +36,11 @@ def test_a_pipe_with_nothing_gives_way_while_a_sibling_holds_events():
     assert queued == [0]
 
 
-def _started(clock: ManualClock, name: str) -> Series:
+def _started(clock: ManualClock, name: str, queued: list[int] | None = None) -> Series:
+    """A live series of 1m bars; ``queued``: the events counter its store's pipes share."""
     p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
-    s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=[0]), name=name)
+    s = Series(p, exchange_now_ms=clock.time_ms, clock=clock,
+               pipe=Pipe(queued=queued if queued is not None else [0]), name=name)
     s.begin()
     while s.pipe.get(0) is not None:  # its LIVE state
         pass
@@ -148,15 +150,7 @@ def test_a_bar_cerebro_held_back_counts_as_waiting_so_no_sibling_sleeps_out_its_
     clock = ManualClock()
     queued = [0]
 
-    def series(name: str) -> Series:
-        p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
-        s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=queued), name=name)
-        s.begin()
-        while s.pipe.get(0) is not None:
-            pass
-        return s
-
-    a, b = series("A/USDT"), series("B/USDT")
+    a, b = _started(clock, "A/USDT", queued), _started(clock, "B/USDT", queued)
     feed = _feed_on(b)
     feed.do_qcheck(False, 0.0)
     b.pipe.put(_bar(60_000, 101.0))
@@ -185,15 +179,7 @@ def test_a_bar_given_in_a_pass_keeps_later_siblings_from_sleeping_out_their_qche
     clock = ManualClock()
     queued = [0]
 
-    def series(name: str) -> Series:
-        p = SeriesParams(symbol=name, timeframe="1m", mode="websocket", backfill_start=False)
-        s = Series(p, exchange_now_ms=clock.time_ms, clock=clock, pipe=Pipe(queued=queued), name=name)
-        s.begin()
-        while s.pipe.get(0) is not None:
-            pass
-        return s
-
-    late, done = series("A/USDT"), series("B/USDT")
+    late, done = _started(clock, "A/USDT", queued), _started(clock, "B/USDT", queued)
     first, second = _feed_on(late, qcheck=30.0), _feed_on(done, qcheck=30.0)
     late.pipe.put(_bar(0, 100.0))  # it came after its close's next(): B's went then
     # the next pass, with qcheck (all feeds live: backtrader lets each wait)
