@@ -107,7 +107,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._handle: Any = None
         self._ended = False
         self._rewound = 0
-        self._given = False  # a held-back bar given again, still counted until the pass ends
+        self._given = False  # the bar given at the last ask, counted as waiting till the pass ends
         self._ticks: Any = None  # (first tick name, line 0, [(tick name, line)]): _tick_fill
         self._bar_lines: Any = None  # the lines a bar fills, in _fill's order
         # the events of the latest bars, by the datetime number _fill wrote into the lines:
@@ -375,7 +375,7 @@ class CCXTFeed(bt.feed.DataBase):
     def _tick_fill(self, force: bool = False) -> None:
         """backtrader's ``_tick_fill`` (the bar is the tick), without looking its lines up by
         name for every bar of every feed (cerebro calls it for each feed delivering a bar,
-        at the end of the pass: a bar held back and given again stops counting as waiting)."""
+        at the end of the pass: the bar it gave stops counting as waiting, see ``next``)."""
         if self._given:
             self._unhold()
         ticks = self._ticks
