@@ -20,7 +20,13 @@ __all__ = ["CrossPlan", "cross_plan"]
 class CrossPlan:
     side: str  # "buy" below the path or "sell" above it
     price: float  # on the market's tick grid
-    when_ms: int  # the exchange time (a whole second) the path first reaches the price
+    when_ms: int  # the earliest exchange time (ms) a request can see the path at the price;
+    # at the next whole second it is past the price, so the engine fills there at the latest
+
+
+STEP_MS = 5
+"""The plan looks at the path every ``STEP_MS``: the engine also prices the path at the time
+of each request ("now", any millisecond), not only at whole seconds."""
 
 
 def cross_plan(model: MarketModel, symbol: str, now_ms: int, *, quiet_s: float = 4.0,
@@ -28,27 +34,41 @@ def cross_plan(model: MarketModel, symbol: str, now_ms: int, *, quiet_s: float =
     """A limit price the path does not touch for ``quiet_s`` seconds after ``now_ms``, then
     crosses.
 
-    Buys below the lowest price of the quiet window (sampled every 50 ms), or sells above the
-    highest, whichever the path reaches first, checked at whole seconds as the matching engine
-    does. Raises ``ValueError`` if the path stays in range for ``horizon_s`` seconds.
+    Buys below the lowest price of the quiet window, or sells above the highest, whichever
+    the path reaches first. The window is priced every ``STEP_MS`` and at every whole second
+    (where the matching engine looks), and the price keeps one tick plus the largest move
+    between two looks away from it. ``when_ms`` follows the last look before the path comes
+    within that move of the price; a crossing that turns back before the next whole second
+    would make the fill time uncertain, so the price then moves a tick further out. Raises
+    ``ValueError`` if the path stays in range for ``horizon_s`` seconds.
+
+    Earlier versions sampled every 50 ms with a margin of one tick: the BTC/USDT path moves
+    more than a tick in 50 ms, and 4 of 200 plans crossed 1-5 s early (a stop filled before
+    test_broker_stops moved the clock; a fill came before test_orders_db_lock took its lock).
     """
     spec = model.spec(symbol)
     eng = Engine(model, {symbol: spec}, [])
+    tick = spec.tick
     start = (now_ms + int(quiet_s * 1000)) // 1000 * 1000 + 1000
-    # every 50 ms, and every whole second before ``start`` (the engine's checks: 50 ms steps
-    # from an unaligned ``now_ms`` never land on them, and a whole second priced past the
-    # window's range filled the order seconds early)
-    times = [now_ms + i * 50 for i in range(int(quiet_s * 20) + 1)]
-    times += range((now_ms // 1000 + 1) * 1000, start, 1000)
-    window = [eng.price(symbol, t) for t in times]
-    # on the tick grid, away from the window (rounded to the nearest, a sell's price could
-    # fall back inside the window's range and fill early)
-    lo = round(math.floor((min(window) - spec.tick) / spec.tick) * spec.tick, spec.price_decimals)
-    hi = round(math.ceil((max(window) + spec.tick) / spec.tick) * spec.tick, spec.price_decimals)
-    for t in range(start, start + horizon_s * 1000, 1000):
-        p = eng.price(symbol, t)
-        if p <= lo:
-            return CrossPlan("buy", lo, t)
-        if p >= hi:
-            return CrossPlan("sell", hi, t)
-    raise ValueError(f"the price path of {symbol} stays in range for {horizon_s} s")
+    seq = [eng.price(symbol, t) for t in range(now_ms, start, STEP_MS)]
+    slack = max((abs(b - a) for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
+    window = seq + [eng.price(symbol, t) for t in range((now_ms // 1000 + 1) * 1000, start, 1000)]
+    lo_n = math.floor((min(window) - slack) / tick) - 1
+    hi_n = math.ceil((max(window) + slack) / tick) + 1
+    end = start + horizon_s * 1000
+    for widen in range(100):
+        lo = round((lo_n - widen) * tick, spec.price_decimals)
+        hi = round((hi_n + widen) * tick, spec.price_decimals)
+        for t in range(start, end, STEP_MS):
+            p = eng.price(symbol, t)
+            if p <= lo + slack or p >= hi - slack:
+                break
+        else:
+            raise ValueError(f"the price path of {symbol} stays in range for {horizon_s} s")
+        side, price = ("buy", lo) if p <= lo + slack else ("sell", hi)
+        whole = -(-t // 1000) * 1000
+        at = eng.price(symbol, whole)
+        if (at <= price) if side == "buy" else (at >= price):
+            # the look before was not that close: the path reaches the price after it
+            return CrossPlan(side, price, t - STEP_MS + 1)
+    raise ValueError(f"no price that the path of {symbol} crosses and stays past to a whole second")
