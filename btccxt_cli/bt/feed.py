@@ -207,7 +207,7 @@ class CCXTFeed(bt.feed.DataBase):
         if datamaster is None and not ticks and self._idle():
             return None
         ret = super().next(datamaster=datamaster, ticks=ticks)
-        if ret and not self._given and not self._rewound and self._handle is not None:
+        if ret and self._handle is not None:  # (a bar cerebro held back returned above)
             # a bar given in this pass counts as waiting until the pass ends (``_tick_fill``):
             # with every feed live, cerebro lets each feed sleep out its qcheck (0.5 s), and a
             # feed asked after this one with nothing of its own did, while this bar waited for

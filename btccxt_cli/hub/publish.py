@@ -44,13 +44,18 @@ logger = logging.getLogger(__name__)
 Batch = list[tuple[str, str, FeedEvent]]
 
 
-_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
-_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+def _bulks(*args: bytes) -> bytes:
+    """Arguments in Redis's wire format (RESP bulk strings), without the array's length."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def _resp(*args: bytes) -> bytes:
-    """One command in Redis's wire format (RESP): an array of bulk strings."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    """One command in Redis's wire format: an array of bulk strings."""
+    return b"*%d\r\n" % len(args) + _bulks(*args)
+
+
+_MULTI = _resp(b"MULTI")
+_EXEC = _resp(b"EXEC")
 
 
 class BatchPacker:
@@ -72,9 +77,8 @@ class BatchPacker:
 
     def _head(self, symbol: str, timeframe: str) -> tuple[bytes, str]:
         """(the XADD's arguments up to the id, without the array's length; the series field)"""
-        key = self.keys.bars(symbol, timeframe).encode()
-        head = b"".join(b"$%d\r\n%s\r\n" % (len(a), a)
-                        for a in (b"XADD", key, b"MAXLEN", b"~", self.maxlen))
+        head = _bulks(b"XADD", self.keys.bars(symbol, timeframe).encode(), b"MAXLEN", b"~",
+                      self.maxlen)
         got = self._heads[(symbol, timeframe)] = (head, series_field(symbol, timeframe))
         return got
 

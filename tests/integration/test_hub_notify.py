@@ -39,7 +39,7 @@ class _Played:
     def batch(self, bars: list[tuple[str, int]], *, then: Any = None) -> None:
         """One batch of bars (``(symbol, open_ms)``) in one MULTI/EXEC; ``then()`` returns
         more commands (tuples of arguments) for the same transaction."""
-        from btccxt_cli.hub.publish import BatchPacker, _resp, send_batch
+        from btccxt_cli.hub.publish import _EXEC, BatchPacker, _resp, send_batch
         from btccxt_cli.model import BarSource, Candle, FeedEvent
 
         payload, n = BatchPacker(self.keys, maxlen=1000, hub_id="test-hub").pack([
@@ -47,8 +47,9 @@ class _Played:
             for sym, ts in bars])
         if then is not None:
             extra = [_resp(*(str(x).encode() for x in cmd)) for cmd in then()]
-            head, exec_ = payload.rsplit(b"*1\r\n", 1)  # EXEC, the last command
-            payload, n = head + b"".join(extra) + b"*1\r\n" + exec_, n + len(extra)
+            assert payload.endswith(_EXEC)  # the last command: the extra ones go before it
+            payload = payload[:-len(_EXEC)] + b"".join(extra) + _EXEC
+            n += len(extra)
         send_batch(self.r, (payload, n))
 
     def close(self) -> None:
