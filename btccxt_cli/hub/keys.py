@@ -14,10 +14,12 @@ Under ``btccxt:{namespace}:`` (the namespace defaults to the exchange id):
 - ``notify``: one small capped stream per hub (``MAXLEN ~ NOTIFY_MAXLEN``): after each batch
   of bars, in the same ``MULTI/EXEC``, an entry (Redis's own id) with ``n``, the batch's
   sequence number (``INCR`` of ``notify:seq``, so it counts on across hubs and failovers),
-  and ``k``, the ``{symbol}|{timeframe}`` of every series in the batch, one a line. Runners
-  block on this one key, then read only the streams of theirs it names; a gap in ``n`` (the
-  cap trimmed entries a runner had not read, the key deleted, Redis restarted) or a quiet
-  period makes them read all their streams from their last ids instead.
+  ``k``, the ``{symbol}|{timeframe}`` of every series in the batch, one a line, and ``c``,
+  ``1`` when the batch completes a close (no more of that close's bars are coming; ``0``
+  when the hub cannot tell). Runners block on this one key, then read only the streams of
+  theirs it names; a gap in ``n`` (the cap trimmed entries a runner had not read, the key
+  deleted, Redis restarted) or a quiet period makes them read all their streams from their
+  last ids instead.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ NOTIFY_MAXLEN = 1000
 """Notifications kept (about 200 s of a 200-symbol hub's batches of 1s bars; a runner further
 behind reads all its streams instead). Each names the series of one batch: at most a few KB."""
 NOTIFY_SCRIPT = """local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'k', ARGV[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'k', ARGV[2], 'c', ARGV[3])
 return n"""
-"""KEYS: notify, notify:seq; ARGV: the cap, the moved series (``encode_moved``)."""
+"""KEYS: notify, notify:seq; ARGV: the cap, the moved series (``encode_moved``), ``1`` when
+the batch completes a close, else ``0``."""
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,17 @@ def encode_moved(fields: list[str]) -> str:
     return "\n".join(dict.fromkeys(fields))
 
 
-def decode_notify(fields: dict) -> tuple[int | None, list[bytes]]:
+def decode_notify(fields: dict) -> tuple[int | None, list[bytes], bool]:
     """A notification entry (bytes, as a runner reads it): its sequence number (None: not
-    one of ours) and the ``{symbol}|{timeframe}`` of the series that moved, as bytes."""
+    one of ours), the ``{symbol}|{timeframe}`` of the series that moved, as bytes, and
+    whether the batch completed a close (a hub of an older version never says so)."""
     n = fields.get(b"n")
     try:
         seq = int(n) if n is not None else None
     except ValueError:
         seq = None
     moved = fields.get(b"k")
-    return seq, (moved.split(b"\n") if moved else [])
+    return seq, (moved.split(b"\n") if moved else []), fields.get(b"c") == b"1"
 
 
 def encode_bar(c: Candle, source: BarSource) -> dict[str, str]:

@@ -82,8 +82,9 @@ class BatchPacker:
         got = self._heads[(symbol, timeframe)] = (head, series_field(symbol, timeframe))
         return got
 
-    def pack(self, batch: Batch) -> tuple[bytes, int]:
-        """(the bytes to send, how many commands are between MULTI and EXEC)"""
+    def pack(self, batch: Batch, complete: bool = False) -> tuple[bytes, int]:
+        """(the bytes to send, how many commands are between MULTI and EXEC); ``complete``:
+        the batch completes a close (its notification tells runners no more is coming)."""
         parts = [_MULTI]
         moved: list[str] = []
         n = 0
@@ -109,7 +110,7 @@ class BatchPacker:
         if moved:
             parts.append(_resp(b"EVAL", NOTIFY_SCRIPT.encode(), b"2", self.keys.notify.encode(),
                                self.keys.notify_seq.encode(), str(NOTIFY_MAXLEN).encode(),
-                               encode_moved(moved).encode()))
+                               encode_moved(moved).encode(), b"1" if complete else b"0"))
             n += 1
         parts.append(_EXEC)
         return b"".join(parts), n
@@ -211,24 +212,31 @@ class LoopPublisher:
     next one after twice the wait of the one before: the first symbols' runners need not
     wait for the last symbol's message, and a runner on all of them is not woken every
     ``hold_s`` (each XREAD over hundreds of streams costs it about a millisecond of CPU).
-    Puts less than ``hold_s`` apart belong to one burst.
+    Puts less than ``gap_s`` apart belong to one burst. The notification of a batch that
+    completes its close says so: a runner on notifications waits for the rest of its own
+    series' bars until then (``HubReader``), so early parts wake it for a look, not a read.
 
     Args:
         url: ``redis://...``.
         gate: held while a batch is taken and published (shared with the publisher thread).
         take: (gate held) the events waiting in the feeds' pipes, as one batch.
-        build: a batch as the bytes of its ``MULTI/EXEC`` (``BatchPacker.pack``).
+        build: a batch, and whether it completes its close, as the bytes of its
+            ``MULTI/EXEC`` (``BatchPacker.pack``).
         done: (gate held) a batch and Redis's answers to it.
         failed: (gate held) a batch Redis did not take, and why; it must be kept for the
             publisher thread, which owns publishing until it turns this one on again.
         timeout_s: Redis socket timeout.
-        hold_s: how long the first bar of a burst that does not complete may wait for the rest.
+        hold_s: how long the first bar of a burst that does not complete may wait for the rest
+            (1 ms: the first symbols' runners get their bars while the hub reads the others;
+            bench/RESULTS.md).
+        gap_s: puts further apart than this start a new burst.
     """
 
     def __init__(self, url: str, gate: threading.Lock, *, take: Callable[[], Batch],
-                 build: Callable[[Batch], tuple[bytes, int]], done: Callable[[Batch, list], None],
+                 build: Callable[[Batch, bool], tuple[bytes, int]],
+                 done: Callable[[Batch, list], None],
                  failed: Callable[[Batch, BaseException], None], timeout_s: float = 2.0,
-                 hold_s: float = 0.003, clock: Clock = SYSTEM_CLOCK) -> None:
+                 hold_s: float = 0.001, gap_s: float = 0.003, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
         self.gate = gate
         self.take = take
@@ -237,6 +245,7 @@ class LoopPublisher:
         self.failed = failed
         self.timeout_s = timeout_s
         self.hold_s = hold_s
+        self.gap_s = gap_s
         self._hold = hold_s  # this burst's next part waits this long (doubles per part)
         self.clock = clock
         self._first: float | None = None  # when the oldest bar not yet taken was put
@@ -264,7 +273,7 @@ class LoopPublisher:
     def on_put(self, ev: FeedEvent, close: CloseCounter | None = None) -> None:
         """A pipe got ``ev`` (on the producer's thread)."""
         now = self.clock.monotonic()
-        if self._last is None or now - self._last >= self.hold_s:
+        if self._last is None or now - self._last >= self.gap_s:
             self._hold = self.hold_s  # a new burst
         self._last = now
         if self._first is None:
@@ -276,7 +285,7 @@ class LoopPublisher:
         on_loop = threading.get_ident() == self._loop_thread
         if on_loop and done:
             self.complete += 1
-            self._publish()
+            self._publish(complete=True)
         elif on_loop and now - self._first >= self._hold:
             self._hold *= 2  # the next part of this burst waits twice as long
             self._publish()  # a long burst: what is read so far goes now, mid-turn
@@ -316,8 +325,9 @@ class LoopPublisher:
                 health_check_interval=0)
         return self._redis
 
-    def _publish(self) -> None:
-        """(loop) One MULTI/EXEC of what is waiting, answered before the loop goes on."""
+    def _publish(self, complete: bool = False) -> None:
+        """(loop) One MULTI/EXEC of what is waiting, answered before the loop goes on;
+        ``complete``: it completes a close."""
         if self._flushing or not self.gate.acquire(blocking=False):
             return  # the publisher thread has the pipes now (it turns this one off)
         self._flushing = True
@@ -332,7 +342,7 @@ class LoopPublisher:
             if not batch:
                 return
             try:
-                results = send_batch(self._client(), self.build(batch))
+                results = send_batch(self._client(), self.build(batch, complete))
             except Exception as exc:  # noqa: BLE001 - the batch is kept, never lost
                 self.enabled = False
                 self.failed(batch, exc)

@@ -43,6 +43,9 @@ NOTIFY_FROM = 100
 waits in one XREAD BLOCK over its streams (bench/RESULTS.md: a wait costs a runner about as
 much CPU as reading 100 more streams, and a runner on few of a hub's series is woken by
 every batch of the others when it waits on notifications, then needs a second round trip)."""
+DEFER_S = 0.05
+"""A runner on notifications waits at most this long for the rest of a close's bars of its
+series that the hub has not said is complete (``HubReader``)."""
 _REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
 
 
@@ -87,10 +90,14 @@ class HubReader:
         timeout_s: Redis socket timeout; a Redis that stops answering counts as gone after it.
         notify_from: from this many streams on, wait on the hub's notifications and read only
             the streams a batch moved; with fewer, wait in one XREAD over them.
+        defer_s: on notifications, how long after the first of its series moved the reader
+            may wait for the rest of a close that the hub does not say is complete (a series
+            joined or dropped, a hub of an older version) before it reads what moved.
     """
 
     def __init__(self, url: str, namespace: str, *, heartbeat_check_s: float = 0.5,
-                 timeout_s: float = 2.0, cache: Any = None, notify_from: int = NOTIFY_FROM) -> None:
+                 timeout_s: float = 2.0, cache: Any = None, notify_from: int = NOTIFY_FROM,
+                 defer_s: float = DEFER_S) -> None:
         self.url = url
         self.keys = HubKeys(namespace)
         self.check_s = heartbeat_check_s
@@ -101,6 +108,7 @@ class HubReader:
         self._changed = asyncio.Event()
         self._nkey = self.keys.notify.encode()
         self.notify_from = notify_from
+        self.defer_s = defer_s
         # the last notification read (None: not in step; read every stream, then start
         # after the notification stream's newest entry) and its sequence number
         self._note_id: bytes | None = None
@@ -271,25 +279,55 @@ class HubReader:
         self._more.clear()
         if more:  # a stream held more than one read takes: the rest, before waiting
             return await self._read_keys(r, more)
+        return await self._notified(r, ups, block_ms)
+
+    async def _notified(self, r: Any, ups: dict[bytes, _Sub], block_ms: int) -> int:
+        """Wait on the notifications, then read the streams of ``ups`` they named, once the
+        close is complete for this runner: every one of its series moved, the hub said the
+        close is complete, one of them moved again (the next close began), or ``defer_s``
+        passed since the first of them moved. A close the hub publishes in parts (hundreds
+        of symbols) then costs this runner one read, not one a part, and its early parts
+        wake it for a look at the notification only: the CPU they would have cost goes to
+        the runners whose series those parts complete (bench/RESULTS.md)."""
         res = await r.xread({self._nkey: self._note_id}, count=_NOTES, block=block_ms)
         self.waits += 1
         if not res:  # a quiet period: in step unless notifications stopped or went back
             await self._quiet(r)
             return 0
-        moved: set[bytes] = set()
-        gap = False
-        for entry_id, fields in res[0][1]:
-            n, series = decode_notify(fields)
-            if n is None or self._note_n is None or n != self._note_n + 1:
-                gap = True  # notifications were missed: what they named is unknown
-            self._note_id, self._note_n = entry_id, n
-            moved.update(series)
-        if gap:
-            self.gaps += 1
-            return await self._read_all(r, ups, [], anchor=False)
         by_field = {s.bfield: s for s in ups.values()}
-        mine = {sub.bkey: sub for f in moved if (sub := by_field.get(f)) is not None}
-        return await self._read_keys(r, mine) if mine else 0
+        moved: set[bytes] = set()
+        deadline: float | None = None
+        entries = res[0][1]
+        while True:
+            now_read = gap = False
+            for entry_id, fields in entries:
+                n, series, complete = decode_notify(fields)
+                if n is None or self._note_n is None or n != self._note_n + 1:
+                    gap = True  # notifications were missed: what they named is unknown
+                self._note_id, self._note_n = entry_id, n
+                for f in series:
+                    if f in by_field:
+                        now_read = now_read or f in moved
+                        moved.add(f)
+                now_read = now_read or complete
+            if gap:
+                self.gaps += 1
+                return await self._read_all(r, ups, [], anchor=False)
+            if not moved:
+                return 0
+            if now_read or len(moved) == len(by_field):
+                break
+            now = asyncio.get_running_loop().time()
+            if deadline is None:
+                deadline = now + self.defer_s
+            if now >= deadline:
+                break
+            # at most check_s a wait, as above: a longer block would outlast the socket timeout
+            res = await r.xread({self._nkey: self._note_id}, count=_NOTES,
+                                block=max(1, int(min(deadline - now, self.check_s) * 1000)))
+            self.waits += 1
+            entries = res[0][1] if res else []
+        return await self._read_keys(r, {by_field[f].bkey: by_field[f] for f in moved})
 
     async def _quiet(self, r: Any) -> None:
         """After a wait without a notification: read every stream next time if the

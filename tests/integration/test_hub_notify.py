@@ -36,15 +36,17 @@ class _Played:
         self.r.set(self.keys.alive, "test-hub", px=120_000)
         self.r.hset(self.keys.states, mapping={series_field(s, TF): "LIVE" for s in symbols})
 
-    def batch(self, bars: list[tuple[str, int]], *, then: Any = None) -> None:
+    def batch(self, bars: list[tuple[str, int]], *, then: Any = None,
+              complete: bool = False) -> None:
         """One batch of bars (``(symbol, open_ms)``) in one MULTI/EXEC; ``then()`` returns
-        more commands (tuples of arguments) for the same transaction."""
+        more commands (tuples of arguments) for the same transaction; ``complete``: its
+        notification says it completes a close."""
         from btccxt_cli.hub.publish import _EXEC, BatchPacker, _resp, send_batch
         from btccxt_cli.model import BarSource, Candle, FeedEvent
 
         payload, n = BatchPacker(self.keys, maxlen=1000, hub_id="test-hub").pack([
             (sym, TF, FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, ts / 1000), BarSource.LIVE))
-            for sym, ts in bars])
+            for sym, ts in bars], complete)
         if then is not None:
             extra = [_resp(*(str(x).encode() for x in cmd)) for cmd in then()]
             assert payload.endswith(_EXEC)  # the last command: the extra ones go before it
@@ -165,6 +167,86 @@ def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_mo
         assert (reader.full_reads, reader.gaps) == (full_reads, gaps)
         assert any(c.startswith("XREAD") and hub.keys.notify in c and "BLOCK" in c
                    for c in commands), commands
+    finally:
+        store.stop()
+        hub.close()
+
+
+def test_a_close_published_in_parts_costs_a_runner_one_read_when_its_series_are_all_in(
+        redis_server):
+    """A hub publishes a close of hundreds of symbols in parts. A runner on notifications
+    reads its streams once for the close: when every one of its series moved, when the hub
+    says the close is complete, when one of its series moves again (the next close), or
+    ``defer_s`` after the first of them moved. Until then a part only wakes it for a look
+    at the notification."""
+    mine = [f"P{i}/USDT" for i in range(4)]
+    others = [f"R{i}/USDT" for i in range(4)]
+    hub = _Played(redis_server.url, mine + others)
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    keys = {s: hub.keys.bars(s, TF) for s in mine}
+    try:
+        pipes = _attach(store, mine)
+        t0 = int(time.time()) * 1000
+        hub.batch([(s, t0) for s in mine + others])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0], s
+        reader = store._hub_reader
+        reader.notify_from = 1  # waits on notifications whatever its number of streams
+        reader.check_s = 1.0  # quiet periods cost no read of bars (the test above)
+        reader.defer_s = 30.0  # no step below may pass by waiting out the deferral
+        t0 += 1000
+        hub.batch([(s, t0) for s in mine + others])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [t0], s
+
+        def seen(mon: _Monitor) -> None:
+            """Until the runner waits on the notification stream after the newest entry."""
+            last = hub.r.xrevrange(hub.keys.notify, count=1)[0][0].decode()
+            mon.wait_for(lambda cmds: any(c.startswith("XREAD") and hub.keys.notify in c
+                                          and c.endswith(last) for c in cmds))
+
+        def bar_reads(mon: _Monitor) -> list[set[str]]:
+            return [set(ks) for ks in _bar_reads(mon.stop(), hub.keys.notify)]
+
+        # 1. every one of its series in: two parts, one read
+        ts = t0 + 1000
+        mon = _Monitor(redis_server.url)
+        hub.batch([(mine[0], ts), (mine[1], ts), (others[0], ts)])
+        seen(mon)
+        assert _bar_reads(list(mon.commands), hub.keys.notify) == []  # a look, no read
+        hub.batch([(mine[2], ts), (others[1], ts), (mine[3], ts)])
+        for s in mine:
+            assert _bars(pipes[s], 1) == [ts], s
+        assert bar_reads(mon) == [set(keys.values())]
+
+        # 2. the hub says the close is complete (two of its series have no bar in it)
+        ts += 1000
+        mon = _Monitor(redis_server.url)
+        hub.batch([(mine[0], ts), (others[0], ts)])
+        seen(mon)
+        hub.batch([(mine[1], ts), (others[1], ts)], complete=True)
+        for s in mine[:2]:
+            assert _bars(pipes[s], 1) == [ts], s
+        assert bar_reads(mon) == [{keys[mine[0]], keys[mine[1]]}]
+
+        # 3. one of its series moves again: the close it was in is as complete as it gets
+        mon = _Monitor(redis_server.url)
+        hub.batch([(mine[2], ts)])
+        seen(mon)
+        hub.batch([(mine[2], ts + 1000), (mine[3], ts + 1000)])
+        assert _bars(pipes[mine[2]], 2) == [ts, ts + 1000]
+        assert _bars(pipes[mine[3]], 1) == [ts + 1000]
+        assert bar_reads(mon) == [{keys[mine[2]], keys[mine[3]]}]
+
+        # 4. nothing more comes: what moved is read defer_s after it moved
+        reader.defer_s = 0.05
+        ts += 2000
+        mon = _Monitor(redis_server.url)
+        hub.batch([(mine[1], ts), (others[2], ts)])
+        assert _bars(pipes[mine[1]], 1) == [ts]
+        assert bar_reads(mon) == [{keys[mine[1]]}]
+        for s in mine:
+            assert _bars(pipes[s], 1, timeout=0.0) == [], s  # nothing twice
     finally:
         store.stop()
         hub.close()

@@ -204,6 +204,9 @@ def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on
         # bars that are not live closes (gap fill) go on the timer, never counted
         loop.call(_call(lambda: put("FFF/USDT", 3000, src=BarSource.GAPFILL)), timeout=10)
         assert wait_parts(6)[5] == ["FFF/USDT"] and pub.complete == 2
+        # the notifications of the two complete closes say so; parts and timers do not
+        assert [f[b"c"] for _, f in check.xrange(keys.notify)] == [
+            b"0", b"0", b"1", b"0", b"1", b"0"]
     finally:
         loop.stop(cleanup=pub.aclose())
         check.close()
@@ -278,7 +281,7 @@ def test_a_packed_batch_writes_what_redis_pys_own_commands_write(redis_server):
                                        "message": ev.message, "hub": "hub-ä"},
                        maxlen=10_000, approximate=True)
         p.eval(NOTIFY_SCRIPT, 2, theirs.notify, theirs.notify_seq, NOTIFY_MAXLEN,
-               encode_moved(moved))
+               encode_moved(moved), 0)
         expected = p.execute()
 
         packer = BatchPacker(ours, maxlen=100, hub_id="hub-ä")
