@@ -38,11 +38,15 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 1000  # entries per series per read
 _NOTES = 500  # notifications per read
-NOTIFY_FROM = 100
+NOTIFY_FROM = 30
 """A reader with at least this many streams waits on the notification stream; one with fewer
-waits in one XREAD BLOCK over its streams (bench/RESULTS.md: a wait costs a runner about as
-much CPU as reading 100 more streams, and a runner on few of a hub's series is woken by
-every batch of the others when it waits on notifications, then needs a second round trip)."""
+waits in one XREAD BLOCK over its streams. On notifications, a runner needs a second round
+trip for its bars, and every batch of the hub wakes it for a look; on its streams, every
+part of a close that touches them wakes it for a read. With a hub publishing a close in
+parts, runners from 30 streams on waiting on notifications (one read a close, when their
+series are in) left the cores to the smallest runners at each close: ten runners on 2 cores,
+the 20-symbol runner's added p99 went from +14..19 to +11..15 ms (bench/RESULTS.md, eighth
+pass). Below 30 streams, the second round trip cost more than it saved."""
 DEFER_S = 0.05
 """A runner on notifications waits at most this long for the rest of a close's bars of its
 series that the hub has not said is complete (``HubReader``)."""
