@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any
@@ -103,10 +104,17 @@ def run_feeds(store: CCXTStore, symbols: list[str], *, timeframe=bt.TimeFrame.Se
     return result
 
 
-def run_for(cerebro: Any, store: Any, timeout: float) -> None:
-    """Run ``cerebro`` until its strategy stops it or ``timeout`` seconds pass, then stop
-    ``store`` (its threads and sockets) whatever happened."""
-    timer = threading.Timer(timeout, cerebro.runstop)
+def run_for(cerebro: Any, store: Any, timeout: float,
+            expired: Callable[[], None] | None = None) -> None:
+    """Run ``cerebro`` until its strategy stops it or ``timeout`` seconds pass (then
+    ``expired()`` is called first), then stop ``store`` (its threads and sockets) whatever
+    happened."""
+    def expire() -> None:
+        if expired is not None:
+            expired()
+        cerebro.runstop()
+
+    timer = threading.Timer(timeout, expire)
     timer.daemon = True
     timer.start()
     try:

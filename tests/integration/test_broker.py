@@ -20,6 +20,7 @@ from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.cache.orders import OrderStore
 from btccxt_cli.sim.accounts import DEFAULT_KEY
 from btccxt_cli.sim.plans import cross_plan
+from tests.integration.harness import run_for
 
 pytestmark = pytest.mark.live
 
@@ -100,19 +101,7 @@ def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable
     out.broker = broker
     cerebro.setbroker(broker)
     cerebro.addstrategy(strategy, act=act, done=done, outcome=out, on_order=on_order)
-
-    def expire() -> None:
-        out.timed_out = True
-        cerebro.runstop()
-
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        cerebro.run()
-    finally:
-        timer.cancel()
-        store.stop()
+    run_for(cerebro, store, timeout, expired=lambda: setattr(out, "timed_out", True))
     return out
 
 
