@@ -313,7 +313,9 @@ class HubReader:
                     if f in by_field:
                         now_read = now_read or f in moved
                         moved.add(f)
-                now_read = now_read or complete
+                # the close is complete: of the ones named so far (an earlier close's end,
+                # read in the same answer before any of this close's parts, is not this one's)
+                now_read = now_read or (complete and bool(moved))
             if gap:
                 self.gaps += 1
                 return await self._read_all(r, ups, [], anchor=False)
