@@ -216,6 +216,100 @@ async def _call(fn):
     return fn()
 
 
+def test_a_runner_is_woken_on_its_own_key_when_its_series_are_all_in(redis_server):
+    """Runners that wait on a key of their own (``set_runners``) are woken in the same
+    MULTI/EXEC as the bar that completes their series for a close: that bar's part goes at
+    once, and no other runner is woken by it. A runner one of whose series has no bar is
+    woken when the burst is over, and each runner once a close."""
+    import redis
+
+    from btccxt_cli.clock import ManualClock
+    from btccxt_cli.hub.keys import HubKeys, series_field
+    from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
+    from btccxt_cli.model import BarSource, Candle, FeedEvent
+    from btccxt_cli.sources.loop import LoopThread
+    from btccxt_cli.sources.pipe import Pipe
+
+    keys = HubKeys(namespace())
+    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT"]
+    pipes = {s: Pipe() for s in syms}
+    clock = ManualClock()
+    published: list[list[str]] = []
+    cond = threading.Condition()
+
+    def take():
+        batch = []
+        for s, pipe in pipes.items():
+            while (ev := pipe.get(0)) is not None:
+                batch.append((s, "1s", ev))
+        return batch
+
+    def done(batch, results) -> None:
+        with cond:
+            published.append([s for s, _, _ in batch])
+            cond.notify_all()
+
+    def failed(batch, exc) -> None:
+        raise AssertionError(f"publishing failed: {exc}")
+
+    # hold_s, gap_s: no part on time and no timer within the test (its clock is the test's)
+    pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
+                        build=BatchPacker(keys, maxlen=100, hub_id="t").pack,
+                        hold_s=60.0, gap_s=60.0, rest_s=60.0, clock=clock)
+    for s, pipe in pipes.items():
+        pipe.on_put = pub.putter("1s", series_field(s, "1s"))
+    f = {s: series_field(s, "1s") for s in syms}
+    pub.set_runners({"small": [f["AAA/USDT"], f["BBB/USDT"]], "all": list(f.values()),
+                     "odd": [f["AAA/USDT"], "ZZZ/USDT|1s"]})
+    check = redis.Redis.from_url(redis_server.url)
+    loop = LoopThread(name="wakes")
+    loop.start()
+
+    def woken() -> dict[str, int]:
+        return {rid: check.xlen(keys.wake(rid)) for rid in ("small", "all", "odd")}
+
+    async def read(ts: int, names: list[str]) -> list[tuple[list[int], dict[str, int]]]:
+        """(loop) One socket read; after each bar, what Redis holds and who was woken."""
+        seen = []
+        for sym in names:
+            pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
+            seen.append(([check.xlen(keys.bars(s, "1s")) for s in syms], woken()))
+        return seen
+
+    async def start() -> None:
+        await pub.bind()
+        pub.enabled = True
+
+    def parts(n: int) -> list[list[str]]:
+        with cond:
+            assert cond.wait_for(lambda: len(published) >= n, 10), published
+            return published[:n]
+
+    try:
+        loop.call(start(), timeout=10)
+        seen = loop.call(read(1000, syms), timeout=10)
+        nobody = {"small": 0, "all": 0, "odd": 0}
+        assert seen == [
+            ([0, 0, 0, 0], nobody),
+            ([1, 1, 0, 0], {**nobody, "small": 1}),  # BBB completes "small": sent at once
+            ([1, 1, 0, 0], {**nobody, "small": 1}),
+            ([1, 1, 1, 1], {**nobody, "small": 1, "all": 1}),  # DDD completes "all"
+        ]
+        assert parts(2) == [syms[:2], syms[2:]]
+        pub.kick()  # the burst is over: "odd" (no ZZZ bar) is woken, with no bar to send
+        with cond:
+            assert cond.wait_for(lambda: woken()["odd"] == 1, 10)
+        assert woken() == {"small": 1, "all": 1, "odd": 1}
+
+        clock.advance(1.0)  # the next close: the same, each runner woken once more
+        seen = loop.call(read(2000, syms), timeout=10)
+        assert seen[-1] == ([2, 2, 2, 2], {"small": 2, "all": 2, "odd": 2})
+        assert pub.complete == 1  # DDD completed the close: "odd" went with it
+    finally:
+        loop.stop(cleanup=pub.aclose())
+        check.close()
+
+
 def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_server):
     """The entry format both ends share: what the hub writes, read back as a runner reads it
     (bytes from hiredis) or as text, is the same candle (exact floats) and source."""
