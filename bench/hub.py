@@ -78,7 +78,6 @@ def runner_main(args: argparse.Namespace) -> None:
         loop = next((t for t in threading.enumerate() if t.name == f"btccxt-{EX}"), None)
         return {"cpu": time.process_time(), "vcsw": ru.ru_nvcsw, "ivcsw": ru.ru_nivcsw,
                 "reads": getattr(reader, "reads", 0), "waits": getattr(reader, "waits", 0),
-                "wakes": getattr(reader, "wakes", 0),
                 "keys": getattr(reader, "keys_read", 0), "full": getattr(reader, "full_reads", 0),
                 "t": time.monotonic(),
                 "loop": cpu_s(os.getpid(), loop.native_id) if loop is not None else 0.0}
@@ -131,8 +130,7 @@ def runner_main(args: argparse.Namespace) -> None:
     if end:  # per bar close (second) of the steady part: what one close costs this runner
         closes = max(1, (end["bar"] - steady["bar"]) // 1000)
         per = {k: (end[k] - steady[k]) / closes
-               for k in ("cpu", "vcsw", "ivcsw", "reads", "waits", "wakes", "keys", "full", "loop",
-                         "calls")}
+               for k in ("cpu", "vcsw", "ivcsw", "reads", "waits", "keys", "full", "loop", "calls")}
         Path(args.out + ".use").write_text(json.dumps(per), encoding="utf-8")
 
 
@@ -393,8 +391,7 @@ def main() -> None:
                       f"event loop's thread {u.get('loop', 0) * 1000:.2f} ms), "
                       f"next() calls {u['calls']:.1f}, XREADs of bars {u['reads']:.1f} naming "
                       f"{u.get('keys', 0):.0f} streams ({u.get('full', 0):.1f} of all its "
-                      f"streams), waits {u.get('waits', 0):.1f} (wake-ups on its own key "
-                      f"{u.get('wakes', 0):.1f}), context switches "
+                      f"streams), notification waits {u.get('waits', 0):.1f}, context switches "
                       f"{u['vcsw']:.1f} voluntary {u['ivcsw']:.1f} involuntary")
 
         def runner_cpu(out: Path) -> float:

@@ -20,12 +20,6 @@ Under ``btccxt:{namespace}:`` (the namespace defaults to the exchange id):
   theirs it names; a gap in ``n`` (the cap trimmed entries a runner had not read, the key
   deleted, Redis restarted) or a quiet period makes them read all their streams from their
   last ids instead.
-- ``runner:{id}``: a runner's series (``{symbol}|{timeframe}``, one a line), with a TTL it
-  renews (``RUNNER_TTL_MS``); ``wake:{id}``: a small capped stream the leading hub writes to
-  in the same ``MULTI/EXEC`` as the bar that completes that runner's series for a close (and
-  at the end of a burst, for any runner with bars in it), and once when it first reads the
-  runner's key. Such a runner blocks on its own key: a part of a close that does not
-  complete its series does not wake it.
 """
 
 from __future__ import annotations
@@ -36,7 +30,7 @@ from btccxt_cli.model import BarSource, Candle
 
 __all__ = ["HubKeys", "DEFAULT_MAXLEN", "encode_bar", "decode_bar", "series_field",
            "parse_series_field", "DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S", "NOTIFY_MAXLEN",
-           "NOTIFY_SCRIPT", "encode_moved", "decode_notify", "RUNNER_TTL_MS", "WAKE_MAXLEN"]
+           "NOTIFY_SCRIPT", "encode_moved", "decode_notify"]
 
 DEFAULT_MAXLEN = 100_000
 """Entries kept per stream (about 28 hours of 1 s bars, 69 days of 1 m bars)."""
@@ -44,9 +38,6 @@ DEFAULT_HEARTBEAT_S = 3.0
 """The heartbeat's TTL; the hub renews it every third of it."""
 DEFAULT_LEASE_S = 5.0
 """The leadership lease; a standby takes over this long after the leader stopped renewing."""
-RUNNER_TTL_MS = 10_000
-"""A runner's ``runner:{id}`` key lives this long unless renewed (every heartbeat check)."""
-WAKE_MAXLEN = 100
 NOTIFY_MAXLEN = 1000
 """Notifications kept (about 200 s of a 200-symbol hub's batches of 1s bars; a runner further
 behind reads all its streams instead). Each names the series of one batch: at most a few KB."""
@@ -98,17 +89,6 @@ class HubKeys:
     @property
     def notify_seq(self) -> str:
         return self._k("notify:seq")
-
-    def runner(self, rid: str) -> str:
-        return self._k(f"runner:{rid}")
-
-    @property
-    def runners(self) -> str:
-        """The pattern (``SCAN MATCH``) of every runner's key."""
-        return self._k("runner:*")
-
-    def wake(self, rid: str) -> str:
-        return self._k(f"wake:{rid}")
 
 
 def series_field(symbol: str, timeframe: str) -> str:

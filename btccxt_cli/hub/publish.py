@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +30,6 @@ from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.hub.keys import (
     NOTIFY_MAXLEN,
     NOTIFY_SCRIPT,
-    WAKE_MAXLEN,
     HubKeys,
     encode_bar,
     encode_moved,
@@ -83,11 +82,9 @@ class BatchPacker:
         got = self._heads[(symbol, timeframe)] = (head, series_field(symbol, timeframe))
         return got
 
-    def pack(self, batch: Batch, complete: bool = False,
-             wakes: Iterable[str] = ()) -> tuple[bytes, int]:
+    def pack(self, batch: Batch, complete: bool = False) -> tuple[bytes, int]:
         """(the bytes to send, how many commands are between MULTI and EXEC); ``complete``:
-        the batch completes a close (its notification tells runners no more is coming);
-        ``wakes``: the runners (ids) to wake after it (``keys.py``)."""
+        the batch completes a close (its notification tells runners no more is coming)."""
         parts = [_MULTI]
         moved: list[str] = []
         n = 0
@@ -114,10 +111,6 @@ class BatchPacker:
             parts.append(_resp(b"EVAL", NOTIFY_SCRIPT.encode(), b"2", self.keys.notify.encode(),
                                self.keys.notify_seq.encode(), str(NOTIFY_MAXLEN).encode(),
                                encode_moved(moved).encode(), b"1" if complete else b"0"))
-            n += 1
-        for rid in wakes:
-            parts.append(_resp(b"XADD", self.keys.wake(rid).encode(), b"MAXLEN", b"~",
-                               b"%d" % WAKE_MAXLEN, b"*", b"t", b"1"))
             n += 1
         parts.append(_EXEC)
         return b"".join(parts), n
@@ -227,8 +220,8 @@ class LoopPublisher:
         url: ``redis://...``.
         gate: held while a batch is taken and published (shared with the publisher thread).
         take: (gate held) the events waiting in the feeds' pipes, as one batch.
-        build: a batch, whether it completes its close, and the runners to wake, as the
-            bytes of its ``MULTI/EXEC`` (``BatchPacker.pack``).
+        build: a batch, and whether it completes its close, as the bytes of its
+            ``MULTI/EXEC`` (``BatchPacker.pack``).
         done: (gate held) a batch and Redis's answers to it.
         failed: (gate held) a batch Redis did not take, and why; it must be kept for the
             publisher thread, which owns publishing until it turns this one on again.
@@ -237,16 +230,13 @@ class LoopPublisher:
             (1 ms: the first symbols' runners get their bars while the hub reads the others;
             bench/RESULTS.md).
         gap_s: puts further apart than this start a new burst.
-        rest_s: a runner with bars of a burst, whose series did not all have one, is woken
-            this long after the burst's last bar.
     """
 
     def __init__(self, url: str, gate: threading.Lock, *, take: Callable[[], Batch],
-                 build: Callable[[Batch, bool, list[str]], tuple[bytes, int]],
+                 build: Callable[[Batch, bool], tuple[bytes, int]],
                  done: Callable[[Batch, list], None],
                  failed: Callable[[Batch, BaseException], None], timeout_s: float = 2.0,
-                 hold_s: float = 0.001, gap_s: float = 0.003, rest_s: float = 0.02,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 hold_s: float = 0.001, gap_s: float = 0.003, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
         self.gate = gate
         self.take = take
@@ -256,7 +246,6 @@ class LoopPublisher:
         self.timeout_s = timeout_s
         self.hold_s = hold_s
         self.gap_s = gap_s
-        self.rest_s = rest_s
         self._hold = hold_s  # this burst's next part waits this long (doubles per part)
         self.clock = clock
         self._first: float | None = None  # when the oldest bar not yet taken was put
@@ -270,62 +259,18 @@ class LoopPublisher:
         self._flushing = False
         self.batches = 0
         self.complete = 0  # batches sent because their close was complete (tests, bench)
-        # runners that wait on a key of their own (set_runners): which runners have each
-        # series, how many series of a timeframe each has, their count of this close's bars
-        self._runners: tuple[dict[str, tuple[str, ...]], dict[tuple[str, str], int]] = ({}, {})
-        self._got: dict[tuple[str, str], list[int]] = {}
-        self._woken: list[str] = []  # their series are all in: woken with the next batch
-        self._owed: set[str] = set()  # have bars published or waiting, not woken since
-        self._owed_timer: asyncio.TimerHandle | None = None
 
     async def bind(self) -> None:
         """(on the loop) Publish from this loop."""
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
-    def putter(self, timeframe: str, field: str | None = None) -> Callable[[FeedEvent], None]:
-        """The ``on_put`` hook of a pipe of a series of ``timeframe`` (``field``: its
-        ``{symbol}|{timeframe}``)."""
+    def putter(self, timeframe: str) -> Callable[[FeedEvent], None]:
+        """The ``on_put`` hook of a pipe of a series of ``timeframe``."""
         close = self._closes.setdefault(timeframe, CloseCounter())
-        return lambda ev: self.on_put(ev, close, field)
+        return lambda ev: self.on_put(ev, close)
 
-    def set_runners(self, sets: dict[str, list[str]]) -> None:
-        """(any thread) The runners that wait on a key of their own, and their series: each
-        is woken by the batch that completes its series of a timeframe for a close, at
-        once, and by the end of any burst with bars of its series that did not."""
-        by_field: dict[str, list[str]] = {}
-        sizes: dict[tuple[str, str], int] = {}
-        for rid, fields in sets.items():
-            for f in set(fields):
-                by_field.setdefault(f, []).append(rid)
-                key = (rid, f.rpartition("|")[2])
-                sizes[key] = sizes.get(key, 0) + 1
-        self._runners = ({f: tuple(r) for f, r in by_field.items()}, sizes)
-
-    def _count(self, ev: FeedEvent, field: str, on_loop: bool) -> bool:
-        """A bar of ``field`` for the runners that have it; True when it completes one's
-        series of its timeframe (the runner is then woken with the next batch)."""
-        by_field, sizes = self._runners
-        rids = by_field.get(field)
-        if not rids:
-            return False
-        ready = False
-        tf = field.rpartition("|")[2]
-        for rid in rids:
-            self._owed.add(rid)
-            if not on_loop or ev.source is not BarSource.LIVE:
-                continue  # woken at the end of the burst
-            g = self._got.get((rid, tf))
-            if g is None or g[0] != ev.candle.ts:
-                g = self._got[(rid, tf)] = [ev.candle.ts, 0]
-            g[1] += 1
-            if g[1] == sizes.get((rid, tf)) and rid not in self._woken:
-                self._woken.append(rid)
-                ready = True
-        return ready
-
-    def on_put(self, ev: FeedEvent, close: CloseCounter | None = None,
-               field: str | None = None) -> None:
+    def on_put(self, ev: FeedEvent, close: CloseCounter | None = None) -> None:
         """A pipe got ``ev`` (on the producer's thread)."""
         now = self.clock.monotonic()
         if self._last is None or now - self._last >= self.gap_s:
@@ -336,19 +281,14 @@ class LoopPublisher:
         done = (close is not None and ev.kind == "bar" and ev.source is BarSource.LIVE
                 and close.count(ev.candle.ts))
         if not self.enabled:
-            return  # the publisher thread wakes every runner with each batch it sends
+            return
         on_loop = threading.get_ident() == self._loop_thread
-        ready = field is not None and ev.kind == "bar" and self._count(ev, field, on_loop)
         if on_loop and done:
             self.complete += 1
             self._publish(complete=True)
-        elif on_loop and ready:
-            self._publish(part=True)  # a runner's series are all in: it need not wait
-            self._arm_owed()
         elif on_loop and now - self._first >= self._hold:
             self._hold *= 2  # the next part of this burst waits twice as long
-            self._publish(part=True)  # a long burst: what is read so far goes now, mid-turn
-            self._arm_owed()
+            self._publish()  # a long burst: what is read so far goes now, mid-turn
         else:
             self._arm(on_loop)
 
@@ -363,24 +303,6 @@ class LoopPublisher:
             self._timer = loop.call_later(delay, self._due)
         else:
             self._timer = loop.call_soon_threadsafe(self._due)
-
-    def _arm_owed(self) -> None:
-        """(loop) After a part: runners with bars in it whose series are not all in are
-        woken when the burst is over (nothing put for ``rest_s``: longer than ``gap_s``, so
-        that a hub held off the CPU mid-burst does not wake them before their series are
-        in)."""
-        if self._owed and self._owed_timer is None and self.loop is not None:
-            self._owed_timer = self.loop.call_later(self.rest_s, self._owed_due)
-
-    def _owed_due(self) -> None:
-        self._owed_timer = None
-        if not self._owed or self.loop is None:
-            return
-        left = (self._last or 0.0) + self.rest_s - self.clock.monotonic()
-        if left > 0:  # the burst goes on
-            self._owed_timer = self.loop.call_later(left, self._owed_due)
-            return
-        self._publish()
 
     def kick(self) -> None:
         """Publish what is waiting now (any thread): the publisher thread hands over."""
@@ -403,10 +325,9 @@ class LoopPublisher:
                 health_check_interval=0)
         return self._redis
 
-    def _publish(self, complete: bool = False, part: bool = False) -> None:
+    def _publish(self, complete: bool = False) -> None:
         """(loop) One MULTI/EXEC of what is waiting, answered before the loop goes on;
-        ``complete``: it completes a close; ``part``: more of its burst is on its way (only
-        runners whose series are all in are woken; otherwise every one with bars in it)."""
+        ``complete``: it completes a close."""
         if self._flushing or not self.gate.acquire(blocking=False):
             return  # the publisher thread has the pipes now (it turns this one off)
         self._flushing = True
@@ -418,18 +339,11 @@ class LoopPublisher:
                 self._timer.cancel()
                 self._timer = None
             batch = self.take()
-            wakes, self._woken = self._woken, []
-            if part:
-                self._owed.difference_update(wakes)
-            else:
-                wakes = list(dict.fromkeys([*wakes, *self._owed]))
-                self._owed.clear()
-            if not batch and not wakes:
+            if not batch:
                 return
             try:
-                results = send_batch(self._client(), self.build(batch, complete, wakes))
+                results = send_batch(self._client(), self.build(batch, complete))
             except Exception as exc:  # noqa: BLE001 - the batch is kept, never lost
-                self._owed.update(wakes)  # woken after the batch, by whoever publishes it
                 self.enabled = False
                 self.failed(batch, exc)
                 return

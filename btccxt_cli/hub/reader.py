@@ -26,18 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 from btccxt_cli.bars.assembler import Emitted
-from btccxt_cli.hub.keys import (
-    RUNNER_TTL_MS,
-    WAKE_MAXLEN,
-    HubKeys,
-    decode_bar,
-    decode_notify,
-    series_field,
-)
+from btccxt_cli.hub.keys import HubKeys, decode_bar, decode_notify, series_field
 from btccxt_cli.model import BarSource, FeedState
 
 __all__ = ["HubReader"]
@@ -121,13 +113,6 @@ class HubReader:
         self._nkey = self.keys.notify.encode()
         self.notify_from = notify_from
         self.defer_s = defer_s
-        # on notifications, the reader registers its series under an id of its own; once
-        # the hub has woken it there (it knows the series), it waits on that key instead
-        self.rid = uuid.uuid4().hex[:12]
-        self._wkey = self.keys.wake(self.rid).encode()
-        self._wake_id: bytes | None = None  # None: not waiting on its own key
-        self._registered = False
-        self.wakes = 0  # wake-ups on its own key (tests and bench/hub.py)
         # the last notification read (None: not in step; read every stream, then start
         # after the notification stream's newest entry) and its sequence number
         self._note_id: bytes | None = None
@@ -178,8 +163,6 @@ class HubReader:
         r, self._redis = self._redis, None
         if r is not None:
             try:
-                if self._registered:  # the hub stops counting this reader's series
-                    await r.delete(self.keys.runner(self.rid))
                 await r.aclose()
             except Exception:
                 logger.debug("closing the hub connection", exc_info=True)
@@ -230,27 +213,11 @@ class HubReader:
             s.set_state(FeedState.DISCONNECTED, why)
 
     async def _check(self, r: Any) -> None:
-        """Heartbeat and the hub's per-series states; recover series that were down. A
-        reader on notifications (re)registers its series, with a TTL, and learns whether
-        the hub has woken it on its own key yet."""
+        """Heartbeat and the hub's per-series states; recover series that were down."""
         pipe = r.pipeline(transaction=False)
         pipe.get(self.keys.alive)
         pipe.hgetall(self.keys.states)
-        register = len(self._subs) >= self.notify_from
-        if register:
-            pipe.set(self.keys.runner(self.rid),
-                     "\n".join(sorted(s.field for s in self._subs.values())), px=RUNNER_TTL_MS)
-            if self._wake_id is None:
-                pipe.xrevrange(self._wkey, "+", "-", count=1)
-        elif self._registered:
-            pipe.delete(self.keys.runner(self.rid))
-        alive, states, *more = await pipe.execute()
-        self._registered = register
-        if not register:
-            self._wake_id = None
-        elif self._wake_id is None and more[1:] and more[1]:
-            self._wake_id = more[1][0][0]  # the hub knows our series: wait on our own key
-            self._note_id = None  # in step first, by reading every stream
+        alive, states = await pipe.execute()
         states = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                   for k, v in (states or {}).items()}
         for sub in list(self._subs.values()):
@@ -316,45 +283,7 @@ class HubReader:
         self._more.clear()
         if more:  # a stream held more than one read takes: the rest, before waiting
             return await self._read_keys(r, more)
-        if self._wake_id is not None:
-            return await self._woken(r, ups, block_ms)
         return await self._notified(r, ups, block_ms)
-
-    async def _woken(self, r: Any, ups: dict[bytes, _Sub], block_ms: int) -> int:
-        """Wait on the reader's own key, which the hub writes when this reader's series are
-        all in for a close (or its burst ended): then every stream of its own from its last
-        id, and the notifications since the last read, in one round trip (they keep the
-        reader in step: the next full read starts after them). A part of a close that does
-        not complete its series does not wake it at all. Without a wake-up for a period,
-        the notifications say what moved (a wake-up lost, a hub that stopped sending them)."""
-        res = await r.xread({self._wkey: self._wake_id}, count=WAKE_MAXLEN, block=block_ms)
-        self.waits += 1
-        pipe = r.pipeline(transaction=False)
-        pipe.xread({self._nkey: self._note_id}, count=_NOTES)
-        if res:
-            self._wake_id = res[0][1][-1][0]
-            self.wakes += 1
-            pipe.xread({k: s.last_bid for k, s in ups.items()}, count=_BATCH)
-        got = await pipe.execute()
-        moved: set[bytes] = set()
-        gap = False
-        for entry_id, fields in (got[0][0][1] if got[0] else []):
-            n, series, _ = decode_notify(fields)
-            if n is None or self._note_n is None or n != self._note_n + 1:
-                gap = True
-            self._note_id, self._note_n = entry_id, n
-            moved.update(series)
-        if res:  # every stream read: a gap in the notifications cost nothing more
-            return sum(self._take(ups, got[1], len(ups)).values())
-        if gap:
-            self.gaps += 1
-            return await self._read_all(r, ups, [], anchor=False)
-        if not got[0]:
-            await self._quiet(r)
-            return 0
-        by_field = {s.bfield: s for s in ups.values()}
-        mine = {sub.bkey: sub for f in moved if (sub := by_field.get(f)) is not None}
-        return await self._read_keys(r, mine) if mine else 0
 
     async def _notified(self, r: Any, ups: dict[bytes, _Sub], block_ms: int) -> int:
         """Wait on the notifications, then read the streams of ``ups`` they named, once the

@@ -37,7 +37,6 @@ from btccxt_cli.hub.keys import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_S,
     DEFAULT_MAXLEN,
-    WAKE_MAXLEN,
     HubKeys,
     parse_series_field,
     series_field,
@@ -122,7 +121,6 @@ class HubPublisher:
         self.stats = HubStats()
         self.store: Any = None
         self._handles: dict[tuple[str, str], Any] = {}
-        self._runner_sets: dict[str, list[str]] = {}  # runner id -> its series (keys.py)
         self._pending: deque[tuple[str, str, FeedEvent]] = deque()
         self._redis: Any = None
         self._last_renew = 0.0
@@ -166,7 +164,6 @@ class HubPublisher:
                         if now >= next_wanted:
                             next_wanted = now + 1.0
                             self._wanted()
-                            self._runners()
                         if not self._fast_on():
                             with self._gate:
                                 self._drain()
@@ -287,7 +284,7 @@ class HubPublisher:
         # burst reach the pipes within 1-2 ms, not 7-17), one XREAD wake per burst a runner
         handle.series.pipe.handoff = False
         if self._fast is not None:
-            handle.series.pipe.on_put = self._fast.putter(timeframe, name)
+            handle.series.pipe.on_put = self._fast.putter(timeframe)
         self._handles[(symbol, timeframe)] = handle
 
     def _wanted(self) -> None:
@@ -309,31 +306,6 @@ class HubPublisher:
             self._line(f"subscribing {sym} {tf} (asked by a runner)")
             self._attach(sym, tf)
             extra += 1
-
-    def _runners(self) -> None:
-        """The runners that wait on a key of their own (``keys.py``), for the loop publisher;
-        a runner seen for the first time gets a first wake-up, which tells it the hub
-        knows its series."""
-        keys = [k for k in self._redis.scan_iter(match=self.keys.runners, count=1000)]
-        values = self._redis.mget(keys) if keys else []
-        prefix = len(self.keys.runner(""))
-        sets = {}
-        for k, v in zip(keys, values, strict=True):
-            if v:
-                rid = (k.decode() if isinstance(k, bytes) else k)[prefix:]
-                sets[rid] = [f for f in (v.decode() if isinstance(v, bytes) else v).split("\n") if f]
-        new = [rid for rid in sets if rid not in self._runner_sets]
-        if new:
-            self._first_wake(new)
-        self._runner_sets = sets
-        if self._fast is not None:
-            self._fast.set_runners(sets)
-
-    def _first_wake(self, rids: list[str]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for rid in rids:
-            pipe.xadd(self.keys.wake(rid), {"t": "0"}, maxlen=WAKE_MAXLEN, approximate=True)
-        pipe.execute()
 
     def _step_down(self) -> None:
         self._slow()
@@ -367,9 +339,8 @@ class HubPublisher:
                                  done=self._results, failed=self._loop_failed, clock=self.clock)
             self.store.run_async(fast.bind()).result(5)
             self._fast = fast
-            fast.set_runners(self._runner_sets)
-            for (sym, tf), h in self._handles.items():
-                h.series.pipe.on_put = fast.putter(tf, series_field(sym, tf))
+            for (_sym, tf), h in self._handles.items():
+                h.series.pipe.on_put = fast.putter(tf)
         return self._fast
 
     def _go_fast(self) -> None:
@@ -423,7 +394,7 @@ class HubPublisher:
         # MULTI/EXEC: Redis wakes a runner's XREAD BLOCK after the whole batch, not at its
         # first XADD (which would answer with one bar and need a second read for the rest);
         # a refused XADD (an id already there) still fails alone
-        results = send_batch(self._redis, self._packer.pack(batch, wakes=list(self._runner_sets)))
+        results = send_batch(self._redis, self._packer.pack(batch))
         for _ in batch:
             self._pending.popleft()
         self.stats.pending = len(self._pending)

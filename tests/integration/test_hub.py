@@ -85,37 +85,6 @@ def test_hub_and_three_runners_equal_truth_on_one_exchange_connection(sim_factor
         hub.stop()
 
 
-def test_a_runner_woken_on_its_own_key_gets_every_bar_in_order(sim_factory, redis_server,
-                                                               tmp_path):
-    """A runner on notifications registers its series; the hub (a real process) learns them
-    and wakes it on its own key when they are all in for a close. Its bars equal the truth,
-    and they came with the hub's wake-ups."""
-    sim = sim_factory(exchanges=(EX,))
-    ns = namespace()
-    syms = sim.symbols(EX)[:3]
-    hub = _start_hub(sim, redis_server.url, tmp_path, ns, syms)
-    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
-    readers: list = []
-
-    def on_next(strat) -> None:
-        reader = store._hub_reader
-        if reader is not None and not readers:
-            readers.append(reader)
-            reader.notify_from = 1  # on notifications whatever its number of streams
-            reader.check_s = 0.2  # registers at once
-
-    try:
-        hub.wait_for(": LIVE", count=3)
-        res = run_feeds(store, syms, live_bars=12, timeout=60, backfill_bars=2, on_next=on_next)
-        assert not res.timed_out, res.notes
-        for sym in syms:
-            assert_matches_truth(sim, EX, sym, "1s", res.bars[sym], tf_ms=1000)
-            assert "DISCONNECTED" not in states(res, sym), res.notes
-        assert readers and readers[0].wakes >= 5, readers[0].wakes if readers else None
-    finally:
-        hub.stop()
-
-
 def test_kill9_hub_and_restart_delivers_every_missed_bar_in_order(sim_factory, redis_server, tmp_path):
     sim = sim_factory(exchanges=(EX,))
     ns = namespace()

@@ -252,63 +252,6 @@ def test_a_close_published_in_parts_costs_a_runner_one_read_when_its_series_are_
         hub.close()
 
 
-def test_a_runner_the_hub_knows_waits_on_its_own_key_and_reads_once_woken(redis_server):
-    """A runner on notifications registers its series (``runner:{id}``, with a TTL). Once
-    the hub has woken it on its own key, it blocks there, not on the notifications: a part
-    of a close with all of its series' bars but no wake-up for it costs it nothing, and the
-    wake-up brings one read of its streams. It deletes its key when it stops."""
-    mine = [f"W{i}/USDT" for i in range(4)]
-    others = [f"X{i}/USDT" for i in range(4)]
-    hub = _Played(redis_server.url, mine + others)
-    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
-    stopped = False
-    try:
-        pipes = _attach(store, mine)
-        t0 = int(time.time()) * 1000
-        hub.batch([(s, t0) for s in mine + others])
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0], s
-        reader = store._hub_reader
-        mon = _Monitor(redis_server.url)
-        runner_key, wake_key = hub.keys.runner(reader.rid), hub.keys.wake(reader.rid)
-        reader.notify_from = 1  # waits on notifications whatever its number of streams
-        reader.check_s = 0.2  # it registers at its next check
-        mon.wait_for(lambda cmds: any(c.startswith("SET") and runner_key in c for c in cmds))
-        assert sorted(hub.r.get(runner_key).decode().split("\n")) == [
-            f"{s}|{TF}" for s in sorted(mine)]
-        assert 0 < hub.r.pttl(runner_key) <= 10_000
-        hub.r.xadd(wake_key, {"t": "0"})  # the hub knows its series
-        mon.wait_for(lambda cmds: any(c.startswith("XREAD") and wake_key in c for c in cmds))
-        reader.check_s = 30.0  # from its next wait on, only a wake-up may bring a read
-
-        def blocks_on_its_key(cmds: list[str]) -> bool:
-            return any(c.startswith("XREAD") and "BLOCK 30000" in c and wake_key in c
-                       for c in cmds)
-
-        mon.wait_for(blocks_on_its_key)
-        def bar_reads(cmds: list[str]) -> list[list[str]]:
-            return [ks for ks in _bar_reads(cmds, hub.keys.notify) if ks != [wake_key]]
-
-        before = len(bar_reads(list(mon.commands)))
-        t0 += 1000
-        hub.batch([(s, t0) for s in mine])  # all of its bars, no wake-up: no read
-        hub.batch([(s, t0) for s in others],
-                  then=lambda: [("XADD", wake_key, "*", "t", "1")])  # the wake-up
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0], s
-        reads = bar_reads(mon.stop())[before:]
-        assert [sorted(r) for r in reads] == [sorted(hub.keys.bars(s, TF) for s in mine)]
-        assert not [c for c in mon.commands if "BLOCK 30000" in c and hub.keys.notify in c]
-        assert reader.wakes >= 1
-        store.stop()
-        stopped = True
-        assert not hub.r.exists(runner_key)
-    finally:
-        if not stopped:
-            store.stop()
-        hub.close()
-
-
 def test_quiet_periods_cost_no_read_of_every_stream(redis_server):
     """Between bar closes no notification comes for longer than the wait's block (1m bars,
     or the second between 1s closes): each quiet period costs the runner one look at the
