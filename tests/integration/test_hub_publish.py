@@ -216,6 +216,80 @@ async def _call(fn):
     return fn()
 
 
+def test_a_short_close_waits_for_its_rest_a_long_one_goes_in_parts_from_hold_s(redis_server):
+    """A close of few series (the close before tells its size) is parsed within a few ms: its
+    first part waits up to ``gap_s`` for the rest, so a lone first update does not go alone
+    (each part costs every runner a wake-up and a read). A long close goes in parts from
+    ``hold_s``."""
+    from btccxt_cli.clock import ManualClock
+    from btccxt_cli.hub.keys import HubKeys
+    from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
+    from btccxt_cli.model import BarSource, Candle, FeedEvent
+    from btccxt_cli.sources.loop import LoopThread
+    from btccxt_cli.sources.pipe import Pipe
+
+    keys = HubKeys(namespace())
+    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"]
+    pipes = {s: Pipe() for s in syms}
+    clock = ManualClock()
+    published: list[list[str]] = []
+    cond = threading.Condition()
+
+    def take():
+        batch = []
+        for s, pipe in pipes.items():
+            while (ev := pipe.get(0)) is not None:
+                batch.append((s, "1s", ev))
+        return batch
+
+    def done(batch, results) -> None:
+        with cond:
+            published.append([s for s, _, _ in batch])
+            cond.notify_all()
+
+    def failed(batch, exc) -> None:
+        raise AssertionError(f"publishing failed: {exc}")
+
+    pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
+                        build=BatchPacker(keys, maxlen=100, hub_id="t").pack,
+                        hold_s=0.001, gap_s=0.003, long_close=4, clock=clock)
+    for pipe in pipes.values():
+        pipe.on_put = pub.putter("1s")
+    loop = LoopThread(name="closes")
+    loop.start()
+
+    async def start() -> None:
+        await pub.bind()
+        pub.enabled = True
+
+    async def read(ts: int, names: list[str], gaps: list[float]) -> None:
+        """(loop) Closing updates of ``names``, ``gaps`` seconds before each."""
+        for sym, gap in zip(names, gaps, strict=True):
+            clock.advance(gap)
+            pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
+
+    def parts(n: int) -> list[list[str]]:
+        with cond:
+            assert cond.wait_for(lambda: len(published) >= n, 10), published
+            return list(published)
+
+    try:
+        loop.call(start(), timeout=10)
+        loop.call(read(1000, syms[:3], [0, 0, 0]), timeout=10)  # the first: goes on the timer
+        assert parts(1) == [syms[:3]]
+        # a close of three (short): the second update 2 ms after the first, held for it
+        loop.call(read(2000, syms[:3], [1.0, 0.002, 0.0]), timeout=10)
+        assert parts(2)[1] == syms[:3] and pub.complete == 1
+        # a close of six: complete at three (the close before), the rest on the timer
+        loop.call(read(3000, syms, [1.0, 0, 0, 0, 0, 0]), timeout=10)
+        assert parts(4)[2:] == [syms[:3], syms[3:]]
+        # the next close of six (long): its first update goes 2 ms later with the second's
+        loop.call(read(4000, syms, [1.0, 0.002, 0, 0, 0, 0]), timeout=10)
+        assert parts(6)[4:] == [syms[:2], syms[2:]]
+    finally:
+        loop.stop(cleanup=pub.aclose())
+
+
 def test_an_entry_read_back_from_redis_is_the_bar_and_source_published(redis_server):
     """The entry format both ends share: what the hub writes, read back as a runner reads it
     (bytes from hiredis) or as text, is the same candle (exact floats) and source."""
