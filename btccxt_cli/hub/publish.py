@@ -207,9 +207,10 @@ class LoopPublisher:
     it as had one of the close before: it goes in one ``MULTI/EXEC`` as its last bar is read,
     so a runner's XREAD wakes once for it, and nothing waits for a guess that the burst is
     over. A burst that does not complete (a series joined or dropped, bars that are not live
-    closes) goes ``hold_s`` after its first bar. A long one (hundreds of symbols parsed back
-    to back) goes out in parts meanwhile, the first ``hold_s`` after its first bar and each
-    next one after twice the wait of the one before: the first symbols' runners need not
+    closes) goes ``gap_s`` after its first bar (``hold_s`` for a long close). A long one
+    (more than ``long_close`` series, hundreds parsed back to back) goes out in parts
+    meanwhile, the first ``hold_s`` after its first bar and each next one after twice the
+    wait of the one before: the first symbols' runners need not
     wait for the last symbol's message, and a runner on all of them is not woken every
     ``hold_s`` (each XREAD over hundreds of streams costs it about a millisecond of CPU).
     Puts less than ``gap_s`` apart belong to one burst. The notification of a batch that
