@@ -210,9 +210,9 @@ class LoopPublisher:
     closes) goes ``gap_s`` after its first bar (``hold_s`` for a long close). A long one
     (more than ``long_close`` series, hundreds parsed back to back) goes out in parts
     meanwhile, the first ``hold_s`` after its first bar and each next one after twice the
-    wait of the one before: the first symbols' runners need not
-    wait for the last symbol's message, and a runner on all of them is not woken every
-    ``hold_s`` (each XREAD over hundreds of streams costs it about a millisecond of CPU).
+    wait of the one before: the first symbols' runners need not wait for the last symbol's
+    message, and a runner on all of them is not woken every ``hold_s`` (each XREAD over
+    hundreds of streams costs it about a millisecond of CPU).
     Puts less than ``gap_s`` apart belong to one burst. The notification of a batch that
     completes its close says so: a runner on notifications waits for the rest of its own
     series' bars until then (``HubReader``), so early parts wake it for a look, not a read.
