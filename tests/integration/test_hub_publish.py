@@ -5,6 +5,7 @@ valkey-server, the hub's real ccxt.pro feeds)."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,51 @@ def test_bars_go_out_from_the_hubs_loop_and_its_thread_takes_over_while_redis_is
     r.close()
 
 
+class _Burst:
+    """A loop publisher on the pipes of six series of 1s bars, with the test's clock, and
+    the batches it published (symbols, in order)."""
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        from btccxt_cli.clock import ManualClock
+        from btccxt_cli.hub.keys import HubKeys
+        from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
+        from btccxt_cli.sources.pipe import Pipe
+
+        self.keys = HubKeys(namespace())
+        self.syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"]
+        self.pipes = {s: Pipe() for s in self.syms}
+        self.clock = ManualClock()
+        self.published: list[list[str]] = []
+        self.cond = threading.Condition()
+        self.pub = LoopPublisher(url, threading.Lock(), take=self._take, done=self._done,
+                                 failed=self._failed, clock=self.clock,
+                                 build=BatchPacker(self.keys, maxlen=100, hub_id="t").pack, **kw)
+        for pipe in self.pipes.values():
+            pipe.on_put = self.pub.putter("1s")
+
+    def _take(self) -> list:
+        batch = []
+        for s, pipe in self.pipes.items():
+            while (ev := pipe.get(0)) is not None:
+                batch.append((s, "1s", ev))
+        return batch
+
+    def _done(self, batch: list, results: list) -> None:
+        with self.cond:
+            self.published.append([s for s, _, _ in batch])
+            self.cond.notify_all()
+
+    @staticmethod
+    def _failed(batch: list, exc: BaseException) -> None:
+        raise AssertionError(f"publishing failed: {exc}")
+
+    def parts(self, n: int) -> list[list[str]]:
+        """Every batch published, once there are ``n`` at least."""
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.published) >= n, 10), self.published
+            return list(self.published)
+
+
 def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on_a_timer(
         redis_server):
     """Bars that close together go in one MULTI/EXEC as the last of them is read: a close is
@@ -103,40 +149,12 @@ def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on
     each part waiting twice as long as the one before."""
     import redis
 
-    from btccxt_cli.clock import ManualClock
-    from btccxt_cli.hub.keys import HubKeys
-    from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
     from btccxt_cli.model import BarSource, Candle, FeedEvent
     from btccxt_cli.sources.loop import LoopThread
-    from btccxt_cli.sources.pipe import Pipe
 
-    keys = HubKeys(namespace())
-    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"]
-    pipes = {s: Pipe() for s in syms}
-    clock = ManualClock()
-    published: list[list[str]] = []
-    cond = threading.Condition()
-
-    def take():
-        batch = []
-        for s, pipe in pipes.items():
-            while (ev := pipe.get(0)) is not None:
-                batch.append((s, "1s", ev))
-        return batch
-
-    def done(batch, results) -> None:
-        with cond:
-            published.append([s for s, _, _ in batch])
-            cond.notify_all()
-
-    def failed(batch, exc) -> None:
-        raise AssertionError(f"publishing failed: {exc}")
-
-    pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
-                        build=BatchPacker(keys, maxlen=100, hub_id="t").pack,
-                        hold_s=0.003, clock=clock)
-    for pipe in pipes.values():
-        pipe.on_put = pub.putter("1s")
+    b = _Burst(redis_server.url, hold_s=0.003)
+    pub, pipes, clock, keys, syms = b.pub, b.pipes, b.clock, b.keys, b.syms
+    wait_parts = b.parts
     check = redis.Redis.from_url(redis_server.url)
     loop = LoopThread(name="burst")
     loop.start()
@@ -147,11 +165,6 @@ def test_a_burst_goes_when_its_close_is_complete_a_long_one_in_parts_the_rest_on
 
     def held() -> list[int]:
         return [check.xlen(keys.bars(s, "1s")) for s in syms]
-
-    def wait_parts(n: int) -> list[list[str]]:
-        with cond:
-            assert cond.wait_for(lambda: len(published) >= n, 10), published
-            return list(published)
 
     async def first_close() -> list[list[int]]:
         """(loop) One callback, as ccxt's reader parsing a burst: what Redis holds meanwhile."""
@@ -221,40 +234,11 @@ def test_a_short_close_waits_for_its_rest_a_long_one_goes_in_parts_from_hold_s(r
     first part waits up to ``gap_s`` for the rest, so a lone first update does not go alone
     (each part costs every runner a wake-up and a read). A long close goes in parts from
     ``hold_s``."""
-    from btccxt_cli.clock import ManualClock
-    from btccxt_cli.hub.keys import HubKeys
-    from btccxt_cli.hub.publish import BatchPacker, LoopPublisher
     from btccxt_cli.model import BarSource, Candle, FeedEvent
     from btccxt_cli.sources.loop import LoopThread
-    from btccxt_cli.sources.pipe import Pipe
 
-    keys = HubKeys(namespace())
-    syms = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"]
-    pipes = {s: Pipe() for s in syms}
-    clock = ManualClock()
-    published: list[list[str]] = []
-    cond = threading.Condition()
-
-    def take():
-        batch = []
-        for s, pipe in pipes.items():
-            while (ev := pipe.get(0)) is not None:
-                batch.append((s, "1s", ev))
-        return batch
-
-    def done(batch, results) -> None:
-        with cond:
-            published.append([s for s, _, _ in batch])
-            cond.notify_all()
-
-    def failed(batch, exc) -> None:
-        raise AssertionError(f"publishing failed: {exc}")
-
-    pub = LoopPublisher(redis_server.url, threading.Lock(), take=take, done=done, failed=failed,
-                        build=BatchPacker(keys, maxlen=100, hub_id="t").pack,
-                        hold_s=0.001, gap_s=0.003, long_close=4, clock=clock)
-    for pipe in pipes.values():
-        pipe.on_put = pub.putter("1s")
+    b = _Burst(redis_server.url, hold_s=0.001, gap_s=0.003, long_close=4)
+    pub, pipes, clock, syms, parts = b.pub, b.pipes, b.clock, b.syms, b.parts
     loop = LoopThread(name="closes")
     loop.start()
 
@@ -267,11 +251,6 @@ def test_a_short_close_waits_for_its_rest_a_long_one_goes_in_parts_from_hold_s(r
         for sym, gap in zip(names, gaps, strict=True):
             clock.advance(gap)
             pipes[sym].put(FeedEvent("bar", Candle(ts, 1.0, 2.0, 0.5, 1.5, 3.0), BarSource.LIVE))
-
-    def parts(n: int) -> list[list[str]]:
-        with cond:
-            assert cond.wait_for(lambda: len(published) >= n, 10), published
-            return list(published)
 
     try:
         loop.call(start(), timeout=10)
