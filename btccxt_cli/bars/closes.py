@@ -36,6 +36,11 @@ class CloseCounter:
         self.got += 1
         return self.got == self.expect
 
+    def recent_size(self) -> int:
+        """How many live bars the latest closes had (the latest, or the one before if it
+        had more); 0 before the first."""
+        return max(self.got, self.expect)
+
     def incomplete(self) -> bool:
         """The latest close is of known size and still misses bars (more are coming)."""
         return self.got < self.expect

@@ -283,7 +283,7 @@ class LoopPublisher:
         now = self.clock.monotonic()
         if self._last is None or now - self._last >= self.gap_s:
             # a new burst: the close before it tells its size; a short one can go whole
-            size = max(close.got, close.expect) if close is not None else 0
+            size = close.recent_size() if close is not None else 0
             self._hold = self.hold_s if size == 0 or size > self.long_close else self.gap_s
         self._last = now
         if self._first is None:

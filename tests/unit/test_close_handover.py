@@ -27,10 +27,13 @@ MINUTE = 60_000
 
 def test_a_close_counts_complete_with_as_many_live_bars_as_the_close_before():
     c = CloseCounter()
+    assert c.recent_size() == 0
     assert [c.count(0), c.count(0), c.count(0)] == [False] * 3  # the first: size unknown
+    assert c.recent_size() == 3
     assert [c.count(MINUTE), c.count(MINUTE), c.count(MINUTE)] == [False, False, True]
     assert c.count(0) is False  # a bar of an older close counts for nothing
     assert [c.count(2 * MINUTE), c.count(2 * MINUTE)] == [False, False]  # one series short
+    assert c.recent_size() == 3  # the close before had three
     assert [c.count(3 * MINUTE), c.count(3 * MINUTE)] == [False, True]  # two is the size now
     assert not c.incomplete()
     assert c.count(4 * MINUTE) is False and c.incomplete()  # one of two: more to come
