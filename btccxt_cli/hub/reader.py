@@ -91,7 +91,9 @@ class HubReader:
         url: ``redis://host:port/db`` of the hub.
         namespace: the hub's key namespace (default: the exchange id).
         heartbeat_check_s: how often the heartbeat and the hub's states are read.
-        timeout_s: Redis socket timeout; a Redis that stops answering counts as gone after it.
+        timeout_s: a Redis that stops answering counts as gone this long after it should
+            have answered (the socket timeout is ``heartbeat_check_s`` + ``timeout_s``: a
+            wait on the streams blocks up to ``heartbeat_check_s``).
         notify_from: from this many streams on, wait on the hub's notifications and read only
             the streams a batch moved; with fewer, wait in one XREAD over them.
         defer_s: on notifications, how long after the first of its series moved the reader
@@ -109,6 +111,7 @@ class HubReader:
         self._subs: dict[str, _Sub] = {}
         self._task: asyncio.Task[None] | None = None
         self._redis: Any = None
+        self._redis_timeout = 0.0  # the socket timeout it was made with
         self._changed = asyncio.Event()
         self._nkey = self.keys.notify.encode()
         self.notify_from = notify_from
@@ -129,13 +132,21 @@ class HubReader:
         # the price source the hub names (a simulator's bars never pose as the exchange's)
         self.cache = cache
 
-    def _client(self) -> Any:
+    async def _client(self) -> Any:
+        """The connection, its socket timeout ``timeout_s`` past the longest wait (``check_s``):
+        a Redis that stops answering counts as gone ``timeout_s`` after it should have. A
+        changed ``check_s`` takes a new connection (the old one would time out its waits)."""
+        want = self.check_s + self.timeout_s
+        if self._redis is not None and self._redis_timeout != want:
+            old, self._redis = self._redis, None
+            await old.aclose()
         if self._redis is None:
             import redis.asyncio as aredis
 
             self._redis = aredis.Redis.from_url(
-                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                self.url, socket_timeout=want, socket_connect_timeout=self.timeout_s,
                 health_check_interval=0)
+            self._redis_timeout = want
         return self._redis
 
     # ---------------------------------------------------------------- membership
@@ -175,7 +186,7 @@ class HubReader:
         got = 0  # entries the last XREAD returned
         while self._subs:
             try:
-                r = self._client()
+                r = await self._client()
                 if self._changed.is_set():
                     self._changed.clear()
                     new = [s.field for s in self._subs.values() if s.field not in asked]

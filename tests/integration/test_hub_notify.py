@@ -130,6 +130,23 @@ def _bar_reads(commands: list[str], notify_key: str) -> list[list[str]]:
     return out
 
 
+def _on_notifications(url: str, hub: _Played, reader: Any, publish: Any, *,
+                      check_s: float) -> None:
+    """Switch a runner in step on its own streams to waiting on the hub's notifications
+    (whatever its number of streams; quiet periods of ``check_s``). ``publish()`` sends a
+    batch of its series and takes their bars. Returns once the reader waits on the
+    notification stream after its newest entry: from then on it reads every batch through
+    its notification (or the gap a lost one leaves), none through a read of every stream."""
+    mon = _Monitor(url)
+    reader.notify_from = 1
+    reader.check_s = check_s
+    publish()
+    last = hub.r.xrevrange(hub.keys.notify, count=1)[0][0].decode()
+    mon.wait_for(lambda cmds: any(c.startswith("XREAD") and hub.keys.notify in c
+                                  and c.endswith(last) for c in cmds))
+    mon.stop()
+
+
 def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_moved(
         redis_server):
     """A runner on 4 of a hub's 12 series waits on the hub's one notification key; after a
@@ -146,12 +163,15 @@ def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_mo
         for s in mine:
             assert _bars(pipes[s], 1) == [t0], s
         reader = store._hub_reader
-        reader.notify_from = 1  # waits on notifications whatever its number of streams
-        reader.check_s = 30.0  # no quiet-period read of every stream within this test
         t0 += 1000
-        hub.batch([(s, t0) for s in mine + others])  # its next wait is a long one
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0], s
+
+        def publish() -> None:
+            hub.batch([(s, t0) for s in mine + others])
+            for s in mine:
+                assert _bars(pipes[s], 1) == [t0], s
+
+        # no quiet period within this test: no read of every stream
+        _on_notifications(redis_server.url, hub, reader, publish, check_s=30.0)
         full_reads, gaps = reader.full_reads, reader.gaps
         mon = _Monitor(redis_server.url)
         moved = []
@@ -191,13 +211,16 @@ def test_a_close_published_in_parts_costs_a_runner_one_read_when_its_series_are_
         for s in mine:
             assert _bars(pipes[s], 1) == [t0], s
         reader = store._hub_reader
-        reader.notify_from = 1  # waits on notifications whatever its number of streams
-        reader.check_s = 1.0  # quiet periods cost no read of bars (the test above)
         reader.defer_s = 30.0  # no step below may pass by waiting out the deferral
         t0 += 1000
-        hub.batch([(s, t0) for s in mine + others])
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0], s
+
+        def publish() -> None:
+            hub.batch([(s, t0) for s in mine + others])
+            for s in mine:
+                assert _bars(pipes[s], 1) == [t0], s
+
+        # quiet periods cost no read of bars (test_quiet_periods_cost_no_read_of_every_stream)
+        _on_notifications(redis_server.url, hub, reader, publish, check_s=1.0)
 
         def seen(mon: _Monitor) -> None:
             """Until the runner waits on the notification stream after the newest entry."""
@@ -266,12 +289,14 @@ def test_quiet_periods_cost_no_read_of_every_stream(redis_server):
         for s in mine:
             assert _bars(pipes[s], 1) == [t0]
         reader = store._hub_reader
-        reader.notify_from = 1
-        reader.check_s = 0.1  # quiet periods of 0.1 s
         t0 += 1000
-        hub.batch([(s, t0) for s in mine])
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0]
+
+        def publish() -> None:
+            hub.batch([(s, t0) for s in mine])
+            for s in mine:
+                assert _bars(pipes[s], 1) == [t0]
+
+        _on_notifications(redis_server.url, hub, reader, publish, check_s=0.1)
         full_reads = reader.full_reads
         mon = _Monitor(redis_server.url)
 
@@ -368,12 +393,15 @@ def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, m
         for s in mine:
             assert _bars(pipes[s], 1) == [t0]
         reader = store._hub_reader
-        reader.notify_from = 1  # waits on notifications whatever its number of streams
-        reader.check_s = 30.0  # the gap, not a quiet period, must bring the bars
         t0 += 1000
-        hub.batch([(s, t0) for s in mine])  # its next wait is a long one
-        for s in mine:
-            assert _bars(pipes[s], 1) == [t0]
+
+        def publish() -> None:
+            hub.batch([(s, t0) for s in mine])
+            for s in mine:
+                assert _bars(pipes[s], 1) == [t0]
+
+        # the gap, not a quiet period, must bring the bars
+        _on_notifications(redis_server.url, hub, reader, publish, check_s=30.0)
         gaps = reader.gaps
         want = {s: [t0] for s in mine}
         for k in range(1, 4):  # three batches whose notifications are lost
@@ -443,3 +471,38 @@ def test_redis_restarted_empty_then_every_bar_in_order_on_notifications_again(
     finally:
         hub.stop()
         store.stop()
+
+
+def test_a_wait_longer_than_the_socket_timeout_is_no_disconnect(redis_server):
+    """The reader's socket timeout runs from the end of its longest wait: checking every
+    2.5 s, longer than its 2 s timeout, it waits out a quiet period LIVE (no DISCONNECTED,
+    no reconnect) and still gets the next bar."""
+    from btccxt_cli.model import FeedState
+
+    sym = "W/USDT"
+    hub = _Played(redis_server.url, [sym])
+    store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=hub.keys.namespace)
+    try:
+        pipe = _attach(store, [sym])[sym]
+        t0 = int(time.time()) * 1000
+        hub.batch([(sym, t0)])
+        assert _bars(pipe, 1) == [t0]
+        reader = store._hub_reader
+        mon = _Monitor(redis_server.url)
+        assert reader.timeout_s == 2.0
+        reader.check_s = 2.5
+        # a wait of 2.5 s runs out (the next begins)
+        mon.wait_for(lambda cmds: sum("BLOCK 2500" in c for c in cmds) >= 2, timeout=20)
+        mon.stop()
+        hub.batch([(sym, t0 + 1000)])
+        events = []
+        while not events or events[-1].kind != "bar":
+            ev = pipe.get(10.0)
+            assert ev is not None, events
+            events.append(ev)
+        assert events[-1].candle.ts == t0 + 1000
+        assert [e.state for e in events if e.kind == "state"
+                and e.state != FeedState.LIVE] == [], events
+    finally:
+        store.stop()
+        hub.close()
