@@ -11,6 +11,10 @@ Fixtures:
     sim: a ``SimThread`` serving binance and okx with their default symbols (function scope).
     sim_factory: ``sim_factory(**kwargs)`` starts a ``SimThread(**kwargs)``; all are stopped at
         teardown.
+
+Order. Tests marked ``long`` (15 s or more, mostly waiting on 1-second bars) run first: the
+xdist workers start on them and fill in with the short ones, so none of them starts last and
+sets the suite's wall time.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``long`` tests first, each group in its collection order."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _violations: list[str] = []

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from btccxt_cli.cache.sqlite import OhlcvCache
 from tests.cli.test_run_cli import btccxt, read_events
 
@@ -78,6 +80,7 @@ def _live_orders(records: list[dict[str, Any]]) -> list[tuple]:
             for r in records if r["type"] == "order" and r["event"] == "Completed"]
 
 
+@pytest.mark.long
 def test_backtest_places_the_live_runs_orders_and_ends_with_its_value(sim_factory: Any,
                                                                      tmp_path: Path) -> None:
     now = int(time.time() * 1000)  # the simulator's clock is behind ours (by up to a minute):

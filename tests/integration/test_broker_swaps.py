@@ -122,6 +122,7 @@ def engine_price(sim: Any, exchange: str, t_ms: int) -> float:
     return float(sim.sim.server(exchange).engine.price(SWAP, t_ms))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("exchange", ["okx", "binance"])
 def test_restart_keeps_the_position_and_a_liquidation_while_down_is_told(
         sim_factory: Any, tmp_path: Path, exchange: str) -> None:
@@ -169,6 +170,7 @@ def test_restart_keeps_the_position_and_a_liquidation_while_down_is_told(
     assert [r.size for r in third.broker.status().derivs] in ([], [0.0])
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("exchange", ["okx", "binance"])
 def test_funding_payments_are_told_once_and_shown(sim_factory: Any, tmp_path: Path,
                                                   exchange: str) -> None:
@@ -343,6 +345,7 @@ def test_orders_go_out_while_every_poll_takes_longer_than_its_interval(sim_facto
     assert result.broker.sync.polls >= 1  # (before the fix: Submitted, then nothing)
 
 
+@pytest.mark.long
 def test_funding_is_read_while_the_strategy_trades_every_bar(sim_factory: Any, tmp_path: Path) -> None:
     """Each fill reads balances at once, which put the next periodic read (and funding with it)
     off for ever while a strategy traded every few seconds: funding has its own timer."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from btccxt_cli.config.load import loads_config
 from btccxt_cli.runtime.runner import Runner
 
@@ -40,6 +42,7 @@ def test_rotate_best_trades_only_live_bars_and_holds_one_symbol(sim, tmp_path):
     assert len(held) <= 1, held
 
 
+@pytest.mark.long
 def test_disconnect_guard_steps_aside_while_a_feed_is_down(sim, tmp_path):
     ev = tmp_path / "ev.jsonl"
     state = {"dropped": False}

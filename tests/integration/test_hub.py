@@ -138,6 +138,7 @@ def test_standby_hub_takes_over_when_the_leader_dies(sim_factory, redis_server, 
         standby.stop()
 
 
+@pytest.mark.long
 def test_redis_frozen_for_10s_then_every_bar_in_order(sim_factory, valkey_factory, tmp_path):
     sim = sim_factory(exchanges=(EX,))
     server = valkey_factory()

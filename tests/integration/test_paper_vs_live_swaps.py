@@ -127,6 +127,7 @@ def _equity(sim: Any) -> float:
     return usdt["free"] + usdt["locked"]
 
 
+@pytest.mark.long
 def test_a_scripted_long_short_round_trip_ends_alike_live_and_on_paper(sim_factory: Any,
                                                                       tmp_path: Path) -> None:
     sim = sim_factory(exchanges=("okx",), balances={"USDT": 10_000.0}, funding_interval_s=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from btccxt_cli.bt.store import CCXTStore
 
 from .harness import assert_matches_truth, run_feeds
@@ -9,6 +11,7 @@ from .harness import assert_matches_truth, run_feeds
 NAMES = [f"C{i:03d}/USDT" for i in range(50)]
 
 
+@pytest.mark.long
 def test_rest_mode_with_50_symbols_stays_within_the_request_weight(sim_factory):
     sim = sim_factory(exchanges=("binance",), symbols={"binance": NAMES}, weight_limit=300)
     store = CCXTStore("binance", sim_url=sim.url("binance"), weight_limit=300)
@@ -23,6 +26,7 @@ def test_rest_mode_with_50_symbols_stays_within_the_request_weight(sim_factory):
         assert_matches_truth(sim, "binance", sym, "1s", res.bars[sym], tf_ms=1000)
 
 
+@pytest.mark.long
 def test_a_reconnect_storm_does_not_become_a_rest_storm(sim_factory):
     names = NAMES[:10]
     sim = sim_factory(exchanges=("binance",), symbols={"binance": names})

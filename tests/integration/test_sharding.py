@@ -132,6 +132,7 @@ def test_okx_refuses_a_request_past_its_args_limit(sim_factory):
     assert sum(len(v) for v in sim.stats("okx")["subscriptions"].values()) == 0
 
 
+@pytest.mark.long
 def test_a_silent_shard_is_renewed_on_its_own_socket(sim_factory):
     """The simulator forgets one symbol's stream: the watchdog renews that shard (unsubscribe
     and subscribe again) on the shard's own socket; the other shards stay as they are."""

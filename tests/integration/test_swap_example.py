@@ -135,6 +135,7 @@ def test_the_readme_live_commands_trade_on_the_simulator(tmp_path: Path) -> None
         assert DEFAULT_KEY.secret not in text and str(DEFAULT_KEY.passphrase) not in text
 
 
+@pytest.mark.long
 def test_swap_flip_logs_the_live_brokers_funding_and_a_position_closed_outside(
         sim_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """swap_flip on the live broker (the test_broker harness; funding settled every second):

@@ -181,6 +181,7 @@ def _stale_partials(sim, res, symbols: list[str]) -> dict[str, list[int]]:
     return out
 
 
+@pytest.mark.long
 def test_kucoin_subscribes_are_paced_within_its_messages_per_10_seconds(sim_factory):
     """21 series, 21 subscribes on one socket, against a lowered cap of 20 messages in 10 s:
     ccxt alone sends them at once (about 133 a second) and kucoin refuses the 21st; paced
