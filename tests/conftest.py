@@ -20,6 +20,7 @@ sets the suite's wall time.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import threading
@@ -108,6 +109,26 @@ def _loopback_only() -> Iterator[None]:
             _violations.clear()
     if seen:
         pytest.fail("non-loopback network access attempted:\n  " + "\n  ".join(seen), pytrace=False)
+
+
+def _our_loggers() -> dict[str, logging.Logger]:
+    return {n: lg for n, lg in logging.root.manager.loggerDict.items()
+            if n.startswith("btccxt_cli") and isinstance(lg, logging.Logger)}
+
+
+@pytest.fixture(autouse=True)
+def _loggers_restored() -> Iterator[None]:
+    """Our loggers' levels and handlers as they were before the test: a run of the CLI in
+    this process (``setup_logging``) or a series with ``debug=True`` leaves nothing behind
+    that would change what the next test on this worker logs or captures."""
+    before = {n: (lg.level, list(lg.handlers)) for n, lg in _our_loggers().items()}
+    yield
+    for n, lg in _our_loggers().items():
+        level, handlers = before.get(n, (logging.NOTSET, []))
+        lg.setLevel(level)
+        for h in [h for h in lg.handlers if h not in handlers]:
+            lg.removeHandler(h)
+            h.close()
 
 
 @pytest.fixture
