@@ -139,7 +139,10 @@ class HubReader:
         want = self.check_s + self.timeout_s
         if self._redis is not None and self._redis_timeout != want:
             old, self._redis = self._redis, None
-            await old.aclose()
+            try:
+                await old.aclose()
+            except Exception:
+                logger.debug("closing the hub connection", exc_info=True)
         if self._redis is None:
             import redis.asyncio as aredis
 
