@@ -42,6 +42,7 @@ SWAP_DURATION, SWAP_EVERY = 22.0, (1.0, 1.2)
 @pytest.mark.parametrize(("exchange", "swap"), [("binance", False), ("okx", False), ("okx", True)],
                          ids=["binance", "okx", "okx-swap"])
 @pytest.mark.long
+@pytest.mark.xdist_group("soak")  # one soak at a time (--dist loadgroup)
 def test_no_order_or_fill_is_lost_or_doubled_under_random_faults(
         sim_factory: Any, tmp_path: Path, exchange: str, swap: bool) -> None:
     sim = sim_factory(exchanges=(exchange,), **orders_soak.SIM_KW)

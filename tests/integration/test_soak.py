@@ -17,6 +17,7 @@ SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 
 @pytest.mark.long
+@pytest.mark.xdist_group("soak")  # one soak at a time (--dist loadgroup)
 @pytest.mark.timeout(300)
 def test_soak_with_every_fault_kind_loses_nothing():
     p = subprocess.run([sys.executable, str(SOAK), "--duration", "33", "--every", "3", "5", "--seed", "3"],
