@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
@@ -49,7 +49,7 @@ from btccxt_cli.hub.publish import (
     send_batch,
     take_events,
 )
-from btccxt_cli.model import FeedEvent
+from btccxt_cli.model import BarSource, FeedEvent
 from btccxt_cli.sources.base import SeriesParams
 from btccxt_cli.timeframes import timeframe_ms
 
@@ -62,6 +62,16 @@ _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
 _RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1]) else return 0 end"""
 _PENDING_CAP = 1_000_000  # events kept while Redis is away (bounded memory)
+
+
+def _late(pending: deque[tuple[str, str, FeedEvent]], start: int, stop: int | None = None) -> None:
+    """The live bars of ``pending[start:stop]`` become gap fills: Redis was away when they
+    closed, so they reach the runners late (a runner that reads a stale bar as live would
+    trade on it), as a direct feed's bars read back from REST after an outage do."""
+    for i in range(start, len(pending) if stop is None else min(stop, len(pending))):
+        symbol, timeframe, ev = pending[i]
+        if ev.kind == "bar" and ev.source is BarSource.LIVE:
+            pending[i] = (symbol, timeframe, replace(ev, source=BarSource.GAPFILL))
 
 
 @dataclass
@@ -122,6 +132,8 @@ class HubPublisher:
         self.store: Any = None
         self._handles: dict[tuple[str, str], Any] = {}
         self._pending: deque[tuple[str, str, FeedEvent]] = deque()
+        self._away = False  # Redis failed since the last round that went through (bars
+        # queued meanwhile go out as gap fills: ``_late``)
         self._redis: Any = None
         self._last_renew = 0.0
         self._confirmed = False  # the lease was read since Redis last failed
@@ -192,6 +204,8 @@ class HubPublisher:
             stop.wait(timeout)
 
     def _redis_ok(self) -> None:
+        if not self._pending:  # every bar kept while it was away is out
+            self._away = False
         if self.stats.redis != "up":
             self.stats.redis = "up"
             self._line(f"redis {self.url.split('@')[-1]}: up")
@@ -205,6 +219,9 @@ class HubPublisher:
         self.stats.redis = text
         if self.stats.leading:
             with self._gate:
+                if not self._away:  # what was queued before it failed goes out late now
+                    _late(self._pending, 0)
+                self._away = True
                 self._drain()  # keep bars moving out of the pipes into the bounded queue
 
     # ------------------------------------------------------------------ leadership
@@ -368,6 +385,8 @@ class HubPublisher:
     def _loop_failed(self, batch: Batch, exc: BaseException) -> None:
         # first in the queue, before anything still in the pipes: streams stay in order
         self._pending.extendleft(reversed(batch))
+        _late(self._pending, 0, len(batch))
+        self._away = True
         self.stats.pending = len(self._pending)
         self._confirmed = False
         logger.debug("hub: publishing from the loop failed (%s); the thread takes over", exc)
@@ -384,7 +403,10 @@ class HubPublisher:
             self._pending.clear()
             self._stop_store()
             self._feeds_dropped = True
+        kept = len(self._pending)
         self._pending.extend(self._take(max(0, self.pending_cap - len(self._pending))))
+        if self._away:  # read while Redis was away: they go out late
+            _late(self._pending, kept)
         self.stats.pending = len(self._pending)
 
     def _flush(self) -> None:

@@ -74,6 +74,9 @@ def test_bars_go_out_from_the_hubs_loop_and_its_thread_takes_over_while_redis_is
         wait_for(lambda: len(live_bars(back)) >= 3 * len(syms), 20)
         kept = [t for t, ln in lines[down:] if ln.endswith(")") and " o=" in ln]
         assert THREAD in kept, lines[down:]  # the kept bars went out from the thread ...
+        # ... as gap fills: they closed while Redis was away and reach the runners late
+        late = [ln for t, ln in lines[down:] if t == THREAD and " o=" in ln]
+        assert late and all(ln.endswith("(gapfill)") for ln in late), late
         assert live_bars(back)[-1][0] == LOOP, lines[back:]  # ... then the loop again
     finally:
         resume.cancel()
