@@ -253,17 +253,26 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
 
 
 async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
-                        symbols: tuple[str, ...], start: bool = False) -> dict[str, float | None]:
+                        symbols: tuple[str, ...]) -> dict[str, float | None]:
     """Per swap symbol, what the exchange holds beyond the bot's ledger (signed, base units) as
     of ``positions``; None where an order of the bot in that symbol is in flight (the read may
-    hold a fill of it the ledger has not taken yet), except at ``start`` (its orders were just
-    read: the best estimate there is), or is watched after a "not found" (``bt/sweep.py``: a
-    lookup that lagged may yet show it placed and filled, and its fill is then in the
-    exchange's position but not in the ledger: measured, it was taken for a foreign position
-    and an order of the bot's was refused for it). Call right after the read, on the worker
-    (no fill is taken in between)."""
+    hold a fill of it the ledger has not taken yet), or is watched after a "not found"
+    (``bt/sweep.py``: a lookup that lagged may yet show it placed and filled, and its fill is
+    then in the exchange's position but not in the ledger: measured, it was taken for a
+    foreign position and an order of the bot's was refused for it).
+
+    The first time in a run (``sync.foreign_pending``: at start, or later where it could not
+    be taken then) only orders of unsure outcome (``_Tracked.unsure``) count as in flight:
+    the others were just read, the best estimate there is, and a resting order would
+    otherwise leave the part unknown for as long as it rests. An order of unsure outcome
+    there (a create whose answer was lost before a restart, a lookup that lagged) may be
+    placed and filled: measured, its fill was taken for a foreign position at start, kept
+    while the bot's orders rested, and an order of the bot's was refused for it. Call right
+    after the read, on the worker (no fill is taken in between)."""
     markets = sync._ex.markets or {}
-    busy = set() if start else {t.rec.symbol for t in sync.tracked.values()}
+    pending = sync.foreign_pending
+    busy = {t.rec.symbol for t in sync.tracked.values()
+            if t.rec.symbol not in pending or t.unsure}
     busy |= {t.rec.symbol for t in sync.watch.watched.values()}
     held = await sync._db(sync.db.holdings, sync.account)
     out: dict[str, float | None] = {}
@@ -273,6 +282,8 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
         pos, h = positions.get(symbol), held.get(symbol)
         mine = h.size if h is not None else 0.0
         out[symbol] = None if symbol in busy else (pos.size if pos is not None else 0.0) - mine
+        if out[symbol] is not None:
+            pending.discard(symbol)
     return out
 
 

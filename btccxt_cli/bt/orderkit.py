@@ -110,6 +110,12 @@ class _Tracked:
         self.fees[cur] = self.fees.get(cur, 0.0) + f.fee
 
     @property
+    def unsure(self) -> bool:
+        """Whether the exchange may hold fills of it that were not read: its create's outcome
+        is unknown or not yet answered, or a lookup did not find it lately."""
+        return self.rec.status in ("unknown", "pending", "sending") or self.missing_since is not None
+
+    @property
     def fee(self) -> float:
         """The fee of the fee currency (the one currency, or the largest of several)."""
         return self.fees.get(self.fee_currency or "", 0.0)

@@ -140,6 +140,8 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
         self.scope = scope
         self.symbols = tuple(symbols)
         self.tracked: dict[str, _Tracked] = {}
+        #: symbols whose foreign part (``derivs.foreign_sizes``) is not taken yet this run
+        self.foreign_pending: set[str] = set(symbols)
         self.swap = swap or SwapSettings({}, {})
         self.funding_interval = funding_interval
         self._funding_since = 0  # ms: funding payments from here on are read
@@ -254,7 +256,7 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
                         adopted[symbol] = (h.size, h.price)
             if adopted:
                 events.append(Event("adopted", data=adopted))
-        events.append(await self._positions_event(positions, start=True))
+        events.append(await self._positions_event(positions))
         return events + await self._read_funding()
 
     def _has_swaps(self) -> bool:
@@ -287,13 +289,13 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
         self._funding_since = max([self._funding_since, *(int(ev.data["time_ms"]) for ev in events)])
         return events
 
-    async def _positions_event(self, positions: dict[str, derivs.ExPosition],
-                               start: bool = False) -> Event:
-        """The exchange's positions and, where no order of ours is in flight (at ``start``:
-        everywhere), the part of each the bot did not open (``derivs.foreign_sizes``)."""
+    async def _positions_event(self, positions: dict[str, derivs.ExPosition]) -> Event:
+        """The exchange's positions and, where no order of ours is in flight (until it is
+        first taken: where none is of unsure outcome), the part of each the bot did not open
+        (``derivs.foreign_sizes``)."""
         return Event("positions", data={
             "positions": positions,
-            "foreign": await derivs.foreign_sizes(self, positions, self.symbols, start=start)})
+            "foreign": await derivs.foreign_sizes(self, positions, self.symbols)})
 
     def _tol_symbol(self, symbol: str, amount: float) -> float:
         market = (getattr(self._ex, "markets", None) or {}).get(symbol)
@@ -398,8 +400,7 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
     async def _poll(self) -> None:
         self.polls += 1
         # an order whose create outcome is unknown is looked up every poll_interval, stream or not
-        unsure = any(t.rec.status in ("unknown", "pending", "sending") or t.missing_since is not None
-                     for t in self.tracked.values())
+        unsure = any(t.unsure for t in self.tracked.values())
         interval = self.reconcile_interval if self.via == "websocket" and not unsure else self.poll_interval
         self._next_poll = self._wall() + interval
         events: list[Event] = []

@@ -75,15 +75,20 @@ class SwapBook:
             "price": float(data["price"]), "reason": str(data["reason"])}))
 
     # ------------------------------------------------------------------ checks
-    def foreign(self, symbol: str, positions: Positions) -> float:
+    def foreign(self, symbol: str, positions: Positions, open_rest: Iterable[OpenRest] = ()) -> float:
         """What the exchange holds in ``symbol`` beyond the bot's position (signed): as last
-        known from a read with no order of the bot in flight; before one, the last read less
-        the bot's position now."""
+        known from a read with no order of the bot in flight. Before one (an order of unsure
+        outcome at start, ``derivs.foreign_sizes``), the last read less the bot's position
+        now, where fills of the bot's open orders (``open_rest``) that the ledger has not
+        taken yet may be in that read: the value nearest zero they can explain (a buy's fill
+        read but not taken adds up to its rest to the difference, a sell's takes it away)."""
         if symbol in self._foreign:
             return self._foreign[symbol]
         pos = self.exchange.get(symbol)
         have = pos.size if pos is not None else 0.0
-        return have - positions.get(symbol)[0]
+        beyond = have - positions.get(symbol)[0]
+        _, buys, sells = positions.exposure(symbol, open_rest)
+        return min(max(0.0, beyond - buys), beyond + sells)
 
     def refuse(self, symbol: str, side: str, size: float, price: float, positions: Positions,
                limits: OrderLimits, open_rest: Iterable[OpenRest]) -> str | None:
@@ -96,7 +101,7 @@ class SwapBook:
         buy = side == "buy"
         projected = held + buys + size if buy else held - sells - size
         tol = positions.tol(symbol, size)
-        foreign = self.foreign(symbol, positions)
+        foreign = self.foreign(symbol, positions, rests)
         market = positions.markets.get(symbol) or {}
         base = market.get("base", "")
         if abs(foreign) > tol and (projected > tol and foreign < 0 or projected < -tol and foreign > 0):

@@ -119,13 +119,72 @@ def test_an_order_given_up_but_still_watched_keeps_its_symbol_unmeasured() -> No
     async def db(fn, *args):
         return fn(*args)
 
-    def sync(watching: bool) -> SimpleNamespace:
+    def sync(watching: bool, pending: set[str]) -> SimpleNamespace:
         return SimpleNamespace(
             _ex=SimpleNamespace(markets={SWAP: MARKET}), tracked={}, account="a", _db=db,
             watch=SimpleNamespace(watched={"c1": watched} if watching else {}),
-            db=SimpleNamespace(holdings=lambda account: {SWAP: Holding(account, SWAP, 0.02, 100.0)}))
+            db=SimpleNamespace(holdings=lambda account: {SWAP: Holding(account, SWAP, 0.02, 100.0)}),
+            foreign_pending=pending)
 
     ex = {SWAP: ExPosition(SWAP, 0.0294, 100.0, 100.0, 0.0, None, 5.0, "isolated")}  # + its fill
-    for start in (False, True):
-        assert asyncio.run(foreign_sizes(sync(True), ex, (SWAP,), start=start)) == {SWAP: None}
-        assert asyncio.run(foreign_sizes(sync(False), ex, (SWAP,), start=start)) == {SWAP: pytest.approx(0.0094)}
+    for pending in (set(), {SWAP}):  # at start too
+        assert asyncio.run(foreign_sizes(sync(True, set(pending)), ex, (SWAP,))) == {SWAP: None}
+        assert asyncio.run(foreign_sizes(sync(False, set(pending)), ex, (SWAP,))) == {SWAP: pytest.approx(0.0094)}
+
+
+def test_at_start_an_order_of_unsure_outcome_leaves_the_foreign_part_untaken_until_it_is_sure() -> None:
+    """After a restart, an order whose create's answer was lost (or a lookup lagged) may be
+    placed and filled: its fill is in the exchange's position and not yet in the ledger.
+    Taken at start, that fill was kept as a foreign position while the bot's orders rested,
+    and an order of the bot's was refused for a position that did not exist (the okx swap
+    order soak under load, 3 runs in 13). The first read with no order of unsure outcome
+    takes it, a resting order of the bot's notwithstanding (``bt/derivs.py``)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from btccxt_cli.bt.derivs import foreign_sizes
+    from btccxt_cli.bt.orderkit import _Tracked
+    from btccxt_cli.cache.orders import Holding
+
+    async def db(fn, *args):
+        return fn(*args)
+
+    def order(status: str) -> _Tracked:
+        return _Tracked(SimpleNamespace(symbol=SWAP, status=status))  # type: ignore[arg-type]
+
+    ledger = {SWAP: Holding("a", SWAP, 0.02, 100.0)}
+    sync = SimpleNamespace(
+        _ex=SimpleNamespace(markets={SWAP: MARKET}), account="a", _db=db,
+        watch=SimpleNamespace(watched={}), db=SimpleNamespace(holdings=lambda account: ledger),
+        foreign_pending={SWAP}, tracked={"lost": order("unknown"), "rest": order("open")})
+    with_fill = {SWAP: ExPosition(SWAP, 0.05, 100.0, 100.0, 0.0, None, 5.0, "isolated")}
+    assert asyncio.run(foreign_sizes(sync, with_fill, (SWAP,))) == {SWAP: None}
+    assert sync.foreign_pending == {SWAP}
+    lagged = order("open")
+    lagged.missing_since = 1.0  # a lookup that did not find it lately: unsure too
+    sync.tracked["lost"] = lagged
+    assert asyncio.run(foreign_sizes(sync, with_fill, (SWAP,))) == {SWAP: None}
+    del sync.tracked["lost"]  # found filled: its 0.03 is the bot's now
+    ledger[SWAP] = Holding("a", SWAP, 0.05, 100.0)
+    assert asyncio.run(foreign_sizes(sync, with_fill, (SWAP,))) == {SWAP: pytest.approx(0.0)}
+    assert sync.foreign_pending == set()
+    # taken: from now on any order in flight leaves the last value in place
+    assert asyncio.run(foreign_sizes(sync, with_fill, (SWAP,))) == {SWAP: None}
+
+
+def test_before_the_foreign_part_is_taken_the_bots_open_orders_may_explain_the_difference() -> None:
+    """With no read taken yet (an order of unsure outcome at start), the exchange's position
+    less the bot's may hold fills of the bot's open orders the ledger has not taken: an order
+    is refused only for what they cannot explain."""
+    sb, pos = book(exchange=0.03)  # the exchange long 0.03, the ledger flat
+    lost_buy = [(SWAP, "buy", 0.03)]  # ... and a buy of 0.03 whose create's answer was lost
+    assert sb.foreign(SWAP, pos, lost_buy) == 0.0
+    assert sb.refuse(SWAP, "sell", 0.05, 100.0, pos, OrderLimits(), lost_buy) is None
+    assert sb.foreign(SWAP, pos, [(SWAP, "buy", 0.01)]) == pytest.approx(0.02)
+    reason = sb.refuse(SWAP, "sell", 0.05, 100.0, pos, OrderLimits(), [(SWAP, "buy", 0.01)])
+    assert reason and "long of 0.02 BTC this bot did not open" in reason
+    sb, pos = book(exchange=-0.03)  # a short: sells explain it
+    assert sb.foreign(SWAP, pos, [(SWAP, "sell", 0.05)]) == 0.0
+    assert sb.foreign(SWAP, pos, [(SWAP, "buy", 0.05)]) == pytest.approx(-0.03)
+    sb.on_positions({"positions": {}, "foreign": {SWAP: -0.03}})  # taken: as it was read
+    assert sb.foreign(SWAP, pos, [(SWAP, "sell", 0.05)]) == pytest.approx(-0.03)
