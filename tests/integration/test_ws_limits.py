@@ -224,7 +224,10 @@ def _kucoin_subscribe(sim, url: str, topics: list[str]) -> tuple[list[dict], boo
             for i, topic in enumerate(topics):
                 await ws.send_str(json.dumps({"id": str(i), "type": "subscribe", "topic": topic,
                                               "response": True}))
-                answers.append(json.loads((await ws.receive(timeout=5)).data))
+                # its answer: candles of a topic taken before ("message") may come first
+                while (msg := json.loads((await ws.receive(timeout=5)).data)).get("type") == "message":
+                    pass
+                answers.append(msg)
             return answers, ws.closed, sim.stats("kucoin")  # while the socket is open
 
     return asyncio.run(go())
