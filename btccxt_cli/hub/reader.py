@@ -137,12 +137,8 @@ class HubReader:
         a Redis that stops answering counts as gone ``timeout_s`` after it should have. A
         changed ``check_s`` takes a new connection (the old one would time out its waits)."""
         want = self.check_s + self.timeout_s
-        if self._redis is not None and self._redis_timeout != want:
-            old, self._redis = self._redis, None
-            try:
-                await old.aclose()
-            except Exception:
-                logger.debug("closing the hub connection", exc_info=True)
+        if self._redis_timeout != want:
+            await self._drop_client()
         if self._redis is None:
             import redis.asyncio as aredis
 
@@ -174,6 +170,9 @@ class HubReader:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self._drop_client()
+
+    async def _drop_client(self) -> None:
         r, self._redis = self._redis, None
         if r is not None:
             try:

@@ -130,17 +130,20 @@ def _bar_reads(commands: list[str], notify_key: str) -> list[list[str]]:
     return out
 
 
-def _on_notifications(url: str, hub: _Played, reader: Any, publish: Any, *,
-                      check_s: float) -> None:
-    """Switch a runner in step on its own streams to waiting on the hub's notifications
-    (whatever its number of streams; quiet periods of ``check_s``). ``publish()`` sends a
-    batch of its series and takes their bars. Returns once the reader waits on the
-    notification stream after its newest entry: from then on it reads every batch through
-    its notification (or the gap a lost one leaves), none through a read of every stream."""
+def _on_notifications(url: str, hub: _Played, reader: Any, pipes: dict[str, Any], ts: int,
+                      batch: list[str], *, check_s: float) -> None:
+    """Switch a runner in step on its own streams (``pipes``) to waiting on the hub's
+    notifications (whatever its number of streams; quiet periods of ``check_s``), with a batch
+    of ``batch``'s bars opening at ``ts``, its series' bars taken. Returns once the reader waits
+    on the notification stream after its newest entry: from then on it reads every batch
+    through its notification (or the gap a lost one leaves), none through a read of every
+    stream."""
     mon = _Monitor(url)
     reader.notify_from = 1
     reader.check_s = check_s
-    publish()
+    hub.batch([(s, ts) for s in batch])
+    for s in pipes:
+        assert _bars(pipes[s], 1) == [ts], s
     last = hub.r.xrevrange(hub.keys.notify, count=1)[0][0].decode()
     mon.wait_for(lambda cmds: any(c.startswith("XREAD") and hub.keys.notify in c
                                   and c.endswith(last) for c in cmds))
@@ -165,13 +168,8 @@ def test_a_runner_blocks_on_the_notifications_and_reads_only_its_streams_that_mo
         reader = store._hub_reader
         t0 += 1000
 
-        def publish() -> None:
-            hub.batch([(s, t0) for s in mine + others])
-            for s in mine:
-                assert _bars(pipes[s], 1) == [t0], s
-
         # no quiet period within this test: no read of every stream
-        _on_notifications(redis_server.url, hub, reader, publish, check_s=30.0)
+        _on_notifications(redis_server.url, hub, reader, pipes, t0, mine + others, check_s=30.0)
         full_reads, gaps = reader.full_reads, reader.gaps
         mon = _Monitor(redis_server.url)
         moved = []
@@ -214,13 +212,8 @@ def test_a_close_published_in_parts_costs_a_runner_one_read_when_its_series_are_
         reader.defer_s = 30.0  # no step below may pass by waiting out the deferral
         t0 += 1000
 
-        def publish() -> None:
-            hub.batch([(s, t0) for s in mine + others])
-            for s in mine:
-                assert _bars(pipes[s], 1) == [t0], s
-
         # quiet periods cost no read of bars (test_quiet_periods_cost_no_read_of_every_stream)
-        _on_notifications(redis_server.url, hub, reader, publish, check_s=1.0)
+        _on_notifications(redis_server.url, hub, reader, pipes, t0, mine + others, check_s=1.0)
 
         def seen(mon: _Monitor) -> None:
             """Until the runner waits on the notification stream after the newest entry."""
@@ -290,13 +283,7 @@ def test_quiet_periods_cost_no_read_of_every_stream(redis_server):
             assert _bars(pipes[s], 1) == [t0]
         reader = store._hub_reader
         t0 += 1000
-
-        def publish() -> None:
-            hub.batch([(s, t0) for s in mine])
-            for s in mine:
-                assert _bars(pipes[s], 1) == [t0]
-
-        _on_notifications(redis_server.url, hub, reader, publish, check_s=0.1)
+        _on_notifications(redis_server.url, hub, reader, pipes, t0, mine, check_s=0.1)
         full_reads = reader.full_reads
         mon = _Monitor(redis_server.url)
 
@@ -395,13 +382,8 @@ def test_a_missed_notification_still_delivers_every_bar_in_order(redis_server, m
         reader = store._hub_reader
         t0 += 1000
 
-        def publish() -> None:
-            hub.batch([(s, t0) for s in mine])
-            for s in mine:
-                assert _bars(pipes[s], 1) == [t0]
-
         # the gap, not a quiet period, must bring the bars
-        _on_notifications(redis_server.url, hub, reader, publish, check_s=30.0)
+        _on_notifications(redis_server.url, hub, reader, pipes, t0, mine, check_s=30.0)
         gaps = reader.gaps
         want = {s: [t0] for s in mine}
         for k in range(1, 4):  # three batches whose notifications are lost
