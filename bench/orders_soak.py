@@ -734,13 +734,17 @@ class Checks:
 def valid_sequence(statuses: list[str], runs: list[int] | None = None) -> bool:
     """Submitted, then Accepted at most once, Partial*, then exactly one final status. With
     ``runs`` (the run of each notification), an order a crash point interrupted may be
-    Accepted again, once per run: a new run adopts it."""
+    Accepted again, once per run: a new run adopts it. One the exchange had not confirmed
+    then is told Submitted again, first in the run that adopts it."""
     if len(statuses) < 2 or statuses[0] != "Submitted" or statuses[-1] not in FINAL:
         return False
     runs = runs if runs is not None else [0] * len(statuses)
     middle = list(zip(statuses[1:-1], runs[1:-1], strict=True))
-    if any(s not in ("Accepted", "Partial") for s, _ in middle):
-        return False
+    for i, (s, run) in enumerate(middle, start=1):
+        if s == "Submitted" and run != runs[i - 1]:
+            continue  # the first notification of a later run: adopted before it was confirmed
+        if s not in ("Accepted", "Partial"):
+            return False
     accepted = Counter(run for s, run in middle if s == "Accepted")
     return all(n == 1 for n in accepted.values())
 

@@ -157,6 +157,11 @@ class BrokerEvents:
                 lv.accepted = True
                 lv.order.accept(self)
                 self._notify(lv.order)
+            elif rec.status in ("pending", "sending", "unknown") and not lv.order.info.get("late"):
+                # not confirmed yet (a crash before or during its create): told as submitted,
+                # so the strategy knows of it before it is found (Accepted) or given up
+                # (Rejected, ambiguous_timeout later)
+                self._notify(lv.order)
         self._adopt = []
 
     def _adopted_order(self, rec: OrderRecord, data: Any) -> Order:

@@ -299,6 +299,52 @@ def test_restart_adopts_open_orders_and_delivers_fills_made_while_down(
     assert [f["delivered"] for f in dump["fills"]] == [1]
 
 
+@pytest.mark.parametrize("reached", [False, True], ids=["never-sent", "sent"])
+def test_an_order_a_crash_left_unsent_is_told_submitted_then_its_outcome(
+        sim_factory: Any, tmp_path: Path, reached: bool) -> None:
+    """A run died between storing an order (``pending``) and its create's answer. The next run
+    adopts it and tells the strategy ``Submitted`` at once, then what the exchange says:
+    ``Rejected`` (not found for ``ambiguous_timeout``, never sent) or ``Accepted`` (found by its
+    client order id, not sent again). Before, the strategy heard nothing until the verdict
+    (measured: the okx swap order soak ended with such an order still pending)."""
+    from btccxt_cli.cache.orders import OrderRecord, account_id
+
+    sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
+    db = tmp_path / "o.sqlite"
+    cid = "bxdead000500001"
+    price = round(sim.model.price(SYMBOL, sim.now_ms()) * 0.8, 1)
+    if reached:  # the create went out before the crash: the exchange has it
+        store = CCXTStore("binance", sim_url=sim.url("binance"), config=dict(KEYS))
+        try:
+            ex = store.run_async(store.async_exchange()).result(20)
+            store.run_async(ex.create_order(SYMBOL, "limit", "buy", 0.01, price,
+                                            {"clientOrderId": cid})).result(20)
+        finally:
+            store.stop()
+    orders = OrderStore(db)
+    orders.start_run("dead0005", account_id("binance", KEYS["apiKey"]), 1)
+    orders.insert_order(OrderRecord(
+        client_id=cid, account=account_id("binance", KEYS["apiKey"]), run_id="dead0005", seq=1,
+        symbol=SYMBOL, side="buy", type="limit", amount=0.01, price=price, stop_price=None,
+        status="sending" if reached else "pending", created_ms=1, updated_ms=1))
+    orders.close()
+    out = Outcome()
+    verdict = "Accepted" if reached else "Rejected"
+
+    def done(s: Any) -> bool:
+        return any(n.client_id == cid and n.status == verdict for n in out.notes)
+
+    run(sim, "binance", lambda s, n: None, done, db=db, out=out,
+        broker_kw={"ambiguous_timeout": 1.0})
+    assert not out.timed_out, out.notes
+    assert [n.status for n in out.notes if n.client_id == cid] == ["Submitted", verdict]
+    on_exchange = [o for o in sim.orders("binance") if o["client_id"] == cid]
+    assert len(on_exchange) == (1 if reached else 0)  # never sent (again)
+    if not reached:
+        reason = [n.reason for n in out.notes if n.client_id == cid][-1]
+        assert reason and "not sent again" in reason, reason
+
+
 # --------------------------------------------------------------------------- safety
 def test_limits_and_order_rate_reject_locally(sim_factory: Any, tmp_path: Path) -> None:
     sim = sim_factory(exchanges=("binance",), balances={"USDT": 10_000.0})
