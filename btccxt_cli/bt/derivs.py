@@ -252,10 +252,17 @@ async def outside_closes(sync: OrderSync, positions: dict[str, ExPosition],
     return events
 
 
-async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
-                        symbols: tuple[str, ...]) -> dict[str, float | None]:
+async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition], symbols: tuple[str, ...],
+                        ) -> tuple[dict[str, float | None], dict[str, float]]:
     """Per swap symbol, what the exchange holds beyond the bot's ledger (signed, base units) as
-    of ``positions``; None where an order of the bot in that symbol is in flight (the read may
+    of ``positions``, and for the symbols where it is not taken (None) the estimate of that
+    read: the value nearest zero that fills of the bot's orders the ledger may not have taken
+    yet (what each tracked or watched order could still fill, as of the same read) can
+    explain. The estimate is of the read's own time: the exchange's position read earlier,
+    less the ledger now, mixed a stale read with later fills (measured: an order refused for a
+    foreign position that did not exist, after a restart, while an order was unsure).
+
+    None where an order of the bot in that symbol is in flight (the read may
     hold a fill of it the ledger has not taken yet), or is watched after a "not found"
     (``bt/sweep.py``: a lookup that lagged may yet show it placed and filled, and its fill is
     then in the exchange's position but not in the ledger: measured, it was taken for a
@@ -263,8 +270,9 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
 
     The first time in a run (``sync.foreign_pending``: at start, or later where it could not
     be taken then) only orders of unsure outcome (``_Tracked.unsure``) count as in flight:
-    the others were just read, the best estimate there is, and a resting order would
-    otherwise leave the part unknown for as long as it rests. An order of unsure outcome
+    the others were just read and are read once more after ``positions`` (one that filled
+    meanwhile counts as in flight): a resting order would otherwise leave the part unknown
+    for as long as it rests. An order of unsure outcome
     there (a create whose answer was lost before a restart, a lookup that lagged) may be
     placed and filled: measured, its fill was taken for a foreign position at start, kept
     while the bot's orders rested, and an order of the bot's was refused for it. Call right
@@ -274,17 +282,56 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition],
     busy = {t.rec.symbol for t in sync.tracked.values()
             if t.rec.symbol not in pending or t.unsure}
     busy |= {t.rec.symbol for t in sync.watch.watched.values()}
+    for t in list(sync.tracked.values()):
+        if t.rec.symbol in pending and t.rec.symbol not in busy \
+                and is_contract(markets.get(t.rec.symbol)):
+            # a resting order read before ``positions``: one more read of it tells whether it
+            # filled since (fills only grow); if so, or if the read fails, the read above may
+            # hold that fill and the ledger not (measured: taken for a foreign position)
+            try:
+                order = await sync.lookup(t.rec)
+                moved = float(order.get("filled") or 0.0) > t.traded + sync._tol(t.rec)
+            except Exception:
+                moved = True
+            if moved:
+                busy.add(t.rec.symbol)
     held = await sync._db(sync.db.holdings, sync.account)
     out: dict[str, float | None] = {}
+    estimate: dict[str, float] = {}
     for symbol in symbols:
         if not is_contract(markets.get(symbol)):
             continue
         pos, h = positions.get(symbol), held.get(symbol)
-        mine = h.size if h is not None else 0.0
-        out[symbol] = None if symbol in busy else (pos.size if pos is not None else 0.0) - mine
+        beyond = (pos.size if pos is not None else 0.0) - (h.size if h is not None else 0.0)
+        out[symbol] = None if symbol in busy else beyond
+        if out[symbol] is None:
+            buys, sells = _unseen(sync, symbol)
+            estimate[symbol] = min(max(0.0, beyond - buys), beyond + sells)
+        logger.debug("%s: the exchange holds %g beyond the ledger: foreign part %s%s", symbol,
+                     beyond, f"{out[symbol]:g}" if out[symbol] is not None else
+                     f"untaken (an order in flight; estimate {estimate[symbol]:g})",
+                     " (the first this run)" if symbol in pending else "")
         if out[symbol] is not None:
             pending.discard(symbol)
-    return out
+    return out, estimate
+
+
+def _unseen(sync: OrderSync, symbol: str) -> tuple[float, float]:
+    """What the bot's tracked and watched orders in ``symbol`` could still fill (buys, sells),
+    beyond the fills in the ledger: the most a read may hold that the ledger does not."""
+    buys = sells = 0.0
+    seen: set[str] = set()
+    for t in [*sync.tracked.values(), *sync.watch.watched.values()]:
+        rec = t.rec
+        if rec.symbol != symbol or rec.client_id in seen:
+            continue
+        seen.add(rec.client_id)
+        left = max(0.0, float(rec.amount) - t.traded)
+        if rec.side == "buy":
+            buys += left
+        else:
+            sells += left
+    return buys, sells
 
 
 async def _liquidated(sync: OrderSync, symbol: str, since_ms: int) -> bool:

@@ -293,9 +293,9 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
         """The exchange's positions and, where no order of ours is in flight (until it is
         first taken: where none is of unsure outcome), the part of each the bot did not open
         (``derivs.foreign_sizes``)."""
-        return Event("positions", data={
-            "positions": positions,
-            "foreign": await derivs.foreign_sizes(self, positions, self.symbols)})
+        foreign, estimate = await derivs.foreign_sizes(self, positions, self.symbols)
+        return Event("positions", data={"positions": positions, "foreign": foreign,
+                                        "estimate": estimate})
 
     def _tol_symbol(self, symbol: str, amount: float) -> float:
         market = (getattr(self._ex, "markets", None) or {}).get(symbol)

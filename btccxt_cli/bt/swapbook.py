@@ -46,17 +46,22 @@ class SwapBook:
         self.margin_mode = margin_mode
         self.exchange: dict[str, ExPosition] = {}  # the exchange's positions, last read
         self._foreign: dict[str, float] = {}  # the part the bot did not open, last known
+        #: before it is first known: the last read's estimate (``derivs.foreign_sizes``)
+        self._estimate: dict[str, float] = {}
         self.funding: dict[str, float] = {}  # funding this run, per symbol (< 0: paid)
         self.notices: list[tuple[str, str, dict[str, Any]]] = []  # (msg, symbol, kwargs)
 
     # ------------------------------------------------------------------ events
     def on_positions(self, data: dict[str, Any]) -> None:
         """A positions read: ``{"positions": {symbol: ExPosition}, "foreign": {symbol: size or
-        None}}`` (None: an order of the bot was in flight; the last known part stays)."""
+        None}, "estimate": {symbol: size}}`` (None: an order of the bot was in flight; the last
+        known part stays, and until one is known, the read's estimate counts)."""
         self.exchange = dict(data["positions"])
         for symbol, size in (data.get("foreign") or {}).items():
             if size is not None:
                 self._foreign[symbol] = float(size)
+        for symbol, size in (data.get("estimate") or {}).items():
+            self._estimate[symbol] = float(size)
 
     def on_funding(self, data: dict[str, Any]) -> None:
         symbol = str(data["symbol"])
@@ -75,20 +80,17 @@ class SwapBook:
             "price": float(data["price"]), "reason": str(data["reason"])}))
 
     # ------------------------------------------------------------------ checks
-    def foreign(self, symbol: str, positions: Positions, open_rest: Iterable[OpenRest] = ()) -> float:
+    def foreign(self, symbol: str) -> float:
         """What the exchange holds in ``symbol`` beyond the bot's position (signed): as last
         known from a read with no order of the bot in flight. Before one (an order of unsure
-        outcome at start, ``derivs.foreign_sizes``), the last read less the bot's position
-        now, where fills of the bot's open orders (``open_rest``) that the ledger has not
-        taken yet may be in that read: the value nearest zero they can explain (a buy's fill
-        read but not taken adds up to its rest to the difference, a sell's takes it away)."""
+        outcome at start, ``derivs.foreign_sizes``), the last read's estimate: the value
+        nearest zero that fills of the bot's orders the ledger had not taken at that read can
+        explain (a buy's fill read but not taken adds up to its rest to the difference, a
+        sell's takes it away). Both are of a read's own time, never the exchange's position
+        of one time less the bot's of another (0 before any read)."""
         if symbol in self._foreign:
             return self._foreign[symbol]
-        pos = self.exchange.get(symbol)
-        have = pos.size if pos is not None else 0.0
-        beyond = have - positions.get(symbol)[0]
-        _, buys, sells = positions.exposure(symbol, open_rest)
-        return min(max(0.0, beyond - buys), beyond + sells)
+        return self._estimate.get(symbol, 0.0)
 
     def refuse(self, symbol: str, side: str, size: float, price: float, positions: Positions,
                limits: OrderLimits, open_rest: Iterable[OpenRest]) -> str | None:
@@ -101,7 +103,7 @@ class SwapBook:
         buy = side == "buy"
         projected = held + buys + size if buy else held - sells - size
         tol = positions.tol(symbol, size)
-        foreign = self.foreign(symbol, positions, rests)
+        foreign = self.foreign(symbol)
         market = positions.markets.get(symbol) or {}
         base = market.get("base", "")
         if abs(foreign) > tol and (projected > tol and foreign < 0 or projected < -tol and foreign > 0):
