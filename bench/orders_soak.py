@@ -711,6 +711,7 @@ class Checks:
     ambiguous: int = 0  # creates whose answer was lost ("create outcome unknown")
     found: int = 0  # of those, found at the exchange by client order id
     never_reached: int = 0  # of those, not found: Rejected, never sent again
+    unsent: int = 0  # left unsent (pending, sending) by a crashed run, not found: Rejected
     refused: int = 0  # Rejected by the exchange's own answer
     duplicates: int = 0  # a client id twice on the exchange, a fill told or stored twice
     lost_fills: int = 0  # exchange fills the strategy or the order db never got
@@ -835,7 +836,9 @@ def check(r: SoakResult) -> Checks:
         want = EXCHANGE_STATUS[final]
         if final == "Rejected":
             reason = notes[-1].reason or ""
-            if "not found at the exchange" in reason:
+            if "not found at the exchange" in reason and "an earlier run" in reason:
+                c.unsent += 1
+            elif "not found at the exchange" in reason:
                 c.never_reached += 1
             else:
                 c.refused += 1
@@ -891,7 +894,8 @@ def check(r: SoakResult) -> Checks:
                               "exchange")
 
     c.ambiguous = sum(1 for line in r.log if "create outcome unknown" in line)
-    c.found = sum(1 for line in r.log if "found at the exchange by client order id" in line)
+    c.found = sum(1 for line in r.log if "found at the exchange by client order id" in line
+                  and "an earlier run" not in line)  # not an order a crash left unsent
     c.worker_errors = sum(1 for line in r.log if "order worker cycle failed" in line)
     if c.worker_errors:
         c.problems.append(f"{c.worker_errors} failed cycle(s) of the order worker (see the log)")
@@ -918,7 +922,8 @@ def report(r: SoakResult, c: Checks) -> list[str]:
         f"orders placed          {len(r.placed)} on {r.bars} bars: "
         + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])),
         "orders by final status " + ", ".join(f"{s} {c.final[s]}" for s in FINAL),
-        f"  rejected             {c.never_reached} never reached the exchange, {c.refused} refused by it",
+        f"  rejected             {c.never_reached} never reached the exchange, {c.refused} refused by it"
+        + (f", {c.unsent} left unsent by a crash" if c.unsent else ""),
         f"fills                  {c.fills_exchange} on the exchange, {c.fills_told} told to the "
         f"strategy, {c.fills_db} in the order db",
         f"notifications          {len(r.notes)}, Partial {sum(n.status == 'Partial' for n in r.notes)}",

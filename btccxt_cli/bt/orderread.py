@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     pass
 
 logger = logging.getLogger("btccxt_cli.bt.ordersync")
+#: why an order's create has no answer, by its stored status: ``unknown`` in this run; the
+#: others outlive a create in this worker only where an earlier run ended there (a crash)
+_UNSENT = {"unknown": "the create call failed",
+           "pending": "an earlier run ended before it was sent, as far as that run recorded",
+           "sending": "an earlier run ended during its create call"}
 
 
 class OrderReads:
@@ -89,7 +94,7 @@ class OrderReads:
                     waited = self.clock.monotonic() - t.since_mono
                     if waited >= self.ambiguous_timeout:
                         return self._give_up(t, "rejected", f"not found at the exchange {waited:.0f} "
-                                             "s after the create call failed; it was not sent again")
+                                             f"s after {_UNSENT[rec.status]}; it was not sent again")
                     return events
                 return self._missed(t)
             except Exception as exc:  # a read: simply try again on the next poll
@@ -104,8 +109,9 @@ class OrderReads:
         if rec.exchange_id is None and order.get("id") is not None:
             self._update(t, exchange_id=_order_id(order))
             if rec.status in ("unknown", "pending", "sending"):
-                logger.warning("order %s found at the exchange by client order id (id %s); not resent",
-                               rec.client_id, order["id"])
+                logger.warning("order %s found at the exchange by client order id (id %s)%s; not "
+                               "resent", rec.client_id, order["id"],
+                               "" if rec.status == "unknown" else f" ({_UNSENT[rec.status]})")
         status = str(order.get("status") or "open")
         filled = float(order.get("filled") or 0.0)
         tol = self._tol(rec)

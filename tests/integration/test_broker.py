@@ -342,7 +342,8 @@ def test_an_order_a_crash_left_unsent_is_told_submitted_then_its_outcome(
     assert len(on_exchange) == (1 if reached else 0)  # never sent (again)
     if not reached:
         reason = [n.reason for n in out.notes if n.client_id == cid][-1]
-        assert reason and "not sent again" in reason, reason
+        assert reason and "an earlier run ended before it was sent" in reason, reason
+        assert "not sent again" in reason, reason
 
 
 # --------------------------------------------------------------------------- safety
