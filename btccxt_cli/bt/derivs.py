@@ -258,9 +258,10 @@ async def foreign_sizes(sync: OrderSync, positions: dict[str, ExPosition], symbo
     of ``positions``, and for the symbols where it is not taken (None) the estimate of that
     read: the value nearest zero that fills of the bot's orders the ledger may not have taken
     yet (what each tracked or watched order could still fill, as of the same read) can
-    explain. The estimate is of the read's own time: the exchange's position read earlier,
-    less the ledger now, mixed a stale read with later fills (measured: an order refused for a
-    foreign position that did not exist, after a restart, while an order was unsure).
+    explain. Both sides of it are of the same moment; before, the strategy thread took the
+    last read less its ledger of the moment it checked an order, a read from before a fill
+    less the ledger after it (measured: after a restart, with an order of unsure outcome, an
+    order of the bot's was refused for a foreign position that did not exist).
 
     None where an order of the bot in that symbol is in flight (the read may
     hold a fill of it the ledger has not taken yet), or is watched after a "not found"
