@@ -12,8 +12,10 @@ applies them and queues backtrader notifications: ``Submitted`` at once, then ``
   that id, never resent.
 * On start, orders left live by an earlier run (same database, account and run scope; a
   second live run on one scope is refused, ``bt/runlock.py``) are adopted:
-  the strategy gets ``Accepted`` for each, then the fills that happened while it was down;
-  so are final orders with fills the strategy was never told of (a crash or a stop in between).
+  the strategy gets ``Accepted`` for each (``Submitted`` for one the exchange had not
+  confirmed, then ``Accepted`` or ``Rejected`` once it is looked up), then the fills that
+  happened while it was down; so are final orders with fills the strategy was never told of
+  (a crash or a stop in between).
 * An order given up on "not found" stays watched; found again, it is told as a late adopted
   order (``order.info.late``) with its fills (``bt/sweep.py``). Fees are kept per currency in
   ``order.info["fees"]``, ``comm`` in the quote currency (``bt/fees.py``).
