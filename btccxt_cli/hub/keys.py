@@ -20,17 +20,25 @@ Under ``btccxt:{namespace}:`` (the namespace defaults to the exchange id):
   theirs it names; a gap in ``n`` (the cap trimmed entries a runner had not read, the key
   deleted, Redis restarted) or a quiet period makes them read all their streams from their
   last ids instead.
+- ``history``: a list of history requests from runners (``encode_history_request``): bars of
+  one series older than its stream and the runner's cache hold. The leading hub reads them
+  by REST (its connection and rate budget: runners never call the exchange) and pushes the
+  answer to ``history:{id}`` (``encode_history_reply``), which expires after
+  ``HISTORY_REPLY_TTL_S``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from btccxt_cli.model import BarSource, Candle
 
 __all__ = ["HubKeys", "DEFAULT_MAXLEN", "encode_bar", "decode_bar", "series_field",
            "parse_series_field", "DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S", "NOTIFY_MAXLEN",
-           "NOTIFY_SCRIPT", "encode_moved", "decode_notify"]
+           "NOTIFY_SCRIPT", "encode_moved", "decode_notify", "HISTORY_MAX_BARS",
+           "HISTORY_REPLY_TTL_S", "encode_history_request", "decode_history_request",
+           "encode_history_reply", "decode_history_reply"]
 
 DEFAULT_MAXLEN = 100_000
 """Entries kept per stream (about 28 hours of 1 s bars, 69 days of 1 m bars)."""
@@ -46,6 +54,12 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'k', ARGV[2], '
 return n"""
 """KEYS: notify, notify:seq; ARGV: the cap, the moved series (``encode_moved``), ``1`` when
 the batch completes a close, else ``0``."""
+
+
+HISTORY_MAX_BARS = 5000
+"""Bars one history request may ask the hub for (the newest of a longer range)."""
+HISTORY_REPLY_TTL_S = 60
+"""An answer to a history request that no runner takes expires after this long."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,13 @@ class HubKeys:
     @property
     def notify_seq(self) -> str:
         return self._k("notify:seq")
+
+    @property
+    def history(self) -> str:
+        return self._k("history")
+
+    def history_reply(self, request_id: str) -> str:
+        return self._k(f"history:{request_id}")
 
 
 def series_field(symbol: str, timeframe: str) -> str:
@@ -144,3 +165,43 @@ def decode_bar(entry_id: str | bytes, fields: dict) -> tuple[Candle, BarSource]:
     ts = int(_s(entry_id).split("-", 1)[0])
     c = Candle(ts, float(f["o"]), float(f["h"]), float(f["l"]), float(f["c"]), float(f["v"]))
     return c, _SOURCES.get(f.get("s", "live"), BarSource.LIVE)
+
+
+def encode_history_request(request_id: str, symbol: str, timeframe: str, start_ms: int,
+                           until_ms: int) -> str:
+    """Bars of ``symbol``/``timeframe`` opening in ``[start_ms, until_ms)``."""
+    return json.dumps({"id": request_id, "s": series_field(symbol, timeframe),
+                       "from": int(start_ms), "to": int(until_ms)})
+
+
+def decode_history_request(raw: str | bytes) -> tuple[str, str, str, int, int] | None:
+    """``(id, symbol, timeframe, start_ms, until_ms)``, or None for a malformed request."""
+    try:
+        req = json.loads(raw)
+        symbol, tf = parse_series_field(str(req["s"]))
+        start, until = int(req["from"]), int(req["to"])
+        rid = str(req["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not symbol or not tf or not rid or until <= start:
+        return None
+    return rid, symbol, tf, start, until
+
+
+def encode_history_reply(bars: list[Candle] | None, error: str | None = None) -> str:
+    """Bars as ``[open_ms, o, h, l, c, v]`` (JSON floats: exact), or why there are none."""
+    if error is not None:
+        return json.dumps({"error": error})
+    return json.dumps({"bars": [[c.ts, c.open, c.high, c.low, c.close, c.volume]
+                                for c in bars or []]})
+
+
+def decode_history_reply(raw: str | bytes) -> tuple[list[Candle], str | None]:
+    try:
+        reply = json.loads(raw)
+        if reply.get("error") is not None:
+            return [], str(reply["error"])
+        return [Candle(int(b[0]), float(b[1]), float(b[2]), float(b[3]), float(b[4]),
+                       float(b[5])) for b in reply["bars"]], None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return [], f"unreadable answer ({exc})"

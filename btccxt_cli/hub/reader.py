@@ -13,7 +13,8 @@ series' assembler rules (nothing at or before the last delivered bar is released
 is never doubled) and its ``deliver``, so the feed, the dashboard and ``notify_data`` see
 what they see with a direct connection:
 
-- history (``backfill_bars``/``fromdate``) from the stream, as ``backfill`` bars, then LIVE;
+- history (``backfill_bars``/``fromdate``) from the stream, as ``backfill`` bars (older ones
+  from the local cache, and those it lacks read by the hub: ``hub/history.py``), then LIVE;
 - DISCONNECTED when the hub's heartbeat is missing, Redis does not answer, or the hub says
   its own exchange feed of this series is down;
 - on recovery CONNECTED, every bar missed meanwhile in order (``gapfill``), then LIVE.
@@ -26,11 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 from btccxt_cli.bars.assembler import Emitted
-from btccxt_cli.hub.keys import HubKeys, decode_bar, decode_notify, series_field
-from btccxt_cli.model import BarSource, FeedState
+from btccxt_cli.hub.keys import (
+    HubKeys,
+    decode_bar,
+    decode_history_reply,
+    decode_notify,
+    encode_history_request,
+    series_field,
+)
+from btccxt_cli.model import BarSource, Candle, FeedState
 
 __all__ = ["HubReader"]
 
@@ -50,7 +59,22 @@ pass). Below 30 streams, the second round trip cost more than it saved."""
 DEFER_S = 0.05
 """A runner on notifications waits at most this long for the rest of a close's bars of its
 series that the hub has not said is complete (``HubReader``)."""
+_WARM_AT_ONCE = 16  # series whose older history is read at once (a Redis connection each)
+HISTORY_WAIT_S = 20.0
+"""How long a runner waits for the hub to read history older than its stream and cache."""
 _REFUSED = (FeedState.NOTSUBSCRIBED.value, FeedState.NOTSUPPORTED_TF.value)
+
+
+def _unbroken(bars: dict[int, Candle], grid: Any, start: int, until: int) -> list[Candle]:
+    """The run of ``bars`` with no bar missing that ends at the bar before ``until``,
+    back to ``start`` at most (empty if that bar is missing)."""
+    out: list[Candle] = []
+    t = grid.prev_open(until)
+    while t >= start and t in bars:
+        out.append(bars[t])
+        t = grid.prev_open(t)
+    out.reverse()
+    return out
 
 
 def _id(entry_id: bytes) -> tuple[int, int]:
@@ -66,7 +90,7 @@ class _Sub:
         self.catching_up = False  # bars read now were missed: delivered as gapfill
         self.field = series_field(series.p.symbol, series.p.timeframe)
         self.bfield = self.field.encode()
-        self.warm = True  # history older than the stream may come from the local cache
+        self.warm = True  # history older than the stream: from the local cache, the hub
         # bytes, so that redis-py passes them to XREAD as they are: encoding hundreds of keys
         # and ids again at every read was most of a read's CPU
         self.bkey = key.encode()
@@ -103,8 +127,9 @@ class HubReader:
 
     def __init__(self, url: str, namespace: str, *, heartbeat_check_s: float = 0.5,
                  timeout_s: float = 2.0, cache: Any = None, notify_from: int = NOTIFY_FROM,
-                 defer_s: float = DEFER_S) -> None:
+                 defer_s: float = DEFER_S, history_wait_s: float = HISTORY_WAIT_S) -> None:
         self.url = url
+        self.history_wait_s = history_wait_s
         self.keys = HubKeys(namespace)
         self.check_s = heartbeat_check_s
         self.timeout_s = timeout_s
@@ -282,10 +307,22 @@ class HubReader:
             await asyncio.sleep(self.check_s)
             return 0
         hist = [s for s in ups.values() if s.series.phase == s.series.HISTORY]
-        for sub in hist:
-            if sub.warm:
+        warm = [sub for sub in hist if sub.warm]
+        if warm:  # side by side: the hub reads older bars for several series at once
+            gate = asyncio.Semaphore(_WARM_AT_ONCE)
+
+            async def one(sub: _Sub) -> None:
+                async with gate:
+                    await self._warm(r, sub)
+
+            for sub in warm:
                 sub.warm = False
-                await self._warm_from_cache(r, sub)
+            # every one ends before the loop goes on (none delivers behind a later read)
+            failed = [x for x in await asyncio.gather(*(one(sub) for sub in warm),
+                                                      return_exceptions=True)
+                      if isinstance(x, BaseException)]
+            if failed:
+                raise failed[0]
         if len(ups) < self.notify_from:  # few streams: one wait over them brings the bars
             self._note_id = None
             return await self._read_all(r, ups, hist, block=None if hist else block_ms,
@@ -401,45 +438,71 @@ class HubReader:
                     self._more.add(k)
         return got
 
-    async def _warm_from_cache(self, r: Any, sub: _Sub) -> None:
-        """History the stream no longer (or not yet) holds, from the local cache: the unbroken
-        run of cached bars from the first one wanted up to the stream's first entry."""
+    async def _warm(self, r: Any, sub: _Sub) -> None:
+        """History the stream no longer (or not yet) holds: the unbroken run of bars that
+        ends where the stream starts, from the first one wanted on, taken from the local
+        cache and, for older bars the cache lacks, from the hub (``hub/history.py``: it reads
+        them by REST). A hole before the stream leaves it the stream's history only."""
         s = sub.series
         start = s.assembler.expected
-        if self.cache is None or start is None:
+        if start is None:
             return
         first = await r.xrange(sub.key, min="-", max="+", count=1)
         until = int(first[0][0].decode().split("-", 1)[0]) if first else s.grid.open_of(
             s.exchange_now_ms())
         if until <= start:
             return
+        have: dict[int, Candle] = {}
+        cached = 0
         source = await r.hget(self.keys.info, "source")
-        if not source:
-            return
         source = source.decode() if isinstance(source, bytes) else source
-        loop = asyncio.get_running_loop()
-        try:
-            rows = await loop.run_in_executor(None, self.cache.read, source, s.p.symbol,
-                                              s.p.timeframe, start, until)
-        except Exception:
-            s.log.warning("%s: cache read failed; history from the hub's stream only", s.name,
-                          exc_info=True)
-            return
-        run, want = [], start
-        for c in rows:
-            if c.ts != want:
-                break
-            run.append(c)
-            want = s.grid.next_open(want)
-        if want < until:  # a hole between the cache and the stream: no holey history
-            s.log.info("%s: the local cache holds bars up to %d only, the hub's stream starts at "
-                       "%d; history from the stream only", s.name, want, until)
-            return
+        if self.cache is not None and source:
+            loop = asyncio.get_running_loop()
+            try:
+                rows = await loop.run_in_executor(None, self.cache.read, source, s.p.symbol,
+                                                  s.p.timeframe, start, until)
+                have.update((c.ts, c) for c in rows)
+            except Exception:
+                s.log.warning("%s: cache read failed; history from the hub", s.name,
+                              exc_info=True)
+        run = _unbroken(have, s.grid, start, until)
+        cached = len(run)
+        older = run[0].ts if run else until
+        if older > start:  # older bars than the cache holds: the hub reads them
+            bars, why = await self._ask_hub(r, s, start, older)
+            for c in bars:
+                have.setdefault(c.ts, c)
+            run = _unbroken(have, s.grid, start, until)
+            if why is not None or (run[0].ts if run else until) > start:
+                s.log.info("%s: history from %d wanted; %s", s.name, start,
+                           why or f"it starts at {run[0].ts if run else until}")
         if run:
-            s.cached_bars += len(run)
+            s.cached_bars += cached
+            s.hub_history_bars += len(run) - cached
             s.assembler.last_ts = run[-1].ts
             s.deliver([Emitted(c, BarSource.BACKFILL) for c in run], write_cache=False)
-            s.log.info("%s: %d history bars from the local cache (%s)", s.name, len(run), source)
+            s.log.info("%s: %d history bars older than the hub's stream (%d from the local "
+                       "cache, %d read by the hub)", s.name, len(run), cached, len(run) - cached)
+
+    async def _ask_hub(self, r: Any, s: Any, start: int, until: int) -> tuple[list[Candle],
+                                                                              str | None]:
+        """Bars opening in ``[start, until)`` read by the hub; why not, if none came."""
+        if not await r.exists(self.keys.alive):
+            return [], "no hub is alive to read older bars"
+        rid = uuid.uuid4().hex
+        request = encode_history_request(rid, s.p.symbol, s.p.timeframe, start, until)
+        await r.rpush(self.keys.history, request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.history_wait_s
+        key = self.keys.history_reply(rid)
+        while (left := deadline - loop.time()) > 0:
+            # short waits: the socket times out check_s + timeout_s after a command
+            got = await r.blpop([key], timeout=min(left, max(0.1, self.check_s)))
+            if got:
+                return decode_history_reply(got[1])
+        # not taken yet (a hub of an older version takes none): not left to pile up
+        await r.lrem(self.keys.history, 1, request)
+        return [], f"the hub did not answer in {self.history_wait_s:g} s"
 
     def _apply(self, sub: _Sub, entries: list) -> None:
         s = sub.series

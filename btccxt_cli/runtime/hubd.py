@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
+from btccxt_cli.hub.history import HistoryService
 from btccxt_cli.hub.keys import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_S,
@@ -62,6 +63,7 @@ _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
 _RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1]) else return 0 end"""
 _PENDING_CAP = 1_000_000  # events kept while Redis is away (bounded memory)
+_HISTORY_EVERY_S = 0.2  # how often runners' history requests are looked at (and answered)
 
 
 def _late(pending: deque[tuple[str, str, FeedEvent]], start: int, stop: int | None = None) -> None:
@@ -144,6 +146,9 @@ class HubPublisher:
         self._gate = threading.Lock()
         self._wake = threading.Event()  # the loop publisher stopped: this thread takes over
         self._fast: LoopPublisher | None = None
+        # runners' requests for history older than their streams (hub/history.py)
+        self.history = HistoryService(lambda: self.store, self.keys, ohlcv_limit=ohlcv_limit,
+                                      on_line=self._line)
 
     # ------------------------------------------------------------------ main loop
     def run(self, stop: threading.Event) -> None:
@@ -159,6 +164,7 @@ class HubPublisher:
         tick = min(self.lease_ms, self.heartbeat_ms) / 3000
         next_tick = 0.0
         next_wanted = 0.0
+        next_history = 0.0
         try:
             while not stop.is_set():
                 now = self.clock.monotonic()
@@ -176,6 +182,9 @@ class HubPublisher:
                         if now >= next_wanted:
                             next_wanted = now + 1.0
                             self._wanted()
+                        if now >= next_history:
+                            next_history = now + _HISTORY_EVERY_S
+                            self.history.serve(self._redis)
                         if not self._fast_on():
                             with self._gate:
                                 self._drain()

@@ -153,6 +153,7 @@ class Series:
         self.cache_key = cache_key
         self._warm_from: int | None = None  # next bar open to read from the cache
         self.cached_bars = 0
+        self.hub_history_bars = 0  # feed.mode hub: history older than the stream, by the hub
         # skipped and revised bars, history shorter than asked (sources/notes.py)
         self.data_notes = SeriesNotes(self.name, params.timeframe, params.exchange_id, self.log)
         self._history_asked = 0

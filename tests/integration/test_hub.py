@@ -230,15 +230,41 @@ def test_warm_up_older_than_the_stream_comes_from_the_local_cache(sim_factory, r
         seen = res.bars[sym]
         assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
         backfill = sum(s.source == "backfill" for s in seen)
-        if cache_ends_s:  # the cache would leave a hole before the stream: not used
-            assert backfill <= 20, [s.source for s in seen]
-        else:
-            assert backfill >= 55, [s.source for s in seen]
+        # the whole warm-up: with a hole between the cache and the stream, the hub read it
+        assert backfill >= 55, [s.source for s in seen]
+        if cache_ends_s:
+            hub.wait_for("history " + sym + " 1s:")
         assert states(res, sym)[:2] == ["DELAYED", "LIVE"], res.notes
         # read only: the runner wrote nothing under its own name (the real exchange's)
         check = OhlcvCache(cache_path)
         assert check.read(EX, sym, "1s") == []
         check.close()
+    finally:
+        hub.stop()
+
+
+def test_warm_up_older_than_the_stream_with_no_cache_is_read_by_the_hub(sim_factory,
+                                                                         redis_server, tmp_path):
+    """The runner has no cache and its stream holds 10 bars; it wants 60. The hub reads the
+    older bars by REST and hands them over (``hub/history.py``): the runner's store has no
+    exchange to call (no ``sim_url``), so every bar came through the hub."""
+    sim = sim_factory(exchanges=(EX,))
+    ns = namespace()
+    syms = sim.symbols(EX)[6:9]  # three series ask at once
+    hub = _start_hub(sim, redis_server.url, tmp_path, ns, syms, backfill=10)
+    try:
+        hub.wait_for(": LIVE", count=3)
+        store = CCXTStore(EX, hub_url=redis_server.url, hub_namespace=ns)
+        res = run_feeds(store, syms, live_bars=2, timeout=40, backfill_bars=60)
+        assert not res.timed_out, res.notes
+        for sym in syms:
+            seen = res.bars[sym]
+            assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
+            assert sum(s.source == "backfill" for s in seen) >= 55, [s.source for s in seen]
+            assert states(res, sym)[:2] == ["DELAYED", "LIVE"], res.notes
+            hub.wait_for(f"history {sym} 1s:")
+        answers = [ln for ln in hub.lines if ln.startswith("history ")]  # --plain lines
+        assert len(answers) == 3 and all("read for a runner" in ln for ln in answers), answers
     finally:
         hub.stop()
 
