@@ -453,10 +453,9 @@ class HubReader:
         if until <= start:
             return
         have: dict[int, Candle] = {}
-        cached = 0
-        source = await r.hget(self.keys.info, "source")
+        source = await r.hget(self.keys.info, "source") if self.cache is not None else None
         source = source.decode() if isinstance(source, bytes) else source
-        if self.cache is not None and source:
+        if source:
             loop = asyncio.get_running_loop()
             try:
                 rows = await loop.run_in_executor(None, self.cache.read, source, s.p.symbol,
@@ -465,8 +464,8 @@ class HubReader:
             except Exception:
                 s.log.warning("%s: cache read failed; history from the hub", s.name,
                               exc_info=True)
+        from_cache = set(have)
         run = _unbroken(have, s.grid, start, until)
-        cached = len(run)
         older = run[0].ts if run else until
         if older > start:  # older bars than the cache holds: the hub reads them
             bars, why = await self._ask_hub(r, s, start, older)
@@ -477,6 +476,7 @@ class HubReader:
                 s.log.info("%s: history from %d wanted; %s", s.name, start,
                            why or f"it starts at {run[0].ts if run else until}")
         if run:
+            cached = sum(c.ts in from_cache for c in run)
             s.cached_bars += cached
             s.hub_history_bars += len(run) - cached
             s.assembler.last_ts = run[-1].ts
