@@ -112,14 +112,13 @@ class HistoryService:
         since = start
         while since < until and len(out) < HISTORY_MAX_BARS:
             rows = await self._page(ex, symbol, timeframe, since)
-            new = [Candle(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
-                          float(r[5] or 0.0))
-                   for r in rows if r and r[0] is not None and since <= int(r[0]) < until]
+            new = [Candle.from_ccxt(r) for r in rows
+                   if r and r[0] is not None and since <= int(r[0]) < until]
             if not new:
                 break
             out.extend(new)
             since = new[-1].ts + 1
-        return out[:HISTORY_MAX_BARS]
+        return out[-HISTORY_MAX_BARS:]  # the newest: they join the stream
 
     async def _page(self, ex: Any, symbol: str, timeframe: str, since: int) -> list:
         from btccxt_cli.exchange.errors import is_temporary

@@ -201,7 +201,6 @@ def decode_history_reply(raw: str | bytes) -> tuple[list[Candle], str | None]:
         reply = json.loads(raw)
         if reply.get("error") is not None:
             return [], str(reply["error"])
-        return [Candle(int(b[0]), float(b[1]), float(b[2]), float(b[3]), float(b[4]),
-                       float(b[5])) for b in reply["bars"]], None
+        return [Candle.from_ccxt(b) for b in reply["bars"]], None
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         return [], f"unreadable answer ({exc})"
