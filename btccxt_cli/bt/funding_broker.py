@@ -29,8 +29,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from btccxt_cli.bt import liquidation
 from btccxt_cli.bt.derivs import MAINT_RATE
-from btccxt_cli.bt.derivs import liquidation_estimate as derivs_liquidation
 from btccxt_cli.bt.funding import LiveRates
 from btccxt_cli.model import DerivPosition
 
@@ -73,16 +73,21 @@ class _SwapState:
     pending: list[tuple[str, int, float, float]] = field(default_factory=list)  # sym, t, size, mark
     windows: list[tuple[str, int, int, float, float]] = field(default_factory=list)  # + lo, close
     warned: bool = False
+    # liquidation (bt/liquidation.py)
+    bars: dict[Any, int] = field(default_factory=dict)  # data -> len at its last check
+    fills: dict[Any, float] | None = None  # data -> last fill price, while a bar's orders run
+    owners: dict[Any, Any] = field(default_factory=dict)  # data -> owner of its last fill
+    liquidations: list[tuple[str, float, float]] = field(default_factory=list)  # sym, size, px
 
 
 def liquidation_estimate(entry: float, size: float, leverage: float, margin_mode: str) -> float | None:
-    """Isolated: where the margin runs out down to the maintenance margin,
-    ``entry * (1 - 1/lev + 0.004)`` long, ``entry * (1 + 1/lev - 0.004)`` short (the live
-    broker's estimate, ``derivs.liquidation_estimate``); cross: None (it depends on the whole
-    account)."""
+    """Where the paper broker liquidates an isolated position (``bt/liquidation.py``: margin
+    plus unrealised P&L down to the maintenance margin, ``entry * (1 - 1/lev) / (1 - 0.004)``
+    long, ``entry * (1 + 1/lev) / (1 + 0.004)`` short); cross: None (it depends on the whole
+    account: ``swap_derivs`` works it out from the broker)."""
     if margin_mode != "isolated":
         return None
-    return derivs_liquidation(size, entry, max(1.0, float(leverage)))
+    return liquidation.isolated_price(entry, size, leverage)
 
 
 def setup_swaps(broker: Any, specs: dict[str, SwapSpec], commission: float, *, funding: bool,
@@ -119,6 +124,10 @@ def swap_broker_class(base: type) -> type:
             st.closes.clear()
             st.pending.clear()
             st.windows.clear()
+            st.bars.clear()
+            st.owners.clear()
+            st.liquidations.clear()
+            st.fills = None
             super().start()
 
         def stop(self) -> None:
@@ -128,10 +137,22 @@ def swap_broker_class(base: type) -> type:
             super().stop()
 
         def next(self) -> None:
-            super().next()
             st = self.btccxt_swaps
+            plan = liquidation.plan(self, st)
+            super().next()
+            liquidation.settle(self, st, plan)
             if st.funding and _charge(self, st):
                 self._get_value()  # the funding is in this cycle's value
+
+        def _execute(self, order: Any, ago: Any = None, price: Any = None, *args: Any,
+                     **kwargs: Any) -> Any:
+            if ago is not None and price is not None:
+                st = self.btccxt_swaps
+                if st.fills is not None:
+                    st.fills[order.data] = float(price)
+                if order.owner is not None:
+                    st.owners[order.data] = order.owner
+            return super()._execute(order, ago, price, *args, **kwargs)
 
         def _get_value(self, datas: Any = None, lever: bool = False) -> Any:
             if datas is not None and len(datas) == 1:
@@ -266,8 +287,8 @@ def _system_clock() -> Any:
 
 def swap_derivs(broker: Any, datas: list[Any]) -> list[DerivPosition]:
     """The broker panel's swap rows of a paper broker: each swap with a position or funding
-    paid (entry, mark = last close, unrealised P&L, isolated liquidation estimate, leverage,
-    margin mode, funding paid in this run)."""
+    paid (entry, mark = last close, unrealised P&L, the price at which the paper broker would
+    liquidate it, leverage, margin mode, funding paid in this run)."""
     st = getattr(broker, "btccxt_swaps", None)
     if st is None:
         return []
@@ -287,6 +308,6 @@ def swap_derivs(broker: Any, datas: list[Any]) -> list[DerivPosition]:
         out.append(DerivPosition(
             symbol=d._name, size=size, entry=entry, mark=mark,
             upnl=size * (mark - entry) if size else 0.0,
-            liquidation=liquidation_estimate(entry, size, spec.leverage, spec.margin_mode),
+            liquidation=liquidation.estimate(broker, st, d) if size else None,
             leverage=spec.leverage, margin_mode=spec.margin_mode, funding=paid))
     return out

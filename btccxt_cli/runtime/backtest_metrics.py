@@ -110,6 +110,8 @@ def make_recorder() -> type:
                    "price": order.executed.price if done else order.created.price,
                    "fee": order.executed.comm if done else 0.0,
                    "status": order.getstatusname()}
+            if order.info.get("liquidation"):
+                rec["liquidation"] = True
             self.orders.append(rec)
             if done:
                 self.fees += order.executed.comm

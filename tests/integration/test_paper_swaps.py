@@ -245,7 +245,7 @@ def test_a_paper_run_pays_funding_and_shows_it_in_the_broker_status(
     assert (row.symbol, row.size, row.side, row.entry) == (SWAP, 0.5, "long", entry)
     assert (row.leverage, row.margin_mode) == (LEV, "isolated")
     assert row.funding == pytest.approx(sum(p.amount for p in pays), abs=1e-12)
-    assert row.liquidation == pytest.approx(entry * (1 - 1 / LEV + 0.004))
+    assert row.liquidation == pytest.approx(entry * (1 - 1 / LEV) / (1 - 0.004))  # the paper's rule
     assert row.upnl == pytest.approx(0.5 * (row.mark - entry))
     assert broker.value == pytest.approx(CASH - FEE * 0.5 * entry + row.upnl - row.funding, abs=1e-6)
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()
@@ -345,13 +345,90 @@ def test_the_funding_feed_beside_a_price_feed_gives_the_last_settled_rate(sim_fa
     assert settled == sorted(truth.items())
 
 
-def test_the_paper_liquidation_estimate_is_isolated_only() -> None:
+def test_the_paper_liquidation_estimate_is_where_the_paper_broker_liquidates() -> None:
     from btccxt_cli.bt.funding_broker import liquidation_estimate
 
-    assert liquidation_estimate(60_000, 0.5, 5, "isolated") == pytest.approx(60_000 * (1 - 0.2 + 0.004))
-    assert liquidation_estimate(60_000, -0.5, 5, "isolated") == pytest.approx(60_000 * (1 + 0.2 - 0.004))
-    assert liquidation_estimate(60_000, 0.5, 5, "cross") is None
+    assert liquidation_estimate(60_000, 0.5, 5, "isolated") == pytest.approx(60_000 * 0.8 / 0.996)
+    assert liquidation_estimate(60_000, -0.5, 5, "isolated") == pytest.approx(60_000 * 1.2 / 1.004)
+    assert liquidation_estimate(60_000, 0.5, 5, "cross") is None  # the broker's, from its account
     assert liquidation_estimate(60_000, 0.0, 5, "isolated") is None
+
+
+HOLD_FOREVER = '''import backtrader as bt
+
+
+class Hold(bt.Strategy):
+    params = (("side", "buy"), ("size", 0.01))
+
+    def start(self):
+        self.done = False
+
+    def notify_data(self, data, status, *args, **kwargs):
+        if data._getstatusname(status) == "LIVE" and not self.done:
+            self.done = True
+            (self.buy if self.p.side == "buy" else self.sell)(size=self.p.size)
+'''
+
+
+def test_a_backtest_at_125x_is_liquidated_in_the_first_bar_that_reaches_the_price(
+        swap_sim: Any, tmp_path: Path) -> None:
+    """A day of the simulator's 1m bars: a long or a short of 0.01 BTC at 125x isolated (the
+    side the bars liquidate first, found from the truth) is closed in the first bar whose low
+    (high) reaches ``entry * (1 - 1/125) / 0.996`` (``(1 + 1/125) / 1.004``), at that price,
+    and the run loses exactly that P&L, the entry fee and its funding."""
+    now = int(time.time()) // 60 * 60_000
+    since, until = now - 24 * 3_600_000, now - 3_600_000
+    truth = swap_sim.truth("binance", SWAP, "1m", since, until)
+    # live from since + 1 min: the order fills at the open of that bar (the close before it)
+    entry = truth[1][1]
+
+    def first(side: str) -> tuple[int, float] | None:
+        lev = 125.0
+        liq = entry * (1 - 1 / lev) / 0.996 if side == "buy" else entry * (1 + 1 / lev) / 1.004
+        for i, (_, o, h, lo, _c, _v) in enumerate(truth[1:], start=1):  # from the fill's bar
+            if (lo if side == "buy" else -h) <= (liq if side == "buy" else -liq):
+                gap = o <= liq if side == "buy" else o >= liq
+                return i, (o if gap else liq)
+        return None
+
+    found = {s: first(s) for s in ("buy", "sell")}
+    side = min((s for s in found if found[s]), key=lambda s: found[s][0])  # type: ignore[index]
+    i, price = found[side]  # type: ignore[misc]
+    strat = tmp_path / "hold.py"
+    strat.write_text(HOLD_FOREVER)
+    cfg = tmp_path / "liq.yaml"
+    cfg.write_text(f"""exchange:
+  id: binance
+  sim: {swap_sim.url("binance")}
+broker:
+  leverage: 125
+  margin_mode: isolated
+  commission: {FEE}
+  funding: false
+symbols:
+  - {SWAP}
+feed:
+  cache: {tmp_path / 'ohlcv.sqlite'}
+  timeframe: 1m
+  backfill: 1
+strategy:
+  path: {strat}
+  params: {{side: {side}}}
+""")
+    code, out, err = _backtest(cfg, since + 60_000, until, "--json")
+    assert code == 0, err[-3000:]
+    doc = json.loads(out)
+    opened, liquidated = doc["orders"]
+    assert (opened["side"], opened["time"]) == (side, truth[1][0])
+    assert opened["price"] == pytest.approx(entry, rel=1e-12)
+    assert liquidated == {**liquidated, "side": "sell" if side == "buy" else "buy", "size": 0.01,
+                          "fee": 0.0, "status": "Completed", "liquidation": True,
+                          "time": truth[i][0]}
+    assert liquidated["price"] == pytest.approx(price, rel=1e-12)
+    pnl = (price - entry) * 0.01 * (1 if side == "buy" else -1)
+    assert doc["metrics"]["final_value"] == pytest.approx(CASH + pnl - FEE * 0.01 * entry, abs=1e-9)
+    [trade] = doc["trades"]
+    assert trade["pnl"] == pytest.approx(pnl, abs=1e-9)
 
 
 class _SettlementDuringStart:
