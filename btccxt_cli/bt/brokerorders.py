@@ -21,6 +21,7 @@ logger = logging.getLogger("btccxt_cli.bt.broker")
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
+SWAP_STOP_EXCHANGES = ("okx",)  # algo orders on swaps; binance USD-M's come later
 
 
 class BrokerOrders:
@@ -87,9 +88,11 @@ class BrokerOrders:
         if swap and self.store.exchange_id not in SWAP_EXCHANGES:
             return (f"{symbol}: live orders on swaps are supported on {', '.join(SWAP_EXCHANGES)} "
                     "only")
-        if swap and order.exectype in (Order.Stop, Order.StopLimit):
-            return (f"{symbol}: stop orders on swaps are not supported by the live broker (use a "
-                    "limit order, or watch the stop in the strategy)")
+        if swap and order.exectype in (Order.Stop, Order.StopLimit) and \
+                self.store.exchange_id not in SWAP_STOP_EXCHANGES:
+            return (f"{symbol}: stop orders on swaps are supported on "
+                    f"{', '.join(SWAP_STOP_EXCHANGES)} only by the live broker (use a limit order, "
+                    "or watch the stop in the strategy)")
         if oco is not None or order.parent is not None or not order.transmit:
             return "OCO and bracket orders are not supported by the live broker"
         et = order.exectype

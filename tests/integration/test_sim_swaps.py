@@ -188,6 +188,67 @@ def test_okx_isolated_position_is_liquidated_when_margin_runs_out(okx: Any) -> N
     assert usdt(ex) < START_USDT - 0.5 * margin
 
 
+def _first_fall(sim: Any, clock: ManualClock, below: float) -> int:
+    """Seconds from now to the first whole second the path is below ``below``."""
+    now = clock.time_ms()
+    t = now - now % 1000 + 1000
+    while engine_price(sim, "okx", t) >= below:
+        t += 1000
+        assert t - now < 86_400_000, "the price path never fell that far"
+    return (t - now + 999) // 1000
+
+
+def test_okx_swap_stop_loss_algo_order_in_contracts_closes_the_long(okx: Any) -> None:
+    """A reduce-only ``conditional`` algo order on the swap (ccxt's ``stopLossPrice``): sized
+    in contracts, listed with ``instType`` SWAP, resting until the path falls to it, then the
+    market order okx places closes the long."""
+    sim, ex, clock = okx
+    ex.set_leverage(5, SWAP, {"mgnMode": "isolated"})
+    ex.create_order(SWAP, "market", "buy", 2, params={"marginMode": "isolated"})
+    stop = round(engine_price(sim, "okx", clock.time_ms()) * 0.999, 1)
+    algo = ex.create_order(SWAP, "market", "sell", 2, None, {
+        "stopLossPrice": stop, "marginMode": "isolated", "reduceOnly": True,
+        "clientOrderId": "swStop1"})
+    got = ex.fetch_order(algo["id"], SWAP, {"trigger": True})
+    info = got["info"]
+    assert (got["status"], got["amount"], info["sz"], info["instType"]) == ("open", 2, "2", "SWAP")
+    assert (info["tdMode"], info["reduceOnly"], info["lever"], info["slTriggerPx"]) == \
+        ("isolated", "true", "5", str(stop))
+    pending = ex.fetch_open_orders(SWAP, params={"trigger": True, "ordType": "conditional"})
+    assert [o["id"] for o in pending] == [algo["id"]]
+    assert ex.fetch_open_orders(params={"trigger": True, "ordType": "conditional",
+                                        "instType": "SPOT"}) == []
+    clock.advance(_first_fall(sim, clock, stop) + 1)
+    info = ex.fetch_order(algo["id"], SWAP, {"trigger": True})["info"]
+    assert (info["state"], info["actualSz"]) == ("effective", "2")
+    placed = ex.fetch_order(info["ordId"], SWAP)
+    assert (placed["status"], placed["filled"], placed["reduceOnly"]) == ("closed", 2, True)
+    assert placed["average"] <= stop and placed["info"]["algoId"] == algo["id"]
+    assert ex.fetch_positions([SWAP]) == []
+
+
+def test_okx_swap_reduce_only_stop_with_nothing_left_to_reduce_fails_at_its_trigger(
+        okx: Any) -> None:
+    sim, ex, clock = okx
+    ex.create_order(SWAP, "market", "buy", 2, params={"marginMode": "cross"})
+    stop = round(engine_price(sim, "okx", clock.time_ms()) * 0.999, 1)
+    algo = ex.create_order(SWAP, "market", "sell", 2, None, {
+        "stopLossPrice": stop, "marginMode": "cross", "reduceOnly": True})
+    ex.create_order(SWAP, "market", "sell", 2, params={"marginMode": "cross", "reduceOnly": True})
+    clock.advance(_first_fall(sim, clock, stop) + 1)
+    info = ex.fetch_order(algo["id"], SWAP, {"trigger": True})["info"]
+    assert (info["state"], info["failCode"], info["ordId"]) == ("order_failed", "51169", "")
+    assert ex.fetch_positions([SWAP]) == []  # no short opened
+
+
+def test_okx_swap_algo_order_sizes_are_whole_contracts(okx: Any) -> None:
+    _sim, ex, _clock = okx
+    with pytest.raises(ccxt.ExchangeError, match="51121"):
+        ex.private_post_trade_order_algo({"instId": "BTC-USDT-SWAP", "tdMode": "cross",
+                                          "side": "sell", "ordType": "conditional", "sz": "0.005",
+                                          "slTriggerPx": "1000", "slOrdPx": "-1"})
+
+
 def test_okx_private_stream_pushes_swap_orders_in_contracts(okx: Any) -> None:
     """ccxt.pro's watch_orders (okx ``orders`` channel, instType ANY) sees a swap order as REST
     reports it: contracts, not base units, and reduce-only."""

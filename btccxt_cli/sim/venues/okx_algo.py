@@ -1,8 +1,9 @@
 """OKX v5 algo (stop) orders, as ccxt sends them.
 
-Algo (stop) orders, spot::
+Algo (stop) orders, spot and swaps::
 
-    POST /api/v5/trade/order-algo       {instId tdMode=cash|cross side sz [tgtCcy] [algoClOrdId|clOrdId]
+    POST /api/v5/trade/order-algo       {instId tdMode=cash|cross (swaps: cross|isolated) side sz
+                                         [tgtCcy] [reduceOnly] [posSide] [algoClOrdId|clOrdId]
                                          [tag] ordType=conditional slTriggerPx slOrdPx(-1 = market)
                                          | ordType=trigger triggerPx orderPx(-1 = market)}
     GET  /api/v5/trade/order-algo       algoId|algoClOrdId [instId]
@@ -24,6 +25,11 @@ it. A market buy the account cannot pay at the trigger price is ``order_failed``
 price is refused with 51280, a buy below it with 51278, as okx does; a ``trigger`` order whose
 trigger price is on the other side (waiting for a rise to sell, or a fall to buy), take-profit
 legs, ``oco`` and the other algo types are not simulated (51000).
+
+On a swap (``-SWAP``) ``sz`` is in contracts (51121 if not a whole lot), ``reduceOnly`` and
+``posSide`` work as on regular swap orders (``okx_private.py``), the engine reserves the margin,
+and the rows say ``instType`` SWAP with ``lever``. A reduce-only stop with nothing left to
+reduce when it triggers is ``order_failed`` with failCode 51169 (51008: no funds).
 
 Must not import ccxt or anything from the client side of btccxt.
 """
@@ -154,23 +160,27 @@ class AlgoBook:
         effective = state == "effective"
         cond = a.ord_type == "conditional"
         px = num(a.order_px) if a.order_px is not None else "-1"
+        swap = spec.is_swap
+        sz = num(self.venue.contracts(o.symbol, o.amount))
+        lever = eng.derivs.leverage_of(o.key, o.symbol, o.pos_side) if swap else 0.0
         updated = o.updated_ms if state == "canceled" else (fired or o.created_ms)
         return {
             "activePx": "", "actualPx": px if effective else "",
             "actualSide": ("sl" if effective else "") if cond else o.side,
-            "actualSz": num(o.amount) if effective else "0", "algoClOrdId": a.client_id,
+            "actualSz": sz if effective else "0", "algoClOrdId": a.client_id,
             "algoId": str(a.algo_id), "amendPxOnTriggerType": "0", "attachAlgoOrds": [],
             "cTime": str(o.created_ms), "callbackRatio": "", "callbackSpread": "", "ccy": "",
             "chaseType": "", "chaseVal": "", "clOrdId": a.client_id, "closeFraction": "",
-            "failCode": "51008" if state == "order_failed" else "", "instId": self.venue.inst_id(o.symbol),
-            "instType": "SPOT", "isTradeBorrowMode": "", "last": num(eng.price(o.symbol, now)),
-            "lever": "", "linkedOrd": {"ordId": ""}, "maxChaseType": "", "maxChaseVal": "",
+            # the order it placed failed: nothing to reduce (reduce-only), or funds
+            "failCode": ("51169" if o.reduce_only else "51008") if state == "order_failed" else "", "instId": self.venue.inst_id(o.symbol),
+            "instType": "SWAP" if swap else "SPOT", "isTradeBorrowMode": "",
+            "last": num(eng.price(o.symbol, now)), "lever": num(lever) if swap else "", "linkedOrd": {"ordId": ""}, "maxChaseType": "", "maxChaseVal": "",
             "moveTriggerPx": "", "notionalUsd": "", "ordId": str(o.id) if effective else "",
             "ordIdList": [str(o.id)] if effective else [], "ordPx": "" if cond else px,
-            "ordType": a.ord_type, "posSide": "net", "pxLimit": "", "pxSpread": "", "pxVar": "",
-            "quickMgnType": "", "reduceOnly": "false", "side": o.side,
+            "ordType": a.ord_type, "posSide": o.pos_side if swap else "net", "pxLimit": "", "pxSpread": "", "pxVar": "",
+            "quickMgnType": "", "reduceOnly": "true" if o.reduce_only else "false", "side": o.side,
             "slOrdPx": px if cond else "", "slTriggerPx": num(a.trigger_px) if cond else "",
-            "slTriggerPxType": "last" if cond else "", "state": state, "sz": num(o.amount),
+            "slTriggerPxType": "last" if cond else "", "state": state, "sz": sz,
             "szLimit": "", "tag": a.tag, "tdMode": a.td_mode, "tgtCcy": a.tgt_ccy, "timeInterval": "",
             "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "", "tradeQuoteCcy": spec.quote,
             "triggerPx": "" if cond else num(a.trigger_px), "triggerPxType": "" if cond else "last",
@@ -205,9 +215,14 @@ class AlgoBook:
         symbol = self.venue.by_id.get(str(inst)) if inst else None
         if symbol is None:
             return self.algo_result("51001", "Instrument ID does not exist", cid), None
+        spec = self.venue.specs[symbol]
+        swap = spec.is_swap
         td_mode = str(params.get("tdMode") or "")
-        if td_mode not in ("cash", "cross"):  # ccxt sends cross for spot stop-loss orders
+        # ccxt sends cross for spot stop-loss orders; swaps: the position's margin mode
+        if td_mode not in (("cross", "isolated") if swap else ("cash", "cross")):
             return self.algo_result("51000", "Parameter tdMode error", cid), None
+        reduce_only = swap and str(params.get("reduceOnly", "false")).lower() == "true"
+        pos_side = (str(params.get("posSide") or "") or None) if swap else None
         side = params.get("side")
         if side not in ("buy", "sell"):
             return self.algo_result("51000", "Parameter side error", cid), None
@@ -218,6 +233,12 @@ class AlgoBook:
             sz = float(params.get("sz", ""))
         except ValueError:
             return self.algo_result("51000", "Parameter sz error", cid), None
+        if swap:  # contracts of ctVal base units
+            lot = 10 ** spec.contract_lot_decimals
+            if sz <= 0 or abs(sz * lot - round(sz * lot)) > 1e-6:
+                return self.algo_result("51121", "Order quantity must be a multiple of the lot size.",
+                                        cid), None
+            sz = self.venue.base_amount(symbol, sz)
         if params.get("attachAlgoOrds") or params.get("closeFraction"):
             return self.not_simulated("attachAlgoOrds or closeFraction on algo orders", cid), None
         if ord_type == "conditional":
@@ -235,11 +256,10 @@ class AlgoBook:
         if isinstance(order_px, str):
             return self.algo_result("51000", order_px, cid), None
         assert trigger is not None
-        spec = self.venue.specs[symbol]
         if abs(trigger * spec.price_scale - round(trigger * spec.price_scale)) > 1e-6:
             return self.algo_result("51000", f"Parameter {trig_name} error", cid), None
         tgt = str(params.get("tgtCcy") or "")
-        if order_px is None and side == "buy" and tgt != "base_ccy":
+        if order_px is None and side == "buy" and tgt != "base_ccy" and not swap:
             # okx sizes an algo market buy in quote currency unless tgtCcy=base_ccy
             return self.not_simulated("tgtCcy quote_ccy (algo market buys sized in quote currency)", cid), None
         eng = self.engine
@@ -257,14 +277,18 @@ class AlgoBook:
         kind = "stop_market" if order_px is None else "stop_limit"
         try:
             o = eng.place(key, symbol, str(side), kind, now_ms=now, amount=sz, price=order_px,
-                          stop_price=trigger, client_id=cid or None)
+                          stop_price=trigger, client_id=cid or None, reduce_only=reduce_only,
+                          pos_side=pos_side, margin_mode=td_mode if swap else None)
         except Reject as rej:
             if rej.kind == "duplicate_client_id":
                 return self.algo_result("51065", "algoClOrdId already exists.", cid), None
             if rej.kind == "bad_price":
                 return self.algo_result("51000", f"Parameter {px_name} error", cid), None
             code, msg = REJECTS.get(rej.kind, ("51000", rej.message))
-            return self.algo_result(code, msg.format(ccy=spec.quote if side == "buy" else spec.base), cid), None
+            if swap and rej.kind == "insufficient_funds":
+                code, msg = "51008", "Order failed. Insufficient {ccy} margin in account"
+            return self.algo_result(code, msg.format(ccy=spec.quote if side == "buy" or swap
+                                                     else spec.base), cid), None
         a = _Algo(algo_id=next(self.algo_ids), key=key, order_id=o.id, client_id=cid, ord_type=ord_type,
                   trigger_px=trigger, order_px=order_px, td_mode=td_mode, tgt_ccy=tgt, tag=tag)
         self.algos[a.algo_id] = a
@@ -348,8 +372,7 @@ class AlgoBook:
             raise Refused("51000", "Parameter ordType error", 400)
         check_inst_type(params, required=False)
         symbol = symbol_of(self.venue, params, required=False)
-        if params.get("instType") not in (None, "SPOT"):
-            return []
+        wanted = params.get("instType") or None
         algo_id, cid = params.get("algoId"), params.get("algoClOrdId")
         after, before = params.get("after"), params.get("before")
         for name, value in (("algoId", algo_id), ("after", after), ("before", before)):
@@ -361,8 +384,9 @@ class AlgoBook:
         rows = []
         for a in reversed(self.algos.values()):
             o = eng.orders[a.order_id]
+            kind = "SWAP" if self.venue.specs[o.symbol].is_swap else "SPOT"
             if (a.key == key and a.ord_type in types and self.algo_state(o) in states
-                    and (symbol is None or o.symbol == symbol)
+                    and (symbol is None or o.symbol == symbol) and wanted in (None, kind)
                     and (not algo_id or a.algo_id == int(algo_id)) and (not cid or a.client_id == cid)
                     and (not after or a.algo_id < int(after)) and (not before or a.algo_id > int(before))):
                 rows.append(self.algo_json(a, now))

@@ -28,8 +28,9 @@ once after subscribing, then the order's two currencies after each change. ``pos
 a private channel before login gets 60011. Text ``ping`` gets ``pong``.
 
 Orders placed by algo (stop) orders, which rest in the engine as stop orders, are pushed from the
-moment they trigger (okx places the regular order then); one whose order could not be placed
-(a stop that expired unfilled) is never pushed. The algo bookkeeping lives in
+moment they trigger (okx places the regular order then; a market one is first pushed with its
+fill, which comes at once); one whose order could not be placed (a stop that expired unfilled:
+no funds, or a reduce-only one with nothing to reduce) is never pushed. The algo bookkeeping lives in
 ``okx_private.py``: it may set :attr:`OkxPrivateWs.order_fields` to add an order's ``algoId``,
 ``algoClOrdId``, ``clOrdId``, ``cTime``, ``source`` and ``tag`` as its REST answers show them.
 
@@ -240,6 +241,8 @@ class OkxPrivateWs:
         if o.type in _STOPS:
             if event.kind == "triggered":
                 self._trigger_ms[o.id] = event.time_ms
+                if o.type == "stop_market":  # its fill (or failure) follows at once: shown then
+                    return None
             if not o.triggered or (o.status == "expired" and not o.fills):
                 return None  # an algo order that has not (or could not) place its order
         order = self.order_json(event)
