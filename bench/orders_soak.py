@@ -36,7 +36,8 @@ Swap mode (``--swap``; okx by default): the same on the linear swap ``BTC/USDT:U
 ``adopt_holdings=False``: sells open shorts, an order that crosses zero flips the position, one
 that only takes it towards zero goes reduce-only, and market, taker and crash orders turn towards
 zero once the position is beyond +-0.3 BTC; market orders close the whole position or flip it
-a little past zero now and then, and on every 4th bar (from flat: a short). No stop orders (the live broker refuses them on
+a little past zero now and then, and on every 4th bar (from flat: a short). Stop and stop-limit
+orders on okx (algo orders on the swap); none on binance (the live broker refuses them on its
 swaps). The final check adds: the broker's position (``getposition``) equals the exchange's
 (ccxt ``fetch_positions``, contracts x contractSize, signed) and the simulator's
 ``positions()``; its cash is the exchange's free USDT; and no order was refused as trading
@@ -92,11 +93,13 @@ LOOKUP_LAG_MS = (1000, 4000)
 #: what the strategy does on each current bar, with weights
 ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
            ("cancel", 1), ("jump", 1), ("idle", 1))
-#: swap mode: the linear swap traded, its actions (no stops: refused on swaps; a market order
-#: of the whole position, and one past zero by a little), leverage and margin mode, and the
-#: position beyond which market, taker and crash orders turn towards zero
+#: swap mode: the linear swap traded, its actions (stops as algo orders on okx, refused on
+#: binance swaps, so left out there; a market order of the whole position, and one past zero
+#: by a little), leverage and margin mode, and the position beyond which market, taker and
+#: crash orders turn towards zero
 SWAP_SYMBOL = "BTC/USDT:USDT"
-SWAP_ACTIONS = tuple(a for a in ACTIONS if a[0] != "stop") + (("close", 1), ("flip", 1))
+SWAP_ACTIONS = ACTIONS + (("close", 1), ("flip", 1))
+SWAP_STOP_EXCHANGES = ("okx",)
 SWAP_LEVERAGE, SWAP_MARGIN = 5, "isolated"
 SWAP_BOUND = 0.3
 SWAP_FLIP_EVERY = 4  # every 4th bar acted on flips the position (from flat: opens a short)
@@ -381,7 +384,11 @@ class Soaker(bt.Strategy):
             if p.cancel_at is not None and ctl.bars >= p.cancel_at:
                 p.cancel_at = None
                 self.cancel(p.order)
-        names, weights = zip(*(SWAP_ACTIONS if ctl.swap else ACTIONS), strict=True)
+        actions = ACTIONS
+        if ctl.swap:
+            actions = tuple(a for a in SWAP_ACTIONS
+                            if a[0] != "stop" or ctl.exchange in SWAP_STOP_EXCHANGES)
+        names, weights = zip(*actions, strict=True)
         action = ctl.rng.choices(names, weights)[0]
         if len(self.open) >= MAX_OPEN and action not in ("market", "cancel", "jump", "idle"):
             action = "cancel"

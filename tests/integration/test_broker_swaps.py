@@ -365,6 +365,42 @@ def test_funding_is_read_while_the_strategy_trades_every_bar(sim_factory: Any, t
     assert sum(1 for m, _ in out.strategy.notices if m == "funding") >= 2, out.strategy.n
 
 
+def _guarded(s: Any, sim: Any, plan: dict[str, Any], size: float) -> None:
+    """Open the position a stop-loss will guard: a long when the price path falls next, a
+    short when it rises (``plan``: the stop's side, price and the time the path reaches it)."""
+    from btccxt_cli.sim.plans import cross_plan
+
+    cp = cross_plan(sim.model, SWAP, sim.now_ms(), quiet_s=8.0)  # room for a slow CI
+    plan.update(side="sell" if cp.side == "buy" else "buy", stop=cp.price, when=cp.when_ms)
+    s.orders["open"] = (s.buy if plan["side"] == "sell" else s.sell)(size=size)
+
+
+def _jump(sim: Any, plan: dict[str, Any]) -> None:
+    """Move the simulator's clock past the second its path reaches the stop."""
+    plan["jumped"] = True
+    gap = plan["when"] + 2000 - sim.now_ms()
+    if gap > 0:
+        sim.sim.clock_offset_ms += gap
+
+
+def _stop_ended(out: Outcome) -> Any:
+    def done(s: Any) -> bool:
+        st = s.orders.get("stop")
+        return st is not None and any(n.ref == st.ref and n.status in ("Completed", "Rejected",
+                                                                       "Canceled") for n in out.notes)
+    return done
+
+
+def _order_rows(db: Path) -> list[dict[str, Any]]:
+    from btccxt_cli.cache.orders import OrderStore
+
+    store = OrderStore(db)
+    try:
+        return list(store.dump()["orders"])
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("kind", ["stop", "stop_limit"])
 def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
         sim_factory: Any, tmp_path: Path, kind: str) -> None:
@@ -372,8 +408,6 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
     in contracts, resting until the clock moves the price path through the stop; then the
     order okx placed for it fills, the strategy is told ``Completed`` once in base units, and
     the exchange and the bot are flat."""
-    from btccxt_cli.sim.plans import cross_plan
-
     sim = swap_sim(sim_factory, "okx")
     out = Outcome()
     plan: dict[str, Any] = {}
@@ -381,11 +415,7 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
     def act(s: Any, n: int) -> None:
         o = s.orders
         if "open" not in o:
-            cp = cross_plan(sim.model, SWAP, sim.now_ms(), quiet_s=8.0)
-            stop_side = "sell" if cp.side == "buy" else "buy"  # the way the path goes
-            plan.update(side=stop_side, stop=cp.price, when=cp.when_ms)
-            # the position the stop guards: a long for a falling path, a short for a rising one
-            o["open"] = (s.buy if stop_side == "sell" else s.sell)(size=0.03)
+            _guarded(s, sim, plan, 0.03)
         elif done_ref(out, "open") and "stop" not in o:
             fn = s.sell if plan["side"] == "sell" else s.buy
             if kind == "stop":
@@ -396,20 +426,12 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
                                exectype=bt.Order.StopLimit)
         st = o.get("stop")
         if st is not None and "jumped" not in plan and "Accepted" in out.statuses(st.ref):
-            plan["jumped"] = True
             plan["resting"] = [(r["type"], r["status"]) for r in sim.orders("okx")]
             plan["position"] = s.getposition().size
-            gap = plan["when"] + 2000 - sim.now_ms()
-            if gap > 0:
-                sim.sim.clock_offset_ms += gap
-
-    def done(s: Any) -> bool:
-        st = s.orders.get("stop")
-        return st is not None and any(n.ref == st.ref and n.status in ("Completed", "Rejected",
-                                                                       "Canceled") for n in out.notes)
+            _jump(sim, plan)
 
     db = tmp_path / "o.sqlite"
-    run(sim, "okx", act, done, db=db, out=out, symbol=SWAP, data_kw=data_kw("okx"),
+    run(sim, "okx", act, _stop_ended(out), db=db, out=out, symbol=SWAP, data_kw=data_kw("okx"),
         broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
     assert not out.timed_out, out.notes
     s, br = out.strategy, out.broker
@@ -435,23 +457,11 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
     assert not str(rows[last.client_id]["exchange_id"]).startswith("algo:")
 
 
-def _order_rows(db: Path) -> list[dict[str, Any]]:
-    from btccxt_cli.cache.orders import OrderStore
-
-    store = OrderStore(db)
-    try:
-        return list(store.dump()["orders"])
-    finally:
-        store.close()
-
-
 def test_an_okx_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
         sim_factory: Any, tmp_path: Path) -> None:
     """The bot closes its long itself while its reduce-only stop-loss still rests: at the
     trigger the order okx places has nothing to reduce and fails, the strategy is told
     ``Canceled`` with okx's code, and the account stays flat (no short)."""
-    from btccxt_cli.sim.plans import cross_plan
-
     sim = swap_sim(sim_factory, "okx")
     out = Outcome()
     plan: dict[str, Any] = {}
@@ -459,26 +469,16 @@ def test_an_okx_swap_stop_loss_left_behind_after_its_position_closed_opens_nothi
     def act(s: Any, n: int) -> None:
         o = s.orders
         if "open" not in o:
-            cp = cross_plan(sim.model, SWAP, sim.now_ms(), quiet_s=8.0)
-            plan.update(side="sell" if cp.side == "buy" else "buy", stop=cp.price, when=cp.when_ms)
-            o["open"] = (s.buy if plan["side"] == "sell" else s.sell)(size=0.02)
+            _guarded(s, sim, plan, 0.02)
         elif done_ref(out, "open") and "stop" not in o:
             fn = s.sell if plan["side"] == "sell" else s.buy
             o["stop"] = fn(size=0.02, price=plan["stop"], exectype=bt.Order.Stop)
         elif "stop" in o and "Accepted" in out.statuses(o["stop"].ref) and "close" not in o:
             o["close"] = s.close()
         elif done_ref(out, "close") and "jumped" not in plan:
-            plan["jumped"] = True
-            gap = plan["when"] + 2000 - sim.now_ms()
-            if gap > 0:
-                sim.sim.clock_offset_ms += gap
+            _jump(sim, plan)
 
-    def done(s: Any) -> bool:
-        st = s.orders.get("stop")
-        return st is not None and any(n.ref == st.ref and n.status in ("Completed", "Rejected",
-                                                                       "Canceled") for n in out.notes)
-
-    run(sim, "okx", act, done, db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
+    run(sim, "okx", act, _stop_ended(out), db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
         data_kw=data_kw("okx"), broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
     assert not out.timed_out, out.notes
     s = out.strategy
