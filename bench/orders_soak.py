@@ -719,6 +719,7 @@ class Checks:
     found: int = 0  # of those, found at the exchange by client order id
     never_reached: int = 0  # of those, not found: Rejected, never sent again
     unsent: int = 0  # left unsent (pending, sending) by a crashed run, not found: Rejected
+    stops_failed: int = 0  # Canceled: an algo stop triggered but its order could not be placed
     refused: int = 0  # Rejected by the exchange's own answer
     duplicates: int = 0  # a client id twice on the exchange, a fill told or stored twice
     lost_fills: int = 0  # exchange fills the strategy or the order db never got
@@ -859,6 +860,10 @@ def check(r: SoakResult) -> Checks:
             bad("mismatches", f"{label}: {final} but not on the exchange")
             continue
         e = ex[0]
+        if final == "Canceled" and e["status"] == "expired" and \
+                (notes[-1].reason or "").startswith("the stop triggered but its order failed"):
+            c.stops_failed += 1  # an algo stop whose order could not be placed (e.g. reduce-only
+            want = "expired"     # with the position gone): the engine's order expired unfilled
         if e["status"] != want:
             bad("mismatches", f"{label}: {final} but {e['status']} on the exchange")
         if len(told) < int(e["fills"]):
@@ -928,7 +933,9 @@ def report(r: SoakResult, c: Checks) -> list[str]:
         + ", ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k]),
         f"orders placed          {len(r.placed)} on {r.bars} bars: "
         + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])),
-        "orders by final status " + ", ".join(f"{s} {c.final[s]}" for s in FINAL),
+        "orders by final status " + ", ".join(f"{s} {c.final[s]}" for s in FINAL)
+        + (f" ({c.stops_failed} Canceled: a stop triggered whose order could not be placed)"
+           if c.stops_failed else ""),
         f"  rejected             {c.never_reached} never reached the exchange, {c.refused} refused by it"
         + (f", {c.unsent} left unsent by a crash" if c.unsent else ""),
         f"fills                  {c.fills_exchange} on the exchange, {c.fills_told} told to the "

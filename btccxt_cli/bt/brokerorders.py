@@ -21,7 +21,9 @@ logger = logging.getLogger("btccxt_cli.bt.broker")
 #: exchanges whose spot stop orders ccxt sends with ``stopLossPrice``: plain orders on binance
 #: (``STOP_LOSS``, ``STOP_LOSS_LIMIT``), algo orders on okx (``conditional``; ``ordersync``)
 STOP_ORDER_EXCHANGES = ("binance", "okx")
-SWAP_STOP_EXCHANGES = ("okx",)  # algo orders on swaps; binance USD-M's come later
+#: exchanges whose swap stops the live broker sends: algo orders (okx; binance USD-M's Algo
+#: Service)
+SWAP_STOP_EXCHANGES = ("binance", "okx")
 
 
 class BrokerOrders:

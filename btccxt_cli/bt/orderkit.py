@@ -16,7 +16,8 @@ from btccxt_cli.cache.orders import FillRecord, OrderRecord
 from btccxt_cli.log import redact
 
 __all__ = ["Event", "exchange_message", "reset_binance_login", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
-           "UPDATE_MODES", "ALGO_STOP_EXCHANGES", "AUTH_TIMEOUT", "LOST_AFTER_MISSES"]
+           "UPDATE_MODES", "ALGO_STOP_EXCHANGES", "ALGO_SWAP_STOP_EXCHANGES", "AUTH_TIMEOUT",
+           "LOST_AFTER_MISSES", "algo_state"]
 
 logger = logging.getLogger("btccxt_cli.bt.ordersync")
 
@@ -38,10 +39,17 @@ AUTH_TIMEOUT = 10.0
 
 UPDATE_MODES = ("auto", "websocket", "poll")
 
-#: exchanges whose spot stop orders are algo orders with ids of their own (okx): before the
-#: trigger the order is stored with exchange id ``algo:<algoId>`` and read with
+#: exchanges whose stop orders are algo orders with ids of their own (okx, spot and swaps):
+#: before the trigger the order is stored with exchange id ``algo:<algoId>`` and read with
 #: ``{"trigger": True}``; at the trigger its id becomes the id of the order it placed
 ALGO_STOP_EXCHANGES = ("okx",)
+#: exchanges whose stop orders on swaps only are algo orders (binance USD-M's Algo Service;
+#: its spot stops are plain orders)
+ALGO_SWAP_STOP_EXCHANGES = ("binance",)
+#: binance ``algoStatus`` -> okx's algo ``state``, the one the broker reads
+_BINANCE_ALGO_STATES = {"NEW": "live", "TRIGGERING": "live", "TRIGGERED": "effective",
+                        "FINISHED": "effective", "CANCELED": "canceled", "EXPIRED": "canceled",
+                        "REJECTED": "order_failed"}
 
 _ALGO = "algo:"
 
@@ -166,6 +174,24 @@ def _prime_balance_cache(ex: Any) -> None:
 
 def _is_algo(rec: OrderRecord) -> bool:
     return bool(rec.exchange_id and rec.exchange_id.startswith(_ALGO))
+
+def algo_state(info: dict[str, Any]) -> tuple[str, str, str]:
+    """An algo order as the exchange reports it (ccxt's ``info``): ``(state, placed, code)``,
+    the state in okx's words (``live``, ``effective``, ``canceled``, ``order_failed``), the id
+    of the order it placed ("" if none) and why it failed ("" if it did not). okx: ``state``,
+    ``ordId``, ``failCode``; binance USD-M: ``algoStatus``, ``actualOrderId``."""
+    if "algoStatus" in info:
+        raw = str(info.get("algoStatus") or "").upper()
+        placed = str(info.get("actualOrderId") or "")
+        placed = "" if placed in ("0", "None") else placed
+        state = _BINANCE_ALGO_STATES.get(raw, "live")
+        if state == "effective" and not placed:
+            state = "order_failed"
+        return state, placed, (f"binance algoStatus {raw}" if state == "order_failed" else "")
+    state = str(info.get("state") or "")
+    code = f"okx code {info.get('failCode') or '?'}" if state == "order_failed" else ""
+    return state, str(info.get("ordId") or ""), code
+
 
 def _order_id(order: dict[str, Any]) -> str:
     """The order's own id (okx: ``ordId``; ccxt's ``id`` of an order a stop placed is the

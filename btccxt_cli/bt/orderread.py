@@ -17,11 +17,13 @@ from btccxt_cli.bt.orderkit import (
     _FINAL,
     _MISS_WAIT_MAX,
     ALGO_STOP_EXCHANGES,
+    ALGO_SWAP_STOP_EXCHANGES,
     LOST_AFTER_MISSES,
     Event,
     _is_algo,
     _order_id,
     _Tracked,
+    algo_state,
     exchange_message,
 )
 from btccxt_cli.bt.positions import amount_tolerance
@@ -143,7 +145,11 @@ class OrderReads:
         return amount_tolerance(market, getattr(self._ex, "precisionMode", None), rec.amount)
 
     def _algo_stop(self, rec: OrderRecord) -> bool:
-        return rec.type in ("stop_market", "stop_limit") and self.store.exchange_id in ALGO_STOP_EXCHANGES
+        if rec.type not in ("stop_market", "stop_limit"):
+            return False
+        ex = self.store.exchange_id
+        return ex in ALGO_STOP_EXCHANGES or (ex in ALGO_SWAP_STOP_EXCHANGES and derivs.is_contract(
+            (getattr(self._ex, "markets", None) or {}).get(rec.symbol)))
 
     async def _algo(self, t: _Tracked, order: dict[str, Any]) -> tuple[dict[str, Any], list[Event] | None]:
         """An algo stop not known to have triggered, and what the exchange said of it.
@@ -153,7 +159,8 @@ class OrderReads:
         """
         rec = t.rec
         info = order.get("info") or {}
-        if "accFillSz" in info or "fillSz" in info:  # the order the stop placed (e.g. pushed)
+        if "accFillSz" in info or "fillSz" in info or (  # the order the stop placed (pushed)
+                "orderId" in info and "algoStatus" not in info):  # (binance's)
             self._update(t, exchange_id=_order_id(order))
             logger.info("stop order %s triggered: order %s", rec.client_id, rec.exchange_id)
             return order, None
@@ -161,14 +168,13 @@ class OrderReads:
             self._update(t, exchange_id=_ALGO + str(order["id"]))
             logger.warning("order %s found at the exchange by client order id (algo id %s); "
                            "not resent", rec.client_id, order["id"])
-        state = str(info.get("state") or "")
-        placed = str(info.get("ordId") or "")
+        state, placed, code = algo_state(info)
         if state in ("effective", "partially_effective") and placed:
             self._update(t, exchange_id=placed)
             logger.info("stop order %s triggered: order %s", rec.client_id, placed)
             return order, await self._refresh(t)
         if state == "order_failed":
-            reason = f"the stop triggered but its order failed (okx code {info.get('failCode') or '?'})"
+            reason = f"the stop triggered but its order failed ({code})"
             self._update(t, reason=reason)
             return {**order, "status": "canceled", "filled": 0.0, "cost": 0.0}, None
         if state == "canceled":

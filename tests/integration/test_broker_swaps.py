@@ -41,8 +41,11 @@ def data_kw(exchange: str) -> dict[str, Any]:
 
 
 def client(sim: Any, exchange: str) -> Any:
+    """A signed ccxt client on the simulator's clock (a test may have moved it ahead)."""
     ex = make_exchange(exchange, sim_url=sim.url(exchange), config=KEYS)
     ex.load_markets()
+    if exchange == "binance":
+        ex.load_time_difference()
     return ex
 
 
@@ -401,14 +404,15 @@ def _order_rows(db: Path) -> list[dict[str, Any]]:
         store.close()
 
 
+@pytest.mark.parametrize("exchange", ["okx", "binance"])
 @pytest.mark.parametrize("kind", ["stop", "stop_limit"])
-def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
-        sim_factory: Any, tmp_path: Path, kind: str) -> None:
-    """A position, then a stop that closes it (reduce-only): an okx algo order on the swap,
-    in contracts, resting until the clock moves the price path through the stop; then the
-    order okx placed for it fills, the strategy is told ``Completed`` once in base units, and
-    the exchange and the bot are flat."""
-    sim = swap_sim(sim_factory, "okx")
+def test_a_swap_stop_loss_rests_then_closes_the_position_it_guards(
+        sim_factory: Any, tmp_path: Path, kind: str, exchange: str) -> None:
+    """A position, then a stop that closes it (reduce-only): an algo order on the swap (okx:
+    in contracts; binance: the USD-M Algo Service), resting until the clock moves the price
+    path through the stop; then the order the exchange placed for it fills, the strategy is
+    told ``Completed`` once in base units, and the exchange and the bot are flat."""
+    sim = swap_sim(sim_factory, exchange)
     out = Outcome()
     plan: dict[str, Any] = {}
 
@@ -426,13 +430,14 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
                                exectype=bt.Order.StopLimit)
         st = o.get("stop")
         if st is not None and "jumped" not in plan and "Accepted" in out.statuses(st.ref):
-            plan["resting"] = [(r["type"], r["status"]) for r in sim.orders("okx")]
+            plan["resting"] = [(r["type"], r["status"]) for r in sim.orders(exchange)]
             plan["position"] = s.getposition().size
             _jump(sim, plan)
 
     db = tmp_path / "o.sqlite"
-    run(sim, "okx", act, _stop_ended(out), db=db, out=out, symbol=SWAP, data_kw=data_kw("okx"),
-        broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
+    run(sim, exchange, act, _stop_ended(out), db=db, out=out, symbol=SWAP,
+        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
+        timeout=40)
     assert not out.timed_out, out.notes
     s, br = out.strategy, out.broker
     st = s.orders["stop"]
@@ -447,22 +452,25 @@ def test_an_okx_swap_stop_loss_rests_then_closes_the_position_it_guards(
     assert plan["position"] == pytest.approx(-sign * 0.03)
     assert plan["resting"][-1] == (kind if kind == "stop_limit" else "stop_market", "new")
     assert br.getposition(s.data).size == pytest.approx(0.0)
-    assert exchange_size(client(sim, "okx")) == 0.0
-    by_cid = {o["client_id"]: o for o in sim.orders("okx")}
+    assert exchange_size(client(sim, exchange)) == 0.0
+    by_cid = {o["client_id"]: o for o in sim.orders(exchange)}
     guard = by_cid[last.client_id]
     assert guard["status"] == "filled" and guard["reduce_only"] is True
-    assert guard["amount"] == pytest.approx(0.03)  # 3 contracts of 0.01 BTC
+    assert guard["amount"] == pytest.approx(0.03)  # okx: 3 contracts of 0.01 BTC
     rows = {r["client_id"]: r for r in _order_rows(db)}
     assert rows[last.client_id]["status"] == "closed"
     assert not str(rows[last.client_id]["exchange_id"]).startswith("algo:")
 
 
-def test_an_okx_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
-        sim_factory: Any, tmp_path: Path) -> None:
-    """The bot closes its long itself while its reduce-only stop-loss still rests: at the
-    trigger the order okx places has nothing to reduce and fails, the strategy is told
-    ``Canceled`` with okx's code, and the account stays flat (no short)."""
-    sim = swap_sim(sim_factory, "okx")
+@pytest.mark.parametrize(("exchange", "why"), [("okx", "okx code 51169"),
+                                               ("binance", "binance algoStatus REJECTED")])
+def test_a_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
+        sim_factory: Any, tmp_path: Path, exchange: str, why: str) -> None:
+    """The bot closes its position itself while its reduce-only stop-loss still rests: at the
+    trigger the order the exchange places has nothing to reduce and fails, the strategy is
+    told ``Canceled`` with the exchange's words, and the account stays flat (nothing opened
+    the other way)."""
+    sim = swap_sim(sim_factory, exchange)
     out = Outcome()
     plan: dict[str, Any] = {}
 
@@ -478,14 +486,15 @@ def test_an_okx_swap_stop_loss_left_behind_after_its_position_closed_opens_nothi
         elif done_ref(out, "close") and "jumped" not in plan:
             _jump(sim, plan)
 
-    run(sim, "okx", act, _stop_ended(out), db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
-        data_kw=data_kw("okx"), broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
+    run(sim, exchange, act, _stop_ended(out), db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
+        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
+        timeout=40)
     assert not out.timed_out, out.notes
     s = out.strategy
     st = s.orders["stop"]
     assert out.statuses(st.ref) == ["Submitted", "Accepted", "Canceled"]
-    assert "51169" in (out.last(st.ref).reason or "")
+    assert why in (out.last(st.ref).reason or "")
     assert out.broker.getposition(s.data).size == pytest.approx(0.0)
-    assert exchange_size(client(sim, "okx")) == 0.0
-    by_cid = {o["client_id"]: o for o in sim.orders("okx")}
+    assert exchange_size(client(sim, exchange)) == 0.0
+    by_cid = {o["client_id"]: o for o in sim.orders(exchange)}
     assert by_cid[out.last(st.ref).client_id]["filled"] == 0.0

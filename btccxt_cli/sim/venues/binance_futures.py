@@ -20,6 +20,12 @@ Signed (the spot API's HMAC signature, ``X-MBX-APIKEY``)::
                           [reduceOnly] [positionSide=BOTH] [newClientOrderId] [newOrderRespType]
     GET / DELETE /fapi/v1/order ; GET /fapi/v1/openOrders, allOrders, userTrades, income
 
+Conditional (stop) orders go through binance's Algo Service: ``/fapi/v1/algoOrder``,
+``openAlgoOrders``, ``allAlgoOrders``, ``algoOpenOrders`` (``binance_algo.py``). The regular
+order an algo order places when it triggers is an order like any other here (MARKET or LIMIT,
+its ``clientOrderId`` the ``clientAlgoId``, its ``time`` the trigger time); before that the
+regular endpoints do not know it.
+
 Errors as binance sends them (HTTP 400 ``{"code": ..., "msg": ...}``): -2019 "Margin is
 insufficient.", -2022 "ReduceOnly Order is rejected.", -4046 "No need to change margin type.",
 -4048 "Margin type cannot be changed if there exists position.", -4028 leverage not valid,
@@ -36,6 +42,7 @@ from aiohttp import web
 
 from btccxt_cli.sim.ledger import Fill, Reject, SimOrder
 from btccxt_cli.sim.positions import MAINT_RATE, Position
+from btccxt_cli.sim.venues.binance_algo import REGULAR_TYPE, AlgoBook
 from btccxt_cli.sim.venues.binance_private import Refused, missing, number, signed
 from btccxt_cli.sim.wire import json_response
 
@@ -73,6 +80,7 @@ class UsdmFutures:
         self.server = venue.server
         self.by_id: dict[str, str] = {venue.market_id(s): s for s in venue.symbols
                                       if venue.specs[s].is_swap}
+        self.algos = AlgoBook(self)  # conditional orders (Algo Service): binance_algo.py
 
     @property
     def engine(self) -> Engine:
@@ -179,15 +187,20 @@ class UsdmFutures:
     # ------------------------------------------------------------------ formatting
     def order_json(self, o: SimOrder) -> dict[str, Any]:
         avg = o.average
+        kind = REGULAR_TYPE.get(o.type, o.type.upper())  # an algo order's: what it placed
+        created = o.created_ms
+        a = self.algos.algo_of.get(o.id)
+        if a is not None:
+            created = self.algos.trigger_time(a, o) or created
         return {
             "orderId": o.id, "symbol": self.venue.market_id(o.symbol), "status": _STATUS[o.status],
             "clientOrderId": o.client_id, "price": _f(o.price), "avgPrice": _f(avg),
             "origQty": _f(o.amount), "executedQty": _f(o.filled), "cumQty": _f(o.filled),
-            "cumQuote": _f(o.cost), "timeInForce": "GTC", "type": o.type.upper(),
+            "cumQuote": _f(o.cost), "timeInForce": "GTC", "type": kind,
             "reduceOnly": o.reduce_only, "closePosition": False, "side": o.side.upper(),
             "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-            "priceProtect": False, "origType": o.type.upper(), "priceMatch": "NONE",
-            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "time": o.created_ms,
+            "priceProtect": False, "origType": kind, "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "time": created,
             "updateTime": o.updated_ms,
         }
 
@@ -345,22 +358,37 @@ class UsdmFutures:
                                   price=price, client_id=params.get("newClientOrderId") or None,
                                   reduce_only=params.get("reduceOnly", "false").lower() == "true")
         except Reject as rej:
-            code, msg = _REJECTS.get(rej.kind, (-1000, rej.message))
-            raise Refused(code, msg) from None
+            raise self.refused(rej) from None
         body = self.order_json(o)
         if params.get("newOrderRespType", "ACK") != "RESULT":  # ACK: as accepted, before matching
             body.update({"status": "NEW", "executedQty": "0", "cumQty": "0", "cumQuote": "0",
                          "avgPrice": "0", "updateTime": now})
         return await self.server.order_ack(request, json_response(body))
 
+    def refused(self, rej: Reject) -> Refused:
+        """binance's answer to an order the engine refuses."""
+        code, msg = _REJECTS.get(rej.kind, (-1000, rej.message))
+        return Refused(code, msg)
+
     def _find(self, key: str, params: dict[str, str]) -> SimOrder:
+        """A regular order by ``orderId`` or ``origClientOrderId`` (the newest); algo orders
+        that have not placed their order are not regular orders."""
         symbol = self.symbol_of(params)
         oid, cid = params.get("orderId"), params.get("origClientOrderId")
         if not oid and not cid:
             raise Refused(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-        o = self.engine.find(key, symbol=symbol, order_id=int(oid) if oid and oid.isdigit() else None,
-                             client_id=None if oid else cid, now_ms=self.server.now_ms())
-        if o is None:
+        eng, now = self.engine, self.server.now_ms()
+        o: SimOrder | None = None
+        if oid:
+            o = eng.find(key, symbol=symbol, order_id=int(oid) if oid.isdigit() else None, now_ms=now)
+        else:
+            eng.advance(now)
+            for cand in reversed(list(eng.orders.values())):
+                if (cand.key == key and cand.symbol == symbol and cand.client_id == cid
+                        and self.algos.visible(cand)):
+                    o = None if eng.lagging(cand, now) else cand
+                    break
+        if o is None or not self.algos.visible(o):
             raise Refused(-2013, "Order does not exist.")
         return o
 
@@ -378,14 +406,15 @@ class UsdmFutures:
     async def open_orders(self, request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
         symbol = self.symbol_of(params, required=False)
         rows = [o for o in self.engine.open_orders(key, symbol, now_ms=self.server.now_ms())
-                if self.venue.specs[o.symbol].is_swap]
+                if self.venue.specs[o.symbol].is_swap and self.algos.visible(o)]
         return json_response([self.order_json(o) for o in rows])
 
     async def all_orders(self, request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
         symbol = self.symbol_of(params)
         eng = self.engine
         eng.advance(self.server.now_ms())
-        rows = [o for o in eng.orders.values() if o.key == key and o.symbol == symbol]
+        rows = [o for o in eng.orders.values() if o.key == key and o.symbol == symbol
+                and self.algos.visible(o)]
         limit = int(number(params, "limit") or 500)
         return json_response([self.order_json(o) for o in rows[-min(limit, 1000):]])
 
@@ -453,4 +482,5 @@ class UsdmFutures:
             web.get("/fapi/v1/allOrders", signed(v, self.all_orders)),
             web.get("/fapi/v1/userTrades", signed(v, self.user_trades)),
             web.get("/fapi/v1/income", signed(v, self.income)),
+            *self.algos.routes(),  # /fapi/v1/algoOrder, openAlgoOrders, allAlgoOrders ...
         ]

@@ -12,6 +12,13 @@ Every order event of the key goes to its sockets as binance sends them: an
 unknown listen key gets HTTP 400 on the socket upgrade. Funding payments are not pushed (read
 them with ``/fapi/v1/income``).
 
+Algo (conditional) orders (``binance_algo.py``) are pushed as ``ALGO_UPDATE`` events (``X``:
+NEW when placed, CANCELED / EXPIRED, TRIGGERED when the path reaches the trigger and the
+regular order is placed (``ai`` its order id), FINISHED once that order is filled, cancelled or
+expired, REJECTED for a reduce-only STOP_MARKET with nothing to reduce). The order an algo
+order places is pushed like any other from its trigger on (``x`` NEW, then TRADE ...; ``o``
+MARKET or LIMIT, ``c`` the ``clientAlgoId``); before the trigger nothing of it is.
+
 Must not import ccxt or anything from the client side of btccxt.
 """
 
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from btccxt_cli.sim.venues.binance_algo import REGULAR_TYPE
 from btccxt_cli.sim.wire import dumps, json_response
 
 if TYPE_CHECKING:
@@ -117,24 +125,46 @@ class UsdmUserData:
         if not targets:
             return
         now = self.server.now_ms()
-        order = self.order_update(event, now)
-        account = self.account_update(event, now) if event.kind != "triggered" else None
-        for session in targets:
-            self.server.push_private(session, dumps(order))
-            if account is not None:
-                self.server.push_private(session, dumps(account))
+        for message in self.messages(event, now):
+            data = dumps(message)
+            for session in targets:
+                self.server.push_private(session, data)
+
+    def messages(self, event: OrderEvent, now_ms: int) -> list[dict[str, Any]]:
+        """What binance pushes for one engine event, in order."""
+        o = event.order
+        book = self.venue.futures.algos
+        a = book.algo_for(o)
+        if a is not None:
+            if not o.triggered:  # an algo order resting: its own events only
+                status = {"new": "NEW", "canceled": "CANCELED"}.get(event.kind, "EXPIRED")
+                return [book.update_json(a, o, event.time_ms, now_ms, status)]
+            if event.kind == "triggered" and book.will_reject(o):
+                return [book.update_json(a, o, event.time_ms, now_ms, "REJECTED")]
+            if book.rejected(o):  # its order was refused: already told at the trigger
+                return []
+        regular = [self.order_update(event, now_ms)]
+        if event.kind != "triggered":  # a stop's trigger changes no balance
+            regular.append(self.account_update(event, now_ms))
+        if a is None:
+            return regular
+        if event.kind == "triggered":  # binance placed the algo order's regular order
+            return [book.update_json(a, o, event.time_ms, now_ms, "TRIGGERED"), *regular]
+        if o.is_open:
+            return regular
+        return [*regular, book.update_json(a, o, event.time_ms, now_ms, "FINISHED")]
 
     def order_update(self, event: OrderEvent, now_ms: int) -> dict[str, Any]:
         o = event.order
         f = event.fill
         return {"e": "ORDER_TRADE_UPDATE", "E": now_ms, "T": event.time_ms, "o": {
             "s": self.venue.market_id(o.symbol), "c": o.client_id, "S": o.side.upper(),
-            "o": o.type.upper(), "f": "GTC", "q": _f(o.amount), "p": _f(o.price),
+            "o": REGULAR_TYPE.get(o.type, o.type.upper()), "f": "GTC", "q": _f(o.amount), "p": _f(o.price),
             "ap": _f(o.average), "sp": "0", "x": _EXEC[event.kind], "X": _STATUS[o.status],
             "i": o.id, "l": _f(f.qty if f else 0.0), "z": _f(o.filled), "L": _f(f.price if f else 0.0),
             "N": "USDT", "n": _f(f.fee if f else 0.0), "T": event.time_ms, "t": f.id if f else 0,
             "b": "0", "a": "0", "m": bool(f.maker) if f else False, "R": o.reduce_only,
-            "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH", "cp": False,
+            "wt": "CONTRACT_PRICE", "ot": REGULAR_TYPE.get(o.type, o.type.upper()), "ps": "BOTH", "cp": False,
             "rp": _f(f.pnl if f else 0.0), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_MAKER",
             "pm": "NONE", "gtd": 0}}
 
