@@ -37,8 +37,7 @@ Swap mode (``--swap``; okx by default): the same on the linear swap ``BTC/USDT:U
 that only takes it towards zero goes reduce-only, and market, taker and crash orders turn towards
 zero once the position is beyond +-0.3 BTC; market orders close the whole position or flip it
 a little past zero now and then, and on every 4th bar (from flat: a short). Stop and stop-limit
-orders on okx (algo orders on the swap); none on binance (the live broker refuses them on its
-swaps). The final check adds: the broker's position (``getposition``) equals the exchange's
+orders are algo orders on the swap (okx, binance USD-M). The final check adds: the broker's position (``getposition``) equals the exchange's
 (ccxt ``fetch_positions``, contracts x contractSize, signed) and the simulator's
 ``positions()``; its cash is the exchange's free USDT; and no order was refused as trading
 against a position the bot did not open (there is none). binance swap runs read bars by REST
@@ -93,13 +92,12 @@ LOOKUP_LAG_MS = (1000, 4000)
 #: what the strategy does on each current bar, with weights
 ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
            ("cancel", 1), ("jump", 1), ("idle", 1))
-#: swap mode: the linear swap traded, its actions (stops as algo orders on okx, refused on
-#: binance swaps, so left out there; a market order of the whole position, and one past zero
-#: by a little), leverage and margin mode, and the position beyond which market, taker and
+#: swap mode: the linear swap traded, its actions (stops: algo orders on both exchanges; a
+#: market order of the whole position, and one past zero by a little), leverage and margin mode, and the position beyond which market, taker and
 #: crash orders turn towards zero
 SWAP_SYMBOL = "BTC/USDT:USDT"
 SWAP_ACTIONS = ACTIONS + (("close", 1), ("flip", 1))
-SWAP_STOP_EXCHANGES = ("okx",)
+SWAP_STOP_EXCHANGES = ("binance", "okx")
 SWAP_LEVERAGE, SWAP_MARGIN = 5, "isolated"
 SWAP_BOUND = 0.3
 SWAP_FLIP_EVERY = 4  # every 4th bar acted on flips the position (from flat: opens a short)
