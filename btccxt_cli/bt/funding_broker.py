@@ -144,10 +144,17 @@ def swap_broker_class(base: type) -> type:
             if st.funding and _charge(self, st):
                 self._get_value()  # the funding is in this cycle's value
 
+        def submit(self, order: Any, check: bool = True) -> Any:
+            if order.data._name in self.btccxt_swaps.specs and _reduces_only(self, order):
+                order.addinfo(reduce_only=True)  # as the live broker sends it
+            return super().submit(order, check)
+
         def _execute(self, order: Any, ago: Any = None, price: Any = None, *args: Any,
                      **kwargs: Any) -> Any:
             if ago is not None and price is not None:
                 st = self.btccxt_swaps
+                if order.info.get("reduce_only"):
+                    return _execute_reducing(self, super()._execute, order, ago, price)
                 if st.fills is not None:
                     st.fills[order.data] = float(price)
                 if order.owner is not None:
@@ -175,6 +182,54 @@ def swap_broker_class(base: type) -> type:
 
     _CLASSES[base] = _SwapBroker
     return _SwapBroker
+
+
+_TOL = 1e-9  # relative: sizes that equal a position up to float error
+
+
+def _reduces_only(broker: Any, order: Any) -> bool:
+    """The live broker's rule (``swapbook.reduce_only``): the order only takes the position
+    towards zero, counting the open orders of the same side that reduce it too."""
+    held = float(broker.getposition(order.data).size)
+    size = abs(float(order.created.size))
+    if not held or (held > 0) == order.isbuy():
+        return False
+    same = sum(abs(float(o.executed.remsize)) for o in list(broker.pending) + list(broker.submitted)
+               if o.data is order.data and o.alive() and o.isbuy() == order.isbuy())
+    return size <= abs(held) - same + _TOL * max(1.0, abs(held))
+
+
+def _execute_reducing(broker: Any, execute: Any, order: Any, ago: Any, price: float) -> Any:
+    """A reduce-only order fills at most up to the position against it; the rest, or all of
+    it when nothing is left to reduce, is cancelled (the exchanges' rule, and the
+    simulator's: okx 51169, binance -2022)."""
+    st = broker.btccxt_swaps
+    held = float(broker.positions[order.data].size)
+    rem = abs(float(order.executed.remsize))
+    room = abs(held) if held and (held > 0) != order.isbuy() else 0.0
+    tol = _TOL * max(1.0, rem)
+    if room > tol:
+        if st.fills is not None:
+            st.fills[order.data] = float(price)
+        if order.owner is not None:
+            st.owners[order.data] = order.owner
+        if rem <= room + tol:
+            return execute(order, ago, price)
+        filler = broker.p.filler
+        broker.p.filler = lambda _o, _p, _a: room
+        try:
+            execute(order, ago, price)
+        finally:
+            broker.p.filler = filler
+    order.addinfo(reason="reduce-only: nothing left to reduce" if room <= tol else
+                  f"reduce-only: filled up to the position ({room:g}); the rest is cancelled")
+    order.cancel()
+    broker.notify(order)
+    broker._ococheck(order)
+    broker._bracketize(order, cancel=True)
+    logger.info("paper: reduce-only %s %s %g: %s", "buy" if order.isbuy() else "sell",
+                order.data._name, rem, order.info["reason"])
+    return None
 
 
 def _charge(broker: Any, st: _SwapState) -> bool:

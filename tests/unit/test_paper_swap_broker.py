@@ -1,4 +1,5 @@
-"""The paper broker liquidates swaps by the simulator's rule (``bt/liquidation.py``): real
+"""The paper broker's swap rules: liquidation by the simulator's rule (``bt/liquidation.py``)
+and reduce-only orders as the live broker sends them (``bt/funding_broker.py``). Real
 backtrader and the real backtest path over bars written for each case, so that each expected
 figure can be worked out by hand.
 
@@ -257,3 +258,92 @@ def test_a_cross_gap_leaves_the_free_cash_at_zero_not_below(tmp_path: Path) -> N
     assert _filled(seen)[-1] == ("sell", 70.0, True)
     assert res.metrics["final_value"] == pytest.approx(0.0)
     assert seen["cash"] == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------------------- reduce-only
+REDUCE = '''import json
+import backtrader as bt
+
+
+class Reduce(bt.Strategy):
+    """Bar 6: buy 1 and a sell stop of 1 at 95 (a stop-loss); bar ``close_at``: close the
+    long by a market order (or sell ``sell`` by one)."""
+
+    params = (("close_at", 8), ("sell", 0.0), ("stop_size", 1.0), ("out", ""))
+
+    def start(self):
+        self.n = 0
+        self.seen = {"orders": []}
+
+    def notify_order(self, order):
+        if order.status in (order.Completed, order.Partial, order.Canceled):
+            self.seen["orders"].append({
+                "status": order.getstatusname(), "type": order.getordername(),
+                "side": "buy" if order.isbuy() else "sell", "size": order.executed.size,
+                "reduce_only": bool(order.info.get("reduce_only")),
+                "reason": order.info.get("reason")})
+
+    def next(self):
+        self.n += 1
+        if self.n == 6:
+            self.buy(size=1.0)
+        elif self.n == 7:
+            self.sell(size=self.p.stop_size, exectype=bt.Order.Stop, price=95.0)
+        elif self.n == self.p.close_at:
+            self.sell(size=self.p.sell) if self.p.sell else self.close()
+
+    def stop(self):
+        self.seen["position"] = self.broker.getposition(self.datas[0]).size
+        with open(self.p.out, "w") as f:
+            json.dump(self.seen, f)
+'''
+
+
+def _reduce(tmp_path: Path, **params: Any) -> dict[str, Any]:
+    (tmp_path / "liq.py").write_text(STRATEGY)
+    _run(tmp_path, [(100.0, 100.0, 100.0, 100.0)], stop=0.0)  # writes the config
+    (tmp_path / "liq.py").write_text(REDUCE)
+    from btccxt_cli.bt.replay import memory_rows
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.model import Candle
+    from btccxt_cli.runtime.backtest import run_backtest
+
+    flat = (100.0, 100.0, 100.0, 100.0)
+    ohlc = [flat] * 10 + [(99.0, 99.0, 94.0, 95.0), (95.0, 95.0, 95.0, 95.0)]
+    bars = [Candle(T0 + i * 60_000, o, h, lo, c, 1.0) for i, (o, h, lo, c) in enumerate(ohlc)]
+    out = tmp_path / "seen.json"
+    run_backtest(load_config(tmp_path / "liq.yaml"), tmp_path, memory_rows({(SWAP, "1m"): bars}),
+                 T0 + 5 * 60_000, T0 + len(bars) * 60_000, params={"out": str(out), **params})
+    return json.loads(out.read_text())
+
+
+def test_a_paper_stop_loss_left_behind_after_its_long_closed_opens_no_short(tmp_path: Path) -> None:
+    """The stop-loss is reduce-only, as the live broker sends it: when the bar reaches it the
+    long is gone, so it is cancelled (live: okx 51169, binance REJECTED) and opens nothing."""
+    seen = _reduce(tmp_path)
+    stop = [o for o in seen["orders"] if o["type"] == "Stop"]
+    assert stop == [{"status": "Canceled", "type": "Stop", "side": "sell", "size": 0,
+                     "reduce_only": True, "reason": "reduce-only: nothing left to reduce"}]
+    assert seen["position"] == 0
+
+
+def test_a_paper_reduce_only_stop_fills_up_to_what_is_left(tmp_path: Path) -> None:
+    seen = _reduce(tmp_path, sell=0.4, stop_size=0.6)  # 0.6 stop + 0.4 sell: both reduce
+    done = [(o["type"], o["status"], o["size"]) for o in seen["orders"] if o["side"] == "sell"]
+    assert done == [("Market", "Completed", -0.4), ("Stop", "Completed", -0.6)]
+    assert seen["position"] == 0
+    # the market sell makes the stop larger than what is left: it fills 0.5, the rest goes
+    (tmp_path / "b").mkdir()
+    seen = _reduce(tmp_path / "b", sell=0.5, stop_size=0.6)
+    stop = [(o["status"], o["size"]) for o in seen["orders"] if o["type"] == "Stop"]
+    assert stop == [("Partial", -0.5), ("Canceled", -0.5)]
+    assert seen["position"] == 0
+    [last] = [o for o in seen["orders"] if o["type"] == "Stop" and o["status"] == "Canceled"]
+    assert last["reason"] == "reduce-only: filled up to the position (0.5); the rest is cancelled"
+
+
+def test_a_paper_order_that_goes_past_zero_is_not_reduce_only_and_flips(tmp_path: Path) -> None:
+    seen = _reduce(tmp_path, stop_size=1.5, close_at=99)  # a stop of 1.5 on a long of 1: a flip
+    [stop] = [o for o in seen["orders"] if o["type"] == "Stop"]
+    assert (stop["status"], stop["size"], stop["reduce_only"]) == ("Completed", -1.5, False)
+    assert seen["position"] == pytest.approx(-0.5)
