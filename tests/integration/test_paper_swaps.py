@@ -431,6 +431,80 @@ strategy:
     assert trade["pnl"] == pytest.approx(pnl, abs=1e-9)
 
 
+def test_on_the_simulators_own_path_paper_liquidates_no_later_than_the_simulator(
+        swap_sim: Any, tmp_path: Path) -> None:
+    """The same rule on the same prices: a long or a short at 125x isolated, backtested on
+    paper over the simulator's 1s bars, is liquidated in the first bar whose low (high)
+    reaches the simulator's own liquidation price (``sim.positions.Position.liq_price``), at
+    that price. The simulator's engine checks its mark at whole seconds and liquidates at the
+    first one at or beyond that price: never before the paper bar, since a bar's low (high)
+    is the lowest (highest) price of its second."""
+    from btccxt_cli.bt.replay import memory_rows
+    from btccxt_cli.config.load import load_config
+    from btccxt_cli.model import Candle
+    from btccxt_cli.runtime.backtest import run_backtest
+    from btccxt_cli.sim.positions import Position
+
+    eng = swap_sim.sim.server("binance").engine
+    now = int(time.time()) * 1000
+    day = [Candle(*r[:6]) for r in swap_sim.truth("binance", SWAP, "1s", now - 8 * 3_600_000,
+                                                  now - 60_000)]
+
+    def liq_of(entry: float, qty: float) -> float:
+        got = Position(id=1, key="k", symbol=SWAP, side="net", qty=qty, entry=entry,
+                       margin=abs(qty) * entry / 125, leverage=125, mode="isolated").liq_price()
+        assert got is not None
+        return got
+
+    def reached(c: Any, liq: float, qty: float) -> bool:
+        return c.low <= liq if qty > 0 else c.high >= liq
+
+    # a window of 30 minutes whose position (opened at its second bar's open) the path takes
+    found = next(((i, qty) for i in range(0, len(day) - 1800, 300) for qty in (0.01, -0.01)
+                  if any(reached(c, liq_of(day[i + 1].open, qty), qty)
+                         for c in day[i + 1:i + 1800])), None)
+    assert found is not None, "the simulated path never moved 0.4 % within 30 min in 8 hours"
+    i, qty = found
+    bars = day[i:i + 1800]
+    strat = tmp_path / "hold.py"
+    strat.write_text(HOLD_FOREVER)
+    cfg = tmp_path / "liq.yaml"
+    cfg.write_text(f"""exchange:
+  id: binance
+  sim: {swap_sim.url("binance")}
+broker:
+  leverage: 125
+  margin_mode: isolated
+  commission: {FEE}
+  funding: false
+symbols:
+  - {SWAP}
+feed:
+  timeframe: 1s
+  backfill: 1
+strategy:
+  path: {strat}
+  params: {{side: {"buy" if qty > 0 else "sell"}}}
+""")
+    res = run_backtest(load_config(cfg), tmp_path, memory_rows({(SWAP, "1s"): bars}),
+                       bars[0].ts + 1000, bars[-1].ts + 1000)
+    opened = res.orders[0]
+    assert opened["time"] == bars[1].ts and opened["price"] == pytest.approx(bars[1].open)
+    liq = liq_of(opened["price"], qty)
+    first = next(c for c in bars[1:] if reached(c, liq, qty))
+    assert len(res.orders) == 2
+    liquidated = res.orders[1]
+    assert liquidated.get("liquidation") is True and liquidated["time"] == first.ts
+    gap = first.open <= liq if qty > 0 else first.open >= liq
+    assert liquidated["price"] == pytest.approx(first.open if gap else liq, rel=1e-9)
+    t = first.ts  # the simulator's check: its mark at whole seconds
+    while (eng.price(SWAP, t) > liq) if qty > 0 else (eng.price(SWAP, t) < liq):
+        t += 1000
+    assert eng.price(SWAP, first.ts) == pytest.approx(first.open)  # the bar opens at its second
+    assert t == first.ts if gap else t >= first.ts + 1000
+    assert t - first.ts < 3_600_000
+
+
 class _SettlementDuringStart:
     """The real ccxt client; the simulator's clock passes one settlement right after the
     history is read, before ``fetch_funding_rate`` answers (as a slow start can)."""
