@@ -535,10 +535,10 @@ def _notify_url(value: Any) -> Any:
 
 NotifyUrl = Annotated[str, BeforeValidator(_notify_url, json_schema_input_type=str)]
 NotifyEvent = Literal["disconnected", "live", "strategy_error", "kill", "order_rejected",
-                      "order_filled", "stopped", "daily_summary"]
+                      "order_filled", "position_closed", "stopped", "daily_summary"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
-    "disconnected", "live", "strategy_error", "kill", "order_rejected", "order_filled", "stopped",
-    "daily_summary")
+    "disconnected", "live", "strategy_error", "kill", "order_rejected", "order_filled",
+    "position_closed", "stopped", "daily_summary")
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 

@@ -10,7 +10,8 @@ and never raised; the URLs are secrets (``log.register_secret``), never logged.
 
 Events (``notify.events``): ``disconnected`` (a feed DISCONNECTED for longer than
 ``notify.disconnected_after``), ``live`` (that feed back LIVE), ``strategy_error``, ``kill``,
-``order_rejected`` and ``order_filled`` (live runs), ``stopped`` (the run ended and why),
+``order_rejected``, ``order_filled`` and ``position_closed`` (a swap position liquidated or
+closed outside the bot; live runs), ``stopped`` (the run ended and why),
 ``daily_summary`` (once a day at ``notify.daily_summary_at`` UTC).
 """
 
@@ -68,6 +69,10 @@ class NotifyRules:
             if ev == "sys.exit":
                 return [f"the strategy ended the run (exit code {rec.get('code')})"]
             return [f"run stopped: {rec.get('reason', '')}"]
+        if kind == "position" and self.live and "position_closed" in self.events:
+            what = "LIQUIDATED" if ev == "liquidation" else f"position closed ({ev})"
+            return [f"{what} {rec.get('symbol', '')}: {float(rec.get('before', 0)):+g} -> "
+                    f"{float(rec.get('after', 0)):+g} at {float(rec.get('price', 0)):.8g}"]
         if kind == "order" and self.live:
             if ev in _REJECTED and "order_rejected" in self.events:
                 why = f": {rec['reason']}" if rec.get("reason") else ""

@@ -423,6 +423,19 @@ class Runner:
                                              for d in self.feeds):
             self.stop(f"--max-bars {self.max_bars} reached")
 
+    def observe_position_closed(self, kw: dict[str, Any]) -> None:
+        """A swap position closed by the exchange (a liquidation) or outside the bot (the live
+        broker's ``position_closed`` notice; a paper liquidation's too): a line in the events,
+        a ``{"type": "position"}`` record, and a notification (live runs)."""
+        if self.monitor is None:
+            return
+        symbol, reason = str(kw.get("symbol", "")), str(kw.get("reason", ""))
+        before, after = float(kw.get("before") or 0.0), float(kw.get("after") or 0.0)
+        price = float(kw.get("price") or 0.0)
+        self.monitor.event(f"position {symbol} {before:+g} -> {after:+g} at {price:.8g}: {reason}",
+                           record={"type": "position", "event": reason, "symbol": symbol,
+                                   "before": before, "after": after, "price": price})
+
     def observe_status(self, data: Any, status: int, message: str) -> None:
         if self.monitor is not None and any(data is f for f in self.feeds):
             self.monitor.on_state(data._name, data._getstatusname(status), message)
@@ -620,6 +633,11 @@ def _observed(cls: type, runner: Runner) -> type:
                 runner.monitor.event(f"trade closed {trade.data._name} P&L {trade.pnlcomm:+.4f}")
         cls.notify_trade(self, trade)
 
+    def notify_store(self: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if msg == "position_closed" and runner.monitor is not None:
+            runner.observe_position_closed(kwargs)
+        cls.notify_store(self, msg, *args, **kwargs)
+
     def notify_order(self: Any, order: Any) -> None:
         if runner.monitor is not None and order.status in (
                 order.Completed, order.Rejected, order.Margin, order.Canceled, order.Expired,
@@ -643,5 +661,6 @@ def _observed(cls: type, runner: Runner) -> type:
 
     ns = {"__init__": __init__, "prenext": prenext, "nextstart": nextstart, "next": next,
           "notify_data": notify_data, "notify_trade": notify_trade, "notify_order": notify_order,
+          "notify_store": notify_store,
           "__module__": cls.__module__}
     return type(cls)(cls.__name__, (cls,), ns)

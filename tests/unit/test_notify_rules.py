@@ -54,6 +54,17 @@ def test_events_are_chosen_and_orders_are_told_for_live_runs_only():
     assert NotifyRules().feed({"type": "bar"}, 0) == []
 
 
+def test_a_swap_position_closed_by_the_exchange_is_told_for_live_runs_only():
+    liq = {"type": "position", "event": "liquidation", "symbol": "BTC/USDT:USDT", "before": 0.1,
+           "after": 0.0, "price": 59_312.5}
+    assert NotifyRules(live=True).feed(liq, 0) == ["LIQUIDATED BTC/USDT:USDT: +0.1 -> +0 at 59312.5"]
+    outside = {**liq, "event": "closed outside", "before": -0.2, "after": -0.05}
+    assert NotifyRules(live=True).feed(outside, 0) == [
+        "position closed (closed outside) BTC/USDT:USDT: -0.2 -> -0.05 at 59312.5"]
+    assert NotifyRules(live=False).feed(liq, 0) == []  # a paper liquidation: events file only
+    assert NotifyRules(events=frozenset({"stopped"}), live=True).feed(liq, 0) == []
+
+
 class Sent:
     """A stand-in for delivery (ours): records messages; ``gate`` holds each one back."""
 
