@@ -145,11 +145,14 @@ class OrderReads:
         return amount_tolerance(market, getattr(self._ex, "precisionMode", None), rec.amount)
 
     def _algo_stop(self, rec: OrderRecord) -> bool:
-        if rec.type not in ("stop_market", "stop_limit"):
-            return False
+        return rec.type in ("stop_market", "stop_limit") and self.algo_stops(rec.symbol)
+
+    def algo_stops(self, symbol: str) -> bool:
+        """Are stop orders of ``symbol`` algo orders (ids of their own, read with
+        ``{"trigger": True}``)?"""
         ex = self.store.exchange_id
         return ex in ALGO_STOP_EXCHANGES or (ex in ALGO_SWAP_STOP_EXCHANGES and derivs.is_contract(
-            (getattr(self._ex, "markets", None) or {}).get(rec.symbol)))
+            (getattr(self._ex, "markets", None) or {}).get(symbol)))
 
     async def _algo(self, t: _Tracked, order: dict[str, Any]) -> tuple[dict[str, Any], list[Event] | None]:
         """An algo stop not known to have triggered, and what the exchange said of it.

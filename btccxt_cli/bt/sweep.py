@@ -9,8 +9,9 @@ looking (binance -1007 says so). So a verdict reached on "not found" (``Rejected
   looked up by client order id (or its id) with a backoff (``WATCH_FIRST`` s doubling to
   ``WATCH_MAX``), and a push of it revives it;
 * a **sweep** at start and every ``sweep_interval`` seconds reads the exchange's open orders of
-  the broker's symbols, and while orders are watched its recent trades, for client order ids of
-  this database and run scope that are no longer tracked;
+  the broker's symbols (and its resting algo stop orders: okx, binance USD-M swaps), and while
+  orders are watched its recent trades, for client order ids of this database and run scope
+  that are no longer tracked;
 * an order found again is **revived**: tracked again, stored with the exchange's status, and
   handed to the strategy as an adopted order (``order.info.late = True``) with its fills, so a
   late fill is told as it happened and the bot's position follows it.
@@ -137,8 +138,27 @@ class Watch:
                 continue
             for order in open_orders:
                 events += await self._found(in_base(order, sync._ex.markets or {}), "the open orders")
+            if sync.algo_stops(symbol):  # stops resting as algo orders: a list of their own
+                events += await self._algo_orders(symbol)
             if self.watched:
                 events += await self._trades(symbol)
+        return events
+
+    async def _algo_orders(self, symbol: str) -> list[Event]:
+        """Resting algo (stop) orders of ``symbol``: okx's ``conditional`` ones, binance
+        USD-M's Algo Service."""
+        sync = self.sync
+        params: dict[str, Any] = {"trigger": True}
+        if sync.store.exchange_id == "okx":
+            params["ordType"] = "conditional"  # ccxt lists okx's trigger type unless told
+        try:
+            orders = await sync._ex.fetch_open_orders(symbol, None, None, params)
+        except Exception as exc:
+            logger.info("sweep of %s stop orders failed (%s); next sweep retries", symbol, exc)
+            return []
+        events: list[Event] = []
+        for order in orders:
+            events += await self._found(in_base(order, sync._ex.markets or {}), "the stop orders")
         return events
 
     async def _trades(self, symbol: str) -> list[Event]:

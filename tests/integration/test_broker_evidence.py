@@ -145,6 +145,62 @@ def test_the_start_sweep_finds_an_order_given_up_by_an_earlier_run(
     assert [o["status"] for o in sim.orders(exchange)] == ["canceled"]
 
 
+@pytest.mark.parametrize(("exchange", "symbol"), [("okx", SYMBOL), ("okx", "BTC/USDT:USDT"),
+                                               ("binance", "BTC/USDT:USDT")])
+def test_the_start_sweep_finds_a_stop_given_up_by_an_earlier_run(
+        sim_factory: Any, tmp_path: Path, exchange: str, symbol: str) -> None:
+    """The same for a stop that rests as an algo order (okx; binance USD-M's Algo Service),
+    which the exchanges list apart from the open orders: the next run's sweep reads the resting
+    algo orders too, finds it by client order id and tracks it, so it never triggers unknown
+    to the bot."""
+    swap = symbol.endswith(":USDT")
+    sim = sim_factory(exchanges=(exchange,), balances={"USDT": 10_000.0, "BTC": 0.1})
+    db = tmp_path / "o.sqlite"
+    sim.order_ack_fault(exchange, mode="reset")  # placed; the answer is lost
+    sim.lookup_lag(exchange, ms=600_000)  # and no lookup finds it in this run
+    out1 = Outcome()
+    kw: dict[str, Any] = {"symbol": symbol}
+    if swap:
+        kw["data_kw"] = {"use_websocket": exchange == "okx"}
+
+    def act1(s: Any, n: int) -> None:
+        if n == 1:  # far from the price: it rests until cancelled (spot: a buy; the bot has
+            # no coins to sell)
+            s.orders["stop"] = (s.sell(size=0.01, price=round(s.data.close[0] * 0.5, 1),
+                                       exectype=bt.Order.Stop) if swap else
+                                s.buy(size=0.01, price=round(s.data.close[0] * 1.5, 1),
+                                      exectype=bt.Order.Stop))
+
+    _run_with(out1, sim, exchange, act1,
+              lambda s: has(out1, lambda st: st.orders.get("stop"), "Rejected"), db,
+              broker_kw={"ambiguous_timeout": 0.5, "watch_for": 0.0, "updates": "poll",
+                         "sweep_interval": 3600.0}, **kw)
+    assert not out1.timed_out, out1.notes
+    cid = out1.last(out1.strategy.orders["stop"].ref).client_id
+    assert [(o["type"], o["status"]) for o in sim.orders(exchange)] == [("stop_market", "new")]
+    sim.clear_faults(exchange)
+    sim.lookup_lag(exchange, ms=0)
+    out2 = Outcome()
+
+    def act2(s: Any, n: int) -> None:
+        adopted = [o for o in s.broker.open_orders() if o.client_id == cid]
+        if adopted and "cancel" not in s.orders:
+            lv = s.broker._live[cid]
+            s.orders["late"] = lv.order
+            s.orders["cancel"] = s.cancel(lv.order)
+
+    def done2(s: Any) -> bool:
+        return has(out2, lambda st: st.orders.get("late"), "Canceled")
+
+    _run_with(out2, sim, exchange, act2, done2, db,  # no watch: the sweep alone finds it
+              broker_kw={"updates": "poll", "watch_for": 0.0}, **kw)
+    assert not out2.timed_out, out2.notes
+    late = out2.strategy.orders["late"]
+    assert late.info.late and late.info.client_id == cid
+    assert out2.statuses(late.ref) == ["Accepted", "Canceled"]
+    assert [o["status"] for o in sim.orders(exchange)] == ["canceled"]
+
+
 def test_an_order_given_up_is_still_watched_by_the_next_run(sim_factory: Any, tmp_path: Path) -> None:
     """A lost create given up (Rejected) just before the run stopped: the next run watches it
     for what is left of ``watch_for`` and tells its fill when a lookup finds it filled (an

@@ -359,9 +359,10 @@ class AlgoBook:
         return None
 
     async def get_algo(self, request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
-        self.engine.advance(self.server.now_ms())
+        now = self.server.now_ms()
+        self.engine.advance(now)
         a = self.find(key, params)
-        if a is None:
+        if a is None or self.engine.lagging(self.engine.orders[a.order_id], now):  # lookup_lag
             raise Refused(-2013, "Order does not exist.")
         return json_response(self.algo_json(a, self.engine.orders[a.order_id]))
 

@@ -328,7 +328,7 @@ class AlgoBook:
         now = self.server.now_ms()
         self.engine.advance(now)
         a = self.find_algo(key, symbol, algo_id, cid)
-        if a is None:
+        if a is None or self.engine.lagging(self.engine.orders[a.order_id], now):  # lookup_lag
             raise Refused("51603", "Order does not exist")
         return ok([self.algo_json(a, now)])
 
