@@ -175,6 +175,7 @@ def _prime_balance_cache(ex: Any) -> None:
 def _is_algo(rec: OrderRecord) -> bool:
     return bool(rec.exchange_id and rec.exchange_id.startswith(_ALGO))
 
+
 def algo_state(info: dict[str, Any]) -> tuple[str, str, str]:
     """An algo order as the exchange reports it (ccxt's ``info``): ``(state, placed, code)``,
     the state in okx's words (``live``, ``effective``, ``canceled``, ``order_failed``), the id
@@ -185,8 +186,8 @@ def algo_state(info: dict[str, Any]) -> tuple[str, str, str]:
         placed = str(info.get("actualOrderId") or "")
         placed = "" if placed in ("0", "None") else placed
         state = _BINANCE_ALGO_STATES.get(raw, "live")
-        if state == "effective" and not placed:
-            state = "order_failed"
+        if state == "effective" and not placed:  # no order placed: not yet, or never
+            state = "order_failed" if raw == "FINISHED" else "live"
         return state, placed, (f"binance algoStatus {raw}" if state == "order_failed" else "")
     state = str(info.get("state") or "")
     code = f"okx code {info.get('failCode') or '?'}" if state == "order_failed" else ""
