@@ -122,6 +122,7 @@ class Plan:
     held: list[Any] = field(default_factory=list)
     before: dict[Any, tuple[float, float]] = field(default_factory=dict)  # data -> size, entry
     fills: dict[Any, float] = field(default_factory=dict)  # data -> last fill price this bar
+    levels: dict[Any, tuple[float, bool]] = field(default_factory=dict)  # as seen before orders
 
 
 def _new_bar(st: Any, data: Any) -> bool:
@@ -134,24 +135,44 @@ def _ohlc(data: Any) -> tuple[float, float, float, float]:
     return (float(data.open[0]), float(data.high[0]), float(data.low[0]), float(data.close[0]))
 
 
-def _legs(broker: Any, st: Any, fills: dict[Any, float], before: dict[Any, tuple[float, float]],
-          mode: str) -> list[Leg]:
-    """The positions of margin ``mode`` on this bar's way."""
-    out = []
-    for data, pos in list(broker.positions.items()):
+def _legs(broker: Any, st: Any, fills: dict[Any, float], before: dict[Any, tuple[float, float]]
+          ) -> tuple[list[Leg], list[Leg]]:
+    """The isolated positions this bar takes to their liquidation price or beyond, and every
+    cross position, on this bar's way (one pass; the common case, an isolated position the bar
+    leaves alone, costs one comparison)."""
+    isolated: list[Leg] = []
+    cross: list[Leg] = []
+    for data, pos in broker.positions.items():
+        size = pos.size
+        if not size:
+            continue
         spec = st.specs.get(data._name)
-        if spec is None or spec.margin_mode != mode or not pos.size or not len(data):
+        if spec is None:
             continue
-        size, entry = float(pos.size), float(pos.price)
-        o, h, lo, c = _ohlc(data)
-        if not _new_bar(st, data):
-            out.append(Leg(data, size, entry, c, c))
+        n = len(data)
+        if not n:
             continue
-        start = o
+        size, entry = float(size), float(pos.price)
+        fresh = st.bars.get(data) != n
+        if spec.margin_mode == "isolated":
+            if not fresh:
+                continue
+            extreme = float(data.low[0] if size > 0 else data.high[0])
+            liq = isolated_price(entry, size, spec.leverage)
+            if liq is None or (extreme > liq if size > 0 else extreme < liq):
+                continue
+        elif not fresh:
+            close = float(data.close[0])
+            cross.append(Leg(data, size, entry, close, close))
+            continue
+        else:
+            extreme = float(data.low[0] if size > 0 else data.high[0])
+        start = float(data.open[0])
         if before.get(data) != (size, entry) and data in fills:
             start = fills[data]  # it changed in this bar: from its last fill on
-        out.append(Leg(data, size, entry, start, lo if size > 0 else h))
-    return out
+        (isolated if spec.margin_mode == "isolated" else cross).append(
+            Leg(data, size, entry, start, extreme))
+    return isolated, cross
 
 
 def _cross_base(broker: Any, st: Any) -> float:
@@ -172,18 +193,18 @@ def _levels(broker: Any, st: Any, fills: dict[Any, float],
             before: dict[Any, tuple[float, float]]) -> dict[Any, tuple[float, bool]]:
     """Each position this bar liquidates: data -> (price, at the open)."""
     out: dict[Any, tuple[float, bool]] = {}
-    for g in _legs(broker, st, fills, before, "isolated"):
+    isolated, cross = _legs(broker, st, fills, before)
+    for g in isolated:
         if g.start == g.extreme:
             continue
         lev = st.specs[g.key._name].leverage
         t = crossing(abs(g.size) * g.entry / max(1.0, lev), [g])
         if t is not None:
             out[g.key] = (g.at(t), t == 0.0)
-    legs = _legs(broker, st, fills, before, "cross")
-    if legs and any(g.start != g.extreme for g in legs):
-        t = crossing(_cross_base(broker, st), legs)
+    if cross and any(g.start != g.extreme for g in cross):
+        t = crossing(_cross_base(broker, st), cross)
         if t is not None:
-            for g in legs:
+            for g in cross:
                 out[g.key] = (g.at(t), t == 0.0)
     return out
 
@@ -234,9 +255,10 @@ def plan(broker: Any, st: Any) -> Plan:
     """Before backtrader matches the bar's orders: hold back the orders of each position the
     bar liquidates that would fill after it (out of ``broker.pending``)."""
     p = Plan(before={d: (float(pos.size), float(pos.price))
-                     for d, pos in broker.positions.items() if d._name in st.specs and pos.size})
+                     for d, pos in broker.positions.items() if pos.size and d._name in st.specs})
     st.fills = p.fills
     levels = _levels(broker, st, p.fills, p.before)
+    p.levels = levels
     if not levels:
         return p
     keep = []
@@ -258,7 +280,8 @@ def settle(broker: Any, st: Any, p: Plan) -> None:
     """After backtrader matched the bar's orders: liquidate what the bar still takes below its
     maintenance margin; cancel its held-back orders, or match them now when it is safe."""
     st.fills = None
-    levels = _levels(broker, st, p.fills, p.before)
+    # no fill in this bar: the positions are as they were, and so are the liquidations
+    levels = _levels(broker, st, p.fills, p.before) if p.fills or p.held else p.levels
     touched = set()
     for data, (price, _) in levels.items():
         _liquidate(broker, st, data, price)
@@ -287,8 +310,8 @@ def settle(broker: Any, st: Any, p: Plan) -> None:
                 broker.cancel(order)
     if touched:
         broker._get_value()
-    for data in broker.positions:  # this cycle's bars are checked
-        if data._name in st.specs:
+    for data, pos in broker.positions.items():  # this cycle's bars are checked
+        if pos.size and data._name in st.specs:
             st.bars[data] = len(data)
 
 
