@@ -82,15 +82,18 @@ def write_report(path: Path, res: Any, candles: dict[str, Sequence[Any]], title:
                                      high=[b[2] for b in bars], low=[b[3] for b in bars],
                                      close=[b[4] for b in bars], name=sym, showlegend=False),
                       row=i, col=1)
-        for side, symbol, color in (("buy", "triangle-up", "#1a9850"), ("sell", "triangle-down", "#d73027")):
-            mine = [o for o in res.orders if o["symbol"] == sym and o["side"] == side
-                    and o["status"] in ("Completed", "Partial")]
+        for side, symbol, color in (("buy", "triangle-up", "#1a9850"), ("sell", "triangle-down", "#d73027"),
+                                    ("liquidation", "x", "#000000")):
+            mine = [o for o in res.orders if o["symbol"] == sym and o["status"] in ("Completed", "Partial")
+                    and (o.get("liquidation") if side == "liquidation"
+                         else o["side"] == side and not o.get("liquidation"))]
             if not mine:
                 continue
             fig.add_trace(go.Scatter(
                 x=[_dt(o["time"]) for o in mine], y=[o["price"] for o in mine], mode="markers",
                 marker={"symbol": symbol, "size": 10, "color": color}, name=f"{sym} {side}",
-                text=[f"{side} {o['size']:g} @ {o['price']:.8g}, fee {o['fee']:.6g}" for o in mine],
+                text=[f"{o['side']} {o['size']:g} @ {o['price']:.8g}, fee {o['fee']:.6g}"
+                      + (" (liquidation)" if o.get("liquidation") else "") for o in mine],
                 hoverinfo="text+x"), row=i, col=1)
         fig.update_xaxes(rangeslider_visible=False, row=i, col=1)
     curve = _thin(res.curve, MAX_POINTS)

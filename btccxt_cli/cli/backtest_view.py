@@ -20,7 +20,7 @@ SORT_KEYS = ("sharpe", "total_return", "final_value", "max_drawdown", "win_rate"
 """Metrics a sweep can be sorted by (``--sort``); max_drawdown and fees sort ascending."""
 
 TRADES_COLUMNS = ("kind", "time", "time_iso", "symbol", "side", "size", "price", "fee", "status",
-                  "opened_iso", "closed_iso", "pnl", "pnl_net", "bars")
+                  "opened_iso", "closed_iso", "pnl", "pnl_net", "bars", "liquidation")
 
 _LABELS = (("start", "period start"), ("end", "period end"), ("bars", "bars (window)"),
            ("initial_value", "initial value"), ("final_value", "final value"),
@@ -145,7 +145,8 @@ def write_trades(path: Path, res: Any) -> int:
         w = csv.DictWriter(f, fieldnames=TRADES_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for o in res.orders:
-            w.writerow({"kind": "order", "time_iso": o["iso"], **o})
+            w.writerow({"kind": "order", "time_iso": o["iso"], **o,
+                        "liquidation": "true" if o.get("liquidation") else ""})
             n += 1
         for t in res.trades:
             w.writerow({"kind": "trade", "time": t["closed"], "time_iso": t["closed_iso"],

@@ -9,6 +9,7 @@ on a client of its own (not the cache the code under test wrote)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 import threading
@@ -415,10 +416,15 @@ strategy:
   path: {strat}
   params: {{side: {side}}}
 """)
-    code, out, err = _backtest(cfg, since + 60_000, until, "--json")
+    trades, report = tmp_path / "trades.csv", tmp_path / "report.html"
+    code, out, err = _backtest(cfg, since + 60_000, until, "--json", "--trades", str(trades),
+                               "--report", str(report))
     assert code == 0, err[-3000:]
     doc = json.loads(out)
     opened, liquidated = doc["orders"]
+    rows = [r for r in csv.DictReader(trades.open()) if r["kind"] == "order"]
+    assert [r["liquidation"] for r in rows] == ["", "true"]
+    assert f"{SWAP} liquidation" in report.read_text().replace("\\u002f", "/")
     assert (opened["side"], opened["time"]) == (side, truth[1][0])
     assert opened["price"] == pytest.approx(entry, rel=1e-12)
     assert liquidated == {**liquidated, "side": "sell" if side == "buy" else "buy", "size": 0.01,
