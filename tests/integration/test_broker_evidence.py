@@ -101,6 +101,21 @@ def test_an_ambiguous_create_found_after_its_verdict_is_told_late(
         assert all(f.delivered for f in store.fills(cid))
 
 
+def _cancel_once_adopted(out: Outcome, cid: str) -> tuple[Any, Any]:
+    """``act`` and ``done`` of a run that cancels the order ``cid`` as soon as it adopts it
+    (as ``orders["late"]``), and ends when it is told ``Canceled``."""
+    def act(s: Any, n: int) -> None:
+        adopted = [o for o in s.broker.open_orders() if o.client_id == cid]
+        if adopted and "cancel" not in s.orders:
+            lv = s.broker._live[cid]
+            s.orders["late"] = lv.order
+            s.orders["cancel"] = s.cancel(lv.order)
+
+    def done(s: Any) -> bool:
+        return has(out, lambda st: st.orders.get("late"), "Canceled")
+    return act, done
+
+
 def test_the_start_sweep_finds_an_order_given_up_by_an_earlier_run(
         sim_factory: Any, tmp_path: Path) -> None:
     """An order given up (Rejected) and no longer watched when its run ended rests on the
@@ -126,16 +141,7 @@ def test_the_start_sweep_finds_an_order_given_up_by_an_earlier_run(
     sim.clear_faults(exchange)
     sim.lookup_lag(exchange, ms=0)
     out2 = Outcome()
-
-    def act2(s: Any, n: int) -> None:
-        adopted = [o for o in s.broker.open_orders() if o.client_id == cid]
-        if adopted and "cancel" not in s.orders:
-            lv = s.broker._live[cid]
-            s.orders["late"] = lv.order
-            s.orders["cancel"] = s.cancel(lv.order)
-
-    def done2(s: Any) -> bool:
-        return has(out2, lambda st: st.orders.get("late"), "Canceled")
+    act2, done2 = _cancel_once_adopted(out2, cid)
 
     _run_with(out2, sim, exchange, act2, done2, db, broker_kw={"updates": "poll"})
     assert not out2.timed_out, out2.notes
@@ -181,16 +187,7 @@ def test_the_start_sweep_finds_a_stop_given_up_by_an_earlier_run(
     sim.clear_faults(exchange)
     sim.lookup_lag(exchange, ms=0)
     out2 = Outcome()
-
-    def act2(s: Any, n: int) -> None:
-        adopted = [o for o in s.broker.open_orders() if o.client_id == cid]
-        if adopted and "cancel" not in s.orders:
-            lv = s.broker._live[cid]
-            s.orders["late"] = lv.order
-            s.orders["cancel"] = s.cancel(lv.order)
-
-    def done2(s: Any) -> bool:
-        return has(out2, lambda st: st.orders.get("late"), "Canceled")
+    act2, done2 = _cancel_once_adopted(out2, cid)
 
     _run_with(out2, sim, exchange, act2, done2, db,  # no watch: the sweep alone finds it
               broker_kw={"updates": "poll", "watch_for": 0.0}, **kw)

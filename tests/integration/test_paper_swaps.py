@@ -371,6 +371,33 @@ class Hold(bt.Strategy):
 '''
 
 
+def _hold_at_125x(tmp_path: Path, sim: Any, side: str, timeframe: str) -> Path:
+    """A config that opens ``side`` 0.01 BTC at 125x isolated on the first live bar and holds
+    it (no funding)."""
+    strat = tmp_path / "hold.py"
+    strat.write_text(HOLD_FOREVER)
+    cfg = tmp_path / "liq.yaml"
+    cfg.write_text(f"""exchange:
+  id: binance
+  sim: {sim.url("binance")}
+broker:
+  leverage: 125
+  margin_mode: isolated
+  commission: {FEE}
+  funding: false
+symbols:
+  - {SWAP}
+feed:
+  cache: {tmp_path / 'ohlcv.sqlite'}
+  timeframe: {timeframe}
+  backfill: 1
+strategy:
+  path: {strat}
+  params: {{side: {side}}}
+""")
+    return cfg
+
+
 def test_a_backtest_at_125x_is_liquidated_in_the_first_bar_that_reaches_the_price(
         swap_sim: Any, tmp_path: Path) -> None:
     """A day of the simulator's 1m bars: a long or a short of 0.01 BTC at 125x isolated (the
@@ -395,27 +422,7 @@ def test_a_backtest_at_125x_is_liquidated_in_the_first_bar_that_reaches_the_pric
     found = {s: first(s) for s in ("buy", "sell")}
     side = min((s for s in found if found[s]), key=lambda s: found[s][0])  # type: ignore[index]
     i, price = found[side]  # type: ignore[misc]
-    strat = tmp_path / "hold.py"
-    strat.write_text(HOLD_FOREVER)
-    cfg = tmp_path / "liq.yaml"
-    cfg.write_text(f"""exchange:
-  id: binance
-  sim: {swap_sim.url("binance")}
-broker:
-  leverage: 125
-  margin_mode: isolated
-  commission: {FEE}
-  funding: false
-symbols:
-  - {SWAP}
-feed:
-  cache: {tmp_path / 'ohlcv.sqlite'}
-  timeframe: 1m
-  backfill: 1
-strategy:
-  path: {strat}
-  params: {{side: {side}}}
-""")
+    cfg = _hold_at_125x(tmp_path, swap_sim, side, "1m")
     trades, report = tmp_path / "trades.csv", tmp_path / "report.html"
     code, out, err = _backtest(cfg, since + 60_000, until, "--json", "--trades", str(trades),
                                "--report", str(report))
@@ -472,26 +479,7 @@ def test_on_the_simulators_own_path_paper_liquidates_no_later_than_the_simulator
     assert found is not None, "the simulated path never moved 0.4 % within 30 min in 8 hours"
     i, qty = found
     bars = day[i:i + 1800]
-    strat = tmp_path / "hold.py"
-    strat.write_text(HOLD_FOREVER)
-    cfg = tmp_path / "liq.yaml"
-    cfg.write_text(f"""exchange:
-  id: binance
-  sim: {swap_sim.url("binance")}
-broker:
-  leverage: 125
-  margin_mode: isolated
-  commission: {FEE}
-  funding: false
-symbols:
-  - {SWAP}
-feed:
-  timeframe: 1s
-  backfill: 1
-strategy:
-  path: {strat}
-  params: {{side: {"buy" if qty > 0 else "sell"}}}
-""")
+    cfg = _hold_at_125x(tmp_path, swap_sim, "buy" if qty > 0 else "sell", "1s")
     res = run_backtest(load_config(cfg), tmp_path, memory_rows({(SWAP, "1s"): bars}),
                        bars[0].ts + 1000, bars[-1].ts + 1000)
     opened = res.orders[0]
