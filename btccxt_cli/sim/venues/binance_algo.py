@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from btccxt_cli.sim.ledger import Reject, is_on_grid
-from btccxt_cli.sim.venues.binance_private import Refused, missing, number, signed
+from btccxt_cli.sim.venues.binance_private import Refused, missing, number, side_and_type, signed
 from btccxt_cli.sim.wire import json_response
 
 if TYPE_CHECKING:
@@ -255,12 +255,7 @@ class AlgoBook:
                 -1100, "Illegal characters found in parameter 'algoType'; legal range is 'CONDITIONAL'.")
         symbol = self.futures.symbol_of(params)
         assert symbol is not None
-        side = params.get("side", "")
-        if side not in ("BUY", "SELL"):
-            raise missing("side") if not side else Refused(-1100, "Illegal characters found in parameter 'side'.")
-        raw_type = params.get("type", "")
-        if not raw_type:
-            raise missing("type")
+        side, raw_type = side_and_type(params)
         kind = ALGO_TYPES.get(raw_type)
         if kind is None:
             if raw_type in NOT_SIMULATED_TYPES:

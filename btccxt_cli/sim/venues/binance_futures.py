@@ -43,7 +43,7 @@ from aiohttp import web
 from btccxt_cli.sim.ledger import Fill, Reject, SimOrder
 from btccxt_cli.sim.positions import MAINT_RATE, Position
 from btccxt_cli.sim.venues.binance_algo import REGULAR_TYPE, AlgoBook
-from btccxt_cli.sim.venues.binance_private import Refused, missing, number, signed
+from btccxt_cli.sim.venues.binance_private import Refused, missing, number, side_and_type, signed
 from btccxt_cli.sim.wire import json_response
 
 if TYPE_CHECKING:
@@ -335,12 +335,10 @@ class UsdmFutures:
     async def new_order(self, request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
         symbol = self.symbol_of(params)
         assert symbol is not None
-        side = params.get("side", "")
-        if side not in ("BUY", "SELL"):
-            raise missing("side") if not side else Refused(-1100, "Illegal characters found in parameter 'side'.")
-        kind = _TYPES.get(params.get("type", ""))
+        side, raw_type = side_and_type(params)
+        kind = _TYPES.get(raw_type)
         if kind is None:
-            raise missing("type") if not params.get("type") else Refused(-1116, "Invalid orderType.")
+            raise Refused(-1116, "Invalid orderType.")
         if params.get("positionSide", "BOTH") != "BOTH":
             raise Refused(-4061, "Order's position side does not match user's setting.")
         amount = number(params, "quantity")

@@ -94,6 +94,18 @@ def missing(name: str) -> Refused:
     return Refused(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
+def side_and_type(params: dict[str, str]) -> tuple[str, str]:
+    """A new order's ``side`` (BUY or SELL) and its raw ``type``, both required, as binance
+    refuses them (-1102 missing, -1100 a side it does not know)."""
+    side = params.get("side", "")
+    if side not in ("BUY", "SELL"):
+        raise missing("side") if not side else Refused(-1100, "Illegal characters found in parameter 'side'.")
+    raw_type = params.get("type", "")
+    if not raw_type:
+        raise missing("type")
+    return side, raw_type
+
+
 async def authenticate(venue: Any, request: web.Request) -> tuple[str, dict[str, str]]:
     """The API key of a signed request and its parameters (query and body, without the
     signature); :class:`Refused` as binance would refuse it. ``venue``: the binance venue."""
@@ -243,12 +255,7 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
     async def new_order(request: web.Request, key: str, params: dict[str, str]) -> web.StreamResponse:
         symbol = symbol_of(params)
         assert symbol is not None
-        side = params.get("side", "")
-        if side not in ("BUY", "SELL"):
-            raise missing("side") if not side else Refused(-1100, "Illegal characters found in parameter 'side'.")
-        raw_type = params.get("type", "")
-        if not raw_type:
-            raise missing("type")
+        side, raw_type = side_and_type(params)
         kind = _TYPES.get(raw_type)
         if kind is None:
             logger.warning("binance sim: order type %s is not simulated", raw_type)
