@@ -39,8 +39,9 @@ __all__ = ["FaultState", "FAULT_NAMES", "REST_ERROR_STATUSES", "DROP_MODES", "AC
 FAULT_NAMES = (
     "drop", "outage", "stall", "duplicate", "reorder", "delay_pushes", "rest_errors",
     "rest_delay", "drop_subscription", "clear_faults", "order_ack_fault", "rest_hole",
-    "lookup_lag",
+    "lookup_lag", "clock_jump",
 )
+MAX_CLOCK_JUMP_S = 7 * 86_400  # one jump moves the exchanges' clock at most a week ahead
 REST_ERROR_STATUSES = (418, 429, 500, 502, 503)
 DROP_MODES = ("close", "reset")
 ACK_FAULT_MODES = ("delay", "reset", "500")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from btccxt_cli.clock import SYSTEM_CLOCK, Clock
 from btccxt_cli.sim.accounts import DEFAULT_KEY, SimKey
 from btccxt_cli.sim.control import control_routes
-from btccxt_cli.sim.faults import FAULT_NAMES
+from btccxt_cli.sim.faults import FAULT_NAMES, MAX_CLOCK_JUMP_S
 from btccxt_cli.sim.market import Candle, MarketModel
 from btccxt_cli.sim.server import ExchangeServer
 from btccxt_cli.sim.venues import VENUES
@@ -234,6 +234,23 @@ class Simulator:
         """For ``ms`` after each order's create, lookups of that order answer "no such order"
         (binance -2013, okx 51603), as a lagging read replica does; 0 turns it off."""
         self.server(exchange).faults.set_lookup_lag(ms)
+
+    def clock_jump(self, exchange: str, seconds: float) -> int:
+        """Move the exchanges' clock ``seconds`` ahead at once, as if the client had been away
+        (every exchange of this simulator: they share one market). The price path, bars,
+        funding settlements and liquidations of the seconds skipped happen as they would have;
+        a running client sees the gap. There is no way back (``clear_faults`` keeps it).
+        Returns the exchanges' new time (ms)."""
+        self.server(exchange)  # an exchange of this simulator
+        try:
+            s = float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"seconds must be a number, not {seconds!r}") from None
+        if not 0 < s <= MAX_CLOCK_JUMP_S:
+            raise ValueError(f"seconds must be > 0 and at most {MAX_CLOCK_JUMP_S} (a week), "
+                             f"not {seconds!r}")
+        self.clock_offset_ms += int(round(s * 1000))
+        return self.now_ms()
 
     def orders(self, exchange: str, key: str | None = None) -> list[dict[str, Any]]:
         """Every order the exchange holds (of one API key, or all), oldest first."""

@@ -343,3 +343,38 @@ def test_control_api_tells_when_a_bars_final_was_sent(sim: Any) -> None:
     want = {str(t): sim.close_sent_ns("binance", "BTC/USDT", "1s", t) for t in opens}
     assert all(want.values()) and body["sent_ns"] == {**want, "0": None}
     assert _http("GET", f"{base}/_sim/close_sent?symbol=BTC/USDT")[0] == 400
+
+
+def test_a_clock_jump_over_the_control_api_moves_time_and_liquidates_what_ran_out(
+        sim_factory: Any) -> None:
+    """``POST /_sim/faults/clock_jump {"seconds": N}``: the exchange's time moves N s ahead,
+    and what the skipped seconds did happens, here the liquidation of a 100x long whose
+    price the path reached in them."""
+    from btccxt_cli.sim.accounts import DEFAULT_KEY
+
+    swap = "BTC/USDT:USDT"
+    sim = sim_factory(exchanges=("okx",), balances={"USDT": 10_000.0}, check_timestamps=False)
+    base = sim.url("okx")
+    ex = make_exchange("okx", sim_url=base, config={"apiKey": DEFAULT_KEY.key, "secret": DEFAULT_KEY.secret,
+                                                    "password": DEFAULT_KEY.passphrase})
+    ex.load_markets()
+    ex.set_leverage(100, swap, {"mgnMode": "isolated"})
+    ex.create_order(swap, "market", "buy", 10, params={"tdMode": "isolated"})
+    (pos,) = ex.fetch_positions([swap])
+    liq = float(pos["liquidationPrice"])
+    eng = sim.sim.server("okx").engine
+    t = start = sim.now_ms() - sim.now_ms() % 1000
+    while eng.price(swap, t) > liq:  # where the path first reaches it (10 s steps)
+        t += 10_000
+        assert t - start < 7 * 86_400_000, "the price path never reached the liquidation price"
+    before = _http("GET", base + "/_sim/time")[1]
+    seconds = (t + 2000 - sim.now_ms()) / 1000
+    status, body = _http("POST", base + "/_sim/faults/clock_jump", {"seconds": seconds})
+    assert status == 200 and body["ok"], body
+    after = _http("GET", base + "/_sim/time")[1]
+    assert after["now_ms"] - before["now_ms"] >= seconds * 1000 - 1
+    assert body["result"] >= t
+    assert ex.fetch_positions([swap]) == []
+    assert ex.fetch_my_trades(swap)[-1]["info"]["clOrdId"].startswith("autoclose-")
+    for bad in ({"seconds": 0}, {"seconds": -5}, {"seconds": 8 * 86_400}, {"seconds": "x"}, {}):
+        assert _http("POST", base + "/_sim/faults/clock_jump", bad)[0] == 400, bad
