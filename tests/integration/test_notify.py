@@ -428,10 +428,12 @@ def _quiet(pred: Any) -> Any:
         return None
 
 
-LONG_100X = """import backtrader as bt
+OPEN_100X = """import backtrader as bt
 
 
-class Long(bt.Strategy):
+class Open(bt.Strategy):
+    params = (("side", "buy"),)
+
     def __init__(self):
         self.sent = False
 
@@ -439,17 +441,18 @@ class Long(bt.Strategy):
         if self.sent or self.data._laststatus != self.data.LIVE:
             return
         self.sent = True
-        self.buy(size=0.1)
+        (self.buy if self.p.side == "buy" else self.sell)(size=0.1)
 """
 
 
 @pytest.mark.long
 def test_a_liquidation_of_a_live_swap_is_an_event_a_record_and_a_notification(
         sim_factory, tmp_path, receiver):
-    """A live run holds a long of 0.1 BTC at 100x isolated on okx's swap; the simulator's clock
-    jumps to where its price path reaches the liquidation price, and the exchange closes the
-    position. The run says so: an event line, a ``{"type": "position", "event":
-    "liquidation"}`` record, and a notification "LIQUIDATED ..."."""
+    """A live run holds 0.1 BTC at 100x isolated on okx's swap (long if the price path falls 1 %
+    before it rises 1 %, else short: the shorter jump); the simulator's clock jumps to where the
+    path reaches the liquidation price, and the exchange closes the position. The run says so:
+    an event line, a ``{"type": "position", "event": "liquidation"}`` record, and a notification
+    "LIQUIDATED ..."."""
     from btccxt_cli.exchange.factory import make_exchange
     from btccxt_cli.sim.accounts import SimKey
     from tests.cli import test_live_cli as lc
@@ -458,7 +461,15 @@ def test_a_liquidation_of_a_live_swap_is_an_event_a_record_and_a_notification(
     sim = sim_factory(exchanges=("okx",), api_keys=[SimKey(lc.KEY, lc.SECRET, lc.PASS)],
                       balances={"USDT": 5_000.0}, check_timestamps=False)  # the test jumps its clock
     rec = receiver()
-    (tmp_path / "long.py").write_text(LONG_100X)
+    eng = sim.sim.server("okx").engine
+    t = now = sim.now_ms() - sim.now_ms() % 1000
+    p0 = eng.price(swap, now)
+    while 0.99 * p0 < eng.price(swap, t) < 1.01 * p0:  # which way the path goes 1 % first
+        t += 10_000
+        assert t - now < 10 * 86_400_000, "the price path never moved 1 %"
+    side = "buy" if eng.price(swap, t) <= 0.99 * p0 else "sell"
+    sign = 1 if side == "buy" else -1
+    (tmp_path / "long.py").write_text(OPEN_100X)
     cfg = tmp_path / "live.yaml"
     cfg.write_text(f"""exchange:
   id: okx
@@ -473,6 +484,7 @@ feed:
   backfill: 2
 strategy:
   path: long.py
+  params: {{side: {side}}}
 broker:
   mode: live
   orders_db: orders.sqlite
@@ -490,14 +502,13 @@ events:
                env={**lc.ENV, "BTCCXT_TEST_NOTIFY": rec.url}, stdin=subprocess.DEVNULL)
     run = Output(p)
     try:
-        rec.wait_for(lambda m: lines_with(m, "order filled buy BTC/USDT:USDT 0.1 @ "))
+        rec.wait_for(lambda m: lines_with(m, f"order filled {side} BTC/USDT:USDT 0.1 @ "))
         ex = make_exchange("okx", sim_url=sim.url("okx"),
                            config={"apiKey": lc.KEY, "secret": lc.SECRET, "password": lc.PASS})
         (pos,) = ex.fetch_positions([swap])
         liq = float(pos["liquidationPrice"])
-        eng = sim.sim.server("okx").engine
         t = start = sim.now_ms() - sim.now_ms() % 1000
-        while eng.price(swap, t) > liq:  # the path may stay above it for days: 10 s steps
+        while (eng.price(swap, t) - liq) * sign > 0:  # where the path reaches it: 10 s steps
             t += 10_000
             assert t - start < 10 * 86_400_000, "the price path never reached the liquidation price"
         sim.sim.clock_offset_ms += t + 2000 - sim.now_ms()
@@ -506,12 +517,13 @@ events:
         stdout, stderr = run.finish(30)
     finally:
         p.kill()
+    held = f"{sign * 0.1:+g}"
     [line] = lines_with(msgs, "LIQUIDATED")
-    assert line.startswith(f"LIQUIDATED {swap}: +0.1 -> +0 at "), line
+    assert line.startswith(f"LIQUIDATED {swap}: {held} -> +0 at "), line
     [record] = [r for r in read_events(tmp_path / "events.jsonl") if r["type"] == "position"]
     assert (record["event"], record["symbol"], record["before"], record["after"]) == \
-        ("liquidation", swap, pytest.approx(0.1), 0.0)
+        ("liquidation", swap, pytest.approx(sign * 0.1), 0.0)
     assert record["price"] > 0
-    assert f"position {swap} +0.1 -> +0 at " in stdout
+    assert f"position {swap} {held} -> +0 at " in stdout
     for text in (stdout, stderr, rec.text()):
         assert lc.KEY not in text and lc.SECRET not in text and TOKEN not in text
