@@ -5,6 +5,7 @@ and the bot never trading against a position it did not open."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -498,3 +499,46 @@ def test_a_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
     assert exchange_size(client(sim, exchange)) == 0.0
     by_cid = {o["client_id"]: o for o in sim.orders(exchange)}
     assert by_cid[out.last(st.ref).client_id]["filled"] == 0.0
+
+
+@pytest.mark.parametrize("exchange", ["okx", "binance"])
+def test_the_kill_switch_cancels_resting_swap_stops_at_the_exchange(
+        sim_factory: Any, tmp_path: Path, exchange: str) -> None:
+    """A long and its stop-loss resting as an algo order, plus a far buy stop: the kill switch
+    cancels both stops at the exchange (through the algo endpoints), the strategy is told
+    ``Canceled`` for each, and nothing is left resting."""
+    sim = swap_sim(sim_factory, exchange)
+    out = Outcome()
+    state: dict[str, Any] = {}
+
+    def act(s: Any, n: int) -> None:
+        o = s.orders
+        if "open" not in o:
+            o["open"] = s.buy(size=0.02)
+        elif done_ref(out, "open") and "loss" not in o:
+            px = s.data.close[0]
+            o["loss"] = s.sell(size=0.02, price=round(px * 0.7, 1), exectype=bt.Order.Stop)
+            o["breakout"] = s.buy(size=0.01, price=round(px * 1.3, 1), exectype=bt.Order.Stop)
+        accepted = [k for k in ("loss", "breakout")
+                    if k in o and "Accepted" in out.statuses(o[k].ref)]
+        if len(accepted) == 2 and "thread" not in state:
+            state["resting"] = [(r["type"], r["status"]) for r in sim.orders(exchange)]
+            t = threading.Thread(target=lambda: state.update(killed=s.broker.kill("test")))
+            t.start()  # from another thread, as SIGUSR1 and the kill file do
+            state["thread"] = t
+
+    def done(s: Any) -> bool:
+        return state.get("killed") is not None and all(
+            k in s.orders and "Canceled" in out.statuses(s.orders[k].ref)
+            for k in ("loss", "breakout"))
+
+    run(sim, exchange, act, done, db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
+        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
+        timeout=40)
+    assert not out.timed_out, out.notes
+    state["thread"].join(10)
+    assert state["killed"] is True
+    assert sorted(state["resting"]) == [("market", "filled"), ("stop_market", "new"),
+                                        ("stop_market", "new")]
+    assert sorted(r["status"] for r in sim.orders(exchange)) == ["canceled", "canceled", "filled"]
+    assert exchange_size(client(sim, exchange)) == pytest.approx(0.02)  # the long stays
