@@ -75,7 +75,7 @@ class _SwapState:
     warned: bool = False
     # liquidation (bt/liquidation.py)
     bars: dict[Any, int] = field(default_factory=dict)  # data -> len at its last check
-    fills: dict[Any, float] | None = None  # data -> last fill price, while a bar's orders run
+    plan: Any = None  # liquidation.Plan of the bar, while its orders run (its fills)
     owners: dict[Any, Any] = field(default_factory=dict)  # data -> owner of its last fill
     liquidations: list[tuple[str, float, float]] = field(default_factory=list)  # sym, size, px
 
@@ -127,7 +127,7 @@ def swap_broker_class(base: type) -> type:
             st.bars.clear()
             st.owners.clear()
             st.liquidations.clear()
-            st.fills = None
+            st.plan = None
             super().start()
 
         def stop(self) -> None:
@@ -153,12 +153,12 @@ def swap_broker_class(base: type) -> type:
                      **kwargs: Any) -> Any:
             if ago is not None and price is not None:
                 st = self.btccxt_swaps
-                if order.info.get("reduce_only"):
-                    return _execute_reducing(self, super()._execute, order, ago, price)
-                if st.fills is not None:
-                    st.fills[order.data] = float(price)
+                if st.plan is not None:
+                    st.plan.fill(order.data, self.positions[order.data], price)
                 if order.owner is not None:
                     st.owners[order.data] = order.owner
+                if order.info.get("reduce_only"):
+                    return _execute_reducing(self, super()._execute, order, ago, price)
             return super()._execute(order, ago, price, *args, **kwargs)
 
         def _get_value(self, datas: Any = None, lever: bool = False) -> Any:
@@ -203,16 +203,11 @@ def _execute_reducing(broker: Any, execute: Any, order: Any, ago: Any, price: fl
     """A reduce-only order fills at most up to the position against it; the rest, or all of
     it when nothing is left to reduce, is cancelled (the exchanges' rule, and the
     simulator's: okx 51169, binance -2022)."""
-    st = broker.btccxt_swaps
     held = float(broker.positions[order.data].size)
     rem = abs(float(order.executed.remsize))
     room = abs(held) if held and (held > 0) != order.isbuy() else 0.0
     tol = _TOL * max(1.0, rem)
     if room > tol:
-        if st.fills is not None:
-            st.fills[order.data] = float(price)
-        if order.owner is not None:
-            st.owners[order.data] = order.owner
         if rem <= room + tol:
             return execute(order, ago, price)
         filler = broker.p.filler

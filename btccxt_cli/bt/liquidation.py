@@ -124,6 +124,12 @@ class Plan:
     fills: dict[Any, float] = field(default_factory=dict)  # data -> last fill price this bar
     levels: dict[Any, tuple[float, bool]] = field(default_factory=dict)  # as seen before orders
 
+    def fill(self, data: Any, pos: Any, price: float) -> None:
+        """A fill of ``data`` at ``price`` is about to move ``pos`` (the broker's hook): the
+        position as the bar found it is kept at its first fill."""
+        self.before.setdefault(data, (float(pos.size), float(pos.price)))
+        self.fills[data] = float(price)
+
 
 def _new_bar(st: Any, data: Any) -> bool:
     """Has ``data`` a bar this cycle that no check has seen yet?"""
@@ -168,25 +174,30 @@ def _legs(broker: Any, st: Any, fills: dict[Any, float], before: dict[Any, tuple
         else:
             extreme = float(data.low[0] if size > 0 else data.high[0])
         start = float(data.open[0])
-        if before.get(data) != (size, entry) and data in fills:
+        if data in fills and before[data] != (size, entry):
             start = fills[data]  # it changed in this bar: from its last fill on
         (isolated if spec.margin_mode == "isolated" else cross).append(
             Leg(data, size, entry, start, extreme))
     return isolated, cross
 
 
-def _cross_base(broker: Any, st: Any) -> float:
-    """Free cash plus the cross margins: the cash less every swap's P&L marked into it, plus
-    the margins of the cross positions."""
+def _free_cash(broker: Any, st: Any) -> float:
+    """The cash less every swap's P&L backtrader marked into it (the margins are out of it)."""
     free = float(broker.cash)
     for data, pos in broker.positions.items():
-        spec = st.specs.get(data._name)
-        if spec is None or not pos.size:
-            continue
-        free -= float(pos.size) * (float(pos.adjbase) - float(pos.price))
-        if spec.margin_mode == "cross":
-            free += abs(float(pos.size)) * float(pos.price) / max(1.0, spec.leverage)
+        if pos.size and data._name in st.specs:
+            free -= float(pos.size) * (float(pos.adjbase) - float(pos.price))
     return free
+
+
+def _cross_base(broker: Any, st: Any) -> float:
+    """Free cash plus the margins of the cross positions."""
+    base = _free_cash(broker, st)
+    for data, pos in broker.positions.items():
+        spec = st.specs.get(data._name)
+        if spec is not None and pos.size and spec.margin_mode == "cross":
+            base += abs(float(pos.size)) * float(pos.price) / max(1.0, spec.leverage)
+    return base
 
 
 def _levels(broker: Any, st: Any, fills: dict[Any, float],
@@ -254,9 +265,8 @@ def _first(order: Any, level: float, at_open: bool, long: bool, o: float) -> boo
 def plan(broker: Any, st: Any) -> Plan:
     """Before backtrader matches the bar's orders: hold back the orders of each position the
     bar liquidates that would fill after it (out of ``broker.pending``)."""
-    p = Plan(before={d: (float(pos.size), float(pos.price))
-                     for d, pos in broker.positions.items() if pos.size and d._name in st.specs})
-    st.fills = p.fills
+    p = Plan()
+    st.plan = p
     levels = _levels(broker, st, p.fills, p.before)
     p.levels = levels
     if not levels:
@@ -265,7 +275,7 @@ def plan(broker: Any, st: Any) -> Plan:
     for order in list(broker.pending):
         lv = levels.get(order.data)
         if lv is not None and order.alive() and order.active():
-            size, _ = p.before[order.data]
+            size = broker.positions[order.data].size  # no order of the bar has run yet
             if not _first(order, lv[0], lv[1], size > 0, float(order.data.open[0])):
                 p.held.append(order)
                 continue
@@ -279,7 +289,7 @@ def plan(broker: Any, st: Any) -> Plan:
 def settle(broker: Any, st: Any, p: Plan) -> None:
     """After backtrader matched the bar's orders: liquidate what the bar still takes below its
     maintenance margin; cancel its held-back orders, or match them now when it is safe."""
-    st.fills = None
+    st.plan = None
     # no fill in this bar: the positions are as they were, and so are the liquidations
     levels = _levels(broker, st, p.fills, p.before) if p.fills or p.held else p.levels
     touched = set()
@@ -375,10 +385,7 @@ def estimate(broker: Any, st: Any, data: Any) -> float | None:
 
 def _floor_cross_cash(broker: Any, st: Any) -> None:
     """A cross liquidation leaves the free cash at zero at worst."""
-    free = float(broker.cash)
-    for data, pos in broker.positions.items():
-        if data._name in st.specs and pos.size:
-            free -= float(pos.size) * (float(pos.adjbase) - float(pos.price))
+    free = _free_cash(broker, st)
     if free < 0:
         broker.cash -= free
 
