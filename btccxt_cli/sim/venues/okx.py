@@ -129,6 +129,10 @@ class OkxVenue(Venue):
         spec = self.specs[symbol]
         return 10.0 ** -(spec.contract_value_decimals or 0) if spec.is_swap else 1.0
 
+    def inst_type(self, symbol: str) -> str:
+        """okx's ``instType`` of ``symbol``: SWAP or SPOT."""
+        return "SWAP" if self.specs[symbol].is_swap else "SPOT"
+
     def contracts(self, symbol: str, base: float) -> float:
         """A base amount in okx's size unit: contracts for swaps, base for spot."""
         spec = self.specs[symbol]

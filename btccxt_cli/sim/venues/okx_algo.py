@@ -173,7 +173,7 @@ class AlgoBook:
             "chaseType": "", "chaseVal": "", "clOrdId": a.client_id, "closeFraction": "",
             # the order it placed failed: nothing to reduce (reduce-only), or funds
             "failCode": ("51169" if o.reduce_only else "51008") if state == "order_failed" else "", "instId": self.venue.inst_id(o.symbol),
-            "instType": "SWAP" if swap else "SPOT", "isTradeBorrowMode": "",
+            "instType": self.venue.inst_type(o.symbol), "isTradeBorrowMode": "",
             "last": num(eng.price(o.symbol, now)), "lever": num(lever) if swap else "", "linkedOrd": {"ordId": ""}, "maxChaseType": "", "maxChaseVal": "",
             "moveTriggerPx": "", "notionalUsd": "", "ordId": str(o.id) if effective else "",
             "ordIdList": [str(o.id)] if effective else [], "ordPx": "" if cond else px,
@@ -384,9 +384,9 @@ class AlgoBook:
         rows = []
         for a in reversed(self.algos.values()):
             o = eng.orders[a.order_id]
-            kind = "SWAP" if self.venue.specs[o.symbol].is_swap else "SPOT"
             if (a.key == key and a.ord_type in types and self.algo_state(o) in states
-                    and (symbol is None or o.symbol == symbol) and wanted in (None, kind)
+                    and (symbol is None or o.symbol == symbol)
+                    and wanted in (None, self.venue.inst_type(o.symbol))
                     and (not algo_id or a.algo_id == int(algo_id)) and (not cid or a.client_id == cid)
                     and (not after or a.algo_id < int(after)) and (not before or a.algo_id > int(before))):
                 rows.append(self.algo_json(a, now))

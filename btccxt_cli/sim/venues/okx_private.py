@@ -83,13 +83,10 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
     def engine() -> Engine:
         return server.engine
 
-    def inst_type(symbol: str) -> str:
-        return "SWAP" if venue.specs[symbol].is_swap else "SPOT"
-
     def of_type(symbol: str, params: dict[str, Any]) -> bool:
         """The order or fill of ``symbol`` is of the asked ``instType`` (all when none is)."""
         wanted = params.get("instType")
-        return wanted in (None, "") or wanted == inst_type(symbol)
+        return wanted in (None, "") or wanted == venue.inst_type(symbol)
 
     def order_json(o: SimOrder) -> dict[str, Any]:
         spec = venue.specs[o.symbol]
@@ -113,7 +110,7 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
             "feeCcy": o.fee_asset or (spec.base if o.side == "buy" else spec.quote),
             "fillPx": num(last.price) if last else "", "fillSz": num(sz(last.qty)) if last else "0",
             "fillTime": str(last.time_ms) if last else "", "instId": venue.inst_id(o.symbol),
-            "instType": inst_type(o.symbol), "isTpLimit": "false",
+            "instType": venue.inst_type(o.symbol), "isTpLimit": "false",
             "lever": num(lever) if swap else "", "linkedAlgoOrd": {"algoId": ""},
             "ordId": str(o.id), "ordType": REGULAR_TYPE.get(o.type, o.type),
             "pnl": num(sum(f.pnl for f in o.fills)), "posSide": o.pos_side,
@@ -137,7 +134,7 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
         return {"side": f.side, "fillSz": num(venue.contracts(f.symbol, f.qty)), "fillPx": num(f.price),
                 "fillPxVol": "",
                 "fillFwdPx": "", "fee": num(-f.fee), "fillPnl": num(f.pnl), "ordId": str(f.order_id),
-                "feeRate": num(-f.fee_rate), "instType": inst_type(f.symbol), "fillPxUsd": "",
+                "feeRate": num(-f.fee_rate), "instType": venue.inst_type(f.symbol), "fillPxUsd": "",
                 "instId": venue.inst_id(f.symbol),
                 "posSide": o.pos_side if (o := engine().orders.get(f.order_id)) else "net",
                 "clOrdId": a.client_id if (a := book.algo_of.get(f.order_id)) else f.client_id,

@@ -311,7 +311,7 @@ class OkxPrivateWs:
             "fillPnl": _num(f.pnl) if f else "0", "fillPx": _num(f.price) if f else "",
             "fillPxUsd": "", "fillPxVol": "", "fillSz": _num(sz(f.qty)) if f else "0",
             "fillTime": str(f.time_ms) if f else "", "instId": self.venue.inst_id(o.symbol),
-            "instType": "SWAP" if swap else "SPOT", "isTpLimit": "false",
+            "instType": self.venue.inst_type(o.symbol), "isTpLimit": "false",
             "lastPx": _num(f.price) if f else "", "lever": _num(lever) if swap else "",
             "linkedAlgoOrd": {"algoId": ""}, "msg": "", "notionalUsd": "",
             "ordId": str(o.id), "ordType": _ORD_TYPE[o.type],
