@@ -14,6 +14,7 @@ import pytest
 
 from btccxt_cli.exchange.factory import make_exchange
 from tests.integration.test_broker import KEYS, Outcome, Scripted, run
+from tests.integration.test_broker_stops import _rows
 
 pytestmark = pytest.mark.live
 
@@ -395,14 +396,21 @@ def _stop_ended(out: Outcome) -> Any:
     return done
 
 
-def _order_rows(db: Path) -> list[dict[str, Any]]:
-    from btccxt_cli.cache.orders import OrderStore
+def _guard(s: Any, plan: dict[str, Any], size: float, kind: str = "stop") -> None:
+    """The stop-loss of the position ``_guarded`` opened (a stop-limit's limit 1 % beyond)."""
+    fn = s.sell if plan["side"] == "sell" else s.buy
+    if kind == "stop":
+        s.orders["stop"] = fn(size=size, price=plan["stop"], exectype=bt.Order.Stop)
+    else:
+        plan["limit"] = round(plan["stop"] * (0.99 if plan["side"] == "sell" else 1.01), 1)
+        s.orders["stop"] = fn(size=size, price=plan["stop"], plimit=plan["limit"],
+                              exectype=bt.Order.StopLimit)
 
-    store = OrderStore(db)
-    try:
-        return list(store.dump()["orders"])
-    finally:
-        store.close()
+
+def _run_3x(sim: Any, exchange: str, act: Any, done: Any, db: Path, out: Outcome) -> None:
+    """A run on the swap at 3x isolated."""
+    run(sim, exchange, act, done, db=db, out=out, symbol=SWAP, data_kw=data_kw(exchange),
+        broker_kw={"leverage": 3, "margin_mode": "isolated"}, timeout=40)
 
 
 @pytest.mark.parametrize("exchange", ["okx", "binance"])
@@ -422,13 +430,7 @@ def test_a_swap_stop_loss_rests_then_closes_the_position_it_guards(
         if "open" not in o:
             _guarded(s, sim, plan, 0.03)
         elif done_ref(out, "open") and "stop" not in o:
-            fn = s.sell if plan["side"] == "sell" else s.buy
-            if kind == "stop":
-                o["stop"] = fn(size=0.03, price=plan["stop"], exectype=bt.Order.Stop)
-            else:
-                plan["limit"] = round(plan["stop"] * (0.99 if plan["side"] == "sell" else 1.01), 1)
-                o["stop"] = fn(size=0.03, price=plan["stop"], plimit=plan["limit"],
-                               exectype=bt.Order.StopLimit)
+            _guard(s, plan, 0.03, kind)
         st = o.get("stop")
         if st is not None and "jumped" not in plan and "Accepted" in out.statuses(st.ref):
             plan["resting"] = [(r["type"], r["status"]) for r in sim.orders(exchange)]
@@ -436,9 +438,7 @@ def test_a_swap_stop_loss_rests_then_closes_the_position_it_guards(
             _jump(sim, plan)
 
     db = tmp_path / "o.sqlite"
-    run(sim, exchange, act, _stop_ended(out), db=db, out=out, symbol=SWAP,
-        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
-        timeout=40)
+    _run_3x(sim, exchange, act, _stop_ended(out), db, out)
     assert not out.timed_out, out.notes
     s, br = out.strategy, out.broker
     st = s.orders["stop"]
@@ -458,7 +458,7 @@ def test_a_swap_stop_loss_rests_then_closes_the_position_it_guards(
     guard = by_cid[last.client_id]
     assert guard["status"] == "filled" and guard["reduce_only"] is True
     assert guard["amount"] == pytest.approx(0.03)  # okx: 3 contracts of 0.01 BTC
-    rows = {r["client_id"]: r for r in _order_rows(db)}
+    rows = {r["client_id"]: r for r in _rows(db)["orders"]}
     assert rows[last.client_id]["status"] == "closed"
     assert not str(rows[last.client_id]["exchange_id"]).startswith("algo:")
 
@@ -480,16 +480,13 @@ def test_a_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
         if "open" not in o:
             _guarded(s, sim, plan, 0.02)
         elif done_ref(out, "open") and "stop" not in o:
-            fn = s.sell if plan["side"] == "sell" else s.buy
-            o["stop"] = fn(size=0.02, price=plan["stop"], exectype=bt.Order.Stop)
+            _guard(s, plan, 0.02)
         elif "stop" in o and "Accepted" in out.statuses(o["stop"].ref) and "close" not in o:
             o["close"] = s.close()
         elif done_ref(out, "close") and "jumped" not in plan:
             _jump(sim, plan)
 
-    run(sim, exchange, act, _stop_ended(out), db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
-        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
-        timeout=40)
+    _run_3x(sim, exchange, act, _stop_ended(out), tmp_path / "o.sqlite", out)
     assert not out.timed_out, out.notes
     s = out.strategy
     st = s.orders["stop"]
@@ -532,9 +529,7 @@ def test_the_kill_switch_cancels_resting_swap_stops_at_the_exchange(
             k in s.orders and "Canceled" in out.statuses(s.orders[k].ref)
             for k in ("loss", "breakout"))
 
-    run(sim, exchange, act, done, db=tmp_path / "o.sqlite", out=out, symbol=SWAP,
-        data_kw=data_kw(exchange), broker_kw={"leverage": 3, "margin_mode": "isolated"},
-        timeout=40)
+    _run_3x(sim, exchange, act, done, tmp_path / "o.sqlite", out)
     assert not out.timed_out, out.notes
     state["thread"].join(10)
     assert state["killed"] is True
