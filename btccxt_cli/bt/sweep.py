@@ -9,9 +9,9 @@ looking (binance -1007 says so). So a verdict reached on "not found" (``Rejected
   looked up by client order id (or its id) with a backoff (``WATCH_FIRST`` s doubling to
   ``WATCH_MAX``), and a push of it revives it;
 * a **sweep** at start and every ``sweep_interval`` seconds reads the exchange's open orders of
-  the broker's symbols (and its resting algo stop orders: okx, binance USD-M swaps), and while
-  orders are watched its recent trades, for client order ids of this database and run scope
-  that are no longer tracked;
+  the broker's symbols (and their resting algo stop orders, okx and binance USD-M swaps, where a
+  stop was given up), and while orders are watched its recent trades, for client order ids of
+  this database and run scope that are no longer tracked;
 * an order found again is **revived**: tracked again, stored with the exchange's status, and
   handed to the strategy as an adopted order (``order.info.late = True``) with its fills, so a
   late fill is told as it happened and the bot's position follows it.
@@ -130,6 +130,9 @@ class Watch:
         self._next_sweep = sync.clock.monotonic() + self.sweep_interval
         events: list[Event] = []
         symbols = dict.fromkeys([*sync.symbols, *(t.rec.symbol for t in self.watched.values())])
+        # stops resting as algo orders are listed apart: read only where a stop was given up
+        stops = {r.symbol for r in await sync._db(sync.db.given_up, sync.account, sync.scope, 0)
+                 if r.type in ("stop_market", "stop_limit") and sync.algo_stops(r.symbol)}
         for symbol in symbols:
             try:
                 open_orders = await sync._ex.fetch_open_orders(symbol)
@@ -138,7 +141,7 @@ class Watch:
                 continue
             for order in open_orders:
                 events += await self._found(in_base(order, sync._ex.markets or {}), "the open orders")
-            if sync.algo_stops(symbol):  # stops resting as algo orders: a list of their own
+            if symbol in stops:
                 events += await self._algo_orders(symbol)
             if self.watched:
                 events += await self._trades(symbol)
