@@ -351,8 +351,9 @@ def main() -> None:
               f"{platform.python_version()}: {args.symbols} symbols of 1s bars, {args.runners} {kind} "
               f"runners ({sizes[0]}..{sizes[-1]} symbols each) + 1 direct runner (20 symbols), "
               f"{args.seconds:.0f} s; {time.strftime('%H:%M', time.gmtime())} UTC")
-        print(f"exchange WebSocket connections: {stats['ws_connections_total']} "
-              "(the hub's and the direct runner's)")
+        whose = ("each runner's and the direct runner's" if args.runners_direct
+                 else "the hub's and the direct runner's")
+        print(f"exchange WebSocket connections: {stats['ws_connections_total']} ({whose})")
         for name, xs in (("hub runners", hub_lat), ("direct runner", direct)):
             if xs:
                 print(f"{name:<14} close->next() p50 {statistics.median(xs):7.2f} ms  "
