@@ -5,6 +5,7 @@ checked against the market, the order kinds, the limits and the bot's own positi
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 from dataclasses import replace
@@ -43,6 +44,14 @@ class BrokerOrders:
             self._notify(order)
             return order
         assert self.db is not None and self.sync is not None
+        expires = self._expiry_ms(order)
+        if expires is not None and expires <= self._exchange_ms():
+            # as backtrader's own broker does at the next bar: it expires before it can fill
+            logger.info("order not sent: its valid= time had passed")
+            order.addinfo(reason="expired before it was sent: its valid= time had passed")
+            order.status = Order.Expired
+            self._notify(order)
+            return order
         symbol = self._symbol(order.data)
         seq = self.db.next_seq(self.run_id)
         cid = f"bx{self.run_id}{seq:05d}"
@@ -51,7 +60,8 @@ class BrokerOrders:
         rec = OrderRecord(client_id=cid, account=self.account, run_id=self.run_id, seq=seq,
                           symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
                           amount=abs(float(order.created.size)), price=price, stop_price=stop,
-                          status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope)
+                          status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope,
+                          expires_ms=expires)
         # a swap order that only takes the bot's position towards zero goes reduce-only
         extra = {"reduceOnly": True} if is_contract(self._markets.get(symbol)) and \
             self.swaps.reduce_only(symbol, rec.side, rec.amount, self.positions, self._open_rest()) else {}
@@ -63,6 +73,21 @@ class BrokerOrders:
         self._open_count += 1
         self.sync.send("create", replace(rec), extra)  # the worker owns its copy
         return order
+
+    @staticmethod
+    def _expiry_ms(order: Order) -> int | None:
+        """``valid=`` as exchange time in ms (backtrader stores it as a UTC date number);
+        None for good till cancelled. Market orders never expire, as in backtrader."""
+        if not order.valid or order.exectype in (Order.Market, Order.Close, None):
+            return None
+        from backtrader.utils.dateintern import num2date
+
+        dt = num2date(float(order.valid)).replace(tzinfo=datetime.timezone.utc)
+        return int(round(dt.timestamp() * 1000))
+
+    def _exchange_ms(self) -> int:
+        now = getattr(self.store, "exchange_now_ms", None)
+        return int(now()) if now is not None else self.clock.time_ms()
 
     def _kind(self, order: Order) -> tuple[str, float | None, float | None]:
         et = order.exectype
@@ -103,8 +128,6 @@ class BrokerOrders:
         if et in (Order.Stop, Order.StopLimit) and self.store.exchange_id not in STOP_ORDER_EXCHANGES:
             return (f"{order.getordername()} orders are not supported on {self.store.exchange_id} "
                     "by the live broker (use a limit order, or watch the stop in the strategy)")
-        if order.valid is not None:
-            return "order expiry (valid=) is not supported: live orders are good till cancelled"
         size = abs(float(order.created.size))
         if not size or math.isnan(size):
             return "the order size must be > 0"

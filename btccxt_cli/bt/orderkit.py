@@ -17,7 +17,7 @@ from btccxt_cli.log import redact
 
 __all__ = ["Event", "exchange_message", "reset_binance_login", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
            "UPDATE_MODES", "ALGO_STOP_EXCHANGES", "ALGO_SWAP_STOP_EXCHANGES", "AUTH_TIMEOUT",
-           "LOST_AFTER_MISSES", "algo_state"]
+           "LOST_AFTER_MISSES", "algo_state", "EXPIRY_REASON"]
 
 logger = logging.getLogger("btccxt_cli.bt.ordersync")
 
@@ -29,6 +29,10 @@ _FINAL = {"closed": "closed", "canceled": "canceled", "cancelled": "canceled",
           "expired": "expired", "rejected": "rejected"}
 
 _VIA_LOG_MAX = 1000
+
+#: the reason stored with an order the broker cancels because its ``valid=`` passed; a cancel
+#: the exchange confirms for an order with this reason is stored ``expired``
+EXPIRY_REASON = "expired: its valid= time passed"
 
 #: exchanges whose order stream (ccxt.pro ``watch_orders``) is tested against the simulator;
 #: ``updates="auto"`` uses WebSocket updates on these and REST polling elsewhere

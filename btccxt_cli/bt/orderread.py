@@ -18,6 +18,7 @@ from btccxt_cli.bt.orderkit import (
     _MISS_WAIT_MAX,
     ALGO_STOP_EXCHANGES,
     ALGO_SWAP_STOP_EXCHANGES,
+    EXPIRY_REASON,
     LOST_AFTER_MISSES,
     Event,
     _is_algo,
@@ -120,7 +121,12 @@ class OrderReads:
         if filled > t.traded + tol:
             events += await self._fills(t)
         new_status = _FINAL.get(status, "open")
-        changed = {"filled": filled, "cost": float(order.get("cost") or 0.0)}
+        changed: dict[str, Any] = {"filled": filled, "cost": float(order.get("cost") or 0.0)}
+        if rec.reason == EXPIRY_REASON:  # we cancelled it at its valid= time
+            if new_status == "canceled":
+                new_status = "expired"
+            elif new_status == "closed":  # it filled before the cancel landed
+                changed["reason"] = None
         fee = order.get("fee") or {}
         if fee.get("cost") is not None:
             changed.update(fee=float(fee["cost"]), fee_currency=fee.get("currency"))

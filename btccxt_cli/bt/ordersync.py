@@ -338,6 +338,9 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
         while True:
             try:
                 timeout = max(0.0, self._next_poll - self._wall())
+                expiry = self._expiry_wait()  # an order's valid= passes before the next poll
+                if expiry is not None:
+                    timeout = min(timeout, expiry)
                 if not self._queue.empty():  # commands first: a poll that is always due (it
                     cmd = self._queue.get_nowait()  # takes longer than its interval) must not
                 else:  # starve them (wait_for with timeout 0 never takes a queued item)
@@ -350,6 +353,8 @@ class OrderSync(OrderStream, OrderWrites, OrderReads):
                     # drain what else is queued (each once, in order)
                     while not self._queue.empty():
                         await self._command(self._queue.get_nowait())
+                if self._expiry_wait() == 0.0:
+                    await self._emit(await self._expire_due())
                 if self._wall() >= self._next_poll:
                     await self._poll()
                 elif self._balance_due:  # something traded: cash and positions now

@@ -13,6 +13,7 @@ from btccxt_cli.bt.adoption import copy as _copy
 from btccxt_cli.bt.orderkit import (
     _ALGO,
     CCXT_TYPES,
+    EXPIRY_REASON,
     Event,
     _is_algo,
     _status_unknown,
@@ -162,6 +163,37 @@ class OrderWrites:
                            exchange_message(exc))
             return []
         return await self._refresh(t)
+
+    # ------------------------------------------------------------------ expiry (valid=)
+    def _exchange_ms(self) -> int:
+        """Now on the exchange's clock (the store's estimate; the broker clock without one)."""
+        now = getattr(self.store, "exchange_now_ms", None)
+        return int(now()) if now is not None else self.clock.time_ms()
+
+    def _expiry_wait(self) -> float | None:
+        """Seconds until the next order's ``valid=`` passes (None: no order expires)."""
+        due = [t.rec.expires_ms for t in self.tracked.values()
+               if t.rec.expires_ms is not None and not t.cancel_requested]
+        return max(0.0, (min(due) - self._exchange_ms()) / 1000.0) if due else None
+
+    async def _expire_due(self) -> list[Event]:
+        """Cancel every order whose ``valid=`` time has passed on the exchange's clock. The
+        reason is stored first, so the confirmed cancel is stored ``expired`` (the strategy
+        gets ``Expired``), also when the confirmation comes after a restart. A fill before
+        the cancel lands is told as usual; a cancel that fails is sent again on the next poll."""
+        now = self._exchange_ms()
+        events: list[Event] = []
+        for t in list(self.tracked.values()):
+            rec = t.rec
+            if rec.expires_ms is None or t.cancel_requested or now < rec.expires_ms or \
+                    rec.client_id not in self.tracked:
+                continue
+            logger.info("order %s: its valid= time passed (%d ms ago); cancelling it", rec.client_id,
+                        now - rec.expires_ms)
+            self._update(t, reason=EXPIRY_REASON)
+            t.cancel_requested = True
+            events += await self._cancel(t)
+        return events
 
     async def cancel_all(self) -> tuple[list[Event], list[str]]:
         """Cancel every order this worker tracks (the kill switch), all at once (ccxt's rate

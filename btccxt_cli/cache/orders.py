@@ -15,7 +15,8 @@ Schema (created on first open)::
     orders(client_id TEXT PRIMARY KEY, account TEXT, run_id TEXT, seq INTEGER, symbol TEXT,
            side TEXT, type TEXT, amount REAL, price REAL, stop_price REAL, exchange_id TEXT,
            status TEXT, filled REAL, cost REAL, fee REAL, fee_currency TEXT, reason TEXT,
-           created_ms INTEGER, updated_ms INTEGER, notified INTEGER, scope TEXT)
+           created_ms INTEGER, updated_ms INTEGER, notified INTEGER, scope TEXT,
+           expires_ms INTEGER)
     fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
           PRIMARY KEY(account, client_id, trade_id))
@@ -36,7 +37,7 @@ is the run scope (``broker.run_scope``): a run adopts only the orders of its own
 written before scopes existed say ``''`` and are claimed by the first run that starts). Order
 statuses: ``pending`` (written, not yet sent), ``sending``, ``unknown`` (the create call failed
 in a way that does not say whether the exchange got it), ``open``, ``closed`` (filled),
-``canceled``, ``expired``, ``rejected``. The first five are *live*.
+``canceled``, ``expired``, ``rejected``. The first four are *live*.
 
 One connection shared by threads under a lock (WAL, ``synchronous=NORMAL``). Must not import
 ccxt, backtrader, typer or rich.
@@ -190,6 +191,9 @@ class OrderRecord:
     reason: str | None = None
     notified: bool = False  # the strategy was told its final status
     scope: str = ""  # the run scope that placed it (broker.run_scope)
+    #: the exchange time (ms) at which the broker cancels it as expired (backtrader's
+    #: ``valid=``); None: good till cancelled
+    expires_ms: int | None = None
 
     @property
     def live(self) -> bool:
@@ -274,6 +278,8 @@ class OrderStore:
                 self._db.execute("ALTER TABLE orders ADD COLUMN notified INTEGER NOT NULL DEFAULT 1")
             if "scope" not in cols:  # rows of older files: claimed by the first run to start
                 self._db.execute("ALTER TABLE orders ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+            if "expires_ms" not in cols:  # rows of older files: good till cancelled
+                self._db.execute("ALTER TABLE orders ADD COLUMN expires_ms INTEGER")
             self._key_fills_by_order()
 
     def _key_fills_by_order(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,22 @@ def test_orders_of_a_file_without_scopes_are_claimed_by_the_first_run(tmp_path: 
         assert db.claim_unscoped(ACCOUNT, "mine") == 1
         assert [r.client_id for r in db.live_orders(ACCOUNT, "mine")] == ["bxold"]
         assert db.claim_unscoped(ACCOUNT, "other") == 0
+
+
+def test_orders_of_a_file_without_expiries_are_good_till_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with OrderStore(path) as db:
+        db.insert_order(order("bxold", "a"))
+    con = sqlite3.connect(path)  # a file written before valid= expiries: no column
+    con.execute("ALTER TABLE orders DROP COLUMN expires_ms")
+    con.commit()
+    con.close()
+    with OrderStore(path) as db:
+        (old,) = db.live_orders(ACCOUNT, "a")
+        assert old.expires_ms is None
+        db.insert_order(replace(order("bxnew", "a"), expires_ms=1_700_000_000_000))
+        assert {r.client_id: r.expires_ms for r in db.live_orders(ACCOUNT, "a")} == \
+            {"bxold": None, "bxnew": 1_700_000_000_000}
 
 
 def test_a_second_live_run_on_the_same_scope_is_refused_naming_the_first(tmp_path: Path) -> None:
