@@ -167,11 +167,14 @@ class BrokerEvents:
     def _adopted_order(self, rec: OrderRecord, data: Any) -> Order:
         cls = BuyOrder if rec.side == "buy" else SellOrder
         et = {"market": Order.Market, "limit": Order.Limit, "stop_market": Order.Stop,
-              "stop_limit": Order.StopLimit}[rec.type]
+              "stop_limit": Order.StopLimit, "trailing_stop": Order.Stop}[rec.type]
         # simulated=True builds the order without reading the data's current bar
         order = cls(owner=None, data=data, size=rec.amount, price=rec.stop_price or rec.price,
                     pricelimit=rec.price if rec.type == "stop_limit" else None, exectype=et,
                     simulated=True)
+        if rec.type == "trailing_stop":  # built as a stop: backtrader's own trailing needs a
+            order.exectype = Order.StopTrail  # price to trail from, which the exchange keeps
+            order.p.trailpercent = order.created.trailpercent = rec.trail
         order.p.simulated = False  # but the strategy must be notified like any order
         order.addcomminfo(self.getcommissioninfo(data))
         order.addinfo(client_id=rec.client_id, adopted=True, run_id=rec.run_id)

@@ -25,6 +25,8 @@ STOP_ORDER_EXCHANGES = ("binance", "okx")
 #: exchanges whose swap stops the live broker sends: algo orders (okx; binance USD-M's Algo
 #: Service)
 SWAP_STOP_EXCHANGES = ("binance", "okx")
+#: exchanges whose trailing stops the live broker sends (swaps: okx only)
+TRAIL_EXCHANGES = ("binance", "okx")
 
 
 class BrokerOrders:
@@ -56,12 +58,13 @@ class BrokerOrders:
         seq = self.db.next_seq(self.run_id)
         cid = f"bx{self.run_id}{seq:05d}"
         kind, price, stop = self._kind(order)
+        trail = float(order.trailpercent) if kind == "trailing_stop" else None
         now = self.clock.time_ms()
         rec = OrderRecord(client_id=cid, account=self.account, run_id=self.run_id, seq=seq,
                           symbol=symbol, side="buy" if order.isbuy() else "sell", type=kind,
                           amount=abs(float(order.created.size)), price=price, stop_price=stop,
                           status="pending", created_ms=now, updated_ms=now, scope=self.p.run_scope,
-                          expires_ms=expires)
+                          expires_ms=expires, trail=trail)
         # a swap order that only takes the bot's position towards zero goes reduce-only
         extra = {"reduceOnly": True} if is_contract(self._markets.get(symbol)) and \
             self.swaps.reduce_only(symbol, rec.side, rec.amount, self.positions, self._open_rest()) else {}
@@ -97,6 +100,8 @@ class BrokerOrders:
             return "limit", float(order.created.price), None
         if et == Order.Stop:
             return "stop_market", None, float(order.created.price)
+        if et == Order.StopTrail:  # the exchange trails it (``_refuse``: by percent only)
+            return "trailing_stop", None, None
         return "stop_limit", float(order.created.pricelimit), float(order.created.price)
 
     def _refuse(self, order: Order, oco: Any) -> str | None:
@@ -123,7 +128,11 @@ class BrokerOrders:
         if oco is not None or order.parent is not None or not order.transmit:
             return "OCO and bracket orders are not supported by the live broker"
         et = order.exectype
-        if et in (Order.StopTrail, Order.StopTrailLimit, Order.Historical):
+        if et == Order.StopTrail:
+            reason = self._refuse_trail(order, swap)
+            if reason is not None:
+                return reason
+        elif et in (Order.StopTrailLimit, Order.Historical):
             return f"{order.getordername()} orders are not supported by the live broker"
         if et in (Order.Stop, Order.StopLimit) and self.store.exchange_id not in STOP_ORDER_EXCHANGES:
             return (f"{order.getordername()} orders are not supported on {self.store.exchange_id} "
@@ -144,6 +153,29 @@ class BrokerOrders:
             return self.swaps.refuse(symbol, side, size, px, self.positions, self.limits,
                                      self._open_rest())
         return self.positions.refuse(symbol, side, size, px, self.limits, self._open_rest())
+
+    def _refuse_trail(self, order: Order, swap: bool) -> str | None:
+        """Why a trailing stop (``Order.StopTrail``) may not be sent. The exchange trails it
+        from its own last price, by a percentage: binance spot (``STOP_LOSS`` with
+        ``trailingDelta``), okx spot and swaps (``move_order_stop`` algo orders)."""
+        ex = self.store.exchange_id
+        where = "binance spot, okx spot and okx swaps"
+        if ex not in TRAIL_EXCHANGES or (swap and ex != "okx"):
+            return (f"trailing stops are supported on {where} only by the live broker (use a "
+                    "stop order and move it from the strategy)")
+        if order.trailamount:
+            return ("trailing stops trail by a percentage on the exchange: use trailpercent= "
+                    "instead of trailamount=")
+        pct = float(order.trailpercent or 0.0)
+        if not 0.0 < pct < 1.0:
+            return "a trailing stop needs trailpercent= between 0 and 1 (0.02 trails by 2 %)"
+        if order.p.price is not None:
+            return ("a live trailing stop trails from the exchange's last price: leave price= "
+                    "out")
+        if ex == "binance" and abs(pct * 10_000 - round(pct * 10_000)) > 1e-6:
+            return (f"binance trails in whole basis points (0.0001): trailpercent={pct:g} is "
+                    "not one")
+        return None
 
     def _open_rest(self) -> list[tuple[str, str, float]]:
         """What every open order has yet to fill (its amount less the fills already in the

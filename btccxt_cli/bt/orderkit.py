@@ -17,13 +17,17 @@ from btccxt_cli.log import redact
 
 __all__ = ["Event", "exchange_message", "reset_binance_login", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
            "UPDATE_MODES", "ALGO_STOP_EXCHANGES", "ALGO_SWAP_STOP_EXCHANGES", "AUTH_TIMEOUT",
-           "LOST_AFTER_MISSES", "algo_state", "EXPIRY_REASON"]
+           "LOST_AFTER_MISSES", "algo_state", "EXPIRY_REASON", "STOP_TYPES",
+           "trail_param"]
 
 logger = logging.getLogger("btccxt_cli.bt.ordersync")
 
 #: our order type -> (ccxt type, needs a trigger price)
 CCXT_TYPES = {"market": ("market", False), "limit": ("limit", False),
-              "stop_market": ("market", True), "stop_limit": ("limit", True)}
+              "stop_market": ("market", True), "stop_limit": ("limit", True),
+              "trailing_stop": ("market", False)}
+#: our order types the exchange holds until a trigger (okx: as algo orders)
+STOP_TYPES = ("stop_market", "stop_limit", "trailing_stop")
 
 _FINAL = {"closed": "closed", "canceled": "canceled", "cancelled": "canceled",
           "expired": "expired", "rejected": "rejected"}
@@ -175,6 +179,12 @@ def _prime_balance_cache(ex: Any) -> None:
     balance = getattr(ex, "balance", None)
     if getattr(ex, "id", "") == "binance" and isinstance(balance, dict) and "spot" not in balance:
         balance["spot"] = {}
+
+def trail_param(trail: float) -> str:
+    """ccxt's ``trailingPercent`` for a trail (a fraction): a plain decimal, no float noise
+    (binance takes whole basis points, ``0.003`` -> ``"0.3"`` -> 30)."""
+    return format(round(trail * 100, 8), "f").rstrip("0").rstrip(".")
+
 
 def _is_algo(rec: OrderRecord) -> bool:
     return bool(rec.exchange_id and rec.exchange_id.startswith(_ALGO))

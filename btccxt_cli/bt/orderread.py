@@ -20,6 +20,7 @@ from btccxt_cli.bt.orderkit import (
     ALGO_SWAP_STOP_EXCHANGES,
     EXPIRY_REASON,
     LOST_AFTER_MISSES,
+    STOP_TYPES,
     Event,
     _is_algo,
     _order_id,
@@ -151,7 +152,7 @@ class OrderReads:
         return amount_tolerance(market, getattr(self._ex, "precisionMode", None), rec.amount)
 
     def _algo_stop(self, rec: OrderRecord) -> bool:
-        return rec.type in ("stop_market", "stop_limit") and self.algo_stops(rec.symbol)
+        return rec.type in STOP_TYPES and self.algo_stops(rec.symbol)
 
     def algo_stops(self, symbol: str) -> bool:
         """Are stop orders of ``symbol`` algo orders (ids of their own, read with

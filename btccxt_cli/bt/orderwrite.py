@@ -19,6 +19,7 @@ from btccxt_cli.bt.orderkit import (
     _status_unknown,
     _Tracked,
     exchange_message,
+    trail_param,
 )
 from btccxt_cli.cache.orders import OrderRecord
 
@@ -44,6 +45,10 @@ class OrderWrites:
         params: dict[str, Any] = {"clientOrderId": rec.client_id, **(extra or {})}
         if trigger:
             params["stopLossPrice"] = rec.stop_price
+        if rec.trail is not None:  # okx: a move_order_stop algo order; binance: STOP_LOSS
+            params["trailingPercent"] = trail_param(rec.trail)  # with trailingDelta
+            if self.store.exchange_id == "binance":
+                params["stopLossOrTakeProfit"] = "stopLoss"
         market = (self._ex.markets or {}).get(rec.symbol)
         cs = derivs.contract_size(market)  # swaps: the exchange counts contracts
         if derivs.is_contract(market) and self.store.exchange_id == "okx":

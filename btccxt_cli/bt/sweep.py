@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from btccxt_cli.bt.adoption import copy as _copy
 from btccxt_cli.bt.derivs import in_base
-from btccxt_cli.bt.orderkit import Event, _Tracked
+from btccxt_cli.bt.orderkit import STOP_TYPES, Event, _Tracked
 
 if TYPE_CHECKING:
     from btccxt_cli.bt.ordersync import OrderSync
@@ -131,8 +131,10 @@ class Watch:
         events: list[Event] = []
         symbols = dict.fromkeys([*sync.symbols, *(t.rec.symbol for t in self.watched.values())])
         # stops resting as algo orders are listed apart: read only where a stop was given up
-        stops = {r.symbol for r in await sync._db(sync.db.given_up, sync.account, sync.scope, 0)
-                 if r.type in ("stop_market", "stop_limit") and sync.algo_stops(r.symbol)}
+        stops: dict[str, set[str]] = {}  # symbol -> our stop types given up there
+        for r in await sync._db(sync.db.given_up, sync.account, sync.scope, 0):
+            if r.type in STOP_TYPES and sync.algo_stops(r.symbol):
+                stops.setdefault(r.symbol, set()).add(r.type)
         for symbol in symbols:
             try:
                 open_orders = await sync._ex.fetch_open_orders(symbol)
@@ -142,26 +144,30 @@ class Watch:
             for order in open_orders:
                 events += await self._found(in_base(order, sync._ex.markets or {}), "the open orders")
             if symbol in stops:
-                events += await self._algo_orders(symbol)
+                events += await self._algo_orders(symbol, stops[symbol])
             if self.watched:
                 events += await self._trades(symbol)
         return events
 
-    async def _algo_orders(self, symbol: str) -> list[Event]:
-        """Resting algo (stop) orders of ``symbol``: okx's ``conditional`` ones, binance
+    async def _algo_orders(self, symbol: str, types: set[str]) -> list[Event]:
+        """Resting algo (stop) orders of ``symbol``: okx's ``conditional`` ones (and its
+        trailing ``move_order_stop`` ones where a trailing stop was given up), binance
         USD-M's Algo Service."""
         sync = self.sync
-        params: dict[str, Any] = {"trigger": True}
-        if sync.store.exchange_id == "okx":
-            params["ordType"] = "conditional"  # ccxt lists okx's trigger type unless told
-        try:
-            orders = await sync._ex.fetch_open_orders(symbol, None, None, params)
-        except Exception as exc:
-            logger.info("sweep of %s stop orders failed (%s); next sweep retries", symbol, exc)
-            return []
+        lists: list[dict[str, Any]] = [{"trigger": True}]
+        if sync.store.exchange_id == "okx":  # ccxt lists okx's trigger type unless told
+            lists = [{"trigger": True, "ordType": t} for t in (
+                *(["conditional"] if types - {"trailing_stop"} else []),
+                *(["move_order_stop"] if "trailing_stop" in types else []))]
         events: list[Event] = []
-        for order in orders:
-            events += await self._found(in_base(order, sync._ex.markets or {}), "the stop orders")
+        for params in lists:
+            try:
+                orders = await sync._ex.fetch_open_orders(symbol, None, None, params)
+            except Exception as exc:
+                logger.info("sweep of %s stop orders failed (%s); next sweep retries", symbol, exc)
+                continue
+            for order in orders:
+                events += await self._found(in_base(order, sync._ex.markets or {}), "the stop orders")
         return events
 
     async def _trades(self, symbol: str) -> list[Event]:

@@ -16,7 +16,7 @@ Schema (created on first open)::
            side TEXT, type TEXT, amount REAL, price REAL, stop_price REAL, exchange_id TEXT,
            status TEXT, filled REAL, cost REAL, fee REAL, fee_currency TEXT, reason TEXT,
            created_ms INTEGER, updated_ms INTEGER, notified INTEGER, scope TEXT,
-           expires_ms INTEGER)
+           expires_ms INTEGER, trail REAL)
     fills(account TEXT, trade_id TEXT, client_id TEXT, symbol TEXT, side TEXT, price REAL,
           amount REAL, fee REAL, fee_currency TEXT, time_ms INTEGER, delivered INTEGER,
           PRIMARY KEY(account, client_id, trade_id))
@@ -194,6 +194,8 @@ class OrderRecord:
     #: the exchange time (ms) at which the broker cancels it as expired (backtrader's
     #: ``valid=``); None: good till cancelled
     expires_ms: int | None = None
+    #: a trailing stop's trail, a fraction of the best price (backtrader's ``trailpercent``)
+    trail: float | None = None
 
     @property
     def live(self) -> bool:
@@ -280,6 +282,8 @@ class OrderStore:
                 self._db.execute("ALTER TABLE orders ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
             if "expires_ms" not in cols:  # rows of older files: good till cancelled
                 self._db.execute("ALTER TABLE orders ADD COLUMN expires_ms INTEGER")
+            if "trail" not in cols:
+                self._db.execute("ALTER TABLE orders ADD COLUMN trail REAL")
             self._key_fills_by_order()
 
     def _key_fills_by_order(self) -> None:

@@ -242,12 +242,15 @@ class Engine(Matching):
               amount: float | None = None, price: float | None = None,
               stop_price: float | None = None, quote_amount: float | None = None,
               client_id: str | None = None, reduce_only: bool = False,
-              pos_side: str | None = None, margin_mode: str | None = None) -> SimOrder:
+              pos_side: str | None = None, margin_mode: str | None = None,
+              trail: float | None = None) -> SimOrder:
         """Accept (and maybe fill) an order, or raise :class:`Reject`.
 
         ``amount`` is in base currency; a market buy may give ``quote_amount`` instead. Swaps
         take ``reduce_only``, ``pos_side`` (``long``/``short`` in hedged mode) and
-        ``margin_mode`` (okx's per-order ``tdMode``; default: the symbol's setting).
+        ``margin_mode`` (okx's per-order ``tdMode``; default: the symbol's setting). ``trail``
+        (a fraction, ``stop_market`` without ``stop_price``): a trailing stop, whose stop
+        follows the best price since placement at that distance.
         """
         with self._lock:
             self.advance(now_ms)
@@ -271,6 +274,12 @@ class Engine(Matching):
                     raise Reject("bad_price", f"the price {price} is not a multiple of the tick "
                                               f"size {spec.tick_str()}")
                 price = round(float(price), spec.price_decimals)
+            if trail is not None:
+                if type != "stop_market" or stop_price is not None or not 0 < trail < 1:
+                    raise Reject("bad_price", "a trailing stop is a stop-market order with a "
+                                              "trail in (0, 1) and no stop price")
+                stop_price = round(now_px * (1 - trail if side == "sell" else 1 + trail),
+                                   spec.price_decimals)
             if type in ("stop_market", "stop_limit"):
                 if stop_price is None or stop_price <= 0:
                     raise Reject("bad_price", "a stop order needs a stop price > 0")
@@ -292,7 +301,8 @@ class Engine(Matching):
                          client_id=client_id or f"sim{next(self._client_ids):010d}",
                          symbol=symbol, side=side, type=type, amount=amount, price=price,
                          stop_price=stop_price, created_ms=now_ms, updated_ms=now_ms,
-                         quote_amount=quote_amount)
+                         quote_amount=quote_amount, trail=trail,
+                         trail_best=now_px if trail is not None else None)
             if spec.is_swap:
                 o.pos_side = self.derivs.resolve_side(key, side, pos_side)
                 if margin_mode:

@@ -153,6 +153,20 @@ class SimOrder:
     reduce_only: bool = False
     pos_side: str = "net"
     margin_mode: str = ""
+    # a trailing stop (stop_market): its stop follows the best price since placement (the
+    # highest for a sell, the lowest for a buy) at this fraction from it
+    trail: float | None = None
+    trail_best: float | None = None
+
+    def follow(self, px: float, decimals: int) -> None:
+        """A trailing stop's stop after the price ``px`` (on the tick grid, never backwards)."""
+        if self.trail is None:
+            return
+        best = self.trail_best
+        if best is None or (px > best if self.side == "sell" else px < best):
+            self.trail_best = best = px
+            self.stop_price = round(best * (1 - self.trail if self.side == "sell" else 1 + self.trail),
+                                    decimals)
 
     @property
     def remaining(self) -> float:
@@ -256,7 +270,7 @@ def order_dict(o: SimOrder) -> dict[str, Any]:
             "type": o.type, "amount": o.amount, "price": o.price, "stop_price": o.stop_price,
             "status": o.status, "filled": o.filled, "cost": o.cost, "fee": o.fee_total,
             "fee_asset": o.fee_asset, "created_ms": o.created_ms, "updated_ms": o.updated_ms,
-            "fills": len(o.fills), "reduce_only": o.reduce_only}
+            "fills": len(o.fills), "reduce_only": o.reduce_only, "trail": o.trail}
 
 
 def is_on_grid(value: float, decimals: int) -> bool:

@@ -117,6 +117,7 @@ class Matching:
                     *, placing: bool) -> int:
         """Trigger / fill one resting order at price ``px``; returns fills made."""
         if o.type in ("stop_market", "stop_limit") and not o.triggered:
+            o.follow(px, spec.price_decimals)  # a trailing stop moves with the best price first
             stop = float(o.stop_price or 0.0)
             if (o.side == "sell" and px <= stop) or (o.side == "buy" and px >= stop):
                 o.triggered = True

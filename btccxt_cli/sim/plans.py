@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from btccxt_cli.sim.accounts import Engine
 from btccxt_cli.sim.market import MarketModel
 
-__all__ = ["CrossPlan", "cross_plan"]
+__all__ = ["CrossPlan", "cross_plan", "TrailPlan", "trail_plan"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,52 @@ def cross_plan(model: MarketModel, symbol: str, now_ms: int, *, quiet_s: float =
             # the look before was not that close: the path reaches the price after it
             return CrossPlan(side, price, t - STEP_MS + 1)
     raise ValueError(f"no price that the path of {symbol} crosses and stays past to a whole second")
+
+
+@dataclass(frozen=True)
+class TrailPlan:
+    ratio: float  # the trail: a fraction of the best price
+    when_ms: int  # a whole second by which a trailing stop placed at ``now_ms`` has triggered
+    high: float  # the highest (a sell) or lowest (a buy) price of the path until ``when_ms``
+
+
+TRAIL_RATIOS = (0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02)
+
+
+def trail_plan(model: MarketModel, symbol: str, now_ms: int, side: str, *, quiet_s: float = 4.0,
+               horizon_s: int = 3600, ratios: tuple[float, ...] = TRAIL_RATIOS) -> TrailPlan:
+    """A trail that a trailing stop placed within a second of ``now_ms`` keeps for ``quiet_s``
+    seconds, and a time by which it has certainly triggered.
+
+    The path is priced every ``STEP_MS`` over the quiet window, from ``now_ms``; no price
+    there is ``ratio`` back from the best before it (with the largest move between two looks
+    as slack), so the stop cannot trigger whatever times the engine looks. After it, the
+    engine looks at every whole second at least: a trailing stop has triggered by the first
+    whole second that is ``ratio`` back from the best of the whole seconds before it (more
+    looks only move its stop closer). The smallest of ``ratios`` that holds is taken; raises
+    ``ValueError`` if none triggers within ``horizon_s`` seconds.
+    """
+    eng = Engine(model, {symbol: model.spec(symbol)}, [])
+    sell = side == "sell"
+    quiet_end = now_ms + int(quiet_s * 1000)
+    seq = [eng.price(symbol, t) for t in range(now_ms, quiet_end + 1000, STEP_MS)]
+    slack = max((abs(b - a) for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
+    first = (now_ms // 1000 + 2) * 1000  # the engine has the stop by then
+    end = quiet_end + horizon_s * 1000
+    for ratio in ratios:
+        best = seq[0]
+        held = True
+        for p in seq:
+            best = max(best, p) if sell else min(best, p)
+            if (p - slack <= best * (1 - ratio)) if sell else (p + slack >= best * (1 + ratio)):
+                held = False
+                break
+        if not held:
+            continue
+        top = None
+        for t in range(first, end, 1000):
+            p = eng.price(symbol, t)
+            top = p if top is None else (max(top, p) if sell else min(top, p))
+            if t > quiet_end and ((p <= top * (1 - ratio)) if sell else (p >= top * (1 + ratio))):
+                return TrailPlan(ratio, t, top)
+    raise ValueError(f"no trail in {ratios} holds for {quiet_s} s and triggers within {horizon_s} s")

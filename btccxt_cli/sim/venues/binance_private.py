@@ -18,14 +18,19 @@ Endpoints (all under ``/api/v3``)::
 
     GET    account      balances (omitZeroBalances=true drops empty ones)
     POST   order        symbol side type [timeInForce] quantity|quoteOrderQty [price]
-                        [stopPrice] [newClientOrderId] [newOrderRespType ACK|RESULT|FULL]
+                        [stopPrice] [trailingDelta] [newClientOrderId]
+                        [newOrderRespType ACK|RESULT|FULL]
     GET    order        symbol orderId|origClientOrderId
     DELETE order        symbol orderId|origClientOrderId
     GET    openOrders   [symbol]
     GET    allOrders    symbol
     GET    myTrades     symbol [orderId] [startTime] [endTime] [fromId] [limit<=1000]
 
-Order types: ``MARKET``, ``LIMIT`` (GTC), ``STOP_LOSS``, ``STOP_LOSS_LIMIT`` (GTC). A FULL
+Order types: ``MARKET``, ``LIMIT`` (GTC), ``STOP_LOSS``, ``STOP_LOSS_LIMIT`` (GTC). A
+``STOP_LOSS`` with ``trailingDelta`` (basis points, 10 to 2000) and no ``stopPrice`` is a
+trailing stop: trailing starts at once, and it triggers when the price has moved that far
+back from the best price since it was placed (-1013 ``Filter failure: TRAILING_DELTA`` out of
+range). A FULL
 answer to a market buy (binance's own example)::
 
     {"symbol": "BTCUSDT", "orderId": 28, "orderListId": -1, "clientOrderId": "6gCrw2kRUAF9CvJDGP16IP",
@@ -65,6 +70,10 @@ TAKER_FEE = 0.001
 FIRST_ORDER_ID = 4_000_000
 RECV_WINDOW_DEFAULT = 5000
 RECV_WINDOW_MAX = 60000
+
+#: binance's TRAILING_DELTA filter (basis points), as exchangeInfo says
+TRAILING_MIN_BIPS = 10
+TRAILING_MAX_BIPS = 2000
 
 _STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
            "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED"}
@@ -223,6 +232,8 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
             "time": o.created_ms, "updateTime": o.updated_ms, "isWorking": o.type in ("market", "limit")
             or o.triggered, "workingTime": o.created_ms,
             "origQuoteOrderQty": _f8(o.quote_amount), "selfTradePreventionMode": "NONE",
+            **({"trailingDelta": round(o.trail * 10_000), "trailingTime": o.created_ms}
+               if o.trail is not None else {}),
         }
 
     def fill_json(f: Fill) -> dict[str, Any]:
@@ -275,14 +286,27 @@ def private_routes(venue: BinanceVenue) -> list[web.RouteDef]:
             raise missing("quantity")
         if kind in ("limit", "stop_limit") and price is None:
             raise missing("price")
-        if kind in ("stop_market", "stop_limit") and stop is None:
+        delta = params.get("trailingDelta")
+        trail = None
+        if delta not in (None, ""):  # a trailing stop: its stop follows the best price
+            if not str(delta).isdigit():
+                raise Refused(-1100, "Illegal characters found in parameter 'trailingDelta'; legal "
+                              "range is '^[0-9]{1,20}$'.")
+            if kind != "stop_market" or stop is not None:
+                logger.warning("binance sim: trailingDelta is simulated on STOP_LOSS orders "
+                               "without stopPrice only")
+                raise Refused(-2010, "This order type is not possible for this symbol.")
+            if not TRAILING_MIN_BIPS <= int(delta) <= TRAILING_MAX_BIPS:
+                raise Refused(-1013, "Filter failure: TRAILING_DELTA")
+            trail = int(delta) / 10_000
+        elif kind in ("stop_market", "stop_limit") and stop is None:
             raise missing("stopPrice")
         resp_type = params.get("newOrderRespType") or ("FULL" if kind in ("market", "limit") else "ACK")
         now = server.now_ms()
         try:
             o = engine().place(key, symbol, side.lower(), kind, now_ms=now, amount=amount,
                                price=price, stop_price=stop, quote_amount=quote,
-                               client_id=params.get("newClientOrderId") or None)
+                               client_id=params.get("newClientOrderId") or None, trail=trail)
         except Reject as rej:
             code, msg = _REJECTS.get(rej.kind, (-2010, rej.message))
             return json_response({"code": code, "msg": msg}, status=400)

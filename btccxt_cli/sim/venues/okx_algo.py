@@ -5,7 +5,8 @@ Algo (stop) orders, spot and swaps::
     POST /api/v5/trade/order-algo       {instId tdMode=cash|cross (swaps: cross|isolated) side sz
                                          [tgtCcy] [reduceOnly] [posSide] [algoClOrdId|clOrdId]
                                          [tag] ordType=conditional slTriggerPx slOrdPx(-1 = market)
-                                         | ordType=trigger triggerPx orderPx(-1 = market)}
+                                         | ordType=trigger triggerPx orderPx(-1 = market)
+                                         | ordType=move_order_stop callbackRatio}
     GET  /api/v5/trade/order-algo       algoId|algoClOrdId [instId]
     POST /api/v5/trade/cancel-algos     [{instId algoId|algoClOrdId}, ... up to 10]
     GET  /api/v5/trade/orders-algo-pending  ordType(conditional,trigger ...) [instType] [instId]
@@ -25,6 +26,11 @@ it. A market buy the account cannot pay at the trigger price is ``order_failed``
 price is refused with 51280, a buy below it with 51278, as okx does; a ``trigger`` order whose
 trigger price is on the other side (waiting for a rise to sell, or a fall to buy), take-profit
 legs, ``oco`` and the other algo types are not simulated (51000).
+
+A ``move_order_stop`` (a trailing stop) trails by ``callbackRatio`` (0.001 to 1) from the
+last price at once: its trigger (``moveTriggerPx``) follows the best price since placement
+(the highest for a sell) and never moves back; it places a market order when the price comes
+back that far. ``callbackSpread`` and ``activePx`` are not simulated (51000).
 
 On a swap (``-SWAP``) ``sz`` is in contracts (51121 if not a whole lot), ``reduceOnly`` and
 ``posSide`` work as on regular swap orders (``okx_private.py``), the engine reserves the margin,
@@ -67,6 +73,9 @@ __all__ = ["AlgoBook"]
 
 ALGO_TYPES = ("conditional", "oco", "chase", "trigger", "move_order_stop", "iceberg", "twap")
 ALGO_HISTORY_STATES = ("effective", "canceled", "order_failed")
+#: okx's callbackRatio bounds for trailing stops (move_order_stop): 0.1 % to 100 %
+MIN_CALLBACK_RATIO = 0.001
+MAX_CALLBACK_RATIO = 1.0
 TRIGGER_WALK_MS = 86_400_000  # how far back a trigger time is looked for on the path (rare)
 
 
@@ -85,6 +94,7 @@ class _Algo:
     tgt_ccy: str
     tag: str
     trigger_ms: int | None = None  # when the path reached the trigger (found once, kept)
+    callback_ratio: float | None = None  # move_order_stop: the trail (its trigger is the order's stop)
 
 
 class AlgoBook:
@@ -159,6 +169,7 @@ class AlgoBook:
         fired = self.trigger_time(a, o)
         effective = state == "effective"
         cond = a.ord_type == "conditional"
+        trail = a.callback_ratio is not None
         px = num(a.order_px) if a.order_px is not None else "-1"
         swap = spec.is_swap
         sz = num(self.venue.contracts(o.symbol, o.amount))
@@ -169,21 +180,23 @@ class AlgoBook:
             "actualSide": ("sl" if effective else "") if cond else o.side,
             "actualSz": sz if effective else "0", "algoClOrdId": a.client_id,
             "algoId": str(a.algo_id), "amendPxOnTriggerType": "0", "attachAlgoOrds": [],
-            "cTime": str(o.created_ms), "callbackRatio": "", "callbackSpread": "", "ccy": "",
+            "cTime": str(o.created_ms), "callbackRatio": num(a.callback_ratio) if trail else "",
+            "callbackSpread": "", "ccy": "",
             "chaseType": "", "chaseVal": "", "clOrdId": a.client_id, "closeFraction": "",
             # the order it placed failed: nothing to reduce (reduce-only), or funds
             "failCode": ("51169" if o.reduce_only else "51008") if state == "order_failed" else "", "instId": self.venue.inst_id(o.symbol),
             "instType": self.venue.inst_type(o.symbol), "isTradeBorrowMode": "",
             "last": num(eng.price(o.symbol, now)), "lever": num(lever) if swap else "", "linkedOrd": {"ordId": ""}, "maxChaseType": "", "maxChaseVal": "",
-            "moveTriggerPx": "", "notionalUsd": "", "ordId": str(o.id) if effective else "",
-            "ordIdList": [str(o.id)] if effective else [], "ordPx": "" if cond else px,
+            "moveTriggerPx": num(o.stop_price or 0.0) if trail else "", "notionalUsd": "", "ordId": str(o.id) if effective else "",
+            "ordIdList": [str(o.id)] if effective else [], "ordPx": "" if cond or trail else px,
             "ordType": a.ord_type, "posSide": o.pos_side if swap else "net", "pxLimit": "", "pxSpread": "", "pxVar": "",
             "quickMgnType": "", "reduceOnly": "true" if o.reduce_only else "false", "side": o.side,
             "slOrdPx": px if cond else "", "slTriggerPx": num(a.trigger_px) if cond else "",
             "slTriggerPxType": "last" if cond else "", "state": state, "sz": sz,
             "szLimit": "", "tag": a.tag, "tdMode": a.td_mode, "tgtCcy": a.tgt_ccy, "timeInterval": "",
             "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "", "tradeQuoteCcy": spec.quote,
-            "triggerPx": "" if cond else num(a.trigger_px), "triggerPxType": "" if cond else "last",
+            "triggerPx": "" if cond or trail else num(a.trigger_px),
+            "triggerPxType": "" if cond or trail else "last",
             "triggerTime": str(fired) if fired is not None else "", "uTime": str(updated),
         }
 
@@ -227,7 +240,7 @@ class AlgoBook:
         if side not in ("buy", "sell"):
             return self.algo_result("51000", "Parameter side error", cid), None
         ord_type = str(params.get("ordType") or "")
-        if ord_type not in ("conditional", "trigger"):
+        if ord_type not in ("conditional", "trigger", "move_order_stop"):
             return self.not_simulated(f"ordType {ord_type or '(none)'} (algo order type)", cid), None
         try:
             sz = float(params.get("sz", ""))
@@ -241,6 +254,17 @@ class AlgoBook:
             sz = self.venue.base_amount(symbol, sz)
         if params.get("attachAlgoOrds") or params.get("closeFraction"):
             return self.not_simulated("attachAlgoOrds or closeFraction on algo orders", cid), None
+        ratio: float | None = None
+        if ord_type == "move_order_stop":  # a trailing stop: a market order when it triggers
+            if params.get("callbackSpread") or params.get("activePx"):
+                return self.not_simulated("callbackSpread or activePx (trailing stops trail by "
+                                          "callbackRatio from the last price)", cid), None
+            try:
+                ratio = float(str(params.get("callbackRatio") or ""))
+            except ValueError:
+                return self.algo_result("51000", "Parameter callbackRatio error", cid), None
+            if not MIN_CALLBACK_RATIO <= ratio <= MAX_CALLBACK_RATIO:
+                return self.algo_result("51000", "Parameter callbackRatio error", cid), None
         if ord_type == "conditional":
             if params.get("tpTriggerPx") or params.get("tpOrdPx"):
                 return self.not_simulated("tpTriggerPx (take-profit legs of conditional orders)", cid), None
@@ -249,15 +273,18 @@ class AlgoBook:
             trig_name, px_name, type_name = "triggerPx", "orderPx", "triggerPxType"
         if params.get(type_name) not in (None, "", "last"):
             return self.not_simulated(f"{type_name} {params.get(type_name)} (only last is)", cid), None
-        trigger = self.price_param(params, trig_name, market_ok=False)
-        order_px = self.price_param(params, px_name, market_ok=True)
-        if isinstance(trigger, str):
-            return self.algo_result("51000", trigger, cid), None
-        if isinstance(order_px, str):
-            return self.algo_result("51000", order_px, cid), None
-        assert trigger is not None
-        if abs(trigger * spec.price_scale - round(trigger * spec.price_scale)) > 1e-6:
-            return self.algo_result("51000", f"Parameter {trig_name} error", cid), None
+        trigger: float | None | str = None
+        order_px: float | None | str = None
+        if ratio is None:
+            trigger = self.price_param(params, trig_name, market_ok=False)
+            order_px = self.price_param(params, px_name, market_ok=True)
+            if isinstance(trigger, str):
+                return self.algo_result("51000", trigger, cid), None
+            if isinstance(order_px, str):
+                return self.algo_result("51000", order_px, cid), None
+            assert trigger is not None
+            if abs(trigger * spec.price_scale - round(trigger * spec.price_scale)) > 1e-6:
+                return self.algo_result("51000", f"Parameter {trig_name} error", cid), None
         tgt = str(params.get("tgtCcy") or "")
         if order_px is None and side == "buy" and tgt != "base_ccy" and not swap:
             # okx sizes an algo market buy in quote currency unless tgtCcy=base_ccy
@@ -266,19 +293,25 @@ class AlgoBook:
         now = self.server.now_ms()
         eng.advance(now)
         last = eng.price(symbol, now)
-        if ord_type == "conditional":
+        if ratio is not None:
+            pass  # trails from the last price: no trigger to check
+        elif ord_type == "conditional":
+            assert isinstance(trigger, float)
             if side == "sell" and trigger > last:
                 return self.algo_result("51280", "SL trigger price cannot be higher than the last price", cid), None
             if side == "buy" and trigger < last:
                 return self.algo_result("51278", "SL trigger price cannot be lower than the last price", cid), None
-        elif (side == "sell" and trigger > last) or (side == "buy" and trigger < last):
+        elif isinstance(trigger, float) and ((side == "sell" and trigger > last) or
+                                             (side == "buy" and trigger < last)):
             return self.not_simulated(f"triggerPx on the far side of the last price (a {side} trigger "
                                  f"at {trigger:g} with the price at {last:g})", cid), None
         kind = "stop_market" if order_px is None else "stop_limit"
         try:
-            o = eng.place(key, symbol, str(side), kind, now_ms=now, amount=sz, price=order_px,
-                          stop_price=trigger, client_id=cid or None, reduce_only=reduce_only,
-                          pos_side=pos_side, margin_mode=td_mode if swap else None)
+            o = eng.place(key, symbol, str(side), kind, now_ms=now, amount=sz,
+                          price=order_px if isinstance(order_px, float) else None,
+                          stop_price=trigger if isinstance(trigger, float) else None,
+                          client_id=cid or None, reduce_only=reduce_only,
+                          pos_side=pos_side, margin_mode=td_mode if swap else None, trail=ratio)
         except Reject as rej:
             if rej.kind == "duplicate_client_id":
                 return self.algo_result("51065", "algoClOrdId already exists.", cid), None
@@ -290,7 +323,9 @@ class AlgoBook:
             return self.algo_result(code, msg.format(ccy=spec.quote if side == "buy" or swap
                                                      else spec.base), cid), None
         a = _Algo(algo_id=next(self.algo_ids), key=key, order_id=o.id, client_id=cid, ord_type=ord_type,
-                  trigger_px=trigger, order_px=order_px, td_mode=td_mode, tgt_ccy=tgt, tag=tag)
+                  trigger_px=float(o.stop_price or 0.0),
+                  order_px=order_px if isinstance(order_px, float) else None, td_mode=td_mode,
+                  tgt_ccy=tgt, tag=tag, callback_ratio=ratio)
         self.algos[a.algo_id] = a
         self.algo_of[o.id] = a
         return self.algo_result("0", "Order placed", cid, str(a.algo_id), tag), a

@@ -72,6 +72,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: okx's ``source`` of an order an algo order placed: a trigger order's, a stop-loss's, a
+#: trailing stop's
+_SOURCE = {"trigger": "6", "conditional": "7", "move_order_stop": "25"}
+
 __all__ = ["private_routes", "MAKER_FEE", "TAKER_FEE", "FIRST_ORDER_ID", "FIRST_ALGO_ID"]
 
 
@@ -119,7 +123,7 @@ def private_routes(venue: OkxVenue) -> list[web.RouteDef]:
             "reduceOnly": "true" if o.reduce_only else "false",
             "side": o.side, "slOrdPx": "", "slTriggerPx": "", "slTriggerPxType": "",
             # okx's order sources: 6 = placed by a trigger order, 7 = by a TP/SL (conditional) order
-            "source": "" if a is None else ("6" if a.ord_type == "trigger" else "7"),
+            "source": "" if a is None else _SOURCE.get(a.ord_type, "7"),
             "state": STATE[o.status], "stpId": "", "stpMode": "cancel_maker",
             "sz": num(o.quote_amount if o.quote_amount is not None else sz(o.amount)),
             "tag": a.tag if a else "", "tdMode": o.margin_mode if swap else "cash",
