@@ -151,10 +151,12 @@ def test_the_start_sweep_finds_an_order_given_up_by_an_earlier_run(
     assert [o["status"] for o in sim.orders(exchange)] == ["canceled"]
 
 
-@pytest.mark.parametrize(("exchange", "symbol"), [("okx", SYMBOL), ("okx", "BTC/USDT:USDT"),
-                                               ("binance", "BTC/USDT:USDT")])
+@pytest.mark.parametrize(("exchange", "symbol", "kind"), [
+    ("okx", SYMBOL, "stop"), ("okx", "BTC/USDT:USDT", "stop"), ("binance", "BTC/USDT:USDT", "stop"),
+    ("okx", SYMBOL, "trail"),  # okx lists its trailing stops (move_order_stop) apart again
+])
 def test_the_start_sweep_finds_a_stop_given_up_by_an_earlier_run(
-        sim_factory: Any, tmp_path: Path, exchange: str, symbol: str) -> None:
+        sim_factory: Any, tmp_path: Path, exchange: str, symbol: str, kind: str) -> None:
     """The same for a stop that rests as an algo order (okx; binance USD-M's Algo Service),
     which the exchanges list apart from the open orders: the next run's sweep reads the resting
     algo orders too, finds it by client order id and tracks it, so it never triggers unknown
@@ -170,8 +172,10 @@ def test_the_start_sweep_finds_a_stop_given_up_by_an_earlier_run(
         kw["data_kw"] = {"use_websocket": exchange == "okx"}
 
     def act1(s: Any, n: int) -> None:
-        if n == 1:  # far from the price: it rests until cancelled (spot: a buy; the bot has
-            # no coins to sell)
+        if n == 1 and kind == "trail":  # a wide trail: it rests until cancelled
+            s.orders["stop"] = s.buy(size=0.01, exectype=bt.Order.StopTrail, trailpercent=0.5)
+        elif n == 1:  # far from the price: it rests until cancelled (spot: a buy; the bot
+            # has no coins to sell)
             s.orders["stop"] = (s.sell(size=0.01, price=round(s.data.close[0] * 0.5, 1),
                                        exectype=bt.Order.Stop) if swap else
                                 s.buy(size=0.01, price=round(s.data.close[0] * 1.5, 1),
