@@ -9,8 +9,10 @@ For each exchange, a backtrader strategy on 1 s bars (WebSocket feed) trades thr
 for ``--duration`` seconds, through real ccxt / ccxt.pro. On live bars it keeps placing orders
 drawn from a seeded RNG: market buys and sells, limit orders the seeded price path is about to
 cross (some large enough to fill in parts), marketable limits, far limits it cancels later,
-stop and stop-limit orders (some the path triggers, some far ones it cancels), cancels racing
-fills, and jumps of the exchange's clock past a resting order's crossing.
+stop and stop-limit orders (some the path triggers, some far ones it cancels), limits with a
+``valid=`` of 1-10 s (cancelled then: ``Expired``, unless filled first), trailing stops the
+exchange trails (binance spot, okx; cancelled some bars later unless they triggered), cancels
+racing fills, and jumps of the exchange's clock past a resting order's crossing.
 
 Meanwhile a fault thread injects, every EVERY seconds (drawn at random, every kind once in a
 seeded order before any repeats): socket drops (close frame, TCP reset), a WebSocket outage, a
@@ -58,7 +60,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,9 @@ FAULT_KINDS = ("drop_close", "drop_reset", "ws_outage", "outage", "stall", "rest
 LOOKUP_LAG_MS = (1000, 4000)
 #: what the strategy does on each current bar, with weights
 ACTIONS = (("market", 3), ("cross_limit", 4), ("taker_limit", 1), ("far_limit", 2), ("stop", 2),
-           ("cancel", 1), ("jump", 1), ("idle", 1))
+           ("expiring", 1), ("trail", 1), ("cancel", 1), ("jump", 1), ("idle", 1))
+#: trails of the trailing stops (whole basis points, as binance takes them)
+TRAILS = (0.001, 0.002, 0.003, 0.005)
 #: swap mode: the linear swap traded, its actions (stops: algo orders on both exchanges; a
 #: market order of the whole position, and one past zero by a little), leverage and margin mode, and the position beyond which market, taker and
 #: crash orders turn towards zero
@@ -385,7 +389,8 @@ class Soaker(bt.Strategy):
         actions = ACTIONS
         if ctl.swap:
             actions = tuple(a for a in SWAP_ACTIONS
-                            if a[0] != "stop" or ctl.exchange in SWAP_STOP_EXCHANGES)
+                            if (a[0] != "stop" or ctl.exchange in SWAP_STOP_EXCHANGES)
+                            and (a[0] != "trail" or ctl.exchange == "okx"))  # okx trails swaps
         names, weights = zip(*actions, strict=True)
         action = ctl.rng.choices(names, weights)[0]
         if len(self.open) >= MAX_OPEN and action not in ("market", "cancel", "jump", "idle"):
@@ -467,10 +472,11 @@ class Soaker(bt.Strategy):
 
     def _place(self, kind: str, side: str, size: float, *, price: float | None = None,
                plimit: float | None = None, exectype: int = bt.Order.Market,
-               when_ms: int | None = None, cancel_after: int | None = None) -> None:
+               when_ms: int | None = None, cancel_after: int | None = None,
+               **more: Any) -> None:
         size = round(size, 4 if self.ctl.swap else 5)  # swap lot: 0.01 contract = 0.0001 BTC
         fn = self.buy if side == "buy" else self.sell
-        kw: dict[str, Any] = {"size": size, "exectype": exectype}
+        kw: dict[str, Any] = {"size": size, "exectype": exectype, **more}
         if price is not None:
             kw["price"] = round(price, 1)
         if plimit is not None:
@@ -533,6 +539,26 @@ class Soaker(bt.Strategy):
         else:
             self._place(kind, side, rng.uniform(0.001, 0.02), price=stop,
                         exectype=bt.Order.Stop, when_ms=when, cancel_after=cancel_after)
+
+    def _do_expiring(self) -> None:
+        """A limit the path may or may not cross within its ``valid=`` of 1 to 10 s: the
+        broker cancels it at that time (``Expired``) unless it filled first."""
+        ctl = self.ctl
+        rng = ctl.rng
+        plan = cross_plan(ctl.sim.model, ctl.symbol, ctl.sim.now_ms(), quiet_s=rng.uniform(1.0, 8.0),
+                          horizon_s=600)
+        valid = datetime.fromtimestamp((ctl.sim.now_ms() + rng.randint(1_000, 10_000)) / 1000,
+                                       timezone.utc).replace(tzinfo=None)
+        self._place("expiring", plan.side, rng.uniform(0.001, 0.02), price=plan.price,
+                    exectype=bt.Order.Limit, when_ms=plan.when_ms, valid=valid)
+
+    def _do_trail(self) -> None:
+        """A trailing stop the exchange trails (binance spot, okx): it triggers when the path
+        comes back its trail from its best, or is cancelled some bars later."""
+        rng = self.ctl.rng
+        side = self._side(rng.choice(["buy", "sell"]))
+        self._place("trail", side, rng.uniform(0.001, 0.02), exectype=bt.Order.StopTrail,
+                    trailpercent=rng.choice(TRAILS), cancel_after=rng.randint(2, 12))
 
     def _do_close(self) -> None:
         """Swaps: a market order of the bot's whole position (reduce-only unless open orders
@@ -858,6 +884,8 @@ def check(r: SoakResult) -> Checks:
             bad("mismatches", f"{label}: {final} but not on the exchange")
             continue
         e = ex[0]
+        if final == "Expired" and p.kind == "expiring":
+            want = "canceled"  # the broker cancelled it at its valid= time
         if final == "Canceled" and e["status"] == "expired" and \
                 (notes[-1].reason or "").startswith("the stop triggered but its order failed"):
             c.stops_failed += 1  # an algo stop whose order could not be placed (e.g. reduce-only

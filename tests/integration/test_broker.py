@@ -105,6 +105,14 @@ def run(sim: Any, exchange: str, act: Callable[[Any, int], None], done: Callable
     return out
 
 
+def final_ref(out: Outcome, key: str) -> bool:
+    """Has the strategy's order ``orders[key]`` been told a final status?"""
+    s = out.strategy
+    o = s.orders.get(key) if s is not None else None
+    return o is not None and any(st in ("Completed", "Canceled", "Rejected", "Expired")
+                                 for st in out.statuses(o.ref))
+
+
 def has(out: Outcome, ref_of: Callable[[Any], Any], status: str) -> bool:
     s = out.strategy
     o = ref_of(s) if s is not None else None

@@ -13,7 +13,7 @@ from typing import Any
 import backtrader as bt
 import pytest
 
-from tests.integration.test_broker import ADOPT, Outcome, run
+from tests.integration.test_broker import ADOPT, Outcome, final_ref, run
 from tests.integration.test_broker_stops import _rows
 
 pytestmark = pytest.mark.live
@@ -25,11 +25,7 @@ def _utc(ms: int) -> datetime.datetime:
 
 
 def _final(out: Outcome, key: str) -> Any:
-    def done(s: Any) -> bool:
-        o = s.orders.get(key)
-        return o is not None and any(n.ref == o.ref and n.status in (
-            "Completed", "Canceled", "Expired", "Rejected") for n in out.notes)
-    return done
+    return lambda s: final_ref(out, key)
 
 
 @pytest.mark.parametrize(("exchange", "kind"), [

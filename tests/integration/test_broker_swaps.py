@@ -13,7 +13,7 @@ import backtrader as bt
 import pytest
 
 from btccxt_cli.exchange.factory import make_exchange
-from tests.integration.test_broker import KEYS, Outcome, Scripted, run
+from tests.integration.test_broker import KEYS, Outcome, Scripted, final_ref, run
 from tests.integration.test_broker_stops import _rows
 
 pytestmark = pytest.mark.live
@@ -257,13 +257,6 @@ def test_a_hedged_account_or_settings_blocked_by_a_position_refuse_the_start(sim
             data_kw=data_kw("okx"), broker_kw={"leverage": 2})
 
 
-def final_ref(out: Outcome, key: str) -> bool:
-    s = out.strategy
-    o = s.orders.get(key) if s is not None else None
-    return o is not None and any(st in ("Completed", "Canceled", "Rejected")
-                                 for st in out.statuses(o.ref))
-
-
 def test_an_order_right_after_a_fill_is_not_refused_for_a_position_the_exchange_read_missed(
         sim_factory: Any, tmp_path: Path) -> None:
     """The exchange's positions are read now and then (here: at start only); between two reads
@@ -388,12 +381,8 @@ def _jump(sim: Any, plan: dict[str, Any]) -> None:
         sim.sim.clock_offset_ms += gap
 
 
-def _stop_ended(out: Outcome) -> Any:
-    def done(s: Any) -> bool:
-        st = s.orders.get("stop")
-        return st is not None and any(n.ref == st.ref and n.status in ("Completed", "Rejected",
-                                                                       "Canceled") for n in out.notes)
-    return done
+def _stop_ended(out: Outcome, key: str = "stop") -> Any:
+    return lambda s: final_ref(out, key)
 
 
 def _guard(s: Any, plan: dict[str, Any], size: float, kind: str = "stop") -> None:

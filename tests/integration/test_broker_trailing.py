@@ -19,7 +19,9 @@ from tests.integration.test_broker import ADOPT, SYMBOL, Outcome, run
 from tests.integration.test_broker_stops import _rows
 from tests.integration.test_broker_swaps import (
     SWAP,
+    _jump,
     _run_3x,
+    _stop_ended,
     client,
     done_ref,
     exchange_size,
@@ -41,19 +43,12 @@ def _jump_when_resting(s: Any, sim: Any, plan: dict[str, Any], out: Outcome, exc
     st = s.orders.get("trail")
     if st is None or "jumped" in plan or "Accepted" not in out.statuses(st.ref):
         return
-    plan["jumped"] = True
     plan["resting"] = [(r["type"], r["status"], r["trail"]) for r in sim.orders(exchange)]
-    gap = plan["when"] + 1000 - sim.now_ms()
-    if gap > 0:
-        sim.sim.clock_offset_ms += gap
+    _jump(sim, plan)
 
 
 def _ended(out: Outcome) -> Any:
-    def done(s: Any) -> bool:
-        st = s.orders.get("trail")
-        return st is not None and any(n.ref == st.ref and n.status in (
-            "Completed", "Rejected", "Canceled") for n in out.notes)
-    return done
+    return _stop_ended(out, "trail")
 
 
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
