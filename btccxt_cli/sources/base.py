@@ -359,6 +359,12 @@ class Series:
         return (exp is not None and self.phase == self.LIVE
                 and self.grid.close_of(exp) <= self.exchange_now_ms())
 
+    def caught_up(self) -> bool:
+        """Every bar that has ended on the exchange clock is out (none known missing, the next
+        one not over yet): a reconnected feed is LIVE only then, so the bars it missed reach
+        the strategy before LIVE does."""
+        return not self.assembler.has_gap() and not self.next_bar_due()
+
     def rest_due_in(self, grace_s: float) -> float | None:
         """Seconds until the next REST read is due (<= 0: now); None: not needed."""
         if self.phase == self.HISTORY:

@@ -93,7 +93,7 @@ class RestSchedule:
         candles = [Candle.from_ccxt(r) for r in rows]
         s.on_rest(candles, since)
         if s.phase == s.LIVE and (self.polling or (s.state is FeedState.CONNECTED
-                                                    and not s.assembler.has_gap())):
+                                                    and s.caught_up())):
             s.set_state(FeedState.LIVE)  # polling: REST is the feed; websocket: the gap is filled
         if s.phase == s.LIVE and s.assembler.expected == self._asked and not s.assembler.has_gap():
             # the exchange has not closed the bar yet: ask again shortly, a bit later each time

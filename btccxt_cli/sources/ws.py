@@ -253,7 +253,7 @@ class WsHub:
             asyncio.get_running_loop().call_soon(self._hand_over)
         if s.assembler.has_gap() or (released and sub.schedule.needs_wake()):
             sub.wake.set()
-        if released and s.state is FeedState.CONNECTED and not s.assembler.has_gap():
+        if released and s.state is FeedState.CONNECTED and s.caught_up():
             s.set_state(FeedState.LIVE)
 
     def _hand_close_over(self, queued: list[int] | None) -> None:
@@ -489,7 +489,7 @@ class WsHub:
         s.note(reconnect=True, transport="websocket")
         s.note_message()
         s.set_state(FeedState.CONNECTED, "WebSocket subscribed again")
-        if not s.assembler.has_gap() and s.phase == s.LIVE:
+        if s.phase == s.LIVE and s.caught_up():  # else LIVE once the missed bars are out
             s.set_state(FeedState.LIVE)
         sub.wake.set()
 

@@ -29,6 +29,8 @@ class Seen:
 class RunResult:
     bars: dict[str, list[Seen]] = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (data, status, message)
+    #: what the strategy saw, in order: (data, "state", status) and (data, "bar", source)
+    timeline: list[tuple[str, str, str]] = field(default_factory=list)
     timed_out: bool = False
     strategy: object = None
 
@@ -47,6 +49,7 @@ class Recorder(bt.Strategy):
     def notify_data(self, data, status, *args, **kwargs) -> None:
         msg = args[0] if args else ""
         self.p.result.notes.append((data._name, data._getstatusname(status), msg))
+        self.p.result.timeline.append((data._name, "state", data._getstatusname(status)))
 
     def next(self) -> None:
         t = time.perf_counter_ns()
@@ -66,6 +69,7 @@ class Recorder(bt.Strategy):
             self.p.result.bars[d._name].append(
                 Seen(ts, stamp, (d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]), src,
                      recv, t))
+            self.p.result.timeline.append((d._name, "bar", src))
             if src == "live":
                 self._live[d] += 1
         if self.p.on_next is not None:
@@ -143,3 +147,20 @@ def assert_matches_truth(sim, exchange: str, symbol: str, timeframe: str, seen: 
     for s in seen:
         assert s.ts in truth, f"{symbol}: bar {s.ts} not in the simulator's truth"
         assert s.ohlcv == truth[s.ts], f"{symbol}: bar {s.ts}: saw {s.ohlcv}, truth {truth[s.ts]}"
+
+
+def check_live_after_the_gap(res: RunResult, sym: str) -> None:
+    """LIVE comes back only once the bars missed while disconnected are delivered: none of
+    them (``gapfill``) reaches the strategy after the LIVE that ends a disconnection."""
+    seen: list[str] = []
+    back = False
+    for data, kind, what in res.timeline:
+        if data != sym:
+            continue
+        seen.append(what)
+        if kind == "state":
+            back = what == "LIVE" and "DISCONNECTED" in seen
+            if what == "DISCONNECTED":
+                seen = ["DISCONNECTED"]
+        elif back:
+            assert what != "gapfill", f"{sym}: a missed bar after LIVE: {seen}"

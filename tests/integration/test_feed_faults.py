@@ -10,7 +10,7 @@ import pytest
 
 from btccxt_cli.bt.store import CCXTStore
 
-from .harness import assert_matches_truth, run_feeds
+from .harness import assert_matches_truth, check_live_after_the_gap, run_feeds
 from .simtools import FAST, after_live, states
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
@@ -27,6 +27,7 @@ def check_recovered(res, sym):
     assert "DISCONNECTED" in st, st
     i = st.index("DISCONNECTED")
     assert "LIVE" in st[i:], f"{sym}: no LIVE after DISCONNECTED: {st}"
+    check_live_after_the_gap(res, sym)
 
 
 @pytest.mark.parametrize("mode", ["close", "reset"])
