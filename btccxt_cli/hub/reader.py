@@ -274,7 +274,9 @@ class HubReader:
             if hub_state == FeedState.DISCONNECTED.value:
                 self._down(sub, "the hub's exchange feed is down")
                 continue
-            if sub.down is not None:
+            # back once the hub's own feed is LIVE: a hub that restarts (or took over) fills
+            # its gap from REST first, and those bars must come before LIVE here too
+            if sub.down is not None and hub_state == FeedState.LIVE.value:
                 await self._recover(r, sub)
 
     async def _recover(self, r: Any, sub: _Sub) -> None:
@@ -290,7 +292,8 @@ class HubReader:
         s.note(transport="hub")
         if s.phase == s.HISTORY:
             return  # LIVE comes when the history is read
-        s.set_state(FeedState.LIVE)
+        if s.caught_up():  # else with the bars the hub still owes (``_apply``)
+            s.set_state(FeedState.LIVE)
 
     async def _read_one(self, r: Any, sub: _Sub) -> int:
         res = await r.xrange(sub.key, min=f"({sub.last_id}", max="+", count=_BATCH)
@@ -526,3 +529,6 @@ class HubReader:
             # together), and the strategy's next() needs them all; the feed thread runs
             # when this loop next waits on Redis
             s.deliver(out, handoff=False)
+            if s.state is FeedState.CONNECTED and sub.down is None and s.phase == s.LIVE \
+                    and s.caught_up():  # back: the bars missed meanwhile are out
+                s.set_state(FeedState.LIVE)

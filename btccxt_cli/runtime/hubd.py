@@ -50,7 +50,7 @@ from btccxt_cli.hub.publish import (
     send_batch,
     take_events,
 )
-from btccxt_cli.model import BarSource, FeedEvent
+from btccxt_cli.model import BarSource, FeedEvent, FeedState
 from btccxt_cli.sources.base import SeriesParams
 from btccxt_cli.timeframes import timeframe_ms
 
@@ -252,12 +252,22 @@ class HubPublisher:
         self._confirmed = True
         if r.set(k.leader, self.id, nx=True, px=self.lease_ms):
             self._last_renew = self.clock.monotonic()
+            self._catching_up()  # before the heartbeat: no runner takes a dead hub's LIVE
             r.set(k.alive, self.id, px=self.heartbeat_ms)
             self._lead()
         elif self.stats.role != "standby":
             holder = r.get(k.leader)
             self.stats.role = "standby"
             self._line(f"standing by: {holder.decode() if holder else '?'} leads")
+
+    def _catching_up(self) -> None:
+        """Every series a hub published says DELAYED until this hub's own feed says otherwise:
+        the states a hub that died left say LIVE, and a runner back on a live heartbeat takes
+        LIVE from the states. Its bars missed meanwhile come first (``hub/reader.py``)."""
+        r, k = self._redis, self.keys
+        fields = list(r.hkeys(k.states))
+        if fields:
+            r.hset(k.states, mapping=dict.fromkeys(fields, FeedState.DELAYED.value))
 
     def _lead(self) -> None:
         from btccxt_cli.bt.store import CCXTStore
@@ -282,6 +292,7 @@ class HubPublisher:
         from btccxt_cli.bt.store import CCXTStore
 
         self._line("Redis is back; restarting the feeds after each stream's last bar")
+        self._catching_up()
         wanted = list(self.stats.per_series)
         self.store = CCXTStore(self.exchange, **self.store_kwargs)
         for sym, tf in self.configured:

@@ -17,7 +17,12 @@ import pytest
 
 from btccxt_cli.bt.store import CCXTStore
 from tests.hubtools import HubProc, hub_config, namespace
-from tests.integration.harness import Seen, assert_matches_truth, run_feeds
+from tests.integration.harness import (
+    Seen,
+    assert_matches_truth,
+    check_live_after_the_gap,
+    run_feeds,
+)
 from tests.integration.simtools import after_live, states
 
 pytestmark = pytest.mark.live
@@ -107,6 +112,7 @@ def test_kill9_hub_and_restart_delivers_every_missed_bar_in_order(sim_factory, r
         i = st.index("DISCONNECTED")
         assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
         assert any(s.source == "gapfill" for s in seen), [s.source for s in seen]
+        check_live_after_the_gap(res, sym)  # the missed bars come before LIVE
         hubs[1].wait_for("leading as")
     finally:
         for h in hubs:
@@ -130,6 +136,7 @@ def test_standby_hub_takes_over_when_the_leader_dies(sim_factory, redis_server, 
         assert_matches_truth(sim, EX, sym, "1s", seen, tf_ms=1000)
         st = states(res, sym)
         assert "DISCONNECTED" in st and st[-1] == "LIVE", res.notes
+        check_live_after_the_gap(res, sym)  # the missed bars come before LIVE
         standby.wait_for("leading as")
         # the standby never connected to the exchange before it led: two connections in all
         assert sim.stats(EX)["ws_connections_total"] == 2
@@ -166,6 +173,7 @@ def test_redis_frozen_for_10s_then_every_bar_in_order(sim_factory, valkey_factor
         i = st.index("DISCONNECTED")
         assert st[i:i + 3] == ["DISCONNECTED", "CONNECTED", "LIVE"], res.notes
         sources = [s.source for s in seen]
+        check_live_after_the_gap(res, sym)  # the missed bars come before LIVE
         assert sum(s == "gapfill" for s in sources) >= 5, sources
         # the bars that closed while Redis was frozen come as gap fills, whether the runner
         # read them back or the hub published them late: none of them poses as live (from
