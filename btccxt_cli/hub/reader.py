@@ -275,8 +275,10 @@ class HubReader:
                 self._down(sub, "the hub's exchange feed is down")
                 continue
             # back once the hub's own feed is LIVE: a hub that restarts (or took over) fills
-            # its gap from REST first, and those bars must come before LIVE here too
-            if sub.down is not None and hub_state == FeedState.LIVE.value:
+            # its gap from REST first, and those bars must come before LIVE here too (no
+            # state at all: a Redis restarted empty under a running hub; LIVE then waits for
+            # the bars the hub kept, ``_apply``)
+            if sub.down is not None and hub_state in (None, FeedState.LIVE.value):
                 await self._recover(r, sub)
 
     async def _recover(self, r: Any, sub: _Sub) -> None:
