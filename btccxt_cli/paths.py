@@ -5,6 +5,12 @@ inside its own data folder (``data_dir()``). Any other path a user names, for a 
 file, cache, orders database or export, must have an existing parent folder; a missing parent,
 a parent that is a file, a path that is a folder or a folder we may not write to is refused
 with one line naming the path, the option it came from and the fix, before any work starts.
+
+Within one command (``begin_command``, called by the CLI for each invocation) every file a
+user names has one role: the config, the strategy file and each output (log, events, cache,
+orders database, trades, report, export) are claimed as they are checked, and an output that
+is another of them is refused. So a log, events or report file named like the config (or the
+cache) never appends to, overwrites or rotates away the user's file.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 from btccxt_cli.errors import ConfigError
 
-__all__ = ["data_dir", "check_output_file"]
+__all__ = ["data_dir", "check_output_file", "begin_command", "claim"]
 
 
 def data_dir() -> Path:
@@ -32,6 +38,27 @@ def data_dir() -> Path:
         # the XDG spec says relative paths are invalid and must be ignored
         base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
     return base / "btccxt"
+
+
+#: resolved path -> its role ("config file", "events file" ...) in the current command; None
+#: outside a command (library use: nothing is claimed)
+_claimed: dict[str, str] | None = None
+
+
+def begin_command() -> None:
+    """A CLI command starts: no file has a role yet."""
+    global _claimed
+    _claimed = {}
+
+
+def _key(path: str | os.PathLike[str]) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def claim(path: str | os.PathLike[str], what: str) -> None:
+    """``path`` is the ``what`` of this command (an output named like it is refused)."""
+    if _claimed is not None:
+        _claimed.setdefault(_key(path), what)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -60,6 +87,11 @@ def check_output_file(path: str | os.PathLike[str], *, what: str, option: str,
 
     if str(path) == "" or p.name in ("", ".", ".."):
         raise refuse(f"{what} path {str(path)!r} is not a file name", "name a file, e.g. out.jsonl")
+    other = _claimed.get(_key(p)) if _claimed is not None else None
+    if other is not None and other != what:
+        raise refuse(f"{what} {str(p)!r} is the {other} of this command",
+                     f"name another file for the {what}")
+    claim(p, what)
     if p.is_dir():
         raise refuse(f"{what} {str(p)!r} is a folder", f"name a file inside it, e.g. {p / 'out'}")
     parent = p.parent

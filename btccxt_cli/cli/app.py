@@ -43,7 +43,9 @@ def _root(
 ) -> None:
     """btccxt command line."""
     from btccxt_cli.log import setup_logging
+    from btccxt_cli.paths import begin_command
 
+    begin_command()  # every file named in this command gets one role (paths.claim)
     setup_logging(log_level)
 
 

@@ -142,7 +142,7 @@ class _Job:
         from btccxt_cli.config.load import load_config
         from btccxt_cli.errors import ConfigError
         from btccxt_cli.exchange.describe import validate_exchange
-        from btccxt_cli.paths import check_output_file
+        from btccxt_cli.paths import check_output_file, claim
         from btccxt_cli.runtime.backtest import check_param_names
         from btccxt_cli.runtime.strategies import check_strategy
 
@@ -156,6 +156,7 @@ class _Job:
         if self.sweep and (self.trades or self.report):
             raise ConfigError("--trades and --report describe one run, not a sweep",
                               key="--param", hint="rerun the best combination without --param")
+        claim(self.config_path, "config file")  # no output may be it
         if self.trades is not None:
             self.trades = check_output_file(self.trades, what="trades file", option="--trades")
         if self.report is not None:

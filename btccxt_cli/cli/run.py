@@ -215,7 +215,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
     from btccxt_cli.config.load import load_config
     from btccxt_cli.errors import BtccxtError
     from btccxt_cli.exchange.describe import validate_exchange
-    from btccxt_cli.paths import check_output_file
+    from btccxt_cli.paths import check_output_file, claim
 
     try:  # options first (cheap), then the config; all before anything starts
         seconds = parse_seconds(duration, "--duration", low=0.1, high=MAX_DURATION,
@@ -225,6 +225,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
         assert grace is not None
         signals.grace = grace
         signals.arm()
+        claim(config, "config file")  # no output may be it
         if events is not None:
             events = check_output_file(events, what="events file", option="--events")
         cfg = load_config(config)

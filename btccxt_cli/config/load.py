@@ -40,7 +40,7 @@ from btccxt_cli.config.messages import kind_of, translate
 from btccxt_cli.config.schema import Config, KeyPath, SourceMap, format_path
 from btccxt_cli.errors import ConfigError
 from btccxt_cli.log import register_secret
-from btccxt_cli.paths import check_output_file
+from btccxt_cli.paths import check_output_file, claim
 
 __all__ = ["load_config", "loads_config", "parse_yaml", "read_dotenv", "CREDENTIAL_KEYS"]
 
@@ -272,7 +272,11 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
 
 
 def _check_files(config: Config, base_dir: Path | None = None) -> None:
+    if base_dir is not None and config.source.file:  # a file on disk: no output may be it
+        claim(config.source.file, "config file")
     path = config.strategy.path
+    if path is not None and path.is_file():
+        claim(path, "strategy file")
     if path is not None and not path.is_file():
         raise config.source.error(("strategy", "path"), f"strategy file not found: {path}",
                                   hint="paths are relative to the config file; or use name: for "

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from btccxt_cli.cache.sqlite import OhlcvCache
 from btccxt_cli.model import Candle
 
@@ -346,3 +348,17 @@ class Slow(bt.Strategy):
     assert err.strip().splitlines()[-1] == ("interrupted: the backtest was stopped; no output "
                                             "file was written")
     assert "Traceback" not in err and not report.exists()
+
+
+@pytest.mark.parametrize("option", ["--trades", "--report"])
+def test_a_trades_or_report_file_named_like_the_config_is_refused_and_the_config_kept(
+        tmp_path, option):
+    cfg = tmp_path / "bt.yaml"
+    cfg.write_text("exchange: {id: binance, sim: http://127.0.0.1:9}\nsymbols: [BTC/USDT]\n"
+                   "feed: {timeframe: 1m}\nstrategy: {name: sma_cross}\n")
+    before = cfg.read_text()
+    p = subprocess.run([sys.executable, "-m", "btccxt_cli", "backtest", str(cfg), "--since", "1h",
+                        option, str(cfg)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "is the config file of this command" in p.stderr and "Traceback" not in p.stderr
+    assert cfg.read_text() == before

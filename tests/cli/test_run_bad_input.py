@@ -111,3 +111,28 @@ def test_cache_from_the_environment_in_a_missing_folder_is_refused(tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: feed.cache ($BTCCXT_CACHE): OHLCV cache")
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("how", ["events-option", "log-file", "events-file", "cache-as-events"])
+def test_an_output_named_like_the_config_or_another_output_is_refused_and_nothing_changes(
+        tmp_path, how):
+    """A log, events file or cache that is the config (or another output of the run) would
+    append to, overwrite or rotate away the user's file: refused first, every file as it was."""
+    cfg = write_config(tmp_path, NOWHERE)
+    args = [str(cfg), "--plain"]
+    if how == "events-option":
+        args += ["--events", str(cfg)]
+    elif how == "log-file":  # rotation would leave run.yaml and run.yaml.1 of log lines
+        cfg.write_text(cfg.read_text().replace(
+            "  level: INFO\n", "  level: INFO\n  file: run.yaml\n  max_bytes: 1024\n  backups: 1\n"))
+    elif how == "events-file":
+        cfg.write_text(cfg.read_text() + "events:\n  file: ./run.yaml\n")
+    else:
+        cache = tmp_path / "ohlcv.sqlite"
+        cfg.write_text(cfg.read_text().replace("feed:\n", f"feed:\n  cache: {cache}\n"))
+        args += ["--events", str(cache)]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    line = refused(*args)
+    assert "is the config file of this command" in line or "is the OHLCV cache of this command" \
+        in line or "is the events file of this command" in line, line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
