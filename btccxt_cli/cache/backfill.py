@@ -96,9 +96,10 @@ class Backfiller:
             markets are loaded if they are not yet.
         cache: where bars go.
         exchange_id: the ccxt exchange id (default: ``exchange.id``).
-        source: the cache's name of this price source (default: ``exchange_id``); name it
-            with ``cache.source.cache_source``, so a simulator's bars never pose as the
-            exchange's.
+        source: the cache's name of this price source (``cache.source.cache_source``).
+            Default: the exchange id, or for a client ``make_exchange`` pointed at a simulator
+            the simulator's own name (``binance@sim:seed-1``), so a simulator's bars never
+            pose as the exchange's.
         symbol: unified ccxt symbol (``BTC/USDT``, ``BTC/USDT:USDT``).
         timeframe: ccxt timeframe (``1m``).
         since_ms: first bar wanted (rounded up to a bar open).
@@ -121,7 +122,11 @@ class Backfiller:
         self.exchange = exchange
         self.cache = cache
         self.exchange_id = exchange_id or str(getattr(exchange, "id", "") or "exchange")
-        self.source = source or self.exchange_id
+        if source is None:
+            from btccxt_cli.cache.source import cache_source
+
+            source = cache_source(self.exchange_id, getattr(exchange, "btccxt_sim_url", None))
+        self.source = source
         self.symbol = symbol
         self.timeframe = timeframe
         try:

@@ -182,11 +182,8 @@ def _check_files(db: Path | None, out: Path | None) -> tuple[Path, Path | None]:
                                 option=option)
     if out is None:
         return db_path, None
-    out_path = check_output_file(out, what="export file", option="--out")
-    if out_path.resolve() == db_path.resolve():
-        raise ConfigError(f"export file {str(out_path)!r} is the cache itself", key="--out",
-                          hint="name another file")
-    return db_path, out_path
+    # the cache was claimed when it was checked: an export file that is it is refused
+    return db_path, check_output_file(out, what="export file", option="--out")
 
 
 def _parse_window(since: str, until: str, now: int) -> tuple[int, int | None]:

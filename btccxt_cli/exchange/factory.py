@@ -121,6 +121,9 @@ def make_exchange(exchange_id: str, *, kind: str = "sync", config: dict[str, Any
     exchange = getattr(module, exchange_id)(cfg)
     if sim_url is not None:
         exchange.urls = localize_urls(exchange.urls, sim_url, exchange_id)
+    #: where this client's prices come from: a simulator's bars are cached under their own name
+    #: (``cache.source.cache_source``), never the exchange's
+    exchange.btccxt_sim_url = sim_url
     if sandbox:
         exchange.set_sandbox_mode(True)
     return exchange

@@ -148,7 +148,7 @@ def bad_paths(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--db", str(tmp_path / "c.sqlite"), "--export", "csv", "--out", str(tmp_path / "folder")],
          "--out: export file"),
         (["--db", str(tmp_path / "c.sqlite"), "--export", "csv", "--out", str(tmp_path / "c.sqlite")],
-         "is the cache itself"),
+         "is the cache of this command"),
     ]
 
 

@@ -45,6 +45,9 @@ def filler(sim: Any, cache: OhlcvCache, since: int, until: int | None, *, ex: st
            symbol: str = SYM, client: Any = None, **kw: Any) -> Backfiller:
     client = client or make_exchange(ex, sim_url=sim.url(ex))
     kw.setdefault("backoff", Backoff(0.05, 0.4))
+    # these tests read the bars back by the exchange's name: named so on purpose (a
+    # Backfiller left to name them calls them the simulator's, tested below)
+    kw.setdefault("source", ex)
     return Backfiller(client, cache, exchange_id=ex, symbol=symbol, timeframe="1m",
                       since_ms=since, until_ms=until, **kw)
 
@@ -278,6 +281,17 @@ def test_other_timeframes_equal_truth(sim, cache, ex, tf):
     until = now - now % t - 2 * t
     since = until - 350 * t
     client = make_exchange(ex, sim_url=sim.url(ex))
-    res = Backfiller(client, cache, symbol=SYM, timeframe=tf, since_ms=since, until_ms=until).run()
-    assert cache.read(ex, SYM, tf, since, until) == sim.truth(ex, SYM, tf, since, until)
+    bf = Backfiller(client, cache, symbol=SYM, timeframe=tf, since_ms=since, until_ms=until)
+    res = bf.run()
+    assert cache.read(bf.source, SYM, tf, since, until) == sim.truth(ex, SYM, tf, since, until)
     assert res.cached_bars == 350 and res.gaps is not None and res.gaps.complete
+
+
+def test_a_simulators_bars_are_cached_under_its_own_name_not_the_exchanges(sim, cache):
+    """A library user's Backfiller on a client pointed at the simulator, with no source named:
+    the bars are the simulator's (``binance@sim:<identity>``), never posing as binance's."""
+    since, until = window(sim, 120)
+    Backfiller(make_exchange("binance", sim_url=sim.url("binance")), cache, symbol=SYM,
+               timeframe="1m", since_ms=since, until_ms=until).run()
+    (source, symbol, tf, bars, _, _), = cache.series()
+    assert source.startswith("binance@sim:") and (symbol, tf, bars) == (SYM, "1m", 120)

@@ -254,11 +254,12 @@ def test_backfill_of_weeks_and_months_equals_truth(sim_factory: Any, tmp_path: A
     since = grid.shift(until, -30)
     client = make_exchange(ex, sim_url=sim.url(ex))
     with OhlcvCache(tmp_path / "c.sqlite") as cache:
-        res = Backfiller(client, cache, symbol=symbol(ex), timeframe=tf, since_ms=since,
-                         until_ms=until, limit=12).run()
+        bf = Backfiller(client, cache, symbol=symbol(ex), timeframe=tf, since_ms=since,
+                        until_ms=until, limit=12)
+        res = bf.run()
         assert res.cached_bars == 30 and res.gaps is not None and res.gaps.complete
         assert res.requests == 3 and res.expected_bars == 30
-        rows = [tuple(r) for r in cache.read(ex, symbol(ex), tf, since, until)]
+        rows = [tuple(r) for r in cache.read(bf.source, symbol(ex), tf, since, until)]
         assert rows == [tuple(r) for r in sim.truth(ex, symbol(ex), tf, since, until)]
         again = Backfiller(client, cache, symbol=symbol(ex), timeframe=tf, since_ms=since,
                            until_ms=until, limit=12).run()
