@@ -4,7 +4,8 @@ Role: load a config and run every offline check (schema, rules, ccxt metadata, a
 the same checks as ``btccxt run``, loading the class and its params without running it), then
 print a short summary, or ONE error line on stderr with exit code 2 and no traceback. ``config schema`` prints
 the JSON Schema of the YAML. The network is touched only with ``--online`` or a ``sim: URL``
-(then the symbols are checked against the exchange's markets).
+(then the symbols are checked against the exchange's markets); ``sim: true`` checks them
+against a built-in simulator started on 127.0.0.1, never the exchange.
 
 Imports typer only at module level; pydantic, PyYAML and ccxt load inside the commands so that
 ``btccxt --help`` stays fast.
@@ -42,7 +43,7 @@ def validate_command(
     config: Annotated[Path, typer.Argument(help="The YAML config file to check.", metavar="CONFIG")],
     online: Annotated[bool, typer.Option(
         "--online", help="Also check the symbols against the exchange's live markets (network). "
-        "With `sim: URL` the simulator's markets are always checked.")] = False,
+        "With `sim:` the simulator's markets are always checked, never the exchange's.")] = False,
 ) -> None:
     """Check a config file: schema, rules, what ccxt knows about the exchange, and the symbols
     against the exchange's markets when it is reachable (the simulator's URL, or --online)."""
@@ -60,7 +61,7 @@ def validate_command(
             from btccxt_cli.runtime.notify import check_urls
 
             check_urls(loaded.notify.urls, loaded.source)
-        if online or loaded.exchange.sim_url:
+        if online or loaded.exchange.sim_url or loaded.exchange.sim is True:
             _check_symbols_online(loaded, online=online)
     except BtccxtError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
@@ -74,30 +75,43 @@ def validate_command(
 
 
 def _check_symbols_online(loaded: Config, *, online: bool) -> None:
-    """Load the exchange's markets (the simulator's for ``sim: URL``) and check every symbol."""
-    from btccxt_cli.errors import TemporaryError
+    """Load the exchange's markets and check every symbol: the simulator's for ``sim: URL``,
+    the built-in simulator's for ``sim: true`` (started here, on 127.0.0.1, as ``run`` does:
+    never the real exchange), the exchange's with ``--online``. Unreachable: exit 2 at the
+    config's line, like every other reason the config cannot run."""
     from btccxt_cli.exchange.describe import check_symbols
     from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
     from btccxt_cli.exchange.factory import make_exchange
 
-    ex = make_exchange(loaded.exchange.id, kind="sync", config={"timeout": 10_000},
-                       sim_url=loaded.exchange.sim_url, sandbox=loaded.exchange.sandbox)
+    ex_id, url = loaded.exchange.id, loaded.exchange.sim_url
+    sim = None
+    if loaded.exchange.sim is True:
+        from btccxt_cli.sim.app import SimThread
+
+        sim = SimThread(exchanges=(ex_id,))  # the markets `run` would serve
+        sim.start()
+        url = sim.url(ex_id)
     try:
-        markets = ex.load_markets()
-    except Exception as exc:
-        err = map_ccxt_error(exc, exchange=ex, what="load markets")
-        if is_temporary(exc):
-            ex_id, url = loaded.exchange.id, loaded.exchange.sim_url
+        ex = make_exchange(ex_id, kind="sync", config={"timeout": 10_000}, sim_url=url,
+                           sandbox=loaded.exchange.sandbox)
+        try:
+            markets = ex.load_markets()
+        except Exception as exc:
+            err = map_ccxt_error(exc, exchange=ex, what="load markets")
+            if not is_temporary(exc):
+                raise err from exc
             if url:  # the hint that fits: nothing is wrong with the network or --online
-                raise TemporaryError(
-                    f"the simulator at {url} is unreachable, symbols not checked: {err.message}",
-                    hint=f"start it with `btccxt sim -e {ex_id}` and use the URL it prints, or "
-                    "check the URL") from exc
-            raise TemporaryError(f"{ex_id} is unreachable, symbols not checked: {err.message}",
-                                 hint="check the network, or leave out --online to validate "
-                                 "offline" if online else "check the network") from exc
-        raise err from exc
-    check_symbols(loaded, markets)
+                raise loaded.source.error(
+                    ("exchange", "sim"), f"the simulator at {url} is unreachable, symbols not "
+                    f"checked: {err.message}", hint=f"start it with `btccxt sim -e {ex_id}` and "
+                    "use the URL it prints, or check the URL") from exc
+            raise loaded.source.error(
+                ("exchange", "id"), f"{ex_id} is unreachable, symbols not checked: {err.message}",
+                hint="check the network, or leave out --online to validate offline") from exc
+        check_symbols(loaded, markets)
+    finally:
+        if sim is not None:
+            sim.stop()
 
 
 def config_schema_command() -> None:

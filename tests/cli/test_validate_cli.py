@@ -233,3 +233,30 @@ def test_validate_names_the_strategy_class_it_loaded(app: typer.Typer) -> None:
     result = runner.invoke(app, ["validate", str(CONFIGS / "demo.yaml")])
     assert result.exit_code == 0, result.output
     assert f"sma_cross (SmaCross in {ROOT / 'strategies' / 'sma_cross.py'})" in result.stdout
+
+
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+def test_a_builtin_simulator_config_has_its_symbols_checked_by_the_simulator_never_the_exchange(
+        app: typer.Typer, tmp_path: Path, online: bool) -> None:
+    """``sim: true``: the symbols are checked against a simulator started on 127.0.0.1 (what
+    ``run`` serves), with or without --online; the test's socket guard fails any other host."""
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text("exchange:\n  id: binance\n  sim: true\nsymbols: [BTC/USDT, SOLL/USDT]\n"
+                   "feed: {timeframe: 1m}\nstrategy: {name: sma_cross}\n")
+    result = runner.invoke(app, ["validate", str(cfg), *(["--online"] if online else [])])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{cfg}:4:" in line and "SOLL/USDT" in line and "Traceback" not in result.output
+    cfg.write_text(cfg.read_text().replace(", SOLL/USDT", ""))
+    assert runner.invoke(app, ["validate", str(cfg)]).exit_code == 0
+
+
+def test_an_unreachable_simulator_is_exit_2_at_the_configs_line(app: typer.Typer,
+                                                                tmp_path: Path) -> None:
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text("exchange:\n  id: binance\n  sim: http://127.0.0.1:9\nsymbols: [BTC/USDT]\n"
+                   "feed: {timeframe: 1m}\nstrategy: {name: sma_cross}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{cfg}:3:" in line and "unreachable" in line and "btccxt sim" in line
