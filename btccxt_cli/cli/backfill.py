@@ -44,7 +44,13 @@ from btccxt_cli.cache.export import (
 )
 from btccxt_cli.cache.sqlite import cache_error, default_cache_path
 from btccxt_cli.cli.backfill_view import ProgressView, describe
-from btccxt_cli.errors import BtccxtError, ConfigError, DependencyError, UnsupportedError
+from btccxt_cli.errors import (
+    BtccxtError,
+    ConfigError,
+    DependencyError,
+    TemporaryError,
+    UnsupportedError,
+)
 
 if TYPE_CHECKING:
     from btccxt_cli.cache.backfill import Backfiller, BackfillResult
@@ -264,7 +270,10 @@ class _Run:
 
         client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
         share_rate_budget(client)  # $BTCCXT_RATE_LIMIT_SHARED: one budget for the IP (docs/hub.md)
-        self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
+        try:
+            self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
+        except TemporaryError as exc:  # no network at the start: exit 2, like bad input
+            raise ConfigError(exc.message, key="--sim-url", hint=exc.hint) from None
         cache = _open_cache(self.db_path)
         error: BtccxtError | None = None
         export_info: dict[str, Any] | None = None
@@ -278,6 +287,11 @@ class _Run:
                 except BtccxtError as exc:
                     if exc.exit_code == 2:  # bad input: one line, no summary
                         raise
+                    if isinstance(exc, TemporaryError):  # unreachable before any download
+                        raise ConfigError(
+                            f"{self.exchange_id} is unreachable: {exc.message}",
+                            key="--sim-url" if self.sim_url else "--exchange",
+                            hint=exc.hint or "check the network and run it again") from None
                     error = exc
                 if error is None:  # markets are loaded: keep their price steps for
                     error = self._keep_tick_sizes(client, cache)  # an --offline backtest

@@ -192,10 +192,16 @@ class _Job:
         from btccxt_cli.bt.replay import cache_rows, memory_rows
         from btccxt_cli.cache.source import cache_source
         from btccxt_cli.cli.backfill import _open_cache
+        from btccxt_cli.errors import BtccxtError
         from btccxt_cli.runtime import backtest as bk
 
         cfg = self.cfg
-        self.source = cache_source(cfg.exchange.id, self.sim_url)
+        try:
+            self.source = cache_source(cfg.exchange.id, self.sim_url)
+        except BtccxtError as exc:  # the config's simulator: exit 2 at its line, as `run` says
+            if cfg.exchange.sim is True:
+                raise
+            raise cfg.source.error(("exchange", "sim"), exc.message, hint=exc.hint) from None
         assert self.cache_path is not None
         cache = _open_cache(self.cache_path)
         self.out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
@@ -226,6 +232,26 @@ class _Job:
         if missing:
             raise _hole_error(missing, self.source, self.cache_path, self.offline)
 
+    def _check_symbols(self, client: Any) -> None:
+        """The exchange's markets, and the config's symbols checked against them as ``run``
+        does (exit 2 at the symbol's line, with the closest market); unreachable before any
+        download: exit 2 at the config's exchange."""
+        from btccxt_cli.exchange.describe import check_symbols
+        from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
+
+        cfg = self.cfg
+        try:
+            markets = client.load_markets()
+        except Exception as exc:
+            err = map_ccxt_error(exc, exchange=client, what="load markets")
+            if not is_temporary(exc):
+                raise err from exc
+            key = ("exchange", "sim") if cfg.exchange.sim_url else ("exchange", "id")
+            raise cfg.source.error(key, f"{cfg.exchange.id} is unreachable: {err.message}",
+                                   hint="check the network, or backtest --offline on the cache"
+                                   ) from exc
+        check_symbols(cfg, markets)
+
     def _download(self, cache: Any, plans: list[Any]) -> None:
         from btccxt_cli.cache.backfill import Backfiller
         from btccxt_cli.cli.backfill_view import ProgressView
@@ -233,6 +259,7 @@ class _Job:
         from btccxt_cli.exchange.retry import Backoff
 
         client = make_exchange(self.cfg.exchange.id, kind="sync", sim_url=self.sim_url)
+        self._check_symbols(client)
         with ProgressView(self.json_out) as progress:
             for p in plans:
                 bf = Backfiller(client, cache, exchange_id=self.cfg.exchange.id, source=self.source,

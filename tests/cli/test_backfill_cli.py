@@ -364,3 +364,14 @@ def test_kill_9_loses_at_most_the_page_in_flight(sim, tmp_path):
     with OhlcvCache(db) as cache:
         assert cache.count(SRC, "BTC/USDT", "1m") == 6_000
         assert cache.read(SRC, "BTC/USDT", "1m") == sim.truth("binance", "BTC/USDT", "1m", since, until)
+
+
+def test_an_unreachable_simulator_is_exit_2_naming_the_option(tmp_path):
+    db = tmp_path / "c.sqlite"
+    r = subprocess.run([sys.executable, "-m", "btccxt_cli", "backfill", "BTC/USDT", "--sim-url",
+                        "http://127.0.0.1:9", "--since", "1h", "--db", str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: --sim-url: cannot reach the simulator at http://127.0.0.1:9")
+    assert not db.exists()

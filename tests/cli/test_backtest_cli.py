@@ -362,3 +362,22 @@ def test_a_trades_or_report_file_named_like_the_config_is_refused_and_the_config
     assert p.returncode == 2, p.stderr[-2000:]
     assert "is the config file of this command" in p.stderr and "Traceback" not in p.stderr
     assert cfg.read_text() == before
+
+
+@pytest.mark.parametrize("case", ["unreachable-simulator", "unknown-symbol"])
+def test_no_network_or_an_unknown_symbol_is_exit_2_at_the_configs_line(tmp_path, case):
+    cfg = tmp_path / "bt.yaml"
+    sim, symbol = ("http://127.0.0.1:9", "BTC/USDT") if case == "unreachable-simulator" \
+        else ("true", "FOO/BAR")
+    cfg.write_text(f"exchange: {{id: binance, sim: {sim}}}\nsymbols: [{symbol}]\n"
+                   "feed: {timeframe: 1m}\nstrategy: {name: sma_cross}\n"
+                   f"feed: {{timeframe: 1m, cache: {tmp_path / 'c.sqlite'}}}\n".replace(
+                       "feed: {timeframe: 1m}\n", "", 1))
+    p = subprocess.run([sys.executable, "-m", "btccxt_cli", "backtest", str(cfg), "--since", "10m"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr[-2000:]
+    (line,) = p.stderr.strip().splitlines()
+    where = f"{cfg}:1:" if case == "unreachable-simulator" else f"{cfg}:2:"
+    assert line.startswith(f"error: {where}") and "Traceback" not in p.stderr, line
+    assert ("cannot reach the simulator" in line) if case == "unreachable-simulator" else \
+        ("has no market FOO/BAR" in line)
