@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any
 
-__all__ = ["register_secret", "register_notify_url", "RedactingFilter", "JsonFormatter",
+__all__ = ["log_early", "register_secret", "register_notify_url", "RedactingFilter", "JsonFormatter",
            "setup_logging", "redact"]
 
 _secrets: set[str] = set()
@@ -120,3 +121,29 @@ def setup_logging(level: str | int = "WARNING", *, file: str | None = None,
         elif h.formatter is None:
             h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(h)
+    _release_early()
+
+
+#: notes logged before the run's logging was set up, at a level it did not show yet
+_early: list[tuple[str, int, str, tuple[Any, ...]]] = []
+
+
+def log_early(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
+    """Log now if ``logger`` shows ``level``; else keep it for the next ``setup_logging`` that
+    does (the config is read before the run's logging is set up from it: ``logging.level:
+    INFO`` still shows what loading it had to say)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, *args)
+    elif len(_early) < 100:
+        _early.append((logger.name, level, msg, args))
+
+
+def _release_early() -> None:
+    kept = []
+    for name, level, msg, args in _early:
+        lg = logging.getLogger(name)
+        if lg.isEnabledFor(level):
+            lg.log(level, msg, *args)
+        else:
+            kept.append((name, level, msg, args))
+    _early[:] = kept

@@ -24,6 +24,7 @@ from typing import Any
 
 from btccxt_cli.config.schema import KeyPath, SourceMap, format_path
 from btccxt_cli.errors import ConfigError, CredentialsError
+from btccxt_cli.log import log_early
 
 __all__ = ["CREDENTIAL_KEYS", "Environment", "drop_unset_credentials", "expand_all", "is_secret_path",
            "read_dotenv"]
@@ -130,8 +131,9 @@ def drop_unset_credentials(data: Any, source: SourceMap, environ: Environment) -
     if given != set(refs) or any(unset[k] != refs[k] for k in refs):
         return data  # some credentials given: expand_all checks them all
     names = [n for k in refs for n in refs[k]]
-    logger.info("%s: %s not set; paper trading reads public market data only, so this run uses "
-                "no API keys (live orders need them)", source.file or "<config>", ", ".join(names))
+    log_early(logger, logging.INFO, "%s: %s not set; paper trading reads public market data "
+              "only, so this run uses no API keys (live orders need them)",
+              source.file or "<config>", ", ".join(names))
     return {**data, "exchange": {k: v for k, v in ex.items() if k not in refs}}
 
 

@@ -155,3 +155,20 @@ def test_validate_checks_symbols_against_a_running_simulator(sim, tmp_path):
     p = btccxt("validate", str(ok))
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
+
+
+@pytest.mark.parametrize("global_level", [None, "INFO"], ids=["config-level", "--log-level"])
+def test_unset_credential_variables_are_named_once_at_the_configs_log_level(tmp_path, global_level):
+    """Loading the config says which credential variables are unset (paper trading goes on
+    without keys). The config is read before its logging.level is applied: the line still
+    shows with logging.level INFO, and once when --log-level INFO shows it already."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("exchange:\n  id: okx\n  sim: true\n  api_key: ${NOPE_KEY}\n"
+                   "  secret: ${NOPE_SECRET}\n  password: ${NOPE_PASS}\nsymbols: [BTC/USDT]\n"
+                   "feed: {timeframe: 1s, backfill: 2}\nstrategy: {name: print_bars}\n"
+                   "logging: {level: INFO}\n")
+    pre = ["--log-level", global_level] if global_level else []
+    p = btccxt(*pre, "run", str(cfg), "--plain", "--duration", "0.5")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-2000:]
+    assert err.count("NOPE_KEY, NOPE_SECRET, NOPE_PASS not set; paper trading") == 1, err[-2000:]
