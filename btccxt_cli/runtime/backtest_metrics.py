@@ -30,6 +30,13 @@ METRIC_KEYS = ("start", "end", "bars", "initial_value", "final_value", "total_re
 """The keys of ``metrics`` in ``--json``, in order."""
 
 
+
+def clean(x: Any) -> Any:
+    """A price, size, fee or P&L as a person reads it: to 10 decimals (finer than any market's
+    step), so backtrader's float noise (59704.899999999994 for a fill at 59704.9, a P&L of
+    0.07499999999990905) does not reach the outputs."""
+    return round(x, 10) if isinstance(x, float) and math.isfinite(x) else x
+
 def ms_of(num: float) -> int:
     """A backtrader datetime number (naive UTC) as epoch milliseconds."""
     import backtrader as bt
@@ -106,9 +113,9 @@ def make_recorder() -> type:
                 t = _bar_open(d, ms_of(d.datetime[0]))
             rec = {"time": t, "iso": iso_ms(t), "symbol": d._name,
                    "side": "buy" if order.isbuy() else "sell",
-                   "size": abs(order.executed.size) if done else abs(order.created.size),
-                   "price": order.executed.price if done else order.created.price,
-                   "fee": order.executed.comm if done else 0.0,
+                   "size": clean(abs(order.executed.size) if done else abs(order.created.size)),
+                   "price": clean(order.executed.price if done else order.created.price),
+                   "fee": clean(order.executed.comm if done else 0.0),
                    "status": order.getstatusname()}
             if order.info.get("liquidation"):
                 rec["liquidation"] = True
@@ -130,8 +137,9 @@ def make_recorder() -> type:
                 "symbol": d._name, "opened": opened, "opened_iso": iso_ms(opened),
                 "closed": closed, "closed_iso": iso_ms(closed),
                 "side": "long" if (first or trade.long) and (first is None or first > 0) else "short",
-                "price": trade.price, "pnl": trade.pnl, "pnl_net": trade.pnlcomm,
-                "fees": trade.commission, "bars": trade.barlen})
+                "price": clean(trade.price), "pnl": clean(trade.pnl),
+                "pnl_net": clean(trade.pnlcomm), "fees": clean(trade.commission),
+                "bars": trade.barlen})
             sym = self.per_symbol[d._name]
             sym["trades"] += 1
             sym["won"] += int(trade.pnlcomm > 0)

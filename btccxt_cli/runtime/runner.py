@@ -18,7 +18,7 @@ from btccxt_cli.errors import BtccxtError, ConfigError, TemporaryError
 from btccxt_cli.model import BrokerStatus, ConnectionStatus, FeedStatus
 from btccxt_cli.paths import check_output_file
 from btccxt_cli.runtime.assembly import paper_derivs
-from btccxt_cli.runtime.backtest_metrics import order_bar_ms
+from btccxt_cli.runtime.backtest_metrics import clean, order_bar_ms
 from btccxt_cli.runtime.state import RunMonitor
 from btccxt_cli.runtime.stopping import EXIT_FORCED, STOP_GRACE, StopWatch, exit_code_of, raised_at
 from btccxt_cli.runtime.strategies import (
@@ -645,11 +645,12 @@ def _observed(cls: type, runner: Runner) -> type:
             side = "buy" if order.isbuy() else "sell"
             reason = order.info.get("reason")
             record = {"type": "order", "event": order.getstatusname(), "symbol": order.data._name,
-                      "side": side, "size": order.executed.size, "price": order.executed.price}
+                      "side": side, "size": clean(order.executed.size),
+                      "price": clean(order.executed.price)}  # as `btccxt backtest` writes them
             bar = order_bar_ms(order)  # the bar it filled in, as `btccxt backtest` reports it
             if bar is not None:
                 record["bar"] = bar
-                record["fee"] = order.executed.comm
+                record["fee"] = clean(order.executed.comm)
             if order.info.get("client_id"):
                 record["client_id"] = order.info["client_id"]
             if reason:

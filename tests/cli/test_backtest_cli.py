@@ -134,6 +134,10 @@ def test_summary_json_trades_csv_and_html_report(sim: Any, tmp_path: Path) -> No
     assert [(int(r["time"]), r["symbol"], r["side"], float(r["price"])) for r in orders] == \
         [(o["time"], o["symbol"], o["side"], o["price"]) for o in doc["orders"]]
     assert len([r for r in rows if r["kind"] == "trade"]) == len(doc["trades"]) == doc["metrics"]["trades"]
+    # prices, fees and P&L as a person reads them: no float noise (59704.899999999994)
+    noisy = [(k, v) for rec in doc["orders"] + doc["trades"] for k, v in rec.items()
+             if isinstance(v, float) and v != round(v, 10)]
+    assert noisy == [], noisy[:5]
     html = report.read_text().replace("\\u002f", "/")  # plotly's JSON escapes slashes
     assert "<html>" in html and 'src="http' not in html  # self-contained: plotly.js inlined
     for text in ("BTC/USDT: candles, buys and sells", "ETH/USDT: candles, buys and sells",
