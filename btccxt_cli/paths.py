@@ -86,7 +86,10 @@ def check_output_file(path: str | os.PathLike[str], *, what: str, option: str,
         return ConfigError(message, hint=hint, **where)  # type: ignore[arg-type]
 
     if str(path) == "" or p.name in ("", ".", ".."):
-        raise refuse(f"{what} path {str(path)!r} is not a file name", "name a file, e.g. out.jsonl")
+        example = {"log file": "run.log", "OHLCV cache": "ohlcv.sqlite", "cache": "ohlcv.sqlite",
+                   "orders database": "orders.sqlite", "report file": "report.html",
+                   "trades file": "trades.csv"}.get(what, "out.jsonl")
+        raise refuse(f"{what} path {str(path)!r} is not a file name", f"name a file, e.g. {example}")
     other = _claimed.get(_key(p)) if _claimed is not None else None
     if other is not None and other != what:
         raise refuse(f"{what} {str(p)!r} is the {other} of this command",

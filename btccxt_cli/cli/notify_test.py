@@ -42,8 +42,9 @@ def notify_test_command(
     error = send_once(n.urls, n.title, f"btccxt test message from {config.name}: notifications "
                       "work.", timeout=n.timeout)
     if error is not None:
-        sys.stderr.write(f"error: the test message was not delivered: {redact(error)} (check the "
-                         "URL in the variable notify.urls names, and that the service is up)\n")
+        sys.stderr.write(f"error: the test message was not delivered: {redact(error)} (check "
+                         f"notify.urls in {config} (or the variable it names) and that the "
+                         "service is up)\n")
         raise typer.Exit(1)
     sys.stdout.write(f"sent a test message to {len(n.urls)} notification URL"
                      f"{'s' if len(n.urls) != 1 else ''}\n")

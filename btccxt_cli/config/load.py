@@ -277,6 +277,9 @@ def _check_files(config: Config, base_dir: Path | None = None) -> None:
     path = config.strategy.path
     if path is not None and path.is_file():
         claim(path, "strategy file")
+    if path is not None and path.is_dir():
+        raise config.source.error(("strategy", "path"), f"strategy path {path} is a folder",
+                                  hint="name the .py file in it that holds the strategy")
     if path is not None and not path.is_file():
         raise config.source.error(("strategy", "path"), f"strategy file not found: {path}",
                                   hint="paths are relative to the config file; or use name: for "

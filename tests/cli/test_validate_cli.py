@@ -260,3 +260,16 @@ def test_an_unreachable_simulator_is_exit_2_at_the_configs_line(app: typer.Typer
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert f"{cfg}:3:" in line and "unreachable" in line and "btccxt sim" in line
+
+
+def test_a_strategy_path_that_is_a_folder_and_an_empty_log_file_say_so(app: typer.Typer,
+                                                                       tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    base = "exchange: {id: binance, sim: true}\nsymbols: [BTC/USDT]\nfeed: {timeframe: 1m}\n"
+    cfg.write_text(base + f"strategy: {{path: {tmp_path}}}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2 and "is a folder (name the .py file in it" in result.stderr
+    cfg.write_text(base + "strategy: {name: sma_cross}\nlogging: {file: ''}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2 and "logging.file: log file path" in result.stderr
+    assert "e.g. run.log" in result.stderr
