@@ -19,6 +19,8 @@ _WEIGHTS = {
     ("binance", "/api/v3/exchangeInfo"): 20,
     ("binance", "/api/v3/time"): 1,
     ("binance", "/api/v3/ping"): 1,
+    ("binance", "/api/v3/ticker/24hr"): 2,  # with one symbol (binance: 80 for all)
+    ("binance", "/api/v3/ticker/price"): 2,  # with one symbol (binance: 4 for all)
     ("binance", "/fapi/v1/exchangeInfo"): 1,
     ("binance", "/dapi/v1/exchangeInfo"): 1,
 }

@@ -171,8 +171,8 @@ def test_errors_are_binance_errors(sim: Any) -> None:
         ex.publicGetKlines({"interval": "1m"})
     # an endpoint the simulator does not serve: a 404 the client sees, logged and counted
     with pytest.raises(ccxt.ExchangeNotAvailable):
-        ex.fetch_ticker("BTC/USDT")
-    assert "/api/v3/ticker/24hr" in sim.stats(EX)["unknown_paths"]
+        ex.fetch_order_book("BTC/USDT")
+    assert "/api/v3/depth" in sim.stats(EX)["unknown_paths"]
 
 
 # --------------------------------------------------------------------------- WebSocket

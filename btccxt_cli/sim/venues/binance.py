@@ -3,11 +3,24 @@
 REST (all GET, errors as ``{"code": -1121, "msg": "Invalid symbol."}`` with HTTP 400)::
 
     /api/v3/ping  /api/v3/time  /api/v3/exchangeInfo  /api/v3/klines  /api/v3/uiKlines
+    /api/v3/ticker/24hr  /api/v3/ticker/price   ([symbol | symbols]; none: every market)
     /api/v1/ping  /api/v1/time
     /dapi/v1/exchangeInfo  /eapi/v1/exchangeInfo   (no symbols; USD-M /fapi: binance_futures.py)
     /fapi/v1/time  /dapi/v1/time  /fapi/v1/ping  /dapi/v1/ping
     /sapi/v1/capital/config/getall  /sapi/v1/margin/allPairs  /sapi/v1/margin/isolated/allPairs
         (empty lists: load_markets() asks for them when API keys are set)
+
+A 24 h ticker (``venues/tickers.py``: the 1h bars of the last 24 h, ``lastPrice`` the matching
+engine's price now, bid/ask one tick around it; ``-1121 Invalid symbol.`` for an unknown
+symbol, ``-1102`` for an empty one, ``-1128`` for ``symbol`` with ``symbols``)::
+
+    {"symbol": "BTCUSDT", "priceChange": "-622.50000000", "priceChangePercent": "-1.016",
+     "weightedAvgPrice": "60814.28397714", "prevClosePrice": "61282.30000000",
+     "lastPrice": "60659.80000000", "lastQty": "0.00001000", "bidPrice": "60659.70000000",
+     "bidQty": "0.42371000", "askPrice": "60659.90000000", "askQty": "0.42371000",
+     "openPrice": "61282.30000000", "highPrice": "61503.90000000", "lowPrice": "60265.70000000",
+     "volume": "33439.84783000", "quoteVolume": "2033620402.08590293", "openTime": 1699916400000,
+     "closeTime": 1700004034567, "firstId": 169991640000, "lastId": 170000286364, "count": 281867}
 
 A kline row (strings as binance sends them, the forming candle included)::
 
@@ -57,6 +70,7 @@ from btccxt_cli.sim.venues.binance_futures import UsdmFutures
 from btccxt_cli.sim.venues.binance_usdm_stream import CHANNEL as USDM_CHANNEL
 from btccxt_cli.sim.venues.binance_usdm_stream import UsdmUserData
 from btccxt_cli.sim.venues.binance_userdata import BinanceUserData
+from btccxt_cli.sim.venues.tickers import day_stats
 from btccxt_cli.sim.venues.ws_limits import CLOSE_POLICY
 from btccxt_cli.timeframes import BarGrid
 
@@ -79,6 +93,8 @@ _RATE_LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
     {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
 ]
+_BAD_SYMBOLS = ("Illegal characters found in parameter 'symbols'; legal range is "
+                "'^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'.")
 
 
 def _err(code: int, msg: str, status: int = 400) -> web.Response:
@@ -146,6 +162,8 @@ class BinanceVenue(Venue):
             web.get("/dapi/v1/exchangeInfo", self.empty_exchange_info),
             web.get("/eapi/v1/exchangeInfo", self.empty_exchange_info),
             web.get("/api/v3/klines", self.klines),
+            web.get("/api/v3/ticker/24hr", self.ticker_24hr),
+            web.get("/api/v3/ticker/price", self.ticker_price),
             # private, asked by load_markets() only when API keys are set: no currencies
             web.get("/sapi/v1/capital/config/getall", self.empty_list),
             web.get("/sapi/v1/margin/allPairs", self.empty_list),
@@ -219,8 +237,7 @@ class BinanceVenue(Venue):
             try:
                 wanted = [str(s) for s in loads(request.query["symbols"])]
             except ValueError:
-                return _err(-1100, "Illegal characters found in parameter 'symbols'; legal range is "
-                            "'^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'.")
+                return _err(-1100, _BAD_SYMBOLS)
         if wanted is not None:
             if any(w not in self.by_id for w in wanted):
                 return _err(-1121, "Invalid symbol.")
@@ -265,6 +282,90 @@ class BinanceVenue(Venue):
                 for c in self.server.bars(symbol, grid, start=start, end=end, limit=limit,
                                           from_start=start is not None)]
         return json_response(rows)
+
+    async def ticker_24hr(self, request: web.Request) -> web.Response:
+        """24 h statistics (``venues/tickers.py``): one object for ``symbol=``, a list for
+        ``symbols=[...]`` or for none (every market). ``/fapi/v1/ticker/24hr`` (USD-M) has no
+        bid/ask or previous close, as binance's."""
+        fapi = request.path.startswith("/fapi/")
+        picked = self._ticker_symbols(request, fapi)
+        if isinstance(picked, web.Response):
+            return picked
+        symbols, single = picked
+        rows = [self._ticker(s, fapi) for s in symbols]
+        return json_response(rows[0] if single else rows)
+
+    async def ticker_price(self, request: web.Request) -> web.Response:
+        """The last price (the engine's price now); ``/fapi/v1/ticker/price`` adds ``time``."""
+        fapi = request.path.startswith("/fapi/")
+        picked = self._ticker_symbols(request, fapi)
+        if isinstance(picked, web.Response):
+            return picked
+        symbols, single = picked
+        now = self.server.now_ms()
+        rows: list[dict[str, Any]] = []
+        for s in symbols:
+            row: dict[str, Any] = {"symbol": self.market_id(s),
+                                   "price": _f8(self.server.engine.price(s, now))}
+            if fapi:
+                row["time"] = now
+            rows.append(row)
+        return json_response(rows[0] if single else rows)
+
+    def _ticker_symbols(self, request: web.Request,
+                        fapi: bool) -> tuple[list[str], bool] | web.Response:
+        """The markets a ticker request names and whether it named one (``symbol=``), or
+        binance's error answer."""
+        q = request.query
+        ids = self.futures.by_id if fapi else self.by_id
+        if "symbol" in q and "symbols" in q and not fapi:
+            return _err(-1128, "Combination of optional parameters invalid.")
+        if "symbol" in q:
+            market_id = q["symbol"]
+            if not market_id:
+                return _err(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                            "or malformed.")
+            symbol = ids.get(market_id)
+            if symbol is None:
+                return _err(-1121, "Invalid symbol.")
+            return [symbol], True
+        if "symbols" in q and not fapi:
+            try:
+                wanted = [str(s) for s in loads(q["symbols"])]
+            except (ValueError, TypeError):
+                return _err(-1100, _BAD_SYMBOLS)
+            if not wanted or any(w not in ids for w in wanted):
+                return _err(-1121, "Invalid symbol.")
+            return [ids[w] for w in wanted], False
+        return list(ids.values()), False
+
+    def _ticker(self, symbol: str, fapi: bool) -> dict[str, Any]:
+        spec = self.specs[symbol]
+        st = day_stats(self, symbol)
+        extras = [self._extras(spec, c) for c in st.bars]
+        traded = [e for e in extras if e[1]]
+        first = traded[0][4] if traded else -1
+        last_id = traded[-1][5] if traded else -1
+        change = st.last - st.open
+        wavg = st.quote_volume / st.volume if st.volume else st.last
+        row: dict[str, Any] = {
+            "symbol": self.market_id(symbol), "priceChange": _f8(change),
+            "priceChangePercent": f"{100.0 * change / st.open:.3f}",
+            "weightedAvgPrice": _f8(wavg),
+        }
+        if not fapi:
+            row["prevClosePrice"] = _f8(st.open)  # the last trade before the window
+        row.update({"lastPrice": _f8(st.last), "lastQty": _f8(spec.lot)})
+        if not fapi:
+            row.update({"bidPrice": _f8(st.bid), "bidQty": _f8(st.top_size),
+                        "askPrice": _f8(st.ask), "askQty": _f8(st.top_size)})
+        row.update({
+            "openPrice": _f8(st.open), "highPrice": _f8(st.high), "lowPrice": _f8(st.low),
+            "volume": _f8(st.volume), "quoteVolume": _f8(st.quote_volume),
+            "openTime": st.open_time, "closeTime": st.now, "firstId": first, "lastId": last_id,
+            "count": sum(e[1] for e in extras),
+        })
+        return row
 
     # ------------------------------------------------------------------ formatting
     def _market_info(self, symbol: str) -> dict[str, Any]:

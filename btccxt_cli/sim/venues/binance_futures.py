@@ -6,7 +6,7 @@ Spot and USD-M share one wallet per API key (binance keeps two; transfers are no
 Public (``/fapi/v1``)::
 
     exchangeInfo  klines  premiumIndex [symbol]  fundingRate symbol [startTime] [endTime] [limit<=1000]
-    fundingInfo
+    fundingInfo  ticker/24hr [symbol]  ticker/price [symbol] (also /fapi/v2)   (venues/tickers.py)
 
 Signed (the spot API's HMAC signature, ``X-MBX-APIKEY``)::
 
@@ -461,6 +461,9 @@ class UsdmFutures:
         return [
             web.get("/fapi/v1/exchangeInfo", self.exchange_info),
             web.get("/fapi/v1/klines", v.klines),
+            web.get("/fapi/v1/ticker/24hr", v.ticker_24hr),
+            web.get("/fapi/v1/ticker/price", v.ticker_price),
+            web.get("/fapi/v2/ticker/price", v.ticker_price),  # ccxt's fetch_last_prices
             web.get("/fapi/v1/premiumIndex", self.premium_index),
             web.get("/fapi/v1/fundingRate", self.funding_rate),
             web.get("/fapi/v1/fundingInfo", self.funding_info),

@@ -6,6 +6,7 @@ REST (GET; errors as ``{"code": "51001", "msg": "Instrument ID does not exist", 
     /api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|OPTION|MARGIN   (FUTURES/OPTION empty)
     /api/v5/market/candles          latest 1440 bars, limit <= 300 (default 100)
     /api/v5/market/history-candles  any age, limit <= 300 (default 100)
+    /api/v5/market/ticker?instId=   24 h statistics (venues/tickers.py); 50014 without instId
     /api/v5/asset/currencies        empty (ccxt asks for it when API keys are set)
 
 Candle rows are newest first: ``[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]``, all
@@ -13,6 +14,18 @@ strings, ``confirm`` ``"0"`` for the forming candle. ``after=T`` keeps bars with
 ``before=T`` bars with ``ts > T``; the newest ``limit`` bars in that window are returned. For
 spot ``vol`` is in base currency and ``volCcy`` in quote; for swaps ``vol`` counts contracts and
 ``volCcy`` is base currency (ccxt reads index 5 for spot, 6 for swaps, so both give base volume).
+
+A ticker: ``last`` is the matching engine's price now, ``bidPx``/``askPx`` one tick around it,
+``open24h``/``high24h``/``low24h`` and the volumes from the 1h bars of the last 24 h; sizes as in
+candles (spot base currency, swaps contracts; ``volCcy24h`` is quote volume for spot and base
+volume for swaps; ccxt's ``fetch_ticker`` takes ``vol24h`` as ``baseVolume``, so for swaps that is
+in contracts); ``sodUtc0``/``sodUtc8`` the price at 00:00 UTC and at 00:00 Hong Kong time::
+
+    {"instType": "SPOT", "instId": "BTC-USDT", "last": "60659.8", "lastSz": "0.00001",
+     "askPx": "60659.9", "askSz": "0.42371", "bidPx": "60659.7", "bidSz": "0.42371",
+     "open24h": "61282.3", "high24h": "61503.9", "low24h": "60265.7",
+     "volCcy24h": "2033620402.09", "vol24h": "33439.84783", "ts": "1700004034567",
+     "sodUtc0": "61403.1", "sodUtc8": "60943.1"}
 
 Bars: ``1s 1m 3m 5m 15m 30m 1H 2H 4H``, ``6H 12H 1D 1W 1M 3M`` and ``6Hutc 12Hutc 1Dutc 1Wutc
 1Mutc 3Mutc`` (and the same as ``candle<bar>`` channels). Like okx, the plain ``6H`` and longer
@@ -53,6 +66,7 @@ from btccxt_cli.sim.venues import (
 )
 from btccxt_cli.sim.venues.okx_private_ws import OkxPrivateWs, event_error, read_request
 from btccxt_cli.sim.venues.okx_swap import SwapAccount
+from btccxt_cli.sim.venues.tickers import day_stats
 from btccxt_cli.timeframes import BarGrid
 
 if TYPE_CHECKING:
@@ -162,6 +176,7 @@ class OkxVenue(Venue):
             web.get("/api/v5/public/instruments", self.instruments),
             web.get("/api/v5/market/candles", self.candles),
             web.get("/api/v5/market/history-candles", self.history_candles),
+            web.get("/api/v5/market/ticker", self.ticker),
             # private, asked by load_markets() only when API keys are set: no currencies
             web.get("/api/v5/asset/currencies", self.currencies),
             web.get("/ws/v5/business", self.ws_business),
@@ -256,6 +271,42 @@ class OkxVenue(Venue):
                                 from_start=False, floor=floor)
         rows = [self._row(spec, c, c[0] < closed_before) for c in reversed(bars)]
         return _ok(rows)
+
+    async def ticker(self, request: web.Request) -> web.Response:
+        """24 h statistics of one instrument (``venues/tickers.py``)."""
+        inst_id = request.query.get("instId")
+        if not inst_id:
+            return _err("50014", "Parameter instId can not be empty.", 400)
+        symbol = self.by_id.get(inst_id)
+        if symbol is None:
+            return _err("51001", "Instrument ID does not exist")
+        return _ok([self._ticker(symbol)])
+
+    def _ticker(self, symbol: str) -> dict[str, str]:
+        spec = self.specs[symbol]
+        st = day_stats(self, symbol)
+        px = spec.fmt_price
+        if spec.is_swap:  # sizes in contracts, vol24h contracts, volCcy24h base currency
+            cd = spec.contract_lot_decimals
+            vol = f"{st.lots / 10 ** cd:.{cd}f}"
+            vol_ccy = spec.fmt_volume(st.volume)
+            last_sz = _dec_str(cd)
+            top = f"{self.contracts(symbol, st.top_size):.{cd}f}"
+        else:  # sizes and vol24h in base currency, volCcy24h in quote
+            vol = spec.fmt_volume(st.volume)
+            vol_ccy = f"{st.quote_volume:.{max(2, spec.price_decimals)}f}"
+            last_sz = spec.lot_str()
+            top = spec.fmt_volume(st.top_size)
+        engine = self.server.engine
+        return {
+            "instType": self.inst_type(symbol), "instId": self.inst_id(symbol),
+            "last": px(st.last), "lastSz": last_sz, "askPx": px(st.ask), "askSz": top,
+            "bidPx": px(st.bid), "bidSz": top, "open24h": px(st.open), "high24h": px(st.high),
+            "low24h": px(st.low), "volCcy24h": vol_ccy, "vol24h": vol, "ts": str(st.now),
+            # the price at the day's open, UTC and Hong Kong (UTC+8) days
+            "sodUtc0": px(engine.price(symbol, BARS["1Dutc"].open_of(st.now))),
+            "sodUtc8": px(engine.price(symbol, BARS["1D"].open_of(st.now))),
+        }
 
     # ------------------------------------------------------------------ formatting
     def _instrument(self, symbol: str) -> dict[str, Any]:
