@@ -35,8 +35,10 @@ def hub_command(
         seconds = parse_seconds(duration, "--duration", low=0.1, high=366 * 86400.0,
                                 hint="leave --duration out to run until stopped")
         if check and "://" in config:
-            cfg, target = None, config
+            cfg, target = None, _redis_option(config, "--check")
         else:
+            if url is not None:
+                _redis_option(url, "--url")
             cfg = _load(Path(config))
             target = url or cfg.hub.url
             if not target:
@@ -52,6 +54,17 @@ def hub_command(
         _serve(cfg, target, plain=plain, duration=seconds)
     except BtccxtError as exc:
         fail(exc)
+
+
+def _redis_option(value: str, option: str) -> str:
+    """A Redis URL given on the command line, checked as the config's are (one line, exit 2)."""
+    from btccxt_cli.config.schema import check_redis_url
+    from btccxt_cli.errors import ConfigError
+
+    try:
+        return check_redis_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; got {value!r}", key=option) from None
 
 
 def _load(path: Path) -> Any:
