@@ -69,19 +69,14 @@ def _redis_option(value: str, option: str) -> str:
 
 def _load(path: Path) -> Any:
     """The config; a hub needs no strategy (one is filled in when the file has none)."""
-    from btccxt_cli.config.load import load_config, loads_config, parse_yaml
+    from btccxt_cli.config.load import loads_config, parse_yaml, read_config_text
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return load_config(path)  # its own one-line error
+    text = read_config_text(path)  # read once: a pipe (<(cat hub.yaml)) cannot be read twice
     data, _ = parse_yaml(text, file=str(path))
-    if "strategy" in data:
-        cfg = load_config(path)
-    else:
+    if "strategy" not in data:
         sep = "" if text.endswith("\n") else "\n"
-        cfg = loads_config(text + sep + "strategy: {name: print_bars}\n", file=str(path),
-                           base_dir=path.parent, env_file=path.parent / ".env")
+        text += sep + "strategy: {name: print_bars}\n"
+    cfg = loads_config(text, file=str(path), base_dir=path.parent, env_file=path.parent / ".env")
     if cfg.feed.mode == "hub":
         raise cfg.source.error(("feed", "mode"), "a hub cannot read from a hub",
                                hint="use mode: websocket (or threaded) in the hub's config")
