@@ -267,7 +267,8 @@ class _Run:
 
         client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
         share_rate_budget(client)  # $BTCCXT_RATE_LIMIT_SHARED: one budget for the IP (docs/hub.md)
-        self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
+        self.source = cache_source(self.exchange_id, self.sim_url,  # never plain for a simulator
+                                   option="--exchange")
         cache = _open_cache(self.db_path)
         error: BtccxtError | None = None
         export_info: dict[str, Any] | None = None

@@ -136,6 +136,7 @@ class _Job:
 
     # ------------------------------------------------------------ checks (before anything runs)
     def check(self) -> None:
+        from btccxt_cli.cache.source import check_config_sim
         from btccxt_cli.cli.backfill import _parse_window
         from btccxt_cli.cli.backtest_view import SORT_KEYS
         from btccxt_cli.clock import SYSTEM_CLOCK
@@ -165,6 +166,7 @@ class _Job:
             self.report = check_output_file(self.report, what="report file", option="--report")
         self.cfg = cfg = load_config(self.config_path)  # run's reading and messages
         validate_exchange(cfg)
+        check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         self.config_dir = self.config_path.resolve().parent
         cls, _ = check_strategy(cfg, self.config_dir)  # run's loading and param checks
         check_param_names(cls, list(self.sweep))

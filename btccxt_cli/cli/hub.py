@@ -51,6 +51,9 @@ def hub_command(
             ok = check_hub(target, ns, out=lambda line: sys.stdout.write(line + "\n"))
             raise typer.Exit(0 if ok else 2)
         assert cfg is not None
+        from btccxt_cli.cache.source import check_config_sim
+
+        check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         _serve(cfg, target, plain=plain, duration=seconds)
     except BtccxtError as exc:
         fail(exc)
