@@ -233,3 +233,18 @@ def test_validate_names_the_strategy_class_it_loaded(app: typer.Typer) -> None:
     result = runner.invoke(app, ["validate", str(CONFIGS / "demo.yaml")])
     assert result.exit_code == 0, result.output
     assert f"sma_cross (SmaCross in {ROOT / 'strategies' / 'sma_cross.py'})" in result.stdout
+
+
+def test_a_misspelt_required_key_is_named_at_its_line(app: typer.Typer, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("exchange: {id: binance, sim: true}\nsymbol: [BTC/USDT]\n"
+                   "strategy: {name: sma_cross}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {cfg}:2:1: symbol: unknown key 'symbol' at the top "
+                                    "level; did you mean 'symbols'?"), result.stderr
+    cfg.write_text("exchange: {id: binance, sim: true}\nwhatever: [BTC/USDT]\n"
+                   "strategy: {name: sma_cross}\n")  # nothing close: the missing key first
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2
+    assert "missing required key 'symbols'" in result.stderr, result.stderr
