@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from btccxt_cli.errors import ConfigError, TemporaryError
+from btccxt_cli.errors import BtccxtError, ConfigError, TemporaryError
 
-__all__ = ["SIM_MARK", "cache_source", "sim_identity", "split_source"]
+if TYPE_CHECKING:
+    from btccxt_cli.config.schema import Config
+
+__all__ = ["SIM_MARK", "cache_source", "check_config_sim", "sim_identity", "split_source"]
 
 SIM_MARK = "@sim:"
 """Between the exchange id and the simulator's identity in a source name."""
@@ -30,9 +33,14 @@ SIM_MARK = "@sim:"
 _IDENTITY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def cache_source(exchange_id: str, sim_url: str | None = None, *, timeout: float = 5.0) -> str:
+def cache_source(exchange_id: str, sim_url: str | None = None, *, timeout: float = 5.0,
+                 option: str | None = None) -> str:
     """The cache's name for bars of ``exchange_id``: the plain id for the real exchange, or
     ``ID@sim:IDENTITY`` for a simulator at ``sim_url`` (asked for its identity).
+
+    ``option`` is the command-line option that named ``exchange_id`` (``--exchange``), for
+    the hint when the simulator serves another exchange; a config's ``exchange.sim`` is
+    checked at its line by ``check_config_sim`` before anything starts.
 
     Raises:
         ConfigError: the URL serves another exchange, or is not a btccxt simulator (exit 2).
@@ -43,10 +51,33 @@ def cache_source(exchange_id: str, sim_url: str | None = None, *, timeout: float
     ident = sim_identity(sim_url, timeout=timeout)
     served = ident.get("exchange")
     if served and served != exchange_id:
+        use_url = f"the URL `btccxt sim -e {exchange_id}` prints"
         raise ConfigError(f"the simulator at {sim_url} serves {served}, not {exchange_id}",
-                          hint=f"pass --exchange {served}, or the URL `btccxt sim` printed for "
-                               f"{exchange_id}")
+                          hint=f"pass {option} {served}, or {use_url}" if option
+                          else f"use {use_url}")
     return f"{exchange_id}{SIM_MARK}{ident['identity']}"
+
+
+def check_config_sim(config: Config, *, timeout: float = 5.0) -> None:
+    """A config whose ``exchange.sim`` URL serves another exchange than its ``exchange.id``:
+    ONE ``ConfigError`` at ``exchange.id``'s line saying what to change (exit 2).
+
+    A simulator that cannot be reached, or is not a btccxt one, is left to the command's own
+    connection and its message.
+    """
+    url = config.exchange.sim_url
+    if not url:
+        return
+    try:
+        served = sim_identity(url, timeout=timeout).get("exchange")
+    except BtccxtError:
+        return
+    wanted = config.exchange.id
+    if served and served != wanted:
+        raise config.source.error(
+            ("exchange", "id"), f"the simulator at {url} serves {served}, not {wanted}",
+            hint=f"set exchange.id: {served}, or exchange.sim: a URL that serves {wanted}, "
+                 f"as `btccxt sim -e {wanted}` prints")
 
 
 def split_source(source: str) -> tuple[str, str | None]:

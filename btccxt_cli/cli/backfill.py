@@ -271,7 +271,8 @@ class _Run:
         client = make_exchange(self.exchange_id, kind="sync", sim_url=self.sim_url)
         share_rate_budget(client)  # $BTCCXT_RATE_LIMIT_SHARED: one budget for the IP (docs/hub.md)
         try:
-            self.source = cache_source(self.exchange_id, self.sim_url)  # never plain for a simulator
+            self.source = cache_source(self.exchange_id, self.sim_url,  # never plain for a
+                                       option="--exchange")  # simulator
         except TemporaryError as exc:  # no network at the start: exit 2, like bad input
             raise ConfigError(exc.message, key="--sim-url", hint=exc.hint) from None
         cache = _open_cache(self.db_path)

@@ -136,6 +136,7 @@ class _Job:
 
     # ------------------------------------------------------------ checks (before anything runs)
     def check(self) -> None:
+        from btccxt_cli.cache.source import check_config_sim
         from btccxt_cli.cli.backfill import _parse_window
         from btccxt_cli.cli.backtest_view import SORT_KEYS
         from btccxt_cli.clock import SYSTEM_CLOCK
@@ -143,7 +144,7 @@ class _Job:
         from btccxt_cli.errors import ConfigError
         from btccxt_cli.exchange.describe import validate_exchange
         from btccxt_cli.paths import check_output_file, claim
-        from btccxt_cli.runtime.backtest import check_param_names
+        from btccxt_cli.runtime.backtest import check_param_names, check_param_values
         from btccxt_cli.runtime.strategies import check_strategy
 
         now = SYSTEM_CLOCK.time_ms()
@@ -166,9 +167,13 @@ class _Job:
             self.report = check_output_file(self.report, what="report file", option="--report")
         self.cfg = cfg = load_config(self.config_path)  # run's reading and messages
         validate_exchange(cfg)
+        check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         self.config_dir = self.config_path.resolve().parent
         cls, _ = check_strategy(cfg, self.config_dir)  # run's loading and param checks
         check_param_names(cls, list(self.sweep))
+        raw = {t.partition("=")[0].strip(): [v.strip() for v in t.partition("=")[2].split(",")]
+               for t in self.param_texts}
+        self.sweep = check_param_values(cls, self.sweep, raw)  # types, before anything runs
         self.sim_url = cfg.exchange.sim_url
         self.cache_path = self._cache_path()
 
@@ -410,6 +415,13 @@ class _Job:
             sys.stdout.write(json_sweep(runs, self._window(plans), self.sort) + "\n")
         else:
             print_sweep(self.out, runs, self.sort, self._head())
+        failed = [r.error for r in runs if r.error]
+        if runs and len(failed) == len(runs):  # nothing to compare: the strategy's exit code
+            from btccxt_cli.runtime.strategies import StrategyFailed
+
+            first = (failed[0].strip().splitlines() or ["?"])[-1]
+            raise StrategyFailed(f"every run of the sweep failed ({len(failed)} of {len(runs)}); "
+                                 f"the first: {first}", "")
 
 
 def _hole_error(missing: list[Any], source: str, cache: Path | None, offline: bool) -> Any:

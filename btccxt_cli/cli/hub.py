@@ -35,8 +35,10 @@ def hub_command(
         seconds = parse_seconds(duration, "--duration", low=0.1, high=366 * 86400.0,
                                 hint="leave --duration out to run until stopped")
         if check and "://" in config:
-            cfg, target = None, config
+            cfg, target = None, _redis_option(config, "--check")
         else:
+            if url is not None:
+                _redis_option(url, "--url")
             cfg = _load(Path(config))
             target = url or cfg.hub.url
             if not target:
@@ -49,26 +51,35 @@ def hub_command(
             ok = check_hub(target, ns, out=lambda line: sys.stdout.write(line + "\n"))
             raise typer.Exit(0 if ok else 2)
         assert cfg is not None
+        from btccxt_cli.cache.source import check_config_sim
+
+        check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         _serve(cfg, target, plain=plain, duration=seconds)
     except BtccxtError as exc:
         fail(exc)
 
 
-def _load(path: Path) -> Any:
-    """The config; a hub needs no strategy (one is filled in when the file has none)."""
-    from btccxt_cli.config.load import load_config, loads_config, parse_yaml
+def _redis_option(value: str, option: str) -> str:
+    """A Redis URL given on the command line, checked as the config's are (one line, exit 2)."""
+    from btccxt_cli.config.schema import check_redis_url
+    from btccxt_cli.errors import ConfigError
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return load_config(path)  # its own one-line error
+        return check_redis_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; got {value!r}", key=option) from None
+
+
+def _load(path: Path) -> Any:
+    """The config; a hub needs no strategy (one is filled in when the file has none)."""
+    from btccxt_cli.config.load import loads_config, parse_yaml, read_config_text
+
+    text = read_config_text(path)  # read once: a pipe (<(cat hub.yaml)) cannot be read twice
     data, _ = parse_yaml(text, file=str(path))
-    if "strategy" in data:
-        cfg = load_config(path)
-    else:
+    if "strategy" not in data:
         sep = "" if text.endswith("\n") else "\n"
-        cfg = loads_config(text + sep + "strategy: {name: print_bars}\n", file=str(path),
-                           base_dir=path.parent, env_file=path.parent / ".env")
+        text += sep + "strategy: {name: print_bars}\n"
+    cfg = loads_config(text, file=str(path), base_dir=path.parent, env_file=path.parent / ".env")
     if cfg.feed.mode == "hub":
         raise cfg.source.error(("feed", "mode"), "a hub cannot read from a hub",
                                hint="use mode: websocket (or threaded) in the hub's config")

@@ -211,6 +211,7 @@ def _leave_despite_threads(code: int, grace: float) -> None:
 def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None,
            max_bars: int | None, events: Path | None, metrics_port: int | None, live: bool,
            yes: bool, stop_grace: str) -> int:
+    from btccxt_cli.cache.source import check_config_sim
     from btccxt_cli.cli.common import fail, parse_seconds, setup_run_logging
     from btccxt_cli.config.load import load_config
     from btccxt_cli.errors import BtccxtError
@@ -230,6 +231,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
             events = check_output_file(events, what="events file", option="--events")
         cfg = load_config(config)
         validate_exchange(cfg)
+        check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         _check_default_files(cfg, live)
     except BtccxtError as exc:
         fail(exc)

@@ -52,6 +52,22 @@ def _symbols_by_exchange(exchanges: list[str], symbols: list[str] | None,
     return {ex: syms for ex, syms in out.items() if syms}
 
 
+def _check_ports(port: int, count: int) -> None:
+    """``port`` .. ``port + count - 1`` are TCP ports (``0``: free ones), else a ``ConfigError``."""
+    from btccxt_cli.errors import ConfigError
+
+    if port == 0:
+        return
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{port} is not a port from 1 to 65535", key="--port",
+                          hint="0 picks free ports")
+    last = port + count - 1
+    if last > 65535:
+        raise ConfigError(f"{count} exchanges need ports {port} to {last}, past 65535",
+                          key="--port", hint=f"give a port of at most {65536 - count}, "
+                          "or 0 picks free ports")
+
+
 def sim_command(
     exchange: Annotated[list[str] | None, typer.Option(
         "--exchange", "-e", help="Exchange to simulate (repeatable): "
@@ -88,7 +104,17 @@ def sim_command(
         "funding settlements (8 h as on the exchanges)."),
 ) -> None:
     """Serve simulated exchanges (REST + WebSocket) on 127.0.0.1 until interrupted."""
+    from btccxt_cli.cli.common import fail
+    from btccxt_cli.errors import ConfigError
+
     exchanges = list(dict.fromkeys(exchange or DEFAULT_EXCHANGES))
+    try:
+        _check_ports(port, len(exchanges))
+        if generate_symbols < 0:
+            raise ConfigError(f"{generate_symbols} is negative", key="--generate-symbols",
+                              hint="give a count of 0 or more")
+    except ConfigError as exc:
+        fail(exc)
     by_exchange = _symbols_by_exchange(exchanges, symbols, generate_symbols)
     ports = {ex: port + i for i, ex in enumerate(exchanges)} if port else None
     from btccxt_cli.sim.accounts import parse_balance_spec, parse_key_spec

@@ -62,6 +62,10 @@ def validate_command(
 
             check_urls(loaded.notify.urls, loaded.source)
         if online or loaded.exchange.sim_url or loaded.exchange.sim is True:
+            if loaded.exchange.sim_url:
+                from btccxt_cli.cache.source import check_config_sim
+
+                check_config_sim(loaded)  # the simulator serves exchange.id (or at its line)
             _check_symbols_online(loaded, online=online)
     except BtccxtError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)

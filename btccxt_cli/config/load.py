@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,8 @@ from btccxt_cli.errors import ConfigError
 from btccxt_cli.log import register_secret
 from btccxt_cli.paths import check_output_file, claim
 
-__all__ = ["load_config", "loads_config", "parse_yaml", "read_dotenv", "CREDENTIAL_KEYS"]
+__all__ = ["load_config", "loads_config", "parse_yaml", "read_config_text", "read_dotenv",
+           "CREDENTIAL_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +75,48 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         ConfigError: anything wrong with the file (``CredentialsError`` for credentials).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(p),
-                          hint="pass the path of a YAML config, e.g. configs/demo.yaml") from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a YAML file", file=str(p)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(p)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(p)) from None
+    text = read_config_text(p)
     return loads_config(text, file=str(p), env=env, base_dir=p.parent, env_file=p.parent / ".env")
+
+
+_FD_PATH = re.compile(r"/(dev/fd|proc/self/fd)/\d+|/dev/stdin")
+"""A descriptor the shell opened for us (``<(cat x.yaml)``, ``< x.yaml``): a pipe is fine there."""
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of the config file at ``path``, or ONE ``ConfigError`` naming it.
+
+    Only a regular file (or a symlink to one) is opened: a FIFO would block until a writer
+    came, ``/dev/zero`` would never end. A pipe is read only when the path is a descriptor
+    the shell passed (``/dev/fd/N``, ``/proc/self/fd/N``, ``/dev/stdin``: process substitution).
+    """
+    try:
+        st = path.stat()  # follows symlinks
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path),
+                          hint="pass the path of a YAML config, e.g. configs/demo.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError("is a directory, not a YAML file", file=str(path))
+    if not stat.S_ISREG(st.st_mode) and not (
+            stat.S_ISFIFO(st.st_mode) and _FD_PATH.fullmatch(str(path))):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise ConfigError(f"is {kind}, not a YAML file", file=str(path),
+                          hint="pass the path of a regular file; process substitution "
+                          "<(cat config.yaml) works too")
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a YAML file", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
 
 
 def loads_config(text: str, *, file: str | None = None, env: Mapping[str, str] | None = None,

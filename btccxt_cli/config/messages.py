@@ -140,9 +140,31 @@ def translate(exc: ValidationError, data: dict[str, Any], source: SourceMap) -> 
     errors = exc.errors(include_url=False)
     # "too short after validation" only echoes a failed item when the input had enough items.
     primary = [e for e in errors if not _is_echo(e)] or errors
+    primary = _drop_misspelt_missing(primary, data)
     found = [_one_error(err, data, source, n) for n, err in enumerate(primary)]
     found.sort(key=lambda t: (t[0], t[1]))
     return found[0][2]
+
+
+def _drop_misspelt_missing(errors: list[Any], data: dict[str, Any]) -> list[Any]:
+    """Without a required key that an unknown key beside it misspells (``symbol:`` for
+    ``symbols:``): that unknown key's error, at its own line with "did you mean", says it all;
+    the missing key's would point at the mapping above it."""
+    misspelt: set[KeyPath] = set()
+    for err in errors:
+        if err["type"] != "extra_forbidden":
+            continue
+        path = _data_path(tuple(err["loc"]), data, err["type"])
+        model = _model_at(path[:-1]) if path else None
+        if model is not None and isinstance(path[-1], str):
+            close = _suggest(path[-1], list(model.model_fields))
+            if close is not None:
+                misspelt.add(path[:-1] + (close,))
+    if not misspelt:
+        return errors
+    kept = [e for e in errors if not (
+        e["type"] == "missing" and _data_path(tuple(e["loc"]), data, "missing") in misspelt)]
+    return kept or errors
 
 
 def _is_echo(err: Any) -> bool:

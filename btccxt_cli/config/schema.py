@@ -55,6 +55,8 @@ __all__ = [
     "NOTIFY_EVENTS",
     "HubConfig",
     "RateLimitConfig",
+    "check_redis_url",
+    "REDIS_URL_EXAMPLE",
     "SymbolFeed",
     "SourceMap",
     "KeyPath",
@@ -586,17 +588,43 @@ class EventsConfig(BaseModel):
     )
 
 
-def _redis_url(v: str | None) -> str | None:
-    if v is None:
-        return v
-    try:  # a password in the URL is a secret: masked in every log line and error
-        register_secret(urlsplit(v).password)
+REDIS_URL_EXAMPLE = "redis://127.0.0.1:6379/0"
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can connect with it, else ``ValueError`` saying what to fix.
+
+    The one check of a Redis URL, for the config's ``hub.url`` and ``rate_limit.shared`` and the
+    command line's ``--url`` and ``--check``: a scheme redis-py accepts (``redis://``,
+    ``rediss://``, ``unix://``), a port from 1 to 65535, a database number after the host.
+    Nothing is connected to. A password in the URL is registered as a secret first (masked in
+    every log line and error).
+    """
+    try:
+        register_secret(urlsplit(url).password)
     except ValueError:
         pass
-    if not re.fullmatch(r"(redis|rediss|unix)://\S+", v):
-        raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0 "
-                         "(or rediss://..., unix:///path)")
-    return v
+    expected = f"expected a Redis URL such as {REDIS_URL_EXAMPLE} (redis://, rediss:// or unix://)"
+    if not re.fullmatch(r"(?i)(redis|rediss|unix)://\S+", url):
+        raise ValueError(expected)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL" ...
+        if "port" in str(exc).lower():
+            raise ValueError("the port must be a number from 1 to 65535, e.g. "
+                             f"{REDIS_URL_EXAMPLE}") from None
+        raise ValueError(f"{expected}: {exc}") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"the port must be a number from 1 to 65535, e.g. {REDIS_URL_EXAMPLE}")
+    db = parts.path.replace("/", "")
+    if parts.scheme.lower() != "unix" and db and not db.isdigit():
+        raise ValueError(f"the database after the host must be a number, e.g. {REDIS_URL_EXAMPLE}")
+    return url
+
+
+def _redis_url(v: str | None) -> str | None:
+    return v if v is None else check_redis_url(v)
 
 
 RedisUrl = Annotated[StrictStr | None, AfterValidator(_redis_url)]

@@ -28,7 +28,7 @@ from btccxt_cli.runtime.strategies import StrategyFailed, check_strategy, user_t
 from btccxt_cli.timeframes import BarGrid, bar_grid, timeframe_ms
 
 __all__ = ["SeriesPlan", "BacktestResult", "plan", "holes", "load_rows", "run_backtest", "sweep",
-           "check_param_names", "YEAR_MS"]
+           "check_param_names", "check_param_values", "YEAR_MS"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,46 @@ def check_param_names(cls: type, names: list[str]) -> None:
             raise ConfigError(f"unknown parameter {key!r} for {cls.__name__}", key="--param",
                               hint=f"did you mean {close[0]!r}?" if close
                               else f"{cls.__name__} takes: {', '.join(known) or 'no params'}")
+
+
+def _fits(default: Any, value: Any) -> tuple[bool, str]:
+    """Whether ``value`` suits a param whose default is ``default``, and what that takes."""
+    if isinstance(default, bool):
+        return isinstance(value, bool), "true or false (bool)"
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool), "a whole number (int)"
+    if isinstance(default, float):
+        return (isinstance(value, (int, float)) and not isinstance(value, bool),
+                "a number (float)")
+    return True, "anything"
+
+
+def check_param_values(cls: type, sweep: dict[str, list[Any]],
+                       raw: dict[str, list[str]]) -> dict[str, list[Any]]:
+    """Each ``--param`` value suits the type of the param's default in ``cls`` (an int param
+    takes whole numbers, a float one numbers, a bool one true/false, a text one anything: the
+    value as typed, ``raw``), else one ``ConfigError`` naming the param and the type (exit 2).
+
+    Returns the sweep with text params' values as typed (``--param label=05`` is ``"05"``).
+    """
+    defaults = dict(zip(cls.params._getkeys(), cls.params._getdefaults(), strict=True))  # type: ignore[attr-defined]
+    out: dict[str, list[Any]] = {}
+    for name, values in sweep.items():
+        default = defaults.get(name)
+        texts = raw.get(name) or []
+        if isinstance(default, str):
+            out[name] = [texts[i] if i < len(texts) else str(v) for i, v in enumerate(values)]
+            continue
+        for i, value in enumerate(values):
+            ok, takes = _fits(default, value)
+            if not ok:
+                shown = texts[i] if i < len(texts) else (
+                    str(value).lower() if isinstance(value, bool) else str(value))
+                raise ConfigError(f"{cls.__name__}'s {name} takes {takes}; got {shown!r}",
+                                  key="--param", hint=f"its default is {default!r}; e.g. "
+                                  f"--param {name}={default!r}")
+        out[name] = list(values)
+    return out
 
 
 # ---------------------------------------------------------------- one run

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -385,3 +386,54 @@ def test_no_network_or_an_unknown_symbol_is_exit_2_at_the_configs_line(tmp_path,
     assert line.startswith(f"error: {where}") and "Traceback" not in p.stderr, line
     assert ("cannot reach the simulator" in line) if case == "unreachable-simulator" else \
         ("has no market FOO/BAR" in line)
+def test_a_param_value_of_the_wrong_type_is_refused_before_running(sim: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from btccxt_cli.cli.app import app
+
+    cfg = _config(tmp_path, sim)
+    for param, needle in (("fast=abc", "fast takes a whole number (int); got 'abc'"),
+                          ("fast=2,2.5", "fast takes a whole number (int); got '2.5'"),
+                          ("fast=true", "fast takes a whole number (int); got 'true'"),
+                          ("stake=x", "stake takes a number (float); got 'x'")):
+        result = CliRunner().invoke(app, ["backtest", str(cfg), "--since", "10m",
+                                          "--param", param])
+        assert result.exit_code == 2, (param, result.output, result.exception)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --param: "), lines
+        assert needle in lines[0] and "SmaCross" in lines[0], lines[0]
+
+
+def test_param_values_are_checked_against_the_default_types() -> None:
+    import backtrader as bt
+    import pytest
+
+    from btccxt_cli.errors import ConfigError
+    from btccxt_cli.runtime.backtest import check_param_values
+
+    class S(bt.Strategy):
+        params = (("n", 3), ("x", 0.5), ("flag", False), ("label", "a"), ("anything", None))
+
+    ok = check_param_values(S, {"n": [1, 2], "x": [1, 0.25], "flag": [True, False],
+                                "label": [5, "b", True], "anything": [1, "z"]},
+                            {"label": ["05", "b", "yes"]})
+    assert ok == {"n": [1, 2], "x": [1, 0.25], "flag": [True, False],
+                  "label": ["05", "b", "yes"], "anything": [1, "z"]}
+    for bad, words in (({"n": [True]}, "n takes a whole number (int)"),
+                       ({"x": ["fast"]}, "x takes a number (float)"),
+                       ({"flag": [1]}, "flag takes true or false (bool)")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            check_param_values(S, bad, {})
+
+
+def test_a_sweep_whose_every_run_failed_exits_3(sim: Any, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, sim)
+    since, until = _window(20)
+    code, out, err = _backtest(cfg, since, until, "--param", "fast=4,6", "--param", "slow=4",
+                               "--json")
+    assert code == 3, err[-3000:]
+    runs = json.loads(out)["runs"]
+    assert len(runs) == 2 and all(r["error"] for r in runs)  # the table is still printed
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: every run of the sweep failed (2 of 2)"), last
+    assert "fast must be smaller than slow" in last and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from btccxt_cli.cli.app import app
@@ -49,3 +50,37 @@ def test_run_against_a_stopped_simulator_says_start_it_once(tmp_path: Path):
     assert "start it with `btccxt sim`" in line
     assert "sim: true" not in line  # it already is a simulator
     assert line.count("check the network") == 0
+
+
+def _okx_config_on_a_binance_sim(tmp_path: Path, url: str) -> Path:
+    cfg = tmp_path / "okx.yaml"
+    cfg.write_text(f"exchange:\n  id: okx\n  sim: {url}\nsymbols: [BTC/USDT]\n"
+                   "strategy: {name: print_bars}\n")
+    return cfg
+
+
+@pytest.mark.parametrize("command", [
+    ["validate"], ["run", "--plain", "--duration", "5"], ["backtest", "--since", "10m"],
+    ["hub", "--url", "redis://127.0.0.1:1/0", "--plain", "--duration", "3"],
+], ids=lambda c: c[0])
+def test_a_config_sim_url_serving_another_exchange_points_at_exchange_id(sim_factory, tmp_path,
+                                                                         command):
+    url = sim_factory(exchanges=("binance",)).url("binance")
+    cfg = _okx_config_on_a_binance_sim(tmp_path, url)
+    result = runner.invoke(app, [command[0], str(cfg), *command[1:]])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith(f"error: {cfg}:2:") and "exchange.id: " in line, line
+    assert f"the simulator at {url} serves binance, not okx" in line
+    assert "set exchange.id: binance" in line and "btccxt sim -e okx" in line
+    assert "--exchange" not in line and "unreachable" not in line
+
+
+def test_backfill_from_a_sim_serving_another_exchange_names_its_exchange_option(sim_factory):
+    url = sim_factory(exchanges=("binance",)).url("binance")
+    result = runner.invoke(app, ["backfill", "-e", "okx", "--sim-url", url, "BTC/USDT",
+                                 "--since", "10m"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "serves binance, not okx (pass --exchange binance" in result.stderr

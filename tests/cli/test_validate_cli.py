@@ -273,3 +273,16 @@ def test_a_strategy_path_that_is_a_folder_and_an_empty_log_file_say_so(app: type
     result = runner.invoke(app, ["validate", str(cfg)])
     assert result.exit_code == 2 and "logging.file: log file path" in result.stderr
     assert "e.g. run.log" in result.stderr
+def test_a_misspelt_required_key_is_named_at_its_line(app: typer.Typer, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("exchange: {id: binance, sim: true}\nsymbol: [BTC/USDT]\n"
+                   "strategy: {name: sma_cross}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {cfg}:2:1: symbol: unknown key 'symbol' at the top "
+                                    "level; did you mean 'symbols'?"), result.stderr
+    cfg.write_text("exchange: {id: binance, sim: true}\nwhatever: [BTC/USDT]\n"
+                   "strategy: {name: sma_cross}\n")  # nothing close: the missing key first
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 2
+    assert "missing required key 'symbols'" in result.stderr, result.stderr

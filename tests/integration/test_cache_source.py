@@ -67,6 +67,9 @@ def test_the_store_writes_simulated_bars_under_the_seed_it_talks_to(sim_factory,
 
 def test_a_wrong_or_missing_simulator_is_one_clear_error(sim, not_a_sim):
     with pytest.raises(ConfigError, match=r"serves okx, not binance \(pass --exchange okx"):
+        cache_source("binance", sim.url("okx"), option="--exchange")
+    with pytest.raises(ConfigError, match=r"serves okx, not binance \(use the URL `btccxt sim "
+                       r"-e binance` prints\)"):
         cache_source("binance", sim.url("okx"))
     with pytest.raises(ConfigError, match="is not a btccxt simulator, or an older one"):
         cache_source("binance", not_a_sim)
