@@ -54,6 +54,13 @@ def hub_command(
         from btccxt_cli.cache.source import check_config_sim
 
         check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
+        from btccxt_cli.runtime.hubcheck import REDIS_HINT, reachable
+
+        why = reachable(target)  # no Redis at the start: one line, exit 2 (later: waits)
+        if why is not None:
+            if url is not None:
+                raise ConfigError(why, key="--url", hint=REDIS_HINT)
+            raise cfg.source.error(("hub", "url"), why, hint=REDIS_HINT)
         _serve(cfg, target, plain=plain, duration=seconds)
     except BtccxtError as exc:
         fail(exc)

@@ -233,6 +233,7 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
         validate_exchange(cfg)
         check_config_sim(cfg)  # exchange.sim serves exchange.id, or one line at its line
         _check_default_files(cfg, live)
+        _check_hub_redis(cfg)
     except BtccxtError as exc:
         fail(exc)
     _check_live_flags(cfg, config, live)
@@ -266,6 +267,18 @@ def _start(signals: _Signals, config: Path, *, plain: bool, duration: str | None
     finally:
         if sim is not None:
             sim.stop()
+
+
+def _check_hub_redis(cfg: Any) -> None:
+    """``feed.mode: hub``: Redis answers before anything starts; else one line at hub.url,
+    exit 2 (an outage later is DISCONNECTED, then LIVE again)."""
+    if cfg.feed.mode != "hub" or not cfg.hub.url:
+        return
+    from btccxt_cli.runtime.hubcheck import REDIS_HINT, reachable
+
+    why = reachable(cfg.hub.url)
+    if why is not None:
+        raise cfg.source.error(("hub", "url"), why, hint=REDIS_HINT)
 
 
 def _check_default_files(cfg: Any, live: bool) -> None:

@@ -14,7 +14,12 @@ from collections.abc import Callable
 
 from btccxt_cli.hub.keys import HubKeys
 
-__all__ = ["check_hub"]
+__all__ = ["check_hub", "reachable", "REDIS_HINT"]
+
+#: what to do when the hub's Redis does not answer at the start
+REDIS_HINT = ("start Redis or Valkey there (docs/hub.md: apt install valkey-server, or docker run "
+              "-d -p 6379:6379 valkey/valkey:8), or fix the URL; `btccxt hub --check URL` "
+              "diagnoses it")
 
 
 def check_hub(url: str, namespace: str | None, out: Callable[[str], None]) -> bool:
@@ -78,5 +83,23 @@ def check_hub(url: str, namespace: str | None, out: Callable[[str], None]) -> bo
     except redis.RedisError as exc:
         out(f"FAIL  {shown}: {exc}")
         return False
+    finally:
+        r.close()
+
+
+def reachable(url: str, timeout: float = 3.0) -> str | None:
+    """None if Redis at ``url`` answers a PING within ``timeout`` seconds, else why not (a
+    password in the URL never shows): what a hub or a hub runner checks before it starts, so a
+    wrong URL or a Redis that is not running is one line, exit 2, not a run that waits."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        r.ping()
+        return None
+    except redis.AuthenticationError as exc:
+        return f"Redis at {url.split('@')[-1]} refused the password ({exc})"
+    except redis.RedisError as exc:
+        return f"cannot reach Redis at {url.split('@')[-1]} ({exc})"
     finally:
         r.close()

@@ -63,3 +63,27 @@ def test_a_config_url_with_a_bad_port_is_refused_at_its_line(tmp_path, command, 
     line = one_line(runner.invoke(app, args))
     assert line.startswith(f"error: {cfg}:4:") and f"{key}: " in line, line
     assert "port" in line and "1 to 65535" in line
+
+
+CLOSED = "redis://127.0.0.1:9/0"  # a well-formed URL where nothing listens
+
+
+@pytest.mark.parametrize("how", ["config", "--url"])
+def test_a_hub_whose_redis_does_not_answer_at_the_start_is_one_line(tmp_path, how):
+    """No Redis at the start: one line naming where the URL came from, exit 2; the hub does
+    not start (nor its simulator) to wait for one."""
+    cfg = hub_config(tmp_path, f"hub: {{url: '{CLOSED}'}}" if how == "config" else "")
+    args = ["hub", str(cfg), "--duration", "3", "--plain"] + (["--url", CLOSED] if how == "--url" else [])
+    line = one_line(runner.invoke(app, args))
+    where = f"{cfg}:3:" if how == "config" else "--url:"
+    assert where in line and "cannot reach Redis at redis://127.0.0.1:9/0" in line
+    assert "btccxt hub --check" in line
+
+
+def test_a_hub_runner_whose_redis_does_not_answer_at_the_start_is_one_line(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("exchange: {id: binance, sim: true}\nsymbols: [BTC/USDT]\n"
+                   f"feed: {{timeframe: 1s, mode: hub}}\nhub: {{url: '{CLOSED}'}}\n"
+                   "strategy: {name: print_bars}\n", encoding="utf-8")
+    line = one_line(runner.invoke(app, ["run", str(cfg), "--plain", "--duration", "3"]))
+    assert f"{cfg}:4:" in line and "hub.url: cannot reach Redis" in line
