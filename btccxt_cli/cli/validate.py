@@ -54,7 +54,13 @@ def validate_command(
         from btccxt_cli.exchange.describe import validate_exchange
         from btccxt_cli.runtime.strategies import check_strategy
 
-        loaded = load_config(config)
+        hub = _is_hub_config(config)
+        if hub:  # `btccxt hub`'s own reading: a hub runs no strategy
+            from btccxt_cli.cli.hub import _load
+
+            loaded = _load(config)
+        else:
+            loaded = load_config(config)
         facts = validate_exchange(loaded)
         strategy_cls, strategy_path = check_strategy(loaded, config.resolve().parent)
         if loaded.notify.urls:  # the same check as run's, so validate passes only what run takes
@@ -75,7 +81,25 @@ def validate_command(
         typer.echo(f"error: internal error while validating {config}: {type(exc).__name__}: "
                    f"{redact(str(exc))} (please report this)", err=True)
         raise typer.Exit(1) from None
+    if hub:
+        typer.echo(summarize(loaded, facts, config, hub=True))
+        return
     typer.echo(summarize(loaded, facts, config, strategy=(strategy_cls.__name__, strategy_path)))
+
+
+def _is_hub_config(path: Path) -> bool:
+    """A config for ``btccxt hub``: a ``hub:`` section, no ``strategy:`` and a feed that is not
+    itself a hub (a file that cannot be read or parsed is left to ``load_config`` to report)."""
+    try:
+        from btccxt_cli.config.load import parse_yaml, read_config_text
+
+        data, _ = parse_yaml(read_config_text(path), file=str(path))
+    except Exception:
+        return False
+    feed = data.get("feed") if isinstance(data, dict) else None
+    return (isinstance(data, dict) and isinstance(data.get("hub"), dict)
+            and "strategy" not in data
+            and not (isinstance(feed, dict) and feed.get("mode") == "hub"))
 
 
 def _check_symbols_online(loaded: Config, *, online: bool) -> None:
@@ -136,8 +160,9 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 
 def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str, *,
-              strategy: tuple[str, Path] | None = None) -> str:
-    """The short OK summary printed by ``btccxt validate`` (``strategy``: class name and file)."""
+              strategy: tuple[str, Path] | None = None, hub: bool = False) -> str:
+    """The short OK summary printed by ``btccxt validate`` (``strategy``: class name and file;
+    ``hub``: a config for ``btccxt hub``, which runs no strategy and no broker)."""
     ex = config.exchange
     name = f"{ex.id} ({facts.name})" if facts is not None and facts.name != ex.id else ex.id
     if ex.sim is True:
@@ -164,10 +189,16 @@ def summarize(config: Config, facts: ExchangeFacts | None, path: Path | str, *,
         strat += f" ({strategy[0]} in {strategy[1]})"
     broker = config.broker
     lines = [
-        f"OK: {path}",
+        f"OK: {path}" + (" (a hub config: btccxt hub)" if hub else ""),
         f"  exchange  {name}, {where}, {creds}",
         f"  feed      {feed.mode}, {feed.timeframe} bars, {bf}",
         f"  symbols   {symbols}",
+    ]
+    if hub:
+        url = str(config.hub.url or "").split("@")[-1] or "(none: pass --url)"
+        lines.append(f"  hub       {url}, namespace {config.hub.namespace or config.exchange.id}")
+        return "\n".join(lines)
+    lines += [
         f"  strategy  {strat}{_fmt_params(dict(config.strategy.params))}",
         f"  broker    {broker.mode}, cash {broker.cash:g}, commission {broker.commission:g}",
     ]

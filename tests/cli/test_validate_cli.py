@@ -286,3 +286,21 @@ def test_a_misspelt_required_key_is_named_at_its_line(app: typer.Typer, tmp_path
     result = runner.invoke(app, ["validate", str(cfg)])
     assert result.exit_code == 2
     assert "missing required key 'symbols'" in result.stderr, result.stderr
+
+
+def test_a_hub_config_without_a_strategy_validates_as_btccxt_hub_reads_it(app: typer.Typer,
+                                                                         tmp_path: Path) -> None:
+    """docs/hub.md: a hub runs no strategy, so its config may leave `strategy:` out; validate
+    reads it as `btccxt hub` does, where it said "missing required key 'strategy'"."""
+    cfg = tmp_path / "hub.yaml"
+    cfg.write_text("exchange: {id: binance, sim: true}\nsymbols: [BTC/USDT]\n"
+                   "feed: {mode: websocket, timeframe: 1s}\n"
+                   "hub: {url: 'redis://:pw@127.0.0.1:6379/0'}\n")
+    result = runner.invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "(a hub config: btccxt hub)" in result.stdout and "strategy" not in result.stdout
+    assert "127.0.0.1:6379/0, namespace binance" in result.stdout and "pw" not in result.stdout
+    runner_cfg = tmp_path / "runner.yaml"  # a hub runner still needs its strategy
+    runner_cfg.write_text(cfg.read_text().replace("mode: websocket", "mode: hub"))
+    result = runner.invoke(app, ["validate", str(runner_cfg)])
+    assert result.exit_code == 2 and "strategy" in result.stderr
