@@ -15,6 +15,7 @@ from backtrader.order import Order
 
 from btccxt_cli.bt.brokerevents import _Live
 from btccxt_cli.bt.derivs import SWAP_EXCHANGES, is_contract
+from btccxt_cli.bt.orderkit import exchange_now_ms
 from btccxt_cli.cache.orders import OrderRecord
 
 logger = logging.getLogger("btccxt_cli.bt.broker")
@@ -47,7 +48,7 @@ class BrokerOrders:
             return order
         assert self.db is not None and self.sync is not None
         expires = self._expiry_ms(order)
-        if expires is not None and expires <= self._exchange_ms():
+        if expires is not None and expires <= exchange_now_ms(self.store, self.clock):
             # as backtrader's own broker does at the next bar: it expires before it can fill
             logger.info("order not sent: its valid= time had passed")
             order.addinfo(reason="expired before it was sent: its valid= time had passed")
@@ -87,10 +88,6 @@ class BrokerOrders:
 
         dt = num2date(float(order.valid)).replace(tzinfo=datetime.timezone.utc)
         return int(round(dt.timestamp() * 1000))
-
-    def _exchange_ms(self) -> int:
-        now = getattr(self.store, "exchange_now_ms", None)
-        return int(now()) if now is not None else self.clock.time_ms()
 
     def _kind(self, order: Order) -> tuple[str, float | None, float | None]:
         et = order.exectype

@@ -18,7 +18,7 @@ from btccxt_cli.log import redact
 __all__ = ["Event", "exchange_message", "reset_binance_login", "CCXT_TYPES", "WS_ORDER_EXCHANGES",
            "UPDATE_MODES", "ALGO_STOP_EXCHANGES", "ALGO_SWAP_STOP_EXCHANGES", "AUTH_TIMEOUT",
            "LOST_AFTER_MISSES", "algo_state", "EXPIRY_REASON", "STOP_TYPES",
-           "trail_param"]
+           "trail_param", "exchange_now_ms"]
 
 logger = logging.getLogger("btccxt_cli.bt.ordersync")
 
@@ -179,6 +179,13 @@ def _prime_balance_cache(ex: Any) -> None:
     balance = getattr(ex, "balance", None)
     if getattr(ex, "id", "") == "binance" and isinstance(balance, dict) and "spot" not in balance:
         balance["spot"] = {}
+
+def exchange_now_ms(store: Any, clock: Any) -> int:
+    """Now on the exchange's clock: the store's estimate (never ahead of the exchange), the
+    broker's clock for a store without one. What ``valid=`` expiries are measured on."""
+    now = getattr(store, "exchange_now_ms", None)
+    return int(now()) if now is not None else int(clock.time_ms())
+
 
 def trail_param(trail: float) -> str:
     """ccxt's ``trailingPercent`` for a trail (a fraction): a plain decimal, no float noise

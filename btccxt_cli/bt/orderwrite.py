@@ -19,6 +19,7 @@ from btccxt_cli.bt.orderkit import (
     _status_unknown,
     _Tracked,
     exchange_message,
+    exchange_now_ms,
     trail_param,
 )
 from btccxt_cli.cache.orders import OrderRecord
@@ -170,23 +171,18 @@ class OrderWrites:
         return await self._refresh(t)
 
     # ------------------------------------------------------------------ expiry (valid=)
-    def _exchange_ms(self) -> int:
-        """Now on the exchange's clock (the store's estimate; the broker clock without one)."""
-        now = getattr(self.store, "exchange_now_ms", None)
-        return int(now()) if now is not None else self.clock.time_ms()
-
     def _expiry_wait(self) -> float | None:
         """Seconds until the next order's ``valid=`` passes (None: no order expires)."""
         due = [t.rec.expires_ms for t in self.tracked.values()
                if t.rec.expires_ms is not None and not t.cancel_requested]
-        return max(0.0, (min(due) - self._exchange_ms()) / 1000.0) if due else None
+        return max(0.0, (min(due) - exchange_now_ms(self.store, self.clock)) / 1000.0) if due else None
 
     async def _expire_due(self) -> list[Event]:
         """Cancel every order whose ``valid=`` time has passed on the exchange's clock. The
         reason is stored first, so the confirmed cancel is stored ``expired`` (the strategy
         gets ``Expired``), also when the confirmation comes after a restart. A fill before
         the cancel lands is told as usual; a cancel that fails is sent again on the next poll."""
-        now = self._exchange_ms()
+        now = exchange_now_ms(self.store, self.clock)
         events: list[Event] = []
         for t in list(self.tracked.values()):
             rec = t.rec
