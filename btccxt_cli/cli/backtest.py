@@ -241,21 +241,12 @@ class _Job:
         """The exchange's markets, and the config's symbols checked against them as ``run``
         does (exit 2 at the symbol's line, with the closest market); unreachable before any
         download: exit 2 at the config's exchange."""
-        from btccxt_cli.exchange.describe import check_symbols
-        from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
+        from btccxt_cli.exchange.describe import check_symbols, load_markets_located
 
         cfg = self.cfg
-        try:
-            markets = client.load_markets()
-        except Exception as exc:
-            err = map_ccxt_error(exc, exchange=client, what="load markets")
-            if not is_temporary(exc):
-                raise err from exc
-            key = ("exchange", "sim") if cfg.exchange.sim_url else ("exchange", "id")
-            raise cfg.source.error(key, f"{cfg.exchange.id} is unreachable: {err.message}",
-                                   hint="check the network, or backtest --offline on the cache"
-                                   ) from exc
-        check_symbols(cfg, markets)
+        check_symbols(cfg, load_markets_located(
+            cfg, client, sim_url=cfg.exchange.sim_url,
+            hint="check the network, or backtest --offline on the cache"))
 
     def _download(self, cache: Any, plans: list[Any]) -> None:
         from btccxt_cli.cache.backfill import Backfiller

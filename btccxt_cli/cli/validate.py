@@ -107,8 +107,7 @@ def _check_symbols_online(loaded: Config, *, online: bool) -> None:
     the built-in simulator's for ``sim: true`` (started here, on 127.0.0.1, as ``run`` does:
     never the real exchange), the exchange's with ``--online``. Unreachable: exit 2 at the
     config's line, like every other reason the config cannot run."""
-    from btccxt_cli.exchange.describe import check_symbols
-    from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
+    from btccxt_cli.exchange.describe import check_symbols, load_markets_located
     from btccxt_cli.exchange.factory import make_exchange
 
     ex_id, url = loaded.exchange.id, loaded.exchange.sim_url
@@ -122,21 +121,11 @@ def _check_symbols_online(loaded: Config, *, online: bool) -> None:
     try:
         ex = make_exchange(ex_id, kind="sync", config={"timeout": 10_000}, sim_url=url,
                            sandbox=loaded.exchange.sandbox)
-        try:
-            markets = ex.load_markets()
-        except Exception as exc:
-            err = map_ccxt_error(exc, exchange=ex, what="load markets")
-            if not is_temporary(exc):
-                raise err from exc
-            if url:  # the hint that fits: nothing is wrong with the network or --online
-                raise loaded.source.error(
-                    ("exchange", "sim"), f"the simulator at {url} is unreachable, symbols not "
-                    f"checked: {err.message}", hint=f"start it with `btccxt sim -e {ex_id}` and "
-                    "use the URL it prints, or check the URL") from exc
-            raise loaded.source.error(
-                ("exchange", "id"), f"{ex_id} is unreachable, symbols not checked: {err.message}",
-                hint="check the network, or leave out --online to validate offline") from exc
-        check_symbols(loaded, markets)
+        # the hint that fits: for a simulator nothing is wrong with the network or --online
+        hint = (f"start it with `btccxt sim -e {ex_id}` and use the URL it prints, or check the "
+                "URL") if url else "check the network, or leave out --online to validate offline"
+        check_symbols(loaded, load_markets_located(loaded, ex, sim_url=url, hint=hint,
+                                                   what=", symbols not checked"))
     finally:
         if sim is not None:
             sim.stop()

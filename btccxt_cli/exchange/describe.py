@@ -33,6 +33,7 @@ __all__ = [
     "check_against_exchange",
     "check_symbols",
     "validate_exchange",
+    "load_markets_located",
 ]
 
 logger = logging.getLogger(__name__)
@@ -230,6 +231,25 @@ def check_against_exchange(config: Config, facts: ExchangeFacts) -> None:
     _check_mode(config, facts)
     _check_timeframes(config, facts)
     _check_password(config, facts)
+
+
+def load_markets_located(config: Config, ex: Any, *, sim_url: str | None, hint: str,
+                         what: str = "") -> Mapping[str, Any]:
+    """``ex.load_markets()``; unreachable (no network, a simulator not running): exit 2 at the
+    config's line (``exchange.sim`` for a simulator URL, else ``exchange.id``), like every
+    other reason the config cannot run. ``what`` ends the message (", symbols not checked")."""
+    from btccxt_cli.exchange.errors import is_temporary, map_ccxt_error
+
+    try:
+        return ex.load_markets()
+    except Exception as exc:
+        err = map_ccxt_error(exc, exchange=ex, what="load markets")
+        if not is_temporary(exc):
+            raise err from exc
+        key: KeyPath = ("exchange", "sim") if sim_url else ("exchange", "id")
+        name = f"the simulator at {sim_url}" if sim_url else config.exchange.id
+        raise config.source.error(key, f"{name} is unreachable{what}: {err.message}",
+                                  hint=hint) from exc
 
 
 def check_symbols(config: Config, markets: Mapping[str, Any]) -> None:
