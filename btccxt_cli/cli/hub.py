@@ -77,11 +77,13 @@ def _redis_option(value: str, option: str) -> str:
         raise ConfigError(f"{exc}; got {value!r}", key=option) from None
 
 
-def _load(path: Path) -> Any:
-    """The config; a hub needs no strategy (one is filled in when the file has none)."""
+def _load(path: Path, text: str | None = None) -> Any:
+    """The config (``text``: the file's, already read); a hub needs no strategy (one is
+    filled in when the file has none)."""
     from btccxt_cli.config.load import loads_config, parse_yaml, read_config_text
 
-    text = read_config_text(path)  # read once: a pipe (<(cat hub.yaml)) cannot be read twice
+    if text is None:  # read once: a pipe (<(cat hub.yaml)) cannot be read twice
+        text = read_config_text(path)
     data, _ = parse_yaml(text, file=str(path))
     if "strategy" not in data:
         sep = "" if text.endswith("\n") else "\n"

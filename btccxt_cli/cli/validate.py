@@ -50,17 +50,19 @@ def validate_command(
     from btccxt_cli.log import redact
 
     try:
-        from btccxt_cli.config import load_config
+        from btccxt_cli.config.load import loads_config, read_config_text
         from btccxt_cli.exchange.describe import validate_exchange
         from btccxt_cli.runtime.strategies import check_strategy
 
-        hub = _is_hub_config(config)
+        text = read_config_text(config)  # read once: a pipe (<(cat x.yaml)) cannot be read twice
+        hub = _is_hub_config(text, config)
         if hub:  # `btccxt hub`'s own reading: a hub runs no strategy
             from btccxt_cli.cli.hub import _load
 
-            loaded = _load(config)
+            loaded = _load(config, text)
         else:
-            loaded = load_config(config)
+            loaded = loads_config(text, file=str(config), base_dir=config.parent,
+                                  env_file=config.parent / ".env")
         facts = validate_exchange(loaded)
         strategy_cls, strategy_path = check_strategy(loaded, config.resolve().parent)
         if loaded.notify.urls:  # the same check as run's, so validate passes only what run takes
@@ -87,13 +89,13 @@ def validate_command(
     typer.echo(summarize(loaded, facts, config, strategy=(strategy_cls.__name__, strategy_path)))
 
 
-def _is_hub_config(path: Path) -> bool:
+def _is_hub_config(text: str, path: Path) -> bool:
     """A config for ``btccxt hub``: a ``hub:`` section, no ``strategy:`` and a feed that is not
-    itself a hub (a file that cannot be read or parsed is left to ``load_config`` to report)."""
+    itself a hub (a file that cannot be parsed is left to ``loads_config`` to report)."""
     try:
-        from btccxt_cli.config.load import parse_yaml, read_config_text
+        from btccxt_cli.config.load import parse_yaml
 
-        data, _ = parse_yaml(read_config_text(path), file=str(path))
+        data, _ = parse_yaml(text, file=str(path))
     except Exception:
         return False
     feed = data.get("feed") if isinstance(data, dict) else None
