@@ -78,7 +78,9 @@ def cross_plan(model: MarketModel, symbol: str, now_ms: int, *, quiet_s: float =
 class TrailPlan:
     ratio: float  # the trail: a fraction of the best price
     when_ms: int  # a whole second by which a trailing stop placed at ``now_ms`` has triggered
-    high: float  # the highest (a sell) or lowest (a buy) price of the path until ``when_ms``
+    high: float  # the highest (a sell) or lowest (a buy) whole-second price until ``when_ms``
+    peak: float  # the highest (lowest) price the path reaches at any time until ``when_ms``,
+    # the most a trailing stop can have trailed from (the engine also looks between seconds)
 
 
 TRAIL_RATIOS = (0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02)
@@ -119,5 +121,13 @@ def trail_plan(model: MarketModel, symbol: str, now_ms: int, side: str, *, quiet
             p = eng.price(symbol, t)
             top = p if top is None else (max(top, p) if sell else min(top, p))
             if t > quiet_end and ((p <= top * (1 - ratio)) if sell else (p >= top * (1 + ratio))):
-                return TrailPlan(ratio, t, top)
+                return TrailPlan(ratio, t, top, _peak(eng, symbol, now_ms, t, sell))
     raise ValueError(f"no trail in {ratios} holds for {quiet_s} s and triggers within {horizon_s} s")
+
+
+def _peak(eng: Engine, symbol: str, start_ms: int, end_ms: int, sell: bool) -> float:
+    """The path's highest (``sell``) or lowest price in ``[start_ms, end_ms]`` at any
+    millisecond: priced every ``STEP_MS``, widened by the largest move between two looks."""
+    seq = [eng.price(symbol, t) for t in range(start_ms, end_ms + 1, STEP_MS)]
+    slack = max((abs(b - a) for a, b in zip(seq, seq[1:], strict=False)), default=0.0)
+    return max(seq) + slack if sell else min(seq) - slack
