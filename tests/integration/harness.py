@@ -164,3 +164,12 @@ def check_live_after_the_gap(res: RunResult, sym: str) -> None:
                 seen = ["DISCONNECTED"]
         elif back:
             assert what != "gapfill", f"{sym}: a missed bar after LIVE: {seen}"
+
+
+def check_history(seen: list[Seen], n: int) -> None:
+    """The first ``n`` bars are the ``n`` asked for as history, in order. The newest of them
+    may not be final at the exchange when history ends (a start right after a bar closed):
+    then it comes as a live bar, by design (``sources/notes.py``, ``history_done``)."""
+    sources = [s.source for s in seen[:n]]
+    assert sources[:n - 1] == ["backfill"] * (n - 1) and sources[n - 1] in ("backfill", "live"), \
+        sources

@@ -15,7 +15,7 @@ import pytest
 
 from btccxt_cli.bt.store import CCXTStore
 
-from .harness import assert_matches_truth, run_feeds
+from .harness import assert_matches_truth, check_history, run_feeds
 from .simtools import FAST, after_live, states
 
 pytestmark = pytest.mark.live
@@ -36,7 +36,7 @@ def test_backfill_then_live_bars_equal_truth(sim_factory: Any, exchange: str, mo
     for sym in SYMBOLS[exchange]:
         seen = res.bars[sym]
         assert_matches_truth(sim, exchange, sym, "1s", seen, tf_ms=1000)
-        assert [s.source for s in seen[:5]] == ["backfill"] * 5
+        check_history(seen, 5)
         assert seen[-1].source == "live"
         st = states(res, sym)
         assert st[:2] == ["DELAYED", "LIVE"] and "DISCONNECTED" not in st, st

@@ -13,7 +13,7 @@ import pytest
 from btccxt_cli.bt.store import CCXTStore
 from btccxt_cli.sources.base import Pipe
 
-from .harness import assert_matches_truth, run_feeds
+from .harness import assert_matches_truth, check_history, run_feeds
 
 MODES = {
     "rest": {},
@@ -42,7 +42,7 @@ def test_each_mode_delivers_the_simulators_bars(sim, mode):
     for sym in SYMBOLS:
         seen = res.bars[sym]
         assert_matches_truth(sim, "binance", sym, "1s", seen, tf_ms=1000)
-        assert [s.source for s in seen[:10]] == ["backfill"] * 10
+        check_history(seen, 10)
         assert seen[-1].source == "live"
         states = [st for d, st, _ in res.notes if d == sym]
         assert states[:2] == ["DELAYED", "LIVE"] and "DISCONNECTED" not in states
