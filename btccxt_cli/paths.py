@@ -90,11 +90,12 @@ def check_output_file(path: str | os.PathLike[str], *, what: str, option: str,
                    "orders database": "orders.sqlite", "report file": "report.html",
                    "trades file": "trades.csv"}.get(what, "out.jsonl")
         raise refuse(f"{what} path {str(path)!r} is not a file name", f"name a file, e.g. {example}")
-    other = _claimed.get(_key(p)) if _claimed is not None else None
-    if other is not None and other != what:
-        raise refuse(f"{what} {str(p)!r} is the {other} of this command",
-                     f"name another file for the {what}")
-    claim(p, what)
+    if _claimed is not None:  # in a command: one role per file
+        key = _key(p)
+        other = _claimed.setdefault(key, what)
+        if other != what:
+            raise refuse(f"{what} {str(p)!r} is the {other} of this command",
+                         f"name another file for the {what}")
     if p.is_dir():
         raise refuse(f"{what} {str(p)!r} is a folder", f"name a file inside it, e.g. {p / 'out'}")
     parent = p.parent

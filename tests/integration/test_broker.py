@@ -113,6 +113,11 @@ def final_ref(out: Outcome, key: str) -> bool:
                                  for st in out.statuses(o.ref))
 
 
+def ended(out: Outcome, key: str) -> Callable[[Any], bool]:
+    """A run's ``done``: the strategy's order ``orders[key]`` was told a final status."""
+    return lambda s: final_ref(out, key)
+
+
 def has(out: Outcome, ref_of: Callable[[Any], Any], status: str) -> bool:
     s = out.strategy
     o = ref_of(s) if s is not None else None

@@ -13,7 +13,7 @@ from typing import Any
 import backtrader as bt
 import pytest
 
-from tests.integration.test_broker import ADOPT, Outcome, final_ref, run
+from tests.integration.test_broker import ADOPT, Outcome, ended, final_ref, run
 from tests.integration.test_broker_stops import _rows
 
 pytestmark = pytest.mark.live
@@ -22,10 +22,6 @@ pytestmark = pytest.mark.live
 def _utc(ms: int) -> datetime.datetime:
     """A naive UTC datetime, as backtrader takes ``valid=`` on a UTC feed."""
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).replace(tzinfo=None)
-
-
-def _final(out: Outcome, key: str) -> Any:
-    return lambda s: final_ref(out, key)
 
 
 @pytest.mark.parametrize(("exchange", "kind"), [
@@ -50,7 +46,7 @@ def test_an_order_expires_when_its_valid_time_passes_on_the_exchange(
                                        exectype=bt.Order.Stop, valid=valid)
 
     db = tmp_path / "o.sqlite"
-    run(sim, exchange, act, _final(out, "o"), db=db, out=out, timeout=30.0, broker_kw=ADOPT)
+    run(sim, exchange, act, ended(out, "o"), db=db, out=out, timeout=30.0, broker_kw=ADOPT)
     assert not out.timed_out, out.notes
     o = out.strategy.orders["o"]
     assert out.statuses(o.ref) == ["Submitted", "Accepted", "Expired"]
@@ -78,7 +74,7 @@ def test_an_order_that_fills_before_its_valid_time_completes_and_market_orders_n
             s.orders["m"] = s.buy(size=0.01, valid=_utc(sim.now_ms() - 60_000))
 
     def done(s: Any) -> bool:
-        return _final(out, "o")(s) and _final(out, "m")(s)
+        return final_ref(out, "o") and final_ref(out, "m")
 
     db = tmp_path / "o.sqlite"
     run(sim, exchange, act, done, db=db, out=out, timeout=30.0)
@@ -102,7 +98,7 @@ def test_an_order_whose_valid_time_has_passed_is_not_sent(sim_factory: Any, tmp_
                                   exectype=bt.Order.Limit, valid=_utc(sim.now_ms() - 1_000))
 
     db = tmp_path / "o.sqlite"
-    run(sim, "binance", act, _final(out, "o"), db=db, out=out)
+    run(sim, "binance", act, ended(out, "o"), db=db, out=out)
     assert not out.timed_out, out.notes
     o = out.strategy.orders["o"]
     assert out.statuses(o.ref) == ["Submitted", "Expired"]

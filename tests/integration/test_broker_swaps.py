@@ -13,7 +13,7 @@ import backtrader as bt
 import pytest
 
 from btccxt_cli.exchange.factory import make_exchange
-from tests.integration.test_broker import KEYS, Outcome, Scripted, final_ref, run
+from tests.integration.test_broker import KEYS, Outcome, Scripted, ended, final_ref, run
 from tests.integration.test_broker_stops import _rows
 
 pytestmark = pytest.mark.live
@@ -382,10 +382,6 @@ def _jump(sim: Any, plan: dict[str, Any]) -> None:
         sim.sim.clock_offset_ms += gap
 
 
-def _stop_ended(out: Outcome, key: str = "stop") -> Any:
-    return lambda s: final_ref(out, key)
-
-
 def _guard(s: Any, plan: dict[str, Any], size: float, kind: str = "stop") -> None:
     """The stop-loss of the position ``_guarded`` opened (a stop-limit's limit 1 % beyond)."""
     fn = s.sell if plan["side"] == "sell" else s.buy
@@ -428,7 +424,7 @@ def test_a_swap_stop_loss_rests_then_closes_the_position_it_guards(
             _jump(sim, plan)
 
     db = tmp_path / "o.sqlite"
-    _run_3x(sim, exchange, act, _stop_ended(out), db, out)
+    _run_3x(sim, exchange, act, ended(out, "stop"), db, out)
     assert not out.timed_out, out.notes
     s, br = out.strategy, out.broker
     st = s.orders["stop"]
@@ -476,7 +472,7 @@ def test_a_swap_stop_loss_left_behind_after_its_position_closed_opens_nothing(
         elif done_ref(out, "close") and "jumped" not in plan:
             _jump(sim, plan)
 
-    _run_3x(sim, exchange, act, _stop_ended(out), tmp_path / "o.sqlite", out)
+    _run_3x(sim, exchange, act, ended(out, "stop"), tmp_path / "o.sqlite", out)
     assert not out.timed_out, out.notes
     s = out.strategy
     st = s.orders["stop"]

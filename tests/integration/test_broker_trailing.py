@@ -15,13 +15,12 @@ import backtrader as bt
 import pytest
 
 from btccxt_cli.sim.plans import trail_plan
-from tests.integration.test_broker import ADOPT, SYMBOL, Outcome, run
+from tests.integration.test_broker import ADOPT, SYMBOL, Outcome, ended, run
 from tests.integration.test_broker_stops import _rows
 from tests.integration.test_broker_swaps import (
     SWAP,
     _jump,
     _run_3x,
-    _stop_ended,
     client,
     done_ref,
     exchange_size,
@@ -47,10 +46,6 @@ def _jump_when_resting(s: Any, sim: Any, plan: dict[str, Any], out: Outcome, exc
     _jump(sim, plan)
 
 
-def _ended(out: Outcome) -> Any:
-    return _stop_ended(out, "trail")
-
-
 @pytest.mark.parametrize("exchange", ["binance", "okx"])
 def test_a_trailing_stop_rests_then_triggers_when_the_price_comes_back_its_trail(
         sim_factory: Any, tmp_path: Path, exchange: str) -> None:
@@ -65,7 +60,7 @@ def test_a_trailing_stop_rests_then_triggers_when_the_price_comes_back_its_trail
         _jump_when_resting(s, sim, plan, out, exchange)
 
     db = tmp_path / "o.sqlite"
-    run(sim, exchange, act, _ended(out), db=db, out=out, timeout=30.0, broker_kw=ADOPT)
+    run(sim, exchange, act, ended(out, "trail"), db=db, out=out, timeout=30.0, broker_kw=ADOPT)
     assert not out.timed_out, out.notes
     st = out.strategy.orders["trail"]
     assert out.statuses(st.ref) == ["Submitted", "Accepted", "Completed"], out.last(st.ref).reason
@@ -96,7 +91,7 @@ def test_a_trailing_stop_on_an_okx_swap_closes_the_long_it_guards(sim_factory: A
         _jump_when_resting(s, sim, plan, out, "okx")
 
     db = tmp_path / "o.sqlite"
-    _run_3x(sim, "okx", act, _ended(out), db, out)
+    _run_3x(sim, "okx", act, ended(out, "trail"), db, out)
     assert not out.timed_out, out.notes
     s = out.strategy
     st = s.orders["trail"]
@@ -150,7 +145,7 @@ def test_a_trailing_stop_on_a_binance_swap_is_refused_unsent(sim_factory: Any, t
         if n == 1:
             s.orders["trail"] = s.sell(size=0.01, exectype=bt.Order.StopTrail, trailpercent=0.01)
 
-    _run_3x(sim, "binance", act, _ended(out), tmp_path / "o.sqlite", out)
+    _run_3x(sim, "binance", act, ended(out, "trail"), tmp_path / "o.sqlite", out)
     assert not out.timed_out, out.notes
     st = out.strategy.orders["trail"]
     assert out.statuses(st.ref) == ["Submitted", "Rejected"]
